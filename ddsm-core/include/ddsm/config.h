@@ -1,0 +1,67 @@
+/* Configuration (INI via libinih). Precedence: environment ($DDSM_CONF picks the file) > file >
+ * built-in defaults; resolved in ddsm_config_load only. Every key is documented in
+ * conf/ddsm.conf.example. */
+#ifndef DDSM_CONFIG_H
+#define DDSM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ddsm/err.h"
+#include "ddsm/log.h"
+
+#define DDSM_CONF_DEFAULT "/etc/ddsm/ddsm.conf"
+#define DDSM_POLICY_MAX_PATTERNS 16
+
+typedef struct ddsm_config {
+    char *file; /* the file it was read from */
+    struct {
+        char *module;             /* required: the real HSM's PKCS#11 library */
+        char *token_label;        /* required: which backend token the module fronts */
+        char *root_key_label;     /* default "ddsm-root" */
+        char *root_token_label;   /* optional separate custody token holding the root */
+        char *root_pin_file;      /* required when root_token_label is set */
+        unsigned call_timeout_ms; /* default 5000: bound on one HSM call */
+    } backend;
+    struct {
+        char *conninfo;                /* required: libpq conninfo or URI */
+        char *listen_conninfo;         /* default: conninfo (LISTEN must not go through a pooler) */
+        unsigned connect_timeout_s;    /* default 5 */
+        unsigned statement_timeout_ms; /* default 5000 */
+        unsigned pool_size;            /* default 8: connections per module instance */
+    } store;
+    struct {
+        char *path_patterns[DDSM_POLICY_MAX_PATTERNS]; /* e.g. "m/44'/*'/*'/*/*"; none = any */
+        size_t n_path_patterns;
+        bool extractable;  /* default false: CKA_EXTRACTABLE of derived keys */
+        char *requester;   /* default NULL: the module uses the program name */
+    } policy;
+    struct {
+        unsigned batch_max;     /* default 64 rows per group-commit statement */
+        unsigned batch_wait_us; /* default 200: longest wait for company when others are queued */
+    } audit;
+    struct {
+        unsigned size;         /* default 4096 derived keys */
+        unsigned ttl_ms;       /* default 300000 */
+        unsigned staleness_ms; /* default 1000: re-validate when the LISTEN link is down */
+    } cache;
+    struct {
+        ddsm_log_level level; /* default warn */
+        bool syslog;          /* default false: stderr */
+    } log;
+} ddsm_config;
+
+/* The file to read: $DDSM_CONF when set and non-empty, else DDSM_CONF_DEFAULT. */
+const char *ddsm_config_default_path(void);
+
+/* Load and validate file. On error returns DDSM_E_CONFIG (or DDSM_E_IO / DDSM_E_NOMEM) and writes
+ * "file:line: reason" into why. Unknown sections/keys and bad values are errors. A file writable
+ * by group or others is refused. */
+DDSM_WUR ddsm_err ddsm_config_load(const char *file, ddsm_config **out, char *why, size_t why_len);
+void ddsm_config_free(ddsm_config *cfg); /* NULL accepted */
+
+/* Whether a canonical path matches one of the policy patterns ('*' matches one component's
+ * number; a trailing ' in the pattern requires hardening). True when there are no patterns. */
+bool ddsm_config_path_allowed(const ddsm_config *cfg, const char *canonical_path);
+
+#endif

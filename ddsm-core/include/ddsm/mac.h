@@ -1,0 +1,29 @@
+/* In-process HMAC-SHA256 with OpenSSL 3 EVP_MAC, for derived keys (never the root). */
+#ifndef DDSM_MAC_H
+#define DDSM_MAC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ddsm/err.h"
+
+#define DDSM_MAC_LEN 32
+
+/* One-shot HMAC-SHA256 with a secret key. Uses a per-thread EVP_MAC_CTX re-initialised each call
+ * (creating a context per call is ~4x slower). */
+DDSM_WUR ddsm_err ddsm_hmac_sha256(const uint8_t *key_secret, size_t key_len, const uint8_t *data,
+                                   size_t data_len, uint8_t out[DDSM_MAC_LEN]);
+
+/* Streaming HMAC for multi-part C_SignUpdate: opaque, holds keyed state (a secret). */
+typedef struct ddsm_hmac_stream ddsm_hmac_stream;
+DDSM_WUR ddsm_err ddsm_hmac_stream_new(const uint8_t *key_secret, size_t key_len,
+                                       ddsm_hmac_stream **out);
+DDSM_WUR ddsm_err ddsm_hmac_stream_update(ddsm_hmac_stream *s, const uint8_t *data, size_t len);
+/* Writes 32 bytes and frees the stream. */
+DDSM_WUR ddsm_err ddsm_hmac_stream_final(ddsm_hmac_stream *s, uint8_t out[DDSM_MAC_LEN]);
+void ddsm_hmac_stream_free(ddsm_hmac_stream *s); /* NULL accepted */
+
+/* Release this thread's cached context (called at thread exit automatically, and at C_Finalize). */
+void ddsm_mac_thread_cleanup(void);
+
+#endif

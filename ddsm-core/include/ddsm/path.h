@@ -1,0 +1,28 @@
+/* BIP-32 style derivation paths (DESIGN.md "Derivation, version 1"). */
+#ifndef DDSM_PATH_H
+#define DDSM_PATH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ddsm/err.h"
+
+#define DDSM_PATH_MAX_DEPTH 16
+#define DDSM_HARDENED 0x80000000u
+/* "m" + 16 * ("/" + 10 digits + "'") + NUL */
+#define DDSM_PATH_TEXT_MAX (1 + DDSM_PATH_MAX_DEPTH * 12 + 1)
+
+typedef struct ddsm_path {
+    uint8_t depth;                         /* 1..16 for asset keys; 0 only for reserved uses */
+    uint32_t index[DDSM_PATH_MAX_DEPTH];   /* hardened components carry DDSM_HARDENED */
+} ddsm_path;
+
+/* Parse a user path of exactly len bytes (not NUL-terminated necessarily): "m/44'/0h/0H/0/5".
+ * Components: decimal below 2^31, no leading zeros, optional hardening mark ', h or H.
+ * Depth 1..16. On error *why (if why != NULL) points to a static human-readable reason. */
+DDSM_WUR ddsm_err ddsm_path_parse(const char *text, size_t len, ddsm_path *out, const char **why);
+
+/* Canonical text form (hardened written as '). Depth 0 formats as "m". */
+void ddsm_path_format(const ddsm_path *p, char out[DDSM_PATH_TEXT_MAX]);
+
+#endif

@@ -1,0 +1,102 @@
+/* The PostgreSQL store (libpq): asset registry, lifecycle, derivation bookkeeping, audit rows.
+ * Every statement is parameterised. A ddsm_store is one connection, used by one thread at a time;
+ * it connects lazily and reconnects by itself after the server comes back. */
+#ifndef DDSM_STORE_H
+#define DDSM_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ddsm/err.h"
+#include "ddsm/path.h"
+#include "ddsm/state.h"
+#include "ddsm/uuid.h"
+
+#define DDSM_ASSET_LABEL_MAX 128
+#define DDSM_KEY_TYPE_MAX 16
+/* NOTIFY channel for lifecycle changes; payload "<uuid> <counter> <STATE>". */
+#define DDSM_NOTIFY_CHANNEL "ddsm_asset"
+
+struct ddsm_migration {
+    const char *name; /* "001_init" */
+    const char *sql;
+};
+extern const struct ddsm_migration ddsm_migrations[];
+extern const unsigned ddsm_migrations_count;
+
+typedef struct ddsm_asset {
+    ddsm_uuid id;
+    char label[DDSM_ASSET_LABEL_MAX + 1];
+    char key_type[DDSM_KEY_TYPE_MAX + 1];    /* "hmac" (more types come later) */
+    char default_path[DDSM_PATH_TEXT_MAX];  /* canonical */
+    uint64_t counter;
+    ddsm_state state;     /* effective: a ROTATING asset whose grace ended reads as ACTIVE */
+    int64_t created_us;   /* unix time in microseconds */
+    int64_t updated_us;
+    int64_t grace_until_us; /* 0 unless ROTATING */
+} ddsm_asset;
+
+typedef struct ddsm_store ddsm_store;
+
+typedef struct ddsm_store_opts {
+    unsigned connect_timeout_s;    /* 0: default 5 */
+    unsigned statement_timeout_ms; /* 0: default 5000 */
+    const char *application_name;  /* NULL: "ddsm" */
+} ddsm_store_opts;
+
+/* Does not connect yet. opts may be NULL. */
+DDSM_WUR ddsm_err ddsm_store_open(const char *conninfo, const ddsm_store_opts *opts,
+                                  ddsm_store **out);
+void ddsm_store_close(ddsm_store *st); /* NULL accepted */
+/* The last error as one line for humans (never contains a password). */
+const char *ddsm_store_errmsg(const ddsm_store *st);
+
+/* Apply the embedded migrations not yet recorded, in order, each in its own transaction. */
+DDSM_WUR ddsm_err ddsm_store_migrate(ddsm_store *st, unsigned *applied);
+
+/* Register an INITIALIZED asset with counter 0. id NULL: random v4. default_path NULL: "m/0".
+ * label must be 1..128 printable characters, no '/' (labels appear in "<label>/<path>"). */
+DDSM_WUR ddsm_err ddsm_store_asset_register(ddsm_store *st, const ddsm_uuid *id, const char *label,
+                                            const char *key_type, const char *default_path,
+                                            const char *requester, ddsm_asset *out);
+/* Look up by UUID text or by label. DDSM_E_NOT_FOUND when neither matches. */
+DDSM_WUR ddsm_err ddsm_store_asset_find(ddsm_store *st, const char *id_or_label, ddsm_asset *out);
+DDSM_WUR ddsm_err ddsm_store_asset_get(ddsm_store *st, const ddsm_uuid *id, ddsm_asset *out);
+
+/* Apply a lifecycle event in one statement, with its audit row and (for rotations) a row in
+ * custody_rotations, then NOTIFY. grace_s is used by DDSM_EV_ROTATE_GRACE only.
+ * DDSM_E_STATE when the state machine refuses (nothing changes). */
+DDSM_WUR ddsm_err ddsm_store_asset_transition(ddsm_store *st, const ddsm_uuid *id, ddsm_event ev,
+                                              int64_t grace_s, const char *requester,
+                                              ddsm_asset *out);
+
+/* Every asset, ordered by label; the callback returns non-zero to stop. */
+typedef int (*ddsm_asset_cb)(const ddsm_asset *a, void *arg);
+DDSM_WUR ddsm_err ddsm_store_asset_list(ddsm_store *st, ddsm_asset_cb cb, void *arg);
+
+/* Derivation bookkeeping, one round trip: check the asset is ACTIVE or ROTATING, read its counter
+ * and insert the DERIVE audit row, RETURNING the counter. No lock, no SERIALIZABLE. The caller may
+ * use the key only after this returned DDSM_OK (the row is committed). DDSM_E_NOT_FOUND for an
+ * unknown asset, DDSM_E_STATE when it is not derivable (out_state tells which state). */
+typedef struct ddsm_derive_req {
+    ddsm_uuid asset;
+    const char *path;      /* canonical */
+    const char *requester; /* may be NULL */
+    const char *instance;  /* module instance id, may be NULL */
+} ddsm_derive_req;
+DDSM_WUR ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t *counter,
+                                    ddsm_state *state);
+
+/* A dedicated LISTEN connection on DDSM_NOTIFY_CHANNEL. */
+typedef struct ddsm_listener ddsm_listener;
+typedef void (*ddsm_notify_cb)(const ddsm_uuid *asset, uint64_t counter, ddsm_state state,
+                               void *arg);
+DDSM_WUR ddsm_err ddsm_listener_open(const char *conninfo, const ddsm_store_opts *opts,
+                                     ddsm_listener **out);
+/* Wait up to timeout_ms for notifications, calling cb for each. DDSM_E_STORE_DOWN when the link is
+ * down (the next call tries to reconnect); DDSM_OK otherwise (also on timeout). */
+DDSM_WUR ddsm_err ddsm_listener_wait(ddsm_listener *l, int timeout_ms, ddsm_notify_cb cb,
+                                     void *arg);
+void ddsm_listener_close(ddsm_listener *l);
+
+#endif

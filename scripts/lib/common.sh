@@ -1,0 +1,49 @@
+# Shared by scripts/test, scripts/demo and the test wrappers: dependencies and the build.
+# Source it; it defines functions only (plus DDSM_ROOT).
+
+DDSM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Every Debian package the build, the tests and the demo need. Nothing else may be assumed.
+DDSM_DEBS=(
+    build-essential cmake pkg-config git ca-certificates
+    libssl-dev openssl libpq-dev postgresql postgresql-client libinih-dev libcmocka-dev
+    libp11-kit-dev libgfshare-dev libsecp256k1-dev
+    softhsm2 opensc gnutls-bin
+    valgrind clang python3 python3-pykcs11 procps iproute2 util-linux
+)
+
+ddsm_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+ddsm_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ddsm_install_deps() {
+    local missing=() p
+    for p in "${DDSM_DEBS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || ddsm_die "missing Debian packages (${missing[*]}); run as root to install them"
+    ddsm_say "installing: ${missing[*]}"
+    # We never use the system-wide cluster: keep the postgresql package from creating one.
+    mkdir -p /etc/postgresql-common/createcluster.d
+    [ -f /etc/postgresql-common/createcluster.d/ddsm.conf ] ||
+        echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/ddsm.conf
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq </dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+}
+
+# ddsm_build BUILD_DIR [cmake args...]
+ddsm_build() {
+    local dir=$1; shift
+    ddsm_say "building into ${dir#$DDSM_ROOT/}"
+    cmake -S "$DDSM_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake --build "$dir" -j"$(nproc)" -- --no-print-directory >/dev/null ||
+        { cmake --build "$dir" -j1 2>&1 | tail -40; ddsm_die "build failed"; }
+}
+
+ddsm_pgbin() {
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$d" ] || ddsm_die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+    echo "$d"
+}

@@ -1,0 +1,2 @@
+/* keeps ddsm-test-support non-empty */
+typedef int ddsm_test_support_empty;
