@@ -31,7 +31,8 @@ typedef struct ddsm_config {
         unsigned pool_size;            /* default 8: connections per module instance */
     } store;
     struct {
-        char *path_patterns[DDSM_POLICY_MAX_PATTERNS]; /* e.g. "m/44'/*'/*'/*/*"; none = any */
+        /* e.g. BIP-44's m/44'/N'/N'/N/N with N = '*'; none: any path */
+        char *path_patterns[DDSM_POLICY_MAX_PATTERNS];
         size_t n_path_patterns;
         bool extractable;  /* default false: CKA_EXTRACTABLE of derived keys */
         char *requester;   /* default NULL: the module uses the program name */

@@ -29,4 +29,10 @@ typedef enum ddsm_err {
 /* Stable, lower-case name of an error ("store unavailable"), never NULL. */
 const char *ddsm_err_str(ddsm_err e);
 
+/* The one translation of each foreign error domain. ddsm_err_openssl drains OpenSSL's error
+ * queue, logs its first entry (prefixed by what) and returns DDSM_E_CRYPTO (DDSM_E_NOMEM for an
+ * allocation failure). ddsm_err_errno maps an errno value (never to DDSM_OK). */
+ddsm_err ddsm_err_openssl(const char *what);
+ddsm_err ddsm_err_errno(int errnum);
+
 #endif

@@ -19,11 +19,17 @@ typedef struct ddsm_hmac_stream ddsm_hmac_stream;
 DDSM_WUR ddsm_err ddsm_hmac_stream_new(const uint8_t *key_secret, size_t key_len,
                                        ddsm_hmac_stream **out);
 DDSM_WUR ddsm_err ddsm_hmac_stream_update(ddsm_hmac_stream *s, const uint8_t *data, size_t len);
-/* Writes 32 bytes and frees the stream. */
+/* Writes 32 bytes and frees the stream (on failure too: the operation ends either way). */
 DDSM_WUR ddsm_err ddsm_hmac_stream_final(ddsm_hmac_stream *s, uint8_t out[DDSM_MAC_LEN]);
 void ddsm_hmac_stream_free(ddsm_hmac_stream *s); /* NULL accepted */
 
 /* Release this thread's cached context (called at thread exit automatically, and at C_Finalize). */
 void ddsm_mac_thread_cleanup(void);
+
+/* Before the code is unloaded (C_Finalize of a module that may be dlclose'd): release this thread's
+ * context, delete the thread key so no destructor of ours runs after an unload, and drop the
+ * fetched algorithm. Other threads' contexts are abandoned (not run through a destructor). Must
+ * not run concurrently with other ddsm_hmac_* calls; a later call sets everything up again. */
+void ddsm_mac_shutdown(void);
 
 #endif

@@ -2,6 +2,7 @@
 #ifndef DDSM_PATH_H
 #define DDSM_PATH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,5 +25,19 @@ DDSM_WUR ddsm_err ddsm_path_parse(const char *text, size_t len, ddsm_path *out, 
 
 /* Canonical text form (hardened written as '). Depth 0 formats as "m". */
 void ddsm_path_format(const ddsm_path *p, char out[DDSM_PATH_TEXT_MAX]);
+
+/* A policy path shape ([policy] path_pattern): a path whose components may also be '*' (any
+ * index), with or without a hardening mark. A path matches when the depth is the same, every
+ * component's hardening is the same, and every non-'*' index is equal. */
+typedef struct ddsm_path_pattern {
+    uint8_t depth;                       /* 1..16 */
+    uint32_t index[DDSM_PATH_MAX_DEPTH]; /* DDSM_HARDENED set when hardened; 0 for '*' */
+    uint16_t wildcard;                   /* bit i set: component i is '*' */
+} ddsm_path_pattern;
+
+/* Same grammar and reasons as ddsm_path_parse, plus '*' as a whole component's number. */
+DDSM_WUR ddsm_err ddsm_path_pattern_parse(const char *text, size_t len, ddsm_path_pattern *out,
+                                          const char **why);
+bool ddsm_path_pattern_match(const ddsm_path_pattern *pat, const ddsm_path *p);
 
 #endif

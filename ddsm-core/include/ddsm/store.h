@@ -98,5 +98,14 @@ DDSM_WUR ddsm_err ddsm_listener_open(const char *conninfo, const ddsm_store_opts
 DDSM_WUR ddsm_err ddsm_listener_wait(ddsm_listener *l, int timeout_ms, ddsm_notify_cb cb,
                                      void *arg);
 void ddsm_listener_close(ddsm_listener *l);
+/* How many times LISTEN has been (re-)established. Notifications sent while the link was down are
+ * lost, so when this changes the caller must re-validate whatever it cached. */
+uint64_t ddsm_listener_generation(const ddsm_listener *l);
+/* The listener's last error as one line (never contains a password). */
+const char *ddsm_listener_errmsg(const ddsm_listener *l);
+
+/* The text of the derivation statement (parameters: asset uuid, canonical path, requester,
+ * instance), for EXPLAIN by tests and operators: its plan must probe custody_keys' primary key. */
+extern const char ddsm_store_derive_sql[];
 
 #endif

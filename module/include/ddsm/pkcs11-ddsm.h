@@ -29,6 +29,27 @@
 
 #define DDSM_DERIVE_PARAM_MAX (16 + 256)
 
+/* The base key of CKM_DDSM_DERIVE may be given as this handle instead of the root seed key's own
+ * backend handle. It is the only way to name the root when it lives on a separate custody token
+ * ([backend] root_token_label), which the module does not expose as a slot. Never a real object:
+ * every other function refuses it. */
+#define CK_DDSM_ROOT_HANDLE 0xFFFFFFFFUL
+
+/* Detail codes in CK_SESSION_INFO.ulDeviceError (C_GetSessionInfo) after a call on that session
+ * failed with a coarse CK_RV (mostly CKR_DEVICE_ERROR). The value stays until the next failure
+ * with a detail, or until a derivation on that session succeeds (then 0). */
+#define DDSM_DEVERR_NONE           0UL
+#define DDSM_DEVERR_BASE           0x44530000UL
+#define DDSM_DEVERR_STORE_DOWN     (DDSM_DEVERR_BASE | 0x01UL) /* PostgreSQL unreachable */
+#define DDSM_DEVERR_STORE_FAILED   (DDSM_DEVERR_BASE | 0x02UL) /* PostgreSQL refused a statement */
+#define DDSM_DEVERR_HSM_FAILED     (DDSM_DEVERR_BASE | 0x03UL) /* the backend HSM failed */
+#define DDSM_DEVERR_ROOT_MISSING   (DDSM_DEVERR_BASE | 0x04UL) /* no root seed key on the token */
+#define DDSM_DEVERR_ROOT_AMBIGUOUS (DDSM_DEVERR_BASE | 0x05UL) /* several keys carry its label */
+#define DDSM_DEVERR_CUSTODY_LOGIN  (DDSM_DEVERR_BASE | 0x06UL) /* custody token PIN refused/unreadable */
+#define DDSM_DEVERR_TIMEOUT        (DDSM_DEVERR_BASE | 0x07UL) /* a bounded wait expired */
+#define DDSM_DEVERR_CRYPTO         (DDSM_DEVERR_BASE | 0x08UL) /* an in-process OpenSSL call failed */
+#define DDSM_DEVERR_INTERNAL       (DDSM_DEVERR_BASE | 0x09UL) /* a bug: see the log */
+
 /* Build the CKM_DDSM_DERIVE parameter into buf. Returns its length, or 0 when buf is too small. */
 static inline size_t ddsm_derive_param(unsigned char *buf, size_t buf_len,
                                        const unsigned char asset_uuid[16], const char *path)

@@ -1,0 +1,231 @@
+/* In-process HMAC-SHA256 for derived keys (never the root seed, which stays in the HSM).
+ *
+ * One EVP_MAC_CTX per thread, found through a pthread key whose destructor frees it at thread
+ * exit. The digest is set once when the context is made; each call re-keys it with
+ * EVP_MAC_init(ctx, key, len, NULL), which costs two compression-function blocks instead of a
+ * context allocation and a digest fetch. The context therefore holds the last key's inner and
+ * outer pads (a secret) until the thread's next call, ddsm_mac_thread_cleanup or thread exit;
+ * OpenSSL cleanses them when the context is freed. */
+#include "ddsm/mac.h"
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ddsm/secmem.h"
+
+static pthread_mutex_t mac_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool mac_ready;
+static EVP_MAC *hmac_alg;   /* fetched once */
+static pthread_key_t ctx_key; /* this thread's EVP_MAC_CTX */
+
+/* A non-NULL pointer for a zero-length key: EVP_MAC_init treats a NULL key as "keep the previous
+ * key", which would silently reuse the last caller's key. */
+static const uint8_t empty_key[1];
+
+struct ddsm_hmac_stream {
+    EVP_MAC_CTX *ctx; /* keyed: a secret */
+};
+
+static void ctx_destructor(void *p)
+{
+    EVP_MAC_CTX_free(p);
+}
+
+static ddsm_err mac_setup(void)
+{
+    ddsm_err e = DDSM_OK;
+
+    if (atomic_load_explicit(&mac_ready, memory_order_acquire))
+        return DDSM_OK;
+    pthread_mutex_lock(&mac_lock);
+    if (atomic_load_explicit(&mac_ready, memory_order_relaxed))
+        goto out;
+    hmac_alg = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    if (hmac_alg == NULL) {
+        e = ddsm_err_openssl("EVP_MAC_fetch(HMAC)");
+        goto out;
+    }
+    if (pthread_key_create(&ctx_key, ctx_destructor) != 0) {
+        EVP_MAC_free(hmac_alg);
+        hmac_alg = NULL;
+        e = DDSM_E_NOMEM;
+        goto out;
+    }
+    atomic_store_explicit(&mac_ready, true, memory_order_release);
+out:
+    pthread_mutex_unlock(&mac_lock);
+    return e;
+}
+
+/* A fresh context with SHA-256 selected, not yet keyed. */
+static ddsm_err ctx_new(EVP_MAC_CTX **out)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    ddsm_err e = mac_setup();
+    if (e != DDSM_OK)
+        return e;
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_alg);
+    if (ctx == NULL)
+        return ddsm_err_openssl("EVP_MAC_CTX_new");
+    if (EVP_MAC_CTX_set_params(ctx, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        return ddsm_err_openssl("EVP_MAC_CTX_set_params(digest=SHA256)");
+    }
+    *out = ctx;
+    return DDSM_OK;
+}
+
+static ddsm_err thread_ctx(EVP_MAC_CTX **out)
+{
+    ddsm_err e = mac_setup();
+    if (e != DDSM_OK)
+        return e;
+    EVP_MAC_CTX *ctx = pthread_getspecific(ctx_key);
+    if (ctx == NULL) {
+        e = ctx_new(&ctx);
+        if (e != DDSM_OK)
+            return e;
+        if (pthread_setspecific(ctx_key, ctx) != 0) {
+            EVP_MAC_CTX_free(ctx);
+            return DDSM_E_NOMEM;
+        }
+    }
+    *out = ctx;
+    return DDSM_OK;
+}
+
+/* Key a context with key_secret (a secret). */
+static ddsm_err ctx_key_secret(EVP_MAC_CTX *ctx, const uint8_t *key_secret, size_t key_len)
+{
+    if (EVP_MAC_init(ctx, key_len > 0 ? key_secret : empty_key, key_len, NULL) != 1)
+        return ddsm_err_openssl("EVP_MAC_init");
+    return DDSM_OK;
+}
+
+ddsm_err ddsm_hmac_sha256(const uint8_t *key_secret, size_t key_len, const uint8_t *data,
+                          size_t data_len, uint8_t out[DDSM_MAC_LEN])
+{
+    EVP_MAC_CTX *ctx = NULL;
+    uint8_t mac[DDSM_MAC_LEN];
+    size_t mac_len = 0;
+    ddsm_err e = DDSM_E_ARG;
+
+    if ((key_secret == NULL && key_len > 0) || (data == NULL && data_len > 0) || out == NULL)
+        goto out;
+    e = thread_ctx(&ctx);
+    if (e != DDSM_OK)
+        goto out;
+    e = ctx_key_secret(ctx, key_secret, key_len);
+    if (e != DDSM_OK)
+        goto out;
+    if (data_len > 0 && EVP_MAC_update(ctx, data, data_len) != 1) {
+        e = ddsm_err_openssl("EVP_MAC_update");
+        goto out;
+    }
+    if (EVP_MAC_final(ctx, mac, &mac_len, sizeof(mac)) != 1 || mac_len != DDSM_MAC_LEN) {
+        e = ddsm_err_openssl("EVP_MAC_final");
+        goto out;
+    }
+    memcpy(out, mac, DDSM_MAC_LEN);
+out:
+    ddsm_wipe(mac, sizeof(mac));
+    return e;
+}
+
+void ddsm_mac_thread_cleanup(void)
+{
+    if (!atomic_load_explicit(&mac_ready, memory_order_acquire))
+        return;
+    EVP_MAC_CTX *ctx = pthread_getspecific(ctx_key);
+    if (ctx != NULL) {
+        (void)pthread_setspecific(ctx_key, NULL);
+        EVP_MAC_CTX_free(ctx);
+    }
+}
+
+void ddsm_mac_shutdown(void)
+{
+    pthread_mutex_lock(&mac_lock);
+    if (atomic_load_explicit(&mac_ready, memory_order_relaxed)) {
+        EVP_MAC_CTX *ctx = pthread_getspecific(ctx_key);
+        if (ctx != NULL)
+            EVP_MAC_CTX_free(ctx);
+        (void)pthread_key_delete(ctx_key);
+        EVP_MAC_free(hmac_alg);
+        hmac_alg = NULL;
+        atomic_store_explicit(&mac_ready, false, memory_order_release);
+    }
+    pthread_mutex_unlock(&mac_lock);
+}
+
+/* Streaming: a context of its own, keyed with key_secret (a secret) until final or free. */
+ddsm_err ddsm_hmac_stream_new(const uint8_t *key_secret, size_t key_len, ddsm_hmac_stream **out)
+{
+    ddsm_hmac_stream *s = NULL;
+    ddsm_err e = DDSM_E_ARG;
+
+    if ((key_secret == NULL && key_len > 0) || out == NULL)
+        goto out;
+    e = DDSM_E_NOMEM;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto out;
+    e = ctx_new(&s->ctx);
+    if (e != DDSM_OK)
+        goto out;
+    e = ctx_key_secret(s->ctx, key_secret, key_len);
+    if (e != DDSM_OK)
+        goto out;
+    *out = s;
+    s = NULL;
+out:
+    ddsm_hmac_stream_free(s);
+    return e;
+}
+
+ddsm_err ddsm_hmac_stream_update(ddsm_hmac_stream *s, const uint8_t *data, size_t len)
+{
+    if (s == NULL || s->ctx == NULL || (data == NULL && len > 0))
+        return DDSM_E_ARG;
+    if (len > 0 && EVP_MAC_update(s->ctx, data, len) != 1)
+        return ddsm_err_openssl("EVP_MAC_update");
+    return DDSM_OK;
+}
+
+/* Consumes the stream whatever the outcome: the caller's operation ends here either way. */
+ddsm_err ddsm_hmac_stream_final(ddsm_hmac_stream *s, uint8_t out[DDSM_MAC_LEN])
+{
+    uint8_t mac[DDSM_MAC_LEN];
+    size_t mac_len = 0;
+    ddsm_err e = DDSM_E_ARG;
+
+    if (s == NULL || s->ctx == NULL || out == NULL)
+        goto out;
+    if (EVP_MAC_final(s->ctx, mac, &mac_len, sizeof(mac)) != 1 || mac_len != DDSM_MAC_LEN) {
+        e = ddsm_err_openssl("EVP_MAC_final");
+        goto out;
+    }
+    memcpy(out, mac, DDSM_MAC_LEN);
+    e = DDSM_OK;
+out:
+    ddsm_wipe(mac, sizeof(mac));
+    ddsm_hmac_stream_free(s);
+    return e;
+}
+
+void ddsm_hmac_stream_free(ddsm_hmac_stream *s)
+{
+    if (s == NULL)
+        return;
+    EVP_MAC_CTX_free(s->ctx); /* cleanses the keyed state */
+    free(s);
+}

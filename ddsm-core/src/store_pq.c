@@ -1,0 +1,417 @@
+/* The store's libpq layer: lazy (re)connect, bounded waits, and the one place where libpq and
+ * PostgreSQL errors become ddsm_err. Never logs or echoes the conninfo (it may hold a password). */
+#include "store_pq.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ddsm/log.h"
+#include "ddsm/secmem.h"
+
+#define DEFAULT_CONNECT_TIMEOUT_S 5
+#define DEFAULT_STATEMENT_TIMEOUT_MS 5000
+/* The server's statement_timeout should fire first (a clean error, transaction rolled back); the
+ * client gives up this much later, when the server itself no longer answers. */
+#define CLIENT_MARGIN_MS 2000
+
+int64_t ddsm_pq_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Copy src into the message buffer as one line: newlines and tabs become spaces, runs of
+ * spaces collapse, trailing spaces go. */
+static void one_line(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+    bool space = false;
+    for (const char *p = src; *p != '\0' && n + 1 < cap; p++) {
+        char c = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
+        if (c == ' ') {
+            if (space || n == 0)
+                continue;
+            space = true;
+        } else {
+            space = false;
+        }
+        dst[n++] = c;
+    }
+    while (n > 0 && dst[n - 1] == ' ')
+        n--;
+    dst[n] = '\0';
+}
+
+ddsm_err ddsm_pq_fail(struct ddsm_pq *pq, ddsm_err err, const char *fmt, ...)
+{
+    char buf[DDSM_PQ_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    one_line(pq->errmsg, sizeof pq->errmsg, buf);
+    return err;
+}
+
+ddsm_err ddsm_pq_init(struct ddsm_pq *pq, const char *conninfo, const ddsm_store_opts *opts)
+{
+    memset(pq, 0, sizeof *pq);
+    if (conninfo == NULL)
+        return DDSM_E_ARG;
+    /* Validate the syntax now, so a typo is a configuration error and not "store down" forever.
+     * libpq's message may quote a fragment of the string (a password, say): do not repeat it. */
+    char *perr = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+    if (parsed == NULL) {
+        PQfreemem(perr);
+        ddsm_log(DDSM_LOG_ERROR, "store: the conninfo is not a valid libpq connection string");
+        return DDSM_E_INPUT;
+    }
+    PQconninfoFree(parsed);
+
+    pq->conninfo = strdup(conninfo);
+    if (pq->conninfo == NULL)
+        return DDSM_E_NOMEM;
+    pq->connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S;
+    pq->statement_timeout_ms = DEFAULT_STATEMENT_TIMEOUT_MS;
+    snprintf(pq->application_name, sizeof pq->application_name, "%s", "ddsm");
+    if (opts != NULL) {
+        if (opts->connect_timeout_s != 0)
+            pq->connect_timeout_s = opts->connect_timeout_s;
+        if (opts->statement_timeout_ms != 0)
+            pq->statement_timeout_ms = opts->statement_timeout_ms;
+        if (opts->application_name != NULL)
+            snprintf(pq->application_name, sizeof pq->application_name, "%s",
+                     opts->application_name);
+    }
+    return DDSM_OK;
+}
+
+void ddsm_pq_reset(struct ddsm_pq *pq)
+{
+    if (pq->conn != NULL) {
+        PQfinish(pq->conn);
+        pq->conn = NULL;
+    }
+}
+
+void ddsm_pq_fini(struct ddsm_pq *pq)
+{
+    if (pq == NULL)
+        return;
+    ddsm_pq_reset(pq);
+    if (pq->conninfo != NULL) {
+        /* It may hold a password. */
+        ddsm_wipe(pq->conninfo, strlen(pq->conninfo));
+        free(pq->conninfo);
+        pq->conninfo = NULL;
+    }
+}
+
+/* Whether SQLSTATE says the session or the server is gone (reconnecting may help). */
+static bool sqlstate_is_connection(const char *s)
+{
+    return strncmp(s, "08", 2) == 0       /* connection exception */
+           || strcmp(s, "57P01") == 0     /* admin shutdown */
+           || strcmp(s, "57P02") == 0     /* crash shutdown */
+           || strcmp(s, "57P03") == 0     /* cannot connect now (starting up) */
+           || strcmp(s, "53300") == 0;    /* too many connections */
+}
+
+ddsm_err ddsm_pq_error(struct ddsm_pq *pq, const char *what, const PGresult *res)
+{
+    bool conn_bad = pq->conn == NULL || PQstatus(pq->conn) != CONNECTION_OK;
+    const char *libpq_msg = pq->conn != NULL ? PQerrorMessage(pq->conn) : "not connected";
+    ddsm_err err;
+
+    pq->constraint[0] = '\0';
+    if (res == NULL) {
+        ddsm_pq_fail(pq, DDSM_E_STORE_DOWN, "store unavailable: %s: %s", what,
+                     conn_bad ? libpq_msg : "no result (out of memory or connection lost)");
+        ddsm_pq_reset(pq);
+        return DDSM_E_STORE_DOWN;
+    }
+    ExecStatusType status = PQresultStatus(res);
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+        return DDSM_OK;
+
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+    if (constraint != NULL)
+        snprintf(pq->constraint, sizeof pq->constraint, "%s", constraint);
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (primary == NULL)
+        primary = PQresultErrorMessage(res);
+    if (state == NULL) {
+        /* Generated by libpq itself: the connection broke, or a protocol problem. */
+        if (conn_bad) {
+            ddsm_pq_fail(pq, DDSM_E_STORE_DOWN, "store unavailable: %s: %s", what, primary);
+            ddsm_pq_reset(pq);
+            return DDSM_E_STORE_DOWN;
+        }
+        return ddsm_pq_fail(pq, DDSM_E_STORE, "store: %s: %s", what, primary);
+    }
+
+    if (sqlstate_is_connection(state) || conn_bad)
+        err = DDSM_E_STORE_DOWN;
+    else if (strcmp(state, "23505") == 0) /* unique_violation */
+        err = DDSM_E_EXISTS;
+    else if (strncmp(state, "ZD", 2) == 0) /* our lifecycle guard (sql/001_init.sql) */
+        err = DDSM_E_STATE;
+    else if (strcmp(state, "22P02") == 0    /* invalid_text_representation (bad uuid...) */
+             || strcmp(state, "23514") == 0 /* check_violation */
+             || strcmp(state, "23502") == 0 /* not_null_violation */
+             || strcmp(state, "22001") == 0 /* string_data_right_truncation */
+             || strcmp(state, "22003") == 0 /* numeric_value_out_of_range */
+             || strcmp(state, "22021") == 0 /* character_not_in_repertoire */
+             || strcmp(state, "22008") == 0 /* datetime_field_overflow */
+             || strcmp(state, "22007") == 0) /* invalid_datetime_format */
+        err = DDSM_E_INPUT;
+    else if (strcmp(state, "57014") == 0    /* query_canceled: statement_timeout */
+             || strcmp(state, "55P03") == 0) /* lock_not_available */
+        err = DDSM_E_TIMEOUT;
+    else
+        err = DDSM_E_STORE;
+
+    if (err == DDSM_E_STORE_DOWN) {
+        ddsm_pq_fail(pq, err, "store unavailable: %s: %s (SQLSTATE %s)", what, primary, state);
+        ddsm_pq_reset(pq);
+    } else if (strcmp(state, "42P01") == 0 || strcmp(state, "42883") == 0) {
+        ddsm_pq_fail(pq, err, "store: %s: %s (SQLSTATE %s; is the schema migrated? run "
+                     "`ddsmctl db migrate`)", what, primary, state);
+    } else {
+        ddsm_pq_fail(pq, err, "store: %s: %s (SQLSTATE %s)", what, primary, state);
+    }
+    return err;
+}
+
+/* Wait until the socket is ready for `events` or the deadline passes. 1 ready, 0 timeout,
+ * -1 error. */
+static int wait_socket(PGconn *conn, short events, int64_t deadline_ms)
+{
+    int fd = PQsocket(conn);
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        int64_t left = deadline_ms - ddsm_pq_now_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+        int n = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n > 0)
+            return 1;
+    }
+}
+
+/* A connection the server has closed (shutdown, restart, terminated backend) has something to
+ * read while we are idle: the FATAL message and the end of stream. Noticing it here, without a
+ * round trip, means the next statement goes to a new connection instead of failing. */
+static bool conn_still_usable(PGconn *conn)
+{
+    if (PQstatus(conn) != CONNECTION_OK || PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return false;
+    int fd = PQsocket(conn);
+    if (fd < 0)
+        return false;
+    /* Read until nothing more is pending: the end of stream usually follows the FATAL message,
+     * and only a read that hits it tells libpq the link is gone. Bounded: a server pushing
+     * notices without end is not worth more than a few syscalls here. */
+    for (int i = 0; i < 8; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+        int n;
+        do {
+            n = poll(&p, 1, 0);
+        } while (n < 0 && errno == EINTR);
+        if (n == 0)
+            break;
+        if (n < 0 || !PQconsumeInput(conn))
+            return false;
+        /* Drop whatever was queued while idle (a FATAL result, say). */
+        while (!PQisBusy(conn)) {
+            PGresult *r = PQgetResult(conn);
+            if (r == NULL)
+                break;
+            PQclear(r);
+        }
+        if (PQstatus(conn) != CONNECTION_OK)
+            return false;
+    }
+    return PQstatus(conn) == CONNECTION_OK;
+}
+
+/* Server notices (and a FATAL that arrives while idle) go to our log, not raw to stderr. */
+static void notice_to_log(void *arg, const char *message)
+{
+    (void)arg;
+    char line[DDSM_PQ_ERRMSG_MAX];
+    one_line(line, sizeof line, message);
+    ddsm_log(DDSM_LOG_INFO, "store: server says: %s", line);
+}
+
+static ddsm_err set_session(struct ddsm_pq *pq)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%u", pq->statement_timeout_ms);
+    const char *values[] = {ms};
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "set statement_timeout",
+        .sql = "SELECT pg_catalog.set_config('statement_timeout', $1, false)",
+        .nparams = 1,
+        .values = values,
+    };
+    PGresult *res = NULL;
+    ddsm_err err = ddsm_pq_exec(pq, &q, &res, NULL);
+    PQclear(res);
+    return err;
+}
+
+ddsm_err ddsm_pq_ensure(struct ddsm_pq *pq, bool *fresh)
+{
+    if (fresh != NULL)
+        *fresh = false;
+    if (pq->conn != NULL) {
+        if (conn_still_usable(pq->conn))
+            return DDSM_OK;
+        ddsm_log(DDSM_LOG_INFO, "store: connection lost; reconnecting");
+        ddsm_pq_reset(pq);
+    }
+
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%u", pq->connect_timeout_s);
+    /* Entries before "dbname" are defaults the conninfo may override (libpq processes the array
+     * in order and the expanded conninfo replaces earlier values): the operator's explicit
+     * choice in the conninfo wins. Keepalives detect a dead peer on idle TCP links (LISTEN). */
+    const char *const keys[] = {"connect_timeout", "application_name", "keepalives",
+                                "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                "dbname", NULL};
+    const char *const vals[] = {timeout, pq->application_name, "1", "30", "10", "3",
+                                pq->conninfo, NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (conn == NULL)
+        return ddsm_pq_fail(pq, DDSM_E_NOMEM, "store: out of memory while connecting");
+    if (PQstatus(conn) != CONNECTION_OK) {
+        ddsm_pq_fail(pq, DDSM_E_STORE_DOWN, "store unavailable: cannot connect: %s",
+                     PQerrorMessage(conn));
+        PQfinish(conn);
+        return DDSM_E_STORE_DOWN;
+    }
+    PQsetNoticeProcessor(conn, notice_to_log, NULL);
+    pq->conn = conn;
+    ddsm_err err = set_session(pq);
+    if (err != DDSM_OK) {
+        ddsm_pq_reset(pq);
+        return err == DDSM_E_STORE_DOWN ? err : DDSM_E_STORE;
+    }
+    pq->generation++;
+    if (fresh != NULL)
+        *fresh = true;
+    return DDSM_OK;
+}
+
+static int send_query(PGconn *conn, const struct ddsm_pq_query *q)
+{
+    switch (q->mode) {
+    case DDSM_PQ_PARAMS:
+        return PQsendQueryParams(conn, q->sql, q->nparams, NULL, q->values, NULL, NULL, 0);
+    case DDSM_PQ_PREPARED:
+        return PQsendQueryPrepared(conn, q->name, q->nparams, q->values, NULL, NULL, 0);
+    case DDSM_PQ_PREPARE:
+        return PQsendPrepare(conn, q->name, q->sql, q->nparams, NULL);
+    case DDSM_PQ_SCRIPT:
+        return PQsendQuery(conn, q->sql);
+    }
+    return 0;
+}
+
+ddsm_err ddsm_pq_exec(struct ddsm_pq *pq, const struct ddsm_pq_query *q, PGresult **out,
+                      bool *sent)
+{
+    PGresult *keep = NULL;
+    ddsm_err err;
+
+    if (sent != NULL)
+        *sent = false;
+    if (pq->conn == NULL)
+        return ddsm_pq_fail(pq, DDSM_E_STORE_DOWN, "store unavailable: %s: not connected",
+                            q->what);
+    int timeout_ms = q->timeout_ms > 0 ? q->timeout_ms
+                                       : (int)pq->statement_timeout_ms + CLIENT_MARGIN_MS;
+    int64_t deadline = ddsm_pq_now_ms() + timeout_ms;
+
+    if (!send_query(pq->conn, q)) {
+        /* Nothing (complete) reached a live server: a peer that can no longer read cannot
+         * execute, and a statement without its Sync message never commits. */
+        err = ddsm_pq_error(pq, q->what, NULL);
+        goto out;
+    }
+    if (sent != NULL)
+        *sent = true;
+
+    /* Read every result up to ReadyForQuery: only then has an implicit transaction committed.
+     * Keep the first error (later ones are consequences) or else the last result. */
+    for (;;) {
+        while (PQisBusy(pq->conn)) {
+            int w = wait_socket(pq->conn, POLLIN, deadline);
+            if (w == 0) {
+                err = ddsm_pq_fail(pq, DDSM_E_STORE_DOWN,
+                                   "store unavailable: %s: no answer within %d ms", q->what,
+                                   timeout_ms);
+                ddsm_pq_reset(pq);
+                goto out;
+            }
+            if (w < 0 || !PQconsumeInput(pq->conn)) {
+                err = ddsm_pq_error(pq, q->what, NULL);
+                goto out;
+            }
+        }
+        PGresult *r = PQgetResult(pq->conn);
+        if (r == NULL)
+            break;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            /* We never use COPY; a script that does would wait for data forever. */
+            PQclear(r);
+            err = ddsm_pq_fail(pq, DDSM_E_STORE, "store: %s: COPY is not supported here",
+                               q->what);
+            ddsm_pq_reset(pq);
+            goto out;
+        }
+        bool r_failed = st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK;
+        bool keep_failed = keep != NULL && PQresultStatus(keep) != PGRES_COMMAND_OK &&
+                           PQresultStatus(keep) != PGRES_TUPLES_OK;
+        if (keep == NULL || (r_failed && !keep_failed) || (!r_failed && !keep_failed)) {
+            PQclear(keep);
+            keep = r;
+        } else {
+            PQclear(r);
+        }
+        if (PQstatus(pq->conn) != CONNECTION_OK)
+            break;
+    }
+    if (PQstatus(pq->conn) != CONNECTION_OK) {
+        /* The link died before ReadyForQuery: whatever the results said, the outcome is unknown.
+         * A server error that came with it (57P01...) makes the better message. */
+        bool server_error = keep != NULL && PQresultStatus(keep) == PGRES_FATAL_ERROR &&
+                            PQresultErrorField(keep, PG_DIAG_SQLSTATE) != NULL;
+        err = ddsm_pq_error(pq, q->what, server_error ? keep : NULL);
+        goto out;
+    }
+    err = ddsm_pq_error(pq, q->what, keep);
+    if (err == DDSM_OK) {
+        *out = keep;
+        keep = NULL;
+    }
+out:
+    PQclear(keep);
+    return err;
+}

@@ -1,0 +1,585 @@
+#include "ctx.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ddsm/log.h"
+#include "ddsm/mac.h"
+#include "ddsm/pkcs11-ddsm.h"
+#include "ddsm/secmem.h"
+#include "handles.h"
+#include "names.h"
+#include "rv.h"
+#include "sesstab.h"
+#include "vkey.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Lock wrappers                                                                               */
+
+struct ddsm_mutex {
+    bool app;
+    void *app_mutex;
+    pthread_mutex_t pm;
+};
+
+/* Set only by C_Initialize / C_Finalize, which the standard forbids running concurrently with
+ * other calls. */
+static struct {
+    bool on;
+    CK_CREATEMUTEX create;
+    CK_DESTROYMUTEX destroy;
+    CK_LOCKMUTEX lock;
+    CK_UNLOCKMUTEX unlock;
+} g_app;
+
+void ddsm_mutex_use_app(const CK_C_INITIALIZE_ARGS *args)
+{
+    if (args == NULL) {
+        memset(&g_app, 0, sizeof(g_app));
+        return;
+    }
+    g_app.on = true;
+    g_app.create = args->CreateMutex;
+    g_app.destroy = args->DestroyMutex;
+    g_app.lock = args->LockMutex;
+    g_app.unlock = args->UnlockMutex;
+}
+
+CK_RV ddsm_mutex_new(ddsm_mutex **out)
+{
+    ddsm_mutex *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return CKR_HOST_MEMORY;
+    if (g_app.on) {
+        CK_RV rv = g_app.create(&m->app_mutex);
+        if (rv != CKR_OK) {
+            free(m);
+            return rv == CKR_HOST_MEMORY ? rv : CKR_CANT_LOCK;
+        }
+        m->app = true;
+    } else if (pthread_mutex_init(&m->pm, NULL) != 0) {
+        free(m);
+        return CKR_CANT_LOCK;
+    }
+    *out = m;
+    return CKR_OK;
+}
+
+void ddsm_mutex_free(ddsm_mutex *m)
+{
+    if (m == NULL)
+        return;
+    if (m->app) {
+        if (g_app.on)
+            (void)g_app.destroy(m->app_mutex);
+    } else {
+        pthread_mutex_destroy(&m->pm);
+    }
+    free(m);
+}
+
+void ddsm_mutex_lock(ddsm_mutex *m)
+{
+    if (m->app) {
+        CK_RV rv = g_app.lock(m->app_mutex);
+        if (rv != CKR_OK)
+            ddsm_log(DDSM_LOG_ERROR, "application LockMutex failed: %s", ddsm_rv_name(rv));
+    } else {
+        pthread_mutex_lock(&m->pm);
+    }
+}
+
+void ddsm_mutex_unlock(ddsm_mutex *m)
+{
+    if (m->app) {
+        CK_RV rv = g_app.unlock(m->app_mutex);
+        if (rv != CKR_OK)
+            ddsm_log(DDSM_LOG_ERROR, "application UnlockMutex failed: %s", ddsm_rv_name(rv));
+    } else {
+        pthread_mutex_unlock(&m->pm);
+    }
+}
+
+int64_t ddsm_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t ddsm_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Process-wide state and fork                                                                 */
+
+static _Atomic(ddsm_ctx *) g_ctx;
+static atomic_uint g_fork_gen;
+static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+    /* Everything inherited is void in the child: every entry point now sees "not initialised"
+     * until C_Initialize builds fresh state. The init lock may have been held by a parent thread
+     * that does not exist here. */
+    atomic_fetch_add(&g_fork_gen, 1);
+    pthread_mutex_init(&g_init_lock, NULL);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
+ddsm_ctx *ddsm_ctx_get(void)
+{
+    ddsm_ctx *c = atomic_load_explicit(&g_ctx, memory_order_acquire);
+    if (c != NULL && c->fork_gen != atomic_load_explicit(&g_fork_gen, memory_order_relaxed))
+        return NULL;
+    return c;
+}
+
+/* A parent's state seen from a fork child: wipe its keys, touch nothing else (no PQfinish, no
+ * C_CloseSession, no unlock), leak the rest deliberately. */
+static void ctx_abandon(ddsm_ctx *ctx)
+{
+    ddsm_vkeys_abandon(ctx->vkeys);
+    ddsm_hsm_abandon(ctx->hsm);
+    ddsm_log(DDSM_LOG_INFO, "fork child: abandoned the parent's module state");
+}
+
+static void ctx_free(ddsm_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    if (ctx->listener_started) {
+        atomic_store(&ctx->listener_stop, true);
+        pthread_join(ctx->listener, NULL);
+    }
+    for (unsigned i = 0; i < ctx->n_store_free; i++)
+        ddsm_store_close(ctx->store_free[i]);
+    free(ctx->store_free);
+    if (ctx->hsm != NULL)
+        for (unsigned i = 0; i < ctx->n_hs_free; i++)
+            (void)ctx->be->C_CloseSession(ctx->hs_free[i]);
+    free(ctx->hs_free);
+    ddsm_sesstab_free(ctx->sessions);
+    ddsm_vkeys_free(ctx->vkeys);
+    ddsm_htab_free(ctx->handles);
+    ddsm_hsm_unload(ctx->hsm);
+    ddsm_mutex_free(ctx->lock);
+    ddsm_config_free(ctx->cfg);
+    free(ctx);
+}
+
+CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
+{
+    CK_RV rv = CKR_OK;
+    ddsm_ctx *ctx = NULL;
+    char why[512] = "";
+
+    pthread_once(&g_once, register_atfork);
+    pthread_mutex_lock(&g_init_lock);
+    ddsm_ctx *old = atomic_load(&g_ctx);
+    if (old != NULL) {
+        if (old->fork_gen == atomic_load(&g_fork_gen)) {
+            rv = CKR_CRYPTOKI_ALREADY_INITIALIZED;
+            goto out;
+        }
+        ctx_abandon(old);
+        atomic_store(&g_ctx, NULL);
+    }
+
+    bool app_locks = args != NULL && args->CreateMutex != NULL &&
+                     (args->flags & CKF_OS_LOCKING_OK) == 0;
+    ddsm_mutex_use_app(app_locks ? args : NULL);
+
+    ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    ctx->fork_gen = atomic_load(&g_fork_gen);
+    ctx->can_thread = args == NULL || (args->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) == 0;
+
+    const char *file = ddsm_config_default_path();
+    ddsm_err e = ddsm_config_load(file, &ctx->cfg, why, sizeof(why));
+    if (e != DDSM_OK) {
+        ddsm_log(DDSM_LOG_ERROR, "C_Initialize: configuration: %s", why);
+        rv = ddsm_rv_from_err(e, DDSM_RVCTX_INIT, NULL);
+        goto out;
+    }
+    ddsm_log_setup(ctx->cfg->log.level, ctx->cfg->log.syslog, "ddsm-pkcs11");
+
+    rv = ddsm_hsm_load(ctx->cfg->backend.module, &ctx->hsm, why, sizeof(why));
+    if (rv != CKR_OK) {
+        ddsm_log(DDSM_LOG_ERROR, "C_Initialize: backend: %s", why);
+        if (rv != CKR_HOST_MEMORY)
+            rv = CKR_FUNCTION_FAILED;
+        goto out;
+    }
+    ctx->be = ddsm_hsm_functions(ctx->hsm);
+    rv = ddsm_hsm_find_token(ctx->hsm, ctx->cfg->backend.token_label, &ctx->slot);
+    if (rv != CKR_OK) {
+        ddsm_log(DDSM_LOG_ERROR, "C_Initialize: backend token \"%s\": %s",
+                 ctx->cfg->backend.token_label, ddsm_rv_name(rv));
+        rv = rv == CKR_HOST_MEMORY ? rv : CKR_FUNCTION_FAILED;
+        goto out;
+    }
+    ctx->root_slot = ctx->slot;
+    if (ctx->cfg->backend.root_token_label != NULL) {
+        ctx->custody = true;
+        rv = ddsm_hsm_find_token(ctx->hsm, ctx->cfg->backend.root_token_label, &ctx->root_slot);
+        if (rv != CKR_OK) {
+            ddsm_log(DDSM_LOG_ERROR, "C_Initialize: custody token \"%s\": %s",
+                     ctx->cfg->backend.root_token_label, ddsm_rv_name(rv));
+            rv = rv == CKR_HOST_MEMORY ? rv : CKR_FUNCTION_FAILED;
+            goto out;
+        }
+    }
+
+    ddsm_uuid inst;
+    if (ddsm_uuid_random(&inst) != DDSM_OK) {
+        rv = CKR_FUNCTION_FAILED;
+        goto out;
+    }
+    ddsm_uuid_format(&inst, ctx->instance);
+    snprintf(ctx->requester, sizeof(ctx->requester), "%s",
+             ctx->cfg->policy.requester != NULL ? ctx->cfg->policy.requester
+                                                : program_invocation_short_name);
+
+    if ((rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK ||
+        (rv = ddsm_htab_new(DDSM_HANDLE_CAP_MAX, &ctx->handles)) != CKR_OK ||
+        (rv = ddsm_vkeys_new(ctx->cfg, &ctx->vkeys)) != CKR_OK ||
+        (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK)
+        goto out;
+    unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    ctx->store_free = calloc(pool, sizeof(*ctx->store_free));
+    ctx->hs_free = calloc(pool, sizeof(*ctx->hs_free));
+    if (ctx->store_free == NULL || ctx->hs_free == NULL) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    ddsm_log(DDSM_LOG_INFO, "initialised: instance %s, token \"%s\"%s", ctx->instance,
+             ctx->cfg->backend.token_label, ctx->custody ? ", root on a custody token" : "");
+    atomic_store_explicit(&g_ctx, ctx, memory_order_release);
+    ctx = NULL;
+out:
+    if (ctx != NULL) {
+        ctx_free(ctx);
+        ddsm_mutex_use_app(NULL);
+    }
+    pthread_mutex_unlock(&g_init_lock);
+    return rv;
+}
+
+CK_RV ddsm_ctx_finalize(void)
+{
+    CK_RV rv = CKR_OK;
+    pthread_mutex_lock(&g_init_lock);
+    ddsm_ctx *ctx = ddsm_ctx_get();
+    if (ctx == NULL) {
+        rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+        goto out;
+    }
+    atomic_store(&g_ctx, NULL);
+    ctx_free(ctx);
+    ddsm_mutex_use_app(NULL);
+    ddsm_mac_thread_cleanup();
+out:
+    pthread_mutex_unlock(&g_init_lock);
+    return rv;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The LISTEN thread                                                                           */
+
+#define LISTEN_WAIT_MS 100
+
+static void on_notify(const ddsm_uuid *asset, uint64_t counter, ddsm_state state, void *arg)
+{
+    ddsm_ctx *ctx = arg;
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_uuid_format(asset, id);
+    ddsm_log(DDSM_LOG_INFO, "asset %s is now %s at counter %llu", id, ddsm_state_name(state),
+             (unsigned long long)counter);
+    ddsm_vkeys_on_notify(ctx->vkeys, asset, counter, state);
+}
+
+static void store_opts(const ddsm_ctx *ctx, ddsm_store_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->connect_timeout_s = ctx->cfg->store.connect_timeout_s;
+    o->statement_timeout_ms = ctx->cfg->store.statement_timeout_ms;
+    o->application_name = "ddsm-pkcs11";
+}
+
+static void *listener_main(void *arg)
+{
+    ddsm_ctx *ctx = arg;
+    ddsm_listener *l = NULL;
+    ddsm_store_opts opts;
+    const char *ci = ctx->cfg->store.listen_conninfo != NULL ? ctx->cfg->store.listen_conninfo
+                                                             : ctx->cfg->store.conninfo;
+    long backoff_ms = 0;
+    store_opts(ctx, &opts);
+
+    while (!atomic_load(&ctx->listener_stop)) {
+        ddsm_err e = DDSM_E_STORE_DOWN;
+        if (l == NULL)
+            e = ddsm_listener_open(ci, &opts, &l);
+        if (l != NULL)
+            e = ddsm_listener_wait(l, LISTEN_WAIT_MS, on_notify, ctx);
+        if (e == DDSM_OK) {
+            if (!atomic_load(&ctx->link_up)) {
+                /* Records validated before now may have missed a NOTIFY. */
+                atomic_store(&ctx->link_up_since_ms, ddsm_now_ms());
+                atomic_store(&ctx->link_up, true);
+                ddsm_log(DDSM_LOG_INFO, "LISTEN link up");
+            }
+            backoff_ms = 0;
+        } else {
+            if (atomic_exchange(&ctx->link_up, false))
+                ddsm_log(DDSM_LOG_WARN, "LISTEN link down (%s): re-validating after %u ms",
+                         ddsm_err_str(e), ctx->cfg->cache.staleness_ms);
+            backoff_ms = backoff_ms == 0 ? 50 : (backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2);
+            for (long waited = 0; waited < backoff_ms && !atomic_load(&ctx->listener_stop);
+                 waited += 25)
+                sleep_us(25000);
+        }
+        ddsm_vkeys_sweep(ctx->vkeys);
+    }
+    atomic_store(&ctx->link_up, false);
+    ddsm_listener_close(l);
+    ddsm_mac_thread_cleanup();
+    return NULL;
+}
+
+bool ddsm_ctx_listener_covers(ddsm_ctx *ctx, int64_t validated_ms)
+{
+    return atomic_load(&ctx->link_up) && validated_ms >= atomic_load(&ctx->link_up_since_ms);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The store pool                                                                              */
+
+#define POOL_WAIT_MS 10000
+
+ddsm_err ddsm_ctx_store_acquire(ddsm_ctx *ctx, ddsm_store **out)
+{
+    unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    int64_t deadline = ddsm_now_ms() + POOL_WAIT_MS;
+    long nap = 50;
+
+    for (;;) {
+        ddsm_mutex_lock(ctx->lock);
+        if (!ctx->listener_started && ctx->can_thread) {
+            if (pthread_create(&ctx->listener, NULL, listener_main, ctx) == 0)
+                ctx->listener_started = true;
+            else
+                ddsm_log(DDSM_LOG_WARN, "cannot start the LISTEN thread: re-validating instead");
+            ctx->can_thread = ctx->listener_started;
+        }
+        if (ctx->n_store_free > 0) {
+            *out = ctx->store_free[--ctx->n_store_free];
+            ddsm_mutex_unlock(ctx->lock);
+            return DDSM_OK;
+        }
+        if (ctx->n_store < pool) {
+            ctx->n_store++;
+            ddsm_mutex_unlock(ctx->lock);
+            ddsm_store_opts opts;
+            store_opts(ctx, &opts);
+            ddsm_err e = ddsm_store_open(ctx->cfg->store.conninfo, &opts, out);
+            if (e != DDSM_OK) {
+                ddsm_mutex_lock(ctx->lock);
+                ctx->n_store--;
+                ddsm_mutex_unlock(ctx->lock);
+            }
+            return e;
+        }
+        ddsm_mutex_unlock(ctx->lock);
+        if (ddsm_now_ms() > deadline)
+            return DDSM_E_TIMEOUT;
+        sleep_us(nap);
+        nap = nap < 2000 ? nap * 2 : nap;
+    }
+}
+
+void ddsm_ctx_store_release(ddsm_ctx *ctx, ddsm_store *st)
+{
+    if (st == NULL)
+        return;
+    ddsm_mutex_lock(ctx->lock);
+    ctx->store_free[ctx->n_store_free++] = st;
+    ddsm_mutex_unlock(ctx->lock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The module's own backend sessions on the root token                                         */
+
+#define PIN_MAX 256
+
+/* Log in to the custody token with the PIN from root_pin_file (a secret: secure memory, wiped). */
+static CK_RV custody_login_secret(ddsm_ctx *ctx, CK_SESSION_HANDLE s)
+{
+    CK_RV rv = CKR_DEVICE_ERROR;
+    char *pin = ddsm_secure_alloc(PIN_MAX + 1);
+    ssize_t n = 0;
+    int fd = -1;
+
+    if (pin == NULL)
+        return CKR_HOST_MEMORY;
+    fd = open(ctx->cfg->backend.root_pin_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ddsm_log(DDSM_LOG_ERROR, "cannot open root_pin_file %s: %s",
+                 ctx->cfg->backend.root_pin_file, strerror(errno));
+        goto out;
+    }
+    for (size_t got = 0; got < PIN_MAX; got += (size_t)n) {
+        n = read(fd, pin + got, PIN_MAX - got);
+        if (n < 0 && errno == EINTR) {
+            n = 0;
+            continue;
+        }
+        if (n < 0) {
+            ddsm_log(DDSM_LOG_ERROR, "cannot read root_pin_file: %s", strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+    }
+    size_t len = strnlen(pin, PIN_MAX);
+    while (len > 0 && (pin[len - 1] == '\n' || pin[len - 1] == '\r'))
+        len--;
+    if (len == 0) {
+        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s is empty", ctx->cfg->backend.root_pin_file);
+        goto out;
+    }
+    rv = ddsm_hsm_login_secret(ctx->hsm, s, pin, len);
+    if (rv != CKR_OK)
+        ddsm_log(DDSM_LOG_ERROR, "custody token login refused: %s (PIN of %zu bytes)",
+                 ddsm_rv_name(rv), len);
+out:
+    if (fd >= 0)
+        close(fd);
+    ddsm_secure_free(pin, PIN_MAX + 1);
+    return rv;
+}
+
+CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
+{
+    CK_RV rv = CKR_OK;
+    ddsm_rootsess rs = {0, 0, 0};
+    bool fresh = false;
+
+    *detail = DDSM_DEVERR_NONE;
+    ddsm_mutex_lock(ctx->lock);
+    rs.gen = ctx->hs_gen;
+    if (ctx->n_hs_free > 0) {
+        rs.s = ctx->hs_free[--ctx->n_hs_free];
+    } else {
+        ctx->n_hs++;
+        fresh = true;
+    }
+    ddsm_mutex_unlock(ctx->lock);
+
+    if (fresh) {
+        rv = ctx->be->C_OpenSession(ctx->root_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+                                    NULL, &rs.s);
+        if (rv != CKR_OK) {
+            ddsm_log(DDSM_LOG_WARN, "cannot open a derivation session: %s", ddsm_rv_name(rv));
+            ddsm_mutex_lock(ctx->lock);
+            ctx->n_hs--;
+            ddsm_mutex_unlock(ctx->lock);
+            rv = ddsm_rv_from_backend(rv, detail);
+            return rv;
+        }
+        if (ctx->custody) {
+            rv = custody_login_secret(ctx, rs.s);
+            if (rv != CKR_OK) {
+                ddsm_ctx_root_release(ctx, &rs, true);
+                *detail = DDSM_DEVERR_CUSTODY_LOGIN;
+                return rv == CKR_HOST_MEMORY ? rv : CKR_DEVICE_ERROR;
+            }
+        }
+    }
+
+    rs.root = atomic_load(&ctx->root);
+    if (rs.root == 0) {
+        unsigned count = 0;
+        rv = ddsm_hsm_find_object(ctx->hsm, rs.s, CKO_SECRET_KEY, ctx->cfg->backend.root_key_label,
+                                  &rs.root, &count);
+        if (rv != CKR_OK) {
+            ddsm_ctx_root_release(ctx, &rs, true);
+            return ddsm_rv_from_backend(rv, detail);
+        }
+        if (count != 1) {
+            ddsm_log(DDSM_LOG_ERROR, "%s secret key labelled \"%s\" on the root token",
+                     count == 0 ? "no" : "more than one", ctx->cfg->backend.root_key_label);
+            ddsm_ctx_root_release(ctx, &rs, false);
+            *detail = count == 0 ? DDSM_DEVERR_ROOT_MISSING : DDSM_DEVERR_ROOT_AMBIGUOUS;
+            return CKR_DEVICE_ERROR;
+        }
+        atomic_store(&ctx->root, rs.root);
+    }
+    *out = rs;
+    return CKR_OK;
+}
+
+void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
+{
+    unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    bool keep = false;
+    ddsm_mutex_lock(ctx->lock);
+    if (!broken && rs->gen == ctx->hs_gen && ctx->n_hs_free < pool) {
+        ctx->hs_free[ctx->n_hs_free++] = rs->s;
+        keep = true;
+    } else {
+        ctx->n_hs--;
+    }
+    ddsm_mutex_unlock(ctx->lock);
+    if (!keep)
+        (void)ctx->be->C_CloseSession(rs->s);
+}
+
+void ddsm_ctx_root_forget(ddsm_ctx *ctx, CK_OBJECT_HANDLE stale)
+{
+    CK_OBJECT_HANDLE expect = stale;
+    atomic_compare_exchange_strong(&ctx->root, &expect, 0);
+}
+
+void ddsm_ctx_drain_sessions(ddsm_ctx *ctx)
+{
+    CK_SESSION_HANDLE idle[64];
+    unsigned n = 0;
+    if (ctx->custody)
+        return;
+    ddsm_mutex_lock(ctx->lock);
+    ctx->hs_gen++;
+    while (ctx->n_hs_free > 0 && n < 64) {
+        idle[n++] = ctx->hs_free[--ctx->n_hs_free];
+        ctx->n_hs--;
+    }
+    ddsm_mutex_unlock(ctx->lock);
+    for (unsigned i = 0; i < n; i++)
+        (void)ctx->be->C_CloseSession(idle[i]);
+}

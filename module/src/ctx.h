@@ -1,0 +1,111 @@
+/* Global module state: lock wrappers, the fork generation, the backend, the lazy store pool with
+ * its listener thread, and the pool of the module's own backend sessions used for derivation.
+ *
+ * Slot numbering (documented choice): the module exposes exactly one slot, numbered 0, mapped to
+ * the backend slot whose token carries [backend] token_label. Tools that take "the first slot with
+ * a token" find it; the backend's own slot ids never reach the application. */
+#ifndef DDSM_CTX_H
+#define DDSM_CTX_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ddsm/config.h"
+#include "ddsm/store.h"
+#include "ddsm/uuid.h"
+#include "hsm.h"
+
+#define DDSM_SLOT_ID 0UL
+
+/* ---- lock wrappers: pthreads, or the application's CK_C_INITIALIZE_ARGS callbacks ---- */
+typedef struct ddsm_mutex ddsm_mutex;
+CK_RV ddsm_mutex_new(ddsm_mutex **out) DDSM_WUR;
+void ddsm_mutex_free(ddsm_mutex *m); /* NULL accepted */
+void ddsm_mutex_lock(ddsm_mutex *m);
+void ddsm_mutex_unlock(ddsm_mutex *m);
+/* From now on create mutexes with the application's callbacks (args != NULL) or pthreads (NULL).
+ * Mutexes remember how they were made. */
+void ddsm_mutex_use_app(const CK_C_INITIALIZE_ARGS *args);
+
+int64_t ddsm_now_ms(void); /* monotonic clock */
+int64_t ddsm_wall_us(void); /* unix time in microseconds (grace windows come from the store) */
+
+typedef struct ddsm_htab ddsm_htab;
+typedef struct ddsm_vkeys ddsm_vkeys;
+typedef struct ddsm_sesstab ddsm_sesstab;
+
+typedef struct ddsm_ctx {
+    unsigned fork_gen; /* the process generation this state belongs to */
+    ddsm_config *cfg;
+    ddsm_hsm *hsm;
+    CK_FUNCTION_LIST_PTR be; /* the backend's function list */
+    CK_SLOT_ID slot;         /* backend slot of the fronted token: our slot 0 */
+    bool custody;            /* the root lives on a separate custody token */
+    CK_SLOT_ID root_slot;    /* slot of the token holding the root (== slot unless custody) */
+    bool can_thread;         /* false under CKF_LIBRARY_CANT_CREATE_OS_THREADS */
+    char instance[DDSM_UUID_TEXT_LEN + 1]; /* this module instance, in audit rows */
+    char requester[64];
+
+    ddsm_mutex *lock; /* guards the pools and the listener start below; never held across I/O */
+
+    /* the store pool: created lazily, at most cfg->store.pool_size connections */
+    ddsm_store **store_free;
+    unsigned n_store_free;
+    unsigned n_store;
+
+    /* the module's own backend sessions for derivation (on root_slot) */
+    CK_SESSION_HANDLE *hs_free;
+    unsigned n_hs_free;
+    unsigned n_hs;
+    unsigned hs_gen; /* bumped by ddsm_ctx_drain_sessions: older sessions are closed on release */
+    _Atomic CK_OBJECT_HANDLE root; /* cached root seed key handle on root_slot, 0 = unknown */
+    _Atomic CK_OBJECT_HANDLE app_root; /* the root's handle as seen by the application, 0 = unknown */
+
+    /* the LISTEN thread */
+    bool listener_started;
+    pthread_t listener;
+    atomic_bool listener_stop;
+    atomic_bool link_up;
+    _Atomic int64_t link_up_since_ms; /* when the current LISTEN link was known to be up */
+
+    ddsm_htab *handles;
+    ddsm_vkeys *vkeys;
+    ddsm_sesstab *sessions;
+} ddsm_ctx;
+
+/* The live state, or NULL when the module is not initialised in this process generation (never
+ * initialised, finalised, or inherited through fork()). Lock-free. */
+ddsm_ctx *ddsm_ctx_get(void);
+
+/* C_Initialize / C_Finalize bodies (general.c runs the argument checks). */
+CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args) DDSM_WUR;
+CK_RV ddsm_ctx_finalize(void) DDSM_WUR;
+
+/* A store connection for this thread's exclusive use (opened lazily; the first use also starts the
+ * listener). DDSM_E_TIMEOUT when every pooled connection stays busy. */
+ddsm_err ddsm_ctx_store_acquire(ddsm_ctx *ctx, ddsm_store **out) DDSM_WUR;
+void ddsm_ctx_store_release(ddsm_ctx *ctx, ddsm_store *st);
+
+/* One of the module's own backend sessions on the root token, logged in, and the root seed key's
+ * handle there. Never an application session. On failure *detail gets a DDSM_DEVERR_* code. */
+typedef struct ddsm_rootsess {
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE root;
+    unsigned gen;
+} ddsm_rootsess;
+CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail) DDSM_WUR;
+/* broken: the session failed in a way that makes it unfit for reuse. */
+void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken);
+/* Forget the cached root handle (after the backend called it invalid). */
+void ddsm_ctx_root_forget(ddsm_ctx *ctx, CK_OBJECT_HANDLE stale);
+/* Close the idle derivation sessions and mark busy ones for closing (the application logged out or
+ * closed its last session: ours must not keep its login alive). No-op for a custody token. */
+void ddsm_ctx_drain_sessions(ddsm_ctx *ctx);
+
+/* Whether an asset record validated at validated_ms is covered by the LISTEN link (the link is up
+ * and was already up then), so that no re-validation is needed whatever its age. */
+bool ddsm_ctx_listener_covers(ddsm_ctx *ctx, int64_t validated_ms);
+
+#endif

@@ -1,0 +1,28 @@
+/* Generated pass-through forwarders: see forward.h. C_InitPIN and C_SetPIN (the slot/token family)
+ * and C_CreateObject are plain forwards too, so they come from the same list: the PINs go to the
+ * backend untouched and are never logged. */
+#include "forward.h"
+
+#include "guard.h"
+#include "ladder.h"
+
+#define DDSM_FWD_DEFINE(name, params, args, key, virt_rv)                                        \
+    CK_RV ddsm_##name params                                                                      \
+    {                                                                                             \
+        DDSM_CALL(c, #name);                                                                      \
+        DDSM_LADDER_SESSION(c, hSession, 1);                                                      \
+        if (c.ctx->be->name == NULL) {                                                            \
+            rv = CKR_FUNCTION_NOT_SUPPORTED;                                                      \
+            goto out;                                                                             \
+        }                                                                                         \
+        if ((virt_rv) != CKR_OK) {                                                                \
+            rv = ddsm_guard_key(&c, (key), (virt_rv));                                            \
+            if (rv != CKR_OK)                                                                     \
+                goto out;                                                                         \
+        }                                                                                         \
+        rv = c.ctx->be->name args;                                                                \
+    out:                                                                                          \
+        return ddsm_call_end(&c, rv);                                                             \
+    }
+
+DDSM_FORWARDS(DDSM_FWD_DEFINE)

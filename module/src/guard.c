@@ -1,0 +1,98 @@
+#include "guard.h"
+
+#include <string.h>
+
+#include "ddsm/log.h"
+#include "ddsm/pkcs11-ddsm.h"
+#include "handles.h"
+#include "names.h"
+
+#define LABEL_MAX 256
+
+typedef enum { KIND_UNKNOWN, KIND_ROOT, KIND_OTHER } key_kind;
+
+static key_kind classify(ddsm_call *c, CK_OBJECT_HANDLE h)
+{
+    ddsm_ctx *ctx = c->ctx;
+    if (h == CK_DDSM_ROOT_HANDLE)
+        return KIND_ROOT;
+    if (h == CK_INVALID_HANDLE || !ddsm_handle_is_backend(h))
+        return KIND_UNKNOWN;
+    if (h == atomic_load(&ctx->app_root))
+        return KIND_ROOT;
+
+    CK_OBJECT_CLASS cls = (CK_OBJECT_CLASS)-1;
+    char label[LABEL_MAX];
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_LABEL, label, sizeof(label)},
+    };
+    CK_RV rv = ctx->be->C_GetAttributeValue(c->sess->h, h, t, 2);
+    if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_SENSITIVE ||
+        rv == CKR_ATTRIBUTE_TYPE_INVALID)
+        return KIND_OTHER; /* a label too long to be the root's, or not a key at all */
+    if (rv != CKR_OK) {
+        /* Unknown to the backend (the call will fail there). */
+        if (!ctx->custody && h == atomic_load(&ctx->root))
+            return KIND_ROOT; /* fail safe: the derivation sessions know it as the root */
+        return KIND_UNKNOWN;
+    }
+    const char *want = ctx->cfg->backend.root_key_label;
+    bool is_root = cls == CKO_SECRET_KEY && t[1].ulValueLen == strlen(want) &&
+                   memcmp(label, want, t[1].ulValueLen) == 0;
+    if (is_root) {
+        atomic_store(&ctx->app_root, h);
+        ddsm_log(DDSM_LOG_DEBUG, "object 0x%lx is the root seed key", (unsigned long)h);
+    }
+    return is_root ? KIND_ROOT : KIND_OTHER;
+}
+
+bool ddsm_guard_is_root(ddsm_call *c, CK_OBJECT_HANDLE h)
+{
+    return classify(c, h) == KIND_ROOT;
+}
+
+CK_RV ddsm_guard_root_base(ddsm_call *c, CK_OBJECT_HANDLE h)
+{
+    if (ddsm_handle_is_virtual(h) && h != CK_DDSM_ROOT_HANDLE) {
+        ddsm_hentry e;
+        CK_RV rv = ddsm_vkey_lookup(c, h, true, &e);
+        return rv != CKR_OK ? rv : CKR_KEY_FUNCTION_NOT_PERMITTED;
+    }
+    switch (classify(c, h)) {
+    case KIND_ROOT:
+        return CKR_OK;
+    case KIND_OTHER:
+        return CKR_KEY_TYPE_INCONSISTENT;
+    default:
+        return CKR_KEY_HANDLE_INVALID;
+    }
+}
+
+CK_RV ddsm_guard_key(ddsm_call *c, CK_OBJECT_HANDLE h, CK_RV virt_rv)
+{
+    if (ddsm_handle_is_virtual(h) && h != CK_DDSM_ROOT_HANDLE) {
+        ddsm_hentry e;
+        CK_RV rv = ddsm_vkey_lookup(c, h, true, &e);
+        return rv != CKR_OK ? rv : virt_rv;
+    }
+    if (!ddsm_handle_is_backend(h) && h != CK_DDSM_ROOT_HANDLE)
+        return CKR_KEY_HANDLE_INVALID;
+    if (ddsm_guard_is_root(c, h))
+        return CKR_KEY_FUNCTION_NOT_PERMITTED;
+    return CKR_OK;
+}
+
+CK_RV ddsm_guard_object(ddsm_call *c, CK_OBJECT_HANDLE h)
+{
+    if (ddsm_handle_is_virtual(h) && h != CK_DDSM_ROOT_HANDLE) {
+        ddsm_hentry e;
+        CK_RV rv = ddsm_vkey_lookup(c, h, false, &e);
+        return rv != CKR_OK ? rv : CKR_ACTION_PROHIBITED;
+    }
+    if (!ddsm_handle_is_backend(h) && h != CK_DDSM_ROOT_HANDLE)
+        return CKR_OBJECT_HANDLE_INVALID;
+    if (ddsm_guard_is_root(c, h))
+        return CKR_ACTION_PROHIBITED;
+    return CKR_OK;
+}

@@ -1,0 +1,39 @@
+/* Guarding the root seed key: it is usable through the module only by CKM_DDSM_DERIVE. Every
+ * other use of its handle is refused: key-using calls with CKR_KEY_FUNCTION_NOT_PERMITTED, object
+ * management with CKR_ACTION_PROHIBITED. Otherwise a plain C_Sign(CKM_SHA256_HMAC) on the root
+ * would hand any caller every asset key with no audit.
+ *
+ * The root is identified robustly: a secret key whose CKA_LABEL is [backend] root_key_label, asked
+ * of the backend whenever a handle is not known yet, with the answer cached per process. Any such
+ * key on the fronted token counts as the root, even when the configured root lives on a separate
+ * custody token (a copy in the wrong place must not become a bypass). CK_DDSM_ROOT_HANDLE names the
+ * root too. */
+#ifndef DDSM_GUARD_H
+#define DDSM_GUARD_H
+
+#include <stdbool.h>
+
+#include "ladder.h"
+
+/* Whether h, as seen from the application's session c->sess, is the root seed key. A handle the
+ * backend cannot describe (invalid, private while logged out) is not the root: the backend refuses
+ * it on its own. */
+bool ddsm_guard_is_root(ddsm_call *c, CK_OBJECT_HANDLE h);
+
+/* The base key of CKM_DDSM_DERIVE: CKR_OK for the root (or CK_DDSM_ROOT_HANDLE),
+ * CKR_KEY_HANDLE_INVALID for a handle nobody knows, CKR_KEY_FUNCTION_NOT_PERMITTED for a virtual
+ * key (CKA_DERIVE false), CKR_KEY_TYPE_INCONSISTENT for any other backend key. */
+CK_RV ddsm_guard_root_base(ddsm_call *c, CK_OBJECT_HANDLE h) DDSM_WUR;
+
+/* The check before forwarding a key-using call on key handle h to the backend:
+ *  - a live virtual handle: virt_rv (the function's refusal for virtual keys);
+ *  - a dead, forged or over-wide handle: CKR_KEY_HANDLE_INVALID;
+ *  - the root: CKR_KEY_FUNCTION_NOT_PERMITTED;
+ *  - else CKR_OK (forward). */
+CK_RV ddsm_guard_key(ddsm_call *c, CK_OBJECT_HANDLE h, CK_RV virt_rv) DDSM_WUR;
+
+/* The same for object-management calls: virtual and root both CKR_ACTION_PROHIBITED, bad handles
+ * CKR_OBJECT_HANDLE_INVALID. */
+CK_RV ddsm_guard_object(ddsm_call *c, CK_OBJECT_HANDLE h) DDSM_WUR;
+
+#endif

@@ -1,0 +1,239 @@
+#include "handles.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctx.h"
+
+#define CHUNK_BITS 10
+#define CHUNK_SIZE (1U << CHUNK_BITS)
+#define N_STRIPES 64
+
+typedef struct hslot {
+    ddsm_hentry e;
+    uint32_t gen;      /* generation of the current (or next) occupant */
+    bool live;
+    bool retired;      /* generation exhausted: never reused */
+    uint32_t next;     /* hash chain (index + 1, 0 = end) */
+    uint32_t next_free;
+} hslot;
+
+struct ddsm_htab {
+    uint32_t cap;
+    ddsm_mutex *lock;                 /* interning, reclaiming, the hash index */
+    ddsm_mutex *stripe[N_STRIPES];    /* slot contents, by index % N_STRIPES */
+    _Atomic(hslot *) *chunks;         /* cap / CHUNK_SIZE (rounded up) chunk pointers */
+    uint32_t n_chunks;
+    uint32_t used;                    /* slots ever handed out (the high-water mark) */
+    uint32_t free_head;               /* index + 1 of a released slot, 0 = none */
+    uint32_t live;
+    uint32_t *buckets;                /* index + 1 of the first slot in the chain, 0 = empty */
+    uint32_t n_buckets;
+};
+
+static uint32_t entry_hash(const ddsm_hentry *e)
+{
+    /* FNV-1a over the identity fields: not adversarial input (our own entries). */
+    uint32_t h = 2166136261u;
+    const uint8_t *p = e->asset.b;
+    for (size_t i = 0; i < sizeof(e->asset.b); i++)
+        h = (h ^ p[i]) * 16777619u;
+    for (const char *s = e->path; *s != '\0'; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    for (int i = 0; i < 8; i++)
+        h = (h ^ (uint8_t)(e->counter >> (8 * i))) * 16777619u;
+    for (int i = 0; i < 4; i++)
+        h = (h ^ (uint8_t)(e->variant >> (8 * i))) * 16777619u;
+    return h;
+}
+
+static bool entry_same(const ddsm_hentry *a, const ddsm_hentry *b)
+{
+    return memcmp(a->asset.b, b->asset.b, sizeof(a->asset.b)) == 0 && a->counter == b->counter &&
+           a->variant == b->variant && strcmp(a->path, b->path) == 0;
+}
+
+static hslot *slot_at(ddsm_htab *t, uint32_t idx)
+{
+    hslot *chunk = atomic_load_explicit(&t->chunks[idx >> CHUNK_BITS], memory_order_acquire);
+    return chunk == NULL ? NULL : &chunk[idx & (CHUNK_SIZE - 1)];
+}
+
+static CK_OBJECT_HANDLE make_handle(uint32_t gen, uint32_t idx)
+{
+    return DDSM_HANDLE_TOP | ((CK_OBJECT_HANDLE)gen << DDSM_HANDLE_IDX_BITS) | idx;
+}
+
+CK_RV ddsm_htab_new(uint32_t capacity, ddsm_htab **out)
+{
+    CK_RV rv = CKR_HOST_MEMORY;
+    ddsm_htab *t = NULL;
+
+    if (capacity == 0 || capacity > DDSM_HANDLE_CAP_MAX || out == NULL)
+        return CKR_ARGUMENTS_BAD;
+    t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        goto out;
+    t->cap = capacity;
+    t->n_chunks = (capacity + CHUNK_SIZE - 1) / CHUNK_SIZE;
+    t->chunks = calloc(t->n_chunks, sizeof(*t->chunks));
+    t->n_buckets = 1;
+    while (t->n_buckets < capacity && t->n_buckets < (1U << 16))
+        t->n_buckets <<= 1;
+    t->buckets = calloc(t->n_buckets, sizeof(*t->buckets));
+    if (t->chunks == NULL || t->buckets == NULL)
+        goto out;
+    rv = ddsm_mutex_new(&t->lock);
+    for (int i = 0; rv == CKR_OK && i < N_STRIPES; i++)
+        rv = ddsm_mutex_new(&t->stripe[i]);
+    if (rv != CKR_OK)
+        goto out;
+    *out = t;
+    t = NULL;
+out:
+    ddsm_htab_free(t);
+    return rv;
+}
+
+void ddsm_htab_free(ddsm_htab *t)
+{
+    if (t == NULL)
+        return;
+    if (t->chunks != NULL)
+        for (uint32_t i = 0; i < t->n_chunks; i++)
+            free(atomic_load(&t->chunks[i]));
+    free(t->chunks);
+    free(t->buckets);
+    ddsm_mutex_free(t->lock);
+    for (int i = 0; i < N_STRIPES; i++)
+        ddsm_mutex_free(t->stripe[i]);
+    free(t);
+}
+
+/* Unlink slot idx from its hash chain. */
+static void unhash_locked(ddsm_htab *t, uint32_t idx, hslot *s)
+{
+    uint32_t *link = &t->buckets[entry_hash(&s->e) & (t->n_buckets - 1)];
+    while (*link != 0) {
+        hslot *cur = slot_at(t, *link - 1);
+        if (*link - 1 == idx) {
+            *link = cur->next;
+            return;
+        }
+        link = &cur->next;
+    }
+}
+
+/* Drop every reclaimable entry; returns how many slots became free. */
+static uint32_t reclaim_locked(ddsm_htab *t, ddsm_htab_reclaimable_fn reclaimable, void *arg)
+{
+    uint32_t freed = 0;
+    for (uint32_t idx = 0; idx < t->used; idx++) {
+        hslot *s = slot_at(t, idx);
+        if (s == NULL || !s->live || !reclaimable(&s->e, arg))
+            continue;
+        unhash_locked(t, idx, s);
+        ddsm_mutex *stripe = t->stripe[idx % N_STRIPES];
+        ddsm_mutex_lock(stripe);
+        s->live = false;
+        /* The next occupant gets a new generation; a slot about to reach the reserved maximum
+         * is retired instead of wrapping around, so an old handle can never match again. */
+        if (s->gen + 1 >= DDSM_HANDLE_GEN_MAX) {
+            s->retired = true;
+        } else {
+            s->gen++;
+        }
+        ddsm_mutex_unlock(stripe);
+        t->live--;
+        if (!s->retired) {
+            s->next_free = t->free_head;
+            t->free_head = idx + 1;
+            freed++;
+        }
+    }
+    return freed;
+}
+
+CK_RV ddsm_htab_intern(ddsm_htab *t, const ddsm_hentry *e, ddsm_htab_reclaimable_fn reclaimable,
+                       void *arg, CK_OBJECT_HANDLE *out)
+{
+    CK_RV rv = CKR_OK;
+    uint32_t bucket = entry_hash(e) & (t->n_buckets - 1);
+    uint32_t idx;
+    hslot *s;
+
+    ddsm_mutex_lock(t->lock);
+    for (uint32_t link = t->buckets[bucket]; link != 0; link = s->next) {
+        s = slot_at(t, link - 1);
+        if (s->live && entry_same(&s->e, e)) {
+            *out = make_handle(s->gen, link - 1);
+            goto out;
+        }
+    }
+    if (t->free_head == 0 && t->used == t->cap &&
+        (reclaimable == NULL || reclaim_locked(t, reclaimable, arg) == 0)) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    if (t->free_head != 0) {
+        idx = t->free_head - 1;
+        s = slot_at(t, idx);
+        t->free_head = s->next_free;
+    } else {
+        idx = t->used;
+        if (slot_at(t, idx) == NULL) {
+            hslot *chunk = calloc(CHUNK_SIZE, sizeof(*chunk));
+            if (chunk == NULL) {
+                rv = CKR_HOST_MEMORY;
+                goto out;
+            }
+            /* Generation 0 is fine for a fresh slot: the handle still has its top bit set. */
+            atomic_store_explicit(&t->chunks[idx >> CHUNK_BITS], chunk, memory_order_release);
+        }
+        s = slot_at(t, idx);
+        t->used++;
+    }
+    ddsm_mutex *stripe = t->stripe[idx % N_STRIPES];
+    ddsm_mutex_lock(stripe);
+    s->e = *e;
+    s->live = true;
+    ddsm_mutex_unlock(stripe);
+    s->next = t->buckets[bucket];
+    t->buckets[bucket] = idx + 1;
+    t->live++;
+    *out = make_handle(s->gen, idx);
+out:
+    ddsm_mutex_unlock(t->lock);
+    return rv;
+}
+
+CK_RV ddsm_htab_get(ddsm_htab *t, CK_OBJECT_HANDLE h, ddsm_hentry *out)
+{
+    CK_RV rv = CKR_OBJECT_HANDLE_INVALID;
+    if (!ddsm_handle_is_virtual(h))
+        return rv;
+    uint32_t idx = (uint32_t)(h & (DDSM_HANDLE_CAP_MAX - 1));
+    uint32_t gen = (uint32_t)((h >> DDSM_HANDLE_IDX_BITS) & DDSM_HANDLE_GEN_MAX);
+    if (idx >= t->cap || gen == DDSM_HANDLE_GEN_MAX)
+        return rv;
+    hslot *s = slot_at(t, idx);
+    if (s == NULL)
+        return rv;
+    ddsm_mutex *stripe = t->stripe[idx % N_STRIPES];
+    ddsm_mutex_lock(stripe);
+    if (s->live && s->gen == gen) {
+        *out = s->e;
+        rv = CKR_OK;
+    }
+    ddsm_mutex_unlock(stripe);
+    return rv;
+}
+
+uint32_t ddsm_htab_live(ddsm_htab *t)
+{
+    ddsm_mutex_lock(t->lock);
+    uint32_t n = t->live;
+    ddsm_mutex_unlock(t->lock);
+    return n;
+}

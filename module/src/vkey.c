@@ -1,0 +1,1056 @@
+#include "vkey.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "ctx.h"
+#include "ddsm/log.h"
+#include "ddsm/pkcs11-ddsm.h"
+#include "ddsm/secmem.h"
+#include "ladder.h"
+#include "names.h"
+#include "rv.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Asset records                                                                               */
+
+#define ASSET_BUCKETS 256
+#define STATE_BITS 8
+#define COUNTER_MAX ((UINT64_C(1) << (64 - STATE_BITS)) - 1)
+
+struct ddsm_asset_rec {
+    ddsm_uuid id;
+    /* counter << 8 | state, one word so that readers see a consistent pair without a lock */
+    _Atomic uint64_t cs;
+    _Atomic int64_t validated_ms; /* when the store or a NOTIFY last told us; 0 = never */
+    _Atomic int64_t grace_until_us; /* end of the grace window while ROTATING; 0 = unknown */
+    struct ddsm_asset_rec *next;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* The derived-key cache                                                                       */
+
+#define MAX_SHARDS 16
+#define SHARD_BUCKETS 256
+
+struct ddsm_kref {
+    atomic_int refs;
+    atomic_bool dead; /* invalidated: operations holding it fail */
+    uint8_t *key;     /* DDSM_KEY_LEN bytes of secure memory: a secret */
+    ddsm_uuid asset;
+    char path[DDSM_PATH_TEXT_MAX];
+    uint64_t counter;
+    int64_t born_ms;
+    bool cached; /* the fields below are the shard's (under its lock) */
+    struct ddsm_kref *hnext, *lru_prev, *lru_next;
+    /* the registry of every live key (ddsm_vkeys.reg_lock) */
+    struct ddsm_kref *reg_prev, *reg_next;
+    ddsm_vkeys *owner;
+};
+
+typedef struct kshard {
+    ddsm_mutex *lock;
+    ddsm_kref *buckets[SHARD_BUCKETS];
+    ddsm_kref *lru_head, *lru_tail; /* head = most recently used */
+    unsigned count, cap;
+} kshard;
+
+struct ddsm_vkeys {
+    unsigned ttl_ms;
+    unsigned staleness_ms;
+    bool extractable;
+    ddsm_mutex *asset_lock;
+    ddsm_asset_rec *assets[ASSET_BUCKETS];
+    unsigned n_shards;
+    kshard shards[MAX_SHARDS];
+    ddsm_mutex *reg_lock;
+    ddsm_kref *reg_head;
+};
+
+static uint32_t fnv(uint32_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+static uint32_t key_hash(const ddsm_uuid *a, const char *path, uint64_t counter)
+{
+    uint32_t h = fnv(2166136261u, a->b, sizeof(a->b));
+    h = fnv(h, path, strlen(path));
+    return fnv(h, &counter, sizeof(counter));
+}
+
+static uint64_t cs_pack(uint64_t counter, ddsm_state st)
+{
+    return (counter << STATE_BITS) | (uint64_t)st;
+}
+
+static void cs_unpack(uint64_t cs, uint64_t *counter, ddsm_state *st)
+{
+    *counter = cs >> STATE_BITS;
+    *st = (ddsm_state)(cs & ((1u << STATE_BITS) - 1));
+}
+
+CK_RV ddsm_vkeys_new(const ddsm_config *cfg, ddsm_vkeys **out)
+{
+    CK_RV rv = CKR_HOST_MEMORY;
+    ddsm_vkeys *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        return rv;
+    unsigned size = cfg->cache.size ? cfg->cache.size : 4096;
+    v->ttl_ms = cfg->cache.ttl_ms ? cfg->cache.ttl_ms : 300000;
+    v->staleness_ms = cfg->cache.staleness_ms;
+    v->extractable = cfg->policy.extractable;
+    /* A power of two no larger than the bound, so that the per-shard caps add up to at most it. */
+    v->n_shards = 1;
+    while (v->n_shards * 2 <= MAX_SHARDS && v->n_shards * 2 <= size)
+        v->n_shards *= 2;
+    if ((rv = ddsm_mutex_new(&v->asset_lock)) != CKR_OK ||
+        (rv = ddsm_mutex_new(&v->reg_lock)) != CKR_OK)
+        goto out;
+    for (unsigned i = 0; i < v->n_shards; i++) {
+        v->shards[i].cap = size / v->n_shards;
+        if ((rv = ddsm_mutex_new(&v->shards[i].lock)) != CKR_OK)
+            goto out;
+    }
+    *out = v;
+    return CKR_OK;
+out:
+    ddsm_vkeys_free(v);
+    return rv;
+}
+
+/* Free a key whose last reference is gone: wipe, unlink from the registry. */
+static void kref_destroy(ddsm_kref *k)
+{
+    ddsm_vkeys *v = k->owner;
+    ddsm_mutex_lock(v->reg_lock);
+    if (k->reg_prev != NULL)
+        k->reg_prev->reg_next = k->reg_next;
+    else
+        v->reg_head = k->reg_next;
+    if (k->reg_next != NULL)
+        k->reg_next->reg_prev = k->reg_prev;
+    ddsm_mutex_unlock(v->reg_lock);
+    ddsm_secure_free(k->key, DDSM_KEY_LEN);
+    free(k);
+}
+
+void ddsm_kref_put(ddsm_kref *k)
+{
+    if (k != NULL && atomic_fetch_sub(&k->refs, 1) == 1)
+        kref_destroy(k);
+}
+
+const uint8_t *ddsm_kref_bytes(const ddsm_kref *k)
+{
+    return k->key;
+}
+
+bool ddsm_kref_dead(const ddsm_kref *k)
+{
+    return atomic_load(&((ddsm_kref *)k)->dead);
+}
+
+/* A new key holding the secret bytes of (asset, path, counter); one reference (the caller's). */
+static ddsm_kref *kref_new_secret(ddsm_vkeys *v, const ddsm_uuid *asset, const char *path,
+                                  uint64_t counter, const uint8_t key[DDSM_KEY_LEN])
+{
+    ddsm_kref *k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return NULL;
+    k->key = ddsm_secure_alloc(DDSM_KEY_LEN);
+    if (k->key == NULL) {
+        free(k);
+        return NULL;
+    }
+    memcpy(k->key, key, DDSM_KEY_LEN);
+    atomic_init(&k->refs, 1);
+    atomic_init(&k->dead, false);
+    k->asset = *asset;
+    snprintf(k->path, sizeof(k->path), "%s", path);
+    k->counter = counter;
+    k->born_ms = ddsm_now_ms();
+    k->owner = v;
+    ddsm_mutex_lock(v->reg_lock);
+    k->reg_next = v->reg_head;
+    if (v->reg_head != NULL)
+        v->reg_head->reg_prev = k;
+    v->reg_head = k;
+    ddsm_mutex_unlock(v->reg_lock);
+    return k;
+}
+
+static kshard *shard_of(ddsm_vkeys *v, uint32_t h)
+{
+    return &v->shards[(h >> 24) & (v->n_shards - 1)];
+}
+
+static void lru_unlink_locked(kshard *sh, ddsm_kref *k)
+{
+    if (k->lru_prev != NULL)
+        k->lru_prev->lru_next = k->lru_next;
+    else
+        sh->lru_head = k->lru_next;
+    if (k->lru_next != NULL)
+        k->lru_next->lru_prev = k->lru_prev;
+    else
+        sh->lru_tail = k->lru_prev;
+    k->lru_prev = k->lru_next = NULL;
+}
+
+static void lru_push_locked(kshard *sh, ddsm_kref *k)
+{
+    k->lru_next = sh->lru_head;
+    k->lru_prev = NULL;
+    if (sh->lru_head != NULL)
+        sh->lru_head->lru_prev = k;
+    sh->lru_head = k;
+    if (sh->lru_tail == NULL)
+        sh->lru_tail = k;
+}
+
+/* Take k out of the shard; returns the cache's reference for the caller to drop after unlocking. */
+static ddsm_kref *evict_locked(kshard *sh, ddsm_kref *k, bool kill)
+{
+    uint32_t h = key_hash(&k->asset, k->path, k->counter);
+    ddsm_kref **link = &sh->buckets[h % SHARD_BUCKETS];
+    while (*link != k)
+        link = &(*link)->hnext;
+    *link = k->hnext;
+    k->hnext = NULL;
+    lru_unlink_locked(sh, k);
+    k->cached = false;
+    sh->count--;
+    if (kill)
+        atomic_store(&k->dead, true);
+    return k;
+}
+
+/* Drop every cached key for which pred says so, outside the shard locks. */
+typedef bool (*kpred_fn)(const ddsm_kref *k, const void *arg, int64_t now);
+static void cache_drop(ddsm_vkeys *v, kpred_fn pred, const void *arg, bool kill)
+{
+    int64_t now = ddsm_now_ms();
+    for (unsigned i = 0; i < v->n_shards; i++) {
+        kshard *sh = &v->shards[i];
+        ddsm_kref *gone = NULL;
+        ddsm_mutex_lock(sh->lock);
+        for (ddsm_kref *k = sh->lru_head, *next; k != NULL; k = next) {
+            next = k->lru_next;
+            if (pred(k, arg, now)) {
+                evict_locked(sh, k, kill);
+                k->hnext = gone; /* reuse the chain link for the drop list */
+                gone = k;
+            }
+        }
+        ddsm_mutex_unlock(sh->lock);
+        while (gone != NULL) {
+            ddsm_kref *next = gone->hnext;
+            gone->hnext = NULL;
+            ddsm_kref_put(gone);
+            gone = next;
+        }
+    }
+}
+
+static bool pred_all(const ddsm_kref *k, const void *arg, int64_t now)
+{
+    return true;
+}
+
+static bool pred_expired_ttl(const ddsm_kref *k, const void *arg, int64_t now)
+{
+    const unsigned *ttl = arg;
+    return now - k->born_ms > (int64_t)*ttl;
+}
+
+/* A cached key, referenced, or NULL. Expired keys are dropped on the way. */
+static ddsm_kref *cache_get(ddsm_vkeys *v, const ddsm_uuid *asset, const char *path,
+                            uint64_t counter)
+{
+    uint32_t h = key_hash(asset, path, counter);
+    kshard *sh = shard_of(v, h);
+    ddsm_kref *found = NULL, *expired = NULL;
+    ddsm_mutex_lock(sh->lock);
+    for (ddsm_kref *k = sh->buckets[h % SHARD_BUCKETS]; k != NULL; k = k->hnext) {
+        if (k->counter == counter && memcmp(k->asset.b, asset->b, 16) == 0 &&
+            strcmp(k->path, path) == 0) {
+            if (ddsm_now_ms() - k->born_ms > (int64_t)v->ttl_ms) {
+                expired = evict_locked(sh, k, false);
+            } else {
+                found = k;
+                atomic_fetch_add(&k->refs, 1);
+                lru_unlink_locked(sh, k);
+                lru_push_locked(sh, k);
+            }
+            break;
+        }
+    }
+    ddsm_mutex_unlock(sh->lock);
+    ddsm_kref_put(expired);
+    return found;
+}
+
+/* Cache k (the cache takes its own reference). When an equal key is cached already, that one is
+ * returned referenced and k is released; else k itself comes back. */
+static ddsm_kref *cache_put(ddsm_vkeys *v, ddsm_kref *k)
+{
+    uint32_t h = key_hash(&k->asset, k->path, k->counter);
+    kshard *sh = shard_of(v, h);
+    ddsm_kref *victim = NULL, *result = k;
+    if (sh->cap == 0)
+        return k;
+    ddsm_mutex_lock(sh->lock);
+    for (ddsm_kref *c = sh->buckets[h % SHARD_BUCKETS]; c != NULL; c = c->hnext) {
+        if (c->counter == k->counter && memcmp(c->asset.b, k->asset.b, 16) == 0 &&
+            strcmp(c->path, k->path) == 0 && !ddsm_kref_dead(c)) {
+            atomic_fetch_add(&c->refs, 1);
+            result = c;
+            break;
+        }
+    }
+    if (result == k) {
+        if (sh->count >= sh->cap && sh->lru_tail != NULL)
+            victim = evict_locked(sh, sh->lru_tail, false);
+        atomic_fetch_add(&k->refs, 1);
+        k->hnext = sh->buckets[h % SHARD_BUCKETS];
+        sh->buckets[h % SHARD_BUCKETS] = k;
+        lru_push_locked(sh, k);
+        k->cached = true;
+        sh->count++;
+    }
+    ddsm_mutex_unlock(sh->lock);
+    ddsm_kref_put(victim);
+    if (result != k)
+        ddsm_kref_put(k);
+    return result;
+}
+
+void ddsm_vkeys_wipe_all(ddsm_vkeys *v)
+{
+    cache_drop(v, pred_all, NULL, false);
+}
+
+void ddsm_vkeys_sweep(ddsm_vkeys *v)
+{
+    cache_drop(v, pred_expired_ttl, &v->ttl_ms, false);
+}
+
+unsigned ddsm_vkeys_cached(ddsm_vkeys *v)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < v->n_shards; i++) {
+        ddsm_mutex_lock(v->shards[i].lock);
+        n += v->shards[i].count;
+        ddsm_mutex_unlock(v->shards[i].lock);
+    }
+    return n;
+}
+
+void ddsm_vkeys_free(ddsm_vkeys *v)
+{
+    if (v == NULL)
+        return;
+    if (v->reg_lock != NULL)
+        cache_drop(v, pred_all, NULL, true);
+    /* Keys still referenced by someone (there should be none: sessions are freed first) are
+     * wiped anyway. */
+    for (ddsm_kref *k = v->reg_head; k != NULL; k = k->reg_next)
+        ddsm_wipe(k->key, DDSM_KEY_LEN);
+    for (int b = 0; b < ASSET_BUCKETS; b++) {
+        ddsm_asset_rec *r = v->assets[b];
+        while (r != NULL) {
+            ddsm_asset_rec *next = r->next;
+            free(r);
+            r = next;
+        }
+    }
+    for (unsigned i = 0; i < v->n_shards; i++)
+        ddsm_mutex_free(v->shards[i].lock);
+    ddsm_mutex_free(v->asset_lock);
+    ddsm_mutex_free(v->reg_lock);
+    free(v);
+}
+
+void ddsm_vkeys_abandon(ddsm_vkeys *v)
+{
+    if (v == NULL)
+        return;
+    for (ddsm_kref *k = v->reg_head; k != NULL; k = k->reg_next)
+        ddsm_wipe(k->key, DDSM_KEY_LEN);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Asset records                                                                               */
+
+ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
+{
+    uint32_t b = fnv(2166136261u, asset->b, 16) % ASSET_BUCKETS;
+    ddsm_asset_rec *r;
+    ddsm_mutex_lock(v->asset_lock);
+    for (r = v->assets[b]; r != NULL; r = r->next)
+        if (memcmp(r->id.b, asset->b, 16) == 0)
+            break;
+    if (r == NULL && (r = calloc(1, sizeof(*r))) != NULL) {
+        r->id = *asset;
+        atomic_init(&r->cs, cs_pack(0, DDSM_STATE_INITIALIZED));
+        atomic_init(&r->validated_ms, 0);
+        atomic_init(&r->grace_until_us, 0);
+        r->next = v->assets[b];
+        v->assets[b] = r;
+    }
+    ddsm_mutex_unlock(v->asset_lock);
+    return r;
+}
+
+/* Fold (counter, state) into r unless it is older than what r knows. grace_us < 0: unknown. */
+static bool rec_store(ddsm_asset_rec *r, uint64_t counter, ddsm_state state, int64_t grace_us)
+{
+    if (counter > COUNTER_MAX)
+        counter = COUNTER_MAX;
+    uint64_t old = atomic_load(&r->cs);
+    for (;;) {
+        uint64_t oc;
+        ddsm_state os;
+        cs_unpack(old, &oc, &os);
+        if (counter < oc || (counter == oc && os == DDSM_STATE_RETIRED && state != os))
+            return false;
+        if (atomic_compare_exchange_weak(&r->cs, &old, cs_pack(counter, state)))
+            break;
+    }
+    atomic_store(&r->grace_until_us, state == DDSM_STATE_ROTATING && grace_us > 0 ? grace_us : 0);
+    atomic_store(&r->validated_ms, ddsm_now_ms());
+    return true;
+}
+
+struct kill_arg {
+    ddsm_uuid asset;
+    uint64_t keep_from; /* keys of counters below are stale */
+};
+
+static bool pred_stale(const ddsm_kref *k, const void *arg, int64_t now)
+{
+    const struct kill_arg *ka = arg;
+    return memcmp(k->asset.b, ka->asset.b, 16) == 0 && k->counter < ka->keep_from;
+}
+
+/* Kill cached keys that the asset's (counter, state) makes unusable. */
+static void kill_stale(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter, ddsm_state state)
+{
+    struct kill_arg ka = {*asset, 0};
+    if (state == DDSM_STATE_RETIRED || state == DDSM_STATE_INITIALIZED)
+        ka.keep_from = UINT64_MAX;
+    else if (state == DDSM_STATE_ROTATING && counter > 0)
+        ka.keep_from = counter - 1; /* the grace window keeps the previous key for verifying */
+    else
+        ka.keep_from = counter;
+    if (ka.keep_from > 0)
+        cache_drop(v, pred_stale, &ka, true);
+}
+
+void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter,
+                          ddsm_state state)
+{
+    ddsm_asset_rec *r = ddsm_vkeys_asset(v, asset);
+    if (r != NULL)
+        (void)rec_store(r, counter, state, -1);
+    kill_stale(v, asset, counter, state);
+}
+
+void ddsm_asset_rec_update(ddsm_asset_rec *r, const ddsm_asset *a)
+{
+    (void)rec_store(r, a->counter, a->state, a->grace_until_us);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Objects                                                                                     */
+
+uint32_t ddsm_vkey_found_variant(bool policy_extractable)
+{
+    return DDSM_VK_SIGN | DDSM_VK_VERIFY |
+           (policy_extractable ? DDSM_VK_EXTRACTABLE : DDSM_VK_SENSITIVE);
+}
+
+void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16])
+{
+    static const char tag[] = "DDSM-v1 id";
+    uint8_t md[32];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    if (m == NULL || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(m, tag, sizeof(tag) - 1) != 1 ||
+        EVP_DigestUpdate(m, asset->b, 16) != 1 ||
+        EVP_DigestUpdate(m, canon_path, strlen(canon_path)) != 1 ||
+        EVP_DigestFinal_ex(m, md, &md_len) != 1) {
+        /* Out of memory in OpenSSL: an id of zeros is still stable and harmless. */
+        memset(md, 0, sizeof(md));
+        ddsm_log(DDSM_LOG_ERROR, "SHA-256 failed computing CKA_ID");
+    }
+    EVP_MD_CTX_free(m);
+    memcpy(out, md, 16);
+}
+
+void ddsm_vkey_label(const ddsm_uuid *asset, const char *canon_path,
+                     char out[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX])
+{
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_uuid_format(asset, id);
+    snprintf(out, DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX, "%s/%s", id, canon_path);
+}
+
+static bool reclaimable(const ddsm_hentry *e, void *arg)
+{
+    uint64_t counter;
+    ddsm_state st;
+    cs_unpack(atomic_load(&((ddsm_asset_rec *)e->aux)->cs), &counter, &st);
+    if (st == DDSM_STATE_RETIRED)
+        return true;
+    if (e->counter + 1 < counter)
+        return true;
+    return e->counter + 1 == counter && st != DDSM_STATE_ROTATING;
+}
+
+CK_RV ddsm_vkey_intern(ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                       uint64_t counter, uint32_t variant, CK_OBJECT_HANDLE *out)
+{
+    ddsm_hentry e;
+    memset(&e, 0, sizeof(e));
+    e.asset = *asset;
+    snprintf(e.path, sizeof(e.path), "%s", canon_path);
+    e.counter = counter;
+    e.variant = variant;
+    e.aux = ddsm_vkeys_asset(c->ctx->vkeys, asset);
+    if (e.aux == NULL)
+        return CKR_HOST_MEMORY;
+    return ddsm_htab_intern(c->ctx->handles, &e, reclaimable, NULL, out);
+}
+
+CK_RV ddsm_vkey_lookup(ddsm_call *c, CK_OBJECT_HANDLE h, bool key_ctx, ddsm_hentry *out)
+{
+    CK_RV rv = ddsm_htab_get(c->ctx->handles, h, out);
+    if (rv == CKR_OBJECT_HANDLE_INVALID && key_ctx)
+        rv = CKR_KEY_HANDLE_INVALID;
+    return rv;
+}
+
+static CK_RV dead_rv(ddsm_use use)
+{
+    return use == DDSM_USE_OBJECT ? CKR_OBJECT_HANDLE_INVALID : CKR_KEY_HANDLE_INVALID;
+}
+
+static ddsm_rvctx use_rvctx(ddsm_use use)
+{
+    return use == DDSM_USE_OBJECT ? DDSM_RVCTX_OBJECT : DDSM_RVCTX_KEY;
+}
+
+/* Ask the store for the asset's current state (bounded staleness when the LISTEN link is down). */
+static CK_RV revalidate(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
+{
+    ddsm_store *st = NULL;
+    ddsm_asset a;
+    ddsm_err err = ddsm_ctx_store_acquire(c->ctx, &st);
+    if (err == DDSM_OK) {
+        err = ddsm_store_asset_get(st, &e->asset, &a);
+        ddsm_ctx_store_release(c->ctx, st);
+    }
+    if (err != DDSM_OK) {
+        if (err == DDSM_E_NOT_FOUND)
+            return dead_rv(use);
+        ddsm_log(DDSM_LOG_WARN, "re-validating an asset failed: %s (failing closed)",
+                 ddsm_err_str(err));
+        return ddsm_call_err(c, err, use_rvctx(use));
+    }
+    ddsm_asset_rec_update(e->aux, &a);
+    kill_stale(c->ctx->vkeys, &a.id, a.counter, a.state);
+    return CKR_OK;
+}
+
+CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
+{
+    ddsm_asset_rec *r = e->aux;
+    uint64_t counter;
+    ddsm_state st;
+    int64_t grace_us;
+
+    for (int attempt = 0;; attempt++) {
+        cs_unpack(atomic_load(&r->cs), &counter, &st);
+        grace_us = atomic_load(&r->grace_until_us);
+        int64_t validated = atomic_load(&r->validated_ms);
+        bool due = !ddsm_ctx_listener_covers(c->ctx, validated) &&
+                   ddsm_now_ms() - validated > (int64_t)c->ctx->vkeys->staleness_ms;
+        /* The window's end is not in a NOTIFY: ask when it matters. */
+        if (st == DDSM_STATE_ROTATING && grace_us == 0 && e->counter + 1 == counter)
+            due = true;
+        if (!due || attempt > 0)
+            break;
+        CK_RV rv = revalidate(c, e, use);
+        if (rv != CKR_OK)
+            return rv;
+    }
+    if (st != DDSM_STATE_ACTIVE && st != DDSM_STATE_ROTATING)
+        return dead_rv(use);
+    if (e->counter == counter)
+        return CKR_OK;
+    if (st == DDSM_STATE_ROTATING && e->counter + 1 == counter && grace_us > 0 &&
+        ddsm_wall_us() < grace_us) {
+        /* The grace window: the previous key may still verify, never sign. */
+        if (use == DDSM_USE_SIGN || use == DDSM_USE_ENCRYPT)
+            return CKR_KEY_FUNCTION_NOT_PERMITTED;
+        return CKR_OK;
+    }
+    return dead_rv(use);
+}
+
+/* Derive the key of (asset, path) at the asset's current counter: the store round trip (state
+ * check, counter, DERIVE audit row) first, then HMAC-SHA256(root, msg) in the HSM through one of
+ * the module's own sessions. The HSM session and root handle are secured before the store is
+ * touched, so a broken HSM writes no audit row. Returns the counter and the key, cached. */
+static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const ddsm_path *path,
+                                   ddsm_rvctx rvctx, uint64_t *counter_out, ddsm_kref **out)
+{
+    ddsm_ctx *ctx = c->ctx;
+    CK_RV rv;
+    ddsm_rootsess rs;
+    CK_ULONG detail = 0;
+    ddsm_store *st = NULL;
+    uint64_t counter = 0;
+    ddsm_state state = DDSM_STATE_INITIALIZED;
+    uint8_t *key = NULL;
+    ddsm_kref *k = NULL;
+    bool have_rs = false, broken = false;
+    char canon[DDSM_PATH_TEXT_MAX];
+
+    ddsm_path_format(path, canon);
+    rv = ddsm_ctx_root_acquire(ctx, &rs, &detail);
+    if (rv != CKR_OK) {
+        c->detail = detail;
+        goto out;
+    }
+    have_rs = true;
+
+    ddsm_derive_req req = {*asset, canon, ctx->requester, ctx->instance};
+    ddsm_err err = ddsm_ctx_store_acquire(ctx, &st);
+    if (err == DDSM_OK) {
+        err = ddsm_store_derive(st, &req, &counter, &state);
+        ddsm_ctx_store_release(ctx, st);
+    }
+    if (err != DDSM_OK) {
+        if (err == DDSM_E_STATE) {
+            ddsm_asset_rec *r = ddsm_vkeys_asset(ctx->vkeys, asset);
+            if (r != NULL && (state == DDSM_STATE_RETIRED || state == DDSM_STATE_INITIALIZED))
+                atomic_store(&r->validated_ms, 0); /* ask again before trusting the record */
+        }
+        rv = ddsm_call_err(c, err, rvctx);
+        goto out;
+    }
+    ddsm_asset_rec *r = ddsm_vkeys_asset(ctx->vkeys, asset);
+    if (r == NULL) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    if (rec_store(r, counter, state, state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_until_us)
+                                                                  : 0))
+        kill_stale(ctx->vkeys, asset, counter, state);
+
+    key = ddsm_secure_alloc(DDSM_KEY_LEN);
+    if (key == NULL) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    ddsm_hsm_prf_ctx pctx;
+    ddsm_prf prf;
+    ddsm_hsm_prf_init(&pctx, ctx->hsm, rs.s, rs.root, &prf);
+    err = ddsm_derive_secret(&prf, asset, path, counter, key);
+    if (err != DDSM_OK) {
+        CK_RV brv = pctx.last_rv;
+        ddsm_log(DDSM_LOG_ERROR, "HSM derivation failed after the audit row: %s / %s",
+                 ddsm_err_str(err), ddsm_rv_name(brv));
+        if (brv == CKR_KEY_HANDLE_INVALID || brv == CKR_OBJECT_HANDLE_INVALID)
+            ddsm_ctx_root_forget(ctx, rs.root);
+        broken = brv == CKR_SESSION_HANDLE_INVALID || brv == CKR_SESSION_CLOSED ||
+                 brv == CKR_OPERATION_ACTIVE || brv == CKR_DEVICE_REMOVED;
+        rv = err == DDSM_E_HSM ? ddsm_call_backend(c, brv) : ddsm_call_err(c, err, rvctx);
+        goto out;
+    }
+    k = kref_new_secret(ctx->vkeys, asset, canon, counter, key);
+    if (k == NULL) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    *out = cache_put(ctx->vkeys, k);
+    *counter_out = counter;
+    k = NULL;
+    if (c->sess != NULL) {
+        ddsm_mutex_lock(c->sess->lock);
+        c->sess->dev_err = DDSM_DEVERR_NONE;
+        ddsm_mutex_unlock(c->sess->lock);
+    }
+    rv = CKR_OK;
+out:
+    if (have_rs)
+        ddsm_ctx_root_release(ctx, &rs, broken);
+    ddsm_secure_free(key, DDSM_KEY_LEN);
+    return rv;
+}
+
+CK_RV ddsm_vkey_materialise(ddsm_call *c, const ddsm_hentry *e, ddsm_use use, ddsm_kref **out)
+{
+    ddsm_kref *k = cache_get(c->ctx->vkeys, &e->asset, e->path, e->counter);
+    if (k != NULL) {
+        *out = k;
+        return CKR_OK;
+    }
+    uint64_t counter;
+    ddsm_state st;
+    cs_unpack(atomic_load(&((ddsm_asset_rec *)e->aux)->cs), &counter, &st);
+    if (counter != e->counter) {
+        /* A grace-window key that is no longer cached: the store derives (and audits) only the
+         * current counter, so the previous key cannot be re-derived honestly. */
+        return dead_rv(use);
+    }
+    ddsm_path path;
+    if (ddsm_path_parse(e->path, strlen(e->path), &path, NULL) != DDSM_OK)
+        return dead_rv(use);
+    CK_RV rv = derive_current_secret(c, &e->asset, &path, use_rvctx(use), &counter, &k);
+    if (rv != CKR_OK)
+        return rv;
+    if (counter != e->counter) {
+        /* Rotated since the object was found: the fresh key is cached for the next find. */
+        ddsm_kref_put(k);
+        return dead_rv(use);
+    }
+    *out = k;
+    return CKR_OK;
+}
+
+CK_RV ddsm_vkey_derive_new(ddsm_call *c, const ddsm_uuid *asset, const ddsm_path *path,
+                           uint32_t variant, CK_OBJECT_HANDLE *out)
+{
+    uint64_t counter = 0;
+    ddsm_kref *k = NULL;
+    char canon[DDSM_PATH_TEXT_MAX];
+    CK_RV rv = derive_current_secret(c, asset, path, DDSM_RVCTX_DERIVE, &counter, &k);
+    if (rv != CKR_OK)
+        return rv;
+    ddsm_path_format(path, canon);
+    rv = ddsm_vkey_intern(c, asset, canon, counter, variant, out);
+    ddsm_kref_put(k);
+    return rv;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attributes                                                                                  */
+
+static CK_RV put_ulong(uint8_t *buf, CK_ULONG *len, CK_ULONG v)
+{
+    memcpy(buf, &v, sizeof(v));
+    *len = sizeof(v);
+    return CKR_OK;
+}
+
+static CK_RV put_bool(uint8_t *buf, CK_ULONG *len, bool v)
+{
+    buf[0] = v ? CK_TRUE : CK_FALSE;
+    *len = 1;
+    return CKR_OK;
+}
+
+static CK_RV put_bytes(uint8_t *buf, CK_ULONG *len, const void *p, size_t n)
+{
+    memcpy(buf, p, n);
+    *len = n;
+    return CKR_OK;
+}
+
+static CK_ULONG state_code(ddsm_state st)
+{
+    switch (st) {
+    case DDSM_STATE_ACTIVE:
+        return CK_DDSM_STATE_ACTIVE;
+    case DDSM_STATE_ROTATING:
+        return CK_DDSM_STATE_ROTATING;
+    case DDSM_STATE_RETIRED:
+        return CK_DDSM_STATE_RETIRED;
+    default:
+        return CK_DDSM_STATE_INITIALIZED;
+    }
+}
+
+CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM_VKEY_ATTR_MAX],
+                     CK_ULONG *len)
+{
+    uint32_t v = e->variant;
+    bool aes = (v & DDSM_VK_AES) != 0;
+    char text[DDSM_VKEY_ATTR_MAX];
+
+    switch (t) {
+    case CKA_CLASS:
+        return put_ulong(buf, len, CKO_SECRET_KEY);
+    case CKA_KEY_TYPE:
+        return put_ulong(buf, len, aes ? CKK_AES : CKK_GENERIC_SECRET);
+    case CKA_TOKEN:
+    case CKA_PRIVATE:
+        return put_bool(buf, len, true);
+    case CKA_MODIFIABLE:
+    case CKA_COPYABLE:
+    case CKA_DESTROYABLE:
+    case CKA_DERIVE:
+    case CKA_WRAP:
+    case CKA_UNWRAP:
+    case CKA_LOCAL:
+    case CKA_TRUSTED:
+    case CKA_WRAP_WITH_TRUSTED:
+        return put_bool(buf, len, false);
+    case CKA_SIGN:
+        return put_bool(buf, len, (v & DDSM_VK_SIGN) != 0);
+    case CKA_VERIFY:
+        return put_bool(buf, len, (v & DDSM_VK_VERIFY) != 0);
+    case CKA_ENCRYPT:
+        return put_bool(buf, len, (v & DDSM_VK_ENCRYPT) != 0);
+    case CKA_DECRYPT:
+        return put_bool(buf, len, (v & DDSM_VK_DECRYPT) != 0);
+    case CKA_SENSITIVE:
+    case CKA_ALWAYS_SENSITIVE:
+        return put_bool(buf, len, (v & DDSM_VK_SENSITIVE) != 0);
+    case CKA_EXTRACTABLE:
+        return put_bool(buf, len, (v & DDSM_VK_EXTRACTABLE) != 0);
+    case CKA_NEVER_EXTRACTABLE:
+        return put_bool(buf, len, (v & DDSM_VK_EXTRACTABLE) == 0);
+    case CKA_VALUE_LEN:
+        return put_ulong(buf, len, DDSM_KEY_LEN);
+    case CKA_KEY_GEN_MECHANISM:
+        return put_ulong(buf, len, CKM_DDSM_DERIVE);
+    case CKA_START_DATE:
+    case CKA_END_DATE:
+        *len = 0;
+        return CKR_OK;
+    case CKA_LABEL:
+        ddsm_vkey_label(&e->asset, e->path, text);
+        return put_bytes(buf, len, text, strlen(text));
+    case CKA_ID: {
+        uint8_t id[16];
+        ddsm_vkey_id(&e->asset, e->path, id);
+        return put_bytes(buf, len, id, sizeof(id));
+    }
+    case CKA_UNIQUE_ID: {
+        char label[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX];
+        ddsm_vkey_label(&e->asset, e->path, label);
+        int n = snprintf(text, sizeof(text), "%s#%" PRIu64, label, e->counter);
+        return put_bytes(buf, len, text, (size_t)n);
+    }
+    case CKA_ALLOWED_MECHANISMS: {
+        CK_MECHANISM_TYPE m[2];
+        size_t n = 0;
+        if (aes) {
+            m[n++] = CKM_AES_GCM;
+        } else {
+            m[n++] = CKM_SHA256_HMAC;
+            m[n++] = CKM_SHA256_HMAC_GENERAL;
+        }
+        return put_bytes(buf, len, m, n * sizeof(m[0]));
+    }
+    case CKA_DDSM_ASSET_ID:
+        return put_bytes(buf, len, e->asset.b, 16);
+    case CKA_DDSM_PATH:
+        return put_bytes(buf, len, e->path, strlen(e->path));
+    case CKA_DDSM_COUNTER:
+        return put_ulong(buf, len, (CK_ULONG)e->counter);
+    case CKA_DDSM_STATE: {
+        uint64_t counter;
+        ddsm_state st;
+        cs_unpack(atomic_load(&((const ddsm_asset_rec *)e->aux)->cs), &counter, &st);
+        return put_ulong(buf, len, state_code(st));
+    }
+    case CKA_VALUE:
+        return (v & DDSM_VK_SENSITIVE) != 0 || (v & DDSM_VK_EXTRACTABLE) == 0
+                   ? CKR_ATTRIBUTE_SENSITIVE
+                   : CKR_KEY_NEEDED;
+    default:
+        return CKR_ATTRIBUTE_TYPE_INVALID;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* C_DeriveKey templates                                                                       */
+
+typedef struct tmpl_val {
+    bool seen;
+    CK_ULONG ul;
+    bool b;
+} tmpl_val;
+
+/* A CK_BBOOL attribute value: one byte, 0 or 1. */
+static CK_RV read_bool(const CK_ATTRIBUTE *a, bool *out)
+{
+    if (a->pValue == NULL || a->ulValueLen != sizeof(CK_BBOOL))
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    CK_BBOOL b = *(const CK_BBOOL *)a->pValue;
+    if (b != CK_TRUE && b != CK_FALSE)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    *out = b == CK_TRUE;
+    return CKR_OK;
+}
+
+static CK_RV read_ulong(const CK_ATTRIBUTE *a, CK_ULONG *out)
+{
+    if (a->pValue == NULL || a->ulValueLen != sizeof(CK_ULONG))
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    memcpy(out, a->pValue, sizeof(*out));
+    return CKR_OK;
+}
+
+/* Record a value; the same attribute twice with different values is contradictory. */
+static CK_RV note(tmpl_val *slot, CK_ULONG ul, bool b)
+{
+    if (slot->seen && (slot->ul != ul || slot->b != b))
+        return CKR_TEMPLATE_INCONSISTENT;
+    slot->seen = true;
+    slot->ul = ul;
+    slot->b = b;
+    return CKR_OK;
+}
+
+enum { T_CLASS, T_KEYTYPE, T_LEN, T_SIGN, T_VERIFY, T_ENC, T_DEC, T_EXTR, T_SENS, T__N };
+
+CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uuid *asset,
+                               const char *canon_path, bool policy_extractable, uint32_t *variant)
+{
+    tmpl_val v[T__N];
+    char label[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX];
+    uint8_t id[16];
+    CK_RV rv = CKR_OK;
+
+    memset(v, 0, sizeof(v));
+    ddsm_vkey_label(asset, canon_path, label);
+    ddsm_vkey_id(asset, canon_path, id);
+    if (n > 0 && tmpl == NULL)
+        return CKR_ARGUMENTS_BAD;
+
+    for (CK_ULONG i = 0; i < n && rv == CKR_OK; i++) {
+        const CK_ATTRIBUTE *a = &tmpl[i];
+        CK_ULONG ul = 0;
+        bool b = false;
+        switch (a->type) {
+        case CKA_CLASS:
+            if ((rv = read_ulong(a, &ul)) == CKR_OK)
+                rv = ul != CKO_SECRET_KEY ? CKR_TEMPLATE_INCONSISTENT : note(&v[T_CLASS], ul, 0);
+            break;
+        case CKA_KEY_TYPE:
+            if ((rv = read_ulong(a, &ul)) == CKR_OK)
+                rv = ul != CKK_GENERIC_SECRET && ul != CKK_AES ? CKR_ATTRIBUTE_VALUE_INVALID
+                                                                : note(&v[T_KEYTYPE], ul, 0);
+            break;
+        case CKA_VALUE_LEN:
+            if ((rv = read_ulong(a, &ul)) == CKR_OK)
+                rv = ul != DDSM_KEY_LEN ? CKR_ATTRIBUTE_VALUE_INVALID : note(&v[T_LEN], ul, 0);
+            break;
+        case CKA_SIGN:
+        case CKA_VERIFY:
+        case CKA_ENCRYPT:
+        case CKA_DECRYPT:
+        case CKA_EXTRACTABLE:
+        case CKA_SENSITIVE: {
+            int which = a->type == CKA_SIGN      ? T_SIGN
+                        : a->type == CKA_VERIFY  ? T_VERIFY
+                        : a->type == CKA_ENCRYPT ? T_ENC
+                        : a->type == CKA_DECRYPT ? T_DEC
+                        : a->type == CKA_EXTRACTABLE ? T_EXTR
+                                                     : T_SENS;
+            if ((rv = read_bool(a, &b)) == CKR_OK)
+                rv = note(&v[which], 0, b);
+            break;
+        }
+        case CKA_TOKEN:
+        case CKA_PRIVATE:
+            /* Derived keys are token objects (the registry is persistent) and private. */
+            if ((rv = read_bool(a, &b)) == CKR_OK && !b)
+                rv = CKR_TEMPLATE_INCONSISTENT;
+            break;
+        case CKA_MODIFIABLE:
+        case CKA_COPYABLE:
+        case CKA_DESTROYABLE:
+        case CKA_DERIVE:
+        case CKA_WRAP:
+        case CKA_UNWRAP:
+        case CKA_TRUSTED:
+        case CKA_WRAP_WITH_TRUSTED:
+            if ((rv = read_bool(a, &b)) == CKR_OK && b)
+                rv = CKR_TEMPLATE_INCONSISTENT;
+            break;
+        case CKA_LABEL:
+            if (a->ulValueLen != strlen(label) ||
+                (a->ulValueLen > 0 && (a->pValue == NULL ||
+                                       memcmp(a->pValue, label, a->ulValueLen) != 0)))
+                rv = CKR_TEMPLATE_INCONSISTENT;
+            break;
+        case CKA_ID:
+            if (a->ulValueLen != sizeof(id) || a->pValue == NULL ||
+                memcmp(a->pValue, id, sizeof(id)) != 0)
+                rv = CKR_TEMPLATE_INCONSISTENT;
+            break;
+        case CKA_DDSM_ASSET_ID:
+            if (a->ulValueLen != 16 || a->pValue == NULL || memcmp(a->pValue, asset->b, 16) != 0)
+                rv = CKR_TEMPLATE_INCONSISTENT;
+            break;
+        case CKA_DDSM_PATH: {
+            ddsm_path p;
+            char canon[DDSM_PATH_TEXT_MAX];
+            if (a->pValue == NULL ||
+                ddsm_path_parse(a->pValue, a->ulValueLen, &p, NULL) != DDSM_OK) {
+                rv = CKR_ATTRIBUTE_VALUE_INVALID;
+                break;
+            }
+            ddsm_path_format(&p, canon);
+            if (strcmp(canon, canon_path) != 0)
+                rv = CKR_TEMPLATE_INCONSISTENT;
+            break;
+        }
+        case CKA_VALUE:
+        case CKA_UNIQUE_ID:
+        case CKA_LOCAL:
+        case CKA_KEY_GEN_MECHANISM:
+        case CKA_ALWAYS_SENSITIVE:
+        case CKA_NEVER_EXTRACTABLE:
+        case CKA_DDSM_COUNTER:
+        case CKA_DDSM_STATE:
+            rv = CKR_ATTRIBUTE_READ_ONLY;
+            break;
+        default:
+            rv = CKR_ATTRIBUTE_TYPE_INVALID;
+            break;
+        }
+    }
+    if (rv != CKR_OK)
+        return rv;
+
+    bool aes = v[T_KEYTYPE].seen && v[T_KEYTYPE].ul == CKK_AES;
+    bool extractable = v[T_EXTR].seen ? v[T_EXTR].b : policy_extractable;
+    bool sensitive = v[T_SENS].seen ? v[T_SENS].b : !extractable;
+    bool sign = v[T_SIGN].seen ? v[T_SIGN].b : !aes;
+    bool verify = v[T_VERIFY].seen ? v[T_VERIFY].b : !aes;
+    bool enc = v[T_ENC].seen ? v[T_ENC].b : aes;
+    bool dec = v[T_DEC].seen ? v[T_DEC].b : aes;
+
+    if (extractable && !policy_extractable)
+        return CKR_TEMPLATE_INCONSISTENT; /* the policy keeps derived keys in the module */
+    if (!sensitive && !extractable)
+        return CKR_TEMPLATE_INCONSISTENT; /* a readable value is an extraction */
+    if (aes && (sign || verify))
+        return CKR_TEMPLATE_INCONSISTENT; /* HMAC takes generic secret keys */
+    if (!aes && (enc || dec))
+        return CKR_TEMPLATE_INCONSISTENT; /* only AES keys encrypt */
+
+    *variant = (aes ? DDSM_VK_AES : 0) | (sign ? DDSM_VK_SIGN : 0) |
+               (verify ? DDSM_VK_VERIFY : 0) | (enc ? DDSM_VK_ENCRYPT : 0) |
+               (dec ? DDSM_VK_DECRYPT : 0) | (extractable ? DDSM_VK_EXTRACTABLE : 0) |
+               (sensitive ? DDSM_VK_SENSITIVE : 0);
+    return CKR_OK;
+}

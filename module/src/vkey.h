@@ -1,0 +1,135 @@
+/* Virtual derived-key objects: their attributes, the asset records that say whether a handle is
+ * still good (kept current by the LISTEN thread, re-validated after cache.staleness_ms when the
+ * link is down), the derived-key cache keyed by (asset, path, counter), and materialisation
+ * (store round trip with its DERIVE audit row, then HMAC in the HSM).
+ *
+ * Object attributes (DESIGN.md "Objects and handles"): CKO_SECRET_KEY, CKK_GENERIC_SECRET or
+ * CKK_AES, CKA_VALUE_LEN 32, CKA_TOKEN/CKA_PRIVATE true, CKA_MODIFIABLE/COPYABLE/DESTROYABLE false,
+ * CKA_LABEL "<uuid>/<canonical path>", CKA_ID = SHA-256("DDSM-v1 id" || uuid || path)[0..16),
+ * CKA_UNIQUE_ID "<uuid>/<path>#<counter>", vendor CKA_DDSM_*. CKA_EXTRACTABLE follows the policy
+ * ([policy] extractable, default false). Documented choice: CKA_SENSITIVE is the opposite of
+ * CKA_EXTRACTABLE unless C_DeriveKey's template asks otherwise, so that "extractable" keys have a
+ * readable CKA_VALUE as the standard requires (a sensitive key's value is never revealed). */
+#ifndef DDSM_VKEY_H
+#define DDSM_VKEY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ddsm/config.h"
+#include "ddsm/derive.h"
+#include "ddsm/state.h"
+#include "ddsm/store.h"
+#include "handles.h"
+
+/* Variant bits of a virtual object (part of its handle-table identity). */
+#define DDSM_VK_AES 0x01u         /* CKK_AES, else CKK_GENERIC_SECRET */
+#define DDSM_VK_SIGN 0x02u
+#define DDSM_VK_VERIFY 0x04u
+#define DDSM_VK_ENCRYPT 0x08u
+#define DDSM_VK_DECRYPT 0x10u
+#define DDSM_VK_EXTRACTABLE 0x20u
+#define DDSM_VK_SENSITIVE 0x40u
+
+/* The variant of objects found with C_FindObjects: HMAC key, sign + verify. */
+uint32_t ddsm_vkey_found_variant(bool policy_extractable);
+
+/* Large enough for any attribute value of a virtual object except CKA_VALUE. */
+#define DDSM_VKEY_ATTR_MAX 256
+
+typedef enum ddsm_use {
+    DDSM_USE_SIGN = 0,
+    DDSM_USE_VERIFY,
+    DDSM_USE_ENCRYPT,
+    DDSM_USE_DECRYPT,
+    DDSM_USE_OBJECT, /* attribute and object-management calls */
+} ddsm_use;
+
+typedef struct ddsm_vkeys ddsm_vkeys;
+typedef struct ddsm_asset_rec ddsm_asset_rec;
+typedef struct ddsm_kref ddsm_kref;
+struct ddsm_call;
+
+/* ---- the per-process state ---- */
+CK_RV ddsm_vkeys_new(const ddsm_config *cfg, ddsm_vkeys **out) DDSM_WUR;
+void ddsm_vkeys_free(ddsm_vkeys *v); /* wipes every cached key; NULL accepted */
+/* In a fork child: wipe every cached key without taking a lock (the parent's threads may have held
+ * them), leak the rest. */
+void ddsm_vkeys_abandon(ddsm_vkeys *v);
+/* Wipe every cached key (logout, last session closed). Keys held by running operations are wiped
+ * when those end. */
+void ddsm_vkeys_wipe_all(ddsm_vkeys *v);
+/* Wipe keys whose TTL has passed. */
+void ddsm_vkeys_sweep(ddsm_vkeys *v);
+/* A lifecycle NOTIFY (or any fresher view of an asset): update the record, kill stale keys. */
+void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter,
+                          ddsm_state state);
+/* Number of keys in the cache (tests, logs). */
+unsigned ddsm_vkeys_cached(ddsm_vkeys *v);
+
+/* The record of an asset, created on first sight. Records live until C_Finalize. */
+ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset);
+/* Fold a fresh store view of the asset into its record (the counter never goes back, RETIRED is
+ * final). */
+void ddsm_asset_rec_update(ddsm_asset_rec *r, const ddsm_asset *a);
+
+/* ---- derived key bytes: reference counted, wiped when the last reference goes ---- */
+const uint8_t *ddsm_kref_bytes(const ddsm_kref *k); /* DDSM_KEY_LEN secret bytes */
+void ddsm_kref_put(ddsm_kref *k);                   /* NULL accepted */
+/* Invalidated (rotation, retirement): operations holding it must stop. */
+bool ddsm_kref_dead(const ddsm_kref *k);
+
+/* ---- objects ---- */
+
+/* The entry of virtual handle h. CKR_KEY_HANDLE_INVALID (key_ctx) or CKR_OBJECT_HANDLE_INVALID
+ * when it is not a live handle. */
+CK_RV ddsm_vkey_lookup(struct ddsm_call *c, CK_OBJECT_HANDLE h, bool key_ctx, ddsm_hentry *out)
+    DDSM_WUR;
+
+/* Whether the object may be used for use now: its counter is current (or, for verify/decrypt and
+ * attribute calls, the previous one during a grace window), re-validating with the store when the
+ * LISTEN link does not cover the record. Crypto uses of a dead handle get CKR_KEY_HANDLE_INVALID,
+ * object uses CKR_OBJECT_HANDLE_INVALID; signing/encrypting with a grace-window key
+ * CKR_KEY_FUNCTION_NOT_PERMITTED. Store down while re-validation is due: CKR_DEVICE_ERROR. */
+CK_RV ddsm_vkey_check(struct ddsm_call *c, const ddsm_hentry *e, ddsm_use use) DDSM_WUR;
+
+/* The key bytes of a checked object: from the cache, or derived now (store round trip with its
+ * audit row, then the HSM). Holds a reference the caller releases with ddsm_kref_put. */
+CK_RV ddsm_vkey_materialise(struct ddsm_call *c, const ddsm_hentry *e, ddsm_use use,
+                            ddsm_kref **out) DDSM_WUR;
+
+/* C_DeriveKey's work after validation: derive the key of (asset, path) at the asset's current
+ * counter (audited), cache it, and return the handle of the object in this variant. */
+CK_RV ddsm_vkey_derive_new(struct ddsm_call *c, const ddsm_uuid *asset, const ddsm_path *path,
+                           uint32_t variant, CK_OBJECT_HANDLE *out) DDSM_WUR;
+
+/* The handle of (asset, path, counter, variant), for objects found with C_FindObjects. */
+CK_RV ddsm_vkey_intern(struct ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                       uint64_t counter, uint32_t variant, CK_OBJECT_HANDLE *out) DDSM_WUR;
+
+/* The value of attribute t of the object into buf (up to DDSM_VKEY_ATTR_MAX bytes), its length into
+ * *len. CKR_ATTRIBUTE_TYPE_INVALID for attributes these objects do not have,
+ * CKR_ATTRIBUTE_SENSITIVE for CKA_VALUE of a sensitive key, and CKR_KEY_NEEDED for CKA_VALUE of a
+ * readable one (the caller materialises it). */
+CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t,
+                     uint8_t buf[DDSM_VKEY_ATTR_MAX], CK_ULONG *len) DDSM_WUR;
+
+/* CKA_ID: the first 16 bytes of SHA-256("DDSM-v1 id" || uuid bytes || canonical path). */
+void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16]);
+/* CKA_LABEL: "<uuid>/<canonical path>". */
+void ddsm_vkey_label(const ddsm_uuid *asset, const char *canon_path,
+                     char out[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX]);
+
+/* Validate C_DeriveKey's template for CKM_DDSM_DERIVE of (asset, canonical path) and give the
+ * variant it asks for. CKR_ATTRIBUTE_TYPE_INVALID for attributes a derived key cannot have,
+ * CKR_ATTRIBUTE_READ_ONLY for attributes only the module sets, CKR_ATTRIBUTE_VALUE_INVALID for
+ * malformed or unsupported values (a key type other than generic secret / AES, a length other than
+ * 32, a boolean that is not one byte of 0 or 1), CKR_TEMPLATE_INCONSISTENT for anything
+ * contradictory (a class other than CKO_SECRET_KEY, a label or id that is not the key's, usage
+ * flags the key type cannot have, extractable against the policy, a session object, the same
+ * attribute twice with different values). */
+CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uuid *asset,
+                               const char *canon_path, bool policy_extractable,
+                               uint32_t *variant) DDSM_WUR;
+
+#endif

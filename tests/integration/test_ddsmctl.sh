@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# ddsmctl end to end on a fresh database and token (scripts/lib/run-integration): help, usage
+# errors and bad input (exit 2), migrations, PIN sources, the root key, the asset lifecycle with
+# every illegal transition refused (exit 1) and nothing changed, listing, and an unreachable
+# PostgreSQL or HSM (exit 3). Wrong PIN is exit 1 ("operation refused": the HSM said no).
+set -euo pipefail
+
+: "${DDSM_CTL:?run through scripts/lib/run-integration via ctest}"
+: "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}" "${DDSM_TEST_PGBIN:?}"
+C=$DDSM_CTL
+T=$DDSM_TEST_DIR/ctl
+rm -rf "$T"
+mkdir -p "$T"
+unset DDSM_PIN
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+# run CMD...: stdout in $OUT, stderr in $ERR, exit code in $RC; stdin is never a terminal.
+run() {
+    set +e
+    "$@" </dev/null >"$T/out" 2>"$T/err"
+    RC=$?
+    set -e
+    OUT=$(cat "$T/out")
+    ERR=$(cat "$T/err")
+}
+# expect RC CMD...
+expect() {
+    local want=$1
+    shift
+    run "$@"
+    [ "$RC" = "$want" ] || fail "'$*' exited $RC, expected $want
+--- stdout:
+$OUT
+--- stderr:
+$ERR"
+}
+err_has() { [[ "$ERR" == *"$1"* ]] || fail "stderr lacks \"$1\": $ERR"; }
+out_has() { [[ "$OUT" == *"$1"* ]] || fail "stdout lacks \"$1\": $OUT"; }
+sql() { "$DDSM_TEST_PGBIN/psql" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+same() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
+with_pin() { DDSM_PIN=$DDSM_TEST_PIN "$@"; }
+
+echo "== help for every command"
+for args in "" "db" "db migrate" "root" "root create" "root import" "root recover" "root info" \
+    "asset" "asset register" "asset activate" "asset rotate" "asset retire" "asset show" \
+    "asset list"; do
+    # shellcheck disable=SC2086
+    expect 0 "$C" $args --help
+    out_has "Usage: ddsmctl ${args}"
+    out_has "Options:"
+    [ -z "$ERR" ] || fail "--help of '$args' wrote to stderr: $ERR"
+done
+expect 0 "$C" help root
+out_has "DDSM-SHARE-V1"
+expect 0 "$C" -h
+out_has "Exit status:"
+expect 0 "$C" --version
+out_has "ddsmctl "
+
+echo "== usage errors and bad input: exit 2, nothing written"
+expect 2 "$C"
+err_has "missing command"
+expect 2 "$C" frobnicate
+err_has "unknown command 'frobnicate'"
+expect 2 "$C" --bogus asset list
+err_has "unknown option '--bogus'"
+expect 2 "$C" asset
+err_has "missing subcommand"
+expect 2 "$C" asset frob
+err_has "unknown subcommand 'asset frob'"
+expect 2 "$C" root frob
+expect 2 "$C" db frob
+expect 2 "$C" asset list --bogus
+err_has "unknown option '--bogus'"
+expect 2 "$C" asset show
+err_has "missing argument"
+expect 2 "$C" asset activate
+expect 2 "$C" asset rotate
+expect 2 "$C" asset retire
+expect 2 "$C" asset show a b
+err_has "unexpected argument 'b'"
+expect 2 "$C" asset register
+err_has "--label is required"
+expect 2 "$C" asset register --label
+err_has "needs a value"
+expect 2 "$C" asset register --label x --label y
+err_has "given twice"
+expect 2 "$C" asset list --json=yes
+err_has "takes no value"
+expect 2 "$C" asset register --label x --id not-a-uuid
+err_has "is not a UUID"
+expect 2 "$C" asset register --label x --id 6f9619ff-8b86-d011-b42d-00c04fc964f
+expect 2 "$C" asset register --label x --id 00000000-0000-0000-0000-000000000000
+err_has "nil UUID is reserved"
+expect 2 "$C" asset register --label x --default-path "m/01"
+err_has "--default-path 'm/01'"
+expect 2 "$C" asset register --label x --default-path "m/2147483648"
+expect 2 "$C" asset register --label x --default-path "44/0"
+expect 2 "$C" asset register --label x --default-path "m/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16/17"
+expect 2 "$C" asset register --label x --type rsa
+err_has "--type must be hmac or aes"
+expect 2 "$C" asset register --label "a/b"
+err_has "must not hold '/'"
+expect 2 "$C" asset register --label ""
+expect 2 "$C" asset register --label "$(printf 'x%.0s' $(seq 129))"
+expect 2 "$C" asset register --label 6f9619ff-8b86-d011-b42d-00c04fc964ff
+err_has "must not look like a UUID"
+for d in 5x 5 0s -5m 05m m 1.5h 367d 99999999999d; do
+    expect 2 "$C" asset rotate anything --grace "$d"
+    err_has "--grace '$d'"
+done
+expect 2 "$C" asset activate anything --grace 5m
+err_has "unknown option '--grace'"
+expect 2 "$C" root create --shares 3
+err_has "go together"
+expect 2 "$C" root create --shares 0 --threshold 1 --out "$T/s"
+err_has "--shares must be a number 1..255"
+expect 2 "$C" root create --shares 256 --threshold 1 --out "$T/s"
+expect 2 "$C" root create --shares 3 --threshold 4 --out "$T/s"
+err_has "--threshold must be a number 1..3"
+expect 2 "$C" root create --shares 3 --threshold 0 --out "$T/s"
+[ ! -e "$T/s" ] || fail "a refused root create made its output directory"
+expect 2 "$C" root recover
+err_has "--share FILE"
+expect 2 "$C" root import
+err_has "--hex-file is required"
+expect 2 "$C" --conf "$T/nonexistent.conf" asset list
+err_has "configuration"
+printf '[backend]\nmodule = /x.so\nbogus_key = 1\n' >"$T/bad.conf"
+chmod 600 "$T/bad.conf"
+expect 2 "$C" --conf "$T/bad.conf" asset list
+err_has "bad.conf"
+
+echo "== db migrate (twice)"
+expect 0 "$C" db migrate
+out_has "applied 001_init"
+same "$(sql "SELECT count(*) FROM ddsm_schema_migrations WHERE name = '001_init'")" 1 "migration row"
+expect 0 "$C" db migrate
+out_has "up to date"
+[[ "$OUT" != *"applied 0"* && "$OUT" != *"applied 001"* ]] || fail "second migrate applied again: $OUT"
+same "$(sql "SELECT count(*) FROM custody_keys")" 0 "assets after the bad-input commands"
+
+echo "== the PIN: --pin-file, DDSM_PIN, none, wrong"
+expect 2 "$C" root info
+err_has "no HSM PIN"
+err_has "not a terminal"
+printf '%s\n' "$DDSM_TEST_PIN" >"$T/pin"
+chmod 600 "$T/pin"
+expect 1 "$C" --pin-file "$T/pin" root info
+err_has "holds no root key"
+[[ "$ERR" != *warning* ]] || fail "a 0600 PIN file drew a warning: $ERR"
+[[ "$ERR$OUT" != *"$DDSM_TEST_PIN"* ]] || fail "the PIN was printed"
+chmod 644 "$T/pin"
+expect 1 "$C" --pin-file "$T/pin" root info
+err_has "may be read by group or others"
+chmod 600 "$T/pin"
+printf '%s\r\nsecond line\n' "$DDSM_TEST_PIN" >"$T/pin-crlf"
+chmod 600 "$T/pin-crlf"
+expect 1 "$C" root info --pin-file "$T/pin-crlf"
+err_has "holds no root key"
+expect 1 with_pin "$C" root info
+err_has "holds no root key"
+# --pin-file wins over DDSM_PIN.
+DDSM_PIN=999999 expect 1 "$C" --pin-file "$T/pin" root info
+err_has "holds no root key"
+DDSM_PIN=999999 expect 1 "$C" root info
+err_has "the HSM rejected the PIN"
+err_has "CKR_PIN_INCORRECT"
+[[ "$ERR" != *999999* ]] || fail "the wrong PIN was printed: $ERR"
+: >"$T/pin-empty"
+chmod 600 "$T/pin-empty"
+expect 2 "$C" --pin-file "$T/pin-empty" root info
+err_has "first line is empty"
+expect 2 "$C" --pin-file "$T/no-such-pin" root info
+err_has "cannot open PIN file"
+DDSM_PIN="" expect 2 "$C" root info
+err_has "DDSM_PIN is set but empty"
+
+echo "== root create / create again / info"
+count_roots() {
+    pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label custody --login \
+        --pin "$DDSM_TEST_PIN" --list-objects --type secrkey 2>/dev/null | grep -c 'label: *ddsm-root' || true
+}
+same "$(count_roots)" 0 "root keys before create"
+expect 0 with_pin "$C" root create
+out_has "generated root key \"ddsm-root\" on token \"custody\""
+fp_create=$(awk '/^fingerprint:/ {print $2}' <<<"$OUT")
+[[ "$fp_create" =~ ^[0-9a-f]{32}$ ]] || fail "root create printed no fingerprint: $OUT"
+same "$(count_roots)" 1 "root keys after create"
+expect 1 with_pin "$C" root create
+err_has "already holds a root key labelled \"ddsm-root\""
+printf '%064d\n' 0 >"$T/seed.hex"
+expect 1 with_pin "$C" root import --hex-file "$T/seed.hex"
+err_has "already holds a root key"
+expect 1 with_pin "$C" root create --shares 3 --threshold 2 --out "$T/shares"
+err_has "already holds a root key"
+[ ! -e "$T/shares" ] || fail "a refused ceremony created $T/shares"
+same "$(count_roots)" 1 "root keys after the refused creations"
+expect 0 with_pin "$C" root info
+out_has "label:             ddsm-root"
+out_has "key type:          CKK_GENERIC_SECRET"
+out_has "value length:      32"
+out_has "sensitive:         true"
+out_has "extractable:       false"
+out_has "never extractable: true"
+out_has "modifiable:        false"
+out_has "usage:             sign derive"
+same "$(awk '/^fingerprint:/ {print $2}' <<<"$OUT")" "$fp_create" "root info fingerprint"
+# The key must really be unreadable: the HSM refuses to reveal CKA_VALUE.
+if pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label custody --login \
+    --pin "$DDSM_TEST_PIN" --read-object --type secrkey --label ddsm-root >/dev/null 2>&1; then
+    fail "the root key's value could be read"
+fi
+
+echo "== seed file bad input (checked before the HSM): exit 2"
+printf '%063d\n' 0 >"$T/short.hex"
+expect 2 with_pin "$C" root import --hex-file "$T/short.hex"
+err_has "63 hex digits, expected 64"
+printf '%065d\n' 0 >"$T/long.hex"
+expect 2 with_pin "$C" root import --hex-file "$T/long.hex"
+err_has "more than 64 hex digits"
+printf '%063dg\n' 0 >"$T/bad.hex"
+expect 2 with_pin "$C" root import --hex-file "$T/bad.hex"
+err_has "byte 64 is not a hex digit"
+expect 2 with_pin "$C" root import --hex-file "$T/missing.hex"
+err_has "cannot open seed file"
+
+echo "== asset register"
+user="ddsmctl:$(logname 2>/dev/null || id -un)"
+expect 0 "$C" asset register --label alpha --default-path "m/44h/0H/0'/0/5" --type hmac
+out_has "registered asset alpha"
+alpha=$(sql "SELECT asset_id FROM custody_keys WHERE label = 'alpha'")
+same "$(sql "SELECT state || ' ' || derivation_counter || ' ' || default_path || ' ' || key_type
+             FROM custody_keys WHERE label = 'alpha'")" "INITIALIZED 0 m/44'/0'/0'/0/5 hmac" "alpha row"
+same "$(sql "SELECT requester FROM custody_audit_log WHERE asset_id = '$alpha' AND event = 'REGISTER'")" \
+    "$user" "requester of the REGISTER row"
+beta=6f9619ff-8b86-d011-b42d-00c04fc964ff
+expect 0 "$C" asset register --label beta --id "${beta^^}" --type aes
+same "$(sql "SELECT label || ' ' || key_type || ' ' || default_path FROM custody_keys WHERE asset_id = '$beta'")" \
+    "beta aes m/0" "beta row"
+expect 1 "$C" asset register --label alpha
+err_has "already exists"
+expect 1 "$C" asset register --label gamma --id "$beta"
+err_has "already exists"
+same "$(sql "SELECT count(*) FROM custody_keys")" 2 "assets after duplicate registrations"
+expect 2 "$C" asset register --label $'tab\there'
+err_has "must be printable ASCII (byte 4 is 0x09)"
+expect 2 "$C" asset register --label $'caf\xc3\xa9'
+err_has "must be printable ASCII (byte 4 is 0xc3)"
+weird='we"ird\ label {<&>}'
+expect 0 "$C" asset register --label "$weird" --default-path "m/7'/1"
+
+# Refused by policy: a configuration that allows only BIP-44 shapes.
+cp "$DDSM_CONF" "$T/policy.conf"
+printf "\n[policy]\npath_pattern = m/44'/*'/*'/*/*\n" >>"$T/policy.conf"
+chmod 600 "$T/policy.conf"
+expect 1 "$C" --conf "$T/policy.conf" asset register --label delta --default-path m/1
+err_has "not allowed by the [policy] path patterns"
+expect 0 "$C" --conf "$T/policy.conf" asset register --label delta --default-path "m/44'/1'/2'/3/4"
+
+state_of() { sql "SELECT state || ' ' || derivation_counter FROM custody_keys WHERE asset_id = '$1'"; }
+audit_rows() { sql "SELECT count(*) FROM custody_audit_log WHERE asset_id = '$1'"; }
+
+echo "== illegal transitions from INITIALIZED: exit 1, nothing changes"
+rows=$(audit_rows "$beta")
+for cmd in "rotate" "rotate --grace 5m" "retire"; do
+    # shellcheck disable=SC2086
+    expect 1 "$C" asset $cmd beta
+    err_has "it is INITIALIZED"
+    err_has "nothing changed"
+done
+same "$(state_of "$beta")" "INITIALIZED 0" "beta after refused transitions"
+same "$(audit_rows "$beta")" "$rows" "beta's audit rows after refused transitions"
+
+echo "== activate, rotate, rotate --grace, retire"
+expect 0 "$C" asset activate alpha
+out_has "INITIALIZED -> ACTIVE"
+same "$(state_of "$alpha")" "ACTIVE 0" "alpha after activate"
+expect 1 "$C" asset activate alpha
+err_has "cannot activate asset alpha"
+err_has "it is ACTIVE"
+expect 0 "$C" asset rotate "$alpha"
+out_has "ACTIVE -> ACTIVE, counter 0 -> 1"
+same "$(state_of "$alpha")" "ACTIVE 1" "alpha after rotate"
+same "$(sql "SELECT count(*) FROM custody_rotations WHERE asset_id = '$alpha'")" 1 "rotation rows"
+expect 0 "$C" asset rotate alpha --grace 2h
+out_has "ACTIVE -> ROTATING, counter 1 -> 2"
+out_has "grace until"
+same "$(state_of "$alpha")" "ROTATING 2" "alpha after rotate --grace"
+grace=$(sql "SELECT round(extract(epoch FROM grace_until - now())) FROM custody_keys WHERE asset_id = '$alpha'")
+((grace > 7100 && grace <= 7200)) || fail "grace window is $grace s, expected about 7200"
+same "$(sql "SELECT count(*) FROM custody_rotations WHERE asset_id = '$alpha' AND grace_until IS NOT NULL")" \
+    1 "rotation rows with a grace window"
+rows=$(audit_rows "$alpha")
+for cmd in "activate" "rotate" "rotate --grace 1m"; do
+    # shellcheck disable=SC2086
+    expect 1 "$C" asset $cmd alpha
+    err_has "it is ROTATING"
+done
+same "$(state_of "$alpha")" "ROTATING 2" "alpha after refused transitions while ROTATING"
+same "$(audit_rows "$alpha")" "$rows" "alpha's audit rows after refused transitions"
+expect 0 "$C" asset retire alpha
+out_has "ROTATING -> RETIRED"
+same "$(state_of "$alpha")" "RETIRED 2" "alpha after retire"
+rows=$(audit_rows "$alpha")
+for cmd in "activate" "rotate" "rotate --grace 1m" "retire"; do
+    # shellcheck disable=SC2086
+    expect 1 "$C" asset $cmd alpha
+    err_has "it is RETIRED"
+done
+same "$(state_of "$alpha")" "RETIRED 2" "alpha after refused transitions while RETIRED"
+same "$(audit_rows "$alpha")" "$rows" "alpha's audit rows after refused transitions"
+same "$(sql "SELECT string_agg(event, ',' ORDER BY id) FROM custody_audit_log WHERE asset_id = '$alpha'")" \
+    "REGISTER,ACTIVATE,ROTATE,ROTATE,RETIRE" "alpha's audit trail"
+same "$(sql "SELECT count(DISTINCT requester) || ' ' || min(requester) FROM custody_audit_log WHERE asset_id = '$alpha'")" \
+    "1 $user" "requesters of alpha's audit rows"
+expect 0 "$C" asset activate "$beta"
+expect 0 "$C" asset retire beta
+same "$(state_of "$beta")" "RETIRED 0" "beta after activate and retire by id and label"
+
+echo "== unknown assets: exit 1"
+expect 1 "$C" asset show nosuch
+err_has "no asset with id or label \"nosuch\""
+expect 1 "$C" asset rotate 11111111-2222-4333-8444-555555555555
+err_has "no asset"
+
+echo "== show and list, text and JSON"
+expect 0 "$C" asset show alpha
+out_has "id:           $alpha"
+out_has "state:        RETIRED"
+out_has "counter:      2"
+out_has "default path: m/44'/0'/0'/0/5"
+expect 0 "$C" asset show "$alpha" --json
+python3 -c '
+import json, sys
+a = json.loads(sys.argv[1])
+want = {"id": sys.argv[2], "label": "alpha", "key_type": "hmac", "state": "RETIRED",
+        "counter": 2, "default_path": "m/44'"'"'/0'"'"'/0'"'"'/0/5", "grace_until": None}
+for k, v in want.items():
+    assert a[k] == v, (k, a[k], v)
+assert a["created"].endswith("Z") and a["updated"] >= a["created"], a
+' "$OUT" "$alpha" || fail "asset show --json: $OUT"
+expect 0 "$C" asset list --json
+python3 -c '
+import json, sys
+rows = json.loads(sys.argv[1])
+labels = [r["label"] for r in rows]
+assert labels == sorted(labels), labels
+assert set(labels) == {"alpha", "beta", "delta", sys.argv[2]}, labels
+w = [r for r in rows if r["label"] == sys.argv[2]][0]
+assert w["default_path"] == "m/7'"'"'/1" and w["state"] == "INITIALIZED", w
+b = [r for r in rows if r["label"] == "beta"][0]
+assert b["id"] == "6f9619ff-8b86-d011-b42d-00c04fc964ff" and b["key_type"] == "aes", b
+' "$OUT" "$weird" || fail "asset list --json: $OUT"
+same "$(sql "SELECT count(*) FROM custody_keys")" 4 "asset count"
+expect 0 "$C" asset list
+python3 -c '
+import sys
+lines = sys.argv[1].split("\n")
+head = lines[0]
+assert head.split() == ["ID", "LABEL", "TYPE", "STATE", "COUNTER", "DEFAULT", "PATH"], head
+assert len(lines) == 5, lines
+cols = [head.index(c) for c in ("LABEL", "TYPE", "STATE", "COUNTER", "DEFAULT PATH")]
+for l in lines[1:]:
+    for c in cols:
+        assert l[c - 2:c] == "  " and l[c] != " ", (l, c)
+assert any("alpha" in l and "RETIRED" in l and " 2 " in l for l in lines), lines
+' "$OUT" || fail "asset list table is not aligned:
+$OUT"
+# An empty registry lists as an empty array.
+sql "TRUNCATE custody_rotations, custody_keys"
+expect 0 "$C" asset list --json
+python3 -c 'import json, sys; assert json.loads(sys.argv[1]) == []' "$OUT" || fail "empty list: $OUT"
+
+echo "== PostgreSQL or HSM unreachable: exit 3"
+dead=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sed -e "s|^conninfo = .*|conninfo = host=127.0.0.1 port=$dead dbname=nope user=postgres connect_timeout=3|" \
+    "$DDSM_CONF" >"$T/deadpg.conf"
+chmod 600 "$T/deadpg.conf"
+expect 3 "$C" --conf "$T/deadpg.conf" asset list
+err_has "PostgreSQL is unavailable"
+expect 3 "$C" --conf "$T/deadpg.conf" asset show alpha
+expect 3 "$C" --conf "$T/deadpg.conf" asset register --label z
+expect 3 "$C" --conf "$T/deadpg.conf" asset rotate alpha
+expect 3 "$C" --conf "$T/deadpg.conf" db migrate
+sed -e "s|^module = .*|module = $T/no-such-module.so|" "$DDSM_CONF" >"$T/deadhsm.conf"
+chmod 600 "$T/deadhsm.conf"
+expect 3 with_pin "$C" --conf "$T/deadhsm.conf" root info
+err_has "cannot load backend module"
+sed -e "s|^token_label = .*|token_label = elsewhere|" "$DDSM_CONF" >"$T/notoken.conf"
+chmod 600 "$T/notoken.conf"
+expect 3 with_pin "$C" --conf "$T/notoken.conf" root info
+err_has "no token labelled \"elsewhere\""
+
+echo "PASS: test_ddsmctl"

@@ -1,0 +1,603 @@
+/* ddsmctl asset ...: the asset registry and its lifecycle (DESIGN.md "Lifecycle and rotation"). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "ddsm/path.h"
+#include "ddsm/state.h"
+#include "ddsm/uuid.h"
+
+const ctl_help cmd_asset_help = {
+    "asset",
+    "ddsmctl asset <subcommand> [options]",
+    "The asset registry in PostgreSQL. An asset is a UUID and a label; its keys are derived from\n"
+    "the root seed, the asset, a path and the asset's counter. Lifecycle:\n"
+    "INITIALIZED -> ACTIVE <-> ROTATING -> RETIRED; any other transition is refused (exit 1)\n"
+    "and changes nothing. Subcommands:\n"
+    "  register   add an INITIALIZED asset with counter 0\n"
+    "  activate   INITIALIZED -> ACTIVE\n"
+    "  rotate     increment the counter (optionally with a grace window)\n"
+    "  retire     ACTIVE or ROTATING -> RETIRED: no key of it is derived again\n"
+    "  show       one asset\n"
+    "  list       every asset\n"
+    "An asset is named by its UUID or its label. Audit rows record the requester\n"
+    "\"ddsmctl:<login user>\".",
+    NULL,
+};
+
+static const ctl_help register_help = {
+    "asset register",
+    "ddsmctl asset register --label LABEL [--id UUID] [--default-path PATH] [--type hmac|aes]",
+    "Register a new asset in state INITIALIZED with counter 0. The label is 1..128 printable\n"
+    "ASCII characters without '/' and must not look like a UUID; the id is a random UUID unless\n"
+    "given (never the nil UUID). The default path (BIP-32 style, e.g. m/44'/0'/0'/0/0, default\n"
+    "m/0) is the one the module lists the asset's key under; it must satisfy the [policy] path\n"
+    "patterns.\n"
+    "Exit 1 when the label or id already exists.",
+    "  --label LABEL        unique label\n"
+    "  --id UUID            asset id (default: random version 4)\n"
+    "  --default-path PATH  default derivation path (default m/0)\n"
+    "  --type hmac|aes      key type (default hmac)\n",
+};
+
+static const ctl_help activate_help = {
+    "asset activate",
+    "ddsmctl asset activate ID|LABEL",
+    "Move an INITIALIZED asset to ACTIVE: its keys can be derived from now on. Exit 1, with the\n"
+    "current state, for an asset in any other state.",
+    NULL,
+};
+
+static const ctl_help rotate_help = {
+    "asset rotate",
+    "ddsmctl asset rotate ID|LABEL [--grace DURATION]",
+    "Rotate an ACTIVE asset's key: its counter is incremented in one statement, with a rotation\n"
+    "record and an audit row, and every module instance drops handles of the old counter. With\n"
+    "--grace the asset is ROTATING for DURATION (30s, 5m, 2h, 1d; at most 366d): new\n"
+    "derivations use the new counter while keys of the previous one may still verify, never\n"
+    "sign; then it is ACTIVE again. Exit 1, with the current state, when not ACTIVE.",
+    "  --grace DURATION     keep the previous counter verifying for DURATION\n",
+};
+
+static const ctl_help retire_help = {
+    "asset retire",
+    "ddsmctl asset retire ID|LABEL",
+    "Retire an ACTIVE or ROTATING asset for good: no key of it is derived again and handles of\n"
+    "it stop working. Exit 1, with the current state, for an asset in any other state.",
+    NULL,
+};
+
+static const ctl_help show_help = {
+    "asset show",
+    "ddsmctl asset show ID|LABEL [--json]",
+    "Show one asset: id, label, key type, state, counter, default path and timestamps (UTC).\n"
+    "Exit 1 when there is no such asset.",
+    "  --json               one JSON object instead of text\n",
+};
+
+static const ctl_help list_help = {
+    "asset list",
+    "ddsmctl asset list [--json]",
+    "List every asset ordered by label, as an aligned table or a JSON array of the objects\n"
+    "`asset show --json` prints.",
+    "  --json               a JSON array instead of a table\n",
+};
+
+static int open_store(ctl *c, ddsm_store **st)
+{
+    int rc = ctl_config(c);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
+                            "ddsmctl"};
+    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, st);
+    if (e != DDSM_OK) {
+        ctl_err("store: %s", ddsm_err_str(e));
+        return ctl_exit_for(e);
+    }
+    return CTL_EXIT_OK;
+}
+
+/* Report a store error we have no more precise words for. */
+static int store_fail(ddsm_store *st, ddsm_err e, const char *what)
+{
+    const char *detail = ddsm_store_errmsg(st);
+    if (e == DDSM_E_STORE_DOWN)
+        ctl_err("%s: PostgreSQL is unavailable: %s", what, detail);
+    else
+        ctl_err("%s: %s%s%s", what, ddsm_err_str(e), detail[0] != '\0' ? ": " : "", detail);
+    return ctl_exit_for(e);
+}
+
+/* Find the asset named by text (UUID or label). */
+static int find_asset(ddsm_store *st, const char *text, ddsm_asset *out)
+{
+    ddsm_err e = ddsm_store_asset_find(st, text, out);
+    if (e == DDSM_E_NOT_FOUND) {
+        ctl_err("no asset with id or label \"%s\"", text);
+        return CTL_EXIT_REFUSED;
+    }
+    if (e != DDSM_OK)
+        return store_fail(st, e, "cannot look up the asset");
+    return CTL_EXIT_OK;
+}
+
+static bool looks_like_uuid(const char *s)
+{
+    ddsm_uuid u;
+    return ddsm_uuid_parse(s, strlen(s), &u) == DDSM_OK;
+}
+
+static int check_label(const char *label)
+{
+    size_t n = strlen(label);
+    if (n == 0 || n > DDSM_ASSET_LABEL_MAX)
+        return ctl_usage_error(&register_help, "--label must be 1..%d bytes long",
+                               DDSM_ASSET_LABEL_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)label[i];
+        if (ch < 0x20 || ch >= 0x7f)
+            return ctl_usage_error(
+                &register_help, "--label must be printable ASCII (byte %zu is 0x%02x)", i + 1, ch);
+        if (ch == '/')
+            return ctl_usage_error(&register_help,
+                                   "--label must not hold '/' (keys are named <label>/<path>)");
+    }
+    if (looks_like_uuid(label))
+        return ctl_usage_error(&register_help,
+                               "--label must not look like a UUID (assets are named by either)");
+    return CTL_EXIT_OK;
+}
+
+static void print_asset_line(const char *verb, const ddsm_asset *a)
+{
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_uuid_format(&a->id, id);
+    printf("%s asset %s (%s): state %s, counter %llu\n", verb, a->label, id,
+           ddsm_state_name(a->state), (unsigned long long)a->counter);
+}
+
+static int asset_register(ctl *c, int argc, char **argv)
+{
+    const char *label = NULL;
+    const char *id_text = NULL;
+    const char *path_text = NULL;
+    const char *type = NULL;
+    const ctl_opt opts[] = {
+        {"--label", &label, NULL, NULL, 0, NULL},
+        {"--id", &id_text, NULL, NULL, 0, NULL},
+        {"--default-path", &path_text, NULL, NULL, 0, NULL},
+        {"--type", &type, NULL, NULL, 0, NULL},
+    };
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_uuid id;
+    ddsm_path path;
+    char canon[DDSM_PATH_TEXT_MAX];
+    char requester[300];
+    ddsm_store *st = NULL;
+    ddsm_asset a;
+
+    int rc = ctl_parse(c, &register_help, argc, argv, opts, 4, pos, 0, 0, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    if (label == NULL)
+        return ctl_usage_error(&register_help, "--label is required");
+    rc = check_label(label);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    if (id_text != NULL) {
+        if (ddsm_uuid_parse(id_text, strlen(id_text), &id) != DDSM_OK)
+            return ctl_usage_error(&register_help,
+                                   "--id '%s' is not a UUID (8-4-4-4-12 hex digits)", id_text);
+        if (ddsm_uuid_is_nil(&id))
+            return ctl_usage_error(&register_help,
+                                   "--id: the nil UUID is reserved for the module's own keys");
+    }
+    if (path_text != NULL) {
+        const char *why = NULL;
+        if (ddsm_path_parse(path_text, strlen(path_text), &path, &why) != DDSM_OK)
+            return ctl_usage_error(&register_help, "--default-path '%s': %s", path_text,
+                                   why != NULL ? why : "malformed path");
+        ddsm_path_format(&path, canon);
+    }
+    if (type == NULL)
+        type = "hmac";
+    if (strcmp(type, "hmac") != 0 && strcmp(type, "aes") != 0)
+        return ctl_usage_error(&register_help, "--type must be hmac or aes, not '%s'", type);
+    rc = ctl_config(c);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    if (path_text != NULL && !ddsm_config_path_allowed(c->cfg, canon)) {
+        ctl_err("default path %s is not allowed by the [policy] path patterns of %s", canon,
+                c->cfg->file);
+        return CTL_EXIT_REFUSED;
+    }
+    rc = open_store(c, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    ctl_requester(requester, sizeof(requester));
+    ddsm_err e = ddsm_store_asset_register(st, id_text != NULL ? &id : NULL, label, type,
+                                           path_text != NULL ? canon : NULL, requester, &a);
+    if (e == DDSM_E_EXISTS) {
+        ctl_err("an asset with label \"%s\"%s%s already exists", label,
+                id_text != NULL ? " or id " : "", id_text != NULL ? id_text : "");
+        rc = CTL_EXIT_REFUSED;
+        goto out;
+    }
+    if (e != DDSM_OK) {
+        rc = store_fail(st, e, "cannot register the asset");
+        goto out;
+    }
+    print_asset_line("registered", &a);
+    rc = CTL_EXIT_OK;
+out:
+    ddsm_store_close(st);
+    return rc;
+}
+
+enum transition { TR_ACTIVATE, TR_ROTATE, TR_RETIRE };
+
+static int asset_transition(ctl *c, int argc, char **argv, const ctl_help *help, enum transition tr)
+{
+    const char *grace_text = NULL;
+    const ctl_opt opts[] = {{"--grace", &grace_text, NULL, NULL, 0, NULL}};
+    const char *pos[1];
+    size_t npos = 0;
+    int64_t grace_s = 0;
+    ddsm_store *st = NULL;
+    ddsm_asset before;
+    ddsm_asset after;
+    char requester[300];
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    static const char *const verbs[] = {"activate", "rotate", "retire"};
+
+    int rc = ctl_parse(c, help, argc, argv, opts, tr == TR_ROTATE ? 1 : 0, pos, 1, 1, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    if (pos[0][0] == '\0')
+        return ctl_usage_error(help, "empty asset id or label");
+    if (grace_text != NULL) {
+        const char *why = NULL;
+        if (!ctl_parse_duration(grace_text, &grace_s, &why))
+            return ctl_usage_error(help, "--grace '%s': %s", grace_text, why);
+    }
+    ddsm_event ev = tr == TR_ACTIVATE    ? DDSM_EV_ACTIVATE
+                    : tr == TR_RETIRE    ? DDSM_EV_RETIRE
+                    : grace_text != NULL ? DDSM_EV_ROTATE_GRACE
+                                         : DDSM_EV_ROTATE;
+    rc = open_store(c, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    rc = find_asset(st, pos[0], &before);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    ddsm_uuid_format(&before.id, id);
+    ctl_requester(requester, sizeof(requester));
+    ddsm_err e = ddsm_store_asset_transition(st, &before.id, ev, grace_s, requester, &after);
+    if (e == DDSM_E_STATE) {
+        /* Name the state the store refused from, which may have changed since we looked. */
+        ddsm_asset now;
+        if (ddsm_store_asset_get(st, &before.id, &now) == DDSM_OK)
+            before = now;
+        ctl_err("cannot %s asset %s (%s): it is %s; nothing changed", verbs[tr], before.label, id,
+                ddsm_state_name(before.state));
+        rc = CTL_EXIT_REFUSED;
+        goto out;
+    }
+    if (e == DDSM_E_NOT_FOUND) {
+        ctl_err("asset %s (%s) disappeared", before.label, id);
+        rc = CTL_EXIT_REFUSED;
+        goto out;
+    }
+    if (e != DDSM_OK) {
+        char what[64];
+        snprintf(what, sizeof(what), "cannot %s the asset", verbs[tr]);
+        rc = store_fail(st, e, what);
+        goto out;
+    }
+    printf("asset %s (%s): %s -> %s, counter %llu -> %llu\n", after.label, id,
+           ddsm_state_name(before.state), ddsm_state_name(after.state),
+           (unsigned long long)before.counter, (unsigned long long)after.counter);
+    if (ev == DDSM_EV_ROTATE_GRACE && after.grace_until_us != 0) {
+        char t[40];
+        ctl_format_time(after.grace_until_us, t);
+        printf("grace until %s: keys of counter %llu may verify, not sign\n", t,
+               (unsigned long long)before.counter);
+    }
+    rc = CTL_EXIT_OK;
+out:
+    ddsm_store_close(st);
+    return rc;
+}
+
+static int asset_activate(ctl *c, int argc, char **argv)
+{
+    return asset_transition(c, argc, argv, &activate_help, TR_ACTIVATE);
+}
+
+static int asset_rotate(ctl *c, int argc, char **argv)
+{
+    return asset_transition(c, argc, argv, &rotate_help, TR_ROTATE);
+}
+
+static int asset_retire(ctl *c, int argc, char **argv)
+{
+    return asset_transition(c, argc, argv, &retire_help, TR_RETIRE);
+}
+
+/* Length of a valid UTF-8 sequence at s (at most n bytes), 0 when invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned cp;
+    size_t len;
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+        cp = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+        cp = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped; invalid UTF-8 becomes
+ * U+FFFD so the output is always valid JSON. */
+static void json_str(const char *text)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = strlen(text);
+    putchar('"');
+    for (size_t i = 0; i < n;) {
+        unsigned char ch = s[i];
+        if (ch == '"' || ch == '\\') {
+            printf("\\%c", ch);
+            i++;
+        } else if (ch == '\n') {
+            fputs("\\n", stdout);
+            i++;
+        } else if (ch == '\t') {
+            fputs("\\t", stdout);
+            i++;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            printf("\\u%04x", ch);
+            i++;
+        } else {
+            size_t len = utf8_seq(s + i, n - i);
+            if (len == 0) {
+                fputs("\\ufffd", stdout);
+                i++;
+            } else {
+                fwrite(s + i, 1, len, stdout);
+                i += len;
+            }
+        }
+    }
+    putchar('"');
+}
+
+static void json_asset(const ddsm_asset *a, const char *indent)
+{
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    char created[40];
+    char updated[40];
+    char grace[40];
+    ddsm_uuid_format(&a->id, id);
+    ctl_format_time(a->created_us, created);
+    ctl_format_time(a->updated_us, updated);
+    printf("%s{\"id\": \"%s\", \"label\": ", indent, id);
+    json_str(a->label);
+    printf(", \"key_type\": ");
+    json_str(a->key_type);
+    printf(", \"state\": \"%s\", \"counter\": %llu, \"default_path\": ", ddsm_state_name(a->state),
+           (unsigned long long)a->counter);
+    json_str(a->default_path);
+    printf(", \"created\": \"%s\", \"updated\": \"%s\", \"grace_until\": ", created, updated);
+    if (a->grace_until_us != 0) {
+        ctl_format_time(a->grace_until_us, grace);
+        printf("\"%s\"}", grace);
+    } else {
+        printf("null}");
+    }
+}
+
+static int asset_show(ctl *c, int argc, char **argv)
+{
+    bool json = false;
+    const ctl_opt opts[] = {{"--json", NULL, &json, NULL, 0, NULL}};
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_store *st = NULL;
+    ddsm_asset a;
+
+    int rc = ctl_parse(c, &show_help, argc, argv, opts, 1, pos, 1, 1, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    if (pos[0][0] == '\0')
+        return ctl_usage_error(&show_help, "empty asset id or label");
+    rc = open_store(c, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    rc = find_asset(st, pos[0], &a);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    if (json) {
+        json_asset(&a, "");
+        putchar('\n');
+    } else {
+        char id[DDSM_UUID_TEXT_LEN + 1];
+        char t[40];
+        ddsm_uuid_format(&a.id, id);
+        printf("id:           %s\n", id);
+        printf("label:        %s\n", a.label);
+        printf("type:         %s\n", a.key_type);
+        printf("state:        %s\n", ddsm_state_name(a.state));
+        printf("counter:      %llu\n", (unsigned long long)a.counter);
+        printf("default path: %s\n", a.default_path);
+        ctl_format_time(a.created_us, t);
+        printf("created:      %s\n", t);
+        ctl_format_time(a.updated_us, t);
+        printf("updated:      %s\n", t);
+        if (a.grace_until_us != 0) {
+            ctl_format_time(a.grace_until_us, t);
+            printf("grace until:  %s\n", t);
+        }
+    }
+    rc = CTL_EXIT_OK;
+out:
+    ddsm_store_close(st);
+    return rc;
+}
+
+struct asset_vec {
+    ddsm_asset *v;
+    size_t n;
+    size_t cap;
+    bool oom;
+};
+
+static int collect_asset(const ddsm_asset *a, void *arg)
+{
+    struct asset_vec *vec = arg;
+    if (vec->n == vec->cap) {
+        size_t cap = vec->cap == 0 ? 16 : vec->cap * 2;
+        ddsm_asset *v = realloc(vec->v, cap * sizeof(*v));
+        if (v == NULL) {
+            vec->oom = true;
+            return 1;
+        }
+        vec->v = v;
+        vec->cap = cap;
+    }
+    vec->v[vec->n++] = *a;
+    return 0;
+}
+
+/* Display width of UTF-8 text: code points (good enough for labels). */
+static size_t text_width(const char *s)
+{
+    size_t w = 0;
+    for (; *s != '\0'; s++)
+        if (((unsigned char)*s & 0xc0) != 0x80)
+            w++;
+    return w;
+}
+
+static void print_cell(const char *s, size_t width, bool last)
+{
+    fputs(s, stdout);
+    if (last)
+        return;
+    for (size_t w = text_width(s); w < width + 2; w++)
+        putchar(' ');
+}
+
+static int asset_list(ctl *c, int argc, char **argv)
+{
+    bool json = false;
+    const ctl_opt opts[] = {{"--json", NULL, &json, NULL, 0, NULL}};
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_store *st = NULL;
+    struct asset_vec vec = {NULL, 0, 0, false};
+
+    int rc = ctl_parse(c, &list_help, argc, argv, opts, 1, pos, 0, 0, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    rc = open_store(c, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    ddsm_err e = ddsm_store_asset_list(st, collect_asset, &vec);
+    if (e == DDSM_OK && vec.oom)
+        e = DDSM_E_NOMEM;
+    if (e != DDSM_OK) {
+        rc = store_fail(st, e, "cannot list assets");
+        goto out;
+    }
+    if (json) {
+        printf("[");
+        for (size_t i = 0; i < vec.n; i++) {
+            printf(i == 0 ? "\n" : ",\n");
+            json_asset(&vec.v[i], "  ");
+        }
+        printf(vec.n == 0 ? "]\n" : "\n]\n");
+    } else {
+        static const char *const head[] = {"ID",    "LABEL",   "TYPE",
+                                           "STATE", "COUNTER", "DEFAULT PATH"};
+        size_t w[6];
+        for (size_t k = 0; k < 6; k++)
+            w[k] = strlen(head[k]);
+        w[0] = DDSM_UUID_TEXT_LEN;
+        for (size_t i = 0; i < vec.n; i++) {
+            char num[24];
+            const ddsm_asset *a = &vec.v[i];
+            size_t lw = text_width(a->label);
+            size_t tw = text_width(a->key_type);
+            size_t sw = strlen(ddsm_state_name(a->state));
+            size_t cw = (size_t)snprintf(num, sizeof(num), "%llu", (unsigned long long)a->counter);
+            w[1] = lw > w[1] ? lw : w[1];
+            w[2] = tw > w[2] ? tw : w[2];
+            w[3] = sw > w[3] ? sw : w[3];
+            w[4] = cw > w[4] ? cw : w[4];
+        }
+        for (size_t k = 0; k < 6; k++)
+            print_cell(head[k], w[k], k == 5);
+        putchar('\n');
+        for (size_t i = 0; i < vec.n; i++) {
+            const ddsm_asset *a = &vec.v[i];
+            char id[DDSM_UUID_TEXT_LEN + 1];
+            char num[24];
+            ddsm_uuid_format(&a->id, id);
+            snprintf(num, sizeof(num), "%llu", (unsigned long long)a->counter);
+            print_cell(id, w[0], false);
+            print_cell(a->label, w[1], false);
+            print_cell(a->key_type, w[2], false);
+            print_cell(ddsm_state_name(a->state), w[3], false);
+            print_cell(num, w[4], false);
+            print_cell(a->default_path, w[5], true);
+            putchar('\n');
+        }
+    }
+    rc = CTL_EXIT_OK;
+out:
+    free(vec.v);
+    ddsm_store_close(st);
+    return rc;
+}
+
+int cmd_asset(ctl *c, int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*run)(ctl *, int, char **);
+    } subs[] = {{"register", asset_register}, {"activate", asset_activate},
+                {"rotate", asset_rotate},     {"retire", asset_retire},
+                {"show", asset_show},         {"list", asset_list}};
+    if (argc < 2)
+        return ctl_usage_error(&cmd_asset_help, "missing subcommand");
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        ctl_help_print(stdout, &cmd_asset_help);
+        return CTL_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
+        if (strcmp(argv[1], subs[i].name) == 0)
+            return subs[i].run(c, argc - 1, argv + 1);
+    return ctl_usage_error(&cmd_asset_help, "unknown subcommand 'asset %s'", argv[1]);
+}

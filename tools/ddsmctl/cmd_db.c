@@ -1,0 +1,79 @@
+/* ddsmctl db ...: the PostgreSQL schema. */
+#include <string.h>
+
+#include "ctl.h"
+
+const ctl_help cmd_db_help = {
+    "db",
+    "ddsmctl db <subcommand> [options]",
+    "Database administration. Subcommands:\n"
+    "  migrate    apply the SQL migrations built into ddsmctl that the database lacks",
+    NULL,
+};
+
+static const ctl_help migrate_help = {
+    "db migrate",
+    "ddsmctl db migrate",
+    "Apply, in order and each in its own transaction, the schema migrations built into this\n"
+    "ddsmctl that the database named by [store] conninfo has not recorded yet, and print their\n"
+    "names. Running it again applies nothing and says so. Exit status 3 when PostgreSQL is\n"
+    "unreachable or a migration fails.",
+    NULL,
+};
+
+static int db_migrate(ctl *c, int argc, char **argv)
+{
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_store *st = NULL;
+    unsigned applied = 0;
+    int rc = ctl_parse(c, &migrate_help, argc, argv, NULL, 0, pos, 0, 0, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    rc = ctl_config(c);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
+                            "ddsmctl"};
+    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, &st);
+    if (e != DDSM_OK) {
+        ctl_err("store: %s", ddsm_err_str(e));
+        rc = ctl_exit_for(e);
+        goto out;
+    }
+    e = ddsm_store_migrate(st, &applied);
+    if (e != DDSM_OK) {
+        ctl_err("migration failed: %s: %s", ddsm_err_str(e), ddsm_store_errmsg(st));
+        /* A bad migration is a store failure, not bad input from the caller. */
+        rc = e == DDSM_E_STORE_DOWN ? CTL_EXIT_UNAVAILABLE : ctl_exit_for(e);
+        if (rc == CTL_EXIT_USAGE)
+            rc = CTL_EXIT_UNAVAILABLE;
+        goto out;
+    }
+    if (applied == 0) {
+        printf("database is up to date (%u migrations)\n", ddsm_migrations_count);
+    } else {
+        /* Migrations apply in order, so the ones just applied are the last `applied`. */
+        for (unsigned i = ddsm_migrations_count - applied; i < ddsm_migrations_count; i++)
+            printf("applied %s\n", ddsm_migrations[i].name);
+        printf("applied %u migration%s; database is up to date (%u migrations)\n", applied,
+               applied == 1 ? "" : "s", ddsm_migrations_count);
+    }
+    rc = CTL_EXIT_OK;
+out:
+    ddsm_store_close(st);
+    return rc;
+}
+
+int cmd_db(ctl *c, int argc, char **argv)
+{
+    if (argc < 2)
+        return ctl_usage_error(&cmd_db_help, "missing subcommand");
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        ctl_help_print(stdout, &cmd_db_help);
+        return CTL_EXIT_OK;
+    }
+    if (strcmp(argv[1], "migrate") == 0)
+        return db_migrate(c, argc - 1, argv + 1);
+    return ctl_usage_error(&cmd_db_help, "unknown subcommand 'db %s'", argv[1]);
+}

@@ -1,0 +1,135 @@
+/* ddsmctl internals shared by the command families (main.c, cmd_*.c). */
+#ifndef DDSMCTL_CTL_H
+#define DDSMCTL_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ddsm/config.h"
+#include "ddsm/err.h"
+#include "ddsm/store.h"
+#include "hsm.h"
+
+/* Exit codes (documented in `ddsmctl --help`). */
+enum {
+    CTL_EXIT_OK = 0,
+    CTL_EXIT_REFUSED = 1,     /* illegal transition, duplicate, root exists, wrong PIN, ... */
+    CTL_EXIT_USAGE = 2,       /* usage error or bad input */
+    CTL_EXIT_UNAVAILABLE = 3, /* backend HSM or PostgreSQL unavailable or failing */
+};
+/* ctl_parse's answer when it printed --help: the command returns CTL_EXIT_OK. */
+#define CTL_HELP_SHOWN (-1)
+
+typedef struct ctl {
+    const char *conf_path; /* --conf; NULL: ddsm_config_default_path() */
+    const char *pin_file;  /* --pin-file; NULL: $DDSM_PIN or a prompt */
+    ddsm_config *cfg;      /* set by ctl_config */
+} ctl;
+
+/* Help of one command: printed by --help, and (usage line only) after a usage error. */
+typedef struct ctl_help {
+    const char *name;    /* "root create" */
+    const char *usage;   /* the synopsis lines after "Usage: " */
+    const char *about;   /* one paragraph */
+    const char *options; /* pre-formatted option lines, or NULL */
+} ctl_help;
+
+/* One option of a command. Exactly one of val, flag, multi is set. */
+typedef struct ctl_opt {
+    const char *name;   /* "--label" */
+    const char **val;   /* single value */
+    bool *flag;         /* no value */
+    const char **multi; /* repeatable: up to multi_cap values, count in *multi_n */
+    size_t multi_cap;
+    size_t *multi_n;
+} ctl_opt;
+
+void ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ctl_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+void ctl_help_print(FILE *f, const ctl_help *h);
+/* Print "ddsmctl: <msg>", the usage line and a hint; returns CTL_EXIT_USAGE. */
+int ctl_usage_error(const ctl_help *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parse argv[1..argc) (argv[0] is the command's own name) against opts; --conf and --pin-file are
+ * accepted everywhere and stored in c. Positional arguments go to pos (min_pos..max_pos of
+ * them), their count to *npos. Returns CTL_EXIT_OK, CTL_EXIT_USAGE (message printed) or
+ * CTL_HELP_SHOWN. */
+int ctl_parse(ctl *c, const ctl_help *h, int argc, char **argv, const ctl_opt *opts, size_t nopts,
+              const char **pos, size_t min_pos, size_t max_pos, size_t *npos);
+
+/* Load the configuration once (from c->conf_path or the default). Returns an exit code. */
+int ctl_config(ctl *c);
+
+/* Exit code for a core error. */
+int ctl_exit_for(ddsm_err e);
+/* Exit code for a backend answer. */
+int ctl_exit_for_rv(CK_RV rv);
+
+/* The requester recorded in audit rows: "ddsmctl:<login user>". */
+void ctl_requester(char *out, size_t n);
+
+/* A duration "30s", "5m", "2h", "1d" (positive, at most 366 days) in seconds. false (with a
+ * reason in why) when malformed. */
+bool ctl_parse_duration(const char *text, int64_t *secs, const char **why);
+/* A decimal without sign or leading zeros in lo..hi. */
+bool ctl_parse_uint(const char *text, unsigned lo, unsigned hi, unsigned *out);
+
+/* Read a whole file of at most max bytes into secure memory (a secret: free with
+ * ddsm_secure_free(*buf, max + 1)); NUL-terminated. Returns an exit code (message printed,
+ * naming what). */
+int ctl_read_file_secret(const char *path, const char *what, size_t max, char **buf, size_t *len);
+
+/* Microseconds since the epoch as ISO 8601 UTC with microseconds. */
+void ctl_format_time(int64_t us, char out[40]);
+
+/* PIN handling (pin.c). The PIN is a secret in secure memory. */
+#define CTL_PIN_MAX 255
+typedef struct ctl_pin {
+    char *buf; /* secret, CTL_PIN_MAX + 1 bytes of secure memory */
+    size_t len;
+} ctl_pin;
+/* The HSM user PIN: --pin-file, else $DDSM_PIN (wiped from the environment), else a prompt
+ * with echo off when stdin is a terminal. Returns an exit code (message printed). */
+int ctl_pin_get_secret(const ctl *c, const char *token_label, ctl_pin *out);
+/* The first line of file. Warns when group or others may read it. */
+int ctl_pin_from_file_secret(const char *file, ctl_pin *out);
+void ctl_pin_free(ctl_pin *p);
+
+/* The root token, reached through the backend (hsm_root.c). */
+typedef struct ctl_hsm {
+    ddsm_hsm *hsm;
+    CK_FUNCTION_LIST_PTR fl;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE session;
+    bool have_session;
+    const char *token_label; /* from the configuration */
+    const char *key_label;
+} ctl_hsm;
+/* Load the backend, find the root token ([backend] root_token_label with root_pin_file, else
+ * token_label with the user PIN), open a read-write session and log in. Returns an exit code. */
+int ctl_hsm_open_root(ctl *c, ctl_hsm *h);
+void ctl_hsm_close(ctl_hsm *h);
+/* Whether the root key exists; *root set when it does. More than one is an error. */
+int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root);
+/* Refuse (CTL_EXIT_REFUSED, message printed) when the root key already exists. */
+int ctl_hsm_require_no_root(ctl_hsm *h);
+/* Generate the root seed inside the HSM (non-extractable). */
+int ctl_hsm_generate_root(ctl_hsm *h, CK_OBJECT_HANDLE *out);
+/* Import a 32-byte root seed (a secret) as the non-extractable root key. */
+int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_OBJECT_HANDLE *out);
+/* The root fingerprint computed by the HSM (its HMAC under the root key). */
+int ctl_hsm_fingerprint(ctl_hsm *h, CK_OBJECT_HANDLE root, char fp[DDSM_FINGERPRINT_HEX + 1]);
+/* Remove a root key just created (when a later check fails). */
+void ctl_hsm_destroy(ctl_hsm *h, CK_OBJECT_HANDLE obj);
+
+/* Command families. argv[0] is the family name. */
+int cmd_db(ctl *c, int argc, char **argv);
+int cmd_root(ctl *c, int argc, char **argv);
+int cmd_asset(ctl *c, int argc, char **argv);
+extern const ctl_help cmd_db_help, cmd_root_help, cmd_asset_help;
+
+#endif

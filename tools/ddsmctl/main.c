@@ -1,0 +1,114 @@
+/* ddsmctl: the administration tool of ddsm-pkcs11. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "ddsm/log.h"
+
+#ifndef DDSM_VERSION
+#define DDSM_VERSION "0.1.0"
+#endif
+
+static const ctl_help top_help = {
+    "",
+    "ddsmctl [--conf FILE] [--pin-file FILE] <command> <subcommand> [options]",
+    "Administer ddsm-pkcs11: the PostgreSQL schema, the root seed in the backend HSM (with its\n"
+    "Shamir-shared backup ceremony) and the asset registry with its lifecycle.\n"
+    "\n"
+    "Commands (each takes --help):\n"
+    "  db migrate                          apply pending database migrations\n"
+    "  root create|import|recover|info     the root seed key in the HSM\n"
+    "  asset register|activate|rotate|retire|show|list\n"
+    "                                      the asset registry\n"
+    "\n"
+    "The configuration comes from --conf, else $DDSM_CONF, else " DDSM_CONF_DEFAULT ".\n"
+    "Commands that use the HSM need the user PIN: from --pin-file (first line; a warning when\n"
+    "group or others may read the file), else $DDSM_PIN, else a prompt with echo off when stdin\n"
+    "is a terminal (otherwise exit 2). When [backend] root_token_label is set, root commands use\n"
+    "that token with the PIN in root_pin_file instead.\n"
+    "\n"
+    "Exit status:\n"
+    "  0  success\n"
+    "  1  operation refused: illegal lifecycle transition, duplicate label or id, unknown asset,\n"
+    "     root key already present (or absent for `root info`), policy, wrong or locked PIN\n"
+    "  2  usage error or bad input: unknown command or option, missing argument, malformed\n"
+    "     UUID, path, duration, share or seed file, invalid configuration, no PIN available\n"
+    "  3  backend or store unavailable: PostgreSQL unreachable or failing, the HSM module does\n"
+    "     not load, the token is not found, the HSM fails an operation",
+    "  --version            print the version\n",
+};
+
+static bool is_help(const char *a)
+{
+    return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
+}
+
+int main(int argc, char **argv)
+{
+    ctl c = {NULL, NULL, NULL};
+    int i = 1;
+    int rc;
+
+    ddsm_log_setup(DDSM_LOG_WARN, 0, "ddsmctl");
+    /* Global options before the command. */
+    while (i < argc && argv[i][0] == '-') {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        size_t nl;
+        if (is_help(a)) {
+            ctl_help_print(stdout, &top_help);
+            return CTL_EXIT_OK;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("ddsmctl %s\n", DDSM_VERSION);
+            return CTL_EXIT_OK;
+        }
+        if (strncmp(a, "--conf", 6) == 0 && (a[6] == '\0' || a[6] == '=')) {
+            dst = &c.conf_path;
+            nl = 6;
+        } else if (strncmp(a, "--pin-file", 10) == 0 && (a[10] == '\0' || a[10] == '=')) {
+            dst = &c.pin_file;
+            nl = 10;
+        } else {
+            return ctl_usage_error(&top_help, "unknown option '%s'", a);
+        }
+        if (a[nl] == '=') {
+            *dst = a + nl + 1;
+        } else if (i + 1 < argc) {
+            *dst = argv[++i];
+        } else {
+            return ctl_usage_error(&top_help, "option %s needs a value", a);
+        }
+        i++;
+    }
+    if (i == argc)
+        return ctl_usage_error(&top_help, "missing command");
+    const char *cmd = argv[i];
+    if (strcmp(cmd, "help") == 0) {
+        /* `ddsmctl help [command]` is `ddsmctl [command] --help`. */
+        const ctl_help *h = &top_help;
+        if (i + 1 < argc) {
+            if (strcmp(argv[i + 1], "db") == 0)
+                h = &cmd_db_help;
+            else if (strcmp(argv[i + 1], "root") == 0)
+                h = &cmd_root_help;
+            else if (strcmp(argv[i + 1], "asset") == 0)
+                h = &cmd_asset_help;
+            else
+                return ctl_usage_error(&top_help, "unknown command '%s'", argv[i + 1]);
+        }
+        ctl_help_print(stdout, h);
+        return CTL_EXIT_OK;
+    }
+    if (strcmp(cmd, "db") == 0)
+        rc = cmd_db(&c, argc - i, argv + i);
+    else if (strcmp(cmd, "root") == 0)
+        rc = cmd_root(&c, argc - i, argv + i);
+    else if (strcmp(cmd, "asset") == 0)
+        rc = cmd_asset(&c, argc - i, argv + i);
+    else
+        rc = ctl_usage_error(&top_help, "unknown command '%s'", cmd);
+    ddsm_config_free(c.cfg);
+    fflush(stdout);
+    return rc;
+}
