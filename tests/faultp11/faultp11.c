@@ -1,0 +1,216 @@
+/* A fault-injecting PKCS#11 wrapper, for tests only. It sits between our module and the real HSM
+ * library and makes chosen calls fail or stall.
+ *
+ *   DDSM_FAULT_TARGET  the real library (default /usr/lib/softhsm/libsofthsm2.so)
+ *   DDSM_FAULT_CTL     a control file, re-read whenever its mtime or size changes; one rule a line:
+ *                          <C_Function|*> rv=<CKR_NAME|0xHEX|decimal> [count=N]
+ *                          <C_Function|*> delay=<ms> [count=N]
+ *                      count=N applies the rule to the next N matching calls only (per rule
+ *                      load). '#' starts a comment. An empty or missing file means no faults.
+ *   DDSM_FAULT_LOG     optional: a file to which every call's name is appended (call counting).
+ * C_GetFunctionList itself is never faulted. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* The generated list uses the header's GNU spelling of the types (struct ck_info, ck_slot_id_t). */
+#define CRYPTOKI_GNU 1
+#include <p11-kit/pkcs11.h>
+
+#include "faultp11_funcs.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define MAX_RULES 32
+
+struct rule {
+    char fn[48];
+    int is_delay;
+    ck_rv_t rv;
+    unsigned long delay_ms;
+    long remaining; /* -1: unlimited */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ck_function_list *real;
+static struct rule rules[MAX_RULES];
+static size_t n_rules;
+static struct timespec ctl_mtime;
+static off_t ctl_size = -1;
+
+static const struct {
+    const char *name;
+    ck_rv_t rv;
+} rv_names[] = {
+    {"CKR_OK", CKR_OK},
+    {"CKR_GENERAL_ERROR", CKR_GENERAL_ERROR},
+    {"CKR_DEVICE_ERROR", CKR_DEVICE_ERROR},
+    {"CKR_DEVICE_MEMORY", CKR_DEVICE_MEMORY},
+    {"CKR_DEVICE_REMOVED", CKR_DEVICE_REMOVED},
+    {"CKR_SESSION_HANDLE_INVALID", CKR_SESSION_HANDLE_INVALID},
+    {"CKR_SESSION_CLOSED", CKR_SESSION_CLOSED},
+    {"CKR_TOKEN_NOT_PRESENT", CKR_TOKEN_NOT_PRESENT},
+    {"CKR_FUNCTION_FAILED", CKR_FUNCTION_FAILED},
+    {"CKR_HOST_MEMORY", CKR_HOST_MEMORY},
+    {"CKR_USER_NOT_LOGGED_IN", CKR_USER_NOT_LOGGED_IN},
+    {"CKR_KEY_HANDLE_INVALID", CKR_KEY_HANDLE_INVALID},
+    {"CKR_OBJECT_HANDLE_INVALID", CKR_OBJECT_HANDLE_INVALID},
+};
+
+static int parse_rv(const char *s, ck_rv_t *out)
+{
+    for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
+        if (strcmp(s, rv_names[i].name) == 0) {
+            *out = rv_names[i].rv;
+            return 0;
+        }
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 0);
+    if (errno != 0 || end == s || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Re-read the control file when it changed. Called with lock held. */
+static void reload_locked(void)
+{
+    const char *path = getenv("DDSM_FAULT_CTL");
+    struct stat st;
+    if (path == NULL || stat(path, &st) != 0) {
+        n_rules = 0;
+        ctl_size = -1;
+        return;
+    }
+    if (st.st_size == ctl_size && st.st_mtim.tv_sec == ctl_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == ctl_mtime.tv_nsec)
+        return;
+    ctl_size = st.st_size;
+    ctl_mtime = st.st_mtim;
+    n_rules = 0;
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    char line[256];
+    while (fgets(line, sizeof(line), f) != NULL && n_rules < MAX_RULES) {
+        char *hash = strchr(line, '#');
+        if (hash != NULL)
+            *hash = '\0';
+        struct rule r = {.remaining = -1};
+        char *save = NULL;
+        char *tok = strtok_r(line, " \t\r\n", &save);
+        if (tok == NULL)
+            continue;
+        snprintf(r.fn, sizeof(r.fn), "%s", tok);
+        int ok = 0;
+        while ((tok = strtok_r(NULL, " \t\r\n", &save)) != NULL) {
+            if (strncmp(tok, "rv=", 3) == 0 && parse_rv(tok + 3, &r.rv) == 0) {
+                ok = 1;
+            } else if (strncmp(tok, "delay=", 6) == 0) {
+                r.is_delay = 1;
+                r.delay_ms = strtoul(tok + 6, NULL, 10);
+                ok = 1;
+            } else if (strncmp(tok, "count=", 6) == 0) {
+                r.remaining = strtol(tok + 6, NULL, 10);
+            } else {
+                ok = 0;
+                break;
+            }
+        }
+        if (ok)
+            rules[n_rules++] = r;
+        else
+            fprintf(stderr, "faultp11: ignoring bad rule for %s\n", r.fn);
+    }
+    fclose(f);
+}
+
+static void log_call(const char *fn)
+{
+    const char *path = getenv("DDSM_FAULT_LOG");
+    if (path == NULL)
+        return;
+    FILE *f = fopen(path, "a");
+    if (f != NULL) {
+        fprintf(f, "%s\n", fn);
+        fclose(f);
+    }
+}
+
+/* Returns 1 and sets *rv when the call must fail; sleeps for delay rules (outside the lock). */
+static int fault(const char *fn, ck_rv_t *rv)
+{
+    unsigned long delay = 0;
+    int fail = 0;
+    log_call(fn);
+    pthread_mutex_lock(&lock);
+    reload_locked();
+    for (size_t i = 0; i < n_rules; i++) {
+        struct rule *r = &rules[i];
+        if (strcmp(r->fn, "*") != 0 && strcmp(r->fn, fn) != 0)
+            continue;
+        if (r->remaining == 0)
+            continue;
+        if (r->remaining > 0)
+            r->remaining--;
+        if (r->is_delay) {
+            delay += r->delay_ms;
+        } else if (!fail) {
+            fail = 1;
+            *rv = r->rv;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    if (delay > 0) {
+        struct timespec ts = {(time_t)(delay / 1000), (long)(delay % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    return fail;
+}
+
+#define WRAP(name, params, args)                                                                  \
+    static ck_rv_t w_##name params                                                                  \
+    {                                                                                             \
+        ck_rv_t frv;                                                                                \
+        if (fault(#name, &frv))                                                                   \
+            return frv;                                                                           \
+        return real->name args;                                                                   \
+    }
+FAULT_FUNCS(WRAP)
+
+static struct ck_function_list wrapped;
+
+EXPORT ck_rv_t C_GetFunctionList(struct ck_function_list **list)
+{
+    if (list == NULL)
+        return CKR_ARGUMENTS_BAD;
+    pthread_mutex_lock(&lock);
+    if (real == NULL) {
+        const char *target = getenv("DDSM_FAULT_TARGET");
+        if (target == NULL)
+            target = "/usr/lib/softhsm/libsofthsm2.so";
+        void *dl = dlopen(target, RTLD_NOW | RTLD_LOCAL);
+        ck_rv_t (*gfl)(struct ck_function_list **) =
+            dl == NULL ? NULL : (ck_rv_t(*)(struct ck_function_list **))(uintptr_t)dlsym(dl, "C_GetFunctionList");
+        if (gfl == NULL || gfl(&real) != CKR_OK || real == NULL) {
+            real = NULL;
+            pthread_mutex_unlock(&lock);
+            fprintf(stderr, "faultp11: cannot load %s\n", target);
+            return CKR_GENERAL_ERROR;
+        }
+        wrapped = *real;
+#define ASSIGN(name, params, args) wrapped.name = w_##name;
+        FAULT_FUNCS(ASSIGN)
+        wrapped.C_GetFunctionList = C_GetFunctionList;
+    }
+    pthread_mutex_unlock(&lock);
+    *list = &wrapped;
+    return CKR_OK;
+}
