@@ -60,7 +60,7 @@ const struct secp256k1_context_struct *ddsm_secp256k1_context(void)
     return secp_ctx;
 }
 
-/* ---- helpers -------------------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 /* Strict SEC1: 02/03 || X (33 bytes) or 04 || X || Y (65). The "hybrid" 06/07 form that both
  * libraries would otherwise accept is refused. */
@@ -146,8 +146,7 @@ static ddsm_err p256_pkey(const uint8_t *priv_secret, const uint8_t *pub, size_t
     params = OSSL_PARAM_BLD_to_param(bld);
     kctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     if (params == NULL || kctx == NULL || EVP_PKEY_fromdata_init(kctx) != 1 ||
-        EVP_PKEY_fromdata(kctx, &pkey,
-                          priv_secret != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+        EVP_PKEY_fromdata(kctx, &pkey, priv_secret != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
                           params) != 1)
         goto fail;
     *out = pkey;
@@ -416,9 +415,9 @@ ddsm_err ddsm_ec_public_from_secret(ddsm_curve curve, const uint8_t priv_secret[
         else if (!secp256k1_ec_seckey_verify(ctx, priv_secret))
             e = DDSM_E_INPUT;
         else if (!secp256k1_ec_pubkey_create(ctx, &pk, priv_secret) ||
-                 !secp256k1_ec_pubkey_serialize(
-                     ctx, out, &out_len, &pk,
-                     uncompressed ? SECP256K1_EC_UNCOMPRESSED : SECP256K1_EC_COMPRESSED))
+                 !secp256k1_ec_pubkey_serialize(ctx, out, &out_len, &pk,
+                                                uncompressed ? SECP256K1_EC_UNCOMPRESSED
+                                                             : SECP256K1_EC_COMPRESSED))
             e = DDSM_E_CRYPTO;
         break;
     }

@@ -16,8 +16,8 @@
 #include "ddsm/ecsig.h"
 #include "ddsm/secmem.h"
 
-#define I_LEN 64         /* HMAC-SHA512 output: I_L || I_R */
-#define HALF 32          /* I_L, I_R, scalars, chain codes */
+#define I_LEN 64 /* HMAC-SHA512 output: I_L || I_R */
+#define HALF 32  /* I_L, I_R, scalars, chain codes */
 #define HASH160_LEN 20
 /* SLIP-10 P-256: I_L >= n happens with probability ~2^-32 per try, so a thousand consecutive
  * invalid keys only ever mean a broken HMAC: stop rather than spin. */
@@ -402,7 +402,8 @@ ddsm_err ddsm_hd_child_secret(ddsm_curve curve, const ddsm_hd_node *parent, uint
             break;
         if (curve == DDSM_CURVE_SECP256K1) {
             e = DDSM_E_PATH;
-            reason = "BIP-32: this index gives no valid key (I_L >= n or k = 0); use the next index";
+            reason =
+                "BIP-32: this index gives no valid key (I_L >= n or k = 0); use the next index";
             goto out;
         }
         /* SLIP-10: I = HMAC-SHA512(c_par, 0x01 || I_R || ser32(i)), and again. */

@@ -19,7 +19,7 @@
 #define MAX_INVALID 24
 #define LINE_MAX_LEN 512
 
-/* ---- helpers ---------------------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 static void hex_decode(const char *hex, uint8_t *out, size_t out_max, size_t *out_len)
 {
@@ -109,7 +109,7 @@ static bool next_line(FILE *f, char *kw, size_t kw_size, char *rest, size_t rest
     return false;
 }
 
-/* ---- vector files --------------------------------------------------------------------------- */
+/* ---- vector files ---------------------------------------------------------------------------- */
 
 struct bip32_step {
     char path[80];
@@ -286,7 +286,7 @@ static void derive_ok(ddsm_curve curve, const uint8_t *seed, size_t seed_len, co
         fail_msg("%s %s: %s (%s)", ddsm_curve_name(curve), path, ddsm_err_str(e), why);
 }
 
-/* ---- the vector files themselves ---------------------------------------------------------- */
+/* ---- the vector files themselves ------------------------------------------------------------- */
 
 static void test_vectors__files_hold_every_official_vector(void **state)
 {
@@ -309,7 +309,8 @@ static void test_vectors__files_hold_every_official_vector(void **state)
     assert_int_equal(slip10_vector("retry-seed nist256p1")->nsteps, 1);
 }
 
-/* ---- BIP-32 ----------------------------------------------------------------------------------- */
+/* ---- BIP-32 -----------------------------------------------------------------------------------
+ */
 
 static void test_bip32__vectors_1_to_4_every_step_xprv_and_xpub(void **state)
 {
@@ -329,8 +330,8 @@ static void test_bip32__vectors_1_to_4_every_step_xprv_and_xpub(void **state)
             assert_int_equal(ddsm_hd_neuter(DDSM_CURVE_SECP256K1, &node, &pub), DDSM_OK);
             assert_int_equal(ddsm_hd_serialize_xpub(DDSM_CURVE_SECP256K1, &pub, xpub), DDSM_OK);
             if (strcmp(xprv, s->xprv) != 0 || strcmp(xpub, s->xpub) != 0)
-                fail_msg("vector %s %s:\n xprv %s\n want %s\n xpub %s\n want %s", v->name,
-                         s->path, xprv, s->xprv, xpub, s->xpub);
+                fail_msg("vector %s %s:\n xprv %s\n want %s\n xpub %s\n want %s", v->name, s->path,
+                         xprv, s->xprv, xpub, s->xpub);
             ddsm_hd_node_wipe(&node);
             checked++;
         }
@@ -364,8 +365,7 @@ static void test_bip32__parse_ext_round_trips_every_vector_key(void **state)
             assert_int_equal(ddsm_hd_serialize_xprv_secret(DDSM_CURVE_SECP256K1, &prv.node, text),
                              DDSM_OK);
             assert_string_equal(text, s->xprv);
-            assert_int_equal(ddsm_hd_serialize_xpub(DDSM_CURVE_SECP256K1, &pub.pub, text),
-                             DDSM_OK);
+            assert_int_equal(ddsm_hd_serialize_xpub(DDSM_CURVE_SECP256K1, &pub.pub, text), DDSM_OK);
             assert_string_equal(text, s->xpub);
             ddsm_hd_ext_wipe(&prv);
             ddsm_hd_node_wipe(&derived);
@@ -395,8 +395,8 @@ static void test_bip32__public_derivation_matches_every_normal_step(void **state
             const char *why = NULL;
             const char *pxpub = v->steps[j - 1].xpub;
             assert_int_equal(ddsm_hd_parse_ext(pxpub, strlen(pxpub), &parent, &why), DDSM_OK);
-            ddsm_err e = ddsm_hd_child_public(DDSM_CURVE_SECP256K1, &parent.pub, index, &child,
-                                              &why);
+            ddsm_err e =
+                ddsm_hd_child_public(DDSM_CURVE_SECP256K1, &parent.pub, index, &child, &why);
             if (e != DDSM_OK)
                 fail_msg("vector %s %s: %s", v->name, v->steps[j].path, why);
             assert_int_equal(ddsm_hd_serialize_xpub(DDSM_CURVE_SECP256K1, &child, text), DDSM_OK);
@@ -511,7 +511,8 @@ static void test_bip32__parse_ext_rejects_wrong_payload_length_and_alphabet(void
     assert_int_equal(ddsm_hd_parse_ext(good, strlen(good) - 1, &ext, &why), DDSM_E_INPUT);
 }
 
-/* ---- SLIP-10 ---------------------------------------------------------------------------------- */
+/* ---- SLIP-10 ----------------------------------------------------------------------------------
+ */
 
 static void check_slip10_step(const struct slip10_vec *v, const struct slip10_step *s)
 {
@@ -583,8 +584,8 @@ static void openssl_hmac_sha512(const void *key, size_t key_len, const uint8_t *
                                 uint8_t out[64])
 {
     size_t out_len = 0;
-    assert_non_null(EVP_Q_mac(NULL, "HMAC", NULL, "SHA512", NULL, key, key_len, data, len, out,
-                              64, &out_len));
+    assert_non_null(
+        EVP_Q_mac(NULL, "HMAC", NULL, "SHA512", NULL, key, key_len, data, len, out, 64, &out_len));
     assert_int_equal(out_len, 64);
 }
 
@@ -622,8 +623,7 @@ static void test_slip10__p256_child_retry_vector(void **state)
 static void test_slip10__p256_public_derivation_matches_every_normal_step(void **state)
 {
     (void)state;
-    static const char *const names[] = {"1 nist256p1", "2 nist256p1",
-                                        "retry-derivation nist256p1"};
+    static const char *const names[] = {"1 nist256p1", "2 nist256p1", "retry-derivation nist256p1"};
     size_t checked = 0;
     for (size_t n = 0; n < 3; n++) {
         const struct slip10_vec *v = slip10_vector(names[n]);
@@ -653,20 +653,18 @@ static void test_slip10__p256_public_derivation_matches_every_normal_step(void *
     assert_int_equal(checked, 3 + 3 + 1);
 }
 
-/* ---- API edge cases --------------------------------------------------------------------------- */
+/* ---- API edge cases -------------------------------------------------------------------------- */
 
-static const uint8_t seed32[32] = {0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
-                                   0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
-                                   0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
-                                   0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f};
+static const uint8_t seed32[32] = {0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a,
+                                   0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
+                                   0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f};
 
 static void test_hd__ed25519_refuses_a_normal_index(void **state)
 {
     (void)state;
     ddsm_hd_node master, child;
     const char *why = NULL;
-    assert_int_equal(ddsm_hd_master_secret(DDSM_CURVE_ED25519, seed32, 32, &master, &why),
-                     DDSM_OK);
+    assert_int_equal(ddsm_hd_master_secret(DDSM_CURVE_ED25519, seed32, 32, &master, &why), DDSM_OK);
 
     memset(&child, 0x5A, sizeof(child));
     ddsm_hd_node before = child;
@@ -712,14 +710,12 @@ static void test_hd__normal_index_works_on_weierstrass_curves(void **state)
 static void test_hd__depth_zero_path_is_the_master(void **state)
 {
     (void)state;
-    static const ddsm_curve curves[] = {DDSM_CURVE_SECP256K1, DDSM_CURVE_ED25519,
-                                        DDSM_CURVE_P256};
+    static const ddsm_curve curves[] = {DDSM_CURVE_SECP256K1, DDSM_CURVE_ED25519, DDSM_CURVE_P256};
     for (size_t i = 0; i < 3; i++) {
         ddsm_path p = {.depth = 0};
         ddsm_hd_node m, d;
         assert_int_equal(ddsm_hd_master_secret(curves[i], seed32, 32, &m, NULL), DDSM_OK);
-        assert_int_equal(ddsm_hd_derive_path_secret(curves[i], seed32, 32, &p, &d, NULL),
-                         DDSM_OK);
+        assert_int_equal(ddsm_hd_derive_path_secret(curves[i], seed32, 32, &p, &d, NULL), DDSM_OK);
         assert_memory_equal(&m, &d, sizeof(m));
         assert_int_equal(d.depth, 0);
         assert_int_equal(d.child_number, 0);
@@ -785,8 +781,7 @@ static void test_hd__seed_must_be_16_to_64_bytes(void **state)
     uint8_t seed[65] = {1};
     ddsm_hd_node n;
     const char *why = NULL;
-    assert_int_equal(ddsm_hd_master_secret(DDSM_CURVE_SECP256K1, seed, 15, &n, &why),
-                     DDSM_E_INPUT);
+    assert_int_equal(ddsm_hd_master_secret(DDSM_CURVE_SECP256K1, seed, 15, &n, &why), DDSM_E_INPUT);
     assert_non_null(strstr(why, "16 to 64"));
     assert_int_equal(ddsm_hd_master_secret(DDSM_CURVE_P256, seed, 65, &n, &why), DDSM_E_INPUT);
     assert_int_equal(ddsm_hd_master_secret(DDSM_CURVE_ED25519, seed, 16, &n, &why), DDSM_OK);
@@ -827,7 +822,7 @@ static void test_hd__ec_point_is_the_uncompressed_public_key(void **state)
         assert_int_equal(comp_len, 33);
         assert_int_equal(point_len, 65);
         assert_int_equal(point[0], 0x04);
-        assert_memory_equal(point + 1, comp + 1, 32);     /* same X */
+        assert_memory_equal(point + 1, comp + 1, 32);      /* same X */
         assert_int_equal(comp[0], 0x02 | (point[64] & 1)); /* parity of Y */
         assert_int_equal(ddsm_hd_neuter(curves[i], &m, &pub), DDSM_OK);
         assert_int_equal(ddsm_hd_point_uncompress(curves[i], pub.public_key, unc), DDSM_OK);
@@ -874,16 +869,14 @@ static void test_hd__xkeys_and_public_derivation_only_where_defined(void **state
     assert_int_equal(ddsm_hd_neuter(DDSM_CURVE_ED25519, &m, &pub), DDSM_E_INPUT);
     assert_int_equal(ddsm_hd_serialize_xprv_secret(DDSM_CURVE_ED25519, &m, text), DDSM_E_INPUT);
     /* Even handed a public node, Ed25519 has no CKDpub. */
-    assert_int_equal(ddsm_hd_child_public(DDSM_CURVE_ED25519, &child, 0, &pub, &why),
-                     DDSM_E_INPUT);
+    assert_int_equal(ddsm_hd_child_public(DDSM_CURVE_ED25519, &child, 0, &pub, &why), DDSM_E_INPUT);
     assert_non_null(strstr(why, "Ed25519"));
 }
 
 static void test_hd__curve_names_round_trip(void **state)
 {
     (void)state;
-    static const ddsm_curve curves[] = {DDSM_CURVE_SECP256K1, DDSM_CURVE_ED25519,
-                                        DDSM_CURVE_P256};
+    static const ddsm_curve curves[] = {DDSM_CURVE_SECP256K1, DDSM_CURVE_ED25519, DDSM_CURVE_P256};
     for (size_t i = 0; i < 3; i++) {
         ddsm_curve c;
         assert_int_equal(ddsm_curve_parse(ddsm_curve_name(curves[i]), &c), DDSM_OK);
@@ -896,7 +889,7 @@ static void test_hd__curve_names_round_trip(void **state)
     assert_string_equal(ddsm_curve_name((ddsm_curve)9), "unknown");
 }
 
-/* ---- Base58Check ------------------------------------------------------------------------------ */
+/* ---- Base58Check ----------------------------------------------------------------------------- */
 
 static void test_base58__round_trips_and_keeps_leading_zero_bytes(void **state)
 {
@@ -910,17 +903,15 @@ static void test_base58__round_trips_and_keeps_leading_zero_bytes(void **state)
                      DDSM_OK);
     assert_memory_equal(text, "111", 3); /* one '1' per leading zero byte */
     assert_true(text[3] != '1');
-    assert_int_equal(ddsm_base58check_decode(text, strlen(text), back, sizeof(back), &back_len,
-                                             &why),
-                     DDSM_OK);
+    assert_int_equal(
+        ddsm_base58check_decode(text, strlen(text), back, sizeof(back), &back_len, &why), DDSM_OK);
     assert_int_equal(back_len, sizeof(payload));
     assert_memory_equal(back, payload, sizeof(payload));
 
     /* The empty payload is its checksum alone. */
     assert_int_equal(ddsm_base58check_encode(payload, 0, text, sizeof(text)), DDSM_OK);
-    assert_int_equal(ddsm_base58check_decode(text, strlen(text), back, sizeof(back), &back_len,
-                                             &why),
-                     DDSM_OK);
+    assert_int_equal(
+        ddsm_base58check_decode(text, strlen(text), back, sizeof(back), &back_len, &why), DDSM_OK);
     assert_int_equal(back_len, 0);
 }
 
@@ -943,9 +934,9 @@ static void test_base58__rejects_bad_text(void **state)
     assert_string_equal(why, "invalid checksum");
     static const char *const outside[] = {"0", "O", "I", "l", "+", " "};
     for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
-        assert_int_equal(ddsm_base58check_decode(outside[i], 1, back, sizeof(back), &back_len,
-                                                 &why),
-                         DDSM_E_INPUT);
+        assert_int_equal(
+            ddsm_base58check_decode(outside[i], 1, back, sizeof(back), &back_len, &why),
+            DDSM_E_INPUT);
         assert_non_null(strstr(why, "alphabet"));
     }
     assert_int_equal(ddsm_base58check_decode("", 0, back, sizeof(back), &back_len, &why),

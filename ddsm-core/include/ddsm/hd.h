@@ -19,27 +19,23 @@
 #include "ddsm/err.h"
 #include "ddsm/path.h"
 
-typedef enum ddsm_curve {
-    DDSM_CURVE_SECP256K1,
-    DDSM_CURVE_ED25519,
-    DDSM_CURVE_P256
-} ddsm_curve;
+typedef enum ddsm_curve { DDSM_CURVE_SECP256K1, DDSM_CURVE_ED25519, DDSM_CURVE_P256 } ddsm_curve;
 
-#define DDSM_HD_KEY_LEN 32          /* private key: big-endian scalar, or the Ed25519 secret */
+#define DDSM_HD_KEY_LEN 32 /* private key: big-endian scalar, or the Ed25519 secret */
 #define DDSM_HD_CHAIN_LEN 32
-#define DDSM_HD_SEED_MIN 16         /* BIP-32 / SLIP-10: a seed of 128 to 512 bits */
+#define DDSM_HD_SEED_MIN 16 /* BIP-32 / SLIP-10: a seed of 128 to 512 bits */
 #define DDSM_HD_SEED_MAX 64
-#define DDSM_HD_PUB_MAX 65          /* the largest public key encoding, 04 || X || Y */
+#define DDSM_HD_PUB_MAX 65 /* the largest public key encoding, 04 || X || Y */
 #define DDSM_HD_PUB_COMPRESSED_LEN 33
 #define DDSM_HD_PUB_UNCOMPRESSED_LEN 65
 #define DDSM_HD_ED25519_PUB_LEN 32
 #define DDSM_HD_FINGERPRINT_LEN 4
-#define DDSM_HD_MAX_DEPTH 255       /* the serialised depth is one byte */
+#define DDSM_HD_MAX_DEPTH 255 /* the serialised depth is one byte */
 
 #define DDSM_HD_VERSION_XPRV 0x0488ADE4u /* mainnet; the only versions we write or accept */
 #define DDSM_HD_VERSION_XPUB 0x0488B21Eu
-#define DDSM_HD_EXT_LEN 78               /* serialised extended key, before the checksum */
-#define DDSM_HD_XKEY_TEXT_MAX 113        /* Base58Check of 82 bytes is at most 112 chars, + NUL */
+#define DDSM_HD_EXT_LEN 78        /* serialised extended key, before the checksum */
+#define DDSM_HD_XKEY_TEXT_MAX 113 /* Base58Check of 82 bytes is at most 112 chars, + NUL */
 
 /* An extended private key (k, c) and its place in the tree. A secret as a whole. */
 typedef struct ddsm_hd_node {
@@ -83,8 +79,8 @@ DDSM_WUR ddsm_err ddsm_hd_master_secret(ddsm_curve curve, const uint8_t *seed_se
  * secp256k1, BIP-32 says an index whose I_L >= n or whose key is 0 has no key and "one should
  * proceed with the next value for i": we never substitute another index behind the caller's back
  * (the path would silently name a different key), we refuse that index with DDSM_E_PATH. */
-DDSM_WUR ddsm_err ddsm_hd_child_secret(ddsm_curve curve, const ddsm_hd_node *parent,
-                                       uint32_t index, ddsm_hd_node *out, const char **why);
+DDSM_WUR ddsm_err ddsm_hd_child_secret(ddsm_curve curve, const ddsm_hd_node *parent, uint32_t index,
+                                       ddsm_hd_node *out, const char **why);
 
 /* Master from the seed, then CKDpriv along the path. Depth 0 (no indices) gives the master. A
  * normal index on Ed25519 is refused (DDSM_E_PATH) before any derivation happens. */
@@ -116,8 +112,7 @@ DDSM_WUR ddsm_err ddsm_hd_fingerprint(ddsm_curve curve, const ddsm_hd_node *node
 
 /* N((k, c)) = (K, c): the extended public key of a private node (secp256k1, P-256). Reads the
  * private key; the output holds none. */
-DDSM_WUR ddsm_err ddsm_hd_neuter(ddsm_curve curve, const ddsm_hd_node *node,
-                                 ddsm_hd_pub_node *out);
+DDSM_WUR ddsm_err ddsm_hd_neuter(ddsm_curve curve, const ddsm_hd_node *node, ddsm_hd_pub_node *out);
 
 /* CKDpub: a normal child of a public parent (secp256k1 per BIP-32, P-256 per SLIP-10 with its
  * retry rule), so watch-only wallets can check the keys we derive. A hardened index is refused
