@@ -9,7 +9,12 @@
  *     test_ceremony_derive derive ASSET PATH COUNTER
  * derives (ASSET, PATH, COUNTER) under the root key on the token of $DDSM_CONF (PIN $DDSM_PIN)
  * and prints hex(HMAC-SHA256(key, "data")), never the key itself, so that tokens can be
- * compared. Exit 0 on success, 1 on any failure (with the reason on stderr). */
+ * compared. And
+ *     test_ceremony_derive derive-module ASSET PATH
+ * does the same through libddsm-pkcs11.so ($DDSM_MODULE): C_DeriveKey(CKM_DDSM_DERIVE) on the
+ * root key's handle, then C_Sign(CKM_SHA256_HMAC, "data") with the derived key; the counter is
+ * the asset's current one in the store (the asset must be ACTIVE). Exit 0 on success, 1 on any
+ * failure (with the reason on stderr). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +32,7 @@
 #include "ddsm/mac.h"
 #include "ddsm/path.h"
 #include "ddsm/secmem.h"
+#include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/uuid.h"
 #include "hsm.h"
 
@@ -74,8 +80,8 @@ static int open_root(struct root_session *rs, char *why, size_t n)
         snprintf(why, n, "C_Login: %s", ddsm_rv_name(rv));
         return -1;
     }
-    rv = ddsm_hsm_find_object(rs->hsm, rs->session, CKO_SECRET_KEY,
-                              rs->cfg->backend.root_key_label, &rs->root, &count);
+    rv = ddsm_hsm_find_object(rs->hsm, rs->session, CKO_SECRET_KEY, rs->cfg->backend.root_key_label,
+                              &rs->root, &count);
     if (rv != CKR_OK || count != 1) {
         snprintf(why, n, "root key %s: %s, %u found", rs->cfg->backend.root_key_label,
                  ddsm_rv_name(rv), count);
@@ -159,6 +165,95 @@ static int helper_derive(const char *asset, const char *path, const char *counte
 out:
     ddsm_wipe(key, sizeof(key));
     close_root(&rs);
+    return rc;
+}
+
+/* The same through the module: C_DeriveKey with CKM_DDSM_DERIVE, C_Sign with the result. */
+static int helper_derive_module(const char *asset, const char *path)
+{
+    const char *module = getenv("DDSM_MODULE");
+    const char *pin = getenv("DDSM_PIN");
+    ddsm_config *cfg = NULL;
+    ddsm_hsm *m = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_SLOT_ID slot;
+    CK_OBJECT_HANDLE root = CK_INVALID_HANDLE;
+    CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+    unsigned count = 0;
+    char why[512] = "";
+    unsigned char param[DDSM_DERIVE_PARAM_MAX];
+    uint8_t mac[32];
+    CK_ULONG mac_len = sizeof(mac);
+    char out[2 * sizeof(mac) + 1];
+    ddsm_uuid u;
+    CK_RV rv = CKR_OK;
+    int rc = 1;
+
+    if (module == NULL || pin == NULL) {
+        fprintf(stderr, "test_ceremony_derive: DDSM_MODULE and DDSM_PIN must be set\n");
+        return 1;
+    }
+    if (ddsm_uuid_parse(asset, strlen(asset), &u) != DDSM_OK) {
+        fprintf(stderr, "test_ceremony_derive: bad asset %s\n", asset);
+        return 1;
+    }
+    size_t plen = ddsm_derive_param(param, sizeof(param), u.b, path);
+    if (plen == 0) {
+        fprintf(stderr, "test_ceremony_derive: path too long\n");
+        return 1;
+    }
+    if (ddsm_config_load(ddsm_config_default_path(), &cfg, why, sizeof(why)) != DDSM_OK ||
+        ddsm_hsm_load(module, &m, why, sizeof(why)) != CKR_OK)
+        goto out;
+    CK_FUNCTION_LIST_PTR fl = ddsm_hsm_functions(m);
+    const char *what = "C_GetSlotList";
+    if ((rv = ddsm_hsm_find_token(m, cfg->backend.token_label, &slot)) != CKR_OK)
+        goto fail;
+    what = "C_OpenSession";
+    if ((rv = fl->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
+        goto fail;
+    what = "C_Login";
+    if ((rv = ddsm_hsm_login_secret(m, s, pin, strlen(pin))) != CKR_OK)
+        goto fail;
+    what = "finding the root key";
+    rv = ddsm_hsm_find_object(m, s, CKO_SECRET_KEY, cfg->backend.root_key_label, &root, &count);
+    if (rv == CKR_OK && count != 1)
+        rv = CKR_KEY_HANDLE_INVALID;
+    if (rv != CKR_OK)
+        goto fail;
+    CK_MECHANISM mech = {CKM_DDSM_DERIVE, param, plen};
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)}};
+    what = "C_DeriveKey(CKM_DDSM_DERIVE)";
+    if ((rv = fl->C_DeriveKey(s, &mech, root, tmpl, 2, &key)) != CKR_OK)
+        goto fail;
+    CK_MECHANISM hmac = {CKM_SHA256_HMAC, NULL, 0};
+    what = "C_SignInit";
+    if ((rv = fl->C_SignInit(s, &hmac, key)) != CKR_OK)
+        goto fail;
+    what = "C_Sign";
+    if ((rv = fl->C_Sign(s, (CK_BYTE_PTR) "data", 4, mac, &mac_len)) != CKR_OK)
+        goto fail;
+    if (mac_len != sizeof(mac)) {
+        snprintf(why, sizeof(why), "C_Sign returned %lu bytes", (unsigned long)mac_len);
+        goto out;
+    }
+    hex(mac, sizeof(mac), out);
+    printf("%s\n", out);
+    rc = 0;
+    goto out;
+fail:
+    snprintf(why, sizeof(why), "%s: %s", what, ddsm_rv_name(rv));
+out:
+    if (rc != 0)
+        fprintf(stderr, "test_ceremony_derive: %s\n", why);
+    if (m != NULL) {
+        if (s != CK_INVALID_HANDLE)
+            (void)ddsm_hsm_functions(m)->C_CloseSession(s);
+        ddsm_hsm_unload(m);
+    }
+    ddsm_config_free(cfg);
     return rc;
 }
 
@@ -280,8 +375,11 @@ int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "derive") == 0)
         return helper_derive(argv[2], argv[3], argv[4]);
+    if (argc == 4 && strcmp(argv[1], "derive-module") == 0)
+        return helper_derive_module(argv[2], argv[3]);
     if (argc != 1) {
-        fprintf(stderr, "usage: %s [derive ASSET PATH COUNTER]\n", argv[0]);
+        fprintf(stderr, "usage: %s [derive ASSET PATH COUNTER | derive-module ASSET PATH]\n",
+                argv[0]);
         return 2;
     }
     const struct CMUnitTest tests[] = {

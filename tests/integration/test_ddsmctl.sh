@@ -137,10 +137,12 @@ err_has "bad.conf"
 echo "== db migrate (twice)"
 expect 0 "$C" db migrate
 out_has "applied 001_init"
-same "$(sql "SELECT count(*) FROM ddsm_schema_migrations WHERE name = '001_init'")" 1 "migration row"
+same "$(sql "SELECT count(*) FROM ddsm_schema_migrations WHERE name = '001_init'")" 1 \
+    "migration row"
 expect 0 "$C" db migrate
 out_has "up to date"
-[[ "$OUT" != *"applied 0"* && "$OUT" != *"applied 001"* ]] || fail "second migrate applied again: $OUT"
+[[ "$OUT" != *"applied 0"* && "$OUT" != *"applied 001"* ]] ||
+    fail "second migrate applied again: $OUT"
 same "$(sql "SELECT count(*) FROM custody_keys")" 0 "assets after the bad-input commands"
 
 echo "== the PIN: --pin-file, DDSM_PIN, none, wrong"
@@ -178,11 +180,19 @@ expect 2 "$C" --pin-file "$T/no-such-pin" root info
 err_has "cannot open PIN file"
 DDSM_PIN="" expect 2 "$C" root info
 err_has "DDSM_PIN is set but empty"
+# On a terminal (a pty from script(1)) it prompts, with echo off.
+# shellcheck disable=SC2016 # expanded by the inner bash
+type_pin='{ sleep 1; printf "%s\n" "$1"; } | script -qec "$2 root info" /dev/null'
+expect 1 timeout 30 bash -c "$type_pin" _ "$DDSM_TEST_PIN" "$C"
+out_has 'HSM user PIN for token "custody": '
+out_has "holds no root key"
+[[ "$OUT" != *"$DDSM_TEST_PIN"* ]] || fail "the PIN typed at the prompt was echoed: $OUT"
 
 echo "== root create / create again / info"
 count_roots() {
     pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label custody --login \
-        --pin "$DDSM_TEST_PIN" --list-objects --type secrkey 2>/dev/null | grep -c 'label: *ddsm-root' || true
+        --pin "$DDSM_TEST_PIN" --list-objects --type secrkey 2>/dev/null |
+        grep -c 'label: *ddsm-root' || true
 }
 same "$(count_roots)" 0 "root keys before create"
 expect 0 with_pin "$C" root create
@@ -215,6 +225,28 @@ if pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label custody --
     fail "the root key's value could be read"
 fi
 
+echo "== a separate custody token: root_token_label with root_pin_file, no user PIN needed"
+softhsm2-util --init-token --free --label vault --pin 654321 --so-pin "$DDSM_TEST_SO_PIN" >/dev/null
+printf '654321\n' >"$T/vault.pin"
+chmod 600 "$T/vault.pin"
+cp "$DDSM_CONF" "$T/vault.conf"
+sed -i "s|^root_key_label = .*|&\nroot_token_label = vault\nroot_pin_file = $T/vault.pin|" \
+    "$T/vault.conf"
+chmod 600 "$T/vault.conf"
+expect 1 "$C" --conf "$T/vault.conf" root info
+err_has "token \"vault\" holds no root key"
+expect 0 "$C" --conf "$T/vault.conf" root create
+out_has "on token \"vault\""
+fp_vault=$(awk '/^fingerprint:/ {print $2}' <<<"$OUT")
+[ "$fp_vault" != "$fp_create" ] || fail "the vault's new root has the custody token's fingerprint"
+expect 0 "$C" --conf "$T/vault.conf" root info
+out_has "token:             vault"
+same "$(awk '/^fingerprint:/ {print $2}' <<<"$OUT")" "$fp_vault" "vault root info fingerprint"
+same "$(count_roots)" 1 "root keys on the custody token after creating the vault's"
+printf '000000\n' >"$T/vault.pin"
+expect 1 "$C" --conf "$T/vault.conf" root info
+err_has "cannot log in on token \"vault\": the HSM rejected the PIN"
+
 echo "== seed file bad input (checked before the HSM): exit 2"
 printf '%063d\n' 0 >"$T/short.hex"
 expect 2 with_pin "$C" root import --hex-file "$T/short.hex"
@@ -234,12 +266,15 @@ expect 0 "$C" asset register --label alpha --default-path "m/44h/0H/0'/0/5" --ty
 out_has "registered asset alpha"
 alpha=$(sql "SELECT asset_id FROM custody_keys WHERE label = 'alpha'")
 same "$(sql "SELECT state || ' ' || derivation_counter || ' ' || default_path || ' ' || key_type
-             FROM custody_keys WHERE label = 'alpha'")" "INITIALIZED 0 m/44'/0'/0'/0/5 hmac" "alpha row"
-same "$(sql "SELECT requester FROM custody_audit_log WHERE asset_id = '$alpha' AND event = 'REGISTER'")" \
+             FROM custody_keys WHERE label = 'alpha'")" "INITIALIZED 0 m/44'/0'/0'/0/5 hmac" \
+    "alpha row"
+same "$(sql "SELECT requester FROM custody_audit_log
+             WHERE asset_id = '$alpha' AND event = 'REGISTER'")" \
     "$user" "requester of the REGISTER row"
 beta=6f9619ff-8b86-d011-b42d-00c04fc964ff
 expect 0 "$C" asset register --label beta --id "${beta^^}" --type aes
-same "$(sql "SELECT label || ' ' || key_type || ' ' || default_path FROM custody_keys WHERE asset_id = '$beta'")" \
+same "$(sql "SELECT label || ' ' || key_type || ' ' || default_path
+             FROM custody_keys WHERE asset_id = '$beta'")" \
     "beta aes m/0" "beta row"
 expect 1 "$C" asset register --label alpha
 err_has "already exists"
@@ -261,7 +296,9 @@ expect 1 "$C" --conf "$T/policy.conf" asset register --label delta --default-pat
 err_has "not allowed by the [policy] path patterns"
 expect 0 "$C" --conf "$T/policy.conf" asset register --label delta --default-path "m/44'/1'/2'/3/4"
 
-state_of() { sql "SELECT state || ' ' || derivation_counter FROM custody_keys WHERE asset_id = '$1'"; }
+state_of() {
+    sql "SELECT state || ' ' || derivation_counter FROM custody_keys WHERE asset_id = '$1'"
+}
 audit_rows() { sql "SELECT count(*) FROM custody_audit_log WHERE asset_id = '$1'"; }
 
 echo "== illegal transitions from INITIALIZED: exit 1, nothing changes"
@@ -290,9 +327,11 @@ expect 0 "$C" asset rotate alpha --grace 2h
 out_has "ACTIVE -> ROTATING, counter 1 -> 2"
 out_has "grace until"
 same "$(state_of "$alpha")" "ROTATING 2" "alpha after rotate --grace"
-grace=$(sql "SELECT round(extract(epoch FROM grace_until - now())) FROM custody_keys WHERE asset_id = '$alpha'")
+grace=$(sql "SELECT round(extract(epoch FROM grace_until - now()))
+              FROM custody_keys WHERE asset_id = '$alpha'")
 ((grace > 7100 && grace <= 7200)) || fail "grace window is $grace s, expected about 7200"
-same "$(sql "SELECT count(*) FROM custody_rotations WHERE asset_id = '$alpha' AND grace_until IS NOT NULL")" \
+same "$(sql "SELECT count(*) FROM custody_rotations
+             WHERE asset_id = '$alpha' AND grace_until IS NOT NULL")" \
     1 "rotation rows with a grace window"
 rows=$(audit_rows "$alpha")
 for cmd in "activate" "rotate" "rotate --grace 1m"; do
@@ -313,9 +352,11 @@ for cmd in "activate" "rotate" "rotate --grace 1m" "retire"; do
 done
 same "$(state_of "$alpha")" "RETIRED 2" "alpha after refused transitions while RETIRED"
 same "$(audit_rows "$alpha")" "$rows" "alpha's audit rows after refused transitions"
-same "$(sql "SELECT string_agg(event, ',' ORDER BY id) FROM custody_audit_log WHERE asset_id = '$alpha'")" \
+same "$(sql "SELECT string_agg(event, ',' ORDER BY id)
+             FROM custody_audit_log WHERE asset_id = '$alpha'")" \
     "REGISTER,ACTIVATE,ROTATE,ROTATE,RETIRE" "alpha's audit trail"
-same "$(sql "SELECT count(DISTINCT requester) || ' ' || min(requester) FROM custody_audit_log WHERE asset_id = '$alpha'")" \
+same "$(sql "SELECT count(DISTINCT requester) || ' ' || min(requester)
+             FROM custody_audit_log WHERE asset_id = '$alpha'")" \
     "1 $user" "requesters of alpha's audit rows"
 expect 0 "$C" asset activate "$beta"
 expect 0 "$C" asset retire beta
@@ -373,11 +414,16 @@ $OUT"
 # An empty registry lists as an empty array.
 sql "TRUNCATE custody_rotations, custody_keys"
 expect 0 "$C" asset list --json
-python3 -c 'import json, sys; assert json.loads(sys.argv[1]) == []' "$OUT" || fail "empty list: $OUT"
+python3 -c 'import json, sys; assert json.loads(sys.argv[1]) == []' "$OUT" ||
+    fail "empty list: $OUT"
 
 echo "== PostgreSQL or HSM unreachable: exit 3"
-dead=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-sed -e "s|^conninfo = .*|conninfo = host=127.0.0.1 port=$dead dbname=nope user=postgres connect_timeout=3|" \
+dead=$(python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+deadinfo="host=127.0.0.1 port=$dead dbname=nope user=postgres connect_timeout=3"
+sed -e "s|^conninfo = .*|conninfo = $deadinfo|" \
     "$DDSM_CONF" >"$T/deadpg.conf"
 chmod 600 "$T/deadpg.conf"
 expect 3 "$C" --conf "$T/deadpg.conf" asset list

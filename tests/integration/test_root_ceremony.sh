@@ -47,8 +47,8 @@ fingerprint() { awk '/^fingerprint:/ {print $2}' <<<"$OUT"; }
 new_token() {
     local d=$T/$1
     mkdir -p "$d/tokens"
-    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
-        "$d/tokens" >"$d/softhsm2.conf"
+    printf '%s\n' "directories.tokendir = $d/tokens" "objectstore.backend = file" \
+        "log.level = ERROR" "slots.removable = false" >"$d/softhsm2.conf"
     SOFTHSM2_CONF=$d/softhsm2.conf softhsm2-util --init-token --free --label custody \
         --pin "$DDSM_TEST_PIN" --so-pin "$DDSM_TEST_SO_PIN" >/dev/null
     cp "$DDSM_CONF" "$d/ddsm.conf"
@@ -83,7 +83,7 @@ for i in 1 2 3 4 5; do
         "$ceremony threshold 3 shares 5 index $i" "header of $f"
     same "$(awk '$1 == "fingerprint" {print $2}' "$f")" "$fp" "fingerprint line of $f"
 done
-same "$(ls "$S" | wc -l)" 5 "files in the share directory"
+same "$(find "$S" -mindepth 1 | wc -l)" 5 "files in the share directory"
 # Shares differ from one another (and none is the seed: the fingerprint is not that of a share).
 same "$(grep -h '^[12]:' "$S"/*.txt | sort -u | wc -l)" 10 "distinct data lines"
 
@@ -145,7 +145,8 @@ new_token other
 expect 0 on other "$C" root create
 read -r asset path counter <<<"${vectors[0]}"
 k0=$("$H" derive "$asset" "$path" 0)
-[ "$(on other "$H" derive "$asset" "$path" 0)" != "$k0" ] || fail "another root derived the same key"
+[ "$(on other "$H" derive "$asset" "$path" 0)" != "$k0" ] ||
+    fail "another root derived the same key"
 [ "$("$H" derive "$asset" "$path" 1)" != "$k0" ] || fail "another counter derived the same key"
 # And it computes what DESIGN.md says: a token holding the vector seed 00..1f.
 new_token vec
@@ -157,18 +158,40 @@ print(hmac.new(k, b"data", hashlib.sha256).hexdigest())')
 same "$(on vec "$H" derive 6f9619ff-8b86-d011-b42d-00c04fc964ff "m/44'/0'/0'/0/0" 0)" "$want" \
     "the first DESIGN.md vector through the HSM"
 
+# Through the module as an application would use it, when it is built: C_DeriveKey with
+# CKM_DDSM_DERIVE on each token gives the key that the HSM computes directly (counter 0 of an
+# ACTIVE asset in the store).
+if [ -f "${DDSM_MODULE:-}" ]; then
+    echo "== the same keys through the module (C_DeriveKey CKM_DDSM_DERIVE) on every token"
+    expect 0 "$C" db migrate
+    asset=$(python3 -c 'import uuid; print(uuid.uuid4())')
+    expect 0 "$C" asset register --label ceremony-check --id "$asset" \
+        --default-path "m/44'/0'/0'/0/0"
+    expect 0 "$C" asset activate "$asset"
+    for tok in "" rec0 rec1 rec2; do
+        want=$(${tok:+on $tok} "$H" derive "$asset" "m/44'/0'/0'/0/0" 0) ||
+            fail "helper failed on ${tok:-the original token}"
+        got=$(${tok:+on $tok} "$H" derive-module "$asset" "m/44'/0'/0'/0/0") ||
+            fail "C_DeriveKey through $DDSM_MODULE failed on ${tok:-the original token}"
+        same "$got" "$want" "module-derived key on ${tok:-the original token}"
+    done
+else
+    echo "(the module is not built: C_DeriveKey part skipped)"
+fi
+
 echo "== refused recoveries write nothing"
 new_token target
 before=$(on target objects)
 same "$before" 0 "objects on a fresh token"
-share_of() { echo "$S/ddsm-share-$1-of-5.txt"; }
+s1=$S/ddsm-share-1-of-5.txt s2=$S/ddsm-share-2-of-5.txt s3=$S/ddsm-share-3-of-5.txt
+s4=$S/ddsm-share-4-of-5.txt s5=$S/ddsm-share-5-of-5.txt
 
 # Two shares of a 3-of-5 ceremony.
-expect 2 on target "$C" root recover --share "$(share_of 1)" --share "$(share_of 2)"
+expect 2 on target "$C" root recover --share "$s1" --share "$s2"
 err_has "too few shares: 2 given, ceremony $ceremony needs 3"
 
 # One changed hex digit in data line 1 (line 5 of the file) is named with its file and line.
-cp "$(share_of 2)" "$T/corrupt.txt"
+cp "$s2" "$T/corrupt.txt"
 chmod 600 "$T/corrupt.txt"
 python3 - "$T/corrupt.txt" <<'EOF'
 import sys
@@ -179,27 +202,27 @@ c = lines[4][3]
 lines[4] = lines[4][:3] + ("0" if c != "0" else "1") + lines[4][4:]
 open(p, "w").write("\n".join(lines))
 EOF
-expect 2 on target "$C" root recover --share "$(share_of 1)" --share "$T/corrupt.txt" --share "$(share_of 3)"
+expect 2 on target "$C" root recover --share "$s1" --share "$T/corrupt.txt" --share "$s3"
 err_has "share file $T/corrupt.txt: line 5:"
 err_has "data line 1"
 
 # A share of another ceremony (the spare token's 3-of-3 ceremony).
 expect 0 on spare "$C" root create --shares 3 --threshold 2 --out "$T/other-shares"
 other_ceremony=$(awk '/^ceremony:/ {print $2}' <<<"$OUT")
-expect 2 on target "$C" root recover --share "$(share_of 1)" --share "$T/other-shares/ddsm-share-2-of-3.txt" \
-    --share "$(share_of 3)"
-err_has "share file $T/other-shares/ddsm-share-2-of-3.txt is from another ceremony ($other_ceremony)"
+foreign=$T/other-shares/ddsm-share-2-of-3.txt
+expect 2 on target "$C" root recover --share "$s1" --share "$foreign" --share "$s3"
+err_has "share file $foreign is from another ceremony ($other_ceremony)"
 
 # The same share twice, by the same name and by a copy.
-expect 2 on target "$C" root recover --share "$(share_of 1)" --share "$(share_of 2)" --share "$(share_of 2)"
-err_has "share file $(share_of 2): duplicate of share 2, already given by $(share_of 2)"
-cp "$(share_of 1)" "$T/copy-of-1.txt"
-expect 2 on target "$C" root recover --share "$(share_of 1)" --share "$(share_of 2)" --share "$T/copy-of-1.txt"
-err_has "share file $T/copy-of-1.txt: duplicate of share 1, already given by $(share_of 1)"
+expect 2 on target "$C" root recover --share "$s1" --share "$s2" --share "$s2"
+err_has "share file $s2: duplicate of share 2, already given by $s2"
+cp "$s1" "$T/copy-of-1.txt"
+expect 2 on target "$C" root recover --share "$s1" --share "$s2" --share "$T/copy-of-1.txt"
+err_has "share file $T/copy-of-1.txt: duplicate of share 1, already given by $s1"
 
 # A share relabelled to another index with every check recomputed (as a careful forger would):
 # it passes every line check, but the combined seed's fingerprint differs, so nothing is imported.
-python3 - "$(share_of 1)" "$T/forged-4.txt" <<'EOF'
+python3 - "$s1" "$T/forged-4.txt" <<'EOF'
 import hashlib, sys
 src, dst = sys.argv[1], sys.argv[2]
 def chk(s):  # the documented line check: CRC-8, poly 0x07, init 0
@@ -228,15 +251,16 @@ for line in open(src).read().split("\n"):
         out.append(line)
 open(dst, "w").write("\n".join(out))
 EOF
-expect 2 on target "$C" root recover --share "$(share_of 2)" --share "$(share_of 3)" --share "$T/forged-4.txt"
+expect 2 on target "$C" root recover --share "$s2" --share "$s3" --share "$T/forged-4.txt"
 err_has "the combined seed has fingerprint"
 err_has "a share is wrong; nothing written"
 
 # Unreadable and garbage files.
-expect 2 on target "$C" root recover --share "$T/no-such-share.txt" --share "$(share_of 1)" --share "$(share_of 2)"
+expect 2 on target "$C" root recover --share "$T/no-such-share.txt" --share "$s1" \
+    --share "$s2"
 err_has "cannot open share file $T/no-such-share.txt"
 echo "not a share" >"$T/garbage.txt"
-expect 2 on target "$C" root recover --share "$(share_of 1)" --share "$T/garbage.txt" --share "$(share_of 2)"
+expect 2 on target "$C" root recover --share "$s1" --share "$T/garbage.txt" --share "$s2"
 err_has "share file $T/garbage.txt: line 1: not a DDSM share"
 
 same "$(on target objects)" "$before" "objects on the target token after refused recoveries"
@@ -246,15 +270,15 @@ err_has "holds no root key"
 # A token that already holds a root: refused, its root untouched.
 before=$(on rec0 objects)
 same "$before" 1 "objects on rec0 (its root key)"
-expect 1 on rec0 "$C" root recover --share "$(share_of 1)" --share "$(share_of 2)" --share "$(share_of 4)"
+expect 1 on rec0 "$C" root recover --share "$s1" --share "$s2" --share "$s4"
 err_has "already holds a root key labelled \"ddsm-root\""
 same "$(on rec0 objects)" "$before" "objects on rec0 after the refused recovery"
-expect 1 on other "$C" root recover --share "$(share_of 1)" --share "$(share_of 2)" --share "$(share_of 4)"
+expect 1 on other "$C" root recover --share "$s1" --share "$s2" --share "$s4"
 expect 0 on other "$C" root info
 [ "$(fingerprint)" != "$fp" ] || fail "the refused recovery replaced the other token's root"
 
 # Finally the target does recover from a good subset.
-expect 0 on target "$C" root recover --share "$(share_of 2)" --share "$(share_of 4)" --share "$(share_of 5)"
+expect 0 on target "$C" root recover --share "$s2" --share "$s4" --share "$s5"
 same "$(fingerprint)" "$fp" "fingerprint recovered into the target"
 
 echo "PASS: test_root_ceremony"

@@ -50,6 +50,12 @@ static int db_migrate(ctl *c, int argc, char **argv)
             rc = CTL_EXIT_UNAVAILABLE;
         goto out;
     }
+    if (applied > ddsm_migrations_count) {
+        ctl_err("the store reports %u migrations applied, but only %u exist", applied,
+                ddsm_migrations_count);
+        rc = CTL_EXIT_UNAVAILABLE;
+        goto out;
+    }
     if (applied == 0) {
         printf("database is up to date (%u migrations)\n", ddsm_migrations_count);
     } else {

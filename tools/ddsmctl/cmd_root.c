@@ -294,6 +294,7 @@ static void sync_dir(const char *dir)
     }
 }
 
+/* Whether two shares (secrets) are equal; the data is compared in constant time. */
 static bool share_equal(const struct share *a, const struct share *b)
 {
     return memcmp(a->ceremony, b->ceremony, sizeof(a->ceremony)) == 0 &&
@@ -302,6 +303,7 @@ static bool share_equal(const struct share *a, const struct share *b)
            ddsm_ct_equal(a->data, b->data, sizeof(a->data));
 }
 
+/* Fill buf from the OS CSPRNG (it becomes a secret when it is the seed). */
 static int random_bytes(void *buf, size_t n)
 {
     uint8_t *p = buf;
@@ -368,6 +370,7 @@ out:
     return rc;
 }
 
+/* The ceremony: holds the seed and its shares (secrets) in secure memory until they are wiped. */
 static int root_create_shares(ctl *c, const char *n_text, const char *k_text, const char *dir)
 {
     unsigned n = 0;
@@ -540,6 +543,7 @@ static int root_create(ctl *c, int argc, char **argv)
     return rc;
 }
 
+/* Reads a seed (a secret) into secure memory, imports it, wipes it. */
 static int root_import(ctl *c, int argc, char **argv)
 {
     const char *file = NULL;
@@ -626,6 +630,7 @@ static void hex8(const uint8_t b[SHARE_CEREMONY_LEN], char out[2 * SHARE_CEREMON
         snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
+/* Holds shares and the combined seed (secrets) in secure memory until they are wiped. */
 static int root_recover(ctl *c, int argc, char **argv)
 {
     const char *files[MAX_SHARES];

@@ -52,17 +52,19 @@ void ctl_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 void ctl_help_print(FILE *f, const ctl_help *h);
 /* Print "ddsmctl: <msg>", the usage line and a hint; returns CTL_EXIT_USAGE. */
-int ctl_usage_error(const ctl_help *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int ctl_usage_error(const ctl_help *h, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3))) DDSM_WUR;
 
 /* Parse argv[1..argc) (argv[0] is the command's own name) against opts; --conf and --pin-file are
  * accepted everywhere and stored in c. Positional arguments go to pos (min_pos..max_pos of
  * them), their count to *npos. Returns CTL_EXIT_OK, CTL_EXIT_USAGE (message printed) or
  * CTL_HELP_SHOWN. */
-int ctl_parse(ctl *c, const ctl_help *h, int argc, char **argv, const ctl_opt *opts, size_t nopts,
-              const char **pos, size_t min_pos, size_t max_pos, size_t *npos);
+DDSM_WUR int ctl_parse(ctl *c, const ctl_help *h, int argc, char **argv, const ctl_opt *opts,
+                       size_t nopts, const char **pos, size_t min_pos, size_t max_pos,
+                       size_t *npos);
 
 /* Load the configuration once (from c->conf_path or the default). Returns an exit code. */
-int ctl_config(ctl *c);
+DDSM_WUR int ctl_config(ctl *c);
 
 /* Exit code for a core error. */
 int ctl_exit_for(ddsm_err e);
@@ -81,7 +83,8 @@ bool ctl_parse_uint(const char *text, unsigned lo, unsigned hi, unsigned *out);
 /* Read a whole file of at most max bytes into secure memory (a secret: free with
  * ddsm_secure_free(*buf, max + 1)); NUL-terminated. Returns an exit code (message printed,
  * naming what). */
-int ctl_read_file_secret(const char *path, const char *what, size_t max, char **buf, size_t *len);
+DDSM_WUR int ctl_read_file_secret(const char *path, const char *what, size_t max, char **buf,
+                                  size_t *len);
 
 /* Microseconds since the epoch as ISO 8601 UTC with microseconds. */
 void ctl_format_time(int64_t us, char out[40]);
@@ -94,9 +97,9 @@ typedef struct ctl_pin {
 } ctl_pin;
 /* The HSM user PIN: --pin-file, else $DDSM_PIN (wiped from the environment), else a prompt
  * with echo off when stdin is a terminal. Returns an exit code (message printed). */
-int ctl_pin_get_secret(const ctl *c, const char *token_label, ctl_pin *out);
+DDSM_WUR int ctl_pin_get_secret(const ctl *c, const char *token_label, ctl_pin *out);
 /* The first line of file. Warns when group or others may read it. */
-int ctl_pin_from_file_secret(const char *file, ctl_pin *out);
+DDSM_WUR int ctl_pin_from_file_secret(const char *file, ctl_pin *out);
 void ctl_pin_free(ctl_pin *p);
 
 /* The root token, reached through the backend (hsm_root.c). */
@@ -110,19 +113,21 @@ typedef struct ctl_hsm {
     const char *key_label;
 } ctl_hsm;
 /* Load the backend, find the root token ([backend] root_token_label with root_pin_file, else
- * token_label with the user PIN), open a read-write session and log in. Returns an exit code. */
-int ctl_hsm_open_root(ctl *c, ctl_hsm *h);
+ * token_label with the user PIN), open a read-write session and log in. The PIN (a secret) is
+ * wiped before it returns. Returns an exit code. */
+DDSM_WUR int ctl_hsm_open_root(ctl *c, ctl_hsm *h);
 void ctl_hsm_close(ctl_hsm *h);
 /* Whether the root key exists; *root set when it does. More than one is an error. */
-int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root);
+DDSM_WUR int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root);
 /* Refuse (CTL_EXIT_REFUSED, message printed) when the root key already exists. */
-int ctl_hsm_require_no_root(ctl_hsm *h);
+DDSM_WUR int ctl_hsm_require_no_root(ctl_hsm *h);
 /* Generate the root seed inside the HSM (non-extractable). */
-int ctl_hsm_generate_root(ctl_hsm *h, CK_OBJECT_HANDLE *out);
+DDSM_WUR int ctl_hsm_generate_root(ctl_hsm *h, CK_OBJECT_HANDLE *out);
 /* Import a 32-byte root seed (a secret) as the non-extractable root key. */
-int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_OBJECT_HANDLE *out);
+DDSM_WUR int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_OBJECT_HANDLE *out);
 /* The root fingerprint computed by the HSM (its HMAC under the root key). */
-int ctl_hsm_fingerprint(ctl_hsm *h, CK_OBJECT_HANDLE root, char fp[DDSM_FINGERPRINT_HEX + 1]);
+DDSM_WUR int ctl_hsm_fingerprint(ctl_hsm *h, CK_OBJECT_HANDLE root,
+                                 char fp[DDSM_FINGERPRINT_HEX + 1]);
 /* Remove a root key just created (when a later check fails). */
 void ctl_hsm_destroy(ctl_hsm *h, CK_OBJECT_HANDLE obj);
 

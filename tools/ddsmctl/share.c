@@ -78,6 +78,7 @@ static int hexval(char c)
     return -1;
 }
 
+/* Lower-case hex of n bytes (which may be secret: share data). */
 static void hex_lower(const uint8_t *b, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
@@ -88,7 +89,7 @@ static void hex_lower(const uint8_t *b, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-/* Exactly 2*out_len hex digits into out_len bytes. */
+/* Exactly 2*out_len hex digits into out_len bytes (which may be secret: share data). */
 static bool parse_hex(const char *p, size_t n, uint8_t *out, size_t out_len)
 {
     if (n != 2 * out_len)
@@ -208,6 +209,7 @@ static size_t canon_data_secret(const struct share *s, unsigned line, char out[C
     return 3 + 2 * HALF;
 }
 
+/* Append n bytes to a NUL-terminated buffer; used for canonical lines, which are secret. */
 static bool append(char *buf, size_t cap, size_t *len, const char *s, size_t n)
 {
     if (*len + n + 1 > cap)
