@@ -39,7 +39,7 @@ def sign(key):
 
 
 old = find()
-print(f"  held handle {int(old):#x}, counter {counter(old)}, HMAC {sign(old).hex()}")
+print(f"  held handle {old.value():#x}, counter {counter(old)}, HMAC {sign(old).hex()}")
 print(f"  $ {ctl} asset rotate {asset}   (another process)")
 subprocess.run([ctl, "asset", "rotate", asset], check=True)
 deadline = time.monotonic() + 5
@@ -53,6 +53,6 @@ while True:
         sys.exit("the old handle still signs 5 s after the rotation")
     time.sleep(0.05)
 new = find()
-print(f"  fresh find: handle {int(new):#x}, counter {counter(new)}, HMAC {sign(new).hex()}")
+print(f"  fresh find: handle {new.value():#x}, counter {counter(new)}, HMAC {sign(new).hex()}")
 session.logout()
 session.closeSession()
