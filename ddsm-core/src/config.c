@@ -206,6 +206,12 @@ static char *read_line(char *str, int num, void *stream)
         p++;
         len--;
     }
+    /* libinih would drop a byte order mark that follows blanks on line 1 and then read a section
+     * header we never checked: a mark anywhere but at byte 0 of the file is an error. */
+    if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) {
+        fail_at(ld, ld->lineno, DDSM_E_CONFIG, "byte order mark not at the start of the file");
+        len = 0;
+    }
     if (num < 3 || len > (size_t)num - 2) {
         fail_at(ld, ld->lineno, DDSM_E_CONFIG, "line is too long (at most %d characters)",
                 num - 2);

@@ -396,6 +396,14 @@ static void test_config__rejects_nul_byte_in_a_line(void **state)
     assert_refused_content(content, sizeof(content) - 1, 7, "NUL byte");
 }
 
+static void test_config__rejects_byte_order_mark_after_blanks(void **state)
+{
+    (void)state;
+    /* libinih drops a mark on line 1 even after blanks; the section must not slip past us. */
+    static const char content[] = " \xef\xbb\xbf[bogus]\n" MINIMAL;
+    assert_refused_content(content, sizeof(content) - 1, 1, "byte order mark");
+}
+
 static void test_config__refuses_group_or_other_writable_file(void **state)
 {
     (void)state;
@@ -603,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_config__reports_the_first_error_by_line),
         cmocka_unit_test(test_config__rejects_over_long_lines),
         cmocka_unit_test(test_config__rejects_nul_byte_in_a_line),
+        cmocka_unit_test(test_config__rejects_byte_order_mark_after_blanks),
         cmocka_unit_test(test_config__refuses_group_or_other_writable_file),
         cmocka_unit_test(test_config__reports_missing_file_and_non_regular_file),
         cmocka_unit_test(test_config__tolerates_missing_why_buffer),

@@ -13,7 +13,8 @@
 #include "ctl.h"
 #include "ddsm/secmem.h"
 
-static void vmsg(const char *prefix, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void vmsg(const char *prefix, const char *fmt,
+                                                       va_list ap)
 {
     fprintf(stderr, "ddsmctl: %s", prefix);
     vfprintf(stderr, fmt, ap);
