@@ -162,6 +162,10 @@ ddsm_ctx *ddsm_ctx_get(void)
 static void ctx_abandon(ddsm_ctx *ctx)
 {
     ddsm_vkeys_abandon(ctx->vkeys);
+    /* Our copy of the audit key (the batcher's chains keep theirs: freeing the batcher would
+     * close the parent's connections). */
+    ddsm_audit_key_free(ctx->audit_key);
+    ctx->audit_key = NULL;
     ddsm_hsm_abandon(ctx->hsm);
     ddsm_log(DDSM_LOG_INFO, "fork child: abandoned the parent's module state");
 }
@@ -174,6 +178,8 @@ static void ctx_free(ddsm_ctx *ctx)
         atomic_store(&ctx->listener_stop, true);
         pthread_join(ctx->listener, NULL);
     }
+    ddsm_batcher_free(atomic_load(&ctx->batcher));
+    ddsm_audit_key_free(ctx->audit_key);
     for (unsigned i = 0; i < ctx->n_store_free; i++)
         ddsm_store_close(ctx->store_free[i]);
     free(ctx->store_free);
@@ -208,8 +214,8 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         atomic_store(&g_ctx, NULL);
     }
 
-    bool app_locks = args != NULL && args->CreateMutex != NULL &&
-                     (args->flags & CKF_OS_LOCKING_OK) == 0;
+    bool app_locks =
+        args != NULL && args->CreateMutex != NULL && (args->flags & CKF_OS_LOCKING_OK) == 0;
     ddsm_mutex_use_app(app_locks ? args : NULL);
 
     ctx = calloc(1, sizeof(*ctx));
@@ -256,12 +262,12 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         }
     }
 
-    ddsm_uuid inst;
-    if (ddsm_uuid_random(&inst) != DDSM_OK) {
+    e = ddsm_audit_instance_id(NULL, ctx->instance, sizeof(ctx->instance));
+    if (e != DDSM_OK) {
+        ddsm_log(DDSM_LOG_ERROR, "C_Initialize: no instance id: %s", ddsm_err_str(e));
         rv = CKR_FUNCTION_FAILED;
         goto out;
     }
-    ddsm_uuid_format(&inst, ctx->instance);
     snprintf(ctx->requester, sizeof(ctx->requester), "%s",
              ctx->cfg->policy.requester != NULL ? ctx->cfg->policy.requester
                                                 : program_invocation_short_name);
@@ -322,6 +328,9 @@ static void on_notify(const ddsm_uuid *asset, uint64_t counter, ddsm_state state
     ddsm_log(DDSM_LOG_INFO, "asset %s is now %s at counter %llu", id, ddsm_state_name(state),
              (unsigned long long)counter);
     ddsm_vkeys_on_notify(ctx->vkeys, asset, counter, state);
+    ddsm_batcher *b = atomic_load(&ctx->batcher);
+    if (b != NULL)
+        ddsm_batcher_invalidate(b, asset);
 }
 
 static void store_opts(const ddsm_ctx *ctx, ddsm_store_opts *o)
@@ -485,6 +494,95 @@ out:
     return rv;
 }
 
+/* Find the root seed key through rs->s and cache its handle. */
+static CK_RV root_lookup(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
+{
+    unsigned count = 0;
+    CK_RV rv = ddsm_hsm_find_object(ctx->hsm, rs->s, CKO_SECRET_KEY,
+                                    ctx->cfg->backend.root_key_label, &rs->root, &count);
+    if (rv != CKR_OK)
+        return ddsm_rv_from_backend(rv, detail);
+    if (count != 1) {
+        ddsm_log(DDSM_LOG_ERROR, "%s secret key labelled \"%s\" on the root token",
+                 count == 0 ? "no" : "more than one", ctx->cfg->backend.root_key_label);
+        *detail = count == 0 ? DDSM_DEVERR_ROOT_MISSING : DDSM_DEVERR_ROOT_AMBIGUOUS;
+        return CKR_DEVICE_ERROR;
+    }
+    atomic_store(&ctx->root, rs->root);
+    return CKR_OK;
+}
+
+CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
+{
+    ddsm_ctx_root_forget(ctx, rs->root);
+    *detail = DDSM_DEVERR_NONE;
+    return root_lookup(ctx, rs, detail);
+}
+
+/* The audit key: the reserved derivation of DESIGN.md, computed by the HSM through the root. */
+static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key **out,
+                              CK_ULONG *detail)
+{
+    ddsm_hsm_prf_ctx pctx;
+    ddsm_prf prf;
+    ddsm_hsm_prf_init(&pctx, ctx->hsm, rs->s, rs->root, &prf);
+    ddsm_err e = ddsm_audit_key_derive(&prf, out);
+    if (e == DDSM_E_HSM &&
+        (pctx.last_rv == CKR_KEY_HANDLE_INVALID || pctx.last_rv == CKR_OBJECT_HANDLE_INVALID) &&
+        ddsm_ctx_root_refresh(ctx, rs, detail) == CKR_OK) {
+        ddsm_hsm_prf_init(&pctx, ctx->hsm, rs->s, rs->root, &prf);
+        e = ddsm_audit_key_derive(&prf, out);
+    }
+    if (e == DDSM_OK)
+        return CKR_OK;
+    ddsm_log(DDSM_LOG_ERROR, "cannot derive the audit key: %s / %s", ddsm_err_str(e),
+             ddsm_rv_name(pctx.last_rv));
+    return e == DDSM_E_HSM ? ddsm_rv_from_backend(pctx.last_rv, detail)
+                           : ddsm_rv_from_err(e, DDSM_RVCTX_GENERAL, detail);
+}
+
+CK_RV ddsm_ctx_batcher(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_batcher **out, CK_ULONG *detail)
+{
+    ddsm_audit_key *key = NULL;
+    ddsm_batcher *b = atomic_load(&ctx->batcher);
+    *detail = DDSM_DEVERR_NONE;
+    if (b != NULL) {
+        *out = b;
+        return CKR_OK;
+    }
+    /* Built with no lock held (an HSM round trip); a concurrent builder's result may win. */
+    CK_RV rv = audit_key_secret(ctx, rs, &key, detail);
+    if (rv != CKR_OK)
+        return rv;
+    unsigned conns = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    if (conns > DDSM_BATCH_CONNECTIONS_LIMIT)
+        conns = DDSM_BATCH_CONNECTIONS_LIMIT;
+    ddsm_store_opts opts;
+    store_opts(ctx, &opts);
+    ddsm_err e = ddsm_batcher_new(ctx->cfg->store.conninfo, &opts,
+                                  ctx->cfg->audit.batch_max ? ctx->cfg->audit.batch_max : 64,
+                                  ctx->cfg->audit.batch_wait_us, conns, key, ctx->instance, &b);
+    if (e != DDSM_OK) {
+        ddsm_log(DDSM_LOG_ERROR, "cannot set up audit batching: %s", ddsm_batcher_errmsg());
+        ddsm_audit_key_free(key);
+        return ddsm_rv_from_err(e, DDSM_RVCTX_GENERAL, detail);
+    }
+    ddsm_mutex_lock(ctx->lock);
+    ddsm_batcher *have = atomic_load(&ctx->batcher);
+    if (have == NULL) {
+        atomic_store(&ctx->batcher, b);
+        ctx->audit_key = key;
+        have = b;
+        b = NULL;
+        key = NULL;
+    }
+    ddsm_mutex_unlock(ctx->lock);
+    ddsm_batcher_free(b);
+    ddsm_audit_key_free(key);
+    *out = have;
+    return CKR_OK;
+}
+
 CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
 {
     CK_RV rv = CKR_OK;
@@ -503,8 +601,8 @@ CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
     ddsm_mutex_unlock(ctx->lock);
 
     if (fresh) {
-        rv = ctx->be->C_OpenSession(ctx->root_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
-                                    NULL, &rs.s);
+        rv = ctx->be->C_OpenSession(ctx->root_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                    &rs.s);
         if (rv != CKR_OK) {
             ddsm_log(DDSM_LOG_WARN, "cannot open a derivation session: %s", ddsm_rv_name(rv));
             ddsm_mutex_lock(ctx->lock);
@@ -524,22 +622,10 @@ CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
     }
 
     rs.root = atomic_load(&ctx->root);
-    if (rs.root == 0) {
-        unsigned count = 0;
-        rv = ddsm_hsm_find_object(ctx->hsm, rs.s, CKO_SECRET_KEY, ctx->cfg->backend.root_key_label,
-                                  &rs.root, &count);
-        if (rv != CKR_OK) {
-            ddsm_ctx_root_release(ctx, &rs, true);
-            return ddsm_rv_from_backend(rv, detail);
-        }
-        if (count != 1) {
-            ddsm_log(DDSM_LOG_ERROR, "%s secret key labelled \"%s\" on the root token",
-                     count == 0 ? "no" : "more than one", ctx->cfg->backend.root_key_label);
-            ddsm_ctx_root_release(ctx, &rs, false);
-            *detail = count == 0 ? DDSM_DEVERR_ROOT_MISSING : DDSM_DEVERR_ROOT_AMBIGUOUS;
-            return CKR_DEVICE_ERROR;
-        }
-        atomic_store(&ctx->root, rs.root);
+    if (rs.root == 0 && (rv = root_lookup(ctx, &rs, detail)) != CKR_OK) {
+        ddsm_ctx_root_release(
+            ctx, &rs, *detail != DDSM_DEVERR_ROOT_MISSING && *detail != DDSM_DEVERR_ROOT_AMBIGUOUS);
+        return rv;
     }
     *out = rs;
     return CKR_OK;
@@ -569,17 +655,27 @@ void ddsm_ctx_root_forget(ddsm_ctx *ctx, CK_OBJECT_HANDLE stale)
 
 void ddsm_ctx_drain_sessions(ddsm_ctx *ctx)
 {
-    CK_SESSION_HANDLE idle[64];
-    unsigned n = 0;
+    /* A backend may renumber private objects at the next login (SoftHSM does): forget the
+     * handles learnt under this one. */
+    atomic_store(&ctx->app_root, 0);
     if (ctx->custody)
         return;
+    atomic_store(&ctx->root, 0);
     ddsm_mutex_lock(ctx->lock);
     ctx->hs_gen++;
-    while (ctx->n_hs_free > 0 && n < 64) {
-        idle[n++] = ctx->hs_free[--ctx->n_hs_free];
-        ctx->n_hs--;
-    }
     ddsm_mutex_unlock(ctx->lock);
-    for (unsigned i = 0; i < n; i++)
-        (void)ctx->be->C_CloseSession(idle[i]);
+    for (;;) {
+        CK_SESSION_HANDLE idle[64];
+        unsigned n = 0;
+        ddsm_mutex_lock(ctx->lock);
+        while (ctx->n_hs_free > 0 && n < 64) {
+            idle[n++] = ctx->hs_free[--ctx->n_hs_free];
+            ctx->n_hs--;
+        }
+        ddsm_mutex_unlock(ctx->lock);
+        if (n == 0)
+            break;
+        for (unsigned i = 0; i < n; i++)
+            (void)ctx->be->C_CloseSession(idle[i]);
+    }
 }

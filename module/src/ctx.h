@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ddsm/audit.h"
+#include "ddsm/batch.h"
 #include "ddsm/config.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
@@ -29,7 +31,7 @@ void ddsm_mutex_unlock(ddsm_mutex *m);
  * Mutexes remember how they were made. */
 void ddsm_mutex_use_app(const CK_C_INITIALIZE_ARGS *args);
 
-int64_t ddsm_now_ms(void); /* monotonic clock */
+int64_t ddsm_now_ms(void);  /* monotonic clock */
 int64_t ddsm_wall_us(void); /* unix time in microseconds (grace windows come from the store) */
 
 typedef struct ddsm_htab ddsm_htab;
@@ -45,12 +47,19 @@ typedef struct ddsm_ctx {
     bool custody;            /* the root lives on a separate custody token */
     CK_SLOT_ID root_slot;    /* slot of the token holding the root (== slot unless custody) */
     bool can_thread;         /* false under CKF_LIBRARY_CANT_CREATE_OS_THREADS */
-    char instance[DDSM_UUID_TEXT_LEN + 1]; /* this module instance, in audit rows */
+    char instance[DDSM_AUDIT_INSTANCE_MAX + 1]; /* this module instance: its audit chains */
     char requester[64];
 
     ddsm_mutex *lock; /* guards the pools and the listener start below; never held across I/O */
 
-    /* the store pool: created lazily, at most cfg->store.pool_size connections */
+    /* Derivations and denials go through the group-commit batcher, whose connections each write
+     * one MAC chain keyed with the audit key (derived through the HSM root: made lazily, at the
+     * first derivation). */
+    _Atomic(ddsm_batcher *) batcher;
+    ddsm_audit_key *audit_key;
+
+    /* the store pool for reads (registry, lifecycle): created lazily, at most
+     * cfg->store.pool_size connections */
     ddsm_store **store_free;
     unsigned n_store_free;
     unsigned n_store;
@@ -61,7 +70,8 @@ typedef struct ddsm_ctx {
     unsigned n_hs;
     unsigned hs_gen; /* bumped by ddsm_ctx_drain_sessions: older sessions are closed on release */
     _Atomic CK_OBJECT_HANDLE root; /* cached root seed key handle on root_slot, 0 = unknown */
-    _Atomic CK_OBJECT_HANDLE app_root; /* the root's handle as seen by the application, 0 = unknown */
+    _Atomic CK_OBJECT_HANDLE
+        app_root; /* the root's handle as seen by the application, 0 = unknown */
 
     /* the LISTEN thread */
     bool listener_started;
@@ -98,10 +108,18 @@ typedef struct ddsm_rootsess {
 CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail) DDSM_WUR;
 /* broken: the session failed in a way that makes it unfit for reuse. */
 void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken);
+/* The batcher, created at the first call (the audit key is derived through rs, a secret kept in
+ * secure memory). On failure *detail gets a DDSM_DEVERR_* code. */
+CK_RV ddsm_ctx_batcher(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_batcher **out,
+                       CK_ULONG *detail) DDSM_WUR;
+
+/* Look the root up again through rs->s (the backend called its cached handle invalid). */
+CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail) DDSM_WUR;
 /* Forget the cached root handle (after the backend called it invalid). */
 void ddsm_ctx_root_forget(ddsm_ctx *ctx, CK_OBJECT_HANDLE stale);
 /* Close the idle derivation sessions and mark busy ones for closing (the application logged out or
- * closed its last session: ours must not keep its login alive). No-op for a custody token. */
+ * closed its last session: ours must not keep its login alive), and forget the object handles
+ * learnt under that login. Sessions on a custody token stay. */
 void ddsm_ctx_drain_sessions(ddsm_ctx *ctx);
 
 /* Whether an asset record validated at validated_ms is covered by the LISTEN link (the link is up

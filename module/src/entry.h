@@ -77,8 +77,7 @@ CK_RV ddsm_C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism
 CK_RV ddsm_C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData,
                      CK_ULONG ulEncryptedDataLen, CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen);
 CK_RV ddsm_C_DecryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart,
-                           CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart,
-                           CK_ULONG_PTR pulPartLen);
+                           CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen);
 CK_RV ddsm_C_DecryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastPart,
                           CK_ULONG_PTR pulLastPartLen);
 
@@ -100,8 +99,8 @@ CK_RV ddsm_C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
 
 /* derive.c */
 CK_RV ddsm_C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                     CK_OBJECT_HANDLE hWrappingKey, CK_OBJECT_HANDLE hKey,
-                     CK_BYTE_PTR pWrappedKey, CK_ULONG_PTR pulWrappedKeyLen);
+                     CK_OBJECT_HANDLE hWrappingKey, CK_OBJECT_HANDLE hKey, CK_BYTE_PTR pWrappedKey,
+                     CK_ULONG_PTR pulWrappedKeyLen);
 CK_RV ddsm_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                        CK_OBJECT_HANDLE hUnwrappingKey, CK_BYTE_PTR pWrappedKey,
                        CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate,

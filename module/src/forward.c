@@ -6,23 +6,25 @@
 #include "guard.h"
 #include "ladder.h"
 
-#define DDSM_FWD_DEFINE(name, params, args, key, virt_rv)                                        \
-    CK_RV ddsm_##name params                                                                      \
-    {                                                                                             \
-        DDSM_CALL(c, #name);                                                                      \
-        DDSM_LADDER_SESSION(c, hSession, 1);                                                      \
-        if (c.ctx->be->name == NULL) {                                                            \
-            rv = CKR_FUNCTION_NOT_SUPPORTED;                                                      \
-            goto out;                                                                             \
-        }                                                                                         \
-        if ((virt_rv) != CKR_OK) {                                                                \
-            rv = ddsm_guard_key(&c, (key), (virt_rv));                                            \
-            if (rv != CKR_OK)                                                                     \
-                goto out;                                                                         \
-        }                                                                                         \
-        rv = c.ctx->be->name args;                                                                \
-    out:                                                                                          \
-        return ddsm_call_end(&c, rv);                                                             \
+#define DDSM_FWD_DEFINE(name, params, args, key, virt_rv, out1, out2)                              \
+    CK_RV ddsm_##name params                                                                       \
+    {                                                                                              \
+        DDSM_CALL(c, #name);                                                                       \
+        DDSM_LADDER_SESSION(c, hSession, 1);                                                       \
+        if (c.ctx->be->name == NULL) {                                                             \
+            rv = CKR_FUNCTION_NOT_SUPPORTED;                                                       \
+            goto out;                                                                              \
+        }                                                                                          \
+        if ((virt_rv) != CKR_OK) {                                                                 \
+            rv = ddsm_guard_key(&c, (key), (virt_rv));                                             \
+            if (rv != CKR_OK)                                                                      \
+                goto out;                                                                          \
+        }                                                                                          \
+        rv = c.ctx->be->name args;                                                                 \
+        if (rv == CKR_OK)                                                                          \
+            rv = ddsm_guard_new_handles(&c, (out1), (out2));                                       \
+    out:                                                                                           \
+        return ddsm_call_end(&c, rv);                                                              \
     }
 
 DDSM_FORWARDS(DDSM_FWD_DEFINE)

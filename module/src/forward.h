@@ -5,7 +5,12 @@
  * the root guard: a virtual key gets the refusal in the last column, the root
  * CKR_KEY_FUNCTION_NOT_PERMITTED.
  *
- * X(name, parameter list, argument list, key argument or DDSM_FWD_NO_KEY, refusal for virtual keys)
+ * Functions that create objects name the handles they return (last two columns): a backend handle
+ * with the top bit set would later be misread as one of ours, so such an object is destroyed and
+ * the call fails (ddsm_guard_new_handles).
+ *
+ * X(name, parameter list, argument list, key argument or DDSM_FWD_NO_KEY, refusal for virtual keys,
+ *   created handle or DDSM_FWD_NO_OUT, second created handle or DDSM_FWD_NO_OUT)
  */
 #ifndef DDSM_FORWARD_H
 #define DDSM_FORWARD_H
@@ -13,82 +18,98 @@
 #include "ddsm/pkcs11-compat.h"
 
 #define DDSM_FWD_NO_KEY ((CK_OBJECT_HANDLE)0)
+#define DDSM_FWD_NO_OUT ((CK_OBJECT_HANDLE_PTR)NULL)
 
-#define DDSM_FORWARDS(X)                                                                          \
-    X(C_DigestInit, (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism),                    \
-      (hSession, pMechanism), DDSM_FWD_NO_KEY, CKR_OK)                                            \
-    X(C_Digest,                                                                                   \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pDigest,    \
-       CK_ULONG_PTR pulDigestLen),                                                                \
-      (hSession, pData, ulDataLen, pDigest, pulDigestLen), DDSM_FWD_NO_KEY, CKR_OK)               \
-    X(C_DigestUpdate, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen),        \
-      (hSession, pPart, ulPartLen), DDSM_FWD_NO_KEY, CKR_OK)                                      \
-    X(C_DigestKey, (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey), (hSession, hKey), hKey,   \
-      CKR_KEY_INDIGESTIBLE)                                                                       \
-    X(C_DigestFinal,                                                                              \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen),               \
-      (hSession, pDigest, pulDigestLen), DDSM_FWD_NO_KEY, CKR_OK)                                 \
-    X(C_SignRecoverInit,                                                                          \
-      (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),           \
-      (hSession, pMechanism, hKey), hKey, CKR_KEY_FUNCTION_NOT_PERMITTED)                         \
-    X(C_SignRecover,                                                                              \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,                         \
-       CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen),                                     \
-      (hSession, pData, ulDataLen, pSignature, pulSignatureLen), DDSM_FWD_NO_KEY, CKR_OK)         \
-    X(C_VerifyRecoverInit,                                                                        \
-      (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),           \
-      (hSession, pMechanism, hKey), hKey, CKR_KEY_FUNCTION_NOT_PERMITTED)                         \
-    X(C_VerifyRecover,                                                                            \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen,               \
-       CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen),                                               \
-      (hSession, pSignature, ulSignatureLen, pData, pulDataLen), DDSM_FWD_NO_KEY, CKR_OK)         \
-    X(C_DigestEncryptUpdate,                                                                      \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,                         \
-       CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen),                             \
-      (hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen), DDSM_FWD_NO_KEY, CKR_OK) \
-    X(C_DecryptDigestUpdate,                                                                      \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,       \
-       CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen),                                               \
-      (hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen), DDSM_FWD_NO_KEY, CKR_OK) \
-    X(C_SignEncryptUpdate,                                                                        \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,                         \
-       CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen),                             \
-      (hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen), DDSM_FWD_NO_KEY, CKR_OK) \
-    X(C_DecryptVerifyUpdate,                                                                      \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,       \
-       CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen),                                               \
-      (hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen), DDSM_FWD_NO_KEY, CKR_OK) \
-    X(C_GenerateKey,                                                                              \
-      (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate,       \
-       CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey),                                             \
-      (hSession, pMechanism, pTemplate, ulCount, phKey), DDSM_FWD_NO_KEY, CKR_OK)                 \
-    X(C_GenerateKeyPair,                                                                          \
-      (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,                                   \
-       CK_ATTRIBUTE_PTR pPublicKeyTemplate, CK_ULONG ulPublicKeyAttributeCount,                   \
-       CK_ATTRIBUTE_PTR pPrivateKeyTemplate, CK_ULONG ulPrivateKeyAttributeCount,                 \
-       CK_OBJECT_HANDLE_PTR phPublicKey, CK_OBJECT_HANDLE_PTR phPrivateKey),                      \
-      (hSession, pMechanism, pPublicKeyTemplate, ulPublicKeyAttributeCount, pPrivateKeyTemplate,  \
-       ulPrivateKeyAttributeCount, phPublicKey, phPrivateKey),                                    \
-      DDSM_FWD_NO_KEY, CKR_OK)                                                                    \
-    X(C_SeedRandom, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSeed, CK_ULONG ulSeedLen),          \
-      (hSession, pSeed, ulSeedLen), DDSM_FWD_NO_KEY, CKR_OK)                                      \
-    X(C_GenerateRandom,                                                                           \
-      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR RandomData, CK_ULONG ulRandomLen),                 \
-      (hSession, RandomData, ulRandomLen), DDSM_FWD_NO_KEY, CKR_OK)                               \
-    X(C_GetFunctionStatus, (CK_SESSION_HANDLE hSession), (hSession), DDSM_FWD_NO_KEY, CKR_OK)     \
-    X(C_CancelFunction, (CK_SESSION_HANDLE hSession), (hSession), DDSM_FWD_NO_KEY, CKR_OK)        \
-    X(C_InitPIN, (CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen),           \
-      (hSession, pPin, ulPinLen), DDSM_FWD_NO_KEY, CKR_OK)                                        \
-    X(C_SetPIN,                                                                                   \
-      (CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulOldLen,                    \
-       CK_UTF8CHAR_PTR pNewPin, CK_ULONG ulNewLen),                                               \
-      (hSession, pOldPin, ulOldLen, pNewPin, ulNewLen), DDSM_FWD_NO_KEY, CKR_OK)                  \
-    X(C_CreateObject,                                                                             \
-      (CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,                  \
-       CK_OBJECT_HANDLE_PTR phObject),                                                            \
-      (hSession, pTemplate, ulCount, phObject), DDSM_FWD_NO_KEY, CKR_OK)
+#define DDSM_FORWARDS(X)                                                                           \
+    X(C_DigestInit, (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism),                     \
+      (hSession, pMechanism), DDSM_FWD_NO_KEY, CKR_OK, DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)           \
+    X(C_Digest,                                                                                    \
+      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pDigest,     \
+       CK_ULONG_PTR pulDigestLen),                                                                 \
+      (hSession, pData, ulDataLen, pDigest, pulDigestLen), DDSM_FWD_NO_KEY, CKR_OK,                \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_DigestUpdate, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen),         \
+      (hSession, pPart, ulPartLen), DDSM_FWD_NO_KEY, CKR_OK, DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)     \
+    X(C_DigestKey, (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey), (hSession, hKey), hKey,    \
+      CKR_KEY_INDIGESTIBLE, DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                      \
+    X(C_DigestFinal, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen), \
+      (hSession, pDigest, pulDigestLen), DDSM_FWD_NO_KEY, CKR_OK, DDSM_FWD_NO_OUT,                 \
+      DDSM_FWD_NO_OUT)                                                                             \
+    X(C_SignRecoverInit,                                                                           \
+      (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),            \
+      (hSession, pMechanism, hKey), hKey, CKR_KEY_FUNCTION_NOT_PERMITTED, DDSM_FWD_NO_OUT,         \
+      DDSM_FWD_NO_OUT)                                                                             \
+    X(C_SignRecover,                                                                               \
+      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,  \
+       CK_ULONG_PTR pulSignatureLen),                                                              \
+      (hSession, pData, ulDataLen, pSignature, pulSignatureLen), DDSM_FWD_NO_KEY, CKR_OK,          \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_VerifyRecoverInit,                                                                         \
+      (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),            \
+      (hSession, pMechanism, hKey), hKey, CKR_KEY_FUNCTION_NOT_PERMITTED, DDSM_FWD_NO_OUT,         \
+      DDSM_FWD_NO_OUT)                                                                             \
+    X(C_VerifyRecover,                                                                             \
+      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen,                \
+       CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen),                                                \
+      (hSession, pSignature, ulSignatureLen, pData, pulDataLen), DDSM_FWD_NO_KEY, CKR_OK,          \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_DigestEncryptUpdate,                                                                       \
+      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,                          \
+       CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen),                              \
+      (hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen), DDSM_FWD_NO_KEY, CKR_OK,  \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_DecryptDigestUpdate,                                                                       \
+      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,        \
+       CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen),                                                \
+      (hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen), DDSM_FWD_NO_KEY, CKR_OK,  \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_SignEncryptUpdate,                                                                         \
+      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,                          \
+       CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen),                              \
+      (hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen), DDSM_FWD_NO_KEY, CKR_OK,  \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_DecryptVerifyUpdate,                                                                       \
+      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,        \
+       CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen),                                                \
+      (hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen), DDSM_FWD_NO_KEY, CKR_OK,  \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_GenerateKey,                                                                               \
+      (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate,        \
+       CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey),                                              \
+      (hSession, pMechanism, pTemplate, ulCount, phKey), DDSM_FWD_NO_KEY, CKR_OK, phKey,           \
+      DDSM_FWD_NO_OUT)                                                                             \
+    X(C_GenerateKeyPair,                                                                           \
+      (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,                                    \
+       CK_ATTRIBUTE_PTR pPublicKeyTemplate, CK_ULONG ulPublicKeyAttributeCount,                    \
+       CK_ATTRIBUTE_PTR pPrivateKeyTemplate, CK_ULONG ulPrivateKeyAttributeCount,                  \
+       CK_OBJECT_HANDLE_PTR phPublicKey, CK_OBJECT_HANDLE_PTR phPrivateKey),                       \
+      (hSession, pMechanism, pPublicKeyTemplate, ulPublicKeyAttributeCount, pPrivateKeyTemplate,   \
+       ulPrivateKeyAttributeCount, phPublicKey, phPrivateKey),                                     \
+      DDSM_FWD_NO_KEY, CKR_OK, phPublicKey, phPrivateKey)                                          \
+    X(C_SeedRandom, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSeed, CK_ULONG ulSeedLen),           \
+      (hSession, pSeed, ulSeedLen), DDSM_FWD_NO_KEY, CKR_OK, DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)     \
+    X(C_GenerateRandom,                                                                            \
+      (CK_SESSION_HANDLE hSession, CK_BYTE_PTR RandomData, CK_ULONG ulRandomLen),                  \
+      (hSession, RandomData, ulRandomLen), DDSM_FWD_NO_KEY, CKR_OK, DDSM_FWD_NO_OUT,               \
+      DDSM_FWD_NO_OUT)                                                                             \
+    X(C_GetFunctionStatus, (CK_SESSION_HANDLE hSession), (hSession), DDSM_FWD_NO_KEY, CKR_OK,      \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_CancelFunction, (CK_SESSION_HANDLE hSession), (hSession), DDSM_FWD_NO_KEY, CKR_OK,         \
+      DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)                                                            \
+    X(C_InitPIN, (CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen),            \
+      (hSession, pPin, ulPinLen), DDSM_FWD_NO_KEY, CKR_OK, DDSM_FWD_NO_OUT, DDSM_FWD_NO_OUT)       \
+    X(C_SetPIN,                                                                                    \
+      (CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulOldLen,                     \
+       CK_UTF8CHAR_PTR pNewPin, CK_ULONG ulNewLen),                                                \
+      (hSession, pOldPin, ulOldLen, pNewPin, ulNewLen), DDSM_FWD_NO_KEY, CKR_OK, DDSM_FWD_NO_OUT,  \
+      DDSM_FWD_NO_OUT)                                                                             \
+    X(C_CreateObject,                                                                              \
+      (CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,                   \
+       CK_OBJECT_HANDLE_PTR phObject),                                                             \
+      (hSession, pTemplate, ulCount, phObject), DDSM_FWD_NO_KEY, CKR_OK, phObject,                 \
+      DDSM_FWD_NO_OUT)
 
-#define DDSM_FWD_DECLARE(name, params, args, key, virt_rv) CK_RV ddsm_##name params;
+#define DDSM_FWD_DECLARE(name, params, args, key, virt_rv, out1, out2) CK_RV ddsm_##name params;
 DDSM_FORWARDS(DDSM_FWD_DECLARE)
 
 #endif

@@ -96,3 +96,21 @@ CK_RV ddsm_guard_object(ddsm_call *c, CK_OBJECT_HANDLE h)
         return CKR_ACTION_PROHIBITED;
     return CKR_OK;
 }
+
+CK_RV ddsm_guard_new_handles(ddsm_call *c, CK_OBJECT_HANDLE_PTR a, CK_OBJECT_HANDLE_PTR b)
+{
+    bool bad =
+        (a != NULL && !ddsm_handle_is_backend(*a)) || (b != NULL && !ddsm_handle_is_backend(*b));
+    if (!bad)
+        return CKR_OK;
+    ddsm_log(DDSM_LOG_ERROR, "the backend returned an object handle with the top bit set");
+    if (a != NULL) {
+        (void)c->ctx->be->C_DestroyObject(c->sess->h, *a);
+        *a = CK_INVALID_HANDLE;
+    }
+    if (b != NULL) {
+        (void)c->ctx->be->C_DestroyObject(c->sess->h, *b);
+        *b = CK_INVALID_HANDLE;
+    }
+    return ddsm_call_backend(c, CKR_DEVICE_ERROR);
+}

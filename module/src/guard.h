@@ -36,4 +36,9 @@ CK_RV ddsm_guard_key(ddsm_call *c, CK_OBJECT_HANDLE h, CK_RV virt_rv) DDSM_WUR;
  * CKR_OBJECT_HANDLE_INVALID. */
 CK_RV ddsm_guard_object(ddsm_call *c, CK_OBJECT_HANDLE h) DDSM_WUR;
 
+/* After the backend created objects (a or b may be NULL): a handle with the top bit set cannot be
+ * passed on (it would be misread as a virtual object). Such objects are destroyed again and the
+ * call fails with CKR_DEVICE_ERROR (detail DDSM_DEVERR_HSM_FAILED); else CKR_OK. */
+CK_RV ddsm_guard_new_handles(ddsm_call *c, CK_OBJECT_HANDLE_PTR a, CK_OBJECT_HANDLE_PTR b) DDSM_WUR;
+
 #endif

@@ -12,23 +12,23 @@
 
 typedef struct hslot {
     ddsm_hentry e;
-    uint32_t gen;      /* generation of the current (or next) occupant */
+    uint32_t gen; /* generation of the current (or next) occupant */
     bool live;
-    bool retired;      /* generation exhausted: never reused */
-    uint32_t next;     /* hash chain (index + 1, 0 = end) */
+    bool retired;  /* generation exhausted: never reused */
+    uint32_t next; /* hash chain (index + 1, 0 = end) */
     uint32_t next_free;
 } hslot;
 
 struct ddsm_htab {
     uint32_t cap;
-    ddsm_mutex *lock;                 /* interning, reclaiming, the hash index */
-    ddsm_mutex *stripe[N_STRIPES];    /* slot contents, by index % N_STRIPES */
-    _Atomic(hslot *) *chunks;         /* cap / CHUNK_SIZE (rounded up) chunk pointers */
+    ddsm_mutex *lock;              /* interning, reclaiming, the hash index */
+    ddsm_mutex *stripe[N_STRIPES]; /* slot contents, by index % N_STRIPES */
+    _Atomic(hslot *) *chunks;      /* cap / CHUNK_SIZE (rounded up) chunk pointers */
     uint32_t n_chunks;
-    uint32_t used;                    /* slots ever handed out (the high-water mark) */
-    uint32_t free_head;               /* index + 1 of a released slot, 0 = none */
+    uint32_t used;      /* slots ever handed out (the high-water mark) */
+    uint32_t free_head; /* index + 1 of a released slot, 0 = none */
     uint32_t live;
-    uint32_t *buckets;                /* index + 1 of the first slot in the chain, 0 = empty */
+    uint32_t *buckets; /* index + 1 of the first slot in the chain, 0 = empty */
     uint32_t n_buckets;
 };
 

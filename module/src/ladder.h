@@ -21,45 +21,45 @@
 typedef struct ddsm_call {
     const char *fn;
     ddsm_ctx *ctx;
-    ddsm_sess *sess;   /* referenced; released by ddsm_call_end */
-    CK_ULONG detail;   /* DDSM_DEVERR_* to record in the session on failure */
+    ddsm_sess *sess; /* referenced; released by ddsm_call_end */
+    CK_ULONG detail; /* DDSM_DEVERR_* to record in the session on failure */
 } ddsm_call;
 
-#define DDSM_CALL(c, name)                                                                        \
-    ddsm_call c = {.fn = (name), .ctx = NULL, .sess = NULL, .detail = 0};                         \
+#define DDSM_CALL(c, name)                                                                         \
+    ddsm_call c = {.fn = (name), .ctx = NULL, .sess = NULL, .detail = 0};                          \
     CK_RV rv = CKR_OK
 
 /* Initialised and in the right process generation. */
-#define DDSM_LADDER(c, args_ok)                                                                   \
-    do {                                                                                          \
-        (c).ctx = ddsm_ctx_get();                                                                 \
-        if ((c).ctx == NULL) {                                                                    \
-            rv = CKR_CRYPTOKI_NOT_INITIALIZED;                                                    \
-            goto out;                                                                             \
-        }                                                                                         \
-        if (!(args_ok)) {                                                                         \
-            rv = CKR_ARGUMENTS_BAD;                                                               \
-            goto out;                                                                             \
-        }                                                                                         \
+#define DDSM_LADDER(c, args_ok)                                                                    \
+    do {                                                                                           \
+        (c).ctx = ddsm_ctx_get();                                                                  \
+        if ((c).ctx == NULL) {                                                                     \
+            rv = CKR_CRYPTOKI_NOT_INITIALIZED;                                                     \
+            goto out;                                                                              \
+        }                                                                                          \
+        if (!(args_ok)) {                                                                          \
+            rv = CKR_ARGUMENTS_BAD;                                                                \
+            goto out;                                                                              \
+        }                                                                                          \
     } while (0)
 
 /* ... plus the session lookup. */
-#define DDSM_LADDER_SESSION(c, hs, args_ok)                                                       \
-    do {                                                                                          \
-        (c).ctx = ddsm_ctx_get();                                                                 \
-        if ((c).ctx == NULL) {                                                                    \
-            rv = CKR_CRYPTOKI_NOT_INITIALIZED;                                                    \
-            goto out;                                                                             \
-        }                                                                                         \
-        (c).sess = ddsm_sesstab_get((c).ctx->sessions, (hs));                                     \
-        if ((c).sess == NULL) {                                                                   \
-            rv = CKR_SESSION_HANDLE_INVALID;                                                      \
-            goto out;                                                                             \
-        }                                                                                         \
-        if (!(args_ok)) {                                                                         \
-            rv = CKR_ARGUMENTS_BAD;                                                               \
-            goto out;                                                                             \
-        }                                                                                         \
+#define DDSM_LADDER_SESSION(c, hs, args_ok)                                                        \
+    do {                                                                                           \
+        (c).ctx = ddsm_ctx_get();                                                                  \
+        if ((c).ctx == NULL) {                                                                     \
+            rv = CKR_CRYPTOKI_NOT_INITIALIZED;                                                     \
+            goto out;                                                                              \
+        }                                                                                          \
+        (c).sess = ddsm_sesstab_get((c).ctx->sessions, (hs));                                      \
+        if ((c).sess == NULL) {                                                                    \
+            rv = CKR_SESSION_HANDLE_INVALID;                                                       \
+            goto out;                                                                              \
+        }                                                                                          \
+        if (!(args_ok)) {                                                                          \
+            rv = CKR_ARGUMENTS_BAD;                                                                \
+            goto out;                                                                              \
+        }                                                                                          \
     } while (0)
 
 /* CKR_OK when the session is in a user state (R/O or R/W user functions), asked of the backend:

@@ -27,7 +27,7 @@ struct ddsm_asset_rec {
     ddsm_uuid id;
     /* counter << 8 | state, one word so that readers see a consistent pair without a lock */
     _Atomic uint64_t cs;
-    _Atomic int64_t validated_ms; /* when the store or a NOTIFY last told us; 0 = never */
+    _Atomic int64_t validated_ms;   /* when the store or a NOTIFY last told us; 0 = never */
     _Atomic int64_t grace_until_us; /* end of the grace window while ROTATING; 0 = unknown */
     struct ddsm_asset_rec *next;
 };
@@ -411,24 +411,25 @@ ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
     return r;
 }
 
-/* Fold (counter, state) into r unless it is older than what r knows. grace_us < 0: unknown. */
+/* Fold (counter, state) into r unless it is older than what r knows. grace_us < 0: unknown.
+ * Returns whether (counter, state) changed. */
 static bool rec_store(ddsm_asset_rec *r, uint64_t counter, ddsm_state state, int64_t grace_us)
 {
     if (counter > COUNTER_MAX)
         counter = COUNTER_MAX;
-    uint64_t old = atomic_load(&r->cs);
+    uint64_t old = atomic_load(&r->cs), want = cs_pack(counter, state);
     for (;;) {
         uint64_t oc;
         ddsm_state os;
         cs_unpack(old, &oc, &os);
         if (counter < oc || (counter == oc && os == DDSM_STATE_RETIRED && state != os))
             return false;
-        if (atomic_compare_exchange_weak(&r->cs, &old, cs_pack(counter, state)))
+        if (atomic_compare_exchange_weak(&r->cs, &old, want))
             break;
     }
     atomic_store(&r->grace_until_us, state == DDSM_STATE_ROTATING && grace_us > 0 ? grace_us : 0);
     atomic_store(&r->validated_ms, ddsm_now_ms());
-    return true;
+    return old != want;
 }
 
 struct kill_arg {
@@ -456,8 +457,7 @@ static void kill_stale(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter, 
         cache_drop(v, pred_stale, &ka, true);
 }
 
-void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter,
-                          ddsm_state state)
+void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter, ddsm_state state)
 {
     ddsm_asset_rec *r = ddsm_vkeys_asset(v, asset);
     if (r != NULL)
@@ -465,18 +465,26 @@ void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counte
     kill_stale(v, asset, counter, state);
 }
 
-void ddsm_asset_rec_update(ddsm_asset_rec *r, const ddsm_asset *a)
+void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a)
 {
-    (void)rec_store(r, a->counter, a->state, a->grace_until_us);
+    if (rec_store(r, a->counter, a->state, a->grace_until_us))
+        kill_stale(v, &a->id, a->counter, a->state);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Objects                                                                                     */
 
-uint32_t ddsm_vkey_found_variant(bool policy_extractable)
+bool ddsm_vkey_found_variant(const char *key_type, bool policy_extractable, uint32_t *variant)
 {
-    return DDSM_VK_SIGN | DDSM_VK_VERIFY |
-           (policy_extractable ? DDSM_VK_EXTRACTABLE : DDSM_VK_SENSITIVE);
+    uint32_t v = policy_extractable ? DDSM_VK_EXTRACTABLE : DDSM_VK_SENSITIVE;
+    if (strcmp(key_type, "hmac") == 0)
+        v |= DDSM_VK_SIGN | DDSM_VK_VERIFY;
+    else if (strcmp(key_type, "aes") == 0)
+        v |= DDSM_VK_AES | DDSM_VK_ENCRYPT | DDSM_VK_DECRYPT;
+    else
+        return false;
+    *variant = v;
+    return true;
 }
 
 void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16])
@@ -486,8 +494,7 @@ void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16
     unsigned int md_len = 0;
     EVP_MD_CTX *m = EVP_MD_CTX_new();
     if (m == NULL || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(m, tag, sizeof(tag) - 1) != 1 ||
-        EVP_DigestUpdate(m, asset->b, 16) != 1 ||
+        EVP_DigestUpdate(m, tag, sizeof(tag) - 1) != 1 || EVP_DigestUpdate(m, asset->b, 16) != 1 ||
         EVP_DigestUpdate(m, canon_path, strlen(canon_path)) != 1 ||
         EVP_DigestFinal_ex(m, md, &md_len) != 1) {
         /* Out of memory in OpenSSL: an id of zeros is still stable and harmless. */
@@ -568,8 +575,7 @@ static CK_RV revalidate(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
                  ddsm_err_str(err));
         return ddsm_call_err(c, err, use_rvctx(use));
     }
-    ddsm_asset_rec_update(e->aux, &a);
-    kill_stale(c->ctx->vkeys, &a.id, a.counter, a.state);
+    ddsm_asset_rec_update(c->ctx->vkeys, e->aux, &a);
     return CKR_OK;
 }
 
@@ -620,7 +626,6 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     CK_RV rv;
     ddsm_rootsess rs;
     CK_ULONG detail = 0;
-    ddsm_store *st = NULL;
     uint64_t counter = 0;
     ddsm_state state = DDSM_STATE_INITIALIZED;
     uint8_t *key = NULL;
@@ -636,17 +641,23 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     }
     have_rs = true;
 
-    ddsm_derive_req req = {*asset, canon, ctx->requester, ctx->instance};
-    ddsm_err err = ddsm_ctx_store_acquire(ctx, &st);
-    if (err == DDSM_OK) {
-        err = ddsm_store_derive(st, &req, &counter, &state);
-        ddsm_ctx_store_release(ctx, st);
+    ddsm_batcher *b = NULL;
+    rv = ddsm_ctx_batcher(ctx, &rs, &b, &detail);
+    if (rv != CKR_OK) {
+        c->detail = detail;
+        goto out;
     }
+    /* The store round trip: state check, counter, and the chained DERIVE row (or a DENY row for
+     * an unknown or underivable asset), committed before anything else happens. */
+    ddsm_derive_req req = {*asset, canon, ctx->requester, ctx->instance};
+    ddsm_err err = ddsm_batcher_derive(b, &req, &counter, &state);
     if (err != DDSM_OK) {
         if (err == DDSM_E_STATE) {
             ddsm_asset_rec *r = ddsm_vkeys_asset(ctx->vkeys, asset);
             if (r != NULL && (state == DDSM_STATE_RETIRED || state == DDSM_STATE_INITIALIZED))
                 atomic_store(&r->validated_ms, 0); /* ask again before trusting the record */
+        } else if (err != DDSM_E_NOT_FOUND) {
+            ddsm_log(DDSM_LOG_WARN, "derivation refused by the store: %s", ddsm_batcher_errmsg());
         }
         rv = ddsm_call_err(c, err, rvctx);
         goto out;
@@ -656,8 +667,8 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
         rv = CKR_HOST_MEMORY;
         goto out;
     }
-    if (rec_store(r, counter, state, state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_until_us)
-                                                                  : 0))
+    if (rec_store(r, counter, state,
+                  state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_until_us) : 0))
         kill_stale(ctx->vkeys, asset, counter, state);
 
     key = ddsm_secure_alloc(DDSM_KEY_LEN);
@@ -668,16 +679,22 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     ddsm_hsm_prf_ctx pctx;
     ddsm_prf prf;
     ddsm_hsm_prf_init(&pctx, ctx->hsm, rs.s, rs.root, &prf);
-    err = ddsm_derive_secret(&prf, asset, path, counter, key);
-    if (err != DDSM_OK) {
+    ddsm_err err2 = ddsm_derive_secret(&prf, asset, path, counter, key);
+    if (err2 == DDSM_E_HSM &&
+        (pctx.last_rv == CKR_KEY_HANDLE_INVALID || pctx.last_rv == CKR_OBJECT_HANDLE_INVALID) &&
+        ddsm_ctx_root_refresh(ctx, &rs, &detail) == CKR_OK) {
+        /* The root's handle changed under us (a new login, a re-import): once more. */
+        ddsm_hsm_prf_init(&pctx, ctx->hsm, rs.s, rs.root, &prf);
+        err2 = ddsm_derive_secret(&prf, asset, path, counter, key);
+    }
+    if (err2 != DDSM_OK) {
         CK_RV brv = pctx.last_rv;
         ddsm_log(DDSM_LOG_ERROR, "HSM derivation failed after the audit row: %s / %s",
-                 ddsm_err_str(err), ddsm_rv_name(brv));
-        if (brv == CKR_KEY_HANDLE_INVALID || brv == CKR_OBJECT_HANDLE_INVALID)
-            ddsm_ctx_root_forget(ctx, rs.root);
-        broken = brv == CKR_SESSION_HANDLE_INVALID || brv == CKR_SESSION_CLOSED ||
-                 brv == CKR_OPERATION_ACTIVE || brv == CKR_DEVICE_REMOVED;
-        rv = err == DDSM_E_HSM ? ddsm_call_backend(c, brv) : ddsm_call_err(c, err, rvctx);
+                 ddsm_err_str(err2), ddsm_rv_name(brv));
+        /* Whatever the failure left behind in that session (an operation still active, a
+         * closed session), it is not reused. */
+        broken = true;
+        rv = err2 == DDSM_E_HSM ? ddsm_call_backend(c, brv) : ddsm_call_err(c, err2, rvctx);
         goto out;
     }
     k = kref_new_secret(ctx->vkeys, asset, canon, counter, key);
@@ -699,6 +716,24 @@ out:
         ddsm_ctx_root_release(ctx, &rs, broken);
     ddsm_secure_free(key, DDSM_KEY_LEN);
     return rv;
+}
+
+void ddsm_vkey_record_denial(ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                             const char *reason)
+{
+    ddsm_rootsess rs;
+    CK_ULONG detail = 0;
+    ddsm_batcher *b = NULL;
+    ddsm_derive_req req = {*asset, canon_path, c->ctx->requester, c->ctx->instance};
+    CK_RV rv = ddsm_ctx_root_acquire(c->ctx, &rs, &detail);
+    if (rv == CKR_OK) {
+        rv = ddsm_ctx_batcher(c->ctx, &rs, &b, &detail);
+        ddsm_ctx_root_release(c->ctx, &rs, false);
+    }
+    ddsm_err e = rv == CKR_OK ? ddsm_batcher_deny(b, &req, reason) : DDSM_E_HSM;
+    if (e != DDSM_OK)
+        ddsm_log(DDSM_LOG_WARN, "could not record a DENY row (%s): %s", reason,
+                 rv == CKR_OK ? ddsm_batcher_errmsg() : ddsm_rv_name(rv));
 }
 
 CK_RV ddsm_vkey_materialise(ddsm_call *c, const ddsm_hentry *e, ddsm_use use, ddsm_kref **out)
@@ -946,7 +981,7 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
         case CKA_KEY_TYPE:
             if ((rv = read_ulong(a, &ul)) == CKR_OK)
                 rv = ul != CKK_GENERIC_SECRET && ul != CKK_AES ? CKR_ATTRIBUTE_VALUE_INVALID
-                                                                : note(&v[T_KEYTYPE], ul, 0);
+                                                               : note(&v[T_KEYTYPE], ul, 0);
             break;
         case CKA_VALUE_LEN:
             if ((rv = read_ulong(a, &ul)) == CKR_OK)
@@ -958,10 +993,10 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
         case CKA_DECRYPT:
         case CKA_EXTRACTABLE:
         case CKA_SENSITIVE: {
-            int which = a->type == CKA_SIGN      ? T_SIGN
-                        : a->type == CKA_VERIFY  ? T_VERIFY
-                        : a->type == CKA_ENCRYPT ? T_ENC
-                        : a->type == CKA_DECRYPT ? T_DEC
+            int which = a->type == CKA_SIGN          ? T_SIGN
+                        : a->type == CKA_VERIFY      ? T_VERIFY
+                        : a->type == CKA_ENCRYPT     ? T_ENC
+                        : a->type == CKA_DECRYPT     ? T_DEC
                         : a->type == CKA_EXTRACTABLE ? T_EXTR
                                                      : T_SENS;
             if ((rv = read_bool(a, &b)) == CKR_OK)
@@ -987,8 +1022,8 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
             break;
         case CKA_LABEL:
             if (a->ulValueLen != strlen(label) ||
-                (a->ulValueLen > 0 && (a->pValue == NULL ||
-                                       memcmp(a->pValue, label, a->ulValueLen) != 0)))
+                (a->ulValueLen > 0 &&
+                 (a->pValue == NULL || memcmp(a->pValue, label, a->ulValueLen) != 0)))
                 rv = CKR_TEMPLATE_INCONSISTENT;
             break;
         case CKA_ID:
@@ -1048,9 +1083,8 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
     if (!aes && (enc || dec))
         return CKR_TEMPLATE_INCONSISTENT; /* only AES keys encrypt */
 
-    *variant = (aes ? DDSM_VK_AES : 0) | (sign ? DDSM_VK_SIGN : 0) |
-               (verify ? DDSM_VK_VERIFY : 0) | (enc ? DDSM_VK_ENCRYPT : 0) |
-               (dec ? DDSM_VK_DECRYPT : 0) | (extractable ? DDSM_VK_EXTRACTABLE : 0) |
-               (sensitive ? DDSM_VK_SENSITIVE : 0);
+    *variant = (aes ? DDSM_VK_AES : 0) | (sign ? DDSM_VK_SIGN : 0) | (verify ? DDSM_VK_VERIFY : 0) |
+               (enc ? DDSM_VK_ENCRYPT : 0) | (dec ? DDSM_VK_DECRYPT : 0) |
+               (extractable ? DDSM_VK_EXTRACTABLE : 0) | (sensitive ? DDSM_VK_SENSITIVE : 0);
     return CKR_OK;
 }

@@ -23,7 +23,7 @@
 #include "handles.h"
 
 /* Variant bits of a virtual object (part of its handle-table identity). */
-#define DDSM_VK_AES 0x01u         /* CKK_AES, else CKK_GENERIC_SECRET */
+#define DDSM_VK_AES 0x01u /* CKK_AES, else CKK_GENERIC_SECRET */
 #define DDSM_VK_SIGN 0x02u
 #define DDSM_VK_VERIFY 0x04u
 #define DDSM_VK_ENCRYPT 0x08u
@@ -31,8 +31,10 @@
 #define DDSM_VK_EXTRACTABLE 0x20u
 #define DDSM_VK_SENSITIVE 0x40u
 
-/* The variant of objects found with C_FindObjects: HMAC key, sign + verify. */
-uint32_t ddsm_vkey_found_variant(bool policy_extractable);
+/* The variant of objects found with C_FindObjects, from the asset's key type: "hmac" gives a
+ * CKK_GENERIC_SECRET that signs and verifies, "aes" a CKK_AES that encrypts and decrypts. false
+ * for key types that are not secret keys (they are not listed). */
+bool ddsm_vkey_found_variant(const char *key_type, bool policy_extractable, uint32_t *variant);
 
 /* Large enough for any attribute value of a virtual object except CKA_VALUE. */
 #define DDSM_VKEY_ATTR_MAX 256
@@ -70,8 +72,8 @@ unsigned ddsm_vkeys_cached(ddsm_vkeys *v);
 /* The record of an asset, created on first sight. Records live until C_Finalize. */
 ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset);
 /* Fold a fresh store view of the asset into its record (the counter never goes back, RETIRED is
- * final). */
-void ddsm_asset_rec_update(ddsm_asset_rec *r, const ddsm_asset *a);
+ * final) and kill the cached keys it makes stale. */
+void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a);
 
 /* ---- derived key bytes: reference counted, wiped when the last reference goes ---- */
 const uint8_t *ddsm_kref_bytes(const ddsm_kref *k); /* DDSM_KEY_LEN secret bytes */
@@ -83,8 +85,8 @@ bool ddsm_kref_dead(const ddsm_kref *k);
 
 /* The entry of virtual handle h. CKR_KEY_HANDLE_INVALID (key_ctx) or CKR_OBJECT_HANDLE_INVALID
  * when it is not a live handle. */
-CK_RV ddsm_vkey_lookup(struct ddsm_call *c, CK_OBJECT_HANDLE h, bool key_ctx, ddsm_hentry *out)
-    DDSM_WUR;
+CK_RV ddsm_vkey_lookup(struct ddsm_call *c, CK_OBJECT_HANDLE h, bool key_ctx,
+                       ddsm_hentry *out) DDSM_WUR;
 
 /* Whether the object may be used for use now: its counter is current (or, for verify/decrypt and
  * attribute calls, the previous one during a grace window), re-validating with the store when the
@@ -103,6 +105,11 @@ CK_RV ddsm_vkey_materialise(struct ddsm_call *c, const ddsm_hentry *e, ddsm_use 
 CK_RV ddsm_vkey_derive_new(struct ddsm_call *c, const ddsm_uuid *asset, const ddsm_path *path,
                            uint32_t variant, CK_OBJECT_HANDLE *out) DDSM_WUR;
 
+/* Write a DENY audit row for a derivation refused before the store was asked (policy). A failure
+ * to write it is logged: the call is refused either way. */
+void ddsm_vkey_record_denial(struct ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                             const char *reason);
+
 /* The handle of (asset, path, counter, variant), for objects found with C_FindObjects. */
 CK_RV ddsm_vkey_intern(struct ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
                        uint64_t counter, uint32_t variant, CK_OBJECT_HANDLE *out) DDSM_WUR;
@@ -111,8 +118,8 @@ CK_RV ddsm_vkey_intern(struct ddsm_call *c, const ddsm_uuid *asset, const char *
  * *len. CKR_ATTRIBUTE_TYPE_INVALID for attributes these objects do not have,
  * CKR_ATTRIBUTE_SENSITIVE for CKA_VALUE of a sensitive key, and CKR_KEY_NEEDED for CKA_VALUE of a
  * readable one (the caller materialises it). */
-CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t,
-                     uint8_t buf[DDSM_VKEY_ATTR_MAX], CK_ULONG *len) DDSM_WUR;
+CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM_VKEY_ATTR_MAX],
+                     CK_ULONG *len) DDSM_WUR;
 
 /* CKA_ID: the first 16 bytes of SHA-256("DDSM-v1 id" || uuid bytes || canonical path). */
 void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16]);

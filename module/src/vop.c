@@ -199,3 +199,12 @@ void ddsm_op_backend_step(ddsm_call *c, ddsm_opkind k, bool ended)
     *ddsm_sess_be(c->sess, k) = false;
     ddsm_mutex_unlock(c->sess->lock);
 }
+
+void ddsm_op_abort(ddsm_call *c, ddsm_opkind k)
+{
+    ddsm_mutex_lock(c->sess->lock);
+    ddsm_vop *op = ddsm_sess_vop(c->sess, k);
+    if (op->active)
+        ddsm_vop_reset(op);
+    ddsm_mutex_unlock(c->sess->lock);
+}

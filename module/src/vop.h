@@ -42,6 +42,9 @@ CK_RV ddsm_op_enter(ddsm_call *c, ddsm_opkind k, ddsm_use use, ddsm_route *route
 /* End of a virtual step: ends the operation unless keep, and unlocks. Returns rv. */
 CK_RV ddsm_op_leave(ddsm_call *c, ddsm_opkind k, CK_RV rv, bool keep);
 
+/* End a virtual operation of kind k, if one runs (a bad-argument call terminates it). */
+void ddsm_op_abort(ddsm_call *c, ddsm_opkind k);
+
 /* After forwarding a step: whether the backend's operation is still running. ended: the standard
  * says this result terminates the operation. */
 void ddsm_op_backend_step(ddsm_call *c, ddsm_opkind k, bool ended);

@@ -1,0 +1,375 @@
+/* Finding objects: the backend's objects first, then virtual ones.
+ *
+ * Virtual candidates (only for a session in a user state; none otherwise):
+ *  - CKA_LABEL "<asset uuid>/<path>" or "<asset label>/<path>": that key at the asset's current
+ *    counter (the label is the lookup key: any hardening spelling of the path is accepted);
+ *  - else CKA_DDSM_ASSET_ID (+ CKA_DDSM_PATH, default: the asset's default path): likewise;
+ *  - else one object per ACTIVE/ROTATING asset at its default path.
+ * Every other template attribute filters the candidates by value (CKA_CLASS = CKO_PUBLIC_KEY finds
+ * none, CKA_KEY_TYPE = CKK_AES finds none for HMAC assets, an attribute these objects do not have
+ * or a sensitive value never matches). Paths the policy refuses are not listed. Finding reads the
+ * store once and writes nothing: derivation and its audit row happen at first use.
+ *
+ * Documented choice: when the store is down, C_FindObjectsInit still succeeds, the backend's
+ * objects are returned, and once they are exhausted C_FindObjects fails with CKR_DEVICE_ERROR
+ * (ulDeviceError DDSM_DEVERR_STORE_DOWN) instead of silently returning no virtual objects. A
+ * template with a CKA_DDSM_* attribute is not sent to the backend (its objects cannot match). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ddsm/log.h"
+#include "ddsm/pkcs11-ddsm.h"
+#include "ddsm/state.h"
+#include "entry.h"
+#include "ladder.h"
+#include "rv.h"
+#include "vkey.h"
+
+#define LOOKUP_MAX (DDSM_ASSET_LABEL_MAX + 1 + DDSM_PATH_TEXT_MAX + 64)
+
+typedef struct cand_list {
+    CK_OBJECT_HANDLE *h;
+    size_t n, cap;
+} cand_list;
+
+typedef struct find_req {
+    ddsm_call *c;
+    const CK_ATTRIBUTE *t;
+    CK_ULONG n;
+    bool by_label;    /* CKA_LABEL was the lookup key: not compared as a filter */
+    const char *path; /* the path asked for, NULL: each asset's default */
+    cand_list *out;
+    CK_RV rv;
+} find_req;
+
+static bool is_vendor(CK_ATTRIBUTE_TYPE t)
+{
+    return t == CKA_DDSM_ASSET_ID || t == CKA_DDSM_PATH || t == CKA_DDSM_COUNTER ||
+           t == CKA_DDSM_STATE;
+}
+
+/* Whether every filter attribute of the template has this value on the object. */
+static bool matches(const find_req *r, const ddsm_hentry *e)
+{
+    for (CK_ULONG i = 0; i < r->n; i++) {
+        const CK_ATTRIBUTE *a = &r->t[i];
+        if (a->type == CKA_LABEL && r->by_label)
+            continue;
+        if (a->type == CKA_DDSM_PATH) {
+            /* Any hardening spelling names the same path: compare canonical forms. */
+            ddsm_path p;
+            char canon[DDSM_PATH_TEXT_MAX];
+            if (a->pValue == NULL || ddsm_path_parse(a->pValue, a->ulValueLen, &p, NULL) != DDSM_OK)
+                return false;
+            ddsm_path_format(&p, canon);
+            if (strcmp(canon, e->path) != 0)
+                return false;
+            continue;
+        }
+        uint8_t buf[DDSM_VKEY_ATTR_MAX];
+        CK_ULONG len = 0;
+        if (ddsm_vkey_attr(e, a->type, buf, &len) != CKR_OK)
+            return false; /* no such attribute, or a value that is never compared */
+        if (a->ulValueLen != len ||
+            (len > 0 && (a->pValue == NULL || memcmp(a->pValue, buf, len) != 0)))
+            return false;
+    }
+    return true;
+}
+
+static CK_RV cand_push(cand_list *l, CK_OBJECT_HANDLE h)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->h[i] == h)
+            return CKR_OK;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 8;
+        CK_OBJECT_HANDLE *bigger = realloc(l->h, cap * sizeof(*bigger));
+        if (bigger == NULL)
+            return CKR_HOST_MEMORY;
+        l->h = bigger;
+        l->cap = cap;
+    }
+    l->h[l->n++] = h;
+    return CKR_OK;
+}
+
+/* One asset as the store reported it: record its state, and list its key if it matches. */
+static CK_RV consider(find_req *r, const ddsm_asset *a)
+{
+    ddsm_ctx *ctx = r->c->ctx;
+    char canon[DDSM_PATH_TEXT_MAX];
+    ddsm_path p;
+    ddsm_asset_rec *rec = ddsm_vkeys_asset(ctx->vkeys, &a->id);
+    if (rec == NULL)
+        return CKR_HOST_MEMORY;
+    ddsm_asset_rec_update(ctx->vkeys, rec, a);
+    if (!ddsm_state_derivable(a->state))
+        return CKR_OK;
+    const char *path = r->path != NULL ? r->path : a->default_path;
+    if (ddsm_path_parse(path, strlen(path), &p, NULL) != DDSM_OK)
+        return CKR_OK;
+    ddsm_path_format(&p, canon);
+    if (!ddsm_config_path_allowed(ctx->cfg, canon))
+        return CKR_OK;
+
+    ddsm_hentry e;
+    memset(&e, 0, sizeof(e));
+    e.asset = a->id;
+    memcpy(e.path, canon, sizeof(canon));
+    e.counter = a->counter;
+    if (!ddsm_vkey_found_variant(a->key_type, ctx->cfg->policy.extractable, &e.variant))
+        return CKR_OK;
+    e.aux = rec;
+    if (!matches(r, &e))
+        return CKR_OK;
+    CK_OBJECT_HANDLE h;
+    CK_RV rv = ddsm_vkey_intern(r->c, &a->id, canon, a->counter, e.variant, &h);
+    if (rv == CKR_OK)
+        rv = cand_push(r->out, h);
+    return rv;
+}
+
+static int list_cb(const ddsm_asset *a, void *arg)
+{
+    find_req *r = arg;
+    r->rv = consider(r, a);
+    return r->rv != CKR_OK;
+}
+
+/* Whether a found object of this key type could match, looking only at the attributes that do
+ * not depend on the asset. */
+static bool type_may_match(const CK_ATTRIBUTE *t, CK_ULONG n, const char *key_type,
+                           bool extractable)
+{
+    ddsm_hentry e;
+    memset(&e, 0, sizeof(e));
+    strcpy(e.path, "m/0");
+    if (!ddsm_vkey_found_variant(key_type, extractable, &e.variant))
+        return false;
+    for (CK_ULONG i = 0; i < n; i++) {
+        switch (t[i].type) {
+        case CKA_LABEL:
+        case CKA_ID:
+        case CKA_UNIQUE_ID:
+        case CKA_DDSM_ASSET_ID:
+        case CKA_DDSM_PATH:
+        case CKA_DDSM_COUNTER:
+        case CKA_DDSM_STATE:
+            continue;
+        default:
+            break;
+        }
+        find_req r = {NULL, &t[i], 1, false, NULL, NULL, CKR_OK};
+        if (!matches(&r, &e))
+            return false;
+    }
+    return true;
+}
+
+/* Whether no virtual object could match whatever the asset, so that such finds (CKA_CLASS =
+ * CKO_CERTIFICATE, ...) cost no store round trip. */
+static bool hopeless(const CK_ATTRIBUTE *t, CK_ULONG n, bool extractable)
+{
+    return !type_may_match(t, n, "hmac", extractable) && !type_may_match(t, n, "aes", extractable);
+}
+
+/* Collect the virtual candidates. Store errors come back as (rv, detail) for C_FindObjects. */
+static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n, cand_list *out,
+                                CK_ULONG *detail)
+{
+    const CK_ATTRIBUTE *label = NULL, *asset_id = NULL, *path_attr = NULL;
+    char lookup[LOOKUP_MAX], path[DDSM_PATH_TEXT_MAX + 64];
+    ddsm_store *st = NULL;
+    ddsm_asset a;
+    ddsm_err err = DDSM_OK;
+    find_req r = {c, t, n, false, NULL, out, CKR_OK};
+
+    if (!ddsm_session_is_user(c) || hopeless(t, n, c->ctx->cfg->policy.extractable))
+        return CKR_OK;
+    for (CK_ULONG i = 0; i < n; i++) {
+        if (t[i].type == CKA_LABEL)
+            label = &t[i];
+        else if (t[i].type == CKA_DDSM_ASSET_ID)
+            asset_id = &t[i];
+        else if (t[i].type == CKA_DDSM_PATH)
+            path_attr = &t[i];
+    }
+    if (label != NULL) {
+        /* "<uuid or asset label>/<path>": asset labels never contain '/'. */
+        if (label->pValue == NULL || label->ulValueLen >= sizeof(lookup))
+            return CKR_OK;
+        memcpy(lookup, label->pValue, label->ulValueLen);
+        lookup[label->ulValueLen] = '\0';
+        char *slash = strchr(lookup, '/');
+        if (slash == NULL || memchr(lookup, '\0', label->ulValueLen) != NULL)
+            return CKR_OK;
+        *slash = '\0';
+        r.path = slash + 1;
+        r.by_label = true;
+    } else if (asset_id != NULL) {
+        if (asset_id->pValue == NULL || asset_id->ulValueLen != 16)
+            return CKR_OK;
+    }
+    if (path_attr != NULL && label == NULL) {
+        if (path_attr->pValue == NULL || path_attr->ulValueLen >= sizeof(path))
+            return CKR_OK;
+        memcpy(path, path_attr->pValue, path_attr->ulValueLen);
+        path[path_attr->ulValueLen] = '\0';
+        r.path = path;
+    }
+
+    err = ddsm_ctx_store_acquire(c->ctx, &st);
+    if (err != DDSM_OK)
+        goto out;
+    if (label != NULL || asset_id != NULL) {
+        if (label != NULL) {
+            err = ddsm_store_asset_find(st, lookup, &a);
+        } else {
+            ddsm_uuid id;
+            memcpy(id.b, asset_id->pValue, 16);
+            err = ddsm_store_asset_get(st, &id, &a);
+        }
+        if (err == DDSM_E_NOT_FOUND || err == DDSM_E_UUID || err == DDSM_E_INPUT) {
+            err = DDSM_OK; /* no such asset: nothing to find */
+        } else if (err == DDSM_OK) {
+            r.rv = consider(&r, &a);
+        }
+    } else {
+        err = ddsm_store_asset_list(st, list_cb, &r);
+    }
+    ddsm_ctx_store_release(c->ctx, st);
+out:
+    if (err != DDSM_OK) {
+        ddsm_log(DDSM_LOG_WARN, "find: virtual objects unavailable: %s", ddsm_err_str(err));
+        return ddsm_rv_from_err(err, DDSM_RVCTX_GENERAL, detail);
+    }
+    return r.rv;
+}
+
+CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
+                             CK_ULONG ulCount)
+{
+    cand_list cands = {NULL, 0, 0};
+    CK_ULONG detail = 0;
+    bool be_active = false;
+    DDSM_CALL(c, "C_FindObjectsInit");
+    DDSM_LADDER_SESSION(c, hSession, pTemplate != NULL || ulCount == 0);
+
+    ddsm_mutex_lock(c.sess->lock);
+    bool busy = c.sess->find.active;
+    ddsm_mutex_unlock(c.sess->lock);
+    if (busy) {
+        rv = CKR_OPERATION_ACTIVE;
+        goto out;
+    }
+    bool vendor = false;
+    for (CK_ULONG i = 0; i < ulCount; i++)
+        vendor = vendor || is_vendor(pTemplate[i].type);
+    if (!vendor) {
+        rv = c.ctx->be->C_FindObjectsInit(hSession, pTemplate, ulCount);
+        if (rv != CKR_OK)
+            goto out;
+        be_active = true;
+    }
+    CK_RV vrv = virtual_candidates(&c, pTemplate, ulCount, &cands, &detail);
+    if (vrv == CKR_HOST_MEMORY) {
+        rv = vrv;
+        goto out;
+    }
+
+    ddsm_mutex_lock(c.sess->lock);
+    if (c.sess->find.active) {
+        rv = CKR_OPERATION_ACTIVE;
+    } else {
+        ddsm_find *f = &c.sess->find;
+        f->active = true;
+        f->be_active = be_active;
+        f->be_done = !be_active;
+        f->virt = cands.h;
+        f->n_virt = cands.n;
+        f->pos = 0;
+        f->deferred_rv = vrv;
+        f->deferred_detail = detail;
+        cands.h = NULL;
+        be_active = false; /* the session owns it now */
+    }
+    ddsm_mutex_unlock(c.sess->lock);
+out:
+    if (be_active)
+        (void)c.ctx->be->C_FindObjectsFinal(hSession);
+    free(cands.h);
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject,
+                         CK_ULONG ulMaxObjectCount, CK_ULONG_PTR pulObjectCount)
+{
+    CK_ULONG got = 0;
+    DDSM_CALL(c, "C_FindObjects");
+    DDSM_LADDER_SESSION(c, hSession, phObject != NULL && pulObjectCount != NULL);
+
+    ddsm_mutex_lock(c.sess->lock);
+    ddsm_find *f = &c.sess->find;
+    bool active = f->active, from_backend = f->active && !f->be_done;
+    ddsm_mutex_unlock(c.sess->lock);
+    if (!active) {
+        rv = CKR_OPERATION_NOT_INITIALIZED;
+        goto out;
+    }
+    if (from_backend && ulMaxObjectCount > 0) {
+        /* The backend's objects first; no lock held across its call. */
+        rv = c.ctx->be->C_FindObjects(hSession, phObject, ulMaxObjectCount, &got);
+        if (rv != CKR_OK)
+            goto out;
+        for (CK_ULONG i = 0; i < got; i++) {
+            if (phObject[i] >= DDSM_HANDLE_TOP) {
+                /* A backend handle in our half of the space would be misread: refuse it. */
+                ddsm_log(DDSM_LOG_ERROR, "backend object handle 0x%lx has the top bit set",
+                         (unsigned long)phObject[i]);
+                memmove(&phObject[i], &phObject[i + 1], (got - i - 1) * sizeof(*phObject));
+                got--;
+                i--;
+            }
+        }
+    }
+    ddsm_mutex_lock(c.sess->lock);
+    if (!f->active) {
+        ddsm_mutex_unlock(c.sess->lock);
+        rv = CKR_OPERATION_NOT_INITIALIZED;
+        goto out;
+    }
+    if (from_backend && got < ulMaxObjectCount)
+        f->be_done = true;
+    if (f->be_done && got == 0 && f->deferred_rv != CKR_OK) {
+        rv = f->deferred_rv;
+        c.detail = f->deferred_detail;
+        f->deferred_rv = CKR_OK; /* reported once */
+    }
+    while (rv == CKR_OK && f->be_done && got < ulMaxObjectCount && f->pos < f->n_virt)
+        phObject[got++] = f->virt[f->pos++];
+    ddsm_mutex_unlock(c.sess->lock);
+    if (rv == CKR_OK)
+        *pulObjectCount = got;
+out:
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_FindObjectsFinal(CK_SESSION_HANDLE hSession)
+{
+    DDSM_CALL(c, "C_FindObjectsFinal");
+    DDSM_LADDER_SESSION(c, hSession, 1);
+    ddsm_mutex_lock(c.sess->lock);
+    ddsm_find *f = &c.sess->find;
+    bool active = f->active, be_active = f->be_active;
+    ddsm_find_reset(f);
+    ddsm_mutex_unlock(c.sess->lock);
+    if (!active) {
+        rv = CKR_OPERATION_NOT_INITIALIZED;
+        goto out;
+    }
+    if (be_active)
+        rv = c.ctx->be->C_FindObjectsFinal(hSession);
+out:
+    return ddsm_call_end(&c, rv);
+}

@@ -1,0 +1,183 @@
+/* Session management. Sessions are the backend's, their handles pass through unchanged; we keep a
+ * record of each (sesstab.h). Login goes to the backend: the application's PIN reaches the HSM and
+ * nowhere else (never logged). When the application logs out or closes its last session, the
+ * module closes its own derivation sessions (so they cannot keep the login alive), ends every
+ * operation on virtual keys and wipes the derived-key cache: no PIN, no derivation. */
+#include <stdlib.h>
+
+#include "ddsm/log.h"
+#include "ddsm/pkcs11-ddsm.h"
+#include "entry.h"
+#include "guard.h"
+#include "ladder.h"
+#include "vkey.h"
+
+/* End every virtual operation in every session (logout: the keys are no longer the user's to
+ * use) and forget the derived keys. */
+static void forget_user_keys(ddsm_ctx *ctx)
+{
+    CK_SESSION_HANDLE *list = NULL;
+    size_t n = 0;
+    ddsm_ctx_drain_sessions(ctx);
+    if (ddsm_sesstab_list(ctx->sessions, &list, &n) == CKR_OK) {
+        for (size_t i = 0; i < n; i++) {
+            ddsm_sess *s = ddsm_sesstab_get(ctx->sessions, list[i]);
+            if (s == NULL)
+                continue;
+            ddsm_mutex_lock(s->lock);
+            ddsm_vop_reset(&s->sign);
+            ddsm_vop_reset(&s->verify);
+            ddsm_vop_reset(&s->encrypt);
+            ddsm_vop_reset(&s->decrypt);
+            ddsm_mutex_unlock(s->lock);
+            ddsm_sess_put(ctx->sessions, s);
+        }
+        free(list);
+    }
+    ddsm_vkeys_wipe_all(ctx->vkeys);
+}
+
+CK_RV ddsm_C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
+                         CK_NOTIFY Notify, CK_SESSION_HANDLE_PTR phSession)
+{
+    CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+    DDSM_CALL(c, "C_OpenSession");
+    DDSM_LADDER(c, 1);
+    if (slotID != DDSM_SLOT_ID) {
+        rv = CKR_SLOT_ID_INVALID;
+        goto out;
+    }
+    if (phSession == NULL) {
+        rv = CKR_ARGUMENTS_BAD;
+        goto out;
+    }
+    rv = c.ctx->be->C_OpenSession(c.ctx->slot, flags, pApplication, Notify, &h);
+    if (rv != CKR_OK)
+        goto out;
+    rv = ddsm_sesstab_add(c.ctx->sessions, h);
+    if (rv != CKR_OK) {
+        (void)c.ctx->be->C_CloseSession(h);
+        goto out;
+    }
+    *phSession = h;
+out:
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_CloseSession(CK_SESSION_HANDLE hSession)
+{
+    DDSM_CALL(c, "C_CloseSession");
+    DDSM_LADDER_SESSION(c, hSession, 1);
+    rv = c.ctx->be->C_CloseSession(hSession);
+    if (rv == CKR_OK || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+        ddsm_sesstab_remove(c.ctx->sessions, hSession);
+        if (ddsm_sesstab_count(c.ctx->sessions) == 0)
+            forget_user_keys(c.ctx);
+    }
+out:
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_CloseAllSessions(CK_SLOT_ID slotID)
+{
+    CK_SESSION_HANDLE *list = NULL;
+    size_t n = 0;
+    DDSM_CALL(c, "C_CloseAllSessions");
+    DDSM_LADDER(c, 1);
+    if (slotID != DDSM_SLOT_ID) {
+        rv = CKR_SLOT_ID_INVALID;
+        goto out;
+    }
+    /* Not the backend's C_CloseAllSessions: it would close the module's own sessions too. */
+    rv = ddsm_sesstab_list(c.ctx->sessions, &list, &n);
+    if (rv != CKR_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        CK_RV r = c.ctx->be->C_CloseSession(list[i]);
+        if (r != CKR_OK && r != CKR_SESSION_HANDLE_INVALID && r != CKR_SESSION_CLOSED)
+            rv = r;
+        ddsm_sesstab_remove(c.ctx->sessions, list[i]);
+    }
+    forget_user_keys(c.ctx);
+out:
+    free(list);
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo)
+{
+    DDSM_CALL(c, "C_GetSessionInfo");
+    DDSM_LADDER_SESSION(c, hSession, pInfo != NULL);
+    rv = c.ctx->be->C_GetSessionInfo(hSession, pInfo);
+    if (rv != CKR_OK)
+        goto out;
+    pInfo->slotID = DDSM_SLOT_ID;
+    ddsm_mutex_lock(c.sess->lock);
+    if (c.sess->dev_err != DDSM_DEVERR_NONE)
+        pInfo->ulDeviceError = c.sess->dev_err;
+    ddsm_mutex_unlock(c.sess->lock);
+out:
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_GetOperationState(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pOperationState,
+                               CK_ULONG_PTR pulOperationStateLen)
+{
+    DDSM_CALL(c, "C_GetOperationState");
+    DDSM_LADDER_SESSION(c, hSession, pulOperationStateLen != NULL);
+    ddsm_mutex_lock(c.sess->lock);
+    bool ours = c.sess->sign.active || c.sess->verify.active || c.sess->encrypt.active ||
+                c.sess->decrypt.active || (c.sess->find.active && c.sess->find.n_virt > 0);
+    ddsm_mutex_unlock(c.sess->lock);
+    if (ours) {
+        /* Key bytes of a virtual operation never leave the module. */
+        rv = CKR_STATE_UNSAVEABLE;
+        goto out;
+    }
+    rv = c.ctx->be->C_GetOperationState(hSession, pOperationState, pulOperationStateLen);
+out:
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_SetOperationState(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pOperationState,
+                               CK_ULONG ulOperationStateLen, CK_OBJECT_HANDLE hEncryptionKey,
+                               CK_OBJECT_HANDLE hAuthenticationKey)
+{
+    DDSM_CALL(c, "C_SetOperationState");
+    DDSM_LADDER_SESSION(c, hSession, pOperationState != NULL || ulOperationStateLen == 0);
+    /* No state saved by the backend can need one of our keys. */
+    if (hEncryptionKey != CK_INVALID_HANDLE &&
+        (rv = ddsm_guard_key(&c, hEncryptionKey, CKR_KEY_NOT_NEEDED)) != CKR_OK)
+        goto out;
+    if (hAuthenticationKey != CK_INVALID_HANDLE &&
+        (rv = ddsm_guard_key(&c, hAuthenticationKey, CKR_KEY_NOT_NEEDED)) != CKR_OK)
+        goto out;
+    rv = c.ctx->be->C_SetOperationState(hSession, pOperationState, ulOperationStateLen,
+                                        hEncryptionKey, hAuthenticationKey);
+out:
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,
+                   CK_ULONG ulPinLen)
+{
+    DDSM_CALL(c, "C_Login");
+    DDSM_LADDER_SESSION(c, hSession, pPin != NULL || ulPinLen == 0);
+    rv = c.ctx->be->C_Login(hSession, userType, pPin, ulPinLen);
+    if (rv == CKR_OK)
+        ddsm_log(DDSM_LOG_INFO, "login as user type %lu (PIN of %lu bytes)",
+                 (unsigned long)userType, (unsigned long)ulPinLen);
+out:
+    return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_Logout(CK_SESSION_HANDLE hSession)
+{
+    DDSM_CALL(c, "C_Logout");
+    DDSM_LADDER_SESSION(c, hSession, 1);
+    rv = c.ctx->be->C_Logout(hSession);
+    if (rv == CKR_OK)
+        forget_user_keys(c.ctx);
+out:
+    return ddsm_call_end(&c, rv);
+}
