@@ -7,16 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ddsm/audit.h"
 #include "ddsm/log.h"
 #include "ddsm/path.h"
 #include "ddsm/state.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
+#include "store_audit.h"
 #include "store_pq.h"
+
+/* The prepared statements, by index into prepared[] below. */
+enum { PREP_DERIVE, PREP_BATCH, PREP__COUNT };
 
 struct ddsm_store {
     struct ddsm_pq pq;
-    uint64_t derive_prepared_gen; /* pq.generation the derive statement was prepared on */
+    uint64_t prepared_gen[PREP__COUNT]; /* pq.generation each statement was prepared on */
+    ddsm_audit_chain *chain;            /* attached chain (NULL: rows without MAC) */
+    ddsm_audit_chain *owned_chain;      /* the chain of ddsm_store_attach_audit, freed with us */
+    struct ddsm_asset_cache *cache;     /* expectations of chained derivations */
 };
 
 /* Serialises concurrent migrators (pg_advisory_xact_lock): "ddsm-mig" in ASCII. */
@@ -101,13 +109,23 @@ static const char transition_sql[] =
     " SELECT upd.asset_id, cur.derivation_counter, upd.derivation_counter, upd.grace_until, $7"
     "   FROM upd, cur"
     "  WHERE upd.derivation_counter > cur.derivation_counter"
+    " RETURNING id"
     "), note AS ("
     " SELECT pg_notify($9, upd.asset_id::text || ' ' || upd.derivation_counter || ' ' ||"
     "                      ddsm_effective_state(upd.state, upd.grace_until))"
     "   FROM upd"
     ")"
-    " SELECT cur.state, (SELECT count(*) FROM note), " ASSET_COLS("upd")
+    " SELECT cur.state, (SELECT count(*) FROM note), " ASSET_COLS("upd") ","
+    "        (SELECT id FROM rot)"
     "   FROM cur LEFT JOIN upd ON true";
+/* Column of the rotation id in transition_sql's answer. */
+#define TRANSITION_ROT_COL (2 + ASSET_NCOLS)
+
+/* Run after a rotation has committed: a server time at or after the commit, which reconcile
+ * compares with the start of derivation statements (ddsm_audit_reconcile_sql). Idempotent. */
+static const char rotation_committed_sql[] =
+    "UPDATE custody_rotations SET committed_at = clock_timestamp()"
+    " WHERE id = $1::bigint AND committed_at IS NULL";
 
 static const char register_sql[] =
     "WITH k AS ("
@@ -152,7 +170,14 @@ void ddsm_store_close(ddsm_store *st)
     if (st == NULL)
         return;
     ddsm_pq_fini(&st->pq);
+    ddsm_audit_chain_free(st->owned_chain);
+    free(st->cache);
     free(st);
+}
+
+struct ddsm_pq *ddsm_store_pq(ddsm_store *st)
+{
+    return &st->pq;
 }
 
 const char *ddsm_store_errmsg(const ddsm_store *st)
@@ -162,40 +187,66 @@ const char *ddsm_store_errmsg(const ddsm_store *st)
     return st->pq.errmsg[0] != '\0' ? st->pq.errmsg : "no error";
 }
 
-static ddsm_err prepare_derive(ddsm_store *st)
+#define BATCH_STMT "ddsm_derive_batch"
+#define BATCH_NPARAMS 14
+
+static const struct {
+    const char *name;
+    const char *sql;
+    int nparams;
+} prepared[PREP__COUNT] = {
+    [PREP_DERIVE] = {DERIVE_STMT, ddsm_store_derive_sql, 4},
+    [PREP_BATCH] = {BATCH_STMT, ddsm_store_derive_batch_sql, BATCH_NPARAMS},
+};
+
+/* Prepare the named statement on this connection unless it already is. */
+static ddsm_err prepare_stmt(ddsm_store *st, const char *name)
 {
-    if (st->derive_prepared_gen == st->pq.generation)
-        return DDSM_OK;
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PREPARE,
-        .what = "prepare derive",
-        .name = DERIVE_STMT,
-        .sql = ddsm_store_derive_sql,
-        .nparams = 4,
-    };
-    PGresult *res = NULL;
-    ddsm_err err = ddsm_pq_exec(&st->pq, &q, &res, NULL);
-    PQclear(res);
-    if (err == DDSM_OK)
-        st->derive_prepared_gen = st->pq.generation;
-    return err;
+    for (unsigned i = 0; i < PREP__COUNT; i++) {
+        if (strcmp(prepared[i].name, name) != 0)
+            continue;
+        if (st->prepared_gen[i] == st->pq.generation)
+            return DDSM_OK;
+        char what[64];
+        snprintf(what, sizeof what, "prepare %s", name);
+        const struct ddsm_pq_query q = {
+            .mode = DDSM_PQ_PREPARE,
+            .what = what,
+            .name = prepared[i].name,
+            .sql = prepared[i].sql,
+            .nparams = prepared[i].nparams,
+        };
+        PGresult *res = NULL;
+        ddsm_err err = ddsm_pq_exec(&st->pq, &q, &res, NULL);
+        PQclear(res);
+        if (err == DDSM_OK)
+            st->prepared_gen[i] = st->pq.generation;
+        return err;
+    }
+    return ddsm_pq_fail(&st->pq, DDSM_E_ARG, "store: no prepared statement %s", name);
 }
 
 /* Run q on a live connection. A failure on a connection that was already open may only mean the
  * server went away in between: retry once on a new connection when that is safe, i.e. the
- * statement is a read, or it provably never reached the server. */
-static ddsm_err run(ddsm_store *st, const struct ddsm_pq_query *q, bool idempotent,
-                    PGresult **res)
+ * statement is a read, or it provably never reached the server. *sent_out (may be NULL): whether
+ * the statement that failed or succeeded last may have reached the server. */
+ddsm_err ddsm_store_run(ddsm_store *st, const struct ddsm_pq_query *q, bool idempotent,
+                        PGresult **res, bool *sent_out)
 {
     bool fresh = false, sent = false;
+    if (sent_out != NULL)
+        *sent_out = false;
     ddsm_err err = ddsm_pq_ensure(&st->pq, &fresh);
     if (err != DDSM_OK)
         return err;
     for (int attempt = 0;; attempt++) {
+        sent = false;
         if (q->mode == DDSM_PQ_PREPARED)
-            err = prepare_derive(st);
+            err = prepare_stmt(st, q->name);
         if (err == DDSM_OK)
             err = ddsm_pq_exec(&st->pq, q, res, &sent);
+        if (sent_out != NULL)
+            *sent_out = sent;
         if (err != DDSM_E_STORE_DOWN || fresh || attempt > 0 || (!idempotent && sent))
             return err;
         ddsm_log(DDSM_LOG_INFO, "store: %s: connection lost; retrying on a new connection",
@@ -204,6 +255,12 @@ static ddsm_err run(ddsm_store *st, const struct ddsm_pq_query *q, bool idempote
         if (err != DDSM_OK)
             return err;
     }
+}
+
+static ddsm_err run(ddsm_store *st, const struct ddsm_pq_query *q, bool idempotent,
+                    PGresult **res)
+{
+    return ddsm_store_run(st, q, idempotent, res, NULL);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -424,6 +481,10 @@ static ddsm_err check_key_type(ddsm_store *st, const char *key_type)
                         key_type);
 }
 
+static ddsm_err register_chained(ddsm_store *st, const char *id_text, const ddsm_uuid *id,
+                                 const char *label, const char *key_type, const char *path_text,
+                                 const char *requester, PGresult **res);
+
 ddsm_err ddsm_store_asset_register(ddsm_store *st, const ddsm_uuid *id, const char *label,
                                    const char *key_type, const char *default_path,
                                    const char *requester, ddsm_asset *out)
@@ -479,7 +540,10 @@ ddsm_err ddsm_store_asset_register(ddsm_store *st, const ddsm_uuid *id, const ch
         .nparams = 5,
         .values = values,
     };
-    err = run(st, &q, false, &res);
+    if (st->chain != NULL)
+        err = register_chained(st, id_text, &uid, label, key_type, path_text, requester, &res);
+    else
+        err = run(st, &q, false, &res);
     if (err == DDSM_E_EXISTS) {
         if (strcmp(st->pq.constraint, "custody_keys_label_key") == 0)
             ddsm_pq_fail(&st->pq, err, "an asset labelled \"%s\" already exists", label);
@@ -617,11 +681,38 @@ static void transition_rules(ddsm_event ev, char from[128], char to[128])
     snprintf(to + nt, 128 - nt, "}");
 }
 
+/* Stamp the rotation rot_id (text) as committed. Best effort: the rotation itself has committed
+ * and stands; without the stamp reconcile bounds its commit by the next rotation instead. */
+static void rotation_committed(ddsm_store *st, const char *rot_id)
+{
+    const char *values[] = {rot_id};
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "stamp rotation",
+        .sql = rotation_committed_sql,
+        .nparams = 1,
+        .values = values,
+    };
+    PGresult *res = NULL;
+    char keep[sizeof st->pq.errmsg];
+    memcpy(keep, st->pq.errmsg, sizeof keep);
+    if (run(st, &q, true, &res) != DDSM_OK)
+        ddsm_log(DDSM_LOG_WARN, "store: rotation %s committed but could not be stamped: %s",
+                 rot_id, st->pq.errmsg);
+    memcpy(st->pq.errmsg, keep, sizeof keep);
+    PQclear(res);
+}
+
+static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_event ev,
+                                   int64_t grace_s, const char *requester, ddsm_asset *out);
+
 ddsm_err ddsm_store_asset_transition(ddsm_store *st, const ddsm_uuid *id, ddsm_event ev,
                                      int64_t grace_s, const char *requester, ddsm_asset *out)
 {
     if (st == NULL || id == NULL || (unsigned)ev >= DDSM_EV__COUNT)
         return DDSM_E_ARG;
+    if (st->chain != NULL)
+        return transition_chained(st, id, ev, grace_s, requester, out);
     PGresult *res = NULL;
     char id_text[DDSM_UUID_TEXT_LEN + 1];
     char from[128], to[128], grace[24], detail[64];
@@ -666,7 +757,11 @@ ddsm_err ddsm_store_asset_transition(ddsm_store *st, const ddsm_uuid *id, ddsm_e
     }
     ddsm_asset a;
     err = asset_from_row(st, res, 0, 2, &a);
-    if (err == DDSM_OK && out != NULL)
+    if (err != DDSM_OK)
+        goto out;
+    if (!PQgetisnull(res, 0, TRANSITION_ROT_COL))
+        rotation_committed(st, PQgetvalue(res, 0, TRANSITION_ROT_COL));
+    if (out != NULL)
         *out = a;
 out:
     PQclear(res);
@@ -675,6 +770,9 @@ out:
 
 /* ------------------------------------------------------------------------------------------ */
 /* Derivation */
+
+static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const char *reason,
+                               uint64_t *counter, ddsm_state *state);
 
 ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t *counter,
                            ddsm_state *state)
@@ -704,6 +802,10 @@ ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t 
         goto out;
     }
     ddsm_uuid_format(&req->asset, id_text);
+    if (st->chain != NULL) {
+        err = derive_chained(st, req, NULL, counter, state);
+        goto out;
+    }
 
     const char *values[] = {id_text, req->path, req->requester, req->instance};
     const struct ddsm_pq_query q = {
@@ -739,6 +841,834 @@ ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t 
     *counter = (uint64_t)c;
     if (state != NULL)
         *state = s;
+out:
+    PQclear(res);
+    return err;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The audit chain: attaching it */
+
+void ddsm_store_set_audit(ddsm_store *st, ddsm_audit_chain *chain)
+{
+    if (st == NULL)
+        return;
+    st->chain = chain;
+    if (chain != st->owned_chain) {
+        ddsm_audit_chain_free(st->owned_chain);
+        st->owned_chain = NULL;
+    }
+}
+
+ddsm_err ddsm_store_attach_audit(ddsm_store *st, const ddsm_audit_key *key, const char *instance)
+{
+    if (st == NULL || key == NULL || instance == NULL)
+        return DDSM_E_ARG;
+    ddsm_audit_chain *c = NULL;
+    ddsm_err err = ddsm_audit_chain_new(key, instance, &c);
+    if (err == DDSM_E_INPUT)
+        return ddsm_pq_fail(&st->pq, err, "audit: the instance id must be 1..%d printable "
+                            "characters", DDSM_AUDIT_INSTANCE_MAX);
+    if (err != DDSM_OK)
+        return err;
+    ddsm_store_set_audit(st, c);
+    st->owned_chain = c;
+    return DDSM_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The asset cache */
+
+static size_t cache_slot(const ddsm_uuid *a)
+{
+    /* Random v4 ids: their bytes are already well spread. */
+    return ((size_t)a->b[15] | (size_t)a->b[14] << 8) % DDSM_ASSET_CACHE_SLOTS;
+}
+
+bool ddsm_asset_cache_get(const struct ddsm_asset_cache *c, const ddsm_uuid *a, bool *found,
+                          ddsm_state *state, uint64_t *counter)
+{
+    const struct ddsm_asset_cache_entry *e = &c->e[cache_slot(a)];
+    if (!e->used || memcmp(e->asset.b, a->b, sizeof a->b) != 0)
+        return false;
+    *found = e->found;
+    *state = e->state;
+    *counter = e->counter;
+    return true;
+}
+
+void ddsm_asset_cache_put(struct ddsm_asset_cache *c, const ddsm_uuid *a, bool found,
+                          ddsm_state state, uint64_t counter)
+{
+    struct ddsm_asset_cache_entry *e = &c->e[cache_slot(a)];
+    e->used = true;
+    e->found = found;
+    e->asset = *a;
+    e->state = state;
+    e->counter = counter;
+}
+
+void ddsm_asset_cache_forget(struct ddsm_asset_cache *c, const ddsm_uuid *a)
+{
+    struct ddsm_asset_cache_entry *e = &c->e[cache_slot(a)];
+    if (e->used && memcmp(e->asset.b, a->b, sizeof a->b) == 0)
+        e->used = false;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Array parameters (text form of PostgreSQL arrays: values, never SQL) */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_putn(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap != 0 ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(struct sbuf *b, const char *s)
+{
+    sb_putn(b, s, strlen(s));
+}
+
+/* One array element: NULL, or a double-quoted string with '"' and '\' escaped. */
+static void sb_elem(struct sbuf *b, size_t i, const char *s)
+{
+    if (i > 0)
+        sb_putn(b, ",", 1);
+    if (s == NULL) {
+        sb_puts(b, "NULL");
+        return;
+    }
+    sb_putn(b, "\"", 1);
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_putn(b, "\\", 1);
+        sb_putn(b, p, 1);
+    }
+    sb_putn(b, "\"", 1);
+}
+
+static void sb_elem_i64(struct sbuf *b, size_t i, bool present, int64_t v)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%" PRId64, v);
+    sb_elem(b, i, present ? t : NULL);
+}
+
+static void mac_hex(const uint8_t mac[DDSM_AUDIT_MAC_LEN], char out[2 + 2 * DDSM_AUDIT_MAC_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '\\';
+    out[1] = 'x';
+    for (size_t i = 0; i < DDSM_AUDIT_MAC_LEN; i++) {
+        out[2 + 2 * i] = hex[mac[i] >> 4];
+        out[3 + 2 * i] = hex[mac[i] & 15];
+    }
+    out[2 + 2 * DDSM_AUDIT_MAC_LEN] = '\0';
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The optimistic multi-row statement */
+
+/* $1 asset, $2 path, $3 requester, $4 kind, $5 expected state, $6 expected counter, $7 event,
+ * $8 detail, $9 ts, $10 seq, $11 mac (arrays, one element per row, in chain order); $12 the
+ * chain's instance id; $13/$14 the checkpoint (seq and MAC of the last row).
+ * Kinds: D derive (exists, derivable, in the expected state and counter), S refused (exists in
+ * the expected non-derivable state and counter), U unknown (does not exist), P policy (no
+ * check). Every row's expectation is checked through the primary key (the LATERAL subquery with
+ * LIMIT is never flattened into a join over the registry); all rows are inserted, in order, with
+ * the checkpoint, or none is. The answer has one row per element: what was found. */
+const char ddsm_store_derive_batch_sql[] =
+    "WITH r AS ("
+    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    "                      $6::bigint[], $7::text[], $8::text[], $9::timestamptz[],"
+    "                      $10::bigint[], $11::bytea[])"
+    "        WITH ORDINALITY AS r(asset_id, path, requester, kind, exp_state, exp_counter, event,"
+    "                             detail, ts, seq, mac, ord)"
+    "), k AS ("
+    " SELECT r.ord, r.kind, r.exp_state, r.exp_counter, c.asset_id IS NOT NULL AS found,"
+    "        c.derivation_counter AS counter, c.state"
+    "   FROM r LEFT JOIN LATERAL ("
+    "        SELECT asset_id, derivation_counter,"
+    "               ddsm_effective_state(state, grace_until) AS state"
+    "          FROM custody_keys WHERE asset_id = r.asset_id LIMIT 1) c ON true"
+    "), v AS ("
+    " SELECT coalesce(bool_and(CASE k.kind"
+    "          WHEN 'D' THEN k.found AND k.state IN ('ACTIVE', 'ROTATING')"
+    "                        AND k.state = k.exp_state AND k.counter = k.exp_counter"
+    "          WHEN 'S' THEN k.found AND k.state = k.exp_state AND k.counter = k.exp_counter"
+    "          WHEN 'U' THEN NOT k.found"
+    "          WHEN 'P' THEN true"
+    "          ELSE false END), false) AS ok"
+    "   FROM k"
+    "), ins AS ("
+    " INSERT INTO custody_audit_log (asset_id, derivation_path, counter, state_at_derivation, ts,"
+    "        event, requester, instance_id, seq, detail, mac)"
+    " SELECT r.asset_id, r.path, r.exp_counter, r.exp_state, r.ts, r.event, r.requester,"
+    "        $12::text, r.seq, r.detail, r.mac"
+    "   FROM r, v WHERE v.ok ORDER BY r.ord"
+    " RETURNING 1"
+    "), head AS ("
+    " INSERT INTO custody_audit_chain_heads (instance_id, seq, mac, updated_at)"
+    " SELECT $12::text, $13::bigint, $14::bytea, now() FROM v WHERE v.ok"
+    " ON CONFLICT (instance_id) DO UPDATE"
+    "   SET seq = excluded.seq, mac = excluded.mac, updated_at = excluded.updated_at"
+    " RETURNING 1"
+    ")"
+    " SELECT k.ord, k.found, k.counter, k.state, v.ok, (SELECT count(*) FROM ins),"
+    "        (SELECT count(*) FROM head)"
+    "   FROM k, v ORDER BY k.ord";
+
+static const char *const refused_detail[DDSM_STATE__COUNT] = {
+    [DDSM_STATE_INITIALIZED] = "asset is INITIALIZED; cannot derive",
+    [DDSM_STATE_ACTIVE] = "asset is ACTIVE",
+    [DDSM_STATE_ROTATING] = "asset is ROTATING",
+    [DDSM_STATE_RETIRED] = "asset is RETIRED; cannot derive",
+};
+
+void ddsm_batch_item_expect(struct ddsm_batch_item *it, bool known, bool found, ddsm_state state,
+                            uint64_t counter)
+{
+    it->exp_state = DDSM_STATE_ACTIVE;
+    it->exp_counter = 0;
+    if (it->deny_reason != NULL) {
+        it->expect = DDSM_EXPECT_NONE;
+    } else if (!known) {
+        /* A guess: a wrong one costs the round trip that teaches the right one. */
+        it->expect = DDSM_EXPECT_DERIVE;
+    } else if (!found) {
+        it->expect = DDSM_EXPECT_MISSING;
+    } else {
+        it->exp_state = state;
+        it->exp_counter = counter;
+        it->expect = ddsm_state_derivable(state) ? DDSM_EXPECT_DERIVE : DDSM_EXPECT_REFUSED;
+    }
+}
+
+static enum ddsm_chain_outcome failed_outcome(ddsm_err err, bool sent)
+{
+    /* A server error rolled the statement back; a lost link after sending leaves it unknown. */
+    return sent && err == DDSM_E_STORE_DOWN ? DDSM_CHAIN_UNKNOWN : DDSM_CHAIN_NOT_WRITTEN;
+}
+
+ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
+                               struct ddsm_batch_item *items, size_t n, bool *written)
+{
+    if (st == NULL || chain == NULL || items == NULL || n == 0 || written == NULL)
+        return DDSM_E_ARG;
+    ddsm_audit_row *rows = calloc(n, sizeof *rows);
+    uint8_t(*macs)[DDSM_AUDIT_MAC_LEN] = calloc(n, DDSM_AUDIT_MAC_LEN);
+    char *idtext = calloc(n, DDSM_UUID_TEXT_LEN + 1);
+    struct sbuf a[11];
+    PGresult *res = NULL;
+    bool sealed = false, sent = false;
+    char ts_text[40], head_seq[24], head_mac[2 + 2 * DDSM_AUDIT_MAC_LEN + 1];
+    char mac_text[2 + 2 * DDSM_AUDIT_MAC_LEN + 1];
+    ddsm_err err;
+
+    memset(a, 0, sizeof a);
+    if (rows == NULL || macs == NULL || idtext == NULL) {
+        err = DDSM_E_NOMEM;
+        goto out;
+    }
+    int64_t ts = ddsm_audit_now_us();
+    ddsm_audit_format_ts(ts, ts_text);
+    for (size_t i = 0; i < n; i++) {
+        struct ddsm_batch_item *it = &items[i];
+        ddsm_audit_row *r = &rows[i];
+        r->has_asset = true;
+        r->asset = it->asset;
+        r->path = it->path;
+        r->ts_us = ts;
+        r->requester = it->requester;
+        switch (it->expect) {
+        case DDSM_EXPECT_DERIVE:
+        case DDSM_EXPECT_REFUSED:
+            r->event = it->expect == DDSM_EXPECT_DERIVE ? "DERIVE" : "DENY";
+            r->has_counter = true;
+            r->counter = (int64_t)it->exp_counter;
+            r->state = ddsm_state_name(it->exp_state);
+            r->detail = it->expect == DDSM_EXPECT_DERIVE ? NULL : refused_detail[it->exp_state];
+            break;
+        case DDSM_EXPECT_MISSING:
+            r->event = "DENY";
+            r->detail = "no such asset";
+            break;
+        case DDSM_EXPECT_NONE:
+            r->event = "DENY";
+            r->detail = it->deny_reason;
+            break;
+        }
+    }
+    err = ddsm_audit_chain_seal(chain, rows, n, macs);
+    if (err != DDSM_OK) {
+        err = ddsm_pq_fail(&st->pq, err, "audit: cannot seal %zu rows: %s", n, ddsm_err_str(err));
+        goto out;
+    }
+    sealed = true;
+
+    static const char kinds[] = {[DDSM_EXPECT_DERIVE] = 'D', [DDSM_EXPECT_REFUSED] = 'S',
+                                 [DDSM_EXPECT_MISSING] = 'U', [DDSM_EXPECT_NONE] = 'P'};
+    for (size_t k = 0; k < 11; k++)
+        sb_putn(&a[k], "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        const ddsm_audit_row *r = &rows[i];
+        char *idt = idtext + i * (DDSM_UUID_TEXT_LEN + 1);
+        char kind[2] = {kinds[items[i].expect], '\0'};
+        ddsm_uuid_format(&r->asset, idt);
+        mac_hex(macs[i], mac_text);
+        sb_elem(&a[0], i, idt);
+        sb_elem(&a[1], i, r->path);
+        sb_elem(&a[2], i, r->requester);
+        sb_elem(&a[3], i, kind);
+        sb_elem(&a[4], i, r->state);
+        sb_elem_i64(&a[5], i, r->has_counter, r->counter);
+        sb_elem(&a[6], i, r->event);
+        sb_elem(&a[7], i, r->detail);
+        sb_elem(&a[8], i, ts_text);
+        sb_elem_i64(&a[9], i, true, r->seq);
+        sb_elem(&a[10], i, mac_text);
+    }
+    for (size_t k = 0; k < 11; k++) {
+        sb_putn(&a[k], "}", 1);
+        if (a[k].oom) {
+            err = DDSM_E_NOMEM;
+            goto out;
+        }
+    }
+    snprintf(head_seq, sizeof head_seq, "%" PRId64, rows[n - 1].seq);
+    mac_hex(macs[n - 1], head_mac);
+    const char *values[BATCH_NPARAMS] = {a[0].p, a[1].p, a[2].p, a[3].p, a[4].p,
+                                         a[5].p, a[6].p, a[7].p, a[8].p, a[9].p,
+                                         a[10].p, ddsm_audit_chain_instance(chain), head_seq,
+                                         head_mac};
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PREPARED,
+        .what = "derive",
+        .name = BATCH_STMT,
+        .nparams = BATCH_NPARAMS,
+        .values = values,
+    };
+    /* Not idempotent: retried only when it provably never reached the server. */
+    err = ddsm_store_run(st, &q, false, &res, &sent);
+    if (err != DDSM_OK) {
+        ddsm_audit_chain_settle(chain, n, macs[n - 1], failed_outcome(err, sent));
+        sealed = false;
+        goto out;
+    }
+    bool ok = PQntuples(res) == (int)n && strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+    int64_t ins = 0, head = 0;
+    bool counts = PQntuples(res) == (int)n && parse_i64(PQgetvalue(res, 0, 5), &ins) &&
+                  parse_i64(PQgetvalue(res, 0, 6), &head);
+    if (!counts || (ok && (ins != (int64_t)n || head != 1))) {
+        /* Cannot happen with our schema; if it does, trust nothing about this chain. */
+        ddsm_audit_chain_settle(chain, n, macs[n - 1], DDSM_CHAIN_UNKNOWN);
+        sealed = false;
+        err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: derive: unexpected answer (%d rows "
+                           "for %zu, %" PRId64 " inserted)", PQntuples(res), n, ins);
+        goto out;
+    }
+    ddsm_audit_chain_settle(chain, n, macs[n - 1],
+                            ok ? DDSM_CHAIN_COMMITTED : DDSM_CHAIN_NOT_WRITTEN);
+    sealed = false;
+    for (size_t i = 0; i < n; i++) {
+        struct ddsm_batch_item *it = &items[i];
+        int64_t c = 0;
+        it->found = strcmp(PQgetvalue(res, (int)i, 1), "t") == 0;
+        it->state = DDSM_STATE_INITIALIZED;
+        it->counter = 0;
+        if (!it->found)
+            continue;
+        if (!parse_i64(PQgetvalue(res, (int)i, 2), &c) || c < 0 ||
+            ddsm_state_parse(PQgetvalue(res, (int)i, 3), &it->state) != DDSM_OK) {
+            err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: derive: bad counter or state");
+            goto out;
+        }
+        it->counter = (uint64_t)c;
+    }
+    *written = ok;
+out:
+    if (sealed)
+        ddsm_audit_chain_settle(chain, n, macs[n - 1], DDSM_CHAIN_NOT_WRITTEN);
+    PQclear(res);
+    for (size_t k = 0; k < 11; k++)
+        free(a[k].p);
+    free(idtext);
+    free(rows);
+    free(macs);
+    return err;
+}
+
+ddsm_err ddsm_batch_item_result(const struct ddsm_batch_item *it, char *msg, size_t cap,
+                                uint64_t *counter, ddsm_state *state)
+{
+    char idt[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_uuid_format(&it->asset, idt);
+    switch (it->expect) {
+    case DDSM_EXPECT_DERIVE:
+        *counter = it->exp_counter;
+        if (state != NULL)
+            *state = it->exp_state;
+        return DDSM_OK;
+    case DDSM_EXPECT_REFUSED:
+        snprintf(msg, cap, "asset %s is %s; cannot derive", idt, ddsm_state_name(it->exp_state));
+        if (state != NULL)
+            *state = it->exp_state;
+        return DDSM_E_STATE;
+    case DDSM_EXPECT_MISSING:
+        snprintf(msg, cap, "no asset %s", idt);
+        return DDSM_E_NOT_FOUND;
+    case DDSM_EXPECT_NONE:
+        snprintf(msg, cap, "asset %s: refused: %s", idt, it->deny_reason);
+        return DDSM_E_POLICY;
+    }
+    return DDSM_E_ARG;
+}
+
+/* Expectations that keep failing mean the asset changes under us faster than we can write. */
+#define OPTIMISTIC_ATTEMPTS 5
+
+static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const char *reason,
+                               uint64_t *counter, ddsm_state *state)
+{
+    struct ddsm_batch_item it;
+    bool written = false;
+    char idt[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_err err = DDSM_OK;
+
+    if (st->cache == NULL) {
+        st->cache = calloc(1, sizeof *st->cache);
+        if (st->cache == NULL)
+            return DDSM_E_NOMEM;
+    }
+    memset(&it, 0, sizeof it);
+    it.asset = req->asset;
+    it.path = req->path;
+    it.requester = req->requester;
+    it.deny_reason = reason;
+    for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS && !written; attempt++) {
+        bool found = false;
+        ddsm_state s = DDSM_STATE_INITIALIZED;
+        uint64_t c = 0;
+        bool known = ddsm_asset_cache_get(st->cache, &it.asset, &found, &s, &c);
+        ddsm_batch_item_expect(&it, known, found, s, c);
+        err = ddsm_store_batch_exec(st, st->chain, &it, 1, &written);
+        if (err != DDSM_OK) {
+            ddsm_asset_cache_forget(st->cache, &it.asset);
+            return err;
+        }
+        ddsm_asset_cache_put(st->cache, &it.asset, it.found, it.state, it.counter);
+    }
+    ddsm_uuid_format(&it.asset, idt);
+    if (!written)
+        return ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: derive: asset %s changed %d times "
+                            "while its audit row was being written; try again", idt,
+                            OPTIMISTIC_ATTEMPTS);
+    char msg[DDSM_PQ_ERRMSG_MAX];
+    uint64_t cv = 0;
+    ddsm_state sv = DDSM_STATE_INITIALIZED;
+    err = ddsm_batch_item_result(&it, msg, sizeof msg, &cv, &sv);
+    if (err == DDSM_OK) {
+        *counter = cv;
+        if (state != NULL)
+            *state = sv;
+        return DDSM_OK;
+    }
+    if (err == DDSM_E_STATE && state != NULL)
+        *state = sv;
+    return ddsm_pq_fail(&st->pq, err, "%s", msg);
+}
+
+ddsm_err ddsm_store_deny(ddsm_store *st, const ddsm_derive_req *req, const char *reason)
+{
+    if (st == NULL || req == NULL)
+        return DDSM_E_ARG;
+    char id_text[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_path path;
+    char canonical[DDSM_PATH_TEXT_MAX];
+    const char *why = NULL;
+    PGresult *res = NULL;
+
+    if (reason == NULL || reason[0] == '\0' || strlen(reason) > 500)
+        return ddsm_pq_fail(&st->pq, DDSM_E_INPUT, "deny: the reason must be 1..500 characters");
+    if (req->path != NULL) {
+        if (ddsm_path_parse(req->path, strlen(req->path), &path, &why) != DDSM_OK)
+            return ddsm_pq_fail(&st->pq, DDSM_E_PATH, "path \"%.64s\": %s", req->path,
+                                why != NULL ? why : "malformed");
+        ddsm_path_format(&path, canonical);
+        if (strcmp(canonical, req->path) != 0)
+            return ddsm_pq_fail(&st->pq, DDSM_E_PATH, "path \"%.64s\" is not canonical (\"%s\")",
+                                req->path, canonical);
+    }
+    if (st->chain != NULL) {
+        uint64_t c = 0;
+        ddsm_err err = derive_chained(st, req, reason, &c, NULL);
+        return err == DDSM_E_POLICY ? DDSM_OK : err;
+    }
+    ddsm_uuid_format(&req->asset, id_text);
+    const char *values[] = {id_text, req->path, req->requester, req->instance, reason};
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "deny",
+        .sql = "INSERT INTO custody_audit_log (asset_id, derivation_path, event, requester,"
+               " instance_id, detail) VALUES ($1::uuid, $2, 'DENY', $3, $4, $5)",
+        .nparams = 5,
+        .values = values,
+    };
+    ddsm_err err = run(st, &q, false, &res);
+    PQclear(res);
+    return err;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Chained registration and lifecycle */
+
+static const char register_chained_sql[] =
+    "WITH k AS ("
+    " INSERT INTO custody_keys (asset_id, label, key_type, default_path, state)"
+    " VALUES ($1::uuid, $2, $3, $4, 'INITIALIZED')"
+    " RETURNING *"
+    "), aud AS ("
+    " INSERT INTO custody_audit_log (asset_id, derivation_path, counter, state_at_derivation, ts,"
+    "        event, requester, instance_id, seq, mac)"
+    " SELECT asset_id, $4, 0, 'INITIALIZED', $6::timestamptz, 'REGISTER', $5, $7::text,"
+    "        $8::bigint, $9::bytea"
+    "   FROM k"
+    " RETURNING 1"
+    "), head AS ("
+    " INSERT INTO custody_audit_chain_heads (instance_id, seq, mac, updated_at)"
+    " SELECT $7::text, $8::bigint, $9::bytea, now() FROM k"
+    " ON CONFLICT (instance_id) DO UPDATE"
+    "   SET seq = excluded.seq, mac = excluded.mac, updated_at = excluded.updated_at"
+    " RETURNING 1"
+    ")"
+    " SELECT " ASSET_COLS("k") ", (SELECT count(*) FROM aud), (SELECT count(*) FROM head)"
+    "   FROM k";
+
+static ddsm_err register_chained(ddsm_store *st, const char *id_text, const ddsm_uuid *id,
+                                 const char *label, const char *key_type, const char *path_text,
+                                 const char *requester, PGresult **res)
+{
+    ddsm_audit_row row;
+    uint8_t mac[1][DDSM_AUDIT_MAC_LEN];
+    char ts_text[40], seq[24], mac_text[2 + 2 * DDSM_AUDIT_MAC_LEN + 1];
+    bool sent = false;
+    int64_t aud = 0, head = 0;
+
+    memset(&row, 0, sizeof row);
+    row.event = "REGISTER";
+    row.has_asset = true;
+    row.asset = *id;
+    row.path = path_text;
+    row.has_counter = true;
+    row.counter = 0;
+    row.state = "INITIALIZED";
+    row.ts_us = ddsm_audit_now_us();
+    row.requester = requester;
+    ddsm_err err = ddsm_audit_chain_seal(st->chain, &row, 1, mac);
+    if (err != DDSM_OK)
+        return ddsm_pq_fail(&st->pq, err, "audit: cannot seal the REGISTER row");
+    ddsm_audit_format_ts(row.ts_us, ts_text);
+    snprintf(seq, sizeof seq, "%" PRId64, row.seq);
+    mac_hex(mac[0], mac_text);
+    const char *values[] = {id_text, label, key_type, path_text, requester, ts_text,
+                            row.instance, seq, mac_text};
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "register asset",
+        .sql = register_chained_sql,
+        .nparams = 9,
+        .values = values,
+    };
+    err = ddsm_store_run(st, &q, false, res, &sent);
+    if (err != DDSM_OK) {
+        ddsm_audit_chain_settle(st->chain, 1, mac[0], failed_outcome(err, sent));
+        return err;
+    }
+    if (PQntuples(*res) != 1 || !parse_i64(PQgetvalue(*res, 0, ASSET_NCOLS), &aud) ||
+        !parse_i64(PQgetvalue(*res, 0, ASSET_NCOLS + 1), &head) || aud != 1 || head != 1) {
+        ddsm_audit_chain_settle(st->chain, 1, mac[0], DDSM_CHAIN_UNKNOWN);
+        PQclear(*res);
+        *res = NULL;
+        return ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: register asset: unexpected answer");
+    }
+    ddsm_audit_chain_settle(st->chain, 1, mac[0], DDSM_CHAIN_COMMITTED);
+    return DDSM_OK;
+}
+
+/* The chained form of transition_sql. The writer predicts the rows from the state it read
+ * ($2 stored state, $3 effective state, $4 counter) and the statement applies the event only
+ * while that prediction holds (under the row lock); otherwise it changes nothing and answers
+ * what it found. $5 the new state (NULL: the event is refused and only the DENY row is written),
+ * $6 the counter increment, $7 grace seconds, $8 requester, $9 instance id, $10..$16 the rows
+ * (counter, state, ts, event, seq, detail, mac), $17/$18 the checkpoint, $19 the NOTIFY channel. */
+static const char transition_chained_sql[] =
+    "WITH cur AS ("
+    " SELECT asset_id, derivation_counter, state AS stored_state,"
+    "        ddsm_effective_state(state, grace_until) AS state"
+    "   FROM custody_keys"
+    "  WHERE asset_id = $1::uuid"
+    "    FOR UPDATE"
+    "), ok AS ("
+    " SELECT * FROM cur"
+    "  WHERE stored_state = $2::text AND state = $3::text AND derivation_counter = $4::bigint"
+    "), upd AS ("
+    " UPDATE custody_keys k"
+    "    SET state = $5::text,"
+    "        derivation_counter = ok.derivation_counter + $6::bigint,"
+    "        grace_until = CASE WHEN $5::text = 'ROTATING'"
+    "                           THEN now() + make_interval(secs => $7::double precision) END,"
+    "        updated_at = now()"
+    "   FROM ok"
+    "  WHERE k.asset_id = ok.asset_id AND $5::text IS NOT NULL"
+    " RETURNING k.*"
+    "), aud AS ("
+    " INSERT INTO custody_audit_log"
+    "        (asset_id, counter, state_at_derivation, ts, event, requester, instance_id, seq,"
+    "         detail, mac)"
+    " SELECT ok.asset_id, r.counter, r.state, r.ts, r.event, $8, $9::text, r.seq, r.detail, r.mac"
+    "   FROM unnest($10::bigint[], $11::text[], $12::timestamptz[], $13::text[], $14::bigint[],"
+    "               $15::text[], $16::bytea[]) WITH ORDINALITY"
+    "        AS r(counter, state, ts, event, seq, detail, mac, ord), ok"
+    "  ORDER BY r.ord"
+    " RETURNING 1"
+    "), head AS ("
+    " INSERT INTO custody_audit_chain_heads (instance_id, seq, mac, updated_at)"
+    " SELECT $9::text, $17::bigint, $18::bytea, now() FROM ok"
+    " ON CONFLICT (instance_id) DO UPDATE"
+    "   SET seq = excluded.seq, mac = excluded.mac, updated_at = excluded.updated_at"
+    " RETURNING 1"
+    "), rot AS ("
+    " INSERT INTO custody_rotations (asset_id, from_counter, to_counter, grace_until, requester)"
+    " SELECT upd.asset_id, ok.derivation_counter, upd.derivation_counter, upd.grace_until, $8"
+    "   FROM upd, ok"
+    "  WHERE upd.derivation_counter > ok.derivation_counter"
+    " RETURNING id"
+    "), note AS ("
+    " SELECT pg_notify($19, upd.asset_id::text || ' ' || upd.derivation_counter || ' ' ||"
+    "                      ddsm_effective_state(upd.state, upd.grace_until))"
+    "   FROM upd"
+    ")"
+    " SELECT cur.stored_state, cur.state, cur.derivation_counter, (SELECT count(*) FROM ok),"
+    "        (SELECT count(*) FROM aud), (SELECT count(*) FROM head),"
+    "        (SELECT count(*) FROM note), (SELECT id FROM rot), " ASSET_COLS("upd")
+    "   FROM cur LEFT JOIN upd ON true";
+#define CHAINED_ASSET_COL 8
+
+static const char asset_state_sql[] =
+    "SELECT state, ddsm_effective_state(state, grace_until), derivation_counter"
+    "  FROM custody_keys WHERE asset_id = $1::uuid";
+
+/* stored state, effective state and counter from columns col.. of row 0. */
+static bool read_cur(const PGresult *res, int col, ddsm_state *stored, ddsm_state *eff,
+                     int64_t *counter)
+{
+    return ddsm_state_parse(PQgetvalue(res, 0, col), stored) == DDSM_OK &&
+           ddsm_state_parse(PQgetvalue(res, 0, col + 1), eff) == DDSM_OK &&
+           parse_i64(PQgetvalue(res, 0, col + 2), counter) && *counter >= 0;
+}
+
+static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_event ev,
+                                   int64_t grace_s, const char *requester, ddsm_asset *out)
+{
+    PGresult *res = NULL;
+    char id_text[DDSM_UUID_TEXT_LEN + 1];
+    char grace[24], detail[64], deny[96];
+    const char *grace_param = NULL, *detail_param = NULL;
+    ddsm_state stored, eff;
+    int64_t counter = 0;
+    ddsm_err err;
+
+    ddsm_uuid_format(id, id_text);
+    if (ev == DDSM_EV_ROTATE_GRACE) {
+        if (grace_s <= 0 || grace_s > GRACE_MAX_S)
+            return ddsm_pq_fail(&st->pq, DDSM_E_INPUT, "grace period of %" PRId64 " s is out "
+                                "of range (1 s to %lld s)", grace_s, GRACE_MAX_S);
+        snprintf(grace, sizeof grace, "%" PRId64, grace_s);
+        snprintf(detail, sizeof detail, "grace %" PRId64 " s", grace_s);
+        grace_param = grace;
+        detail_param = detail;
+    }
+    const char *idv[] = {id_text};
+    const struct ddsm_pq_query rq = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "read asset",
+        .sql = asset_state_sql,
+        .nparams = 1,
+        .values = idv,
+    };
+    err = run(st, &rq, true, &res);
+    if (err != DDSM_OK)
+        goto out;
+    if (PQntuples(res) == 0) {
+        err = ddsm_pq_fail(&st->pq, DDSM_E_NOT_FOUND, "no asset %s", id_text);
+        goto out;
+    }
+    if (!read_cur(res, 0, &stored, &eff, &counter)) {
+        err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: asset %s has a bad state", id_text);
+        goto out;
+    }
+    PQclear(res);
+    res = NULL;
+
+    for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
+        ddsm_audit_row rows[2];
+        uint8_t macs[2][DDSM_AUDIT_MAC_LEN];
+        size_t n = 0;
+        ddsm_state next;
+        bool allowed = ddsm_state_next(eff, ev, &next) == DDSM_OK;
+        int64_t bump = allowed && event_bumps_counter(ev) ? 1 : 0;
+        int64_t ts = ddsm_audit_now_us();
+        memset(rows, 0, sizeof rows);
+        if (allowed && stored == DDSM_STATE_ROTATING && eff == DDSM_STATE_ACTIVE) {
+            rows[n].event = "GRACE_END";
+            rows[n].counter = counter;
+            rows[n].state = "ACTIVE";
+            rows[n].detail = "grace window had ended";
+            n++;
+        }
+        if (allowed) {
+            rows[n].event = audit_event_name(ev);
+            rows[n].counter = counter + bump;
+            rows[n].state = ddsm_state_name(next);
+            rows[n].detail = detail_param;
+        } else {
+            snprintf(deny, sizeof deny, "%s refused: the asset is %s", ddsm_event_name(ev),
+                     ddsm_state_name(eff));
+            rows[n].event = "DENY";
+            rows[n].counter = counter;
+            rows[n].state = ddsm_state_name(eff);
+            rows[n].detail = deny;
+        }
+        n++;
+        for (size_t i = 0; i < n; i++) {
+            rows[i].has_asset = true;
+            rows[i].asset = *id;
+            rows[i].has_counter = true;
+            rows[i].ts_us = ts;
+            rows[i].requester = requester;
+        }
+        err = ddsm_audit_chain_seal(st->chain, rows, n, macs);
+        if (err != DDSM_OK) {
+            err = ddsm_pq_fail(&st->pq, err, "audit: cannot seal the %s rows",
+                               ddsm_event_name(ev));
+            goto out;
+        }
+
+        struct sbuf a[7];
+        char ts_text[40], mac_text[2 + 2 * DDSM_AUDIT_MAC_LEN + 1];
+        char cnt[24], bumpt[24], head_seq[24], head_mac[2 + 2 * DDSM_AUDIT_MAC_LEN + 1];
+        memset(a, 0, sizeof a);
+        ddsm_audit_format_ts(ts, ts_text);
+        for (size_t k = 0; k < 7; k++)
+            sb_putn(&a[k], "{", 1);
+        for (size_t i = 0; i < n; i++) {
+            mac_hex(macs[i], mac_text);
+            sb_elem_i64(&a[0], i, true, rows[i].counter);
+            sb_elem(&a[1], i, rows[i].state);
+            sb_elem(&a[2], i, ts_text);
+            sb_elem(&a[3], i, rows[i].event);
+            sb_elem_i64(&a[4], i, true, rows[i].seq);
+            sb_elem(&a[5], i, rows[i].detail);
+            sb_elem(&a[6], i, mac_text);
+        }
+        bool oom = false;
+        for (size_t k = 0; k < 7; k++) {
+            sb_putn(&a[k], "}", 1);
+            oom = oom || a[k].oom;
+        }
+        snprintf(cnt, sizeof cnt, "%" PRId64, counter);
+        snprintf(bumpt, sizeof bumpt, "%" PRId64, bump);
+        snprintf(head_seq, sizeof head_seq, "%" PRId64, rows[n - 1].seq);
+        mac_hex(macs[n - 1], head_mac);
+        const char *values[] = {id_text, ddsm_state_name(stored), ddsm_state_name(eff), cnt,
+                                allowed ? ddsm_state_name(next) : NULL, bumpt, grace_param,
+                                requester, rows[0].instance, a[0].p, a[1].p, a[2].p, a[3].p,
+                                a[4].p, a[5].p, a[6].p, head_seq, head_mac, DDSM_NOTIFY_CHANNEL};
+        const struct ddsm_pq_query q = {
+            .mode = DDSM_PQ_PARAMS,
+            .what = ddsm_event_name(ev),
+            .sql = transition_chained_sql,
+            .nparams = 19,
+            .values = values,
+        };
+        bool sent = false;
+        err = oom ? DDSM_E_NOMEM : ddsm_store_run(st, &q, false, &res, &sent);
+        for (size_t k = 0; k < 7; k++)
+            free(a[k].p);
+        if (err != DDSM_OK) {
+            ddsm_audit_chain_settle(st->chain, n, macs[n - 1], failed_outcome(err, sent));
+            goto out;
+        }
+        int64_t okn = 0, audn = 0, headn = 0;
+        if (PQntuples(res) == 0) {
+            ddsm_audit_chain_settle(st->chain, n, macs[n - 1], DDSM_CHAIN_NOT_WRITTEN);
+            err = ddsm_pq_fail(&st->pq, DDSM_E_NOT_FOUND, "no asset %s", id_text);
+            goto out;
+        }
+        if (!parse_i64(PQgetvalue(res, 0, 3), &okn) || !parse_i64(PQgetvalue(res, 0, 4), &audn) ||
+            !parse_i64(PQgetvalue(res, 0, 5), &headn) ||
+            (okn == 1 && (audn != (int64_t)n || headn != 1))) {
+            ddsm_audit_chain_settle(st->chain, n, macs[n - 1], DDSM_CHAIN_UNKNOWN);
+            err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: %s: unexpected answer",
+                               ddsm_event_name(ev));
+            goto out;
+        }
+        if (okn == 0) {
+            /* The asset moved since we read it: predict again from what the statement saw. */
+            ddsm_audit_chain_settle(st->chain, n, macs[n - 1], DDSM_CHAIN_NOT_WRITTEN);
+            if (!read_cur(res, 0, &stored, &eff, &counter)) {
+                err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: asset %s has a bad state",
+                                   id_text);
+                goto out;
+            }
+            PQclear(res);
+            res = NULL;
+            continue;
+        }
+        ddsm_audit_chain_settle(st->chain, n, macs[n - 1], DDSM_CHAIN_COMMITTED);
+        if (!allowed) {
+            if (st->cache != NULL)
+                ddsm_asset_cache_put(st->cache, id, true, eff, (uint64_t)counter);
+            err = ddsm_pq_fail(&st->pq, DDSM_E_STATE, "asset %s is %s; cannot %s", id_text,
+                               ddsm_state_name(eff), ddsm_event_name(ev));
+            goto out;
+        }
+        ddsm_asset a1;
+        err = asset_from_row(st, res, 0, CHAINED_ASSET_COL, &a1);
+        if (err != DDSM_OK)
+            goto out;
+        if (st->cache != NULL)
+            ddsm_asset_cache_put(st->cache, id, true, a1.state, a1.counter);
+        if (!PQgetisnull(res, 0, 7))
+            rotation_committed(st, PQgetvalue(res, 0, 7));
+        if (out != NULL)
+            *out = a1;
+        goto out;
+    }
+    err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: %s: asset %s changed %d times while its "
+                       "audit rows were being written; try again", ddsm_event_name(ev), id_text,
+                       OPTIMISTIC_ATTEMPTS);
 out:
     PQclear(res);
     return err;

@@ -7,7 +7,8 @@ const ctl_help cmd_db_help = {
     "db",
     "ddsmctl db <subcommand> [options]",
     "Database administration. Subcommands:\n"
-    "  migrate    apply the SQL migrations built into ddsmctl that the database lacks",
+    "  migrate    apply the SQL migrations built into ddsmctl that the database lacks\n"
+    "  maintain   create the audit log's monthly partitions ahead (safe from cron)",
     NULL,
 };
 
@@ -81,5 +82,7 @@ int cmd_db(ctl *c, int argc, char **argv)
     }
     if (strcmp(argv[1], "migrate") == 0)
         return db_migrate(c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "maintain") == 0)
+        return cmd_db_maintain(c, argc - 1, argv + 1);
     return ctl_usage_error(&cmd_db_help, "unknown subcommand 'db %s'", argv[1]);
 }

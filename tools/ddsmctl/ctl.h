@@ -136,5 +136,10 @@ int cmd_db(ctl *c, int argc, char **argv);
 int cmd_root(ctl *c, int argc, char **argv);
 int cmd_asset(ctl *c, int argc, char **argv);
 extern const ctl_help cmd_db_help, cmd_root_help, cmd_asset_help;
+/* The audit log (cmd_audit.c): audit verify, reconcile, db maintain. */
+int cmd_audit(ctl *c, int argc, char **argv);
+int cmd_reconcile(ctl *c, int argc, char **argv);
+int cmd_db_maintain(ctl *c, int argc, char **argv);
+extern const ctl_help cmd_audit_help, cmd_reconcile_help;
 
 #endif

@@ -20,6 +20,9 @@ static const ctl_help top_help = {
     "  root create|import|recover|info     the root seed key in the HSM\n"
     "  asset register|activate|rotate|retire|show|list\n"
     "                                      the asset registry\n"
+    "  audit verify                        check the audit log's MAC chains (needs the PIN)\n"
+    "  reconcile                           compare registry counters with the audit log\n"
+    "  db maintain                         create the audit log's monthly partitions\n"
     "\n"
     "The configuration comes from --conf, else $DDSM_CONF, else " DDSM_CONF_DEFAULT ".\n"
     "Commands that use the HSM need the user PIN: from --pin-file (first line; a warning when\n"
@@ -94,6 +97,10 @@ int main(int argc, char **argv)
                 h = &cmd_root_help;
             else if (strcmp(argv[i + 1], "asset") == 0)
                 h = &cmd_asset_help;
+            else if (strcmp(argv[i + 1], "audit") == 0)
+                h = &cmd_audit_help;
+            else if (strcmp(argv[i + 1], "reconcile") == 0)
+                h = &cmd_reconcile_help;
             else
                 return ctl_usage_error(&top_help, "unknown command '%s'", argv[i + 1]);
         }
@@ -106,6 +113,10 @@ int main(int argc, char **argv)
         rc = cmd_root(&c, argc - i, argv + i);
     else if (strcmp(cmd, "asset") == 0)
         rc = cmd_asset(&c, argc - i, argv + i);
+    else if (strcmp(cmd, "audit") == 0)
+        rc = cmd_audit(&c, argc - i, argv + i);
+    else if (strcmp(cmd, "reconcile") == 0)
+        rc = cmd_reconcile(&c, argc - i, argv + i);
     else
         rc = ctl_usage_error(&top_help, "unknown command '%s'", cmd);
     ddsm_config_free(c.cfg);

@@ -108,4 +108,40 @@ const char *ddsm_listener_errmsg(const ddsm_listener *l);
  * instance), for EXPLAIN by tests and operators: its plan must probe custody_keys' primary key. */
 extern const char ddsm_store_derive_sql[];
 
+/* ------------------------------------------------------------------------------------------ */
+/* The audit chain (docs/audit.md, ddsm/audit.h)
+ *
+ * With a chain attached, every audit row this store writes (REGISTER, ACTIVATE, ROTATE,
+ * GRACE_END, RETIRE, DERIVE, DENY) carries the chain's instance id, its next sequence number and
+ * its MAC, and the same statement moves the chain's checkpoint. The results of every function
+ * stay as documented above, with three additions:
+ *  - ddsm_store_derive sends the counter and state it expects (learnt from earlier answers) and
+ *    the statement writes only when they hold; a stale expectation costs one more round trip.
+ *    req->instance is ignored (the chain's instance id is recorded).
+ *  - a derivation refused because the asset is unknown or not derivable is recorded as a DENY
+ *    row (with the reason in detail), in the same single round trip;
+ *  - a lifecycle event the state machine refuses is recorded as a DENY row; lifecycle events read
+ *    the asset first (one more round trip: they are rare).
+ * Without a chain, rows are written as before, with a NULL mac: `ddsmctl audit verify` reports
+ * them as unauthenticated. */
+typedef struct ddsm_audit_chain ddsm_audit_chain;
+typedef struct ddsm_audit_key ddsm_audit_key;
+
+/* Attach chain (borrowed: it must outlive the store, or be detached with NULL first). A chain
+ * serves one store at a time. */
+void ddsm_store_set_audit(ddsm_store *st, ddsm_audit_chain *chain);
+/* The one-call form: a chain owned by the store (freed with it), keyed with key (copied) and
+ * named instance, which must be unique to this connection (e.g. ddsm_audit_instance_id() plus
+ * "/c<n>" for the n-th pooled connection). Replaces any chain attached before. */
+DDSM_WUR ddsm_err ddsm_store_attach_audit(ddsm_store *st, const ddsm_audit_key *key,
+                                          const char *instance);
+
+/* Record a request refused by policy as a DENY row with reason (1..500 characters) in detail.
+ * req->path may be NULL (refused before it was parsed); otherwise it must be canonical. */
+DDSM_WUR ddsm_err ddsm_store_deny(ddsm_store *st, const ddsm_derive_req *req, const char *reason);
+
+/* The text of the chained multi-row derivation statement (group commit; parameters in
+ * ddsm-core/src/store.c), for EXPLAIN: it must probe custody_keys' primary key once per row. */
+extern const char ddsm_store_derive_batch_sql[];
+
 #endif

@@ -1,0 +1,386 @@
+/* Group commit: leader/follower batching of derivations over a few chained connections.
+ *
+ * One mutex guards the queue, the connections' busy flags, the asset cache and the stats; it is
+ * never held across a round trip. Every change that may let a waiter proceed (a request queued,
+ * a batch finished, a connection freed) broadcasts the one condition variable; waiters re-check
+ * their own node, so nobody spins. Each connection has its own chain, used only by the leader
+ * holding that connection. */
+#include "ddsm/batch.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ddsm/log.h"
+#include "ddsm/path.h"
+#include "store_audit.h"
+
+#define MSG_MAX 512
+/* As in store.c: a stale expectation is corrected by the answer; this many in a row means the
+ * asset keeps changing under us. */
+#define OPTIMISTIC_ATTEMPTS 5
+#define REASON_MAX 500
+
+struct node {
+    const ddsm_derive_req *req;
+    const char *reason; /* non-NULL: a policy DENY */
+    struct node *next;
+    bool queued; /* still in the queue (not taken by a leader) */
+    bool done;
+    ddsm_err err;
+    uint64_t counter;
+    ddsm_state state;
+    char msg[MSG_MAX];
+};
+
+struct conn {
+    ddsm_store *st;
+    ddsm_audit_chain *chain;
+    bool busy;
+    struct node **nodes;           /* batch_max: the batch being run */
+    struct ddsm_batch_item *items; /* batch_max */
+};
+
+struct ddsm_batcher {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct node *head, *tail;
+    size_t queued;
+    struct conn *conns;
+    unsigned nconns;
+    unsigned in_flight;
+    unsigned batch_max;
+    unsigned wait_us;
+    struct ddsm_asset_cache cache;
+    ddsm_batch_stats stats;
+};
+
+static _Thread_local char tl_msg[MSG_MAX];
+
+const char *ddsm_batcher_errmsg(void)
+{
+    return tl_msg[0] != '\0' ? tl_msg : "no error";
+}
+
+static ddsm_err fail(ddsm_err e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static ddsm_err fail(ddsm_err e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_msg, sizeof tl_msg, fmt, ap);
+    va_end(ap);
+    return e;
+}
+
+ddsm_err ddsm_batcher_new(const char *conninfo, const ddsm_store_opts *opts, unsigned batch_max,
+                          unsigned batch_wait_us, unsigned connections, const ddsm_audit_key *key,
+                          const char *instance, ddsm_batcher **out)
+{
+    if (conninfo == NULL || key == NULL || instance == NULL || out == NULL)
+        return DDSM_E_ARG;
+    if (batch_max < 1 || batch_max > DDSM_BATCH_MAX_LIMIT)
+        return fail(DDSM_E_INPUT, "batch_max %u is out of range (1..%d)", batch_max,
+                    DDSM_BATCH_MAX_LIMIT);
+    if (batch_wait_us > 1000000)
+        return fail(DDSM_E_INPUT, "batch_wait_us %u is out of range (0..1000000)", batch_wait_us);
+    if (connections < 1 || connections > DDSM_BATCH_CONNECTIONS_LIMIT)
+        return fail(DDSM_E_INPUT, "connections %u is out of range (1..%d)", connections,
+                    DDSM_BATCH_CONNECTIONS_LIMIT);
+    if (strlen(instance) + 8 > DDSM_AUDIT_INSTANCE_MAX)
+        return fail(DDSM_E_INPUT, "instance id is too long (at most %d characters)",
+                    DDSM_AUDIT_INSTANCE_MAX - 8);
+
+    ddsm_err e = DDSM_E_NOMEM;
+    ddsm_batcher *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return e;
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    b->batch_max = batch_max;
+    b->wait_us = batch_wait_us;
+    b->conns = calloc(connections, sizeof *b->conns);
+    if (b->conns == NULL)
+        goto fail;
+    b->nconns = connections;
+    for (unsigned i = 0; i < connections; i++) {
+        struct conn *c = &b->conns[i];
+        char name[DDSM_AUDIT_INSTANCE_MAX + 1];
+        snprintf(name, sizeof name, "%s/c%u", instance, i);
+        c->nodes = calloc(batch_max, sizeof *c->nodes);
+        c->items = calloc(batch_max, sizeof *c->items);
+        if (c->nodes == NULL || c->items == NULL)
+            goto fail;
+        e = ddsm_store_open(conninfo, opts, &c->st);
+        if (e != DDSM_OK) {
+            c->st = NULL;
+            fail(e, "cannot open store connection %u", i);
+            goto fail;
+        }
+        e = ddsm_audit_chain_new(key, name, &c->chain);
+        if (e != DDSM_OK) {
+            fail(e, "cannot make the chain of connection %u", i);
+            goto fail;
+        }
+        ddsm_store_set_audit(c->st, c->chain);
+    }
+    *out = b;
+    return DDSM_OK;
+fail:
+    ddsm_batcher_free(b);
+    return e;
+}
+
+void ddsm_batcher_free(ddsm_batcher *b)
+{
+    if (b == NULL)
+        return;
+    for (unsigned i = 0; b->conns != NULL && i < b->nconns; i++) {
+        ddsm_store_close(b->conns[i].st);
+        ddsm_audit_chain_free(b->conns[i].chain);
+        free(b->conns[i].nodes);
+        free(b->conns[i].items);
+    }
+    free(b->conns);
+    pthread_cond_destroy(&b->cond);
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+void ddsm_batcher_invalidate(ddsm_batcher *b, const ddsm_uuid *asset)
+{
+    if (b == NULL || asset == NULL)
+        return;
+    pthread_mutex_lock(&b->lock);
+    ddsm_asset_cache_forget(&b->cache, asset);
+    pthread_mutex_unlock(&b->lock);
+}
+
+void ddsm_batcher_stats(ddsm_batcher *b, ddsm_batch_stats *out)
+{
+    if (b == NULL || out == NULL)
+        return;
+    pthread_mutex_lock(&b->lock);
+    *out = b->stats;
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static struct conn *free_conn_locked(ddsm_batcher *b)
+{
+    for (unsigned i = 0; i < b->nconns; i++)
+        if (!b->conns[i].busy)
+            return &b->conns[i];
+    return NULL;
+}
+
+/* Wait for company: until the queue holds batch_max requests or wait_us has passed. */
+static void wait_for_company_locked(ddsm_batcher *b)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_nsec += (long)b->wait_us * 1000;
+    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+    deadline.tv_nsec %= 1000000000L;
+    b->stats.waits++;
+    while (b->queued > 0 && b->queued < b->batch_max) {
+        int rc = pthread_cond_timedwait(&b->cond, &b->lock, &deadline);
+        if (rc == ETIMEDOUT)
+            break;
+    }
+}
+
+/* Run the batch in c->nodes[0..n) on c, without the lock. Results go into the nodes' items. */
+static ddsm_err run_batch(struct conn *c, size_t n, bool *written, uint64_t *round_trips,
+                          uint64_t *retries)
+{
+    ddsm_err err = DDSM_OK;
+    *written = false;
+    for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS && !*written; attempt++) {
+        if (attempt > 0) {
+            (*retries)++;
+            for (size_t i = 0; i < n; i++) {
+                struct ddsm_batch_item *it = &c->items[i];
+                ddsm_batch_item_expect(it, true, it->found, it->state, it->counter);
+            }
+        }
+        (*round_trips)++;
+        err = ddsm_store_batch_exec(c->st, c->chain, c->items, n, written);
+        if (err != DDSM_OK)
+            break;
+    }
+    return err;
+}
+
+/* Take up to batch_max queued nodes into c, run them, hand out the results. Called and returns
+ * with the lock held; releases it for the round trip. */
+static void lead_locked(ddsm_batcher *b, struct conn *c)
+{
+    bool others_in_flight = b->in_flight > 0;
+    c->busy = true;
+    b->in_flight++;
+    if (others_in_flight && b->queued > 1 && b->wait_us > 0)
+        wait_for_company_locked(b);
+
+    size_t n = 0;
+    while (b->head != NULL && n < b->batch_max) {
+        struct node *nd = b->head;
+        b->head = nd->next;
+        if (b->head == NULL)
+            b->tail = NULL;
+        nd->next = NULL;
+        nd->queued = false;
+        b->queued--;
+        struct ddsm_batch_item *it = &c->items[n];
+        memset(it, 0, sizeof *it);
+        it->asset = nd->req->asset;
+        it->path = nd->req->path;
+        it->requester = nd->req->requester;
+        it->deny_reason = nd->reason;
+        bool found = false;
+        ddsm_state s = DDSM_STATE_INITIALIZED;
+        uint64_t cnt = 0;
+        bool known = ddsm_asset_cache_get(&b->cache, &it->asset, &found, &s, &cnt);
+        ddsm_batch_item_expect(it, known, found, s, cnt);
+        c->nodes[n++] = nd;
+    }
+    if (n == 0)
+        goto release;
+
+    pthread_mutex_unlock(&b->lock);
+    bool written = false;
+    uint64_t round_trips = 0, retries = 0;
+    ddsm_err err = run_batch(c, n, &written, &round_trips, &retries);
+    char store_msg[MSG_MAX];
+    snprintf(store_msg, sizeof store_msg, "%s", ddsm_store_errmsg(c->st));
+    pthread_mutex_lock(&b->lock);
+
+    b->stats.batches++;
+    b->stats.round_trips += round_trips;
+    b->stats.retries += retries;
+    if (n > 1)
+        b->stats.multi_row_batches++;
+    if (n > b->stats.max_batch)
+        b->stats.max_batch = n;
+    if (err != DDSM_OK)
+        b->stats.failed_batches++;
+    else if (written)
+        b->stats.rows += n;
+    for (size_t i = 0; i < n; i++) {
+        struct node *nd = c->nodes[i];
+        struct ddsm_batch_item *it = &c->items[i];
+        if (err != DDSM_OK) {
+            ddsm_asset_cache_forget(&b->cache, &it->asset);
+            nd->err = err;
+            snprintf(nd->msg, sizeof nd->msg, "%s", store_msg);
+        } else {
+            ddsm_asset_cache_put(&b->cache, &it->asset, it->found, it->state, it->counter);
+            if (!written) {
+                char idt[DDSM_UUID_TEXT_LEN + 1];
+                ddsm_uuid_format(&it->asset, idt);
+                nd->err = DDSM_E_STORE;
+                snprintf(nd->msg, sizeof nd->msg,
+                         "the assets of a batch (%s among them) changed "
+                         "%d times while their audit rows were being written; try again",
+                         idt, OPTIMISTIC_ATTEMPTS);
+            } else {
+                nd->err =
+                    ddsm_batch_item_result(it, nd->msg, sizeof nd->msg, &nd->counter, &nd->state);
+            }
+        }
+        nd->done = true;
+    }
+release:
+    c->busy = false;
+    b->in_flight--;
+    pthread_cond_broadcast(&b->cond);
+}
+
+static ddsm_err submit(ddsm_batcher *b, const ddsm_derive_req *req, const char *reason,
+                       uint64_t *counter, ddsm_state *state)
+{
+    struct node nd;
+    memset(&nd, 0, sizeof nd);
+    nd.req = req;
+    nd.reason = reason;
+    nd.queued = true;
+
+    pthread_mutex_lock(&b->lock);
+    if (b->tail != NULL)
+        b->tail->next = &nd;
+    else
+        b->head = &nd;
+    b->tail = &nd;
+    b->queued++;
+    b->stats.requests++;
+    pthread_cond_broadcast(&b->cond); /* a leader waiting for company */
+    while (!nd.done) {
+        struct conn *c = nd.queued ? free_conn_locked(b) : NULL;
+        if (c != NULL)
+            lead_locked(b, c);
+        else
+            pthread_cond_wait(&b->cond, &b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+
+    if (nd.err == DDSM_OK) {
+        *counter = nd.counter;
+        if (state != NULL)
+            *state = nd.state;
+        tl_msg[0] = '\0';
+        return DDSM_OK;
+    }
+    if (nd.err == DDSM_E_STATE && state != NULL)
+        *state = nd.state;
+    snprintf(tl_msg, sizeof tl_msg, "%s", nd.msg);
+    return nd.err;
+}
+
+/* NULL path allowed only for denials (refused before parsing). */
+static ddsm_err check_path(const char *p, bool may_be_null)
+{
+    ddsm_path path;
+    char canonical[DDSM_PATH_TEXT_MAX];
+    const char *why = NULL;
+    if (p == NULL)
+        return may_be_null ? DDSM_OK : fail(DDSM_E_ARG, "no path");
+    if (ddsm_path_parse(p, strlen(p), &path, &why) != DDSM_OK)
+        return fail(DDSM_E_PATH, "path \"%.64s\": %s", p, why != NULL ? why : "malformed");
+    ddsm_path_format(&path, canonical);
+    if (strcmp(canonical, p) != 0)
+        return fail(DDSM_E_PATH, "path \"%.64s\" is not canonical (\"%s\")", p, canonical);
+    return DDSM_OK;
+}
+
+ddsm_err ddsm_batcher_derive(ddsm_batcher *b, const ddsm_derive_req *req, uint64_t *counter,
+                             ddsm_state *state)
+{
+    if (b == NULL || req == NULL || counter == NULL)
+        return fail(DDSM_E_ARG, "ddsm_batcher_derive: missing argument");
+    ddsm_err e = check_path(req->path, false);
+    if (e != DDSM_OK)
+        return e;
+    return submit(b, req, NULL, counter, state);
+}
+
+ddsm_err ddsm_batcher_deny(ddsm_batcher *b, const ddsm_derive_req *req, const char *reason)
+{
+    if (b == NULL || req == NULL)
+        return fail(DDSM_E_ARG, "ddsm_batcher_deny: missing argument");
+    if (reason == NULL || reason[0] == '\0' || strlen(reason) > REASON_MAX)
+        return fail(DDSM_E_INPUT, "the reason of a denial must be 1..%d characters", REASON_MAX);
+    ddsm_err e = check_path(req->path, true);
+    if (e != DDSM_OK)
+        return e;
+    uint64_t c = 0;
+    e = submit(b, req, reason, &c, NULL);
+    return e == DDSM_E_POLICY ? DDSM_OK : e;
+}

@@ -1,0 +1,107 @@
+/* Private to the store side (store.c, audit.c, batch.c): chain sealing, the optimistic
+ * multi-row audit statement, and the small asset cache that feeds its expectations. */
+#ifndef DDSM_STORE_AUDIT_H
+#define DDSM_STORE_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ddsm/audit.h"
+#include "ddsm/store.h"
+#include "store_pq.h"
+
+/* The connection of a store, for the audit queries in audit.c. */
+struct ddsm_pq *ddsm_store_pq(ddsm_store *st);
+/* Run q on the store's connection with its reconnect-once rule (see store.c). *sent (may be
+ * NULL) tells whether the statement may have reached the server. */
+DDSM_WUR ddsm_err ddsm_store_run(ddsm_store *st, const struct ddsm_pq_query *q, bool idempotent,
+                                 PGresult **res, bool *sent);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Chains (audit.c) */
+
+/* Give rows[0..n) the chain's instance id and the next n sequence numbers and compute their MACs,
+ * chained from the last committed row (nothing advances yet). rows[i].instance points into the
+ * chain and stays valid until the next settle. DDSM_E_ARG when the chain is already sealing
+ * (shared between two connections). */
+DDSM_WUR ddsm_err ddsm_audit_chain_seal(ddsm_audit_chain *c, ddsm_audit_row *rows, size_t n,
+                                        uint8_t (*macs)[DDSM_AUDIT_MAC_LEN]);
+
+enum ddsm_chain_outcome {
+    DDSM_CHAIN_COMMITTED,   /* the rows are in: advance by n */
+    DDSM_CHAIN_NOT_WRITTEN, /* provably not written: the same numbers are used again */
+    DDSM_CHAIN_UNKNOWN,     /* maybe written: continue under a new instance id */
+};
+/* End the seal: last_mac is the MAC of the last sealed row (used when COMMITTED). */
+void ddsm_audit_chain_settle(ddsm_audit_chain *c, size_t n,
+                             const uint8_t last_mac[DDSM_AUDIT_MAC_LEN],
+                             enum ddsm_chain_outcome outcome);
+
+/* Current UTC time in microseconds (the ts of rows a chain writes). */
+int64_t ddsm_audit_now_us(void);
+/* ts as a timestamptz literal "YYYY-MM-DD HH:MM:SS.ffffff+00" (exact to the microsecond). */
+void ddsm_audit_format_ts(int64_t us, char out[40]);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The optimistic audit statement (store.c) */
+
+/* What the writer believes about an asset when it writes a row for it. */
+enum ddsm_expect {
+    DDSM_EXPECT_DERIVE,  /* exists, derivable, in exp_state with exp_counter: a DERIVE row */
+    DDSM_EXPECT_REFUSED, /* exists, not derivable, in exp_state with exp_counter: a DENY row */
+    DDSM_EXPECT_MISSING, /* does not exist: a DENY row */
+    DDSM_EXPECT_NONE,    /* a policy refusal (deny_reason): a DENY row, nothing checked */
+};
+
+struct ddsm_batch_item {
+    /* in */
+    ddsm_uuid asset;
+    const char *path;        /* canonical */
+    const char *requester;   /* may be NULL */
+    const char *deny_reason; /* non-NULL: a policy refusal (DDSM_EXPECT_NONE) */
+    enum ddsm_expect expect;
+    ddsm_state exp_state;
+    uint64_t exp_counter;
+    /* out: what the statement found (also when it wrote nothing) */
+    bool found;
+    ddsm_state state;
+    uint64_t counter;
+};
+
+/* One statement, one transaction: checks every item's expectation against custody_keys (a
+ * primary-key probe per row) and, when all hold, inserts one chained row per item (in order) and
+ * upserts the chain's checkpoint. *written tells which happened; the items' found/state/counter
+ * are filled either way. On an error the chain is settled as NOT_WRITTEN or UNKNOWN. */
+DDSM_WUR ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
+                                        struct ddsm_batch_item *items, size_t n, bool *written);
+
+/* Fill the expectation of an item from what the cache (or a previous answer) says. */
+void ddsm_batch_item_expect(struct ddsm_batch_item *it, bool known, bool found, ddsm_state state,
+                            uint64_t counter);
+/* The caller's answer once its row is written: DDSM_OK with the counter and state (DERIVE),
+ * DDSM_E_STATE with the state (refused), DDSM_E_NOT_FOUND, or DDSM_E_POLICY; msg says why. */
+DDSM_WUR ddsm_err ddsm_batch_item_result(const struct ddsm_batch_item *it, char *msg, size_t cap,
+                                         uint64_t *counter, ddsm_state *state);
+
+/* ------------------------------------------------------------------------------------------ */
+/* A small direct-mapped asset cache (not thread-safe: the owner locks) */
+
+#define DDSM_ASSET_CACHE_SLOTS 256
+struct ddsm_asset_cache_entry {
+    bool used;
+    bool found;
+    ddsm_uuid asset;
+    ddsm_state state;
+    uint64_t counter;
+};
+struct ddsm_asset_cache {
+    struct ddsm_asset_cache_entry e[DDSM_ASSET_CACHE_SLOTS];
+};
+bool ddsm_asset_cache_get(const struct ddsm_asset_cache *c, const ddsm_uuid *a, bool *found,
+                          ddsm_state *state, uint64_t *counter);
+void ddsm_asset_cache_put(struct ddsm_asset_cache *c, const ddsm_uuid *a, bool found,
+                          ddsm_state state, uint64_t counter);
+void ddsm_asset_cache_forget(struct ddsm_asset_cache *c, const ddsm_uuid *a);
+
+#endif

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# ddsm-bench keeps working (scripts/lib/run-integration): on a fresh database and token with a
+# known root, every scenario runs for one second at 1 and 2 threads and the JSON is well formed:
+# each scenario present with ops > 0, numeric ordered percentiles, the ratios and the machine
+# facts; the module wrote exactly one DERIVE audit row per derivation the bench counted; the
+# seed-design baseline left nothing behind; the table form prints; bad input is refused.
+# Never asserts a speed.
+set -euo pipefail
+
+: "${DDSM_BENCH:?run through scripts/lib/run-integration via ctest}"
+: "${DDSM_CTL:?}" "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}" "${DDSM_TEST_PGBIN:?}"
+T=$DDSM_TEST_DIR/bench
+rm -rf "$T"
+mkdir -p "$T"
+unset DDSM_PIN
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+sql() { "$DDSM_TEST_PGBIN/psql" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+ctl() { DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" "$@" >/dev/null; }
+
+echo "== set-up with ddsmctl: migrate, the DESIGN.md root, two of the bench's assets"
+ctl db migrate
+printf '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n' >"$T/root.hex"
+ctl root import --hex-file "$T/root.hex"
+# bench-0 exists, ACTIVE, counter 1: reused as it is. bench-1 is INITIALIZED: the bench activates
+# it. bench-2 does not exist: the bench registers it.
+ctl asset register --label bench-0
+ctl asset activate bench-0
+ctl asset rotate bench-0
+ctl asset register --label bench-1
+
+echo "== usage errors: exit 2, nothing run"
+for args in "--threads 0" "--threads 1,,2" "--threads 2,2" "--seconds 0" "--seconds x" \
+    "--assets 0" "--scenario nope" "--bogus" "extra"; do
+    set +e
+    # shellcheck disable=SC2086
+    "$DDSM_BENCH" $args </dev/null >"$T/out" 2>"$T/err"
+    rc=$?
+    set -e
+    [ "$rc" = 2 ] || fail "ddsm-bench $args exited $rc, expected 2: $(cat "$T/err")"
+    grep -q "ddsm-bench: " "$T/err" || fail "ddsm-bench $args: no message: $(cat "$T/err")"
+    [ ! -s "$T/out" ] || fail "ddsm-bench $args wrote to stdout"
+done
+set +e
+"$DDSM_BENCH" --seconds 1 --scenario derive </dev/null >"$T/out" 2>"$T/err"
+rc=$?
+set -e
+[ "$rc" = 2 ] || fail "no PIN: exit $rc, expected 2"
+grep -q "no HSM PIN" "$T/err" || fail "no PIN: $(cat "$T/err")"
+"$DDSM_BENCH" --help >"$T/help" || fail "--help exited $?"
+for sc in openssl hsm-direct seed-design derive sign find-sign rotate-storm "Exit status"; do
+    grep -q -- "$sc" "$T/help" || fail "--help lacks $sc"
+done
+
+echo "== every scenario, 1 second, threads 1 and 2, JSON"
+# Rows written from here on are the bench's and the module's: every one must carry a MAC.
+pre_max=$(sql "SELECT coalesce(max(id), 0) FROM custody_audit_log")
+pre_unauth=$(sql "SELECT count(*) FROM custody_audit_log WHERE mac IS NULL")
+sleep 1.1
+since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+DDSM_PIN=$DDSM_TEST_PIN "$DDSM_BENCH" --seconds 1 --threads 1,2 --assets 3 --json \
+    </dev/null >"$T/bench.json" 2>"$T/bench.err" || {
+    cat "$T/bench.err" >&2
+    fail "ddsm-bench exited $?"
+}
+# Progress is for terminals only: stderr is not one here.
+if grep -q $'\033' "$T/bench.err" || grep -q " ops$" "$T/bench.err"; then
+    fail "progress written to a non-terminal: $(cat -v "$T/bench.err")"
+fi
+
+derive_rows=$(sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")
+seed_table=$(sql "SELECT coalesce(to_regclass('custody_audit_log_seed')::text, 'none')")
+[ "$seed_table" = none ] || fail "custody_audit_log_seed was left behind"
+
+unauth_after=$(sql "SELECT count(*) FROM custody_audit_log WHERE mac IS NULL AND id > $pre_max")
+[ "$unauth_after" = 0 ] || fail "$unauth_after audit rows written by the bench or module lack a MAC"
+if DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" audit verify --help >/dev/null 2>&1; then
+    DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" audit verify --since "$since" >"$T/verify" 2>&1 ||
+        fail "audit verify of the bench's rows: $(cat "$T/verify")"
+fi
+
+python3 - "$T/bench.json" "$derive_rows" "$pre_unauth" <<'EOF'
+import json, math, sys
+
+doc = json.load(open(sys.argv[1]))
+derive_rows = int(sys.argv[2])
+pre_unauth = int(sys.argv[3])  # rows ddsmctl wrote without a chain before the bench ran
+errors = []
+
+def check(cond, msg):
+    if not cond:
+        errors.append(msg)
+
+def num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+scenarios = ["openssl", "hsm-direct", "seed-design", "derive", "sign", "find-sign",
+             "rotate-storm"]
+m = doc["machine"]
+check(isinstance(m["cores"], int) and m["cores"] > 0, "machine.cores")
+for k in ("cpu", "kernel", "date", "load_before", "load_after"):
+    check(isinstance(m[k], str) and m[k], "machine." + k)
+check(num(m["memory_bytes"]) and m["memory_bytes"] > 0, "machine.memory_bytes")
+pg = m["postgresql"]
+check(pg["version"].startswith("PostgreSQL"), "postgresql.version")
+check(pg["fsync"] in ("on", "off"), "postgresql.fsync")
+check(pg["synchronous_commit"] in ("on", "off", "local", "remote_write", "remote_apply"),
+      "postgresql.synchronous_commit")
+for k in ("wal_sync_method", "shared_buffers"):
+    check(pg[k], "postgresql." + k)
+check(m["backend"]["path"].endswith("libsofthsm2.so"), "backend.path")
+check("SoftHSM" in m["backend"]["info"], "backend.info: " + m["backend"]["info"])
+check(m["module"]["path"].endswith("libddsm-pkcs11.so"), "module.path")
+check(doc["config"]["threads"] == [1, 2], "config.threads")
+check(doc["config"]["assets"] == 3, "config.assets")
+
+results = {(r["scenario"], r["threads"]): r for r in doc["results"]}
+check(len(doc["results"]) == len(scenarios) * 2, "%d results" % len(doc["results"]))
+derivations = 0
+for sc in scenarios:
+    for th in (1, 2):
+        r = results.get((sc, th))
+        if r is None:
+            errors.append("%s/%d missing" % (sc, th))
+            continue
+        name = "%s/%d" % (sc, th)
+        check(r["error"] is None, name + " error: %s" % r["error"])
+        check(isinstance(r["ops"], int) and r["ops"] > 0, name + " ops")
+        check(num(r["ops_per_s"]) and r["ops_per_s"] > 0, name + " ops_per_s")
+        check(num(r["seconds"]) and r["seconds"] > 0, name + " seconds")
+        lat = r["latency_us"]
+        for k in ("p50", "p99", "p99_9", "min", "max", "mean"):
+            check(num(lat[k]) and lat[k] > 0, name + " latency " + k)
+        check(lat["min"] <= lat["p50"] <= lat["p99"] <= lat["p99_9"] <= lat["max"],
+              name + " percentiles out of order: %s" % lat)
+        check(num(r["scale"]), name + " scale")
+        for k in ("serialization_retries", "key_handle_invalid", "rotations"):
+            check(isinstance(r[k], int) and r[k] >= 0, name + " " + k)
+        if sc in ("derive", "rotate-storm"):
+            derivations += r["ops"] + r["key_handle_invalid"]
+        if sc in ("sign", "find-sign"):
+            derivations += th  # one key per thread, derived before the clock starts
+        if sc == "rotate-storm":
+            check(r["rotations"] > 0, name + " rotations")
+        else:
+            check(r["rotations"] == 0 and r["key_handle_invalid"] == 0, name + " storm counters")
+        want = {"derive": ["seed-design", "hsm-direct"], "sign": ["openssl"],
+                "find-sign": ["sign"], "rotate-storm": ["derive"]}.get(sc, [])
+        check(sorted(r["ratios"]) == sorted(want), name + " ratios %s" % r["ratios"])
+        for k, v in r["ratios"].items():
+            check(num(v) and v > 0, name + " ratio " + k)
+check(derivations == derive_rows,
+      "the module wrote %d DERIVE rows, the bench counted %d derivations"
+      % (derive_rows, derivations))
+
+av = doc["audit_verify"]
+# The bench's verify covers the whole log: it may fail only on the set-up rows written before
+# the bench by a ddsmctl that does not chain its rows (the bench's own rows are checked above).
+check(av["status"] in ("passed", "not available")
+      or (av["status"] == "failed" and pre_unauth > 0 and "UNAUTHENTICATED" in av["output"]),
+      "audit verify: %s" % av)
+check(doc["reconcile"]["status"] in ("passed", "not available"), "reconcile: %s" % doc["reconcile"])
+t = doc["targets"]
+check(t["threads"] == 2 and len(t["items"]) == 6, "targets")
+for it in t["items"]:
+    check(num(it["value"]) and isinstance(it["met"], bool), "target %s" % it)
+
+if errors:
+    print("\n".join("FAIL: " + e for e in errors), file=sys.stderr)
+    sys.exit(1)
+print("json ok: %d results, %d derivations audited, audit verify %s"
+      % (len(doc["results"]), derivations, av["status"]))
+EOF
+
+echo "== the assets were reused, activated and registered as needed"
+states=$(sql "SELECT string_agg(label || ':' || state, ',' ORDER BY label) FROM custody_keys")
+[ "$states" = "bench-0:ACTIVE,bench-1:ACTIVE,bench-2:ACTIVE" ] || fail "assets: $states"
+
+echo "== the table form"
+DDSM_PIN=$DDSM_TEST_PIN "$DDSM_BENCH" --seconds 0.3 --threads 1 --scenario openssl,derive \
+    --scenario seed-design,hsm-direct </dev/null >"$T/table.txt" 2>"$T/table.err" || {
+    cat "$T/table.err" >&2
+    fail "table run failed"
+}
+for want in "synchronous_commit=" "fsync=" "openssl" "hsm-direct" "seed-design" \
+    "x seed-design" "x hsm-direct" "targets at 1 threads" "derive p99"; do
+    grep -q -- "$want" "$T/table.txt" || fail "table lacks \"$want\": $(cat "$T/table.txt")"
+done
+if grep -Eq '^ +1  (sign|find-sign|rotate-storm) ' "$T/table.txt"; then
+    fail "a scenario that was not selected ran: $(cat "$T/table.txt")"
+fi
+echo "PASS"

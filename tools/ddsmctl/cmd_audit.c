@@ -1,0 +1,472 @@
+/* ddsmctl audit verify, ddsmctl reconcile, ddsmctl db maintain: the audit log (docs/audit.md).
+ * The work is done by ddsm-core (ddsm/audit.h); this file parses, reports and picks exit codes. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "ddsm/audit.h"
+
+const ctl_help cmd_audit_help = {
+    "audit",
+    "ddsmctl audit <subcommand> [options]",
+    "The tamper-evident audit log. Subcommands:\n"
+    "  verify     walk every MAC chain and report edited, deleted, reordered, duplicated and\n"
+    "             truncated rows, and rows without a MAC",
+    NULL,
+};
+
+static const ctl_help verify_help = {
+    "audit verify",
+    "ddsmctl audit verify [--since TIME] [--instance ID] [--allow-pre-chain]",
+    "Walk every writer's chain in the audit log, in one consistent snapshot, streaming (memory\n"
+    "stays flat however long the log), and report with row ids: rows whose MAC does not verify\n"
+    "(EDITED), gaps in a chain's sequence (DELETED), rows stored out of their chain's order\n"
+    "(REORDERED), repeated sequence numbers (DUPLICATE), rows missing after a chain's last row\n"
+    "that its checkpoint proves (TRUNCATED), missing or inconsistent checkpoints (CHECKPOINT),\n"
+    "rows without a MAC written since migration 002 (UNAUTHENTICATED) and rows written before it\n"
+    "(PRE_CHAIN). The MAC key is derived in the HSM from the root key, so this command needs the\n"
+    "user PIN. Progress goes to stderr when it is a terminal.\n"
+    "\n"
+    "Exit status: 0 when everything verifies, 1 when there is any finding, 2 for bad input,\n"
+    "3 when PostgreSQL or the HSM is unavailable.",
+    "  --since TIME         only rows from TIME on (UTC: 2026-11-01, 2026-11-01T08:00:00Z, or a\n"
+    "                       duration back from now: 7d, 12h); older partitions are not read\n"
+    "  --instance ID        only the chain of this writer instance id\n"
+    "  --allow-pre-chain    report rows from before migration 002 but do not fail on them\n",
+};
+
+const ctl_help cmd_reconcile_help = {
+    "reconcile",
+    "ddsmctl reconcile [--since TIME] [--json]",
+    "Compare, for every ACTIVE or ROTATING asset, the registry's counter with its rotation\n"
+    "records and its audit rows, in one set-based query, and report:\n"
+    "  COUNTER_DRIFT            the registry counter is not where the rotation records end, or an\n"
+    "                           audit row carries a counter above the registry's\n"
+    "  MISSING_AUDIT_ENTRY      a rotation record without its ROTATE audit row, or a counter the\n"
+    "                           registry passed with neither a rotation record nor a ROTATE row\n"
+    "  ROTATED_COUNTER_DERIVED  a derivation whose statement began after a rotation to a newer\n"
+    "                           counter had committed, yet used the older counter\n"
+    "as a table, or as JSON with --json.\n"
+    "\n"
+    "Exit status: 0 when there is no finding, 1 when there is any, 2 for bad input, 3 when\n"
+    "PostgreSQL is unavailable.",
+    "  --since TIME         only audit rows from TIME on (as for `audit verify`)\n"
+    "  --json               one JSON object: {\"findings\": [...], \"count\": N}\n",
+};
+
+static const ctl_help maintain_help = {
+    "db maintain",
+    "ddsmctl db maintain [--months N]",
+    "Make sure the audit log's monthly partitions (UTC) exist for the current month and the next\n"
+    "N, moving into them any of their rows that waited in the default partition, and report the\n"
+    "rows still in the default partition by month (a writer's clock far off, or a partition that\n"
+    "was missing for a month maintain does not cover). Idempotent and safe to run from cron;\n"
+    "concurrent runs wait for each other. A derivation never fails for want of a partition: the\n"
+    "default partition takes its row.\n"
+    "\n"
+    "Exit status: 0 when done (rows left in the default partition are reported on stderr as a\n"
+    "warning), 2 for bad input, 3 when PostgreSQL is unavailable.",
+    "  --months N           months ahead to prepare, 0..120 (default 3)\n",
+};
+
+/* ------------------------------------------------------------------------------------------ */
+
+static int open_store(ctl *c, ddsm_store **st)
+{
+    int rc = ctl_config(c);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
+                            "ddsmctl"};
+    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, st);
+    if (e != DDSM_OK) {
+        ctl_err("store: %s", ddsm_err_str(e));
+        *st = NULL;
+        return ctl_exit_for(e);
+    }
+    return CTL_EXIT_OK;
+}
+
+static int store_fail(ddsm_store *st, const char *what, ddsm_err e)
+{
+    ctl_err("%s: %s", what, ddsm_store_errmsg(st));
+    int rc = ctl_exit_for(e);
+    /* A refusal from the store here is a failure of the store, not of the operator. */
+    return rc == CTL_EXIT_REFUSED ? CTL_EXIT_UNAVAILABLE : rc;
+}
+
+/* TIME: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z] (UTC), or a duration back from now (7d, 12h). */
+static bool parse_since(const char *text, int64_t *us, const char **why)
+{
+    struct tm tm;
+    int64_t secs = 0;
+    memset(&tm, 0, sizeof tm);
+    if (ctl_parse_duration(text, &secs, why)) {
+        *us = ((int64_t)time(NULL) - secs) * 1000000;
+        return true;
+    }
+    const char *end = strptime(text, "%Y-%m-%d", &tm);
+    if (end == NULL) {
+        *why = "expected YYYY-MM-DD[THH:MM[:SS]][Z] (UTC) or a duration such as 7d";
+        return false;
+    }
+    if (*end == 'T' || *end == ' ') {
+        const char *t = strptime(end + 1, "%H:%M:%S", &tm);
+        if (t == NULL)
+            t = strptime(end + 1, "%H:%M", &tm);
+        if (t == NULL) {
+            *why = "the time of day must be HH:MM or HH:MM:SS";
+            return false;
+        }
+        end = t;
+    }
+    if (*end == 'Z')
+        end++;
+    if (*end != '\0') {
+        *why = "unexpected text after the date and time (times are UTC; no offsets)";
+        return false;
+    }
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 && tm.tm_year != 69) {
+        *why = "not a valid date";
+        return false;
+    }
+    *us = (int64_t)t * 1000000;
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* audit verify */
+
+struct vreport {
+    bool allow_pre_chain;
+    bool progress_shown;
+    uint64_t counted; /* findings that fail the run */
+};
+
+static int on_finding(const ddsm_audit_finding *f, void *arg)
+{
+    struct vreport *r = arg;
+    bool accepted = f->kind == DDSM_AUDIT_PRE_CHAIN && r->allow_pre_chain;
+    if (r->progress_shown) {
+        fputs("\r\033[K", stderr);
+        r->progress_shown = false;
+    }
+    if (!accepted)
+        r->counted++;
+    printf("%-16s row %-10" PRId64 " %s%s\n", ddsm_audit_kind_name(f->kind), f->row_id, f->detail,
+           accepted ? " (accepted: --allow-pre-chain)" : "");
+    return 0;
+}
+
+static void on_progress(uint64_t rows, uint64_t chains, void *arg)
+{
+    struct vreport *r = arg;
+    fprintf(stderr, "\r\033[Kverifying: %" PRIu64 " rows in %" PRIu64 " chains", rows, chains);
+    r->progress_shown = true;
+}
+
+/* The audit key: the reserved derivation, computed by the HSM through the root key. */
+static int audit_key_from_hsm(ctl *c, ddsm_audit_key **out)
+{
+    ctl_hsm h;
+    bool exists = false;
+    CK_OBJECT_HANDLE root = CK_INVALID_HANDLE;
+    int rc = ctl_hsm_open_root(c, &h);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    rc = ctl_hsm_find_root(&h, &exists, &root);
+    if (rc == CTL_EXIT_OK && !exists) {
+        ctl_err("token \"%s\" holds no root key labelled \"%s\": the audit key derives from it",
+                h.token_label, h.key_label);
+        rc = CTL_EXIT_REFUSED;
+    }
+    if (rc == CTL_EXIT_OK) {
+        ddsm_hsm_prf_ctx pctx;
+        ddsm_prf prf;
+        ddsm_hsm_prf_init(&pctx, h.hsm, h.session, root, &prf);
+        ddsm_err e = ddsm_audit_key_derive(&prf, out);
+        if (e != DDSM_OK) {
+            if (pctx.last_rv != CKR_OK) {
+                ctl_err("the HSM cannot derive the audit key: %s", ddsm_rv_name(pctx.last_rv));
+                rc = ctl_exit_for_rv(pctx.last_rv);
+                rc = rc == CTL_EXIT_OK ? CTL_EXIT_UNAVAILABLE : rc;
+            } else {
+                ctl_err("cannot derive the audit key: %s", ddsm_err_str(e));
+                rc = ctl_exit_for(e);
+            }
+        }
+    }
+    ctl_hsm_close(&h);
+    return rc;
+}
+
+static int audit_verify(ctl *c, int argc, char **argv)
+{
+    const char *since = NULL, *instance = NULL;
+    bool allow_pre = false;
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_store *st = NULL;
+    ddsm_audit_key *key = NULL;
+    const ctl_opt opts[] = {
+        {"--since", &since, NULL, NULL, 0, NULL},
+        {"--instance", &instance, NULL, NULL, 0, NULL},
+        {"--allow-pre-chain", NULL, &allow_pre, NULL, 0, NULL},
+    };
+    int rc = ctl_parse(c, &verify_help, argc, argv, opts, sizeof opts / sizeof opts[0], pos, 0, 0,
+                       &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    ddsm_audit_verify_opts vo;
+    memset(&vo, 0, sizeof vo);
+    if (since != NULL) {
+        const char *why = NULL;
+        if (!parse_since(since, &vo.since_us, &why))
+            return ctl_usage_error(&verify_help, "--since '%s': %s", since, why);
+        vo.has_since = true;
+    }
+    if (instance != NULL && (instance[0] == '\0' || strlen(instance) > DDSM_AUDIT_INSTANCE_MAX))
+        return ctl_usage_error(&verify_help, "--instance must be 1..%d characters",
+                               DDSM_AUDIT_INSTANCE_MAX);
+    vo.instance = instance;
+    rc = open_store(c, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    rc = audit_key_from_hsm(c, &key);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+
+    struct vreport rep = {.allow_pre_chain = allow_pre};
+    if (isatty(STDERR_FILENO)) {
+        vo.progress = on_progress;
+        vo.progress_arg = &rep;
+    }
+    ddsm_audit_verify_stats stats;
+    ddsm_err e = ddsm_audit_verify(st, key, &vo, on_finding, &rep, &stats);
+    if (rep.progress_shown)
+        fputs("\r\033[K", stderr);
+    if (e != DDSM_OK) {
+        rc = store_fail(st, "audit verify", e);
+        goto out;
+    }
+    uint64_t total = 0;
+    for (int k = 0; k < DDSM_AUDIT__KINDS; k++)
+        total += stats.findings[k];
+    printf("verified %" PRIu64 " chained rows in %" PRIu64 " chains", stats.rows, stats.chains);
+    if (total == 0) {
+        printf(": everything verifies\n");
+    } else {
+        printf(": %" PRIu64 " finding%s (", total, total == 1 ? "" : "s");
+        const char *sep = "";
+        for (int k = 0; k < DDSM_AUDIT__KINDS; k++) {
+            if (stats.findings[k] == 0)
+                continue;
+            printf("%s%s %" PRIu64, sep, ddsm_audit_kind_name((ddsm_audit_kind)k),
+                   stats.findings[k]);
+            sep = ", ";
+        }
+        printf(")%s\n", rep.counted == 0 ? "; pre-chain rows accepted" : "");
+    }
+    rc = rep.counted == 0 ? CTL_EXIT_OK : CTL_EXIT_REFUSED;
+out:
+    ddsm_audit_key_free(key);
+    ddsm_store_close(st);
+    return rc;
+}
+
+int cmd_audit(ctl *c, int argc, char **argv)
+{
+    if (argc < 2)
+        return ctl_usage_error(&cmd_audit_help, "missing subcommand");
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        ctl_help_print(stdout, &cmd_audit_help);
+        return CTL_EXIT_OK;
+    }
+    if (strcmp(argv[1], "verify") == 0)
+        return audit_verify(c, argc - 1, argv + 1);
+    return ctl_usage_error(&cmd_audit_help, "unknown subcommand 'audit %s'", argv[1]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* reconcile */
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+struct rreport {
+    bool json;
+    uint64_t n;
+};
+
+static int on_reconcile(const ddsm_reconcile_finding *f, void *arg)
+{
+    struct rreport *r = arg;
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_uuid_format(&f->asset, id);
+    if (r->json) {
+        printf("%s\n    {\"kind\": ", r->n == 0 ? "" : ",");
+        json_string(f->kind);
+        printf(", \"asset\": \"%s\", \"label\": ", id);
+        json_string(f->label);
+        printf(", \"row_id\": ");
+        if (f->row_id != 0)
+            printf("%" PRId64, f->row_id);
+        else
+            printf("null");
+        printf(", \"counter\": %" PRId64 ", \"expected\": %" PRId64 ", \"detail\": ", f->counter,
+               f->expected);
+        json_string(f->detail);
+        printf("}");
+    } else {
+        if (r->n == 0)
+            printf("%-24s %-36s %-20s %-8s %-8s %-8s %s\n", "KIND", "ASSET", "LABEL", "ROW",
+                   "COUNTER", "EXPECTED", "DETAIL");
+        char row[24];
+        if (f->row_id != 0)
+            snprintf(row, sizeof row, "%" PRId64, f->row_id);
+        else
+            snprintf(row, sizeof row, "-");
+        printf("%-24s %-36s %-20.20s %-8s %-8" PRId64 " %-8" PRId64 " %s\n", f->kind, id, f->label,
+               row, f->counter, f->expected, f->detail);
+    }
+    r->n++;
+    return 0;
+}
+
+int cmd_reconcile(ctl *c, int argc, char **argv)
+{
+    const char *since = NULL;
+    bool json = false;
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_store *st = NULL;
+    const ctl_opt opts[] = {
+        {"--since", &since, NULL, NULL, 0, NULL},
+        {"--json", NULL, &json, NULL, 0, NULL},
+    };
+    int rc = ctl_parse(c, &cmd_reconcile_help, argc, argv, opts, sizeof opts / sizeof opts[0], pos,
+                       0, 0, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    ddsm_reconcile_opts ro;
+    memset(&ro, 0, sizeof ro);
+    if (since != NULL) {
+        const char *why = NULL;
+        if (!parse_since(since, &ro.since_us, &why))
+            return ctl_usage_error(&cmd_reconcile_help, "--since '%s': %s", since, why);
+        ro.has_since = true;
+    }
+    rc = open_store(c, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    struct rreport rep = {.json = json};
+    if (json)
+        printf("{\"findings\": [");
+    uint64_t n = 0;
+    ddsm_err e = ddsm_audit_reconcile(st, &ro, on_reconcile, &rep, &n);
+    if (json)
+        printf("%s], \"count\": %" PRIu64 "}\n", rep.n == 0 ? "" : "\n  ", rep.n);
+    if (e != DDSM_OK) {
+        rc = store_fail(st, "reconcile", e);
+        goto out;
+    }
+    if (!json)
+        printf("%s%" PRIu64 " finding%s\n", n == 0 ? "reconcile: " : "\n", n, n == 1 ? "" : "s");
+    rc = n == 0 ? CTL_EXIT_OK : CTL_EXIT_REFUSED;
+out:
+    ddsm_store_close(st);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* db maintain */
+
+struct mreport {
+    unsigned created, present;
+    const char *first, *last;
+    char first_buf[8], last_buf[8];
+};
+
+static void on_maintain(const ddsm_maintain_event *e, void *arg)
+{
+    struct mreport *r = arg;
+    switch (e->what) {
+    case DDSM_MAINTAIN_CREATED:
+        r->created++;
+        printf("created partition %s for %s", e->partition, e->month);
+        if (e->rows > 0)
+            printf(" (moved %" PRId64 " rows in from the default partition)", e->rows);
+        printf("\n");
+        break;
+    case DDSM_MAINTAIN_PRESENT:
+        r->present++;
+        break;
+    case DDSM_MAINTAIN_STRAY:
+        ctl_warn("the default partition holds %" PRId64 " row%s of %s (ids %" PRId64 "..%" PRId64
+                 ")",
+                 e->rows, e->rows == 1 ? "" : "s", e->month, e->min_id, e->max_id);
+        return;
+    }
+    if (r->first == NULL) {
+        snprintf(r->first_buf, sizeof r->first_buf, "%s", e->month);
+        r->first = r->first_buf;
+    }
+    snprintf(r->last_buf, sizeof r->last_buf, "%s", e->month);
+    r->last = r->last_buf;
+}
+
+int cmd_db_maintain(ctl *c, int argc, char **argv)
+{
+    const char *months_text = NULL;
+    unsigned months = 3;
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_store *st = NULL;
+    const ctl_opt opts[] = {
+        {"--months", &months_text, NULL, NULL, 0, NULL},
+    };
+    int rc = ctl_parse(c, &maintain_help, argc, argv, opts, sizeof opts / sizeof opts[0], pos, 0, 0,
+                       &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    if (months_text != NULL && !ctl_parse_uint(months_text, 0, 120, &months))
+        return ctl_usage_error(&maintain_help, "--months must be a whole number from 0 to 120");
+    rc = open_store(c, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    struct mreport rep;
+    memset(&rep, 0, sizeof rep);
+    int64_t strays = 0;
+    ddsm_err e = ddsm_audit_maintain(st, months, on_maintain, &rep, &strays);
+    if (e != DDSM_OK) {
+        rc = store_fail(st, "db maintain", e);
+        goto out;
+    }
+    printf("monthly partitions ready from %s to %s (%u created, %u already there); ",
+           rep.first != NULL ? rep.first : "?", rep.last != NULL ? rep.last : "?", rep.created,
+           rep.present);
+    if (strays == 0)
+        printf("the default partition is empty\n");
+    else
+        printf("%" PRId64 " row%s in the default partition\n", strays, strays == 1 ? "" : "s");
+    rc = CTL_EXIT_OK;
+out:
+    ddsm_store_close(st);
+    return rc;
+}
