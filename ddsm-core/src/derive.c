@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "ddsm/mac.h"
 #include "ddsm/secmem.h"
 
@@ -148,5 +150,26 @@ ddsm_err ddsm_root_fingerprint(const ddsm_prf *prf, char out[DDSM_FINGERPRINT_HE
     out[DDSM_FINGERPRINT_HEX] = '\0';
 out:
     ddsm_wipe(mac, sizeof(mac));
+    return e;
+}
+
+ddsm_err ddsm_key_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[DDSM_KEY_ID_LEN])
+{
+    static const char tag[] = "DDSM-v1 id";
+    uint8_t md[32];
+    ddsm_err e = DDSM_OK;
+
+    if (asset == NULL || canon_path == NULL || out == NULL)
+        return DDSM_E_ARG;
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    if (m == NULL || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(m, tag, sizeof(tag) - 1) != 1 ||
+        EVP_DigestUpdate(m, asset->b, sizeof(asset->b)) != 1 ||
+        EVP_DigestUpdate(m, canon_path, strlen(canon_path)) != 1 ||
+        EVP_DigestFinal_ex(m, md, NULL) != 1)
+        e = ddsm_err_openssl("CKA_ID digest");
+    EVP_MD_CTX_free(m);
+    if (e == DDSM_OK)
+        memcpy(out, md, DDSM_KEY_ID_LEN);
     return e;
 }

@@ -489,20 +489,11 @@ bool ddsm_vkey_found_variant(const char *key_type, bool policy_extractable, uint
 
 void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16])
 {
-    static const char tag[] = "DDSM-v1 id";
-    uint8_t md[32];
-    unsigned int md_len = 0;
-    EVP_MD_CTX *m = EVP_MD_CTX_new();
-    if (m == NULL || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(m, tag, sizeof(tag) - 1) != 1 || EVP_DigestUpdate(m, asset->b, 16) != 1 ||
-        EVP_DigestUpdate(m, canon_path, strlen(canon_path)) != 1 ||
-        EVP_DigestFinal_ex(m, md, &md_len) != 1) {
-        /* Out of memory in OpenSSL: an id of zeros is still stable and harmless. */
-        memset(md, 0, sizeof(md));
+    if (ddsm_key_id(asset, canon_path, out) != DDSM_OK) {
+        /* Only when OpenSSL cannot allocate; the id is informational, never a key. */
+        memset(out, 0, DDSM_KEY_ID_LEN);
         ddsm_log(DDSM_LOG_ERROR, "SHA-256 failed computing CKA_ID");
     }
-    EVP_MD_CTX_free(m);
-    memcpy(out, md, 16);
 }
 
 void ddsm_vkey_label(const ddsm_uuid *asset, const char *canon_path,

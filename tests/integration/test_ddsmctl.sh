@@ -261,6 +261,11 @@ expect 2 with_pin "$C" root import --hex-file "$T/missing.hex"
 err_has "cannot open seed file"
 
 echo "== asset register"
+# Writing commands chain their audit rows under the HSM-derived audit key: no PIN, no write.
+expect 2 "$C" asset register --label nopin
+err_has "no HSM PIN"
+same "$(sql "SELECT count(*) FROM custody_keys")" 0 "assets after a register without PIN"
+export DDSM_PIN=$DDSM_TEST_PIN
 user="ddsmctl:$(logname 2>/dev/null || id -un)"
 expect 0 "$C" asset register --label alpha --default-path "m/44h/0H/0'/0/5" --type hmac
 out_has "registered asset alpha"
@@ -299,7 +304,11 @@ expect 0 "$C" --conf "$T/policy.conf" asset register --label delta --default-pat
 state_of() {
     sql "SELECT state || ' ' || derivation_counter FROM custody_keys WHERE asset_id = '$1'"
 }
-audit_rows() { sql "SELECT count(*) FROM custody_audit_log WHERE asset_id = '$1'"; }
+# Refusals are audited as DENY rows (issue 3); everything else must stay as it was.
+audit_rows() {
+    sql "SELECT count(*) FROM custody_audit_log WHERE asset_id = '$1' AND event <> 'DENY'"
+}
+deny_rows() { sql "SELECT count(*) FROM custody_audit_log WHERE asset_id = '$1' AND event = 'DENY'"; }
 
 echo "== illegal transitions from INITIALIZED: exit 1, nothing changes"
 rows=$(audit_rows "$beta")
@@ -311,6 +320,7 @@ for cmd in "rotate" "rotate --grace 5m" "retire"; do
 done
 same "$(state_of "$beta")" "INITIALIZED 0" "beta after refused transitions"
 same "$(audit_rows "$beta")" "$rows" "beta's audit rows after refused transitions"
+same "$(deny_rows "$beta")" 3 "beta's DENY rows after three refused transitions"
 
 echo "== activate, rotate, rotate --grace, retire"
 expect 0 "$C" asset activate alpha
@@ -354,7 +364,11 @@ same "$(state_of "$alpha")" "RETIRED 2" "alpha after refused transitions while R
 same "$(audit_rows "$alpha")" "$rows" "alpha's audit rows after refused transitions"
 same "$(sql "SELECT string_agg(event, ',' ORDER BY id)
              FROM custody_audit_log WHERE asset_id = '$alpha'")" \
-    "REGISTER,ACTIVATE,ROTATE,ROTATE,RETIRE" "alpha's audit trail"
+    "REGISTER,ACTIVATE,DENY,ROTATE,ROTATE,DENY,DENY,DENY,RETIRE,DENY,DENY,DENY,DENY" \
+    "alpha's audit trail (every refused transition is a DENY row)"
+same "$(sql "SELECT count(*) FROM custody_audit_log WHERE asset_id = '$alpha' AND event = 'DENY'
+             AND detail NOT LIKE '% refused: the asset is %'")" 0 \
+    "DENY rows that do not say what was refused"
 same "$(sql "SELECT count(DISTINCT requester) || ' ' || min(requester)
              FROM custody_audit_log WHERE asset_id = '$alpha'")" \
     "1 $user" "requesters of alpha's audit rows"
@@ -374,6 +388,18 @@ out_has "id:           $alpha"
 out_has "state:        RETIRED"
 out_has "counter:      2"
 out_has "default path: m/44'/0'/0'/0/5"
+# The key's PKCS#11 names: label "<uuid>/<canonical path>" and CKA_ID, computed independently.
+key_id() {
+    { printf 'DDSM-v1 id'; printf '%s' "${1//-/}" | xxd -r -p; printf '%s' "$2"; } |
+        openssl dgst -sha256 -binary | head -c 16 | od -An -tx1 -v | tr -d ' \n'
+}
+out_has "key label:    $alpha/m/44'/0'/0'/0/5"
+out_has "key id:       $(key_id "$alpha" "m/44'/0'/0'/0/5")"
+expect 0 "$C" asset show alpha --path "m/7h/1"
+out_has "key label:    $alpha/m/7'/1"
+out_has "key id:       $(key_id "$alpha" "m/7'/1")"
+expect 2 "$C" asset show alpha --path "m/01"
+err_has "--path 'm/01'"
 expect 0 "$C" asset show "$alpha" --json
 python3 -c '
 import json, sys
@@ -440,5 +466,8 @@ sed -e "s|^token_label = .*|token_label = elsewhere|" "$DDSM_CONF" >"$T/notoken.
 chmod 600 "$T/notoken.conf"
 expect 3 with_pin "$C" --conf "$T/notoken.conf" root info
 err_has "no token labelled \"elsewhere\""
+
+echo "== every audit row ddsmctl wrote is chained and verifies"
+expect 0 "$C" audit verify
 
 echo "PASS: test_ddsmctl"

@@ -69,9 +69,12 @@ static const ctl_help retire_help = {
 
 static const ctl_help show_help = {
     "asset show",
-    "ddsmctl asset show ID|LABEL [--json]",
-    "Show one asset: id, label, key type, state, counter, default path and timestamps (UTC).\n"
-    "Exit 1 when there is no such asset.",
+    "ddsmctl asset show ID|LABEL [--path P] [--json]",
+    "Show one asset: id, label, key type, state, counter, default path and timestamps (UTC),\n"
+    "and how PKCS#11 applications name its key at path P (default: the default path): the\n"
+    "object label \"<asset uuid>/<canonical path>\" and CKA_ID (hex), which stays the same\n"
+    "across rotations. Exit 1 when there is no such asset.",
+    "  --path P             the derivation path whose key to describe\n"
     "  --json               one JSON object instead of text\n",
 };
 
@@ -96,6 +99,32 @@ static int open_store(ctl *c, ddsm_store **st)
         return ctl_exit_for(e);
     }
     return CTL_EXIT_OK;
+}
+
+/* A store whose audit rows are chained and MACed under the HSM-derived audit key, as one writer
+ * instance of its own ("ddsmctl/<host>/<pid>/<random>"). The HSM is asked first, so that nothing
+ * is written when it (or the PIN) is unavailable. */
+static int open_store_audited(ctl *c, ddsm_store **st)
+{
+    ddsm_audit_key *key = NULL;
+    char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
+    int rc = ctl_config(c);
+    if (rc == CTL_EXIT_OK)
+        rc = ctl_audit_key_secret(c, &key);
+    if (rc == CTL_EXIT_OK)
+        rc = open_store(c, st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    ddsm_err e = ddsm_audit_instance_id("ddsmctl/", instance, sizeof(instance));
+    if (e == DDSM_OK)
+        e = ddsm_store_attach_audit(*st, key, instance);
+    if (e != DDSM_OK) {
+        ctl_err("cannot set up the audit chain: %s", ddsm_err_str(e));
+        rc = ctl_exit_for(e);
+    }
+out:
+    ddsm_audit_key_free(key);
+    return rc;
 }
 
 /* Report a store error we have no more precise words for. */
@@ -213,7 +242,7 @@ static int asset_register(ctl *c, int argc, char **argv)
                 c->cfg->file);
         return CTL_EXIT_REFUSED;
     }
-    rc = open_store(c, &st);
+    rc = open_store_audited(c, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     ctl_requester(requester, sizeof(requester));
@@ -266,7 +295,7 @@ static int asset_transition(ctl *c, int argc, char **argv, const ctl_help *help,
                     : tr == TR_RETIRE    ? DDSM_EV_RETIRE
                     : grace_text != NULL ? DDSM_EV_ROTATE_GRACE
                                          : DDSM_EV_ROTATE;
-    rc = open_store(c, &st);
+    rc = open_store_audited(c, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     rc = find_asset(st, pos[0], &before);
@@ -393,7 +422,39 @@ static void json_str(const char *text)
     putchar('"');
 }
 
-static void json_asset(const ddsm_asset *a, const char *indent)
+/* How PKCS#11 applications name an asset key: its object label and CKA_ID. */
+struct key_names {
+    char path[DDSM_PATH_TEXT_MAX];
+    char label[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX];
+    char id_hex[2 * DDSM_KEY_ID_LEN + 1];
+};
+
+static int key_names_of(const ddsm_asset *a, const char *path_text, struct key_names *k)
+{
+    ddsm_path path;
+    const char *why = NULL;
+    uint8_t id[DDSM_KEY_ID_LEN];
+    char uuid[DDSM_UUID_TEXT_LEN + 1];
+
+    if (ddsm_path_parse(path_text, strlen(path_text), &path, &why) != DDSM_OK) {
+        ctl_err("--path '%s': %s", path_text, why != NULL ? why : "malformed path");
+        return CTL_EXIT_USAGE;
+    }
+    ddsm_path_format(&path, k->path);
+    ddsm_err e = ddsm_key_id(&a->id, k->path, id);
+    if (e != DDSM_OK) {
+        ctl_err("cannot compute the key id: %s", ddsm_err_str(e));
+        return ctl_exit_for(e);
+    }
+    ddsm_uuid_format(&a->id, uuid);
+    snprintf(k->label, sizeof(k->label), "%s/%s", uuid, k->path);
+    for (size_t i = 0; i < DDSM_KEY_ID_LEN; i++)
+        snprintf(k->id_hex + 2 * i, 3, "%02x", id[i]);
+    return CTL_EXIT_OK;
+}
+
+/* key: the key names to include (asset show), or NULL (asset list). */
+static void json_asset(const ddsm_asset *a, const struct key_names *key, const char *indent)
 {
     char id[DDSM_UUID_TEXT_LEN + 1];
     char created[40];
@@ -412,34 +473,55 @@ static void json_asset(const ddsm_asset *a, const char *indent)
     printf(", \"created\": \"%s\", \"updated\": \"%s\", \"grace_until\": ", created, updated);
     if (a->grace_until_us != 0) {
         ctl_format_time(a->grace_until_us, grace);
-        printf("\"%s\"}", grace);
+        printf("\"%s\"", grace);
     } else {
-        printf("null}");
+        printf("null");
     }
+    if (key != NULL) {
+        printf(", \"key\": {\"path\": ");
+        json_str(key->path);
+        printf(", \"label\": ");
+        json_str(key->label);
+        printf(", \"id\": \"%s\"}", key->id_hex);
+    }
+    printf("}");
 }
 
 static int asset_show(ctl *c, int argc, char **argv)
 {
     bool json = false;
-    const ctl_opt opts[] = {{"--json", NULL, &json, NULL, 0, NULL}};
+    const char *path_text = NULL;
+    const ctl_opt opts[] = {{"--json", NULL, &json, NULL, 0, NULL},
+                            {"--path", &path_text, NULL, NULL, 0, NULL}};
     const char *pos[1];
     size_t npos = 0;
     ddsm_store *st = NULL;
     ddsm_asset a;
+    struct key_names key;
 
-    int rc = ctl_parse(c, &show_help, argc, argv, opts, 1, pos, 1, 1, &npos);
+    int rc = ctl_parse(c, &show_help, argc, argv, opts, 2, pos, 1, 1, &npos);
     if (rc != CTL_EXIT_OK)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     if (pos[0][0] == '\0')
         return ctl_usage_error(&show_help, "empty asset id or label");
+    if (path_text != NULL) {
+        ddsm_path p;
+        const char *why = NULL;
+        if (ddsm_path_parse(path_text, strlen(path_text), &p, &why) != DDSM_OK)
+            return ctl_usage_error(&show_help, "--path '%s': %s", path_text,
+                                   why != NULL ? why : "malformed path");
+    }
     rc = open_store(c, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     rc = find_asset(st, pos[0], &a);
     if (rc != CTL_EXIT_OK)
         goto out;
+    rc = key_names_of(&a, path_text != NULL ? path_text : a.default_path, &key);
+    if (rc != CTL_EXIT_OK)
+        goto out;
     if (json) {
-        json_asset(&a, "");
+        json_asset(&a, &key, "");
         putchar('\n');
     } else {
         char id[DDSM_UUID_TEXT_LEN + 1];
@@ -459,6 +541,9 @@ static int asset_show(ctl *c, int argc, char **argv)
             ctl_format_time(a.grace_until_us, t);
             printf("grace until:  %s\n", t);
         }
+        printf("key path:     %s\n", key.path);
+        printf("key label:    %s\n", key.label);
+        printf("key id:       %s\n", key.id_hex);
     }
     rc = CTL_EXIT_OK;
 out:
@@ -535,7 +620,7 @@ static int asset_list(ctl *c, int argc, char **argv)
         printf("[");
         for (size_t i = 0; i < vec.n; i++) {
             printf(i == 0 ? "\n" : ",\n");
-            json_asset(&vec.v[i], "  ");
+            json_asset(&vec.v[i], NULL, "  ");
         }
         printf(vec.n == 0 ? "]\n" : "\n]\n");
     } else {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "ddsm/audit.h"
 #include "ddsm/config.h"
 #include "ddsm/err.h"
 #include "ddsm/store.h"
@@ -128,6 +129,9 @@ DDSM_WUR int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_O
 /* The root fingerprint computed by the HSM (its HMAC under the root key). */
 DDSM_WUR int ctl_hsm_fingerprint(ctl_hsm *h, CK_OBJECT_HANDLE root,
                                  char fp[DDSM_FINGERPRINT_HEX + 1]);
+/* The audit key (a secret): the reserved derivation, computed by the HSM through the root key.
+ * Needs the root token's PIN like every other root use. Returns an exit code (message printed). */
+DDSM_WUR int ctl_audit_key_secret(ctl *c, ddsm_audit_key **out);
 /* Remove a root key just created (when a later check fails). */
 void ctl_hsm_destroy(ctl_hsm *h, CK_OBJECT_HANDLE obj);
 

@@ -217,3 +217,38 @@ void ctl_hsm_destroy(ctl_hsm *h, CK_OBJECT_HANDLE obj)
     if (rv != CKR_OK)
         hsm_fail(h, "cannot remove the root key just created (remove it by hand)", rv);
 }
+
+/* The audit key: the reserved derivation, computed by the HSM through the root key. */
+int ctl_audit_key_secret(ctl *c, ddsm_audit_key **out)
+{
+    ctl_hsm h;
+    bool exists = false;
+    CK_OBJECT_HANDLE root = CK_INVALID_HANDLE;
+    int rc = ctl_hsm_open_root(c, &h);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    rc = ctl_hsm_find_root(&h, &exists, &root);
+    if (rc == CTL_EXIT_OK && !exists) {
+        ctl_err("token \"%s\" holds no root key labelled \"%s\": the audit key derives from it",
+                h.token_label, h.key_label);
+        rc = CTL_EXIT_REFUSED;
+    }
+    if (rc == CTL_EXIT_OK) {
+        ddsm_hsm_prf_ctx pctx;
+        ddsm_prf prf;
+        ddsm_hsm_prf_init(&pctx, h.hsm, h.session, root, &prf);
+        ddsm_err e = ddsm_audit_key_derive(&prf, out);
+        if (e != DDSM_OK) {
+            if (pctx.last_rv != CKR_OK) {
+                ctl_err("the HSM cannot derive the audit key: %s", ddsm_rv_name(pctx.last_rv));
+                rc = ctl_exit_for_rv(pctx.last_rv);
+                rc = rc == CTL_EXIT_OK ? CTL_EXIT_UNAVAILABLE : rc;
+            } else {
+                ctl_err("cannot derive the audit key: %s", ddsm_err_str(e));
+                rc = ctl_exit_for(e);
+            }
+        }
+    }
+    ctl_hsm_close(&h);
+    return rc;
+}

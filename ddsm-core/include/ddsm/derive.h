@@ -47,4 +47,11 @@ void ddsm_prf_openssl_free(ddsm_prf *prf);
 #define DDSM_FINGERPRINT_HEX 32
 DDSM_WUR ddsm_err ddsm_root_fingerprint(const ddsm_prf *prf, char out[DDSM_FINGERPRINT_HEX + 1]);
 
+/* The stable public id of an asset key, CKA_ID: the first 16 bytes of
+ * SHA-256("DDSM-v1 id" || asset uuid bytes || canonical path). Not secret; independent of the
+ * counter, so tools that pair objects by id keep working across rotations. */
+#define DDSM_KEY_ID_LEN 16
+DDSM_WUR ddsm_err ddsm_key_id(const ddsm_uuid *asset, const char *canon_path,
+                              uint8_t out[DDSM_KEY_ID_LEN]);
+
 #endif
