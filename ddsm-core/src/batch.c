@@ -53,8 +53,10 @@ struct ddsm_batcher {
     struct conn *conns;
     unsigned nconns;
     unsigned in_flight;
+    size_t in_flight_rows; /* requests in the batches in flight */
     unsigned batch_max;
     unsigned wait_us;
+    unsigned spill; /* experiment: fixed threshold instead of the rule of free_conn_locked */
     struct ddsm_asset_cache cache;
     ddsm_batch_stats stats;
 };
@@ -106,6 +108,10 @@ ddsm_err ddsm_batcher_new(const char *conninfo, const ddsm_store_opts *opts, uns
     pthread_condattr_destroy(&ca);
     b->batch_max = batch_max;
     b->wait_us = batch_wait_us;
+    b->spill = 0;
+    const char *sp = getenv("DDSM_BATCH_SPILL_EXPERIMENT");
+    if (sp != NULL)
+        b->spill = (unsigned)atoi(sp);
     b->conns = calloc(connections, sizeof *b->conns);
     if (b->conns == NULL)
         goto fail;
@@ -130,6 +136,8 @@ ddsm_err ddsm_batcher_new(const char *conninfo, const ddsm_store_opts *opts, uns
             goto fail;
         }
         ddsm_store_set_audit(c->st, c->chain);
+        /* These connections run the batch statement and little else: plan it once per session. */
+        ddsm_store_set_generic_plans(c->st, true);
     }
     *out = b;
     return DDSM_OK;
@@ -174,8 +182,22 @@ void ddsm_batcher_stats(ddsm_batcher *b, ddsm_batch_stats *out)
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* The connection a queued caller may lead a batch on, or NULL to wait. With no batch in flight,
+ * any free one: a lone caller never waits. Beside batches in flight, another starts only when at
+ * least half as many requests wait as those batches carry (and at least two): otherwise every
+ * caller that finds a connection free would lead a batch of its own (one row, one commit each)
+ * and group commit would not group. Two batches in flight at once still overlap one's commit
+ * (fdatasync) with the other's execution, and PostgreSQL's WAL flush covers both when they
+ * commit together. */
 static struct conn *free_conn_locked(ddsm_batcher *b)
 {
+    if (b->in_flight > 0) {
+        size_t need = b->in_flight_rows / 2 < 2 ? 2 : b->in_flight_rows / 2;
+        if (b->spill > 0)
+            need = b->spill;
+        if (b->queued < need)
+            return NULL;
+    }
     for (unsigned i = 0; i < b->nconns; i++)
         if (!b->conns[i].busy)
             return &b->conns[i];
@@ -245,13 +267,16 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
         it->path = nd->req->path;
         it->requester = nd->req->requester;
         it->deny_reason = nd->reason;
+        it->detail = nd->req->detail;
         bool found = false;
         ddsm_state s = DDSM_STATE_INITIALIZED;
         uint64_t cnt = 0;
         bool known = ddsm_asset_cache_get(&b->cache, &it->asset, &found, &s, &cnt);
+        ddsm_asset_cache_get_zone(&b->cache, it);
         ddsm_batch_item_expect(it, known, found, s, cnt);
         c->nodes[n++] = nd;
     }
+    b->in_flight_rows += n;
     if (n == 0)
         goto release;
 
@@ -270,6 +295,11 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
         b->stats.multi_row_batches++;
     if (n > b->stats.max_batch)
         b->stats.max_batch = n;
+    unsigned sb = 0;
+    while (sb + 1 < DDSM_BATCH_SIZE_BUCKETS && ((size_t)1 << sb) < n)
+        sb++;
+    b->stats.size_buckets[sb]++;
+    b->stats.size_sum += n;
     if (err != DDSM_OK)
         b->stats.failed_batches++;
     else if (written)
@@ -283,6 +313,7 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
             snprintf(nd->msg, sizeof nd->msg, "%s", store_msg);
         } else {
             ddsm_asset_cache_put(&b->cache, &it->asset, it->found, it->state, it->counter);
+            ddsm_asset_cache_set_zone(&b->cache, &it->asset, it->zone_off, it->zone);
             if (!written) {
                 char idt[DDSM_UUID_TEXT_LEN + 1];
                 ddsm_uuid_format(&it->asset, idt);
@@ -299,6 +330,7 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
         nd->done = true;
     }
 release:
+    b->in_flight_rows -= n;
     c->busy = false;
     b->in_flight--;
     pthread_cond_broadcast(&b->cond);

@@ -30,6 +30,9 @@ enum kind {
     K_BOOL,    /* true | false */
     K_LEVEL,   /* error | warn | info | debug */
     K_PATTERN, /* path_pattern: repeatable, a valid path shape */
+    K_RATE,    /* ddsm_rate: "N/s", "N/min", "N/h", "N/d" or 0 */
+    K_MECH,    /* mechanism: repeatable, CKM_<NAME> or 0x<hex> (the module resolves names) */
+    K_TEXTFILE, /* char *, an absolute path; "%p" and "%%" are the only '%' sequences */
 };
 
 struct key_def {
@@ -56,20 +59,29 @@ static const struct key_def keys[] = {
     {"store", "connect_timeout_s", K_UINT, F(store.connect_timeout_s), 1, 3600},
     {"store", "statement_timeout_ms", K_UINT, F(store.statement_timeout_ms), 1, 3600000},
     {"store", "pool_size", K_UINT, F(store.pool_size), 1, 1024},
+    {"store", "transaction_pooler", K_BOOL, F(store.transaction_pooler), 0, 0},
     {"policy", "path_pattern", K_PATTERN, F(policy.path_patterns), 0, 0},
     {"policy", "extractable", K_BOOL, F(policy.extractable), 0, 0},
     {"policy", "requester", K_STRING, F(policy.requester), 1, 64},
+    {"policy", "rate_per_requester_asset", K_RATE, F(policy.rate_per_requester_asset), 0, 0},
+    {"policy", "rate_per_requester", K_RATE, F(policy.rate_per_requester), 0, 0},
+    {"policy", "mechanism", K_MECH, F(policy.mechanisms), 0, 0},
     {"audit", "batch_max", K_UINT, F(audit.batch_max), 1, 4096},
     {"audit", "batch_wait_us", K_UINT, F(audit.batch_wait_us), 0, 1000000},
+    {"audit", "connections", K_UINT, F(audit.connections), 1, 64},
     {"cache", "size", K_UINT, F(cache.size), 1, 1048576},
     {"cache", "ttl_ms", K_UINT, F(cache.ttl_ms), 1, 86400000},
     {"cache", "staleness_ms", K_UINT, F(cache.staleness_ms), 0, 3600000},
+    {"cache", "rotation_fence", K_BOOL, F(cache.rotation_fence), 0, 0},
     {"log", "level", K_LEVEL, F(log.level), 0, 0},
     {"log", "syslog", K_BOOL, F(log.syslog), 0, 0},
+    {"metrics", "textfile", K_TEXTFILE, F(metrics.textfile), 1, PATH_MAX_LEN},
+    {"metrics", "interval_ms", K_UINT, F(metrics.interval_ms), 100, 3600000},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const sections[] = {"backend", "store", "policy", "audit", "cache", "log"};
+static const char *const sections[] = {"backend", "store", "policy", "audit",
+                                        "cache",   "log",   "metrics"};
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 struct load {
@@ -169,7 +181,8 @@ static size_t section_line(struct load *ld, const char *p, size_t len, char *str
     snprintf(section, sizeof(section), "%.*s", (int)name_len, name);
     if (name_len >= sizeof(section) || !known_section(section))
         fail_at(ld, ld->lineno, DDSM_E_CONFIG,
-                "unknown section [%s] (expected backend, store, policy, audit, cache or log)",
+                "unknown section [%s] (expected backend, store, policy, audit, cache, log or "
+                "metrics)",
                 section);
     return name_len + 2;
 }
@@ -271,6 +284,72 @@ static void *field(ddsm_config *cfg, const struct key_def *k)
     return (char *)cfg + k->offset;
 }
 
+/* One "mechanism = NAME" line: CKM_ and upper-case letters, digits and '_', or 0x and 1..8 hex
+ * digits. Whether the module knows the name is its own check (C_Initialize). */
+static int set_mechanism(struct load *ld, const char *value)
+{
+    ddsm_config *cfg = ld->cfg;
+    size_t n = strlen(value);
+    bool ok = false;
+    if (n > 4 && n <= 64 && strncmp(value, "CKM_", 4) == 0) {
+        ok = true;
+        for (size_t i = 4; i < n; i++)
+            ok = ok && ((value[i] >= 'A' && value[i] <= 'Z') ||
+                        (value[i] >= '0' && value[i] <= '9') || value[i] == '_');
+    } else if (n > 2 && n <= 10 && (strncmp(value, "0x", 2) == 0)) {
+        ok = true;
+        for (size_t i = 2; i < n; i++)
+            ok = ok && ((value[i] >= '0' && value[i] <= '9') ||
+                        (value[i] >= 'a' && value[i] <= 'f') || (value[i] >= 'A' && value[i] <= 'F'));
+    }
+    if (!ok) {
+        fail_at(ld, ld->lineno, DDSM_E_CONFIG, "\"mechanism\" in [policy] must be a PKCS#11 "
+                "mechanism name such as CKM_SHA256_HMAC, or 0x followed by 1..8 hex digits, not "
+                "\"%s\"", value);
+        return 0;
+    }
+    if (cfg->policy.n_mechanisms == DDSM_POLICY_MAX_MECHANISMS) {
+        fail_at(ld, ld->lineno, DDSM_E_CONFIG, "too many \"mechanism\" lines in [policy] (at "
+                "most %d)", DDSM_POLICY_MAX_MECHANISMS);
+        return 0;
+    }
+    char *copy = strdup(value);
+    if (copy == NULL) {
+        fail_at(ld, ld->lineno, DDSM_E_NOMEM, "out of memory");
+        return 0;
+    }
+    cfg->policy.mechanisms[cfg->policy.n_mechanisms++] = copy;
+    return 1;
+}
+
+/* [metrics] textfile: an absolute path whose only '%' sequences are %p (the process id) and %%. */
+static int set_textfile(struct load *ld, const struct key_def *k, const char *section,
+                        const char *value)
+{
+    size_t n = strlen(value);
+    if (n == 0 || n > k->max || value[0] != '/' || !printable(value)) {
+        fail_at(ld, ld->lineno, DDSM_E_CONFIG, "\"%s\" in [%s] must be an absolute path of at "
+                "most %u printable characters", k->name, section, k->max);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (value[i] == '%' && value[i + 1] != 'p' && value[i + 1] != '%') {
+            fail_at(ld, ld->lineno, DDSM_E_CONFIG, "\"%s\" in [%s]: '%%' must be followed by "
+                    "p (the process id) or %% (a percent sign)", k->name, section);
+            return 0;
+        }
+        if (value[i] == '%')
+            i++;
+    }
+    char *copy = strdup(value);
+    if (copy == NULL) {
+        fail_at(ld, ld->lineno, DDSM_E_NOMEM, "out of memory");
+        return 0;
+    }
+    *(char **)field(ld->cfg, k) = copy;
+    return 1;
+}
+
 /* Store one key's value; returns 0 (libinih's "error on this line") after recording why. */
 static int set_value(struct load *ld, const struct key_def *k, const char *section,
                      const char *value)
@@ -355,6 +434,20 @@ static int set_value(struct load *ld, const struct key_def *k, const char *secti
         cfg->policy.path_patterns[cfg->policy.n_path_patterns++] = copy;
         return 1;
     }
+    case K_RATE: {
+        const char *why = NULL;
+        if (ddsm_rate_parse(value, (ddsm_rate *)field(cfg, k), &why) != DDSM_OK) {
+            fail_at(ld, line, DDSM_E_CONFIG, "\"%s\" in [%s] must be a rate such as 100/s, "
+                    "6000/min, 50000/h or 1000000/d, or 0 for no limit, not \"%s\": %s", k->name,
+                    section, value, why != NULL ? why : "malformed");
+            return 0;
+        }
+        return 1;
+    }
+    case K_MECH:
+        return set_mechanism(ld, value);
+    case K_TEXTFILE:
+        return set_textfile(ld, k, section, value);
     }
     return 0;
 }
@@ -375,7 +468,7 @@ static int handle_key(void *user, const char *section, const char *name, const c
         fail_at(ld, ld->lineno, DDSM_E_CONFIG, "unknown key \"%s\" in [%s]", name, section);
         return 0;
     }
-    if (ld->key_line[idx] != 0 && k->kind != K_PATTERN) {
+    if (ld->key_line[idx] != 0 && k->kind != K_PATTERN && k->kind != K_MECH) {
         fail_at(ld, ld->lineno, DDSM_E_CONFIG, "\"%s\" in [%s] is set twice (first on line %d)",
                 name, section, ld->key_line[idx]);
         return 0;
@@ -393,11 +486,15 @@ static void config_defaults(ddsm_config *cfg)
     cfg->policy.extractable = false;
     cfg->audit.batch_max = 64;
     cfg->audit.batch_wait_us = 200;
+    cfg->audit.connections = 2;
     cfg->cache.size = 4096;
     cfg->cache.ttl_ms = 300000;
     cfg->cache.staleness_ms = 1000;
     cfg->log.level = DDSM_LOG_WARN;
     cfg->log.syslog = false;
+    cfg->policy.rate_per_requester_asset = (ddsm_rate){0, 1};
+    cfg->policy.rate_per_requester = (ddsm_rate){0, 1};
+    cfg->metrics.interval_ms = 10000;
 }
 
 static int line_of(const struct load *ld, const char *section, const char *name)
@@ -551,6 +648,9 @@ void ddsm_config_free(ddsm_config *cfg)
     for (size_t i = 0; i < cfg->policy.n_path_patterns && i < DDSM_POLICY_MAX_PATTERNS; i++)
         free(cfg->policy.path_patterns[i]);
     free(cfg->policy.requester);
+    for (size_t i = 0; i < cfg->policy.n_mechanisms && i < DDSM_POLICY_MAX_MECHANISMS; i++)
+        free(cfg->policy.mechanisms[i]);
+    free(cfg->metrics.textfile);
     free(cfg);
 }
 

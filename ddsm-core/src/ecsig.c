@@ -5,12 +5,11 @@
 #include "ddsm/ecsig.h"
 
 #include <openssl/bn.h>
-#include <openssl/core_names.h>
+#include <openssl/decoder.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/obj_mac.h>
-#include <openssl/param_build.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <secp256k1.h>
@@ -20,7 +19,6 @@
 #include "ddsm/secmem.h"
 
 #define SCALAR_LEN 32
-#define P256_GROUP_NAME "prime256v1"
 #define ECDSA_DER_MAX 80 /* SEQUENCE { INTEGER r, INTEGER s } of a 256-bit group: at most 72 */
 
 /* ---- the process-wide libsecp256k1 context ------------------------------------------------ */
@@ -120,44 +118,74 @@ out:
 }
 
 /* An OpenSSL P-256 key from its parts: the private scalar (a secret) when priv_secret is not
- * NULL, and the SEC1 public point. */
+ * NULL, and the SEC1 public point (at most 65 bytes).
+ *
+ * The key is decoded from DER (SEC1 ECPrivateKey, or SubjectPublicKeyInfo) by OpenSSL's provider
+ * decoders rather than built with EVP_PKEY_fromdata: fromdata starts from a key-type context, and
+ * when the host application made an ENGINE the default for EC (`openssl pkeyutl -engine pkcs11`
+ * does, and libddsm-pkcs11.so then runs inside that very process) that context is the engine's
+ * legacy method, which cannot import keys ("operation not supported for this keytype"). A decoded
+ * key is a provider key, whose operations never go through an engine. */
 static ddsm_err p256_pkey(const uint8_t *priv_secret, const uint8_t *pub, size_t pub_len,
                           EVP_PKEY **out)
 {
-    OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
-    BIGNUM *k = NULL;
-    EVP_PKEY_CTX *kctx = NULL;
+    static const uint8_t oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+    static const uint8_t oid_ec[] = {0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+    uint8_t der[160]; /* a secret while it holds the scalar; every length below is < 128 */
+    size_t n = 0;
     EVP_PKEY *pkey = NULL;
+    OSSL_DECODER_CTX *dctx = NULL;
     ddsm_err e = DDSM_OK;
 
-    bld = OSSL_PARAM_BLD_new();
-    if (bld == NULL ||
-        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, P256_GROUP_NAME, 0) != 1 ||
-        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, pub_len) != 1)
-        goto fail;
+    if (pub_len == 0 || pub_len > DDSM_HD_PUB_MAX)
+        return DDSM_E_INPUT;
     if (priv_secret != NULL) {
-        /* A BN_FLG_SECURE number makes the builder put it in secure memory, cleared on free. */
-        k = BN_secure_new();
-        if (k == NULL || BN_bin2bn(priv_secret, SCALAR_LEN, k) == NULL ||
-            OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, k) != 1)
-            goto fail;
+        /* ECPrivateKey ::= SEQUENCE { 1, OCTET STRING d, [0] curve OID, [1] BIT STRING Q } */
+        size_t inner = 3 + 2 + SCALAR_LEN + 2 + sizeof(oid_p256) + 2 + 3 + pub_len;
+        der[n++] = 0x30;
+        der[n++] = (uint8_t)inner;
+        memcpy(der + n, "\x02\x01\x01\x04\x20", 5);
+        n += 5;
+        memcpy(der + n, priv_secret, SCALAR_LEN);
+        n += SCALAR_LEN;
+        der[n++] = 0xa0;
+        der[n++] = sizeof(oid_p256);
+        memcpy(der + n, oid_p256, sizeof(oid_p256));
+        n += sizeof(oid_p256);
+        der[n++] = 0xa1;
+        der[n++] = (uint8_t)(3 + pub_len);
+    } else {
+        /* SubjectPublicKeyInfo ::= SEQUENCE { SEQUENCE { id-ecPublicKey, curve }, BIT STRING Q } */
+        size_t alg = sizeof(oid_ec) + sizeof(oid_p256);
+        der[n++] = 0x30;
+        der[n++] = (uint8_t)(2 + alg + 3 + pub_len);
+        der[n++] = 0x30;
+        der[n++] = (uint8_t)alg;
+        memcpy(der + n, oid_ec, sizeof(oid_ec));
+        n += sizeof(oid_ec);
+        memcpy(der + n, oid_p256, sizeof(oid_p256));
+        n += sizeof(oid_p256);
     }
-    params = OSSL_PARAM_BLD_to_param(bld);
-    kctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    if (params == NULL || kctx == NULL || EVP_PKEY_fromdata_init(kctx) != 1 ||
-        EVP_PKEY_fromdata(kctx, &pkey, priv_secret != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
-                          params) != 1)
-        goto fail;
+    der[n++] = 0x03; /* BIT STRING, no unused bits */
+    der[n++] = (uint8_t)(1 + pub_len);
+    der[n++] = 0x00;
+    memcpy(der + n, pub, pub_len);
+    n += pub_len;
+
+    dctx = OSSL_DECODER_CTX_new_for_pkey(
+        &pkey, "DER", priv_secret != NULL ? "type-specific" : "SubjectPublicKeyInfo", "EC",
+        priv_secret != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, NULL, NULL);
+    const unsigned char *p = der;
+    size_t left = n;
+    if (dctx == NULL || OSSL_DECODER_from_data(dctx, &p, &left) != 1 || pkey == NULL) {
+        EVP_PKEY_free(pkey);
+        e = ddsm_err_openssl("P-256 key import");
+        goto out;
+    }
     *out = pkey;
-    goto out;
-fail:
-    e = ddsm_err_openssl("P-256 key import");
 out:
-    EVP_PKEY_CTX_free(kctx);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    BN_clear_free(k);
+    OSSL_DECODER_CTX_free(dctx);
+    ddsm_wipe(der, sizeof(der));
     return e;
 }
 

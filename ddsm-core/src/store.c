@@ -180,6 +180,11 @@ struct ddsm_pq *ddsm_store_pq(ddsm_store *st)
     return &st->pq;
 }
 
+ddsm_audit_chain *ddsm_store_chain(ddsm_store *st)
+{
+    return st->chain;
+}
+
 const char *ddsm_store_errmsg(const ddsm_store *st)
 {
     if (st == NULL)
@@ -236,6 +241,20 @@ ddsm_err ddsm_store_run(ddsm_store *st, const struct ddsm_pq_query *q, bool idem
     bool fresh = false, sent = false;
     if (sent_out != NULL)
         *sent_out = false;
+    struct ddsm_pq_query unnamed;
+    if (q->mode == DDSM_PQ_PREPARED && st->pq.pooled) {
+        /* Behind a transaction pooler a named statement prepared in one transaction is gone (or
+         * on another client's server connection) in the next: send the text each time. */
+        unnamed = *q;
+        unnamed.mode = DDSM_PQ_PARAMS;
+        unnamed.sql = NULL;
+        for (unsigned i = 0; i < PREP__COUNT; i++)
+            if (strcmp(prepared[i].name, q->name) == 0)
+                unnamed.sql = prepared[i].sql;
+        if (unnamed.sql == NULL)
+            return ddsm_pq_fail(&st->pq, DDSM_E_ARG, "store: no prepared statement %s", q->name);
+        q = &unnamed;
+    }
     ddsm_err err = ddsm_pq_ensure(&st->pq, &fresh);
     if (err != DDSM_OK)
         return err;
@@ -471,14 +490,32 @@ static ddsm_err check_label(ddsm_store *st, const char *label)
     return DDSM_OK;
 }
 
+/* The key types of sql/003_key_types.sql's CHECK. */
 static ddsm_err check_key_type(ddsm_store *st, const char *key_type)
 {
-    static const char *const known[] = {"hmac", "aes"};
+    static const char *const known[] = {"hmac", "aes", "secp256k1", "ed25519", "p256"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (strcmp(key_type, known[i]) == 0)
             return DDSM_OK;
-    return ddsm_pq_fail(&st->pq, DDSM_E_INPUT, "unknown key type \"%.32s\" (known: hmac, aes)",
+    return ddsm_pq_fail(&st->pq, DDSM_E_INPUT,
+                        "unknown key type \"%.32s\" (known: hmac, aes, secp256k1, ed25519, p256)",
                         key_type);
+}
+
+/* SLIP-10 Ed25519 has hardened children only: a default path with a normal index would name no
+ * key at all. */
+static ddsm_err check_path_for_type(ddsm_store *st, const char *key_type, const ddsm_path *path,
+                                    const char *path_text)
+{
+    if (strcmp(key_type, "ed25519") != 0)
+        return DDSM_OK;
+    for (unsigned i = 0; i < path->depth; i++)
+        if ((path->index[i] & DDSM_HARDENED) == 0)
+            return ddsm_pq_fail(&st->pq, DDSM_E_PATH,
+                                "default path \"%s\": ed25519 keys (SLIP-10) have hardened "
+                                "indices only (component %u is not hardened)",
+                                path_text, i + 1);
+    return DDSM_OK;
 }
 
 static ddsm_err register_chained(ddsm_store *st, const char *id_text, const ddsm_uuid *id,
@@ -516,6 +553,9 @@ ddsm_err ddsm_store_asset_register(ddsm_store *st, const ddsm_uuid *id, const ch
         goto out;
     }
     ddsm_path_format(&path, path_text);
+    err = check_path_for_type(st, key_type, &path, path_text);
+    if (err != DDSM_OK)
+        goto out;
     if (id != NULL) {
         if (ddsm_uuid_is_nil(id)) {
             err = ddsm_pq_fail(&st->pq, DDSM_E_UUID,
@@ -906,6 +946,29 @@ void ddsm_asset_cache_put(struct ddsm_asset_cache *c, const ddsm_uuid *a, bool f
     e->asset = *a;
     e->state = state;
     e->counter = counter;
+    e->zone_off = false;
+    e->zone[0] = '\0';
+}
+
+void ddsm_asset_cache_set_zone(struct ddsm_asset_cache *c, const ddsm_uuid *a, bool zone_off,
+                               const char *zone)
+{
+    struct ddsm_asset_cache_entry *e = &c->e[cache_slot(a)];
+    if (!e->used || memcmp(e->asset.b, a->b, sizeof a->b) != 0)
+        return;
+    e->zone_off = zone_off;
+    snprintf(e->zone, sizeof e->zone, "%s", zone != NULL ? zone : "");
+}
+
+void ddsm_asset_cache_get_zone(const struct ddsm_asset_cache *c, struct ddsm_batch_item *it)
+{
+    const struct ddsm_asset_cache_entry *e = &c->e[cache_slot(&it->asset)];
+    it->zone_off = false;
+    it->zone[0] = '\0';
+    if (!e->used || memcmp(e->asset.b, it->asset.b, sizeof it->asset.b) != 0)
+        return;
+    it->zone_off = e->zone_off;
+    snprintf(it->zone, sizeof it->zone, "%s", e->zone);
 }
 
 void ddsm_asset_cache_forget(struct ddsm_asset_cache *c, const ddsm_uuid *a)
@@ -993,11 +1056,12 @@ static void mac_hex(const uint8_t mac[DDSM_AUDIT_MAC_LEN], char out[2 + 2 * DDSM
 /* $1 asset, $2 path, $3 requester, $4 kind, $5 expected state, $6 expected counter, $7 event,
  * $8 detail, $9 ts, $10 seq, $11 mac (arrays, one element per row, in chain order); $12 the
  * chain's instance id; $13/$14 the checkpoint (seq and MAC of the last row).
- * Kinds: D derive (exists, derivable, in the expected state and counter), S refused (exists in
- * the expected non-derivable state and counter), U unknown (does not exist), P policy (no
- * check). Every row's expectation is checked through the primary key (the LATERAL subquery with
- * LIMIT is never flattened into a join over the registry); all rows are inserted, in order, with
- * the checkpoint, or none is. The answer has one row per element: what was found. */
+ * Kinds: D derive (exists, derivable, its zone enabled, in the expected state and counter), S
+ * refused (exists in the expected non-derivable state and counter), U unknown (does not exist),
+ * P policy (no check). Every row's expectation is checked through the primary key (the LATERAL
+ * subquery with LIMIT is never flattened into a join over the registry; the zone is one more
+ * primary-key probe, sql/003_policy.sql); all rows are inserted, in order, with the checkpoint,
+ * or none is. The answer has one row per element: what was found, the zone last. */
 const char ddsm_store_derive_batch_sql[] =
     "WITH r AS ("
     " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
@@ -1007,14 +1071,17 @@ const char ddsm_store_derive_batch_sql[] =
     "                             detail, ts, seq, mac, ord)"
     "), k AS ("
     " SELECT r.ord, r.kind, r.exp_state, r.exp_counter, c.asset_id IS NOT NULL AS found,"
-    "        c.derivation_counter AS counter, c.state"
+    "        c.derivation_counter AS counter, c.state, coalesce(c.zone_on, true) AS zone_on,"
+    "        c.zone"
     "   FROM r LEFT JOIN LATERAL ("
-    "        SELECT asset_id, derivation_counter,"
-    "               ddsm_effective_state(state, grace_until) AS state"
-    "          FROM custody_keys WHERE asset_id = r.asset_id LIMIT 1) c ON true"
+    "        SELECT ck.asset_id, ck.derivation_counter,"
+    "               ddsm_effective_state(ck.state, ck.grace_until) AS state,"
+    "               coalesce((SELECT z.enabled FROM custody_zones z WHERE z.zone = ck.zone),"
+    "                        false) AS zone_on, ck.zone"
+    "          FROM custody_keys ck WHERE ck.asset_id = r.asset_id LIMIT 1) c ON true"
     "), v AS ("
     " SELECT coalesce(bool_and(CASE k.kind"
-    "          WHEN 'D' THEN k.found AND k.state IN ('ACTIVE', 'ROTATING')"
+    "          WHEN 'D' THEN k.found AND k.state IN ('ACTIVE', 'ROTATING') AND k.zone_on"
     "                        AND k.state = k.exp_state AND k.counter = k.exp_counter"
     "          WHEN 'S' THEN k.found AND k.state = k.exp_state AND k.counter = k.exp_counter"
     "          WHEN 'U' THEN NOT k.found"
@@ -1036,7 +1103,7 @@ const char ddsm_store_derive_batch_sql[] =
     " RETURNING 1"
     ")"
     " SELECT k.ord, k.found, k.counter, k.state, v.ok, (SELECT count(*) FROM ins),"
-    "        (SELECT count(*) FROM head)"
+    "        (SELECT count(*) FROM head), k.zone_on, k.zone"
     "   FROM k, v ORDER BY k.ord";
 
 static const char *const refused_detail[DDSM_STATE__COUNT] = {
@@ -1051,6 +1118,12 @@ void ddsm_batch_item_expect(struct ddsm_batch_item *it, bool known, bool found, 
 {
     it->exp_state = DDSM_STATE_ACTIVE;
     it->exp_counter = 0;
+    if (it->deny_reason == NULL && known && found && it->zone_off && ddsm_state_derivable(state)) {
+        /* Refused by the zone: a policy DENY row naming it (the state refusals come first). */
+        snprintf(it->zone_reason, sizeof it->zone_reason, "zone %s is disabled",
+                 it->zone[0] != '\0' ? it->zone : "?");
+        it->deny_reason = it->zone_reason;
+    }
     if (it->deny_reason != NULL) {
         it->expect = DDSM_EXPECT_NONE;
     } else if (!known) {
@@ -1108,7 +1181,8 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
             r->has_counter = true;
             r->counter = (int64_t)it->exp_counter;
             r->state = ddsm_state_name(it->exp_state);
-            r->detail = it->expect == DDSM_EXPECT_DERIVE ? NULL : refused_detail[it->exp_state];
+            r->detail =
+                it->expect == DDSM_EXPECT_DERIVE ? it->detail : refused_detail[it->exp_state];
             break;
         case DDSM_EXPECT_MISSING:
             r->event = "DENY";
@@ -1197,8 +1271,13 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
         it->found = strcmp(PQgetvalue(res, (int)i, 1), "t") == 0;
         it->state = DDSM_STATE_INITIALIZED;
         it->counter = 0;
+        it->zone_off = false;
+        it->zone[0] = '\0';
         if (!it->found)
             continue;
+        it->zone_off = PQnfields(res) > 8 && strcmp(PQgetvalue(res, (int)i, 7), "f") == 0;
+        if (PQnfields(res) > 8)
+            snprintf(it->zone, sizeof it->zone, "%s", PQgetvalue(res, (int)i, 8));
         if (!parse_i64(PQgetvalue(res, (int)i, 2), &c) || c < 0 ||
             ddsm_state_parse(PQgetvalue(res, (int)i, 3), &it->state) != DDSM_OK) {
             err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: derive: bad counter or state");
@@ -1266,11 +1345,13 @@ static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const
     it.path = req->path;
     it.requester = req->requester;
     it.deny_reason = reason;
+    it.detail = req->detail;
     for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS && !written; attempt++) {
         bool found = false;
         ddsm_state s = DDSM_STATE_INITIALIZED;
         uint64_t c = 0;
         bool known = ddsm_asset_cache_get(st->cache, &it.asset, &found, &s, &c);
+        ddsm_asset_cache_get_zone(st->cache, &it);
         ddsm_batch_item_expect(&it, known, found, s, c);
         err = ddsm_store_batch_exec(st, st->chain, &it, 1, &written);
         if (err != DDSM_OK) {
@@ -1278,6 +1359,7 @@ static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const
             return err;
         }
         ddsm_asset_cache_put(st->cache, &it.asset, it.found, it.state, it.counter);
+        ddsm_asset_cache_set_zone(st->cache, &it.asset, it.zone_off, it.zone);
     }
     ddsm_uuid_format(&it.asset, idt);
     if (!written)
@@ -1671,5 +1753,38 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
                        OPTIMISTIC_ATTEMPTS);
 out:
     PQclear(res);
+    return err;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Planning */
+
+void ddsm_store_set_generic_plans(ddsm_store *st, bool on)
+{
+    if (st != NULL)
+        st->pq.generic_plans = on;
+}
+
+ddsm_err ddsm_store_plan_counts(ddsm_store *st, uint64_t *generic, uint64_t *custom)
+{
+    if (st == NULL || generic == NULL || custom == NULL)
+        return DDSM_E_ARG;
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "plan counts",
+        .sql = "SELECT coalesce(sum(generic_plans), 0)::bigint, coalesce(sum(custom_plans), 0)"
+               "::bigint FROM pg_prepared_statements",
+    };
+    PGresult *res = NULL;
+    int64_t g = 0, c = 0;
+    ddsm_err err = run(st, &q, true, &res);
+    if (err == DDSM_OK && (PQntuples(res) != 1 || !parse_i64(PQgetvalue(res, 0, 0), &g) ||
+                           !parse_i64(PQgetvalue(res, 0, 1), &c) || g < 0 || c < 0))
+        err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: plan counts: unexpected answer");
+    PQclear(res);
+    if (err == DDSM_OK) {
+        *generic = (uint64_t)g;
+        *custom = (uint64_t)c;
+    }
     return err;
 }

@@ -8,11 +8,14 @@
 #include <stdint.h>
 
 #include "ddsm/audit.h"
+#include "ddsm/policy.h"
 #include "ddsm/store.h"
 #include "store_pq.h"
 
 /* The connection of a store, for the audit queries in audit.c. */
 struct ddsm_pq *ddsm_store_pq(ddsm_store *st);
+/* The chain attached to a store (NULL: none), for the policy statements in policy.c. */
+ddsm_audit_chain *ddsm_store_chain(ddsm_store *st);
 /* Run q on the store's connection with its reconnect-once rule (see store.c). *sent (may be
  * NULL) tells whether the statement may have reached the server. */
 DDSM_WUR ddsm_err ddsm_store_run(ddsm_store *st, const struct ddsm_pq_query *q, bool idempotent,
@@ -60,6 +63,7 @@ struct ddsm_batch_item {
     const char *path;        /* canonical */
     const char *requester;   /* may be NULL */
     const char *deny_reason; /* non-NULL: a policy refusal (DDSM_EXPECT_NONE) */
+    const char *detail;      /* the DERIVE row's detail (ddsm_derive_req.detail), may be NULL */
     enum ddsm_expect expect;
     ddsm_state exp_state;
     uint64_t exp_counter;
@@ -67,6 +71,11 @@ struct ddsm_batch_item {
     bool found;
     ddsm_state state;
     uint64_t counter;
+    /* out: the asset's zone, and whether it is disabled: ddsm_batch_item_expect then turns a
+     * derivation of it into a DENY row naming the zone (held in zone_reason). */
+    bool zone_off;
+    char zone[DDSM_ZONE_NAME_MAX + 1];
+    char zone_reason[DDSM_ZONE_NAME_MAX + 32];
 };
 
 /* One statement, one transaction: checks every item's expectation against custody_keys (a
@@ -76,7 +85,8 @@ struct ddsm_batch_item {
 DDSM_WUR ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
                                         struct ddsm_batch_item *items, size_t n, bool *written);
 
-/* Fill the expectation of an item from what the cache (or a previous answer) says. */
+/* Fill the expectation of an item from what the cache (or a previous answer) says. A derivable
+ * asset whose zone the item says is off (it->zone_off) is expected as a policy refusal. */
 void ddsm_batch_item_expect(struct ddsm_batch_item *it, bool known, bool found, ddsm_state state,
                             uint64_t counter);
 /* The caller's answer once its row is written: DDSM_OK with the counter and state (DERIVE),
@@ -94,6 +104,8 @@ struct ddsm_asset_cache_entry {
     ddsm_uuid asset;
     ddsm_state state;
     uint64_t counter;
+    bool zone_off; /* cleared by put; set by ddsm_asset_cache_set_zone */
+    char zone[DDSM_ZONE_NAME_MAX + 1];
 };
 struct ddsm_asset_cache {
     struct ddsm_asset_cache_entry e[DDSM_ASSET_CACHE_SLOTS];
@@ -103,5 +115,9 @@ bool ddsm_asset_cache_get(const struct ddsm_asset_cache *c, const ddsm_uuid *a, 
 void ddsm_asset_cache_put(struct ddsm_asset_cache *c, const ddsm_uuid *a, bool found,
                           ddsm_state state, uint64_t counter);
 void ddsm_asset_cache_forget(struct ddsm_asset_cache *c, const ddsm_uuid *a);
+/* The zone of a cached asset (after put), and reading it back into an item. */
+void ddsm_asset_cache_set_zone(struct ddsm_asset_cache *c, const ddsm_uuid *a, bool zone_off,
+                               const char *zone);
+void ddsm_asset_cache_get_zone(const struct ddsm_asset_cache *c, struct ddsm_batch_item *it);
 
 #endif

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "ddsm/log.h"
+#include "ddsm/policy.h"
 #include "ddsm/store.h"
 #include "store_pq.h"
 
@@ -16,7 +17,17 @@ struct ddsm_listener {
     struct ddsm_pq pq;
     uint64_t listen_gen; /* pq.generation on which LISTEN succeeded; 0: not listening */
     uint64_t generation; /* successful LISTENs so far */
+    ddsm_zone_notify_cb zone_cb; /* DDSM_ZONE_NOTIFY_CHANNEL (ddsm/policy.h), may be NULL */
+    void *zone_arg;
 };
+
+void ddsm_listener_on_zone(ddsm_listener *l, ddsm_zone_notify_cb cb, void *arg)
+{
+    if (l == NULL)
+        return;
+    l->zone_cb = cb;
+    l->zone_arg = arg;
+}
 
 static ddsm_err listen_now(ddsm_listener *l)
 {
@@ -30,7 +41,7 @@ static ddsm_err listen_now(ddsm_listener *l)
     const struct ddsm_pq_query q = {
         .mode = DDSM_PQ_SCRIPT,
         .what = "listen",
-        .sql = "LISTEN " DDSM_NOTIFY_CHANNEL,
+        .sql = "LISTEN " DDSM_NOTIFY_CHANNEL "; LISTEN " DDSM_ZONE_NOTIFY_CHANNEL,
     };
     PGresult *res = NULL;
     err = ddsm_pq_exec(&l->pq, &q, &res, NULL);
@@ -79,6 +90,13 @@ uint64_t ddsm_listener_generation(const ddsm_listener *l)
     return l != NULL ? l->generation : 0;
 }
 
+int ddsm_listener_socket(const ddsm_listener *l)
+{
+    if (l == NULL || l->pq.conn == NULL || l->listen_gen != l->pq.generation)
+        return -1;
+    return PQsocket(l->pq.conn);
+}
+
 /* "<uuid> <counter> <STATE>", exactly. */
 static bool parse_payload(const char *p, ddsm_uuid *id, uint64_t *counter, ddsm_state *state)
 {
@@ -110,7 +128,18 @@ static unsigned deliver(ddsm_listener *l, ddsm_notify_cb cb, void *arg)
         ddsm_uuid id;
         uint64_t counter;
         ddsm_state state;
-        if (strcmp(nt->relname, DDSM_NOTIFY_CHANNEL) != 0) {
+        bool zone_on = false;
+        char zone[DDSM_ZONE_NAME_MAX + 1];
+        if (strcmp(nt->relname, DDSM_ZONE_NOTIFY_CHANNEL) == 0) {
+            if (!ddsm_zone_notify_parse(nt->extra, &id, &zone_on, zone)) {
+                ddsm_log(DDSM_LOG_WARN, "listener: ignoring a malformed zone notification (%zu "
+                         "bytes)", strlen(nt->extra));
+            } else {
+                n++;
+                if (l->zone_cb != NULL)
+                    l->zone_cb(&id, zone_on, zone, l->zone_arg);
+            }
+        } else if (strcmp(nt->relname, DDSM_NOTIFY_CHANNEL) != 0) {
             /* Not ours (someone LISTENed on this session by hand?): ignore. */
         } else if (!parse_payload(nt->extra, &id, &counter, &state)) {
             ddsm_log(DDSM_LOG_WARN, "listener: ignoring a malformed notification (%zu bytes)",
@@ -186,6 +215,29 @@ ddsm_err ddsm_listener_wait(ddsm_listener *l, int timeout_ms, ddsm_notify_cb cb,
     ddsm_pq_reset(&l->pq);
     l->listen_gen = 0;
     return err;
+}
+
+ddsm_err ddsm_listener_fence(ddsm_listener *l, ddsm_notify_cb cb, void *arg)
+{
+    if (l == NULL)
+        return DDSM_E_ARG;
+    if (l->pq.conn == NULL || l->listen_gen != l->pq.generation)
+        return DDSM_E_STORE_DOWN;
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "listen fence",
+        .sql = "SELECT 1",
+    };
+    PGresult *res = NULL;
+    ddsm_err err = ddsm_pq_exec(&l->pq, &q, &res, NULL);
+    PQclear(res);
+    deliver(l, cb, arg); /* what arrived before the answer, even if the link died after it */
+    if (err == DDSM_OK)
+        return DDSM_OK;
+    ddsm_log(DDSM_LOG_WARN, "%s", l->pq.errmsg);
+    ddsm_pq_reset(&l->pq);
+    l->listen_gen = 0;
+    return err == DDSM_E_STORE_DOWN ? err : DDSM_E_STORE;
 }
 
 const char *ddsm_listener_errmsg(const ddsm_listener *l)

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,22 @@
 /* The server's statement_timeout should fire first (a clean error, transaction rolled back); the
  * client gives up this much later, when the server itself no longer answers. */
 #define CLIENT_MARGIN_MS 2000
+
+/* Stores opened behind a transaction pooler (ddsm_store_set_transaction_pooler). */
+static atomic_bool g_pooled;
+
+void ddsm_store_set_transaction_pooler(bool on)
+{
+    atomic_store(&g_pooled, on);
+}
+
+/* Connections established again after a loss, process-wide (ddsm_store_reconnects). */
+static _Atomic uint64_t g_reconnects;
+
+uint64_t ddsm_store_reconnects(void)
+{
+    return g_reconnects;
+}
 
 int64_t ddsm_pq_now_ms(void)
 {
@@ -79,6 +96,7 @@ ddsm_err ddsm_pq_init(struct ddsm_pq *pq, const char *conninfo, const ddsm_store
         return DDSM_E_NOMEM;
     pq->connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S;
     pq->statement_timeout_ms = DEFAULT_STATEMENT_TIMEOUT_MS;
+    pq->pooled = atomic_load(&g_pooled);
     snprintf(pq->application_name, sizeof pq->application_name, "%s", "ddsm");
     if (opts != NULL) {
         if (opts->connect_timeout_s != 0)
@@ -259,6 +277,12 @@ static void notice_to_log(void *arg, const char *message)
 
 static ddsm_err set_session(struct ddsm_pq *pq)
 {
+    /* Behind a transaction pooler a session setting would stay on whichever server connection ran
+     * it, for whichever client gets that connection next, and our next transaction may run on
+     * another: none is made. The client-side bound of ddsm_pq_exec still holds; the server-side
+     * statement_timeout comes from the role or database (ALTER ROLE ... SET statement_timeout). */
+    if (pq->pooled)
+        return DDSM_OK;
     char ms[24];
     snprintf(ms, sizeof ms, "%u", pq->statement_timeout_ms);
     const char *values[] = {ms};
@@ -271,6 +295,19 @@ static ddsm_err set_session(struct ddsm_pq *pq)
     };
     PGresult *res = NULL;
     ddsm_err err = ddsm_pq_exec(pq, &q, &res, NULL);
+    PQclear(res);
+    if (err != DDSM_OK || !pq->generic_plans)
+        return err;
+    /* Planning the group-commit statement costs more than running it, and its plan is the same
+     * whatever the arrays hold: a primary-key probe per row (tests/integration/test_perf_batch.c
+     * checks it with EXPLAIN). */
+    const struct ddsm_pq_query g = {
+        .mode = DDSM_PQ_SCRIPT,
+        .what = "set plan_cache_mode",
+        .sql = "SET plan_cache_mode = force_generic_plan",
+    };
+    res = NULL;
+    err = ddsm_pq_exec(pq, &g, &res, NULL);
     PQclear(res);
     return err;
 }
@@ -312,7 +349,8 @@ ddsm_err ddsm_pq_ensure(struct ddsm_pq *pq, bool *fresh)
         ddsm_pq_reset(pq);
         return err == DDSM_E_STORE_DOWN ? err : DDSM_E_STORE;
     }
-    pq->generation++;
+    if (pq->generation++ > 0)
+        g_reconnects++;
     if (fresh != NULL)
         *fresh = true;
     return DDSM_OK;

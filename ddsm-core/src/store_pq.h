@@ -19,6 +19,8 @@ struct ddsm_pq {
     unsigned connect_timeout_s;
     unsigned statement_timeout_ms;
     char application_name[64];
+    bool generic_plans; /* plan_cache_mode = force_generic_plan (ddsm_store_set_generic_plans) */
+    bool pooled;        /* behind a transaction pooler (ddsm_store_set_transaction_pooler) */
     PGconn *conn;        /* NULL while disconnected */
     uint64_t generation; /* bumped by every successful connect (prepared statements, LISTEN) */
     char errmsg[DDSM_PQ_ERRMSG_MAX];

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,12 @@
 #include "ddsm/mac.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
+#include "fence.h"
 #include "handles.h"
+#include "hsmcall.h"
+#include "metrics.h"
 #include "names.h"
+#include "policy.h"
 #include "rv.h"
 #include "sesstab.h"
 #include "vkey.h"
@@ -106,6 +111,74 @@ void ddsm_mutex_unlock(ddsm_mutex *m)
     }
 }
 
+struct ddsm_rwlock {
+    ddsm_mutex *app; /* the application's mutex, or NULL: rw below */
+    pthread_rwlock_t rw;
+};
+
+CK_RV ddsm_rwlock_new(ddsm_rwlock **out)
+{
+    ddsm_rwlock *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return CKR_HOST_MEMORY;
+    if (g_app.on) {
+        CK_RV rv = ddsm_mutex_new(&l->app);
+        if (rv != CKR_OK) {
+            free(l);
+            return rv;
+        }
+    } else {
+        /* Writers (inserting a freshly derived key, evicting) must not starve behind a steady
+         * stream of signers. */
+        pthread_rwlockattr_t a;
+        pthread_rwlockattr_init(&a);
+        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        int rc = pthread_rwlock_init(&l->rw, &a);
+        pthread_rwlockattr_destroy(&a);
+        if (rc != 0) {
+            free(l);
+            return CKR_CANT_LOCK;
+        }
+    }
+    *out = l;
+    return CKR_OK;
+}
+
+void ddsm_rwlock_free(ddsm_rwlock *l)
+{
+    if (l == NULL)
+        return;
+    if (l->app != NULL)
+        ddsm_mutex_free(l->app);
+    else
+        pthread_rwlock_destroy(&l->rw);
+    free(l);
+}
+
+void ddsm_rwlock_rdlock(ddsm_rwlock *l)
+{
+    if (l->app != NULL)
+        ddsm_mutex_lock(l->app);
+    else
+        pthread_rwlock_rdlock(&l->rw);
+}
+
+void ddsm_rwlock_wrlock(ddsm_rwlock *l)
+{
+    if (l->app != NULL)
+        ddsm_mutex_lock(l->app);
+    else
+        pthread_rwlock_wrlock(&l->rw);
+}
+
+void ddsm_rwlock_unlock(ddsm_rwlock *l)
+{
+    if (l->app != NULL)
+        ddsm_mutex_unlock(l->app);
+    else
+        pthread_rwlock_unlock(&l->rw);
+}
+
 int64_t ddsm_now_ms(void)
 {
     struct timespec ts;
@@ -134,6 +207,7 @@ static _Atomic(ddsm_ctx *) g_ctx;
 static atomic_uint g_fork_gen;
 static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static ddsm_ctx *g_inherited; /* parents' states abandoned in this fork child, newest first */
 
 static void atfork_child(void)
 {
@@ -178,7 +252,25 @@ static void ctx_free(ddsm_ctx *ctx)
         atomic_store(&ctx->listener_stop, true);
         pthread_join(ctx->listener, NULL);
     }
-    ddsm_batcher_free(atomic_load(&ctx->batcher));
+    ddsm_fence_free(ctx->fence);
+    /* Their threads use the pools and the batcher below: stopped first (the metrics writer
+     * reads the policy's counters: before the policy). */
+    ddsm_metrics_free(ctx->metrics);
+    ctx->metrics = NULL;
+    ddsm_mpolicy_free(ctx->policy);
+    ctx->policy = NULL;
+    ddsm_batcher *b = atomic_load(&ctx->batcher);
+    if (b != NULL && ddsm_log_enabled(DDSM_LOG_INFO)) {
+        ddsm_batch_stats bs;
+        ddsm_batcher_stats(b, &bs);
+        ddsm_log(DDSM_LOG_INFO,
+                 "audit batching: %llu requests in %llu batches (%llu of more than one, largest "
+                 "%llu), %llu round trips, %llu failed",
+                 (unsigned long long)bs.requests, (unsigned long long)bs.batches,
+                 (unsigned long long)bs.multi_row_batches, (unsigned long long)bs.max_batch,
+                 (unsigned long long)bs.round_trips, (unsigned long long)bs.failed_batches);
+    }
+    ddsm_batcher_free(b);
     ddsm_audit_key_free(ctx->audit_key);
     for (unsigned i = 0; i < ctx->n_store_free; i++)
         ddsm_store_close(ctx->store_free[i]);
@@ -190,7 +282,13 @@ static void ctx_free(ddsm_ctx *ctx)
     ddsm_sesstab_free(ctx->sessions);
     ddsm_vkeys_free(ctx->vkeys);
     ddsm_htab_free(ctx->handles);
-    ddsm_hsm_unload(ctx->hsm);
+    /* HSM calls stuck past their bound get one more bound to return; if they still do not, the
+     * backend stays loaded (never finalised or unmapped under a thread inside it). */
+    if (ddsm_hsmcall_free(atomic_load(&ctx->hsmcall),
+                          ctx->cfg != NULL ? ctx->cfg->backend.call_timeout_ms + 1000 : 0))
+        ddsm_hsm_unload(ctx->hsm);
+    else
+        ddsm_hsm_abandon(ctx->hsm);
     ddsm_mutex_free(ctx->lock);
     ddsm_config_free(ctx->cfg);
     free(ctx);
@@ -212,6 +310,10 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         }
         ctx_abandon(old);
         atomic_store(&g_ctx, NULL);
+        /* Deliberately leaked, but kept reachable (by the next state, or here if C_Initialize
+         * fails) so that leak checkers tell it from a real leak. */
+        old->inherited = g_inherited;
+        g_inherited = old;
     }
 
     bool app_locks =
@@ -224,6 +326,7 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         goto out;
     }
     ctx->fork_gen = atomic_load(&g_fork_gen);
+    atomic_init(&ctx->listen_fd, -1);
     ctx->can_thread = args == NULL || (args->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) == 0;
 
     const char *file = ddsm_config_default_path();
@@ -234,6 +337,8 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         goto out;
     }
     ddsm_log_setup(ctx->cfg->log.level, ctx->cfg->log.syslog, "ddsm-pkcs11");
+    /* Before any store is opened (they are opened lazily, at first use). */
+    ddsm_store_set_transaction_pooler(ctx->cfg->store.transaction_pooler);
 
     rv = ddsm_hsm_load(ctx->cfg->backend.module, &ctx->hsm, why, sizeof(why));
     if (rv != CKR_OK) {
@@ -275,7 +380,16 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
     if ((rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK ||
         (rv = ddsm_htab_new(DDSM_HANDLE_CAP_MAX, &ctx->handles)) != CKR_OK ||
         (rv = ddsm_vkeys_new(ctx->cfg, &ctx->vkeys)) != CKR_OK ||
-        (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK)
+        (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK ||
+        (rv = ddsm_mpolicy_new(ctx->cfg,
+                               ctx->cfg->policy.requester != NULL ? ctx->cfg->policy.requester
+                                                                  : program_invocation_short_name,
+                               &ctx->policy)) != CKR_OK ||
+        (rv = ddsm_metrics_new(ctx->cfg, &ctx->metrics)) != CKR_OK)
+        goto out;
+    /* The fences run on the LISTEN thread: without threads there is none to run them. */
+    if (ctx->cfg->cache.rotation_fence && ctx->can_thread &&
+        (rv = ddsm_fence_new(&ctx->fence)) != CKR_OK)
         goto out;
     unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
     ctx->store_free = calloc(pool, sizeof(*ctx->store_free));
@@ -341,6 +455,47 @@ static void store_opts(const ddsm_ctx *ctx, ddsm_store_opts *o)
     o->application_name = "ddsm-pkcs11";
 }
 
+/* One round of the LISTEN loop. The thread waits on the socket itself and flags the time it
+ * spends consuming and delivering what arrived, so that other threads can tell whether the server
+ * has sent something not yet processed (ddsm_ctx_listener_catch_up). */
+static ddsm_err listen_round(ddsm_ctx *ctx, ddsm_listener *l)
+{
+    int fd = ddsm_listener_socket(l);
+    atomic_store(&ctx->listen_fd, fd);
+    if (fd < 0) {
+        /* Not listening: fences cannot run. This call (re)connects and LISTENs, and waits. */
+        if (ctx->fence != NULL)
+            ddsm_fence_end(ctx->fence, ddsm_fence_begin(ctx->fence), false);
+        ddsm_err e = ddsm_listener_wait(l, LISTEN_WAIT_MS, on_notify, ctx);
+        atomic_store(&ctx->listen_fd, e == DDSM_OK ? ddsm_listener_socket(l) : -1);
+        return e;
+    }
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN, .revents = 0},
+                          {.fd = ctx->fence != NULL ? ddsm_fence_wakefd(ctx->fence) : -1,
+                           .events = POLLIN,
+                           .revents = 0}};
+    int n = poll(p, 2, LISTEN_WAIT_MS);
+    if (n == 0 || (n < 0 && errno == EINTR))
+        return DDSM_OK;
+    ddsm_err e = DDSM_OK;
+    /* Set before the bytes are consumed (inside the wait or the fence), cleared once they are
+     * delivered. */
+    atomic_store(&ctx->listen_busy, true);
+    if (p[1].revents != 0) {
+        uint64_t target = ddsm_fence_begin(ctx->fence);
+        if (target != 0) {
+            e = ddsm_listener_fence(l, on_notify, ctx);
+            ddsm_fence_end(ctx->fence, target, e == DDSM_OK);
+        }
+    }
+    if (e == DDSM_OK && (n < 0 || p[0].revents != 0))
+        e = ddsm_listener_wait(l, 1, on_notify, ctx);
+    if (e != DDSM_OK)
+        atomic_store(&ctx->listen_fd, -1);
+    atomic_store(&ctx->listen_busy, false);
+    return e;
+}
+
 static void *listener_main(void *arg)
 {
     ddsm_ctx *ctx = arg;
@@ -353,10 +508,13 @@ static void *listener_main(void *arg)
 
     while (!atomic_load(&ctx->listener_stop)) {
         ddsm_err e = DDSM_E_STORE_DOWN;
-        if (l == NULL)
+        if (l == NULL) {
             e = ddsm_listener_open(ci, &opts, &l);
+            ctx->link = l;
+            ddsm_listener_on_zone(l, ddsm_mpolicy_on_zone_notify, ctx);
+        }
         if (l != NULL)
-            e = ddsm_listener_wait(l, LISTEN_WAIT_MS, on_notify, ctx);
+            e = listen_round(ctx, l);
         if (e == DDSM_OK) {
             if (!atomic_load(&ctx->link_up)) {
                 /* Records validated before now may have missed a NOTIFY. */
@@ -377,6 +535,8 @@ static void *listener_main(void *arg)
         ddsm_vkeys_sweep(ctx->vkeys);
     }
     atomic_store(&ctx->link_up, false);
+    atomic_store(&ctx->listen_fd, -1);
+    ctx->link = NULL;
     ddsm_listener_close(l);
     ddsm_mac_thread_cleanup();
     return NULL;
@@ -385,6 +545,39 @@ static void *listener_main(void *arg)
 bool ddsm_ctx_listener_covers(ddsm_ctx *ctx, int64_t validated_ms)
 {
     return atomic_load(&ctx->link_up) && validated_ms >= atomic_load(&ctx->link_up_since_ms);
+}
+
+#define CATCH_UP_MAX_MS 20
+
+bool ddsm_ctx_rotation_fence(ddsm_ctx *ctx)
+{
+    if (ctx->fence == NULL || !atomic_load(&ctx->link_up) || atomic_load(&ctx->listen_fd) < 0)
+        return false;
+    /* The fence's own statement is bounded by the store's timeouts; so is this wait. */
+    return ddsm_fence_wait(ctx->fence, ctx->cfg->store.statement_timeout_ms + 3000);
+}
+
+bool ddsm_ctx_listener_catch_up(ddsm_ctx *ctx)
+{
+    int fd = atomic_load(&ctx->listen_fd);
+    int64_t deadline = 0;
+    if (fd < 0)
+        return true; /* no link: nothing to catch up with (records are re-validated by age) */
+    for (;;) {
+        /* The socket first, then the flag: bytes consumed before our poll were consumed with the
+         * flag already set, and it stays set until they are delivered. */
+        struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+        bool pending = poll(&p, 1, 0) > 0;
+        pending = pending || atomic_load(&ctx->listen_busy);
+        if (!pending)
+            return true;
+        int64_t now = ddsm_now_ms();
+        if (deadline == 0)
+            deadline = now + CATCH_UP_MAX_MS;
+        else if (now > deadline || atomic_load(&ctx->listen_fd) != fd)
+            return false;
+        sleep_us(100);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -523,18 +716,27 @@ CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
 static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key **out,
                               CK_ULONG *detail)
 {
-    ddsm_hsm_prf_ctx pctx;
+    ddsm_hsmcall_prf_ctx pctx;
     ddsm_prf prf;
-    ddsm_hsm_prf_init(&pctx, ctx->hsm, rs->s, rs->root, &prf);
+    ddsm_hsmcall *pool = ddsm_ctx_hsmcall(ctx);
+    ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, rs->root, &prf);
     ddsm_err e = ddsm_audit_key_derive(&prf, out);
-    if (e == DDSM_E_HSM &&
+    if (e == DDSM_E_HSM && pctx.status == DDSM_HSMCALL_ANSWERED &&
         (pctx.last_rv == CKR_KEY_HANDLE_INVALID || pctx.last_rv == CKR_OBJECT_HANDLE_INVALID) &&
         ddsm_ctx_root_refresh(ctx, rs, detail) == CKR_OK) {
-        ddsm_hsm_prf_init(&pctx, ctx->hsm, rs->s, rs->root, &prf);
+        ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, rs->root, &prf);
         e = ddsm_audit_key_derive(&prf, out);
     }
     if (e == DDSM_OK)
         return CKR_OK;
+    if (pctx.status != DDSM_HSMCALL_ANSWERED) {
+        ddsm_log(DDSM_LOG_ERROR, "cannot derive the audit key: the HSM did not answer in %u ms",
+                 ctx->cfg->backend.call_timeout_ms);
+        if (pctx.status == DDSM_HSMCALL_QUARANTINED)
+            ddsm_ctx_root_disown(ctx, rs);
+        *detail = DDSM_DEVERR_TIMEOUT;
+        return CKR_DEVICE_ERROR;
+    }
     ddsm_log(DDSM_LOG_ERROR, "cannot derive the audit key: %s / %s", ddsm_err_str(e),
              ddsm_rv_name(pctx.last_rv));
     return e == DDSM_E_HSM ? ddsm_rv_from_backend(pctx.last_rv, detail)
@@ -554,7 +756,8 @@ CK_RV ddsm_ctx_batcher(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_batcher **out, CK_
     CK_RV rv = audit_key_secret(ctx, rs, &key, detail);
     if (rv != CKR_OK)
         return rv;
-    unsigned conns = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    /* Sized for grouping, apart from the read pool ([audit] connections, batch.h). */
+    unsigned conns = ctx->cfg->audit.connections ? ctx->cfg->audit.connections : 2;
     if (conns > DDSM_BATCH_CONNECTIONS_LIMIT)
         conns = DDSM_BATCH_CONNECTIONS_LIMIT;
     ddsm_store_opts opts;
@@ -635,6 +838,8 @@ void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
 {
     unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
     bool keep = false;
+    if (rs->s == CK_INVALID_HANDLE)
+        return; /* disowned: quarantined by the HSM call pool */
     ddsm_mutex_lock(ctx->lock);
     if (!broken && rs->gen == ctx->hs_gen && ctx->n_hs_free < pool) {
         ctx->hs_free[ctx->n_hs_free++] = rs->s;
@@ -645,6 +850,40 @@ void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
     ddsm_mutex_unlock(ctx->lock);
     if (!keep)
         (void)ctx->be->C_CloseSession(rs->s);
+}
+
+void ddsm_ctx_root_disown(ddsm_ctx *ctx, ddsm_rootsess *rs)
+{
+    if (rs->s == CK_INVALID_HANDLE)
+        return;
+    ddsm_mutex_lock(ctx->lock);
+    ctx->n_hs--;
+    ddsm_mutex_unlock(ctx->lock);
+    rs->s = CK_INVALID_HANDLE;
+}
+
+ddsm_hsmcall *ddsm_ctx_hsmcall(ddsm_ctx *ctx)
+{
+    ddsm_hsmcall *p = atomic_load(&ctx->hsmcall);
+    if (p != NULL || !ctx->can_thread)
+        return p;
+    /* As many workers as derivation sessions: each running call holds one. */
+    unsigned workers = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    ddsm_hsmcall *made = NULL;
+    if (ddsm_hsmcall_new(ctx->be, workers, ctx->cfg->backend.call_timeout_ms, &made) != CKR_OK) {
+        ddsm_log(DDSM_LOG_WARN, "cannot set up the HSM call pool: HSM calls are unbounded");
+        return NULL;
+    }
+    ddsm_mutex_lock(ctx->lock);
+    p = atomic_load(&ctx->hsmcall);
+    if (p == NULL) {
+        atomic_store(&ctx->hsmcall, made);
+        p = made;
+        made = NULL;
+    }
+    ddsm_mutex_unlock(ctx->lock);
+    (void)ddsm_hsmcall_free(made, 0); /* lost the race: it never started a thread */
+    return p;
 }
 
 void ddsm_ctx_root_forget(ddsm_ctx *ctx, CK_OBJECT_HANDLE stale)

@@ -31,6 +31,15 @@ void ddsm_mutex_unlock(ddsm_mutex *m);
  * Mutexes remember how they were made. */
 void ddsm_mutex_use_app(const CK_C_INITIALIZE_ARGS *args);
 
+/* Readers-writer lock for read-mostly tables (the derived-key cache): pthreads, or, when the
+ * application's callbacks are in use, one of its mutexes for readers and writers alike. */
+typedef struct ddsm_rwlock ddsm_rwlock;
+CK_RV ddsm_rwlock_new(ddsm_rwlock **out) DDSM_WUR;
+void ddsm_rwlock_free(ddsm_rwlock *l); /* NULL accepted */
+void ddsm_rwlock_rdlock(ddsm_rwlock *l);
+void ddsm_rwlock_wrlock(ddsm_rwlock *l);
+void ddsm_rwlock_unlock(ddsm_rwlock *l);
+
 int64_t ddsm_now_ms(void);  /* monotonic clock */
 int64_t ddsm_wall_us(void); /* unix time in microseconds (grace windows come from the store) */
 
@@ -83,6 +92,30 @@ typedef struct ddsm_ctx {
     ddsm_htab *handles;
     ddsm_vkeys *vkeys;
     ddsm_sesstab *sessions;
+
+    /* The worker pool that bounds the module's own HSM calls (hsmcall.h): made at the first
+     * derivation, NULL while there is none or when the module may not create threads. */
+    _Atomic(struct ddsm_hsmcall *) hsmcall;
+    /* The LISTEN socket while listening (-1 otherwise), and whether the LISTEN thread is busy
+     * with what arrived on it: see ddsm_ctx_listener_catch_up. */
+    atomic_int listen_fd;
+    atomic_bool listen_busy;
+    /* [cache] rotation_fence: fences run by the LISTEN thread (fence.h); NULL when off. */
+    struct ddsm_fence *fence;
+    /* Kept reachable, never freed: the LISTEN link (only the listener thread uses it) and the
+     * state inherited from a fork parent, which a child must abandon (ctx_abandon). */
+    ddsm_listener *link;
+    struct ddsm_ctx *inherited;
+
+    /* The policy gate (policy.h: requester, rate limits, zones, mechanisms) and the metrics
+     * (metrics.h); each may run a thread of its own, started lazily. */
+    struct ddsm_mpolicy *policy;
+    struct ddsm_metrics *metrics;
+
+    /* The application's login on the fronted token as the module tracks it (login.h); zero is
+     * "unknown": ask the backend once. */
+    atomic_int login_state;
+    atomic_uint login_epoch;
 } ddsm_ctx;
 
 /* The live state, or NULL when the module is not initialised in this process generation (never
@@ -113,6 +146,14 @@ void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken);
 CK_RV ddsm_ctx_batcher(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_batcher **out,
                        CK_ULONG *detail) DDSM_WUR;
 
+/* The pool bounding the module's own HSM calls, made at the first call; NULL when the module may
+ * not create threads (calls then go direct, unbounded). */
+struct ddsm_hsmcall *ddsm_ctx_hsmcall(ddsm_ctx *ctx);
+/* A bounded call on rs->s timed out and the pool quarantined the session (it closes it when the
+ * stuck call returns): forget it here, without closing it. rs->s becomes CK_INVALID_HANDLE, which
+ * ddsm_ctx_root_release then ignores. */
+void ddsm_ctx_root_disown(ddsm_ctx *ctx, ddsm_rootsess *rs);
+
 /* Look the root up again through rs->s (the backend called its cached handle invalid). */
 CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail) DDSM_WUR;
 /* Forget the cached root handle (after the backend called it invalid). */
@@ -125,5 +166,17 @@ void ddsm_ctx_drain_sessions(ddsm_ctx *ctx);
 /* Whether an asset record validated at validated_ms is covered by the LISTEN link (the link is up
  * and was already up then), so that no re-validation is needed whatever its age. */
 bool ddsm_ctx_listener_covers(ddsm_ctx *ctx, int64_t validated_ms);
+
+/* Before trusting an asset record that the LISTEN link covers: wait, briefly, until whatever the
+ * server has already sent on the link has been processed, so that a rotation whose NOTIFY has
+ * reached this process counts for every operation that starts afterwards, even before the LISTEN
+ * thread got the CPU. false when that could not be confirmed within a few milliseconds (the
+ * caller then re-validates with the store). */
+bool ddsm_ctx_listener_catch_up(ddsm_ctx *ctx);
+
+/* With [cache] rotation_fence: wait for a round trip on the LISTEN connection that began after
+ * this call (fence.h), so that every rotation that returned before the call has been processed.
+ * false when the link is down or the fence failed or took too long: re-validate with the store. */
+bool ddsm_ctx_rotation_fence(ddsm_ctx *ctx);
 
 #endif

@@ -43,6 +43,63 @@ CK_RV ddsm_C_SetOperationState(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pOperatio
 CK_RV ddsm_C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,
                    CK_ULONG ulPinLen);
 CK_RV ddsm_C_Logout(CK_SESSION_HANDLE hSession);
+CK_RV ddsm_C_LoginUser(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,
+                       CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pUsername, CK_ULONG ulUsernameLen);
+
+/* message.c (PKCS#11 3.0) */
+CK_RV ddsm_C_SessionCancel(CK_SESSION_HANDLE hSession, CK_FLAGS flags);
+CK_RV ddsm_C_MessageEncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                                CK_OBJECT_HANDLE hKey);
+CK_RV ddsm_C_EncryptMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                            CK_ULONG ulParameterLen, CK_BYTE_PTR pAssociatedData,
+                            CK_ULONG ulAssociatedDataLen, CK_BYTE_PTR pPlaintext,
+                            CK_ULONG ulPlaintextLen, CK_BYTE_PTR pCiphertext,
+                            CK_ULONG_PTR pulCiphertextLen);
+CK_RV ddsm_C_EncryptMessageBegin(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                                 CK_ULONG ulParameterLen, CK_BYTE_PTR pAssociatedData,
+                                 CK_ULONG ulAssociatedDataLen);
+CK_RV ddsm_C_EncryptMessageNext(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                                CK_ULONG ulParameterLen, CK_BYTE_PTR pPlaintextPart,
+                                CK_ULONG ulPlaintextPartLen, CK_BYTE_PTR pCiphertextPart,
+                                CK_ULONG_PTR pulCiphertextPartLen, CK_FLAGS flags);
+CK_RV ddsm_C_MessageEncryptFinal(CK_SESSION_HANDLE hSession);
+CK_RV ddsm_C_MessageDecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                                CK_OBJECT_HANDLE hKey);
+CK_RV ddsm_C_DecryptMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                            CK_ULONG ulParameterLen, CK_BYTE_PTR pAssociatedData,
+                            CK_ULONG ulAssociatedDataLen, CK_BYTE_PTR pCiphertext,
+                            CK_ULONG ulCiphertextLen, CK_BYTE_PTR pPlaintext,
+                            CK_ULONG_PTR pulPlaintextLen);
+CK_RV ddsm_C_DecryptMessageBegin(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                                 CK_ULONG ulParameterLen, CK_BYTE_PTR pAssociatedData,
+                                 CK_ULONG ulAssociatedDataLen);
+CK_RV ddsm_C_DecryptMessageNext(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                                CK_ULONG ulParameterLen, CK_BYTE_PTR pCiphertextPart,
+                                CK_ULONG ulCiphertextPartLen, CK_BYTE_PTR pPlaintextPart,
+                                CK_ULONG_PTR pulPlaintextPartLen, CK_FLAGS flags);
+CK_RV ddsm_C_MessageDecryptFinal(CK_SESSION_HANDLE hSession);
+CK_RV ddsm_C_MessageSignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                             CK_OBJECT_HANDLE hKey);
+CK_RV ddsm_C_SignMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                         CK_ULONG ulParameterLen, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                         CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen);
+CK_RV ddsm_C_SignMessageBegin(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                              CK_ULONG ulParameterLen);
+CK_RV ddsm_C_SignMessageNext(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                             CK_ULONG ulParameterLen, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                             CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen);
+CK_RV ddsm_C_MessageSignFinal(CK_SESSION_HANDLE hSession);
+CK_RV ddsm_C_MessageVerifyInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                               CK_OBJECT_HANDLE hKey);
+CK_RV ddsm_C_VerifyMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                           CK_ULONG ulParameterLen, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                           CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen);
+CK_RV ddsm_C_VerifyMessageBegin(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                                CK_ULONG ulParameterLen);
+CK_RV ddsm_C_VerifyMessageNext(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                               CK_ULONG ulParameterLen, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                               CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen);
+CK_RV ddsm_C_MessageVerifyFinal(CK_SESSION_HANDLE hSession);
 
 /* object.c */
 CK_RV ddsm_C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,

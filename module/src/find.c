@@ -5,10 +5,16 @@
  *    counter (the label is the lookup key: any hardening spelling of the path is accepted);
  *  - else CKA_DDSM_ASSET_ID (+ CKA_DDSM_PATH, default: the asset's default path): likewise;
  *  - else one object per ACTIVE/ROTATING asset at its default path.
- * Every other template attribute filters the candidates by value (CKA_CLASS = CKO_PUBLIC_KEY finds
- * none, CKA_KEY_TYPE = CKK_AES finds none for HMAC assets, an attribute these objects do not have
- * or a sensitive value never matches). Paths the policy refuses are not listed. Finding reads the
- * store once and writes nothing: derivation and its audit row happen at first use.
+ * An asset of an EC key type (ec.h) has two objects where others have one: its private key and
+ * then its public key, with the same label and CKA_ID (an Ed25519 path with a normal index has
+ * none). Every other template attribute filters the candidates by value (CKA_CLASS =
+ * CKO_PUBLIC_KEY finds only EC public keys, CKA_KEY_TYPE = CKK_AES finds none for HMAC assets, an
+ * attribute these objects do not have, a sensitive value or CKA_EC_POINT never matches). Paths the policy refuses are not listed. Finding reads the
+ * store once and writes nothing: derivation and its audit row happen at first use. A find of one
+ * asset (by label or CKA_DDSM_ASSET_ID) does not even read the store while the module's record of
+ * the asset is as fresh as signing requires: kept current by NOTIFY while the LISTEN link is up,
+ * else younger than [cache] staleness_ms (labels and default paths, which no NOTIFY announces,
+ * are trusted for staleness_ms only).
  *
  * Documented choice: when the store is down, C_FindObjectsInit still succeeds, the backend's
  * objects are returned, and once they are exhausted C_FindObjects fails with CKR_DEVICE_ERROR
@@ -20,9 +26,11 @@
 #include "ddsm/log.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/state.h"
+#include "ec.h"
 #include "entry.h"
 #include "ladder.h"
 #include "rv.h"
+#include "vattr.h"
 #include "vkey.h"
 
 #define LOOKUP_MAX (DDSM_ASSET_LABEL_MAX + 1 + DDSM_PATH_TEXT_MAX + 64)
@@ -48,33 +56,10 @@ static bool is_vendor(CK_ATTRIBUTE_TYPE t)
            t == CKA_DDSM_STATE;
 }
 
-/* Whether every filter attribute of the template has this value on the object. */
+/* Whether every filter attribute of the template has this value on the object (vattr.h). */
 static bool matches(const find_req *r, const ddsm_hentry *e)
 {
-    for (CK_ULONG i = 0; i < r->n; i++) {
-        const CK_ATTRIBUTE *a = &r->t[i];
-        if (a->type == CKA_LABEL && r->by_label)
-            continue;
-        if (a->type == CKA_DDSM_PATH) {
-            /* Any hardening spelling names the same path: compare canonical forms. */
-            ddsm_path p;
-            char canon[DDSM_PATH_TEXT_MAX];
-            if (a->pValue == NULL || ddsm_path_parse(a->pValue, a->ulValueLen, &p, NULL) != DDSM_OK)
-                return false;
-            ddsm_path_format(&p, canon);
-            if (strcmp(canon, e->path) != 0)
-                return false;
-            continue;
-        }
-        uint8_t buf[DDSM_VKEY_ATTR_MAX];
-        CK_ULONG len = 0;
-        if (ddsm_vkey_attr(e, a->type, buf, &len) != CKR_OK)
-            return false; /* no such attribute, or a value that is never compared */
-        if (a->ulValueLen != len ||
-            (len > 0 && (a->pValue == NULL || memcmp(a->pValue, buf, len) != 0)))
-            return false;
-    }
-    return true;
+    return ddsm_vattr_match(e, r->t, r->n, r->by_label);
 }
 
 static CK_RV cand_push(cand_list *l, CK_OBJECT_HANDLE h)
@@ -94,8 +79,9 @@ static CK_RV cand_push(cand_list *l, CK_OBJECT_HANDLE h)
     return CKR_OK;
 }
 
-/* One asset as the store reported it: record its state, and list its key if it matches. */
-static CK_RV consider(find_req *r, const ddsm_asset *a)
+/* One asset as the store reported it (from_store: record its state) or as the module's records
+ * know it, and list its key if it matches. */
+static CK_RV consider(find_req *r, const ddsm_asset *a, bool from_store)
 {
     ddsm_ctx *ctx = r->c->ctx;
     char canon[DDSM_PATH_TEXT_MAX];
@@ -103,7 +89,8 @@ static CK_RV consider(find_req *r, const ddsm_asset *a)
     ddsm_asset_rec *rec = ddsm_vkeys_asset(ctx->vkeys, &a->id);
     if (rec == NULL)
         return CKR_HOST_MEMORY;
-    ddsm_asset_rec_update(ctx->vkeys, rec, a);
+    if (from_store)
+        ddsm_asset_rec_update(ctx->vkeys, rec, a);
     if (!ddsm_state_derivable(a->state))
         return CKR_OK;
     const char *path = r->path != NULL ? r->path : a->default_path;
@@ -118,35 +105,34 @@ static CK_RV consider(find_req *r, const ddsm_asset *a)
     e.asset = a->id;
     memcpy(e.path, canon, sizeof(canon));
     e.counter = a->counter;
-    if (!ddsm_vkey_found_variant(a->key_type, ctx->cfg->policy.extractable, &e.variant))
-        return CKR_OK;
     e.aux = rec;
-    if (!matches(r, &e))
-        return CKR_OK;
-    CK_OBJECT_HANDLE h;
-    CK_RV rv = ddsm_vkey_intern(r->c, &a->id, canon, a->counter, e.variant, &h);
-    if (rv == CKR_OK)
-        rv = cand_push(r->out, h);
+    /* EC assets have two objects, the private then the public key (ec.h). */
+    uint32_t variants[2];
+    size_t nv = ddsm_ec_found_variants(a->key_type, ctx->cfg->policy.extractable, &p, variants);
+    CK_RV rv = CKR_OK;
+    for (size_t i = 0; i < nv && rv == CKR_OK; i++) {
+        e.variant = variants[i];
+        if (!matches(r, &e))
+            continue;
+        CK_OBJECT_HANDLE h;
+        rv = ddsm_vkey_intern(r->c, &a->id, canon, a->counter, e.variant, &h);
+        if (rv == CKR_OK)
+            rv = cand_push(r->out, h);
+    }
     return rv;
 }
 
 static int list_cb(const ddsm_asset *a, void *arg)
 {
     find_req *r = arg;
-    r->rv = consider(r, a);
+    r->rv = consider(r, a, true);
     return r->rv != CKR_OK;
 }
 
-/* Whether a found object of this key type could match, looking only at the attributes that do
+/* Whether a found object of this variant could match, looking only at the attributes that do
  * not depend on the asset. */
-static bool type_may_match(const CK_ATTRIBUTE *t, CK_ULONG n, const char *key_type,
-                           bool extractable)
+static bool variant_may_match(const CK_ATTRIBUTE *t, CK_ULONG n, const ddsm_hentry *e)
 {
-    ddsm_hentry e;
-    memset(&e, 0, sizeof(e));
-    strcpy(e.path, "m/0");
-    if (!ddsm_vkey_found_variant(key_type, extractable, &e.variant))
-        return false;
     for (CK_ULONG i = 0; i < n; i++) {
         switch (t[i].type) {
         case CKA_LABEL:
@@ -161,17 +147,38 @@ static bool type_may_match(const CK_ATTRIBUTE *t, CK_ULONG n, const char *key_ty
             break;
         }
         find_req r = {NULL, &t[i], 1, false, NULL, NULL, CKR_OK};
-        if (!matches(&r, &e))
+        if (!matches(&r, e))
             return false;
     }
     return true;
+}
+
+/* Whether a found object of this key type (any of its variants) could match. */
+static bool type_may_match(const CK_ATTRIBUTE *t, CK_ULONG n, const char *key_type,
+                           bool extractable)
+{
+    ddsm_hentry e;
+    uint32_t variants[2];
+    size_t nv = ddsm_ec_found_variants(key_type, extractable, NULL, variants);
+    for (size_t v = 0; v < nv; v++) {
+        memset(&e, 0, sizeof(e));
+        strcpy(e.path, "m/0");
+        e.variant = variants[v];
+        if (variant_may_match(t, n, &e))
+            return true;
+    }
+    return false;
 }
 
 /* Whether no virtual object could match whatever the asset, so that such finds (CKA_CLASS =
  * CKO_CERTIFICATE, ...) cost no store round trip. */
 static bool hopeless(const CK_ATTRIBUTE *t, CK_ULONG n, bool extractable)
 {
-    return !type_may_match(t, n, "hmac", extractable) && !type_may_match(t, n, "aes", extractable);
+    static const char *const types[] = {"hmac", "aes", "secp256k1", "ed25519", "p256"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (type_may_match(t, n, types[i], extractable))
+            return false;
+    return true;
 }
 
 /* Collect the virtual candidates. Store errors come back as (rv, detail) for C_FindObjects. */
@@ -219,6 +226,16 @@ static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n,
         r.path = path;
     }
 
+    if (label != NULL || asset_id != NULL) {
+        /* One asset: the records kept current by NOTIFY answer without a round trip while they
+         * are as fresh as signing requires (vkey.h ddsm_vkeys_asset_fresh). */
+        ddsm_uuid id;
+        if (asset_id != NULL)
+            memcpy(id.b, asset_id->pValue, 16);
+        if (ddsm_vkeys_asset_fresh(c, label != NULL ? lookup : NULL, label != NULL ? NULL : &id,
+                                   r.path == NULL, &a))
+            return consider(&r, &a, false);
+    }
     err = ddsm_ctx_store_acquire(c->ctx, &st);
     if (err != DDSM_OK)
         goto out;
@@ -233,7 +250,7 @@ static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n,
         if (err == DDSM_E_NOT_FOUND || err == DDSM_E_UUID || err == DDSM_E_INPUT) {
             err = DDSM_OK; /* no such asset: nothing to find */
         } else if (err == DDSM_OK) {
-            r.rv = consider(&r, &a);
+            r.rv = consider(&r, &a, true);
         }
     } else {
         err = ddsm_store_asset_list(st, list_cb, &r);

@@ -6,21 +6,23 @@
 #include "guard.h"
 #include "ladder.h"
 
-#define DDSM_FWD_DEFINE(name, params, args, key, virt_rv, out1, out2)                              \
+#define DDSM_FWD_DEFINE(name, params, args, key, virt_rv, out1, out2, args_ok)                     \
     CK_RV ddsm_##name params                                                                       \
     {                                                                                              \
         DDSM_CALL(c, #name);                                                                       \
-        DDSM_LADDER_SESSION(c, hSession, 1);                                                       \
+        DDSM_LADDER_SESSION(c, hSession, args_ok);                                                 \
         if (c.ctx->be->name == NULL) {                                                             \
             rv = CKR_FUNCTION_NOT_SUPPORTED;                                                       \
             goto out;                                                                              \
         }                                                                                          \
         if ((virt_rv) != CKR_OK) {                                                                 \
-            rv = ddsm_guard_key(&c, (key), (virt_rv));                                             \
+            rv = ddsm_guard_key_as(&c, (key), (virt_rv), (virt_rv));                               \
             if (rv != CKR_OK)                                                                      \
                 goto out;                                                                          \
         }                                                                                          \
         rv = c.ctx->be->name args;                                                                 \
+        if ((virt_rv) != CKR_OK)                                                                   \
+            rv = ddsm_guard_key_rv(rv, CKR_KEY_HANDLE_INVALID);                                    \
         if (rv == CKR_OK)                                                                          \
             rv = ddsm_guard_new_handles(&c, (out1), (out2));                                       \
     out:                                                                                           \

@@ -47,6 +47,18 @@ static key_kind classify(ddsm_call *c, CK_OBJECT_HANDLE h)
     return is_root ? KIND_ROOT : KIND_OTHER;
 }
 
+/* A virtual handle: CKR_OK while its object lives; else CKR_KEY_HANDLE_INVALID (key_ctx) or
+ * CKR_OBJECT_HANDLE_INVALID for a forged or reused handle and for one whose counter was rotated
+ * away or retired (DESIGN.md "Lifecycle"): a refusal must not tell a dead key from a live one. */
+static CK_RV virtual_live(ddsm_call *c, CK_OBJECT_HANDLE h, bool key_ctx)
+{
+    ddsm_hentry e;
+    CK_RV rv = ddsm_vkey_lookup(c, h, key_ctx, &e);
+    if (rv == CKR_OK)
+        rv = ddsm_vkey_check(c, &e, key_ctx ? DDSM_USE_VERIFY : DDSM_USE_OBJECT);
+    return rv;
+}
+
 bool ddsm_guard_is_root(ddsm_call *c, CK_OBJECT_HANDLE h)
 {
     return classify(c, h) == KIND_ROOT;
@@ -55,9 +67,8 @@ bool ddsm_guard_is_root(ddsm_call *c, CK_OBJECT_HANDLE h)
 CK_RV ddsm_guard_root_base(ddsm_call *c, CK_OBJECT_HANDLE h)
 {
     if (ddsm_handle_is_virtual(h) && h != CK_DDSM_ROOT_HANDLE) {
-        ddsm_hentry e;
-        CK_RV rv = ddsm_vkey_lookup(c, h, true, &e);
-        return rv != CKR_OK ? rv : CKR_KEY_FUNCTION_NOT_PERMITTED;
+        CK_RV rv = virtual_live(c, h, true);
+        return rv != CKR_OK ? rv : CKR_KEY_TYPE_INCONSISTENT;
     }
     switch (classify(c, h)) {
     case KIND_ROOT:
@@ -71,23 +82,31 @@ CK_RV ddsm_guard_root_base(ddsm_call *c, CK_OBJECT_HANDLE h)
 
 CK_RV ddsm_guard_key(ddsm_call *c, CK_OBJECT_HANDLE h, CK_RV virt_rv)
 {
+    return ddsm_guard_key_as(c, h, virt_rv, CKR_KEY_FUNCTION_NOT_PERMITTED);
+}
+
+CK_RV ddsm_guard_key_as(ddsm_call *c, CK_OBJECT_HANDLE h, CK_RV virt_rv, CK_RV root_rv)
+{
     if (ddsm_handle_is_virtual(h) && h != CK_DDSM_ROOT_HANDLE) {
-        ddsm_hentry e;
-        CK_RV rv = ddsm_vkey_lookup(c, h, true, &e);
+        CK_RV rv = virtual_live(c, h, true);
         return rv != CKR_OK ? rv : virt_rv;
     }
     if (!ddsm_handle_is_backend(h) && h != CK_DDSM_ROOT_HANDLE)
         return CKR_KEY_HANDLE_INVALID;
     if (ddsm_guard_is_root(c, h))
-        return CKR_KEY_FUNCTION_NOT_PERMITTED;
+        return root_rv;
     return CKR_OK;
+}
+
+CK_RV ddsm_guard_key_rv(CK_RV backend_rv, CK_RV key_invalid_rv)
+{
+    return backend_rv == CKR_OBJECT_HANDLE_INVALID ? key_invalid_rv : backend_rv;
 }
 
 CK_RV ddsm_guard_object(ddsm_call *c, CK_OBJECT_HANDLE h)
 {
     if (ddsm_handle_is_virtual(h) && h != CK_DDSM_ROOT_HANDLE) {
-        ddsm_hentry e;
-        CK_RV rv = ddsm_vkey_lookup(c, h, false, &e);
+        CK_RV rv = virtual_live(c, h, false);
         return rv != CKR_OK ? rv : CKR_ACTION_PROHIBITED;
     }
     if (!ddsm_handle_is_backend(h) && h != CK_DDSM_ROOT_HANDLE)

@@ -1,5 +1,6 @@
 #include "handles.h"
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +9,12 @@
 
 #define CHUNK_BITS 10
 #define CHUNK_SIZE (1U << CHUNK_BITS)
-#define N_STRIPES 64
 
+/* A slot's contents (e, gen, live, retired) change only under the table's lock, inside a write
+ * section of the slot's sequence counter (odd while it changes). Lookups (every C_SignInit) take
+ * no lock: they copy the contents and retry when the counter moved meanwhile (a seqlock). */
 typedef struct hslot {
+    atomic_uint seq;
     ddsm_hentry e;
     uint32_t gen; /* generation of the current (or next) occupant */
     bool live;
@@ -21,9 +25,8 @@ typedef struct hslot {
 
 struct ddsm_htab {
     uint32_t cap;
-    ddsm_mutex *lock;              /* interning, reclaiming, the hash index */
-    ddsm_mutex *stripe[N_STRIPES]; /* slot contents, by index % N_STRIPES */
-    _Atomic(hslot *) *chunks;      /* cap / CHUNK_SIZE (rounded up) chunk pointers */
+    ddsm_mutex *lock;         /* interning, reclaiming, the hash index, every slot's contents */
+    _Atomic(hslot *) *chunks; /* cap / CHUNK_SIZE (rounded up) chunk pointers */
     uint32_t n_chunks;
     uint32_t used;      /* slots ever handed out (the high-water mark) */
     uint32_t free_head; /* index + 1 of a released slot, 0 = none */
@@ -60,6 +63,20 @@ static hslot *slot_at(ddsm_htab *t, uint32_t idx)
     return chunk == NULL ? NULL : &chunk[idx & (CHUNK_SIZE - 1)];
 }
 
+/* Write sections of a slot's contents (the table's lock held). */
+static void slot_write_begin(hslot *s)
+{
+    atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+static void slot_write_end(hslot *s)
+{
+    atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
+                          memory_order_release);
+}
+
 static CK_OBJECT_HANDLE make_handle(uint32_t gen, uint32_t idx)
 {
     return DDSM_HANDLE_TOP | ((CK_OBJECT_HANDLE)gen << DDSM_HANDLE_IDX_BITS) | idx;
@@ -85,8 +102,6 @@ CK_RV ddsm_htab_new(uint32_t capacity, ddsm_htab **out)
     if (t->chunks == NULL || t->buckets == NULL)
         goto out;
     rv = ddsm_mutex_new(&t->lock);
-    for (int i = 0; rv == CKR_OK && i < N_STRIPES; i++)
-        rv = ddsm_mutex_new(&t->stripe[i]);
     if (rv != CKR_OK)
         goto out;
     *out = t;
@@ -106,8 +121,6 @@ void ddsm_htab_free(ddsm_htab *t)
     free(t->chunks);
     free(t->buckets);
     ddsm_mutex_free(t->lock);
-    for (int i = 0; i < N_STRIPES; i++)
-        ddsm_mutex_free(t->stripe[i]);
     free(t);
 }
 
@@ -134,8 +147,7 @@ static uint32_t reclaim_locked(ddsm_htab *t, ddsm_htab_reclaimable_fn reclaimabl
         if (s == NULL || !s->live || !reclaimable(&s->e, arg))
             continue;
         unhash_locked(t, idx, s);
-        ddsm_mutex *stripe = t->stripe[idx % N_STRIPES];
-        ddsm_mutex_lock(stripe);
+        slot_write_begin(s);
         s->live = false;
         /* The next occupant gets a new generation; a slot about to reach the reserved maximum
          * is retired instead of wrapping around, so an old handle can never match again. */
@@ -144,7 +156,7 @@ static uint32_t reclaim_locked(ddsm_htab *t, ddsm_htab_reclaimable_fn reclaimabl
         } else {
             s->gen++;
         }
-        ddsm_mutex_unlock(stripe);
+        slot_write_end(s);
         t->live--;
         if (!s->retired) {
             s->next_free = t->free_head;
@@ -194,11 +206,10 @@ CK_RV ddsm_htab_intern(ddsm_htab *t, const ddsm_hentry *e, ddsm_htab_reclaimable
         s = slot_at(t, idx);
         t->used++;
     }
-    ddsm_mutex *stripe = t->stripe[idx % N_STRIPES];
-    ddsm_mutex_lock(stripe);
+    slot_write_begin(s);
     s->e = *e;
     s->live = true;
-    ddsm_mutex_unlock(stripe);
+    slot_write_end(s);
     s->next = t->buckets[bucket];
     t->buckets[bucket] = idx + 1;
     t->live++;
@@ -220,13 +231,27 @@ CK_RV ddsm_htab_get(ddsm_htab *t, CK_OBJECT_HANDLE h, ddsm_hentry *out)
     hslot *s = slot_at(t, idx);
     if (s == NULL)
         return rv;
-    ddsm_mutex *stripe = t->stripe[idx % N_STRIPES];
-    ddsm_mutex_lock(stripe);
-    if (s->live && s->gen == gen) {
-        *out = s->e;
+    ddsm_hentry copy;
+    bool live;
+    uint32_t have_gen;
+    for (;;) {
+        unsigned before = atomic_load_explicit(&s->seq, memory_order_acquire);
+        if ((before & 1) != 0) {
+            sched_yield(); /* an intern or a reclaim is writing this very slot */
+            continue;
+        }
+        live = s->live;
+        have_gen = s->gen;
+        if (live && have_gen == gen)
+            memcpy(&copy, &s->e, sizeof(copy));
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->seq, memory_order_relaxed) == before)
+            break;
+    }
+    if (live && have_gen == gen) {
+        *out = copy;
         rv = CKR_OK;
     }
-    ddsm_mutex_unlock(stripe);
     return rv;
 }
 

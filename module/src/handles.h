@@ -11,8 +11,9 @@
  * is retired for good instead of wrapping around (so 0xFFFFFFFF is never issued: it is
  * CK_DDSM_ROOT_HANDLE). Values above 32 bits are never ours. Backend handles are below 2^31.
  *
- * Thread safety: interning and reclaiming take the table's mutex; looking a handle up takes only
- * one of several striped slot locks, never a lock shared by every thread. */
+ * Thread safety: interning and reclaiming take the table's mutex; looking a handle up takes no
+ * lock at all (each slot has a sequence counter: a seqlock), so that signing threads share
+ * nothing here. */
 #ifndef DDSM_HANDLES_H
 #define DDSM_HANDLES_H
 

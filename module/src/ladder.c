@@ -1,18 +1,13 @@
 #include "ladder.h"
 
 #include "ddsm/log.h"
+#include "login.h"
 #include "names.h"
 #include "rv.h"
 
 CK_RV ddsm_require_user(ddsm_call *c)
 {
-    CK_SESSION_INFO info;
-    CK_RV rv = c->ctx->be->C_GetSessionInfo(c->sess->h, &info);
-    if (rv != CKR_OK)
-        return rv;
-    if (info.state != CKS_RO_USER_FUNCTIONS && info.state != CKS_RW_USER_FUNCTIONS)
-        return CKR_USER_NOT_LOGGED_IN;
-    return CKR_OK;
+    return ddsm_login_require_user(c->ctx, c->sess->h, &c->login_epoch);
 }
 
 bool ddsm_session_is_user(ddsm_call *c)
@@ -65,6 +60,8 @@ CK_RV ddsm_call_end(ddsm_call *c, CK_RV rv)
         ddsm_sess_put(c->ctx->sessions, c->sess);
         c->sess = NULL;
     }
+    if (rv == CKR_USER_NOT_LOGGED_IN && c->ctx != NULL)
+        ddsm_login_doubt(c->ctx); /* the backend's word wins (login.h) */
     if (rv != CKR_OK) {
         bool serious = rv == CKR_DEVICE_ERROR || rv == CKR_FUNCTION_FAILED ||
                        rv == CKR_GENERAL_ERROR || rv == CKR_HOST_MEMORY;

@@ -2,8 +2,9 @@
  *   initialised -> fork generation valid -> session lookup -> NULL pointer arguments
  *   (CKR_ARGUMENTS_BAD) -> login / session state -> operation state -> work.
  * The first two are ddsm_ctx_get(); the session lookup finds our record of the application's
- * session; pointer checks are the entry's own expression; login state is asked of the backend
- * (ddsm_require_user) by entries that need it; operation state is checked by the family's code.
+ * session; pointer checks are the entry's own expression; login state is the module's record of
+ * it (login.h; ddsm_require_user) for entries that need it; operation state is checked by the
+ * family's code.
  *
  * Usage:
  *     DDSM_CALL(c, "C_SignInit");
@@ -23,10 +24,11 @@ typedef struct ddsm_call {
     ddsm_ctx *ctx;
     ddsm_sess *sess; /* referenced; released by ddsm_call_end */
     CK_ULONG detail; /* DDSM_DEVERR_* to record in the session on failure */
+    unsigned login_epoch; /* set by ddsm_require_user (login.h ddsm_login_still) */
 } ddsm_call;
 
 #define DDSM_CALL(c, name)                                                                         \
-    ddsm_call c = {.fn = (name), .ctx = NULL, .sess = NULL, .detail = 0};                          \
+    ddsm_call c = {.fn = (name), .ctx = NULL, .sess = NULL, .detail = 0, .login_epoch = 0};        \
     CK_RV rv = CKR_OK
 
 /* Initialised and in the right process generation. */
@@ -62,8 +64,9 @@ typedef struct ddsm_call {
         }                                                                                          \
     } while (0)
 
-/* CKR_OK when the session is in a user state (R/O or R/W user functions), asked of the backend:
- * "no PIN, no derivation". CKR_USER_NOT_LOGGED_IN otherwise. */
+/* CKR_OK when the application is logged in as the user (R/O or R/W user functions), from the
+ * module's login record (login.h; the backend is asked only while that is unknown): "no PIN, no
+ * derivation". CKR_USER_NOT_LOGGED_IN otherwise. Sets c->login_epoch. */
 CK_RV ddsm_require_user(ddsm_call *c) DDSM_WUR;
 /* Like ddsm_require_user, as a yes/no (backend errors count as no). */
 bool ddsm_session_is_user(ddsm_call *c);

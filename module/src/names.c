@@ -3,6 +3,8 @@
 #include "names.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "ddsm/pkcs11-ddsm.h"
 
@@ -585,4 +587,25 @@ const char *ddsm_mech_name(CK_MECHANISM_TYPE m)
 const char *ddsm_attr_name(CK_ATTRIBUTE_TYPE a)
 {
     return lookup(attr_names, N(attr_names), a, "CKA_");
+}
+
+bool ddsm_mech_from_name(const char *name, CK_MECHANISM_TYPE *out)
+{
+    if (name == NULL)
+        return false;
+    if (strncmp(name, "0x", 2) == 0 && name[2] != '\0' && strlen(name) <= 10) {
+        char *end = NULL;
+        unsigned long v = strtoul(name + 2, &end, 16);
+        if (*end != '\0')
+            return false;
+        *out = v;
+        return true;
+    }
+    for (size_t i = 0; i < N(mech_names); i++) {
+        if (strcmp(mech_names[i].name, name) == 0) {
+            *out = mech_names[i].value;
+            return true;
+        }
+    }
+    return false;
 }

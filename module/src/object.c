@@ -10,22 +10,33 @@
  *    CKA_COPYABLE and CKA_DESTROYABLE are false; retire keys through ddsmctl).
  *  - C_GetObjectSize: CKR_OK with CK_UNAVAILABLE_INFORMATION (the standard's answer for a size
  *    that is not meaningful; no key material is involved).
- * On the root seed key: reading CKA_VALUE, setting attributes, copying and destroying are refused
- * with CKR_ACTION_PROHIBITED; its other attributes read through (tools list it). */
+ * On the root seed key: setting attributes, copying and destroying are refused with
+ * CKR_ACTION_PROHIBITED; CKA_VALUE reads as sensitive (CK_UNAVAILABLE_INFORMATION,
+ * CKR_ATTRIBUTE_SENSITIVE: section 5.7 lists no other refusal for C_GetAttributeValue) without the
+ * backend ever being asked for it; its other attributes read through (tools list it).
+ * CK_DDSM_ROOT_HANDLE is no object: CKR_OBJECT_HANDLE_INVALID. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
+#include "ec.h"
 #include "entry.h"
 #include "guard.h"
 #include "handles.h"
 #include "ladder.h"
+#include "vattr.h"
 #include "vkey.h"
 
-/* The common rungs for an existing virtual object: logged in, live handle, current lifecycle. */
+/* The common rungs for an existing virtual object: logged in, live handle, current lifecycle.
+ * Virtual objects are private: without a user login they do not exist for the session, which is
+ * CKR_OBJECT_HANDLE_INVALID (the 2.40 return values of C_GetAttributeValue and C_GetObjectSize
+ * have no CKR_USER_NOT_LOGGED_IN). */
 static CK_RV virtual_object(ddsm_call *c, CK_OBJECT_HANDLE h, ddsm_hentry *e)
 {
     CK_RV rv = ddsm_require_user(c);
+    if (rv == CKR_USER_NOT_LOGGED_IN)
+        return CKR_OBJECT_HANDLE_INVALID;
     if (rv != CKR_OK)
         return rv;
     if ((rv = ddsm_vkey_lookup(c, h, false, e)) != CKR_OK)
@@ -96,68 +107,53 @@ out:
     return ddsm_call_end(&c, rv);
 }
 
-/* Rank of an attribute error when several attributes fail: the most telling one wins. */
-static int err_rank(CK_RV rv)
-{
-    switch (rv) {
-    case CKR_ATTRIBUTE_SENSITIVE:
-        return 3;
-    case CKR_ATTRIBUTE_TYPE_INVALID:
-        return 2;
-    case CKR_BUFFER_TOO_SMALL:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-/* Copy one value out per section 5.7; returns the attribute's own outcome. */
-static CK_RV give(CK_ATTRIBUTE *a, const void *val, CK_ULONG len)
-{
-    if (a->pValue == NULL) {
-        a->ulValueLen = len;
-        return CKR_OK;
-    }
-    if (a->ulValueLen < len) {
-        a->ulValueLen = CK_UNAVAILABLE_INFORMATION;
-        return CKR_BUFFER_TOO_SMALL;
-    }
-    memcpy(a->pValue, val, len);
-    a->ulValueLen = len;
-    return CKR_OK;
-}
-
+/* Section 5.7 on a virtual object (vattr.h). CKA_VALUE of a readable key is derived (audited)
+ * unless cached, and only when its bytes are actually copied out. */
 static CK_RV virtual_attributes(ddsm_call *c, const ddsm_hentry *e, CK_ATTRIBUTE *t, CK_ULONG n)
 {
-    CK_RV worst = CKR_OK;
+    if (ddsm_ec_is_ec(e->variant))
+        return ddsm_ec_get_attributes(c, e, t, n); /* CKA_EC_POINT needs the key (ec.h) */
     ddsm_kref *k = NULL;
+    if (ddsm_vattr_needs_value(e, t, n)) {
+        CK_RV rv = ddsm_vkey_materialise(c, e, DDSM_USE_OBJECT, &k);
+        if (rv != CKR_OK)
+            return rv; /* not an attribute problem: the call as a whole fails */
+    }
+    CK_RV rv = ddsm_vattr_get(e, t, n, k != NULL ? ddsm_kref_bytes(k) : NULL);
+    ddsm_kref_put(k);
+    return rv;
+}
 
-    for (CK_ULONG i = 0; i < n; i++) {
-        uint8_t buf[DDSM_VKEY_ATTR_MAX];
-        CK_ULONG len = 0;
-        CK_RV r = ddsm_vkey_attr(e, t[i].type, buf, &len);
-        if (r == CKR_KEY_NEEDED) {
-            /* CKA_VALUE of a readable key: derive it (audited) unless cached. */
-            if (k == NULL) {
-                CK_RV mr = ddsm_vkey_materialise(c, e, DDSM_USE_OBJECT, &k);
-                if (mr != CKR_OK) {
-                    /* Not an attribute problem: the call as a whole fails. */
-                    worst = mr;
-                    goto out;
-                }
-            }
-            r = give(&t[i], ddsm_kref_bytes(k), DDSM_KEY_LEN);
-        } else if (r == CKR_OK) {
-            r = give(&t[i], buf, len);
-        } else {
-            t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+/* The root seed key asked for CKA_VALUE (among others): the value is never asked of the backend
+ * (whatever its own CKA_SENSITIVE says) and reads as sensitive, per section 5.7; every other
+ * attribute of the template reads through in the same call. */
+static CK_RV root_attributes(ddsm_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *t, CK_ULONG n)
+{
+    CK_RV rv = CKR_ATTRIBUTE_SENSITIVE;
+    CK_ULONG m = 0;
+    CK_ATTRIBUTE *rest = calloc(n, sizeof(*rest));
+    if (rest == NULL)
+        return CKR_HOST_MEMORY;
+    for (CK_ULONG i = 0; i < n; i++)
+        if (t[i].type != CKA_VALUE)
+            rest[m++] = t[i];
+    if (m > 0) {
+        CK_RV brv = c->ctx->be->C_GetAttributeValue(c->sess->h, h, rest, m);
+        if (brv != CKR_OK && brv != CKR_ATTRIBUTE_SENSITIVE && brv != CKR_ATTRIBUTE_TYPE_INVALID &&
+            brv != CKR_BUFFER_TOO_SMALL) {
+            rv = brv; /* not an attribute problem: the call as a whole fails */
+            goto out;
         }
-        if (err_rank(r) > err_rank(worst))
-            worst = r;
+    }
+    for (CK_ULONG i = 0, j = 0; i < n; i++) {
+        if (t[i].type == CKA_VALUE)
+            t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+        else
+            t[i].ulValueLen = rest[j++].ulValueLen;
     }
 out:
-    ddsm_kref_put(k);
-    return worst;
+    free(rest);
+    return rv;
 }
 
 CK_RV ddsm_C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
@@ -171,18 +167,16 @@ CK_RV ddsm_C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObj
             rv = virtual_attributes(&c, &e, pTemplate, ulCount);
         goto out;
     }
-    if (!ddsm_handle_is_backend(hObject) && hObject != CK_DDSM_ROOT_HANDLE) {
+    if (!ddsm_handle_is_backend(hObject)) {
+        /* CK_DDSM_ROOT_HANDLE included: it names the root for C_DeriveKey, it is no object. */
         rv = CKR_OBJECT_HANDLE_INVALID;
         goto out;
     }
     bool wants_value = false;
     for (CK_ULONG i = 0; i < ulCount; i++)
         wants_value = wants_value || pTemplate[i].type == CKA_VALUE;
-    if (hObject == CK_DDSM_ROOT_HANDLE || (wants_value && ddsm_guard_is_root(&c, hObject))) {
-        for (CK_ULONG i = 0; i < ulCount; i++)
-            if (pTemplate[i].type == CKA_VALUE || hObject == CK_DDSM_ROOT_HANDLE)
-                pTemplate[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
-        rv = CKR_ACTION_PROHIBITED;
+    if (wants_value && ddsm_guard_is_root(&c, hObject)) {
+        rv = root_attributes(&c, hObject, pTemplate, ulCount);
         goto out;
     }
     rv = c.ctx->be->C_GetAttributeValue(hSession, hObject, pTemplate, ulCount);

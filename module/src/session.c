@@ -10,6 +10,9 @@
 #include "entry.h"
 #include "guard.h"
 #include "ladder.h"
+#include "login.h"
+#include "metrics.h"
+#include "policy.h"
 #include "vkey.h"
 
 /* End every virtual operation in every session (logout: the keys are no longer the user's to
@@ -18,6 +21,7 @@ static void forget_user_keys(ddsm_ctx *ctx)
 {
     CK_SESSION_HANDLE *list = NULL;
     size_t n = 0;
+    ddsm_login_forget(ctx); /* first: an operation checked before it is not installed after it */
     ddsm_ctx_drain_sessions(ctx);
     if (ddsm_sesstab_list(ctx->sessions, &list, &n) == CKR_OK) {
         for (size_t i = 0; i < n; i++) {
@@ -35,6 +39,8 @@ static void forget_user_keys(ddsm_ctx *ctx)
         free(list);
     }
     ddsm_vkeys_wipe_all(ctx->vkeys);
+    /* The login, and the user C_LoginUser named with it, end together. */
+    ddsm_mpolicy_clear_user(ctx->policy);
 }
 
 CK_RV ddsm_C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
@@ -60,6 +66,7 @@ CK_RV ddsm_C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplica
         goto out;
     }
     *phSession = h;
+    ddsm_metrics_start(c.ctx); /* once: the [metrics] textfile writer */
 out:
     return ddsm_call_end(&c, rv);
 }
@@ -145,13 +152,21 @@ CK_RV ddsm_C_SetOperationState(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pOperatio
 {
     DDSM_CALL(c, "C_SetOperationState");
     DDSM_LADDER_SESSION(c, hSession, pOperationState != NULL || ulOperationStateLen == 0);
-    /* No state saved by the backend can need one of our keys. */
+    /* No state saved by the backend can need one of our keys, nor the root: CKR_KEY_NOT_NEEDED
+     * (the 2.40 return values of C_SetOperationState have no CKR_KEY_HANDLE_INVALID nor
+     * CKR_KEY_FUNCTION_NOT_PERMITTED), dead or forged handles of ours included. */
     if (hEncryptionKey != CK_INVALID_HANDLE &&
-        (rv = ddsm_guard_key(&c, hEncryptionKey, CKR_KEY_NOT_NEEDED)) != CKR_OK)
+        (rv = ddsm_guard_key_as(&c, hEncryptionKey, CKR_KEY_NOT_NEEDED, CKR_KEY_NOT_NEEDED)) !=
+            CKR_OK) {
+        rv = rv == CKR_KEY_HANDLE_INVALID ? CKR_KEY_NOT_NEEDED : rv;
         goto out;
+    }
     if (hAuthenticationKey != CK_INVALID_HANDLE &&
-        (rv = ddsm_guard_key(&c, hAuthenticationKey, CKR_KEY_NOT_NEEDED)) != CKR_OK)
+        (rv = ddsm_guard_key_as(&c, hAuthenticationKey, CKR_KEY_NOT_NEEDED, CKR_KEY_NOT_NEEDED)) !=
+            CKR_OK) {
+        rv = rv == CKR_KEY_HANDLE_INVALID ? CKR_KEY_NOT_NEEDED : rv;
         goto out;
+    }
     rv = c.ctx->be->C_SetOperationState(hSession, pOperationState, ulOperationStateLen,
                                         hEncryptionKey, hAuthenticationKey);
 out:
@@ -164,6 +179,7 @@ CK_RV ddsm_C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHA
     DDSM_CALL(c, "C_Login");
     DDSM_LADDER_SESSION(c, hSession, pPin != NULL || ulPinLen == 0);
     rv = c.ctx->be->C_Login(hSession, userType, pPin, ulPinLen);
+    ddsm_login_note(c.ctx, userType, rv);
     if (rv == CKR_OK)
         ddsm_log(DDSM_LOG_INFO, "login as user type %lu (PIN of %lu bytes)",
                  (unsigned long)userType, (unsigned long)ulPinLen);
@@ -171,10 +187,43 @@ out:
     return ddsm_call_end(&c, rv);
 }
 
+/* PKCS#11 3.0: C_Login that names the user. The backend gets a plain C_Login (SoftHSMv2 and
+ * other 2.40 tokens have no C_LoginUser): the name is the module's, for the audit rows of every
+ * derivation until the logout ("<requester>/<user>", policy.h). A malformed name (empty, longer
+ * than 64 bytes, control characters, not UTF-8) is CKR_ARGUMENTS_BAD and nothing is sent. */
+CK_RV ddsm_C_LoginUser(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,
+                       CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pUsername, CK_ULONG ulUsernameLen)
+{
+    DDSM_CALL(c, "C_LoginUser");
+    DDSM_LADDER_SESSION(c, hSession,
+                        (pPin != NULL || ulPinLen == 0) && (pUsername != NULL || ulUsernameLen == 0));
+    if ((rv = ddsm_mpolicy_check_user(pUsername, ulUsernameLen)) != CKR_OK)
+        goto out;
+    rv = c.ctx->be->C_Login(hSession, userType, pPin, ulPinLen);
+    ddsm_login_note(c.ctx, userType, rv);
+    if (rv != CKR_OK)
+        goto out;
+    if (userType == CKU_USER)
+        ddsm_mpolicy_set_user(c.ctx->policy, pUsername, ulUsernameLen);
+    ddsm_log(DDSM_LOG_INFO, "login as user type %lu, user \"%.*s\" (PIN of %lu bytes)",
+             (unsigned long)userType, (int)ulUsernameLen, (const char *)pUsername,
+             (unsigned long)ulPinLen);
+out:
+    return ddsm_call_end(&c, rv);
+}
+
 CK_RV ddsm_C_Logout(CK_SESSION_HANDLE hSession)
 {
+    CK_SESSION_INFO si;
     DDSM_CALL(c, "C_Logout");
     DDSM_LADDER_SESSION(c, hSession, 1);
+    /* Not every backend says so itself (SoftHSM 2.6 answers CKR_OK). */
+    if ((rv = c.ctx->be->C_GetSessionInfo(hSession, &si)) != CKR_OK)
+        goto out;
+    if (si.state == CKS_RO_PUBLIC_SESSION || si.state == CKS_RW_PUBLIC_SESSION) {
+        rv = CKR_USER_NOT_LOGGED_IN;
+        goto out;
+    }
     rv = c.ctx->be->C_Logout(hSession);
     if (rv == CKR_OK)
         forget_user_keys(c.ctx);

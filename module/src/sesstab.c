@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ddsm/secmem.h"
+#include "ec.h"
 
 #define N_SHARDS 32
 #define N_BUCKETS 64 /* per shard */
@@ -32,6 +33,7 @@ void ddsm_vop_reset(ddsm_vop *op)
 {
     ddsm_kref_put(op->kref);
     ddsm_hmac_stream_free(op->stream);
+    ddsm_ec_op_free(op->ec);
     if (op->aad != NULL) {
         ddsm_wipe(op->aad, op->aad_len);
         free(op->aad);
@@ -102,7 +104,7 @@ CK_RV ddsm_sesstab_add(ddsm_sesstab *t, CK_SESSION_HANDLE h)
         return rv;
     }
     s->h = h;
-    s->refs = 1; /* the table's */
+    atomic_init(&s->refs, 1); /* the table's */
     shard *sh = shard_of(t, h);
     ddsm_mutex_lock(sh->lock);
     ddsm_sess **b = bucket_of(sh, h);
@@ -113,7 +115,7 @@ CK_RV ddsm_sesstab_add(ddsm_sesstab *t, CK_SESSION_HANDLE h)
             *link = old->next;
             old->unlinked = true;
             sh->count--;
-            if (--old->refs == 0)
+            if (atomic_fetch_sub(&old->refs, 1) == 1)
                 sess_destroy(old);
             break;
         }
@@ -134,20 +136,16 @@ ddsm_sess *ddsm_sesstab_get(ddsm_sesstab *t, CK_SESSION_HANDLE h)
         if (s->h == h)
             break;
     if (s != NULL)
-        s->refs++;
+        atomic_fetch_add(&s->refs, 1); /* linked: the table's reference keeps it alive */
     ddsm_mutex_unlock(sh->lock);
     return s;
 }
 
 void ddsm_sess_put(ddsm_sesstab *t, ddsm_sess *s)
 {
-    if (s == NULL)
-        return;
-    shard *sh = shard_of(t, s->h);
-    ddsm_mutex_lock(sh->lock);
-    bool last = --s->refs == 0;
-    ddsm_mutex_unlock(sh->lock);
-    if (last)
+    (void)t;
+    /* Only an unlinked record can lose its last reference (the table holds one while linked). */
+    if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
         sess_destroy(s);
 }
 
@@ -162,7 +160,7 @@ void ddsm_sesstab_remove(ddsm_sesstab *t, CK_SESSION_HANDLE h)
             *link = gone->next;
             gone->unlinked = true;
             sh->count--;
-            if (--gone->refs != 0)
+            if (atomic_fetch_sub(&gone->refs, 1) != 1)
                 gone = NULL;
             break;
         }

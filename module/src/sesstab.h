@@ -6,6 +6,7 @@
 #ifndef DDSM_SESSTAB_H
 #define DDSM_SESSTAB_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,7 @@ typedef struct ddsm_vop {
     size_t out_len;           /* MAC length (HMAC_GENERAL may truncate) */
     bool updated;             /* a multi-part step happened: single-part calls are refused */
     ddsm_hmac_stream *stream; /* multi-part HMAC, created at the first *Update */
+    struct ddsm_ec_op *ec;    /* EC signature state (ec.h), NULL for secret keys */
     /* AES-GCM */
     uint8_t iv[12];
     uint8_t *aad;
@@ -48,8 +50,9 @@ typedef struct ddsm_sess {
     /* A backend operation of that kind was started and has not ended by our account. */
     bool be_sign, be_verify, be_encrypt, be_decrypt;
     ddsm_find find;
-    /* owned by the table */
-    unsigned refs;
+    /* owned by the table; refs is taken under the shard lock while linked (the table holds one),
+     * dropped without it (ddsm_sess_put: every entry point's epilogue) */
+    atomic_uint refs;
     bool unlinked;
     struct ddsm_sess *next;
 } ddsm_sess;

@@ -1,12 +1,16 @@
 /* Signing and verifying: CKM_SHA256_HMAC and CKM_SHA256_HMAC_GENERAL (CK_MAC_GENERAL_PARAMS,
- * 1..32 bytes) on virtual keys, computed in-process (ddsm/mac.h, OpenSSL 3 EVP_MAC); every other
- * key goes to the backend behind the root guard. Other mechanisms on virtual keys:
- * CKR_MECHANISM_INVALID. C_Sign/C_Verify after a *Update: CKR_OPERATION_ACTIVE (the multi-part
- * operation stays open for *Final). */
+ * 1..32 bytes) on virtual secret keys, computed in-process (ddsm/mac.h, OpenSSL 3 EVP_MAC);
+ * CKM_ECDSA, CKM_ECDSA_SHA256 and CKM_EDDSA on virtual EC keys (ec.h); every other key goes to
+ * the backend behind the root guard. A mechanism of the other key family:
+ * CKR_KEY_TYPE_INCONSISTENT; other mechanisms on virtual keys: CKR_MECHANISM_INVALID.
+ * C_Sign/C_Verify after a *Update: CKR_OPERATION_NOT_INITIALIZED (no single-part operation was
+ * initialised; 2.40 lists no CKR_OPERATION_ACTIVE for them) and, as every failed step but
+ * CKR_BUFFER_TOO_SMALL, it ends the operation, as SoftHSM does for backend keys. */
 #include <string.h>
 
 #include "ddsm/mac.h"
 #include "ddsm/secmem.h"
+#include "ec.h"
 #include "entry.h"
 #include "rv.h"
 #include "vop.h"
@@ -33,11 +37,20 @@ static CK_RV hmac_mech(const CK_MECHANISM *m, const ddsm_hentry *e, ddsm_vop *op
     return CKR_OK;
 }
 
+/* Virtual EC keys and EC mechanisms are ec.c's business, the rest HMAC's. */
+static CK_RV sign_mech(const CK_MECHANISM *m, const ddsm_hentry *e, ddsm_vop *op)
+{
+    if (ddsm_ec_is_ec(e->variant) || ddsm_ec_is_mech(m->mechanism))
+        return ddsm_ec_mech(m, e, op);
+    return hmac_mech(m, e, op);
+}
+
 /* The whole MAC of data under the operation's key. Caller holds the session lock. */
 static CK_RV mac_once_locked(ddsm_call *c, ddsm_vop *op, const CK_BYTE *data, CK_ULONG len,
                              uint8_t mac[DDSM_MAC_LEN])
 {
-    ddsm_err e = ddsm_hmac_sha256(ddsm_kref_bytes(op->kref), DDSM_KEY_LEN, data, len, mac);
+    ddsm_err e = ddsm_hmac_sha256_keyed(ddsm_kref_mac_id(op->kref), ddsm_kref_bytes(op->kref),
+                                        DDSM_KEY_LEN, data, len, mac);
     return e == DDSM_OK ? CKR_OK : ddsm_call_err(c, e, DDSM_RVCTX_KEY);
 }
 
@@ -87,7 +100,7 @@ CK_RV ddsm_C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 {
     DDSM_CALL(c, "C_SignInit");
     DDSM_LADDER_SESSION(c, hSession, pMechanism != NULL);
-    rv = ddsm_op_init(&c, DDSM_OP_SIGN, pMechanism, hKey, hmac_mech);
+    rv = ddsm_op_init(&c, DDSM_OP_SIGN, pMechanism, hKey, sign_mech);
 out:
     return ddsm_call_end(&c, rv);
 }
@@ -96,7 +109,7 @@ CK_RV ddsm_C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulData
                   CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
 {
     ddsm_route route;
-    uint8_t mac[DDSM_MAC_LEN];
+    uint8_t mac[DDSM_MAC_LEN], ecsig[64];
     bool proceed = false;
     DDSM_CALL(c, "C_Sign");
     DDSM_LADDER_SESSION(c, hSession, 1);
@@ -114,11 +127,16 @@ CK_RV ddsm_C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulData
     }
     ddsm_vop *op = &c.sess->sign;
     if (op->updated) {
-        rv = ddsm_op_leave(&c, DDSM_OP_SIGN, CKR_OPERATION_ACTIVE, true);
+        rv = ddsm_op_leave(&c, DDSM_OP_SIGN, CKR_OPERATION_NOT_INITIALIZED, false);
         goto out;
     }
     rv = size_protocol(op, pSignature, pulSignatureLen, &proceed);
-    if (proceed && (rv = mac_once_locked(&c, op, pData, ulDataLen, mac)) == CKR_OK) {
+    if (proceed && op->ec != NULL) {
+        if ((rv = ddsm_ec_sign_locked(&c, op, pData, ulDataLen, ecsig)) == CKR_OK) {
+            memcpy(pSignature, ecsig, op->out_len);
+            *pulSignatureLen = op->out_len;
+        }
+    } else if (proceed && (rv = mac_once_locked(&c, op, pData, ulDataLen, mac)) == CKR_OK) {
         memcpy(pSignature, mac, op->out_len);
         *pulSignatureLen = op->out_len;
     }
@@ -145,7 +163,10 @@ CK_RV ddsm_C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG 
         ddsm_op_backend_step(&c, DDSM_OP_SIGN, rv != CKR_OK);
         goto out;
     }
-    rv = mac_update_locked(&c, &c.sess->sign, pPart, ulPartLen);
+    if (c.sess->sign.ec != NULL)
+        rv = ddsm_ec_update_locked(&c, &c.sess->sign, pPart, ulPartLen);
+    else
+        rv = mac_update_locked(&c, &c.sess->sign, pPart, ulPartLen);
     rv = ddsm_op_leave(&c, DDSM_OP_SIGN, rv, rv == CKR_OK);
 out:
     return ddsm_call_end(&c, rv);
@@ -155,7 +176,7 @@ CK_RV ddsm_C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
                        CK_ULONG_PTR pulSignatureLen)
 {
     ddsm_route route;
-    uint8_t mac[DDSM_MAC_LEN];
+    uint8_t mac[DDSM_MAC_LEN], ecsig[64];
     bool proceed = false;
     DDSM_CALL(c, "C_SignFinal");
     DDSM_LADDER_SESSION(c, hSession, 1);
@@ -172,8 +193,16 @@ CK_RV ddsm_C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
         goto out;
     }
     ddsm_vop *op = &c.sess->sign;
-    rv = size_protocol(op, pSignature, pulSignatureLen, &proceed);
-    if (proceed && (rv = mac_final_locked(&c, op, mac)) == CKR_OK) {
+    if (op->ec != NULL && ddsm_ec_single_part(op))
+        rv = CKR_FUNCTION_NOT_SUPPORTED;
+    else
+        rv = size_protocol(op, pSignature, pulSignatureLen, &proceed);
+    if (proceed && op->ec != NULL) {
+        if ((rv = ddsm_ec_sign_final_locked(&c, op, ecsig)) == CKR_OK) {
+            memcpy(pSignature, ecsig, op->out_len);
+            *pulSignatureLen = op->out_len;
+        }
+    } else if (proceed && (rv = mac_final_locked(&c, op, mac)) == CKR_OK) {
         memcpy(pSignature, mac, op->out_len);
         *pulSignatureLen = op->out_len;
     }
@@ -188,7 +217,7 @@ CK_RV ddsm_C_VerifyInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 {
     DDSM_CALL(c, "C_VerifyInit");
     DDSM_LADDER_SESSION(c, hSession, pMechanism != NULL);
-    rv = ddsm_op_init(&c, DDSM_OP_VERIFY, pMechanism, hKey, hmac_mech);
+    rv = ddsm_op_init(&c, DDSM_OP_VERIFY, pMechanism, hKey, sign_mech);
 out:
     return ddsm_call_end(&c, rv);
 }
@@ -223,10 +252,12 @@ CK_RV ddsm_C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDa
     }
     ddsm_vop *op = &c.sess->verify;
     if (op->updated) {
-        rv = ddsm_op_leave(&c, DDSM_OP_VERIFY, CKR_OPERATION_ACTIVE, true);
+        rv = ddsm_op_leave(&c, DDSM_OP_VERIFY, CKR_OPERATION_NOT_INITIALIZED, false);
         goto out;
     }
-    if (ulSignatureLen != op->out_len)
+    if (op->ec != NULL)
+        rv = ddsm_ec_verify_locked(&c, op, pData, ulDataLen, pSignature, ulSignatureLen);
+    else if (ulSignatureLen != op->out_len)
         rv = CKR_SIGNATURE_LEN_RANGE;
     else if ((rv = mac_once_locked(&c, op, pData, ulDataLen, mac)) == CKR_OK)
         rv = compare(op, mac, pSignature, ulSignatureLen);
@@ -253,7 +284,10 @@ CK_RV ddsm_C_VerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULON
         ddsm_op_backend_step(&c, DDSM_OP_VERIFY, rv != CKR_OK);
         goto out;
     }
-    rv = mac_update_locked(&c, &c.sess->verify, pPart, ulPartLen);
+    if (c.sess->verify.ec != NULL)
+        rv = ddsm_ec_update_locked(&c, &c.sess->verify, pPart, ulPartLen);
+    else
+        rv = mac_update_locked(&c, &c.sess->verify, pPart, ulPartLen);
     rv = ddsm_op_leave(&c, DDSM_OP_VERIFY, rv, rv == CKR_OK);
 out:
     return ddsm_call_end(&c, rv);
@@ -279,7 +313,9 @@ CK_RV ddsm_C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
         goto out;
     }
     ddsm_vop *op = &c.sess->verify;
-    if (ulSignatureLen != op->out_len)
+    if (op->ec != NULL)
+        rv = ddsm_ec_verify_final_locked(&c, op, pSignature, ulSignatureLen);
+    else if (ulSignatureLen != op->out_len)
         rv = CKR_SIGNATURE_LEN_RANGE;
     else if ((rv = mac_final_locked(&c, op, mac)) == CKR_OK)
         rv = compare(op, mac, pSignature, ulSignatureLen);

@@ -1,18 +1,24 @@
 /* Slot and token management. One slot, numbered 0 (DDSM_SLOT_ID), is the configured backend
  * token's slot; every other slot id is CKR_SLOT_ID_INVALID. Slot, token and mechanism information
- * come from the backend, with CKM_DDSM_DERIVE added to the mechanism list.
+ * come from the backend, with CKM_DDSM_DERIVE and the EC signature mechanisms of virtual signing
+ * keys (CKM_ECDSA, CKM_ECDSA_SHA256, CKM_EDDSA: ec.h) added to the mechanism list; their
+ * C_GetMechanismInfo merges ours with the backend's (its own keys keep using them).
  *
  * C_InitToken would erase the token, root seed key included: it is refused with
- * CKR_ACTION_PROHIBITED when the root lives on the fronted token (initialise tokens with the
- * backend's own tools), and forwarded when the root is on a separate custody token. C_InitPIN and
+ * CKR_TOKEN_WRITE_PROTECTED when the root lives on the fronted token (initialise tokens with the
+ * backend's own tools; 2.40 allows CKR_ACTION_PROHIBITED only from C_CopyObject,
+ * C_SetAttributeValue and C_DestroyObject), and forwarded when the root is on a separate custody
+ * token. C_InitPIN and
  * C_SetPIN are plain forwards (forward.c). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "ddsm/log.h"
 #include "ddsm/pkcs11-ddsm.h"
+#include "ec.h"
 #include "entry.h"
 #include "ladder.h"
+#include "login.h"
 
 #define DDSM_DERIVE_ROOT_MIN 16 /* bytes of root seed the mechanism accepts */
 #define DDSM_DERIVE_ROOT_MAX 64
@@ -113,7 +119,7 @@ CK_RV ddsm_C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanis
         if (rv != CKR_OK)
             goto out;
         free(list);
-        list = calloc(n + 1, sizeof(*list));
+        list = calloc(n + 1 + DDSM_EC_MECHS, sizeof(*list));
         if (list == NULL) {
             rv = CKR_HOST_MEMORY;
             goto out;
@@ -129,6 +135,13 @@ CK_RV ddsm_C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanis
         have = have || list[i] == CKM_DDSM_DERIVE;
     if (!have)
         list[n++] = CKM_DDSM_DERIVE;
+    for (size_t k = 0; k < DDSM_EC_MECHS; k++) {
+        bool listed = false;
+        for (CK_ULONG i = 0; i < n && !listed; i++)
+            listed = list[i] == ddsm_ec_mechs[k];
+        if (!listed)
+            list[n++] = ddsm_ec_mechs[k];
+    }
     if (pMechanismList != NULL) {
         if (*pulCount < n) {
             *pulCount = n;
@@ -159,6 +172,15 @@ CK_RV ddsm_C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
         pInfo->flags = CKF_DERIVE;
         goto out;
     }
+    if (ddsm_ec_is_mech(type)) {
+        CK_MECHANISM_INFO be;
+        rv = c.ctx->be->C_GetMechanismInfo(c.ctx->slot, type, &be);
+        if (rv == CKR_OK || rv == CKR_MECHANISM_INVALID) {
+            ddsm_ec_mech_info(type, rv == CKR_OK ? &be : NULL, pInfo);
+            rv = CKR_OK;
+        }
+        goto out;
+    }
     rv = c.ctx->be->C_GetMechanismInfo(c.ctx->slot, type, pInfo);
 out:
     return ddsm_call_end(&c, rv);
@@ -176,10 +198,12 @@ CK_RV ddsm_C_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLe
     }
     if (!c.ctx->custody) {
         ddsm_log(DDSM_LOG_WARN, "C_InitToken refused: it would erase the root seed key");
-        rv = CKR_ACTION_PROHIBITED;
+        rv = CKR_TOKEN_WRITE_PROTECTED;
         goto out;
     }
     rv = c.ctx->be->C_InitToken(c.ctx->slot, pPin, ulPinLen, pLabel);
+    if (rv == CKR_OK)
+        ddsm_login_forget(c.ctx); /* a freshly initialised token has nobody logged in */
 out:
     return ddsm_call_end(&c, rv);
 }

@@ -10,10 +10,15 @@
 
 #include "ctx.h"
 #include "ddsm/log.h"
+#include "ddsm/mac.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
+#include "ec.h"
+#include "flight.h"
+#include "hsmcall.h"
 #include "ladder.h"
 #include "names.h"
+#include "policy.h"
 #include "rv.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -29,12 +34,46 @@ struct ddsm_asset_rec {
     _Atomic uint64_t cs;
     _Atomic int64_t validated_ms;   /* when the store or a NOTIFY last told us; 0 = never */
     _Atomic int64_t grace_until_us; /* end of the grace window while ROTATING; 0 = unknown */
+    _Atomic int ktype;              /* index in key_types + 1 (immutable in the store); 0 unknown */
     struct ddsm_asset_rec *next;
+    /* The label and default path as the store last gave them, and when (0: never); under
+     * ddsm_vkeys.asset_lock. No NOTIFY announces a change of either (an administrator may
+     * rename an asset in SQL), so finds trust them for cache.staleness_ms only. */
+    char label[DDSM_ASSET_LABEL_MAX + 1];
+    char default_path[DDSM_PATH_TEXT_MAX];
+    int64_t meta_ms;
+    bool labelled;                 /* linked in ddsm_vkeys.labels under label */
+    struct ddsm_asset_rec *lnext; /* that chain */
 };
+
+/* The registry's key types (sql/004_key_types.sql). An asset's type never changes, so a record
+ * keeps the type it learnt for the life of the module. */
+static const char *const key_types[] = {"hmac", "aes", "secp256k1", "ed25519", "p256"};
+#define N_KEY_TYPES (sizeof(key_types) / sizeof(key_types[0]))
+
+static void rec_set_type(ddsm_asset_rec *r, const char *key_type)
+{
+    for (size_t i = 0; i < N_KEY_TYPES; i++)
+        if (strcmp(key_type, key_types[i]) == 0)
+            atomic_store(&r->ktype, (int)i + 1);
+}
+
+static const char *rec_type(ddsm_asset_rec *r)
+{
+    int t = r != NULL ? atomic_load(&r->ktype) : 0;
+    return t > 0 && (size_t)t <= N_KEY_TYPES ? key_types[t - 1] : NULL;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* The derived-key cache                                                                       */
 
+/* Read-mostly: a lookup (every C_SignInit) takes its shard's lock for reading only, references
+ * the key (atomic) and marks it used; inserting, evicting and dropping take it for writing.
+ * Eviction is CLOCK (second chance) over the insertion list: a key used since it last came up is
+ * moved back to the head instead of being evicted, which approximates LRU without a write on
+ * the lookup path. A key is freed (wiped) only by its last reference, and the cache's reference
+ * is dropped only after the key is unlinked under the write lock, so a reader holding the read
+ * lock never sees a freed or wiped key. */
 #define MAX_SHARDS 16
 #define SHARD_BUCKETS 256
 
@@ -46,7 +85,9 @@ struct ddsm_kref {
     char path[DDSM_PATH_TEXT_MAX];
     uint64_t counter;
     int64_t born_ms;
-    bool cached; /* the fields below are the shard's (under its lock) */
+    uint64_t mac_id;  /* process-unique: the HMAC context kept keyed with it (ddsm/mac.h) */
+    atomic_bool used; /* looked up since the clock hand last passed (second chance) */
+    bool cached;      /* the fields below are the shard's (under its write lock) */
     struct ddsm_kref *hnext, *lru_prev, *lru_next;
     /* the registry of every live key (ddsm_vkeys.reg_lock) */
     struct ddsm_kref *reg_prev, *reg_next;
@@ -54,9 +95,9 @@ struct ddsm_kref {
 };
 
 typedef struct kshard {
-    ddsm_mutex *lock;
+    ddsm_rwlock *lock;
     ddsm_kref *buckets[SHARD_BUCKETS];
-    ddsm_kref *lru_head, *lru_tail; /* head = most recently used */
+    ddsm_kref *lru_head, *lru_tail; /* head = most recently inserted or given a second chance */
     unsigned count, cap;
 } kshard;
 
@@ -66,11 +107,20 @@ struct ddsm_vkeys {
     bool extractable;
     ddsm_mutex *asset_lock;
     ddsm_asset_rec *assets[ASSET_BUCKETS];
+    ddsm_asset_rec *labels[ASSET_BUCKETS]; /* the same records by label (asset_lock) */
     unsigned n_shards;
     kshard shards[MAX_SHARDS];
     ddsm_mutex *reg_lock;
     ddsm_kref *reg_head;
+    ddsm_flights *flights; /* single flight of materialisations (flight.h) */
 };
+
+static void kref_ref(void *k)
+{
+    atomic_fetch_add(&((ddsm_kref *)k)->refs, 1);
+}
+
+static void kref_unref(void *k);
 
 static uint32_t fnv(uint32_t h, const void *p, size_t n)
 {
@@ -113,11 +163,12 @@ CK_RV ddsm_vkeys_new(const ddsm_config *cfg, ddsm_vkeys **out)
     while (v->n_shards * 2 <= MAX_SHARDS && v->n_shards * 2 <= size)
         v->n_shards *= 2;
     if ((rv = ddsm_mutex_new(&v->asset_lock)) != CKR_OK ||
-        (rv = ddsm_mutex_new(&v->reg_lock)) != CKR_OK)
+        (rv = ddsm_mutex_new(&v->reg_lock)) != CKR_OK ||
+        (rv = ddsm_flights_new(kref_ref, kref_unref, &v->flights)) != CKR_OK)
         goto out;
     for (unsigned i = 0; i < v->n_shards; i++) {
         v->shards[i].cap = size / v->n_shards;
-        if ((rv = ddsm_mutex_new(&v->shards[i].lock)) != CKR_OK)
+        if ((rv = ddsm_rwlock_new(&v->shards[i].lock)) != CKR_OK)
             goto out;
     }
     *out = v;
@@ -140,6 +191,8 @@ static void kref_destroy(ddsm_kref *k)
         k->reg_next->reg_prev = k->reg_prev;
     ddsm_mutex_unlock(v->reg_lock);
     ddsm_secure_free(k->key, DDSM_KEY_LEN);
+    /* Threads whose HMAC context is still keyed with it: cleansed too. */
+    ddsm_mac_forget_key(k->mac_id);
     free(k);
 }
 
@@ -149,10 +202,24 @@ void ddsm_kref_put(ddsm_kref *k)
         kref_destroy(k);
 }
 
+static void kref_unref(void *k)
+{
+    ddsm_kref_put(k);
+}
+
 const uint8_t *ddsm_kref_bytes(const ddsm_kref *k)
 {
     return k->key;
 }
+
+uint64_t ddsm_kref_mac_id(const ddsm_kref *k)
+{
+    return k->mac_id;
+}
+
+/* Ids of key bytes, for ddsm_hmac_sha256_keyed: never reused in this process (a fork child
+ * continues from the parent's count, so its ids differ from any the parent used too). */
+static _Atomic uint64_t g_mac_ids;
 
 bool ddsm_kref_dead(const ddsm_kref *k)
 {
@@ -178,6 +245,8 @@ static ddsm_kref *kref_new_secret(ddsm_vkeys *v, const ddsm_uuid *asset, const c
     snprintf(k->path, sizeof(k->path), "%s", path);
     k->counter = counter;
     k->born_ms = ddsm_now_ms();
+    k->mac_id = atomic_fetch_add(&g_mac_ids, 1) + 1;
+    atomic_init(&k->used, false);
     k->owner = v;
     ddsm_mutex_lock(v->reg_lock);
     k->reg_next = v->reg_head;
@@ -242,7 +311,7 @@ static void cache_drop(ddsm_vkeys *v, kpred_fn pred, const void *arg, bool kill)
     for (unsigned i = 0; i < v->n_shards; i++) {
         kshard *sh = &v->shards[i];
         ddsm_kref *gone = NULL;
-        ddsm_mutex_lock(sh->lock);
+        ddsm_rwlock_wrlock(sh->lock);
         for (ddsm_kref *k = sh->lru_head, *next; k != NULL; k = next) {
             next = k->lru_next;
             if (pred(k, arg, now)) {
@@ -251,7 +320,7 @@ static void cache_drop(ddsm_vkeys *v, kpred_fn pred, const void *arg, bool kill)
                 gone = k;
             }
         }
-        ddsm_mutex_unlock(sh->lock);
+        ddsm_rwlock_unlock(sh->lock);
         while (gone != NULL) {
             ddsm_kref *next = gone->hnext;
             gone->hnext = NULL;
@@ -272,31 +341,65 @@ static bool pred_expired_ttl(const ddsm_kref *k, const void *arg, int64_t now)
     return now - k->born_ms > (int64_t)*ttl;
 }
 
-/* A cached key, referenced, or NULL. Expired keys are dropped on the way. */
+static bool kref_is(const ddsm_kref *k, const ddsm_uuid *asset, const char *path,
+                    uint64_t counter)
+{
+    return k->counter == counter && memcmp(k->asset.b, asset->b, 16) == 0 &&
+           strcmp(k->path, path) == 0;
+}
+
+/* A cached key, referenced, or NULL. An expired key is dropped on the way (under the write lock,
+ * taken only then). */
 static ddsm_kref *cache_get(ddsm_vkeys *v, const ddsm_uuid *asset, const char *path,
                             uint64_t counter)
 {
     uint32_t h = key_hash(asset, path, counter);
     kshard *sh = shard_of(v, h);
     ddsm_kref *found = NULL, *expired = NULL;
-    ddsm_mutex_lock(sh->lock);
+    bool stale = false;
+    ddsm_rwlock_rdlock(sh->lock);
     for (ddsm_kref *k = sh->buckets[h % SHARD_BUCKETS]; k != NULL; k = k->hnext) {
-        if (k->counter == counter && memcmp(k->asset.b, asset->b, 16) == 0 &&
-            strcmp(k->path, path) == 0) {
+        if (kref_is(k, asset, path, counter)) {
             if (ddsm_now_ms() - k->born_ms > (int64_t)v->ttl_ms) {
-                expired = evict_locked(sh, k, false);
+                stale = true;
             } else {
+                /* Linked, so the cache's own reference keeps it alive while we take ours. */
                 found = k;
                 atomic_fetch_add(&k->refs, 1);
-                lru_unlink_locked(sh, k);
-                lru_push_locked(sh, k);
+                if (!atomic_load_explicit(&k->used, memory_order_relaxed))
+                    atomic_store_explicit(&k->used, true, memory_order_relaxed);
             }
             break;
         }
     }
-    ddsm_mutex_unlock(sh->lock);
+    ddsm_rwlock_unlock(sh->lock);
+    if (!stale)
+        return found;
+    ddsm_rwlock_wrlock(sh->lock);
+    for (ddsm_kref *k = sh->buckets[h % SHARD_BUCKETS]; k != NULL; k = k->hnext) {
+        if (kref_is(k, asset, path, counter)) {
+            if (ddsm_now_ms() - k->born_ms > (int64_t)v->ttl_ms)
+                expired = evict_locked(sh, k, false);
+            break;
+        }
+    }
+    ddsm_rwlock_unlock(sh->lock);
     ddsm_kref_put(expired);
-    return found;
+    return NULL;
+}
+
+/* CLOCK: the first key from the tail that was not used since the hand last passed it; used ones
+ * lose their mark and go back to the head. NULL for an empty shard. */
+static ddsm_kref *clock_victim_locked(kshard *sh)
+{
+    for (unsigned turns = 0; sh->lru_tail != NULL && turns < sh->count; turns++) {
+        ddsm_kref *k = sh->lru_tail;
+        if (!atomic_exchange_explicit(&k->used, false, memory_order_relaxed))
+            return k;
+        lru_unlink_locked(sh, k);
+        lru_push_locked(sh, k);
+    }
+    return sh->lru_tail; /* every key was used: the oldest goes */
 }
 
 /* Cache k (the cache takes its own reference). When an equal key is cached already, that one is
@@ -308,7 +411,7 @@ static ddsm_kref *cache_put(ddsm_vkeys *v, ddsm_kref *k)
     ddsm_kref *victim = NULL, *result = k;
     if (sh->cap == 0)
         return k;
-    ddsm_mutex_lock(sh->lock);
+    ddsm_rwlock_wrlock(sh->lock);
     for (ddsm_kref *c = sh->buckets[h % SHARD_BUCKETS]; c != NULL; c = c->hnext) {
         if (c->counter == k->counter && memcmp(c->asset.b, k->asset.b, 16) == 0 &&
             strcmp(c->path, k->path) == 0 && !ddsm_kref_dead(c)) {
@@ -318,8 +421,9 @@ static ddsm_kref *cache_put(ddsm_vkeys *v, ddsm_kref *k)
         }
     }
     if (result == k) {
-        if (sh->count >= sh->cap && sh->lru_tail != NULL)
-            victim = evict_locked(sh, sh->lru_tail, false);
+        ddsm_kref *old = sh->count >= sh->cap ? clock_victim_locked(sh) : NULL;
+        if (old != NULL)
+            victim = evict_locked(sh, old, false);
         atomic_fetch_add(&k->refs, 1);
         k->hnext = sh->buckets[h % SHARD_BUCKETS];
         sh->buckets[h % SHARD_BUCKETS] = k;
@@ -327,7 +431,7 @@ static ddsm_kref *cache_put(ddsm_vkeys *v, ddsm_kref *k)
         k->cached = true;
         sh->count++;
     }
-    ddsm_mutex_unlock(sh->lock);
+    ddsm_rwlock_unlock(sh->lock);
     ddsm_kref_put(victim);
     if (result != k)
         ddsm_kref_put(k);
@@ -337,6 +441,8 @@ static ddsm_kref *cache_put(ddsm_vkeys *v, ddsm_kref *k)
 void ddsm_vkeys_wipe_all(ddsm_vkeys *v)
 {
     cache_drop(v, pred_all, NULL, false);
+    /* Every thread's HMAC context, keyed with one of them or not (ddsm/mac.h). */
+    ddsm_mac_forget_all();
 }
 
 void ddsm_vkeys_sweep(ddsm_vkeys *v)
@@ -348,9 +454,9 @@ unsigned ddsm_vkeys_cached(ddsm_vkeys *v)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < v->n_shards; i++) {
-        ddsm_mutex_lock(v->shards[i].lock);
+        ddsm_rwlock_rdlock(v->shards[i].lock);
         n += v->shards[i].count;
-        ddsm_mutex_unlock(v->shards[i].lock);
+        ddsm_rwlock_unlock(v->shards[i].lock);
     }
     return n;
 }
@@ -374,9 +480,10 @@ void ddsm_vkeys_free(ddsm_vkeys *v)
         }
     }
     for (unsigned i = 0; i < v->n_shards; i++)
-        ddsm_mutex_free(v->shards[i].lock);
+        ddsm_rwlock_free(v->shards[i].lock);
     ddsm_mutex_free(v->asset_lock);
     ddsm_mutex_free(v->reg_lock);
+    ddsm_flights_free(v->flights);
     free(v);
 }
 
@@ -404,6 +511,7 @@ ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
         atomic_init(&r->cs, cs_pack(0, DDSM_STATE_INITIALIZED));
         atomic_init(&r->validated_ms, 0);
         atomic_init(&r->grace_until_us, 0);
+        atomic_init(&r->ktype, 0);
         r->next = v->assets[b];
         v->assets[b] = r;
     }
@@ -457,6 +565,16 @@ static void kill_stale(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter, 
         cache_drop(v, pred_stale, &ka, true);
 }
 
+static bool pred_asset(const ddsm_kref *k, const void *arg, int64_t now)
+{
+    return memcmp(k->asset.b, ((const ddsm_uuid *)arg)->b, 16) == 0;
+}
+
+void ddsm_vkeys_kill_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
+{
+    cache_drop(v, pred_asset, asset, true);
+}
+
 void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter, ddsm_state state)
 {
     ddsm_asset_rec *r = ddsm_vkeys_asset(v, asset);
@@ -465,10 +583,101 @@ void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counte
     kill_stale(v, asset, counter, state);
 }
 
+static uint32_t label_bucket(const char *label)
+{
+    return fnv(2166136261u, label, strlen(label)) % ASSET_BUCKETS;
+}
+
+/* Record the label and default path the store gave (a fresh read). */
+static void rec_set_meta(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a)
+{
+    ddsm_mutex_lock(v->asset_lock);
+    if (!r->labelled || strcmp(r->label, a->label) != 0) {
+        if (r->labelled) {
+            ddsm_asset_rec **link = &v->labels[label_bucket(r->label)];
+            while (*link != r)
+                link = &(*link)->lnext;
+            *link = r->lnext;
+        }
+        snprintf(r->label, sizeof(r->label), "%s", a->label);
+        uint32_t b = label_bucket(r->label);
+        r->lnext = v->labels[b];
+        v->labels[b] = r;
+        r->labelled = true;
+    }
+    snprintf(r->default_path, sizeof(r->default_path), "%s", a->default_path);
+    r->meta_ms = ddsm_now_ms();
+    ddsm_mutex_unlock(v->asset_lock);
+}
+
 void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a)
 {
+    rec_set_type(r, a->key_type);
+    if (a->label[0] != '\0')
+        rec_set_meta(v, r, a);
     if (rec_store(r, a->counter, a->state, a->grace_until_us))
         kill_stale(v, &a->id, a->counter, a->state);
+}
+
+bool ddsm_vkeys_asset_fresh(ddsm_call *c, const char *id_or_label, const ddsm_uuid *id,
+                            bool need_meta, ddsm_asset *out)
+{
+    ddsm_vkeys *v = c->ctx->vkeys;
+    ddsm_uuid u;
+    bool by_id = id != NULL;
+    if (by_id) {
+        u = *id;
+    } else if (id_or_label == NULL) {
+        return false;
+    } else if (strlen(id_or_label) == DDSM_UUID_TEXT_LEN &&
+               ddsm_uuid_parse(id_or_label, DDSM_UUID_TEXT_LEN, &u) == DDSM_OK) {
+        by_id = true; /* as the store reads it (ddsm_store_asset_find) */
+    } else {
+        need_meta = true; /* the label itself is what must be current */
+    }
+
+    ddsm_asset a;
+    memset(&a, 0, sizeof(a));
+    int64_t meta_ms = 0;
+    ddsm_asset_rec *r;
+    ddsm_mutex_lock(v->asset_lock);
+    if (by_id) {
+        for (r = v->assets[fnv(2166136261u, u.b, 16) % ASSET_BUCKETS]; r != NULL; r = r->next)
+            if (memcmp(r->id.b, u.b, 16) == 0)
+                break;
+    } else {
+        for (r = v->labels[label_bucket(id_or_label)]; r != NULL; r = r->lnext)
+            if (strcmp(r->label, id_or_label) == 0)
+                break;
+    }
+    if (r != NULL) {
+        memcpy(a.label, r->label, sizeof(a.label));
+        memcpy(a.default_path, r->default_path, sizeof(a.default_path));
+        meta_ms = r->meta_ms;
+    }
+    ddsm_mutex_unlock(v->asset_lock);
+    if (r == NULL)
+        return false;
+
+    const char *type = rec_type(r);
+    int64_t validated = atomic_load(&r->validated_ms);
+    int64_t now = ddsm_now_ms();
+    if (type == NULL || validated == 0)
+        return false;
+    if (need_meta && (meta_ms == 0 || now - meta_ms > (int64_t)v->staleness_ms))
+        return false;
+    /* The counter and state: the rule of ddsm_vkey_check. */
+    if (!ddsm_ctx_listener_catch_up(c->ctx))
+        return false;
+    if (!ddsm_ctx_listener_covers(c->ctx, validated) &&
+        now - validated > (int64_t)v->staleness_ms)
+        return false;
+    a.id = r->id;
+    snprintf(a.key_type, sizeof(a.key_type), "%s", type);
+    cs_unpack(atomic_load(&r->cs), &a.counter, &a.state);
+    a.grace_until_us = a.state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_until_us) : 0;
+    *out = a;
+    return true;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -557,6 +766,8 @@ static CK_RV revalidate(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
     ddsm_err err = ddsm_ctx_store_acquire(c->ctx, &st);
     if (err == DDSM_OK) {
         err = ddsm_store_asset_get(st, &e->asset, &a);
+        if (err == DDSM_OK) /* a NOTIFY of the zone may have been missed too */
+            err = ddsm_mpolicy_zone_revalidate(c->ctx, st, &e->asset);
         ddsm_ctx_store_release(c->ctx, st);
     }
     if (err != DDSM_OK) {
@@ -570,6 +781,33 @@ static CK_RV revalidate(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
     return CKR_OK;
 }
 
+CK_RV ddsm_vkey_asset_key_type(ddsm_call *c, const ddsm_uuid *asset, const char **out)
+{
+    ddsm_asset_rec *r = ddsm_vkeys_asset(c->ctx->vkeys, asset);
+    if (r == NULL)
+        return CKR_HOST_MEMORY;
+    const char *t = rec_type(r);
+    if (t == NULL) {
+        ddsm_store *st = NULL;
+        ddsm_asset a;
+        ddsm_err err = ddsm_ctx_store_acquire(c->ctx, &st);
+        if (err == DDSM_OK) {
+            err = ddsm_store_asset_get(st, asset, &a);
+            ddsm_ctx_store_release(c->ctx, st);
+        }
+        if (err == DDSM_E_NOT_FOUND) {
+            *out = NULL; /* the derivation's own round trip records the refusal */
+            return CKR_OK;
+        }
+        if (err != DDSM_OK)
+            return ddsm_call_err(c, err, DDSM_RVCTX_DERIVE);
+        ddsm_asset_rec_update(c->ctx->vkeys, r, &a);
+        t = rec_type(r);
+    }
+    *out = t;
+    return CKR_OK;
+}
+
 CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
 {
     ddsm_asset_rec *r = e->aux;
@@ -577,12 +815,20 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
     ddsm_state st;
     int64_t grace_us;
 
+    /* A NOTIFY that already reached this process counts before the record is trusted; with
+     * [cache] rotation_fence, so does every rotation that returned before this call (fence.h).
+     * When that cannot be confirmed the store is asked. */
+    bool caught_up = c->ctx->fence != NULL && (use == DDSM_USE_SIGN || use == DDSM_USE_ENCRYPT)
+                         ? ddsm_ctx_rotation_fence(c->ctx)
+                         : ddsm_ctx_listener_catch_up(c->ctx);
     for (int attempt = 0;; attempt++) {
         cs_unpack(atomic_load(&r->cs), &counter, &st);
         grace_us = atomic_load(&r->grace_until_us);
         int64_t validated = atomic_load(&r->validated_ms);
         bool due = !ddsm_ctx_listener_covers(c->ctx, validated) &&
                    ddsm_now_ms() - validated > (int64_t)c->ctx->vkeys->staleness_ms;
+        if (!caught_up)
+            due = true;
         /* The window's end is not in a NOTIFY: ask when it matters. */
         if (st == DDSM_STATE_ROTATING && grace_us == 0 && e->counter + 1 == counter)
             due = true;
@@ -595,13 +841,13 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
     if (st != DDSM_STATE_ACTIVE && st != DDSM_STATE_ROTATING)
         return dead_rv(use);
     if (e->counter == counter)
-        return CKR_OK;
+        return ddsm_mpolicy_key_use(c, e, use); /* a disabled zone stops its keys */
     if (st == DDSM_STATE_ROTATING && e->counter + 1 == counter && grace_us > 0 &&
         ddsm_wall_us() < grace_us) {
         /* The grace window: the previous key may still verify, never sign. */
         if (use == DDSM_USE_SIGN || use == DDSM_USE_ENCRYPT)
             return CKR_KEY_FUNCTION_NOT_PERMITTED;
-        return CKR_OK;
+        return ddsm_mpolicy_key_use(c, e, use);
     }
     return dead_rv(use);
 }
@@ -609,9 +855,12 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
 /* Derive the key of (asset, path) at the asset's current counter: the store round trip (state
  * check, counter, DERIVE audit row) first, then HMAC-SHA256(root, msg) in the HSM through one of
  * the module's own sessions. The HSM session and root handle are secured before the store is
- * touched, so a broken HSM writes no audit row. Returns the counter and the key, cached. */
+ * touched, so a broken HSM writes no audit row. Returns the counter and the key, cached.
+ * For an EC variant (ec.h) the HSM computes the asset seed (depth 0) instead, and the key is the
+ * HD key of the path under it. The DERIVE row's detail names the asset's key type when known. */
 static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const ddsm_path *path,
-                                   ddsm_rvctx rvctx, uint64_t *counter_out, ddsm_kref **out)
+                                   uint32_t variant, ddsm_rvctx rvctx, uint64_t *counter_out,
+                                   ddsm_kref **out)
 {
     ddsm_ctx *ctx = c->ctx;
     CK_RV rv;
@@ -623,8 +872,31 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     ddsm_kref *k = NULL;
     bool have_rs = false, broken = false;
     char canon[DDSM_PATH_TEXT_MAX];
+    char type_detail[48];
+    ddsm_curve curve = DDSM_CURVE_SECP256K1;
+    const bool ec = ddsm_ec_variant_curve(variant, &curve);
+    const ddsm_path seed_path = {.depth = 0}; /* the asset seed (DESIGN.md "Reserved derivations") */
+    const char *key_type = rec_type(ddsm_vkeys_asset(ctx->vkeys, asset));
 
     ddsm_path_format(path, canon);
+    ddsm_curve type_curve;
+    if (ec ? key_type == NULL || strcmp(key_type, ddsm_curve_name(curve)) != 0
+           : key_type != NULL && ddsm_ec_key_type(key_type, &type_curve)) {
+        /* An object is only ever made for an asset of its kind, whose type never changes: the
+         * derived-key cache, keyed by (asset, path, counter), never mixes the two kinds. */
+        ddsm_log(DDSM_LOG_ERROR, "%s key of an asset whose type is %s", ec ? "an EC" : "a secret",
+                 key_type != NULL ? key_type : "unknown");
+        return rvctx == DDSM_RVCTX_DERIVE ? CKR_MECHANISM_PARAM_INVALID : CKR_KEY_HANDLE_INVALID;
+    }
+    if (key_type != NULL)
+        snprintf(type_detail, sizeof(type_detail), "key type %s", key_type);
+    /* The policy gate's rate limits (policy.h): no round trip unless the bucket is empty. */
+    char requester[DDSM_REQUESTER_MAX + 1];
+    int64_t t0 = ddsm_metrics_now_ns(), t_store = -1, t_hsm = -1;
+    ddsm_mpolicy_requester(ctx->policy, requester);
+    rv = ddsm_mpolicy_rate(c, asset, canon, requester);
+    if (rv != CKR_OK)
+        goto out;
     rv = ddsm_ctx_root_acquire(ctx, &rs, &detail);
     if (rv != CKR_OK) {
         c->detail = detail;
@@ -638,11 +910,29 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
         c->detail = detail;
         goto out;
     }
+    if (ddsm_hsmcall_saturated(ddsm_ctx_hsmcall(ctx))) {
+        /* Every HSM worker is stuck in a call that never came back: refuse before writing a row
+         * whose key could not be computed. */
+        c->detail = DDSM_DEVERR_TIMEOUT;
+        rv = CKR_DEVICE_ERROR;
+        goto out;
+    }
     /* The store round trip: state check, counter, and the chained DERIVE row (or a DENY row for
      * an unknown or underivable asset), committed before anything else happens. */
-    ddsm_derive_req req = {*asset, canon, ctx->requester, ctx->instance};
+    ddsm_derive_req req = {*asset, canon, requester, ctx->instance,
+                           key_type != NULL ? type_detail : NULL};
+    int64_t ts0 = ddsm_metrics_now_ns();
     ddsm_err err = ddsm_batcher_derive(b, &req, &counter, &state);
+    t_store = ddsm_metrics_now_ns() - ts0;
+    if (err == DDSM_E_POLICY) {
+        /* The statement found the asset's zone disabled and wrote the DENY row. */
+        rv = ddsm_mpolicy_zone_refused(c, asset, ddsm_batcher_errmsg());
+        goto out;
+    }
     if (err != DDSM_OK) {
+        ddsm_metrics_denied(ctx->metrics,
+                            err == DDSM_E_STATE ? DDSM_DENY_STATE : DDSM_DENY_UNKNOWN_ASSET,
+                            err == DDSM_E_STATE ? state : DDSM_STATE__COUNT);
         if (err == DDSM_E_STATE) {
             ddsm_asset_rec *r = ddsm_vkeys_asset(ctx->vkeys, asset);
             if (r != NULL && (state == DDSM_STATE_RETIRED || state == DDSM_STATE_INITIALIZED))
@@ -667,26 +957,24 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
         rv = CKR_HOST_MEMORY;
         goto out;
     }
-    ddsm_hsm_prf_ctx pctx;
-    ddsm_prf prf;
-    ddsm_hsm_prf_init(&pctx, ctx->hsm, rs.s, rs.root, &prf);
-    ddsm_err err2 = ddsm_derive_secret(&prf, asset, path, counter, key);
-    if (err2 == DDSM_E_HSM &&
-        (pctx.last_rv == CKR_KEY_HANDLE_INVALID || pctx.last_rv == CKR_OBJECT_HANDLE_INVALID) &&
-        ddsm_ctx_root_refresh(ctx, &rs, &detail) == CKR_OK) {
-        /* The root's handle changed under us (a new login, a re-import): once more. */
-        ddsm_hsm_prf_init(&pctx, ctx->hsm, rs.s, rs.root, &prf);
-        err2 = ddsm_derive_secret(&prf, asset, path, counter, key);
-    }
-    if (err2 != DDSM_OK) {
-        CK_RV brv = pctx.last_rv;
-        ddsm_log(DDSM_LOG_ERROR, "HSM derivation failed after the audit row: %s / %s",
-                 ddsm_err_str(err2), ddsm_rv_name(brv));
-        /* Whatever the failure left behind in that session (an operation still active, a
-         * closed session), it is not reused. */
-        broken = true;
-        rv = err2 == DDSM_E_HSM ? ddsm_call_backend(c, brv) : ddsm_call_err(c, err2, rvctx);
+    /* The HSM call, bounded by [backend] call_timeout_ms (hsmcall.h). A failure here leaves a
+     * DERIVE row whose key nobody received (docs/audit.md allows it): fail closed. */
+    int64_t th0 = ddsm_metrics_now_ns();
+    rv = ddsm_hsmcall_derive_secret(ctx, &rs, asset, ec ? &seed_path : path, counter, key, &detail,
+                                    &broken);
+    t_hsm = ddsm_metrics_now_ns() - th0;
+    if (rv != CKR_OK) {
+        if (detail != DDSM_DEVERR_NONE)
+            c->detail = detail;
         goto out;
+    }
+    if (ec) {
+        /* BIP-32 / SLIP-10 along the path, in place: the seed is wiped, the key stays. */
+        ddsm_err herr = ddsm_ec_key_from_seed_secret(curve, path, key);
+        if (herr != DDSM_OK) {
+            rv = ddsm_call_err(c, herr, rvctx);
+            goto out;
+        }
     }
     k = kref_new_secret(ctx->vkeys, asset, canon, counter, key);
     if (k == NULL) {
@@ -696,6 +984,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     *out = cache_put(ctx->vkeys, k);
     *counter_out = counter;
     k = NULL;
+    ddsm_metrics_derived(ctx->metrics, state, t_store, t_hsm, ddsm_metrics_now_ns() - t0);
     if (c->sess != NULL) {
         ddsm_mutex_lock(c->sess->lock);
         c->sess->dev_err = DDSM_DEVERR_NONE;
@@ -715,7 +1004,9 @@ void ddsm_vkey_record_denial(ddsm_call *c, const ddsm_uuid *asset, const char *c
     ddsm_rootsess rs;
     CK_ULONG detail = 0;
     ddsm_batcher *b = NULL;
-    ddsm_derive_req req = {*asset, canon_path, c->ctx->requester, c->ctx->instance};
+    char requester[DDSM_REQUESTER_MAX + 1];
+    ddsm_mpolicy_requester(c->ctx->policy, requester);
+    ddsm_derive_req req = {*asset, canon_path, requester, c->ctx->instance, NULL};
     CK_RV rv = ddsm_ctx_root_acquire(c->ctx, &rs, &detail);
     if (rv == CKR_OK) {
         rv = ddsm_ctx_batcher(c->ctx, &rs, &b, &detail);
@@ -730,6 +1021,7 @@ void ddsm_vkey_record_denial(ddsm_call *c, const ddsm_uuid *asset, const char *c
 CK_RV ddsm_vkey_materialise(ddsm_call *c, const ddsm_hentry *e, ddsm_use use, ddsm_kref **out)
 {
     ddsm_kref *k = cache_get(c->ctx->vkeys, &e->asset, e->path, e->counter);
+    ddsm_metrics_cache(c->ctx->metrics, k != NULL);
     if (k != NULL) {
         *out = k;
         return CKR_OK;
@@ -745,14 +1037,46 @@ CK_RV ddsm_vkey_materialise(ddsm_call *c, const ddsm_hentry *e, ddsm_use use, dd
     ddsm_path path;
     if (ddsm_path_parse(e->path, strlen(e->path), &path, NULL) != DDSM_OK)
         return dead_rv(use);
-    CK_RV rv = derive_current_secret(c, &e->asset, &path, use_rvctx(use), &counter, &k);
+
+    /* Single flight (flight.h): callers needing this (asset, path, counter) at the same time
+     * share one store round trip (one audit row) and one HSM call. */
+    uint8_t fkey[16 + 8 + DDSM_PATH_TEXT_MAX];
+    size_t plen = strlen(e->path);
+    memcpy(fkey, e->asset.b, 16);
+    memcpy(fkey + 16, &e->counter, 8);
+    memcpy(fkey + 24, e->path, plen);
+    ddsm_flight *fl = NULL;
+    CK_RV rv = CKR_OK;
+    CK_ULONG detail = 0;
+    void *shared = NULL;
+    if (!ddsm_flight_join(c->ctx->vkeys->flights, fkey, 24 + plen, &fl, &rv, &detail, &shared)) {
+        if (rv == CKR_OK) {
+            *out = shared;
+            return CKR_OK;
+        }
+        if (detail != DDSM_DEVERR_NONE)
+            c->detail = detail;
+        /* The leader's use may differ from ours (sign vs attributes): a dead handle is named
+         * for our own use. */
+        return rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID ? dead_rv(use) : rv;
+    }
+    /* Leading. A flight that landed between the cache miss above and the join left its key in
+     * the cache. */
+    k = cache_get(c->ctx->vkeys, &e->asset, e->path, e->counter);
+    if (k == NULL) {
+        rv = derive_current_secret(c, &e->asset, &path, e->variant, use_rvctx(use), &counter,
+                                   &k);
+        if (rv == CKR_OK && counter != e->counter) {
+            /* Rotated since the object was found: the fresh key is cached for the next find. */
+            ddsm_kref_put(k);
+            k = NULL;
+            rv = dead_rv(use);
+        }
+    }
+    ddsm_flight_land(c->ctx->vkeys->flights, fl, rv, rv == CKR_OK ? DDSM_DEVERR_NONE : c->detail,
+                     k);
     if (rv != CKR_OK)
         return rv;
-    if (counter != e->counter) {
-        /* Rotated since the object was found: the fresh key is cached for the next find. */
-        ddsm_kref_put(k);
-        return dead_rv(use);
-    }
     *out = k;
     return CKR_OK;
 }
@@ -763,7 +1087,7 @@ CK_RV ddsm_vkey_derive_new(ddsm_call *c, const ddsm_uuid *asset, const ddsm_path
     uint64_t counter = 0;
     ddsm_kref *k = NULL;
     char canon[DDSM_PATH_TEXT_MAX];
-    CK_RV rv = derive_current_secret(c, asset, path, DDSM_RVCTX_DERIVE, &counter, &k);
+    CK_RV rv = derive_current_secret(c, asset, path, variant, DDSM_RVCTX_DERIVE, &counter, &k);
     if (rv != CKR_OK)
         return rv;
     ddsm_path_format(path, canon);
@@ -814,6 +1138,13 @@ CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM
                      CK_ULONG *len)
 {
     uint32_t v = e->variant;
+    if (ddsm_ec_is_ec(v)) {
+        /* EC private and public keys (ec.h); the attributes every object shares are below. */
+        bool handled = false;
+        CK_RV erv = ddsm_ec_attr(e, t, buf, len, &handled);
+        if (handled)
+            return erv;
+    }
     bool aes = (v & DDSM_VK_AES) != 0;
     char text[DDSM_VKEY_ATTR_MAX];
 

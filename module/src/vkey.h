@@ -66,6 +66,8 @@ void ddsm_vkeys_sweep(ddsm_vkeys *v);
 /* A lifecycle NOTIFY (or any fresher view of an asset): update the record, kill stale keys. */
 void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter,
                           ddsm_state state);
+/* Kill every cached key of an asset (its zone was disabled): operations holding one stop. */
+void ddsm_vkeys_kill_asset(ddsm_vkeys *v, const ddsm_uuid *asset);
 /* Number of keys in the cache (tests, logs). */
 unsigned ddsm_vkeys_cached(ddsm_vkeys *v);
 
@@ -74,9 +76,20 @@ ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset);
 /* Fold a fresh store view of the asset into its record (the counter never goes back, RETIRED is
  * final) and kill the cached keys it makes stale. */
 void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a);
+/* The asset as the records know it, when they may answer a find without the store: an asset the
+ * store described before, whose counter and state are as current as ddsm_vkey_check requires
+ * (the LISTEN link covers the record, or it is younger than cache.staleness_ms), and, when
+ * need_meta or looked up by label, whose label and default path (which no NOTIFY announces) are
+ * younger than cache.staleness_ms. By id, or by id_or_label as ddsm_store_asset_find reads it.
+ * false: ask the store. created_us / updated_us are not known (0). */
+bool ddsm_vkeys_asset_fresh(struct ddsm_call *c, const char *id_or_label, const ddsm_uuid *id,
+                            bool need_meta, ddsm_asset *out);
 
 /* ---- derived key bytes: reference counted, wiped when the last reference goes ---- */
 const uint8_t *ddsm_kref_bytes(const ddsm_kref *k); /* DDSM_KEY_LEN secret bytes */
+/* The key's process-unique id for ddsm_hmac_sha256_keyed (ddsm/mac.h): a thread signing with the
+ * same key again restarts its HMAC from the kept pads instead of re-keying. */
+uint64_t ddsm_kref_mac_id(const ddsm_kref *k);
 void ddsm_kref_put(ddsm_kref *k);                   /* NULL accepted */
 /* Invalidated (rotation, retirement): operations holding it must stop. */
 bool ddsm_kref_dead(const ddsm_kref *k);
@@ -100,8 +113,16 @@ CK_RV ddsm_vkey_check(struct ddsm_call *c, const ddsm_hentry *e, ddsm_use use) D
 CK_RV ddsm_vkey_materialise(struct ddsm_call *c, const ddsm_hentry *e, ddsm_use use,
                             ddsm_kref **out) DDSM_WUR;
 
+/* The registry's key type of an asset ("hmac", "aes", "secp256k1", "ed25519", "p256"): the asset
+ * record's when it knows it (types never change), else read from the store (once per asset and
+ * process). *out NULL when there is no such asset. Store failures: CKR_DEVICE_ERROR with the
+ * call's detail set. */
+CK_RV ddsm_vkey_asset_key_type(struct ddsm_call *c, const ddsm_uuid *asset,
+                               const char **out) DDSM_WUR;
+
 /* C_DeriveKey's work after validation: derive the key of (asset, path) at the asset's current
- * counter (audited), cache it, and return the handle of the object in this variant. */
+ * counter (audited), cache it, and return the handle of the object in this variant (an EC variant
+ * derives the asset's HD key: ec.h). */
 CK_RV ddsm_vkey_derive_new(struct ddsm_call *c, const ddsm_uuid *asset, const ddsm_path *path,
                            uint32_t variant, CK_OBJECT_HANDLE *out) DDSM_WUR;
 
@@ -117,7 +138,8 @@ CK_RV ddsm_vkey_intern(struct ddsm_call *c, const ddsm_uuid *asset, const char *
 /* The value of attribute t of the object into buf (up to DDSM_VKEY_ATTR_MAX bytes), its length into
  * *len. CKR_ATTRIBUTE_TYPE_INVALID for attributes these objects do not have,
  * CKR_ATTRIBUTE_SENSITIVE for CKA_VALUE of a sensitive key, and CKR_KEY_NEEDED for CKA_VALUE of a
- * readable one (the caller materialises it). */
+ * readable one (the caller materialises it). EC objects answer as ec.h says (CKR_KEY_NEEDED for
+ * CKA_EC_POINT of a public key: see ddsm_ec_get_attributes). */
 CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM_VKEY_ATTR_MAX],
                      CK_ULONG *len) DDSM_WUR;
 

@@ -3,6 +3,8 @@
 #include "ddsm/pkcs11-ddsm.h"
 #include "guard.h"
 #include "handles.h"
+#include "login.h"
+#include "policy.h"
 
 ddsm_vop *ddsm_sess_vop(ddsm_sess *s, ddsm_opkind k)
 {
@@ -93,6 +95,7 @@ static CK_RV backend_init(ddsm_call *c, ddsm_opkind k, CK_MECHANISM_PTR m, CK_OB
         rv = be->C_DecryptInit(c->sess->h, m, h);
         break;
     }
+    rv = ddsm_guard_key_rv(rv, CKR_KEY_HANDLE_INVALID);
     if (rv == CKR_OK || rv == CKR_OPERATION_ACTIVE) {
         ddsm_mutex_lock(c->sess->lock);
         *ddsm_sess_be(c->sess, k) = true;
@@ -120,13 +123,16 @@ CK_RV ddsm_op_init(ddsm_call *c, ddsm_opkind k, CK_MECHANISM_PTR m, CK_OBJECT_HA
     }
     if ((rv = ddsm_vkey_lookup(c, hKey, true, &op.key)) != CKR_OK)
         goto out;
+    /* A dead key (rotated away, retired) is CKR_KEY_HANDLE_INVALID whatever the mechanism. */
+    if ((rv = ddsm_vkey_check(c, &op.key, use_of(k))) != CKR_OK)
+        goto out;
     if ((rv = mech(m, &op.key, &op)) != CKR_OK)
         goto out;
     if ((op.key.variant & usage_bit(k)) == 0) {
         rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
         goto out;
     }
-    if ((rv = ddsm_vkey_check(c, &op.key, use_of(k))) != CKR_OK)
+    if ((rv = ddsm_mpolicy_mechanism(c, &op.key, m->mechanism)) != CKR_OK)
         goto out;
     /* Derivation (store + HSM round trips) happens here, with no lock held. */
     if ((rv = ddsm_vkey_materialise(c, &op.key, use_of(k), &kref)) != CKR_OK)
@@ -136,6 +142,8 @@ CK_RV ddsm_op_init(ddsm_call *c, ddsm_opkind k, CK_MECHANISM_PTR m, CK_OBJECT_HA
     ddsm_vop *slot = ddsm_sess_vop(c->sess, k);
     if (slot->active || *ddsm_sess_be(c->sess, k)) {
         rv = CKR_OPERATION_ACTIVE; /* another thread won the race on this session */
+    } else if (!ddsm_login_still(c->ctx, c->login_epoch)) {
+        rv = CKR_USER_NOT_LOGGED_IN; /* a logout ran since the check: it ended every operation */
     } else {
         *slot = op;
         slot->mech = m->mechanism;

@@ -9,7 +9,10 @@ DDSM_DEBS=(
     libssl-dev openssl libpq-dev postgresql postgresql-client libinih-dev libcmocka-dev
     libp11-kit-dev libgfshare-dev libsecp256k1-dev
     softhsm2 opensc gnutls-bin
+    pgbouncer
     valgrind clang python3 python3-pykcs11 xxd procps iproute2 util-linux
+    libengine-pkcs11-openssl python3-ecdsa
+    prometheus
 )
 
 ddsm_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

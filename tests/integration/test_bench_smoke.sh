@@ -51,7 +51,7 @@ set -e
 [ "$rc" = 2 ] || fail "no PIN: exit $rc, expected 2"
 grep -q "no HSM PIN" "$T/err" || fail "no PIN: $(cat "$T/err")"
 "$DDSM_BENCH" --help >"$T/help" || fail "--help exited $?"
-for sc in openssl hsm-direct seed-design derive sign find-sign rotate-storm "Exit status"; do
+for sc in openssl hsm-direct seed-design derive sign find-sign rotate-storm ec-sign "Exit status"; do
     grep -q -- "$sc" "$T/help" || fail "--help lacks $sc"
 done
 
@@ -90,7 +90,7 @@ def num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 scenarios = ["openssl", "hsm-direct", "seed-design", "derive", "sign", "find-sign",
-             "rotate-storm"]
+             "rotate-storm", "ec-sign"]
 m = doc["machine"]
 check(isinstance(m["cores"], int) and m["cores"] > 0, "machine.cores")
 for k in ("cpu", "kernel", "date", "load_before", "load_after"):
@@ -135,6 +135,8 @@ for sc in scenarios:
             derivations += r["ops"] + r["key_handle_invalid"]
         if sc in ("sign", "find-sign"):
             derivations += th  # one key per thread, derived before the clock starts
+        if sc == "ec-sign":
+            derivations += 2 * th  # a secp256k1 and an Ed25519 key per thread, likewise
         if sc == "rotate-storm":
             check(r["rotations"] > 0, name + " rotations")
         else:
@@ -166,7 +168,8 @@ EOF
 
 echo "== the assets were reused, activated and registered as needed"
 states=$(sql "SELECT string_agg(label || ':' || state, ',' ORDER BY label) FROM custody_keys")
-[ "$states" = "bench-0:ACTIVE,bench-1:ACTIVE,bench-2:ACTIVE" ] || fail "assets: $states"
+want="bench-0:ACTIVE,bench-1:ACTIVE,bench-2:ACTIVE,bench-ec-ed25519:ACTIVE,bench-ec-secp256k1:ACTIVE"
+[ "$states" = "$want" ] || fail "assets: $states"
 
 echo "== the table form"
 DDSM_PIN=$DDSM_TEST_PIN "$DDSM_BENCH" --seconds 0.3 --threads 1 --scenario openssl,derive \
@@ -178,7 +181,7 @@ for want in "synchronous_commit=" "fsync=" "openssl" "hsm-direct" "seed-design" 
     "x seed-design" "x hsm-direct" "targets at 1 threads" "derive p99"; do
     grep -q -- "$want" "$T/table.txt" || fail "table lacks \"$want\": $(cat "$T/table.txt")"
 done
-if grep -Eq '^ +1  (sign|find-sign|rotate-storm) ' "$T/table.txt"; then
+if grep -Eq '^ +1  (sign|find-sign|rotate-storm|ec-sign) ' "$T/table.txt"; then
     fail "a scenario that was not selected ran: $(cat "$T/table.txt")"
 fi
 echo "PASS"

@@ -101,7 +101,7 @@ expect 2 "$C" asset register --label x --default-path "m/2147483648"
 expect 2 "$C" asset register --label x --default-path "44/0"
 expect 2 "$C" asset register --label x --default-path "m/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16/17"
 expect 2 "$C" asset register --label x --type rsa
-err_has "--type must be hmac or aes"
+err_has "--type must be hmac, aes, secp256k1, ed25519 or p256"
 expect 2 "$C" asset register --label "a/b"
 err_has "must not hold '/'"
 expect 2 "$C" asset register --label ""

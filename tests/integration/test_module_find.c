@@ -356,7 +356,8 @@ static void test_attr__not_logged_in_cannot_read_virtual_objects(void **state)
     assert_rv(CKR_OK, p11->C_Logout(s));
     CK_OBJECT_CLASS cls;
     CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}};
-    assert_rv(CKR_USER_NOT_LOGGED_IN, p11->C_GetAttributeValue(s, h, t, 1));
+    /* Private objects do not exist without a login (2.40 lists no USER_NOT_LOGGED_IN here). */
+    assert_rv(CKR_OBJECT_HANDLE_INVALID, p11->C_GetAttributeValue(s, h, t, 1));
 }
 
 static void test_object__virtual_objects_are_read_only(void **state)

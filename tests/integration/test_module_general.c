@@ -59,32 +59,44 @@ static void test_general__interface_list_follows_the_size_protocol(void **state)
     CK_ULONG n = 99;
     assert_rv(CKR_ARGUMENTS_BAD, gil(NULL, NULL));
     assert_rv(CKR_OK, gil(NULL, &n));
-    assert_int_equal(n, 1);
-    CK_INTERFACE list[2];
-    n = 0;
+    assert_int_equal(n, 2);
+    CK_INTERFACE list[3];
+    n = 1;
     assert_rv(CKR_BUFFER_TOO_SMALL, gil(list, &n));
-    assert_int_equal(n, 1);
-    n = 2;
+    assert_int_equal(n, 2);
+    n = 3;
     assert_rv(CKR_OK, gil(list, &n));
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 2);
+    /* The 3.0 list first (the default), then the 2.40 one that C_GetFunctionList returns. */
     assert_string_equal((const char *)list[0].pInterfaceName, "PKCS 11");
-    assert_ptr_equal(list[0].pFunctionList, p11);
+    assert_string_equal((const char *)list[1].pInterfaceName, "PKCS 11");
+    const CK_FUNCTION_LIST_3_0 *f30 = list[0].pFunctionList;
+    assert_int_equal(f30->version.major, 3);
+    assert_int_equal(f30->version.minor, 0);
+    assert_ptr_equal(list[1].pFunctionList, p11);
+    /* The 3.0 list starts with the very same functions. */
+    assert_ptr_equal((void *)(uintptr_t)f30->C_DeriveKey, (void *)(uintptr_t)p11->C_DeriveKey);
+    assert_non_null(f30->C_LoginUser);
+    assert_non_null(f30->C_MessageVerifyFinal);
 }
 
-static void test_general__get_interface_offers_pkcs11_v240_only(void **state)
+static void test_general__get_interface_offers_pkcs11_v30_and_v240(void **state)
 {
     ddsm_C_GetInterface_fn gi = (ddsm_C_GetInterface_fn)(uintptr_t)p11_sym("C_GetInterface");
     assert_non_null(gi);
     CK_INTERFACE_PTR iface = NULL;
-    CK_VERSION v240 = {2, 40}, v30 = {3, 0};
+    CK_VERSION v240 = {2, 40}, v30 = {3, 0}, v31 = {3, 1};
     assert_rv(CKR_ARGUMENTS_BAD, gi(NULL, NULL, NULL, 0));
     assert_rv(CKR_OK, gi(NULL, NULL, &iface, 0));
-    assert_ptr_equal(iface->pFunctionList, p11);
+    assert_int_equal(((const CK_VERSION *)iface->pFunctionList)->major, 3);
     iface = NULL;
     assert_rv(CKR_OK, gi((CK_UTF8CHAR_PTR) "PKCS 11", &v240, &iface, 0));
-    assert_non_null(iface);
+    assert_ptr_equal(iface->pFunctionList, p11);
+    iface = NULL;
+    assert_rv(CKR_OK, gi((CK_UTF8CHAR_PTR) "PKCS 11", &v30, &iface, 0));
+    assert_int_equal(((const CK_VERSION *)iface->pFunctionList)->minor, 0);
     assert_rv(CKR_ARGUMENTS_BAD, gi((CK_UTF8CHAR_PTR) "Vendor XYZ", NULL, &iface, 0));
-    assert_rv(CKR_ARGUMENTS_BAD, gi((CK_UTF8CHAR_PTR) "PKCS 11", &v30, &iface, 0));
+    assert_rv(CKR_ARGUMENTS_BAD, gi((CK_UTF8CHAR_PTR) "PKCS 11", &v31, &iface, 0));
     assert_rv(CKR_ARGUMENTS_BAD, gi(NULL, NULL, &iface, CKF_INTERFACE_FORK_SAFE));
 }
 
@@ -349,7 +361,8 @@ static void test_slot__init_token_is_refused_while_the_root_lives_on_it(void **s
     CK_UTF8CHAR label[32];
     memset(label, ' ', sizeof(label));
     memcpy(label, "custody", 7);
-    assert_rv(CKR_ACTION_PROHIBITED, p11->C_InitToken(0, (CK_UTF8CHAR_PTR)so, strlen(so), label));
+    assert_rv(CKR_TOKEN_WRITE_PROTECTED,
+              p11->C_InitToken(0, (CK_UTF8CHAR_PTR)so, strlen(so), label));
     assert_rv(CKR_SLOT_ID_INVALID, p11->C_InitToken(5, (CK_UTF8CHAR_PTR)so, strlen(so), label));
     assert_rv(CKR_ARGUMENTS_BAD, p11->C_InitToken(0, (CK_UTF8CHAR_PTR)so, strlen(so), NULL));
     /* The token still has its root key. */
@@ -376,7 +389,7 @@ int main(void)
         cmocka_unit_test(test_general__exports_exactly_the_three_entry_points),
         cmocka_unit_test(test_general__get_function_list_rejects_null),
         cmocka_unit_test(test_general__interface_list_follows_the_size_protocol),
-        cmocka_unit_test(test_general__get_interface_offers_pkcs11_v240_only),
+        cmocka_unit_test(test_general__get_interface_offers_pkcs11_v30_and_v240),
         cmocka_unit_test(test_general__every_call_before_initialize_is_not_initialized),
         cmocka_unit_test(test_general__initialize_rejects_reserved_pointer),
         cmocka_unit_test(test_general__initialize_rejects_some_but_not_all_mutex_callbacks),

@@ -85,7 +85,7 @@ static void test_guard__encrypt_decrypt_and_digest_key_with_the_root_are_refused
     assert_rv(CKR_KEY_FUNCTION_NOT_PERMITTED, p11->C_DecryptInit(s, &ecb, root));
     CK_MECHANISM sha = {CKM_SHA256, NULL, 0};
     assert_rv(CKR_OK, p11->C_DigestInit(s, &sha));
-    assert_rv(CKR_KEY_FUNCTION_NOT_PERMITTED, p11->C_DigestKey(s, root));
+    assert_rv(CKR_KEY_INDIGESTIBLE, p11->C_DigestKey(s, root));
     uint8_t d[32];
     CK_ULONG dl = sizeof(d);
     assert_rv(CKR_OK, p11->C_DigestFinal(s, d, &dl));
@@ -98,9 +98,10 @@ static void test_guard__other_derive_mechanisms_on_the_root_are_refused(void **s
     CK_KEY_DERIVATION_STRING_DATA sd = {(CK_BYTE_PTR) "abc", 3};
     CK_MECHANISM concat = {CKM_CONCATENATE_DATA_AND_BASE, &sd, sizeof(sd)};
     CK_MECHANISM kdf = {CKM_SP800_108_COUNTER_KDF, NULL, 0};
-    assert_rv(CKR_KEY_FUNCTION_NOT_PERMITTED, p11->C_DeriveKey(s, &sha, root, NULL, 0, &out));
-    assert_rv(CKR_KEY_FUNCTION_NOT_PERMITTED, p11->C_DeriveKey(s, &concat, root, NULL, 0, &out));
-    assert_rv(CKR_KEY_FUNCTION_NOT_PERMITTED, p11->C_DeriveKey(s, &kdf, root, NULL, 0, &out));
+    /* Outside the root's allowed mechanisms (2.40 gives C_DeriveKey no KEY_FUNCTION_NOT_PERMITTED). */
+    assert_rv(CKR_MECHANISM_INVALID, p11->C_DeriveKey(s, &sha, root, NULL, 0, &out));
+    assert_rv(CKR_MECHANISM_INVALID, p11->C_DeriveKey(s, &concat, root, NULL, 0, &out));
+    assert_rv(CKR_MECHANISM_INVALID, p11->C_DeriveKey(s, &kdf, root, NULL, 0, &out));
     assert_int_equal(out, 0);
 }
 
@@ -110,8 +111,8 @@ static void test_guard__wrapping_with_or_of_the_root_is_refused(void **state)
     CK_MECHANISM wrap = {CKM_AES_KEY_WRAP, NULL, 0};
     uint8_t blob[128];
     CK_ULONG len = sizeof(blob);
-    assert_rv(CKR_KEY_FUNCTION_NOT_PERMITTED, p11->C_WrapKey(s, &wrap, root, aes, blob, &len));
-    assert_rv(CKR_KEY_FUNCTION_NOT_PERMITTED, p11->C_WrapKey(s, &wrap, aes, root, blob, &len));
+    assert_rv(CKR_MECHANISM_INVALID, p11->C_WrapKey(s, &wrap, root, aes, blob, &len));
+    assert_rv(CKR_KEY_UNEXTRACTABLE, p11->C_WrapKey(s, &wrap, aes, root, blob, &len));
     /* Wrapping an ordinary key still works. */
     CK_OBJECT_HANDLE other = session_aes_key();
     len = sizeof(blob);
@@ -122,7 +123,7 @@ static void test_guard__wrapping_with_or_of_the_root_is_refused(void **state)
     CK_ATTRIBUTE t[] = {
         {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_TOKEN, &no, 1}};
     CK_OBJECT_HANDLE out = 0;
-    assert_rv(CKR_KEY_FUNCTION_NOT_PERMITTED,
+    assert_rv(CKR_MECHANISM_INVALID,
               p11->C_UnwrapKey(s, &wrap, root, blob, len, t, 3, &out));
     assert_rv(CKR_OK, p11->C_DestroyObject(s, aes));
     assert_rv(CKR_OK, p11->C_DestroyObject(s, other));
@@ -145,15 +146,20 @@ static void test_guard__object_management_of_the_root_is_prohibited(void **state
     assert_rv(CKR_ACTION_PROHIBITED, p11->C_DestroyObject(s, CK_DDSM_ROOT_HANDLE));
 }
 
-static void test_guard__reading_the_root_value_is_prohibited(void **state)
+static void test_guard__reading_the_root_value_is_sensitive(void **state)
 {
     uint8_t value[64];
     char label[32];
     CK_ATTRIBUTE t[] = {{CKA_LABEL, label, sizeof(label)}, {CKA_VALUE, value, sizeof(value)}};
-    assert_rv(CKR_ACTION_PROHIBITED, p11->C_GetAttributeValue(s, root, t, 2));
+    /* Section 5.7: CK_UNAVAILABLE_INFORMATION and CKR_ATTRIBUTE_SENSITIVE; the rest is read. */
+    assert_rv(CKR_ATTRIBUTE_SENSITIVE, p11->C_GetAttributeValue(s, root, t, 2));
     assert_int_equal(t[1].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    assert_int_equal(t[0].ulValueLen, 9);
+    assert_memory_equal(label, "ddsm-root", 9);
     CK_ATTRIBUTE v[] = {{CKA_VALUE, NULL, 0}};
-    assert_rv(CKR_ACTION_PROHIBITED, p11->C_GetAttributeValue(s, root, v, 1));
+    assert_rv(CKR_ATTRIBUTE_SENSITIVE, p11->C_GetAttributeValue(s, root, v, 1));
+    assert_int_equal(v[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    assert_rv(CKR_OBJECT_HANDLE_INVALID, p11->C_GetAttributeValue(s, CK_DDSM_ROOT_HANDLE, v, 1));
     /* Harmless attributes still read, so tools can list it. */
     CK_ATTRIBUTE l[] = {{CKA_LABEL, label, sizeof(label)}};
     assert_rv(CKR_OK, p11->C_GetAttributeValue(s, root, l, 1));
@@ -236,7 +242,7 @@ int main(void)
         T(test_guard__other_derive_mechanisms_on_the_root_are_refused),
         T(test_guard__wrapping_with_or_of_the_root_is_refused),
         T(test_guard__object_management_of_the_root_is_prohibited),
-        T(test_guard__reading_the_root_value_is_prohibited),
+        T(test_guard__reading_the_root_value_is_sensitive),
         T(test_guard__a_second_key_with_the_root_label_is_guarded_too),
         T(test_guard__ordinary_backend_keys_are_forwarded),
         T(test_guard__handles_with_the_top_bit_are_never_forwarded),

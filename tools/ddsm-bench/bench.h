@@ -209,6 +209,7 @@ void bench_run(bench *b, const bench_scenario *sc, unsigned nthreads, bench_resu
 extern const bench_scenario bench_sc_openssl, bench_sc_hsm_direct, bench_sc_seed_design;
 extern const bench_scenario bench_sc_derive, bench_sc_sign, bench_sc_find_sign,
     bench_sc_rotate_storm;
+extern const bench_scenario bench_sc_ec_sign; /* scen_ec.c */
 /* Every scenario in the order runs use: baselines first. */
 extern const bench_scenario *const bench_scenarios[];
 extern const size_t bench_scenarios_count;

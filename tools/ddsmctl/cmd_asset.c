@@ -4,6 +4,7 @@
 
 #include "ctl.h"
 #include "ddsm/path.h"
+#include "ddsm/policy.h"
 #include "ddsm/state.h"
 #include "ddsm/uuid.h"
 
@@ -20,6 +21,7 @@ const ctl_help cmd_asset_help = {
     "  retire     ACTIVE or ROTATING -> RETIRED: no key of it is derived again\n"
     "  show       one asset\n"
     "  list       every asset\n"
+    "  xpub       the BIP-32 extended public key of a secp256k1 asset's node (audited)\n"
     "An asset is named by its UUID or its label. Audit rows record the requester\n"
     "\"ddsmctl:<login user>\".",
     NULL,
@@ -27,17 +29,23 @@ const ctl_help cmd_asset_help = {
 
 static const ctl_help register_help = {
     "asset register",
-    "ddsmctl asset register --label LABEL [--id UUID] [--default-path PATH] [--type hmac|aes]",
+    "ddsmctl asset register --label LABEL [--id UUID] [--default-path PATH] [--type TYPE]\n"
+    "                              [--zone ZONE]",
     "Register a new asset in state INITIALIZED with counter 0. The label is 1..128 printable\n"
     "ASCII characters without '/' and must not look like a UUID; the id is a random UUID unless\n"
     "given (never the nil UUID). The default path (BIP-32 style, e.g. m/44'/0'/0'/0/0, default\n"
     "m/0) is the one the module lists the asset's key under; it must satisfy the [policy] path\n"
-    "patterns.\n"
+    "patterns. The key type (fixed for good) is hmac or aes for secret keys, or secp256k1,\n"
+    "ed25519 or p256 for signing keys: BIP-32 / SLIP-10 trees seeded by the asset seed, seen by\n"
+    "PKCS#11 applications as private and public EC key objects. An ed25519 default path must be\n"
+    "hardened throughout (SLIP-10 has no normal children).\n"
     "Exit 1 when the label or id already exists.",
     "  --label LABEL        unique label\n"
     "  --id UUID            asset id (default: random version 4)\n"
     "  --default-path PATH  default derivation path (default m/0)\n"
-    "  --type hmac|aes      key type (default hmac)\n",
+    "  --type TYPE          hmac, aes, secp256k1, ed25519 or p256 (default hmac)\n"
+    "  --zone ZONE          compliance zone (default \"default\"; created, enabled, when missing;\n"
+    "                       docs/policy.md)\n",
 };
 
 static const ctl_help activate_help = {
@@ -192,11 +200,13 @@ static int asset_register(ctl *c, int argc, char **argv)
     const char *id_text = NULL;
     const char *path_text = NULL;
     const char *type = NULL;
+    const char *zone = NULL;
     const ctl_opt opts[] = {
         {"--label", &label, NULL, NULL, 0, NULL},
         {"--id", &id_text, NULL, NULL, 0, NULL},
         {"--default-path", &path_text, NULL, NULL, 0, NULL},
         {"--type", &type, NULL, NULL, 0, NULL},
+        {"--zone", &zone, NULL, NULL, 0, NULL},
     };
     const char *pos[1];
     size_t npos = 0;
@@ -207,11 +217,16 @@ static int asset_register(ctl *c, int argc, char **argv)
     ddsm_store *st = NULL;
     ddsm_asset a;
 
-    int rc = ctl_parse(c, &register_help, argc, argv, opts, 4, pos, 0, 0, &npos);
+    int rc = ctl_parse(c, &register_help, argc, argv, opts, sizeof(opts) / sizeof(opts[0]), pos, 0,
+                       0, &npos);
     if (rc != CTL_EXIT_OK)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     if (label == NULL)
         return ctl_usage_error(&register_help, "--label is required");
+    if (zone != NULL && !ddsm_zone_name_valid(zone))
+        return ctl_usage_error(&register_help, "--zone '%s' is malformed: 1..%d characters of "
+                               "A-Z a-z 0-9 . _ -, starting with a letter or digit", zone,
+                               DDSM_ZONE_NAME_MAX);
     rc = check_label(label);
     if (rc != CTL_EXIT_OK)
         return rc;
@@ -232,8 +247,22 @@ static int asset_register(ctl *c, int argc, char **argv)
     }
     if (type == NULL)
         type = "hmac";
-    if (strcmp(type, "hmac") != 0 && strcmp(type, "aes") != 0)
-        return ctl_usage_error(&register_help, "--type must be hmac or aes, not '%s'", type);
+    if (strcmp(type, "hmac") != 0 && strcmp(type, "aes") != 0 && strcmp(type, "secp256k1") != 0 &&
+        strcmp(type, "ed25519") != 0 && strcmp(type, "p256") != 0)
+        return ctl_usage_error(&register_help,
+                               "--type must be hmac, aes, secp256k1, ed25519 or p256, not '%s'",
+                               type);
+    if (strcmp(type, "ed25519") == 0) {
+        if (path_text == NULL)
+            return ctl_usage_error(&register_help, "--type ed25519 needs a hardened "
+                                   "--default-path (the default m/0 names no SLIP-10 key)");
+        for (unsigned i = 0; i < path.depth; i++)
+            if ((path.index[i] & DDSM_HARDENED) == 0)
+                return ctl_usage_error(&register_help,
+                                       "--default-path %s: ed25519 keys (SLIP-10) have hardened "
+                                       "indices only (component %u is not)",
+                                       canon, i + 1);
+    }
     rc = ctl_config(c);
     if (rc != CTL_EXIT_OK)
         return rc;
@@ -259,6 +288,16 @@ static int asset_register(ctl *c, int argc, char **argv)
         goto out;
     }
     print_asset_line("registered", &a);
+    if (zone != NULL && strcmp(zone, DDSM_ZONE_DEFAULT) != 0) {
+        /* A second statement: the asset is INITIALIZED (it derives nothing) until it is moved. */
+        e = ddsm_zone_assign(st, &a.id, zone, requester, NULL);
+        if (e != DDSM_OK) {
+            rc = store_fail(st, e, "registered, but cannot move the asset to its zone (retry "
+                                   "with `ddsmctl zone assign`)");
+            goto out;
+        }
+        printf("zone %s\n", zone);
+    }
     rc = CTL_EXIT_OK;
 out:
     ddsm_store_close(st);
@@ -674,7 +713,8 @@ int cmd_asset(ctl *c, int argc, char **argv)
         int (*run)(ctl *, int, char **);
     } subs[] = {{"register", asset_register}, {"activate", asset_activate},
                 {"rotate", asset_rotate},     {"retire", asset_retire},
-                {"show", asset_show},         {"list", asset_list}};
+                {"show", asset_show},         {"list", asset_list},
+                {"xpub", cmd_asset_xpub}};
     if (argc < 2)
         return ctl_usage_error(&cmd_asset_help, "missing subcommand");
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

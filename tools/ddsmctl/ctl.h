@@ -140,10 +140,22 @@ int cmd_db(ctl *c, int argc, char **argv);
 int cmd_root(ctl *c, int argc, char **argv);
 int cmd_asset(ctl *c, int argc, char **argv);
 extern const ctl_help cmd_db_help, cmd_root_help, cmd_asset_help;
+/* `asset xpub` (cmd_xpub.c), a subcommand of cmd_asset. */
+int cmd_asset_xpub(ctl *c, int argc, char **argv);
 /* The audit log (cmd_audit.c): audit verify, reconcile, db maintain. */
 int cmd_audit(ctl *c, int argc, char **argv);
 int cmd_reconcile(ctl *c, int argc, char **argv);
 int cmd_db_maintain(ctl *c, int argc, char **argv);
 extern const ctl_help cmd_audit_help, cmd_reconcile_help;
+/* Policy and the operator's view (cmd_zone.c, cmd_status.c, cmd_metrics.c). */
+int cmd_zone(ctl *c, int argc, char **argv);
+int cmd_status(ctl *c, int argc, char **argv);
+int cmd_metrics(ctl *c, int argc, char **argv);
+extern const ctl_help cmd_zone_help, cmd_status_help, cmd_metrics_help;
+/* A store for this run (cmd_zone.c); audited: rows chained under the HSM-derived audit key (the
+ * HSM and its PIN are asked first). Returns an exit code (message printed). */
+DDSM_WUR int ctl_store_open(ctl *c, bool audited, ddsm_store **st);
+/* Report a store error (message printed); returns its exit code. */
+int ctl_store_fail(ddsm_store *st, ddsm_err e, const char *what);
 
 #endif

@@ -23,6 +23,9 @@ static const ctl_help top_help = {
     "  audit verify                        check the audit log's MAC chains (needs the PIN)\n"
     "  reconcile                           compare registry counters with the audit log\n"
     "  db maintain                         create the audit log's monthly partitions\n"
+    "  zone list|enable|disable|assign|of  compliance zones (disable stops derivation at once)\n"
+    "  status                              one screen: store, HSM, assets, chains, findings\n"
+    "  metrics                             the database's view as Prometheus text\n"
     "\n"
     "The configuration comes from --conf, else $DDSM_CONF, else " DDSM_CONF_DEFAULT ".\n"
     "Commands that use the HSM need the user PIN: from --pin-file (first line; a warning when\n"
@@ -101,6 +104,12 @@ int main(int argc, char **argv)
                 h = &cmd_audit_help;
             else if (strcmp(argv[i + 1], "reconcile") == 0)
                 h = &cmd_reconcile_help;
+            else if (strcmp(argv[i + 1], "zone") == 0)
+                h = &cmd_zone_help;
+            else if (strcmp(argv[i + 1], "status") == 0)
+                h = &cmd_status_help;
+            else if (strcmp(argv[i + 1], "metrics") == 0)
+                h = &cmd_metrics_help;
             else
                 return ctl_usage_error(&top_help, "unknown command '%s'", argv[i + 1]);
         }
@@ -117,6 +126,12 @@ int main(int argc, char **argv)
         rc = cmd_audit(&c, argc - i, argv + i);
     else if (strcmp(cmd, "reconcile") == 0)
         rc = cmd_reconcile(&c, argc - i, argv + i);
+    else if (strcmp(cmd, "zone") == 0)
+        rc = cmd_zone(&c, argc - i, argv + i);
+    else if (strcmp(cmd, "status") == 0)
+        rc = cmd_status(&c, argc - i, argv + i);
+    else if (strcmp(cmd, "metrics") == 0)
+        rc = cmd_metrics(&c, argc - i, argv + i);
     else
         rc = ctl_usage_error(&top_help, "unknown command '%s'", cmd);
     ddsm_config_free(c.cfg);

@@ -162,6 +162,7 @@ int ctl_config(ctl *c)
         return e == DDSM_E_NOMEM ? CTL_EXIT_UNAVAILABLE : CTL_EXIT_USAGE;
     }
     ddsm_log_setup(c->cfg->log.level, 0, "ddsmctl");
+    ddsm_store_set_transaction_pooler(c->cfg->store.transaction_pooler);
     return CTL_EXIT_OK;
 }
 

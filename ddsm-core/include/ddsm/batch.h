@@ -7,7 +7,10 @@
  * and runs the statement with no lock held; the others wait on a condition variable. A lone
  * caller never waits for company: batch_wait_us applies only when other requests are already
  * queued while another batch is in flight. Each connection writes its own chain
- * ("<instance>/c<n>"), so batches on different connections are independent. */
+ * ("<instance>/c<n>"), so batches on different connections are independent. While a batch is in
+ * flight, another connection is taken only when more than batch_max requests wait (one
+ * statement could not take them all); otherwise the waiting requests go together in the next
+ * batch, so that concurrent callers share statements instead of each leading a one-row batch. */
 #ifndef DDSM_BATCH_H
 #define DDSM_BATCH_H
 
@@ -22,6 +25,7 @@ typedef struct ddsm_batcher ddsm_batcher;
 
 #define DDSM_BATCH_MAX_LIMIT 4096
 #define DDSM_BATCH_CONNECTIONS_LIMIT 64
+#define DDSM_BATCH_SIZE_BUCKETS 13
 
 /* batch_max 1..4096 rows per statement (config [audit] batch_max), batch_wait_us 0..1000000
  * (config [audit] batch_wait_us), connections 1..64. key: the audit key (copied into each
@@ -37,6 +41,8 @@ void ddsm_batcher_free(ddsm_batcher *b);
 /* Blocks until the caller's own audit row is durably committed, or fails. The results are those
  * of ddsm_store_derive with a chain attached: DDSM_OK with the counter (and state, which may be
  * NULL); DDSM_E_STATE (state set) and DDSM_E_NOT_FOUND once the refusal's DENY row is committed;
+ * DDSM_E_POLICY once the DENY row of a derivable asset whose zone is disabled is committed
+ * (ddsm_batcher_errmsg names the zone; sql/003_policy.sql);
  * DDSM_E_PATH for a path that is not canonical (nothing written); and when the batch's statement
  * fails, the same error for every caller in the batch (DDSM_E_STORE_DOWN when PostgreSQL is
  * unreachable), with none of its rows written. req->instance is ignored. */
@@ -65,6 +71,10 @@ typedef struct ddsm_batch_stats {
     uint64_t multi_row_batches; /* batches of more than one request */
     uint64_t max_batch;         /* most requests in one batch */
     uint64_t failed_batches;    /* batches whose statement failed */
+    /* batches by size: size_buckets[i] counts batches of 2^(i-1) + 1 .. 2^i requests (i = 0: one
+     * request), not cumulative; 4096 = 2^12 is the largest batch */
+    uint64_t size_buckets[DDSM_BATCH_SIZE_BUCKETS];
+    uint64_t size_sum; /* requests over every batch run (the histogram's sum) */
 } ddsm_batch_stats;
 void ddsm_batcher_stats(ddsm_batcher *b, ddsm_batch_stats *out);
 

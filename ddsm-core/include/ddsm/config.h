@@ -9,9 +9,11 @@
 
 #include "ddsm/err.h"
 #include "ddsm/log.h"
+#include "ddsm/policy.h"
 
 #define DDSM_CONF_DEFAULT "/etc/ddsm/ddsm.conf"
 #define DDSM_POLICY_MAX_PATTERNS 16
+#define DDSM_POLICY_MAX_MECHANISMS 32
 
 typedef struct ddsm_config {
     char *file; /* the file it was read from */
@@ -29,6 +31,7 @@ typedef struct ddsm_config {
         unsigned connect_timeout_s;    /* default 5 */
         unsigned statement_timeout_ms; /* default 5000 */
         unsigned pool_size;            /* default 8: connections per module instance */
+        bool transaction_pooler;       /* default false: conninfo goes through PgBouncer (transaction) */
     } store;
     struct {
         /* e.g. BIP-44's m/44'/N'/N'/N/N with N = '*'; none: any path */
@@ -36,20 +39,33 @@ typedef struct ddsm_config {
         size_t n_path_patterns;
         bool extractable;  /* default false: CKA_EXTRACTABLE of derived keys */
         char *requester;   /* default NULL: the module uses the program name */
+        /* docs/policy.md: limits shared by every process on the database; 0: none (default) */
+        ddsm_rate rate_per_requester_asset;
+        ddsm_rate rate_per_requester;
+        /* mechanisms derived keys may serve ("CKM_SHA256_HMAC" or "0x..."), resolved by the
+         * module; none: every mechanism the key type supports */
+        char *mechanisms[DDSM_POLICY_MAX_MECHANISMS];
+        size_t n_mechanisms;
     } policy;
     struct {
         unsigned batch_max;     /* default 64 rows per group-commit statement */
         unsigned batch_wait_us; /* default 200: longest wait for company when others are queued */
+        unsigned connections;   /* default 2: connections writing audit rows (group commit) */
     } audit;
     struct {
         unsigned size;         /* default 4096 derived keys */
         unsigned ttl_ms;       /* default 300000 */
         unsigned staleness_ms; /* default 1000: re-validate when the LISTEN link is down */
+        bool rotation_fence;   /* default false: sign/encrypt wait for a LISTEN round trip */
     } cache;
     struct {
         ddsm_log_level level; /* default warn */
         bool syslog;          /* default false: stderr */
     } log;
+    struct {
+        char *textfile;       /* default NULL: no file; "%p" is the process id */
+        unsigned interval_ms; /* default 10000 */
+    } metrics;
 } ddsm_config;
 
 /* The file to read: $DDSM_CONF when set and non-empty, else DDSM_CONF_DEFAULT. */

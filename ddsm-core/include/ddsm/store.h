@@ -27,7 +27,7 @@ extern const unsigned ddsm_migrations_count;
 typedef struct ddsm_asset {
     ddsm_uuid id;
     char label[DDSM_ASSET_LABEL_MAX + 1];
-    char key_type[DDSM_KEY_TYPE_MAX + 1];    /* "hmac" (more types come later) */
+    char key_type[DDSM_KEY_TYPE_MAX + 1];    /* hmac, aes, secp256k1, ed25519, p256 */
     char default_path[DDSM_PATH_TEXT_MAX];  /* canonical */
     uint64_t counter;
     ddsm_state state;     /* effective: a ROTATING asset whose grace ended reads as ACTIVE */
@@ -44,6 +44,14 @@ typedef struct ddsm_store_opts {
     const char *application_name;  /* NULL: "ddsm" */
 } ddsm_store_opts;
 
+/* The conninfo of stores opened from now on in this process goes through a transaction-pooling
+ * PgBouncer ([store] transaction_pooler): they send every statement unnamed (PgBouncer 1.18 cannot
+ * keep a named prepared statement across transactions in transaction mode) and make no session
+ * setting (it would outlive the transaction on a server connection other clients then get).
+ * Process-wide, as a process has one configuration; the default is off. LISTEN must not go
+ * through such a pooler ([store] listen_conninfo). */
+void ddsm_store_set_transaction_pooler(bool on);
+
 /* Does not connect yet. opts may be NULL. */
 DDSM_WUR ddsm_err ddsm_store_open(const char *conninfo, const ddsm_store_opts *opts,
                                   ddsm_store **out);
@@ -55,7 +63,9 @@ const char *ddsm_store_errmsg(const ddsm_store *st);
 DDSM_WUR ddsm_err ddsm_store_migrate(ddsm_store *st, unsigned *applied);
 
 /* Register an INITIALIZED asset with counter 0. id NULL: random v4. default_path NULL: "m/0".
- * label must be 1..128 printable characters, no '/' (labels appear in "<label>/<path>"). */
+ * label must be 1..128 printable characters, no '/' (labels appear in "<label>/<path>").
+ * key_type NULL: "hmac"; else one of hmac, aes, secp256k1, ed25519, p256 (DDSM_E_INPUT). An
+ * ed25519 asset's default path must be hardened throughout (SLIP-10; DDSM_E_PATH). */
 DDSM_WUR ddsm_err ddsm_store_asset_register(ddsm_store *st, const ddsm_uuid *id, const char *label,
                                             const char *key_type, const char *default_path,
                                             const char *requester, ddsm_asset *out);
@@ -70,6 +80,10 @@ DDSM_WUR ddsm_err ddsm_store_asset_transition(ddsm_store *st, const ddsm_uuid *i
                                               int64_t grace_s, const char *requester,
                                               ddsm_asset *out);
 
+/* How many times, in this process, a store or listener connection was established again after
+ * it had been lost or dropped (metrics). */
+uint64_t ddsm_store_reconnects(void);
+
 /* Every asset, ordered by label; the callback returns non-zero to stop. */
 typedef int (*ddsm_asset_cb)(const ddsm_asset *a, void *arg);
 DDSM_WUR ddsm_err ddsm_store_asset_list(ddsm_store *st, ddsm_asset_cb cb, void *arg);
@@ -83,6 +97,9 @@ typedef struct ddsm_derive_req {
     const char *path;      /* canonical */
     const char *requester; /* may be NULL */
     const char *instance;  /* module instance id, may be NULL */
+    /* The DERIVE row's detail (in its MAC), e.g. "key type secp256k1"; may be NULL. Written by
+     * the chained statement only (ddsm_store_derive with a chain, the batcher). */
+    const char *detail;
 } ddsm_derive_req;
 DDSM_WUR ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t *counter,
                                     ddsm_state *state);
@@ -98,9 +115,25 @@ DDSM_WUR ddsm_err ddsm_listener_open(const char *conninfo, const ddsm_store_opts
 DDSM_WUR ddsm_err ddsm_listener_wait(ddsm_listener *l, int timeout_ms, ddsm_notify_cb cb,
                                      void *arg);
 void ddsm_listener_close(ddsm_listener *l);
+/* The listener also LISTENs on the zone channel (DDSM_ZONE_NOTIFY_CHANNEL, ddsm/policy.h): cb gets
+ * each zone notification ("<asset> on|off <zone>") from ddsm_listener_wait. Set it before the
+ * first wait; cb NULL ignores them. */
+typedef void (*ddsm_zone_notify_cb)(const ddsm_uuid *asset, bool enabled, const char *zone,
+                                    void *arg);
+void ddsm_listener_on_zone(ddsm_listener *l, ddsm_zone_notify_cb cb, void *arg);
 /* How many times LISTEN has been (re-)established. Notifications sent while the link was down are
  * lost, so when this changes the caller must re-validate whatever it cached. */
 uint64_t ddsm_listener_generation(const ddsm_listener *l);
+/* The socket of the LISTEN connection while it is listening, else -1: for a caller that waits on
+ * it with poll() itself and then calls ddsm_listener_wait (from the same thread as every other
+ * call on l). */
+int ddsm_listener_socket(const ddsm_listener *l);
+/* A round trip on the LISTEN connection: PostgreSQL sends the notifications it was signalled
+ * about before the ReadyForQuery of the next statement, so every notification of a transaction
+ * whose client got its answer before this call began is handed to cb before it returns.
+ * DDSM_E_STORE_DOWN when the link is down (the next wait reconnects). Same thread as every other
+ * call on l. */
+DDSM_WUR ddsm_err ddsm_listener_fence(ddsm_listener *l, ddsm_notify_cb cb, void *arg);
 /* The listener's last error as one line (never contains a password). */
 const char *ddsm_listener_errmsg(const ddsm_listener *l);
 
@@ -143,5 +176,14 @@ DDSM_WUR ddsm_err ddsm_store_deny(ddsm_store *st, const ddsm_derive_req *req, co
 /* The text of the chained multi-row derivation statement (group commit; parameters in
  * ddsm-core/src/store.c), for EXPLAIN: it must probe custody_keys' primary key once per row. */
 extern const char ddsm_store_derive_batch_sql[];
+
+/* Plan this connection's prepared statements once (plan_cache_mode = force_generic_plan for the
+ * session) instead of re-planning every execution, from the next connect on (stores connect
+ * lazily: call it before the first statement). For connections whose statements probe by
+ * primary key whatever their parameters, such as the group-commit batcher's. */
+void ddsm_store_set_generic_plans(ddsm_store *st, bool on);
+/* How often this session planned its prepared statements generically and custom (PostgreSQL's
+ * pg_prepared_statements, summed): for tests and diagnostics. */
+DDSM_WUR ddsm_err ddsm_store_plan_counts(ddsm_store *st, uint64_t *generic, uint64_t *custom);
 
 #endif

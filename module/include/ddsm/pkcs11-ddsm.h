@@ -50,6 +50,14 @@
 #define DDSM_DEVERR_CRYPTO         (DDSM_DEVERR_BASE | 0x08UL) /* an in-process OpenSSL call failed */
 #define DDSM_DEVERR_INTERNAL       (DDSM_DEVERR_BASE | 0x09UL) /* a bug: see the log */
 
+/* Refusals by the configured policy (docs/policy.md): the call returns CKR_FUNCTION_REJECTED,
+ * changes nothing, and is recorded as a DENY audit row whose detail gives the reason. */
+#define DDSM_DEVERR_POLICY_PATH           (DDSM_DEVERR_BASE | 0x40UL) /* path shape not allowed */
+#define DDSM_DEVERR_POLICY_RATE_ASSET     (DDSM_DEVERR_BASE | 0x41UL) /* requester's rate on the asset */
+#define DDSM_DEVERR_POLICY_RATE_REQUESTER (DDSM_DEVERR_BASE | 0x42UL) /* requester's total rate */
+#define DDSM_DEVERR_POLICY_ZONE           (DDSM_DEVERR_BASE | 0x43UL) /* the asset's zone is disabled */
+#define DDSM_DEVERR_POLICY_MECHANISM      (DDSM_DEVERR_BASE | 0x44UL) /* mechanism not allowed */
+
 /* Build the CKM_DDSM_DERIVE parameter into buf. Returns its length, or 0 when buf is too small. */
 static inline size_t ddsm_derive_param(unsigned char *buf, size_t buf_len,
                                        const unsigned char asset_uuid[16], const char *path)

@@ -1,0 +1,518 @@
+/* Bounded HSM calls on a worker pool (see hsmcall.h for the contract).
+ *
+ * One pthread mutex guards the queue and the counters; each job has its own condition variable on
+ * which its caller waits. A job moves QUEUED -> RUNNING -> DONE. A caller whose deadline passes
+ * takes a QUEUED job back out of the queue (the session was never touched: the caller keeps it),
+ * or abandons a RUNNING one: the worker then owns the job and its session, counts itself stuck,
+ * and when the backend finally answers wipes the late key bytes, closes the session and frees the
+ * job. No lock is held across a backend call. */
+#include "hsmcall.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctx.h"
+#include "ddsm/log.h"
+#include "ddsm/pkcs11-ddsm.h"
+#include "ddsm/secmem.h"
+#include "names.h"
+#include "rv.h"
+
+typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE } job_state;
+
+typedef struct job {
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE key;
+    uint8_t *msg; /* a copy: the caller may be gone when the worker reads it */
+    size_t len;
+    uint8_t *out; /* 32 bytes of secure memory: a secret */
+    CK_RV rv;
+    job_state state;
+    bool abandoned;
+    pthread_cond_t done;
+    struct job *next;
+} job;
+
+struct ddsm_hsmcall;
+
+/* One worker thread. Joinable: the pool joins every worker that has left before it lets the
+ * module go (a thread still running its last instructions in a module the application is about to
+ * dlclose would crash the process). */
+typedef struct worker_slot {
+    struct ddsm_hsmcall *p;
+    pthread_t th;
+    bool exited; /* left worker_main's loop (under the pool lock) */
+} worker_slot;
+
+struct ddsm_hsmcall {
+    CK_FUNCTION_LIST_PTR be;
+    unsigned max_workers;
+    unsigned timeout_ms;
+
+    pthread_mutex_t lock;
+    pthread_cond_t work;   /* a job was queued, or the pool is stopping */
+    pthread_cond_t exited; /* a worker exited */
+    job *head, *tail;
+    unsigned queued;
+    unsigned workers; /* alive */
+    unsigned idle;    /* waiting for work */
+    unsigned stuck;   /* running an abandoned job */
+    bool stopping;
+    bool orphaned; /* the owner left: the last worker frees the pool */
+    uint64_t calls, timeouts, fast_fail;
+    unsigned n_slots; /* threads started (workers only leave when the pool stops) */
+    worker_slot slots[DDSM_HSMCALL_WORKERS_MAX];
+};
+
+static void job_free(job *j)
+{
+    if (j == NULL)
+        return;
+    ddsm_secure_free(j->out, 32);
+    free(j->msg);
+    pthread_cond_destroy(&j->done);
+    free(j);
+}
+
+/* HMAC-SHA256 through the pool's function list (never through a ddsm_hsm, see hsmcall.h). out is
+ * a secret. */
+static CK_RV be_hmac_secret(CK_FUNCTION_LIST_PTR be, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                            const uint8_t *msg, size_t len, uint8_t out[32])
+{
+    CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
+    CK_ULONG out_len = 32;
+    CK_RV rv = be->C_SignInit(s, &mech, key);
+    if (rv != CKR_OK)
+        return rv;
+    rv = be->C_Sign(s, (CK_BYTE_PTR)msg, len, out, &out_len);
+    if (rv == CKR_OK && out_len != 32) {
+        ddsm_wipe(out, 32);
+        rv = CKR_DEVICE_ERROR;
+    }
+    return rv;
+}
+
+static void pool_destroy(ddsm_hsmcall *p)
+{
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->exited);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static void *worker_main(void *arg)
+{
+    worker_slot *slot = arg;
+    ddsm_hsmcall *p = slot->p;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        if (p->head == NULL) {
+            if (p->stopping)
+                break;
+            p->idle++;
+            pthread_cond_wait(&p->work, &p->lock);
+            p->idle--;
+            continue;
+        }
+        job *j = p->head;
+        p->head = j->next;
+        if (p->head == NULL)
+            p->tail = NULL;
+        j->next = NULL;
+        p->queued--;
+        j->state = JOB_RUNNING;
+        pthread_mutex_unlock(&p->lock);
+
+        CK_RV rv = be_hmac_secret(p->be, j->s, j->key, j->msg, j->len, j->out);
+
+        pthread_mutex_lock(&p->lock);
+        if (!j->abandoned) {
+            j->rv = rv;
+            j->state = JOB_DONE;
+            pthread_cond_signal(&j->done);
+            continue;
+        }
+        /* Its caller gave up: the late answer is wiped, the quarantined session closed. */
+        p->stuck--;
+        pthread_mutex_unlock(&p->lock);
+        ddsm_log(DDSM_LOG_WARN, "a timed-out HSM call returned %s; closing its session",
+                 ddsm_rv_name(rv));
+        (void)p->be->C_CloseSession(j->s);
+        job_free(j);
+        pthread_mutex_lock(&p->lock);
+    }
+    p->workers--;
+    slot->exited = true;
+    bool last_of_orphan = p->orphaned && p->workers == 0;
+    pthread_cond_broadcast(&p->exited);
+    pthread_mutex_unlock(&p->lock);
+    if (last_of_orphan)
+        pool_destroy(p);
+    return NULL;
+}
+
+CK_RV ddsm_hsmcall_new(CK_FUNCTION_LIST_PTR be, unsigned max_workers, unsigned timeout_ms,
+                       ddsm_hsmcall **out)
+{
+    if (be == NULL || out == NULL || max_workers == 0 || timeout_ms == 0)
+        return CKR_ARGUMENTS_BAD;
+    ddsm_hsmcall *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return CKR_HOST_MEMORY;
+    p->be = be;
+    p->max_workers =
+        max_workers > DDSM_HSMCALL_WORKERS_MAX ? DDSM_HSMCALL_WORKERS_MAX : max_workers;
+    p->timeout_ms = timeout_ms;
+    pthread_condattr_t ca;
+    bool have_ca = pthread_condattr_init(&ca) == 0;
+    if (!have_ca || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_mutex_init(&p->lock, NULL) != 0) {
+        if (have_ca)
+            pthread_condattr_destroy(&ca);
+        free(p);
+        return CKR_CANT_LOCK;
+    }
+    if (pthread_cond_init(&p->work, NULL) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return CKR_CANT_LOCK;
+    }
+    if (pthread_cond_init(&p->exited, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_cond_destroy(&p->work);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return CKR_CANT_LOCK;
+    }
+    pthread_condattr_destroy(&ca);
+    *out = p;
+    return CKR_OK;
+}
+
+static void deadline_after(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Keep this module mapped for good (RTLD_NODELETE): a worker stuck in the backend will return
+ * into our code whenever the HSM answers, even after C_Finalize and dlclose. */
+static void pin_module(void)
+{
+    Dl_info info;
+    if (dladdr((void *)(uintptr_t)pin_module, &info) == 0 || info.dli_fname == NULL ||
+        dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == NULL)
+        ddsm_log(DDSM_LOG_WARN, "cannot pin the module in memory for its stuck HSM calls");
+}
+
+bool ddsm_hsmcall_free(ddsm_hsmcall *p, unsigned grace_ms)
+{
+    if (p == NULL)
+        return true;
+    struct timespec deadline;
+    deadline_after(&deadline, grace_ms);
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->work);
+    while (p->workers > 0) {
+        int e = pthread_cond_timedwait(&p->exited, &p->lock, &deadline);
+        if (e == ETIMEDOUT)
+            break;
+    }
+    bool gone = p->workers == 0;
+    if (!gone) {
+        /* Stuck in the backend: they free the pool (and close their sessions) on their way out.
+         * Nothing is queued (every queued job has a waiting caller, and there are none now).
+         * Their code must stay mapped even if the application unloads the module. */
+        p->orphaned = true;
+        for (unsigned i = 0; i < p->n_slots; i++) {
+            if (p->slots[i].exited)
+                (void)pthread_join(p->slots[i].th, NULL);
+            else
+                (void)pthread_detach(p->slots[i].th);
+        }
+        pin_module();
+        ddsm_log(DDSM_LOG_WARN,
+                 "%u HSM call(s) still stuck at C_Finalize: leaving the backend "
+                 "loaded for them",
+                 p->workers);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (gone) {
+        for (unsigned i = 0; i < p->n_slots; i++)
+            (void)pthread_join(p->slots[i].th, NULL);
+        pool_destroy(p);
+    }
+    return gone;
+}
+
+/* Start a worker when the queued jobs outnumber the idle workers. Called with the lock held.
+ * false when no worker exists and none could be started. */
+static bool ensure_worker_locked(ddsm_hsmcall *p)
+{
+    if (p->idle >= p->queued || p->workers >= p->max_workers)
+        return p->workers > 0;
+    if (p->n_slots == DDSM_HSMCALL_WORKERS_MAX)
+        return p->workers > 0;
+    worker_slot *slot = &p->slots[p->n_slots];
+    slot->p = p;
+    slot->exited = false;
+    int e = pthread_create(&slot->th, NULL, worker_main, slot);
+    if (e != 0) {
+        ddsm_log(DDSM_LOG_WARN, "cannot start an HSM worker thread: %s", strerror(e));
+        return p->workers > 0;
+    }
+    p->n_slots++;
+    p->workers++;
+    return true;
+}
+
+static void unqueue_locked(ddsm_hsmcall *p, job *j)
+{
+    job **link = &p->head, *prev = NULL;
+    while (*link != NULL && *link != j) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    if (*link == NULL)
+        return;
+    *link = j->next;
+    if (p->tail == j)
+        p->tail = prev;
+    j->next = NULL;
+    p->queued--;
+}
+
+CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s,
+                               CK_OBJECT_HANDLE key, const uint8_t *msg, size_t len,
+                               uint8_t out[32], ddsm_hsmcall_status *status)
+{
+    CK_RV rv = CKR_DEVICE_ERROR;
+    job *j = NULL;
+    bool direct = false;
+
+    *status = DDSM_HSMCALL_ANSWERED;
+    if (p == NULL)
+        return ddsm_hsm_hmac_sha256(h, s, key, msg, len, out);
+
+    j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return CKR_HOST_MEMORY;
+    j->msg = malloc(len > 0 ? len : 1);
+    j->out = ddsm_secure_alloc(32);
+    if (j->msg == NULL || j->out == NULL) {
+        ddsm_secure_free(j->out, 32);
+        free(j->msg);
+        free(j);
+        return CKR_HOST_MEMORY;
+    }
+    /* The wait is on CLOCK_MONOTONIC: a wall clock step cannot stretch the bound. */
+    pthread_condattr_t ca;
+    bool have_ca = pthread_condattr_init(&ca) == 0;
+    if (!have_ca || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&j->done, &ca) != 0) {
+        if (have_ca)
+            pthread_condattr_destroy(&ca);
+        ddsm_secure_free(j->out, 32);
+        free(j->msg);
+        free(j);
+        return CKR_CANT_LOCK;
+    }
+    pthread_condattr_destroy(&ca);
+    memcpy(j->msg, msg, len);
+    j->len = len;
+    j->s = s;
+    j->key = key;
+    j->state = JOB_QUEUED;
+
+    struct timespec deadline;
+    deadline_after(&deadline, p->timeout_ms);
+    pthread_mutex_lock(&p->lock);
+    p->calls++;
+    if (p->stuck >= p->max_workers) {
+        /* Every worker is inside a call that never came back: the HSM is not answering. */
+        p->fast_fail++;
+        pthread_mutex_unlock(&p->lock);
+        *status = DDSM_HSMCALL_TIMEOUT;
+        goto out;
+    }
+    if (p->tail != NULL)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    p->queued++;
+    if (!ensure_worker_locked(p)) {
+        unqueue_locked(p, j);
+        direct = true;
+    } else {
+        pthread_cond_signal(&p->work);
+        while (j->state != JOB_DONE) {
+            int e = pthread_cond_timedwait(&j->done, &p->lock, &deadline);
+            if (e == ETIMEDOUT && j->state != JOB_DONE)
+                break;
+        }
+    }
+    if (direct) {
+        pthread_mutex_unlock(&p->lock);
+    } else if (j->state == JOB_DONE) {
+        pthread_mutex_unlock(&p->lock);
+        rv = j->rv;
+        if (rv == CKR_OK)
+            memcpy(out, j->out, 32);
+    } else if (j->state == JOB_QUEUED) {
+        unqueue_locked(p, j);
+        p->timeouts++;
+        pthread_mutex_unlock(&p->lock);
+        *status = DDSM_HSMCALL_TIMEOUT;
+    } else {
+        j->abandoned = true;
+        p->stuck++;
+        p->timeouts++;
+        pthread_mutex_unlock(&p->lock);
+        ddsm_log(DDSM_LOG_WARN, "HSM call exceeded %u ms: session quarantined", p->timeout_ms);
+        *status = DDSM_HSMCALL_QUARANTINED;
+        j = NULL; /* the worker's now */
+        rv = CKR_DEVICE_ERROR;
+        goto out;
+    }
+    if (direct) {
+        ddsm_log(DDSM_LOG_WARN, "no HSM worker thread: calling the HSM directly (unbounded)");
+        rv = be_hmac_secret(p->be, s, key, msg, len, out);
+    }
+out:
+    job_free(j);
+    return rv;
+}
+
+void ddsm_hsmcall_stats_get(ddsm_hsmcall *p, ddsm_hsmcall_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    out->workers = p->workers;
+    out->stuck = p->stuck;
+    out->calls = p->calls;
+    out->timeouts = p->timeouts;
+    out->fast_fail = p->fast_fail;
+    pthread_mutex_unlock(&p->lock);
+}
+
+static ddsm_err prf_hmac_root(void *arg, const uint8_t *msg, size_t len, uint8_t out[32])
+{
+    ddsm_hsmcall_prf_ctx *ctx = arg;
+    ctx->last_rv = ddsm_hsmcall_hmac_secret(ctx->pool, ctx->hsm, ctx->session, ctx->root, msg, len,
+                                            out, &ctx->status);
+    return ctx->last_rv == CKR_OK && ctx->status == DDSM_HSMCALL_ANSWERED ? DDSM_OK : DDSM_E_HSM;
+}
+
+void ddsm_hsmcall_prf_init(ddsm_hsmcall_prf_ctx *ctx, ddsm_hsmcall *pool, ddsm_hsm *h,
+                           CK_SESSION_HANDLE s, CK_OBJECT_HANDLE root, ddsm_prf *out)
+{
+    ctx->pool = pool;
+    ctx->hsm = h;
+    ctx->session = s;
+    ctx->root = root;
+    ctx->last_rv = CKR_OK;
+    ctx->status = DDSM_HSMCALL_ANSWERED;
+    out->hmac_root = prf_hmac_root;
+    out->ctx = ctx;
+}
+
+bool ddsm_hsmcall_saturated(ddsm_hsmcall *p)
+{
+    if (p == NULL)
+        return false;
+    pthread_mutex_lock(&p->lock);
+    bool full = p->stuck >= p->max_workers;
+    pthread_mutex_unlock(&p->lock);
+    return full;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Derivation through the module's own root sessions                                           */
+
+static bool session_lost(CK_RV rv)
+{
+    return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED;
+}
+
+static bool root_handle_stale(CK_RV rv)
+{
+    return rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID;
+}
+
+CK_RV ddsm_hsmcall_derive_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, const ddsm_uuid *asset,
+                                 const ddsm_path *path, uint64_t counter, uint8_t key[DDSM_KEY_LEN],
+                                 CK_ULONG *detail, bool *broken)
+{
+    ddsm_hsmcall *pool = ddsm_ctx_hsmcall(ctx);
+    ddsm_hsmcall_prf_ctx pctx;
+    ddsm_prf prf;
+    bool refreshed = false, reopened = false;
+    ddsm_err e;
+
+    *broken = false;
+    *detail = DDSM_DEVERR_NONE;
+    for (;;) {
+        ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, rs->root, &prf);
+        e = ddsm_derive_secret(&prf, asset, path, counter, key);
+        if (e == DDSM_OK)
+            return CKR_OK;
+        if (e != DDSM_E_HSM || pctx.status != DDSM_HSMCALL_ANSWERED)
+            break;
+        if (root_handle_stale(pctx.last_rv) && !refreshed) {
+            /* The root's handle changed under us (a new login, a re-import): once more. */
+            refreshed = true;
+            CK_ULONG d = DDSM_DEVERR_NONE;
+            if (ddsm_ctx_root_refresh(ctx, rs, &d) == CKR_OK)
+                continue;
+            break;
+        }
+        if (session_lost(pctx.last_rv) && !reopened) {
+            /* The backend forgot our session (it restarted, or closed it): a fresh one. */
+            reopened = true;
+            ddsm_log(DDSM_LOG_WARN, "the HSM lost a derivation session (%s): reopening",
+                     ddsm_rv_name(pctx.last_rv));
+            ddsm_ctx_root_release(ctx, rs, true);
+            rs->s = CK_INVALID_HANDLE;
+            CK_ULONG d = DDSM_DEVERR_NONE;
+            CK_RV rv = ddsm_ctx_root_acquire(ctx, rs, &d);
+            if (rv != CKR_OK) {
+                rs->s = CK_INVALID_HANDLE;
+                *broken = true;
+                *detail = d != DDSM_DEVERR_NONE ? d : DDSM_DEVERR_HSM_FAILED;
+                return rv;
+            }
+            continue;
+        }
+        break;
+    }
+    /* Whatever the failure left behind in that session (an operation still active, a closed
+     * session), it is not reused. */
+    *broken = true;
+    if (pctx.status != DDSM_HSMCALL_ANSWERED) {
+        ddsm_log(DDSM_LOG_ERROR, "HSM derivation after the audit row: no answer within %u ms",
+                 ctx->cfg->backend.call_timeout_ms);
+        if (pctx.status == DDSM_HSMCALL_QUARANTINED)
+            ddsm_ctx_root_disown(ctx, rs);
+        *detail = DDSM_DEVERR_TIMEOUT;
+        return CKR_DEVICE_ERROR;
+    }
+    ddsm_log(DDSM_LOG_ERROR, "HSM derivation failed after the audit row: %s / %s", ddsm_err_str(e),
+             ddsm_rv_name(pctx.last_rv));
+    if (e == DDSM_E_HSM)
+        return ddsm_rv_from_backend(pctx.last_rv, detail);
+    return ddsm_rv_from_err(e, DDSM_RVCTX_GENERAL, detail);
+}

@@ -1,0 +1,487 @@
+#include "policy.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctx.h"
+#include "ddsm/log.h"
+#include "ddsm/pkcs11-ddsm.h"
+#include "ladder.h"
+#include "names.h"
+#include "rv.h"
+
+#define USER_MAX 64
+#define ZONE_BUCKETS 256
+/* Lease requests the refill thread makes per round, and how often it looks. */
+#define REFILL_BATCH 32
+#define REFILL_TICK_MS 10
+/* A derivation waits this long for another thread's lease before leasing itself. */
+#define LEASE_WAIT_MARGIN_MS 2000
+
+/* What a NOTIFY, a re-validation or a refusal told us about an asset's zone. */
+struct zentry {
+    ddsm_uuid asset;
+    bool off;
+    char zone[DDSM_ZONE_NAME_MAX + 1];
+    struct zentry *next;
+};
+
+struct ddsm_mpolicy {
+    char app[DDSM_REQUESTER_MAX - USER_MAX]; /* room for "/<user>" */
+    ddsm_mutex *req_lock; /* user */
+    char user[USER_MAX + 1];
+
+    CK_MECHANISM_TYPE mechs[DDSM_POLICY_MAX_MECHANISMS];
+    size_t n_mechs;
+
+    ddsm_ratelimit *rl; /* NULL: no rate limit configured */
+    ddsm_rate rate[DDSM_RATE__SCOPES];
+    int lease_wait_ms;
+
+    ddsm_mutex *zone_lock; /* zones[] */
+    struct zentry *zones[ZONE_BUCKETS];
+    atomic_uint n_off; /* entries with off set: 0 lets key uses skip the lookup */
+
+    /* the refill thread */
+    pthread_mutex_t thr_lock;
+    pthread_cond_t thr_cond;
+    bool thr_started, thr_stop;
+    pthread_t thr;
+};
+
+CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, ddsm_mpolicy **out)
+{
+    CK_RV rv = CKR_HOST_MEMORY;
+    ddsm_mpolicy *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return rv;
+    snprintf(p->app, sizeof(p->app), "%s", app != NULL && app[0] != '\0' ? app : "unknown");
+    pthread_mutex_init(&p->thr_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->thr_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if ((rv = ddsm_mutex_new(&p->req_lock)) != CKR_OK ||
+        (rv = ddsm_mutex_new(&p->zone_lock)) != CKR_OK)
+        goto fail;
+    for (size_t i = 0; i < cfg->policy.n_mechanisms; i++) {
+        if (!ddsm_mech_from_name(cfg->policy.mechanisms[i], &p->mechs[p->n_mechs])) {
+            ddsm_log(DDSM_LOG_ERROR, "C_Initialize: %s: [policy] mechanism %s is not a mechanism "
+                     "the module knows", cfg->file, cfg->policy.mechanisms[i]);
+            rv = CKR_FUNCTION_FAILED;
+            goto fail;
+        }
+        p->n_mechs++;
+    }
+    p->rate[DDSM_RATE_ASSET] = cfg->policy.rate_per_requester_asset;
+    p->rate[DDSM_RATE_REQUESTER] = cfg->policy.rate_per_requester;
+    p->lease_wait_ms = (int)(cfg->store.statement_timeout_ms ? cfg->store.statement_timeout_ms
+                                                             : 5000) +
+                       LEASE_WAIT_MARGIN_MS;
+    if (p->rate[0].limit > 0 || p->rate[1].limit > 0) {
+        ddsm_err e = ddsm_ratelimit_new(&p->rate[DDSM_RATE_ASSET], &p->rate[DDSM_RATE_REQUESTER],
+                                        65536, &p->rl);
+        if (e != DDSM_OK) {
+            rv = e == DDSM_E_NOMEM ? CKR_HOST_MEMORY : CKR_FUNCTION_FAILED;
+            goto fail;
+        }
+    }
+    *out = p;
+    return CKR_OK;
+fail:
+    ddsm_mpolicy_free(p);
+    return rv;
+}
+
+void ddsm_mpolicy_free(ddsm_mpolicy *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->thr_lock);
+    bool started = p->thr_started;
+    p->thr_stop = true;
+    pthread_cond_broadcast(&p->thr_cond);
+    pthread_mutex_unlock(&p->thr_lock);
+    if (started)
+        pthread_join(p->thr, NULL);
+    for (int b = 0; b < ZONE_BUCKETS; b++) {
+        struct zentry *z = p->zones[b];
+        while (z != NULL) {
+            struct zentry *next = z->next;
+            free(z);
+            z = next;
+        }
+    }
+    ddsm_ratelimit_free(p->rl);
+    ddsm_mutex_free(p->req_lock);
+    ddsm_mutex_free(p->zone_lock);
+    pthread_cond_destroy(&p->thr_cond);
+    pthread_mutex_destroy(&p->thr_lock);
+    free(p);
+}
+
+ddsm_ratelimit *ddsm_mpolicy_ratelimit(const ddsm_mpolicy *p)
+{
+    return p != NULL ? p->rl : NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The requester                                                                               */
+
+void ddsm_mpolicy_requester(ddsm_mpolicy *p, char out[DDSM_REQUESTER_MAX + 1])
+{
+    ddsm_mutex_lock(p->req_lock);
+    if (p->user[0] != '\0')
+        snprintf(out, DDSM_REQUESTER_MAX + 1, "%s/%s", p->app, p->user);
+    else
+        snprintf(out, DDSM_REQUESTER_MAX + 1, "%s", p->app);
+    ddsm_mutex_unlock(p->req_lock);
+}
+
+CK_RV ddsm_mpolicy_check_user(const CK_UTF8CHAR *name, CK_ULONG len)
+{
+    if (name == NULL || len < 1 || len > USER_MAX)
+        return CKR_ARGUMENTS_BAD;
+    for (CK_ULONG i = 0; i < len; i++)
+        if (name[i] < 0x20 || name[i] == 0x7f)
+            return CKR_ARGUMENTS_BAD; /* one line in logs and audit rows */
+    /* Well-formed UTF-8: the name goes into audit rows as text. */
+    for (CK_ULONG i = 0; i < len;) {
+        unsigned char ch = name[i];
+        CK_ULONG n = ch < 0x80 ? 1 : (ch >= 0xc2 && ch <= 0xdf) ? 2 : (ch >= 0xe0 && ch <= 0xef) ? 3
+                                 : (ch >= 0xf0 && ch <= 0xf4)    ? 4
+                                                                 : 0;
+        if (n == 0 || i + n > len)
+            return CKR_ARGUMENTS_BAD;
+        for (CK_ULONG k = 1; k < n; k++)
+            if ((name[i + k] & 0xc0) != 0x80)
+                return CKR_ARGUMENTS_BAD;
+        i += n;
+    }
+    return CKR_OK;
+}
+
+void ddsm_mpolicy_set_user(ddsm_mpolicy *p, const CK_UTF8CHAR *name, CK_ULONG len)
+{
+    if (ddsm_mpolicy_check_user(name, len) != CKR_OK)
+        return;
+    ddsm_mutex_lock(p->req_lock);
+    memcpy(p->user, name, len);
+    p->user[len] = '\0';
+    ddsm_mutex_unlock(p->req_lock);
+}
+
+void ddsm_mpolicy_clear_user(ddsm_mpolicy *p)
+{
+    if (p == NULL)
+        return;
+    ddsm_mutex_lock(p->req_lock);
+    p->user[0] = '\0';
+    ddsm_mutex_unlock(p->req_lock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Refusals                                                                                    */
+
+static CK_ULONG detail_of(ddsm_deny_reason why)
+{
+    switch (why) {
+    case DDSM_DENY_PATH:
+        return DDSM_DEVERR_POLICY_PATH;
+    case DDSM_DENY_RATE_ASSET:
+        return DDSM_DEVERR_POLICY_RATE_ASSET;
+    case DDSM_DENY_RATE_REQUESTER:
+        return DDSM_DEVERR_POLICY_RATE_REQUESTER;
+    case DDSM_DENY_ZONE:
+        return DDSM_DEVERR_POLICY_ZONE;
+    case DDSM_DENY_MECHANISM:
+        return DDSM_DEVERR_POLICY_MECHANISM;
+    default:
+        return DDSM_DEVERR_NONE;
+    }
+}
+
+CK_RV ddsm_mpolicy_refuse(ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                          ddsm_deny_reason why, const char *reason)
+{
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_uuid_format(asset, id);
+    ddsm_log(DDSM_LOG_INFO, "%s: refused by policy: asset %s path %s: %s", c->fn, id,
+             canon_path != NULL ? canon_path : "-", reason);
+    c->detail = detail_of(why);
+    ddsm_metrics_denied(c->ctx->metrics, why, DDSM_STATE__COUNT);
+    ddsm_vkey_record_denial(c, asset, canon_path, reason);
+    return CKR_FUNCTION_REJECTED;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rate limits                                                                                 */
+
+static const char *unit_of(unsigned window_s)
+{
+    switch (window_s) {
+    case 1:
+        return "s";
+    case 60:
+        return "min";
+    case 3600:
+        return "h";
+    default:
+        return "d";
+    }
+}
+
+/* One lease through a pooled store connection; the answer (or the failure) goes to the buckets. */
+static ddsm_err lease_now(ddsm_ctx *ctx, const ddsm_rate_lease_req *req)
+{
+    ddsm_store *st = NULL;
+    ddsm_rate_lease_ans ans;
+    ddsm_err e = ddsm_ctx_store_acquire(ctx, &st);
+    if (e == DDSM_OK) {
+        e = ddsm_rate_lease(st, req, &ans);
+        if (e != DDSM_OK)
+            ddsm_log(DDSM_LOG_WARN, "rate limit: lease failed: %s", ddsm_store_errmsg(st));
+        ddsm_ctx_store_release(ctx, st);
+    } else {
+        ddsm_log(DDSM_LOG_WARN, "rate limit: no store connection for a lease: %s",
+                 ddsm_err_str(e));
+    }
+    if (e == DDSM_OK)
+        ddsm_ratelimit_apply(ctx->policy->rl, req, &ans, ddsm_now_ms());
+    else
+        ddsm_ratelimit_apply_failed(ctx->policy->rl, req);
+    return e;
+}
+
+static void *refill_main(void *arg)
+{
+    ddsm_ctx *ctx = arg;
+    ddsm_mpolicy *p = ctx->policy;
+    ddsm_rate_lease_req reqs[REFILL_BATCH];
+
+    pthread_mutex_lock(&p->thr_lock);
+    while (!p->thr_stop) {
+        pthread_mutex_unlock(&p->thr_lock);
+        size_t n = ddsm_ratelimit_wanted(p->rl, ddsm_now_ms(), reqs, REFILL_BATCH);
+        for (size_t i = 0; i < n; i++)
+            (void)lease_now(ctx, &reqs[i]);
+        pthread_mutex_lock(&p->thr_lock);
+        if (n == REFILL_BATCH)
+            continue; /* more may be waiting */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += REFILL_TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (!p->thr_stop)
+            (void)pthread_cond_timedwait(&p->thr_cond, &p->thr_lock, &ts);
+    }
+    pthread_mutex_unlock(&p->thr_lock);
+    return NULL;
+}
+
+static void refill_start(ddsm_ctx *ctx)
+{
+    ddsm_mpolicy *p = ctx->policy;
+    pthread_mutex_lock(&p->thr_lock);
+    if (!p->thr_started && !p->thr_stop && ctx->can_thread) {
+        if (pthread_create(&p->thr, NULL, refill_main, ctx) == 0)
+            p->thr_started = true;
+        else
+            ddsm_log(DDSM_LOG_WARN, "rate limit: cannot start the refill thread: every empty "
+                     "bucket is leased by the derivation that finds it");
+        p->thr_stop = !p->thr_started; /* never try again */
+    }
+    pthread_mutex_unlock(&p->thr_lock);
+}
+
+CK_RV ddsm_mpolicy_rate(ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                        const char *requester)
+{
+    ddsm_mpolicy *p = c->ctx->policy;
+    if (!ddsm_ratelimit_active(p->rl))
+        return CKR_OK;
+    refill_start(c->ctx);
+    /* At most one lease per scope is needed; one more round covers a window that ended while
+     * the first lease was on its way. */
+    for (int round = 0; round < 2 * DDSM_RATE__SCOPES + 1; round++) {
+        ddsm_rate_scope scope = DDSM_RATE_ASSET;
+        ddsm_rate_lease_req req;
+        ddsm_rate_verdict v = ddsm_ratelimit_take(p->rl, requester, asset, ddsm_now_ms(),
+                                                  p->lease_wait_ms, &scope, &req);
+        if (v == DDSM_RATE_ALLOW)
+            return CKR_OK;
+        if (v == DDSM_RATE_DENY) {
+            char reason[160];
+            snprintf(reason, sizeof(reason), "rate limit %" PRIu64 "/%s per %s reached",
+                     p->rate[scope].limit, unit_of(p->rate[scope].window_s),
+                     scope == DDSM_RATE_ASSET ? "requester and asset" : "requester");
+            return ddsm_mpolicy_refuse(c, asset, canon_path,
+                                       scope == DDSM_RATE_ASSET ? DDSM_DENY_RATE_ASSET
+                                                                : DDSM_DENY_RATE_REQUESTER,
+                                       reason);
+        }
+        ddsm_err e = lease_now(c->ctx, &req);
+        if (e != DDSM_OK)
+            return ddsm_call_err(c, e, DDSM_RVCTX_DERIVE); /* fail closed */
+    }
+    return ddsm_mpolicy_refuse(c, asset, canon_path, DDSM_DENY_RATE_REQUESTER,
+                               "rate limit: no token could be leased");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Mechanisms                                                                                  */
+
+CK_RV ddsm_mpolicy_mechanism(ddsm_call *c, const ddsm_hentry *e, CK_MECHANISM_TYPE m)
+{
+    ddsm_mpolicy *p = c->ctx->policy;
+    if (p->n_mechs == 0)
+        return CKR_OK;
+    for (size_t i = 0; i < p->n_mechs; i++)
+        if (p->mechs[i] == m)
+            return CKR_OK;
+    char reason[128];
+    snprintf(reason, sizeof(reason), "mechanism %s is not allowed by policy", ddsm_mech_name(m));
+    return ddsm_mpolicy_refuse(c, &e->asset, e->path, DDSM_DENY_MECHANISM, reason);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Zones                                                                                       */
+
+static unsigned zbucket(const ddsm_uuid *a)
+{
+    return ((unsigned)a->b[15] | (unsigned)a->b[14] << 8) % ZONE_BUCKETS;
+}
+
+/* Whether the asset's zone is known to be off; its name into zone. */
+static bool zone_off(ddsm_mpolicy *p, const ddsm_uuid *asset, char zone[DDSM_ZONE_NAME_MAX + 1])
+{
+    bool off = false;
+    if (atomic_load(&p->n_off) == 0)
+        return false;
+    ddsm_mutex_lock(p->zone_lock);
+    for (struct zentry *z = p->zones[zbucket(asset)]; z != NULL; z = z->next) {
+        if (memcmp(z->asset.b, asset->b, 16) == 0) {
+            off = z->off;
+            snprintf(zone, DDSM_ZONE_NAME_MAX + 1, "%s", z->zone);
+            break;
+        }
+    }
+    ddsm_mutex_unlock(p->zone_lock);
+    return off;
+}
+
+void ddsm_mpolicy_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled, const char *zone)
+{
+    ddsm_mpolicy *p = ctx->policy;
+    bool was_off = false, known = false;
+    ddsm_mutex_lock(p->zone_lock);
+    struct zentry **link = &p->zones[zbucket(asset)];
+    while (*link != NULL && memcmp((*link)->asset.b, asset->b, 16) != 0)
+        link = &(*link)->next;
+    if (*link != NULL) {
+        known = true;
+        was_off = (*link)->off;
+        if (enabled) {
+            /* Back to the common case: nothing to remember. */
+            struct zentry *gone = *link;
+            *link = gone->next;
+            free(gone);
+        } else {
+            snprintf((*link)->zone, sizeof((*link)->zone), "%s", zone != NULL ? zone : "?");
+        }
+    } else if (!enabled) {
+        struct zentry *z = calloc(1, sizeof(*z));
+        if (z != NULL) {
+            z->asset = *asset;
+            z->off = true;
+            snprintf(z->zone, sizeof(z->zone), "%s", zone != NULL ? zone : "?");
+            z->next = p->zones[zbucket(asset)];
+            p->zones[zbucket(asset)] = z;
+            known = true;
+        } else {
+            ddsm_log(DDSM_LOG_ERROR, "zone: out of memory recording a disabled zone: keys of the "
+                     "asset are refused by the store only");
+        }
+    }
+    if (!enabled && !was_off && known)
+        atomic_fetch_add(&p->n_off, 1);
+    else if (enabled && was_off)
+        atomic_fetch_sub(&p->n_off, 1);
+    ddsm_mutex_unlock(p->zone_lock);
+
+    if (!enabled) {
+        /* Keys already derived must not be used any more: drop them at once. */
+        ddsm_vkeys_kill_asset(ctx->vkeys, asset);
+    }
+    /* The batcher's expectation may hold the old zone: one more round trip at worst. */
+    ddsm_batcher *b = atomic_load(&ctx->batcher);
+    if (b != NULL)
+        ddsm_batcher_invalidate(b, asset);
+}
+
+void ddsm_mpolicy_on_zone_notify(const ddsm_uuid *asset, bool enabled, const char *zone,
+                                 void *arg)
+{
+    ddsm_ctx *ctx = arg;
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_uuid_format(asset, id);
+    ddsm_log(DDSM_LOG_INFO, "asset %s: zone %s is now %s", id, zone,
+             enabled ? "enabled" : "disabled");
+    ddsm_mpolicy_zone_note(ctx, asset, enabled, zone);
+}
+
+CK_RV ddsm_mpolicy_zone_refused(ddsm_call *c, const ddsm_uuid *asset, const char *store_msg)
+{
+    /* "asset <uuid>: refused: zone <name> is disabled" (store.c, ddsm_batch_item_result) */
+    char zone[DDSM_ZONE_NAME_MAX + 1] = "?";
+    const char *z = store_msg != NULL ? strstr(store_msg, "zone ") : NULL;
+    if (z != NULL) {
+        z += 5;
+        size_t n = strcspn(z, " ");
+        if (n > 0 && n <= DDSM_ZONE_NAME_MAX) {
+            memcpy(zone, z, n);
+            zone[n] = '\0';
+        }
+    }
+    if (!ddsm_zone_name_valid(zone))
+        snprintf(zone, sizeof(zone), "?");
+    char id[DDSM_UUID_TEXT_LEN + 1];
+    ddsm_uuid_format(asset, id);
+    ddsm_log(DDSM_LOG_INFO, "%s: refused by policy: asset %s: zone %s is disabled", c->fn, id,
+             zone);
+    ddsm_mpolicy_zone_note(c->ctx, asset, false, zone);
+    ddsm_metrics_denied(c->ctx->metrics, DDSM_DENY_ZONE, DDSM_STATE__COUNT);
+    c->detail = DDSM_DEVERR_POLICY_ZONE;
+    return CKR_FUNCTION_REJECTED;
+}
+
+ddsm_err ddsm_mpolicy_zone_revalidate(ddsm_ctx *ctx, ddsm_store *st, const ddsm_uuid *asset)
+{
+    char zone[DDSM_ZONE_NAME_MAX + 1];
+    bool enabled = true;
+    ddsm_err e = ddsm_zone_of_asset(st, asset, zone, &enabled);
+    if (e == DDSM_OK)
+        ddsm_mpolicy_zone_note(ctx, asset, enabled, zone);
+    return e;
+}
+
+CK_RV ddsm_mpolicy_key_use(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
+{
+    static const char *const uses[] = {"sign", "verify", "encrypt", "decrypt", "object"};
+    char zone[DDSM_ZONE_NAME_MAX + 1];
+    if (use == DDSM_USE_OBJECT || !zone_off(c->ctx->policy, &e->asset, zone))
+        return CKR_OK;
+    char reason[DDSM_ZONE_NAME_MAX + 64];
+    snprintf(reason, sizeof(reason), "zone %s is disabled; %s refused", zone,
+             (unsigned)use < sizeof(uses) / sizeof(uses[0]) ? uses[use] : "use");
+    return ddsm_mpolicy_refuse(c, &e->asset, e->path, DDSM_DENY_ZONE, reason);
+}

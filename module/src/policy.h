@@ -1,0 +1,84 @@
+/* The module's policy gate (docs/policy.md): who asks (the requester, with the user named by
+ * C_LoginUser), the rate limits in front of every derivation, the compliance zone in front of
+ * every derivation and every use of a derived key, and the mechanisms derived keys may serve.
+ *
+ * Every refusal is CKR_FUNCTION_REJECTED with a DDSM_DEVERR_POLICY_* detail in the session's
+ * ulDeviceError, a DENY audit row whose detail gives the reason, one log line, and a count in
+ * ddsm_denials_total; it changes nothing else. Refusals for the asset's state (INITIALIZED,
+ * RETIRED) keep their own codes (rv.c). */
+#ifndef DDSM_MODULE_POLICY_H
+#define DDSM_MODULE_POLICY_H
+
+#include <stdbool.h>
+
+#include "ddsm/config.h"
+#include "ddsm/policy.h"
+#include "ddsm/store.h"
+#include "handles.h"
+#include "metrics.h"
+#include "vkey.h"
+
+typedef struct ddsm_mpolicy ddsm_mpolicy;
+struct ddsm_ctx;
+struct ddsm_call;
+
+/* app: the application's name ([policy] requester, else the program's). Mechanism names of
+ * [policy] mechanism that the module does not know: CKR_FUNCTION_FAILED (logged). */
+CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, ddsm_mpolicy **out) DDSM_WUR;
+/* Stops the refill thread. NULL accepted. */
+void ddsm_mpolicy_free(ddsm_mpolicy *p);
+ddsm_ratelimit *ddsm_mpolicy_ratelimit(const ddsm_mpolicy *p); /* NULL when p is */
+
+/* ---- the requester ---- */
+
+/* "<application>" or, after C_LoginUser, "<application>/<user>". Login state is the
+ * application's (PKCS#11: per application and token), so the user names every derivation of
+ * every session until the logout or the last session closes. */
+void ddsm_mpolicy_requester(ddsm_mpolicy *p, char out[DDSM_REQUESTER_MAX + 1]);
+/* The user name of C_LoginUser: 1..64 bytes of UTF-8 without control characters.
+ * CKR_ARGUMENTS_BAD otherwise (nothing changes). */
+CK_RV ddsm_mpolicy_check_user(const CK_UTF8CHAR *name, CK_ULONG len) DDSM_WUR;
+void ddsm_mpolicy_set_user(ddsm_mpolicy *p, const CK_UTF8CHAR *name, CK_ULONG len);
+void ddsm_mpolicy_clear_user(ddsm_mpolicy *p);
+
+/* ---- gates ---- */
+
+/* Refuse: CKR_FUNCTION_REJECTED with the detail of why, the DENY row (reason), the log line and
+ * the count. canon_path may be NULL. */
+CK_RV ddsm_mpolicy_refuse(struct ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                          ddsm_deny_reason why, const char *reason) DDSM_WUR;
+
+/* In front of every derivation (C_DeriveKey, first use of a found key): take a token of each
+ * configured rate limit for (requester, asset). May lease tokens from the database (only when
+ * the local bucket is empty: the first derivation of a window, or a burst faster than the
+ * background refill). Store down during a needed lease: CKR_DEVICE_ERROR (fail closed). */
+CK_RV ddsm_mpolicy_rate(struct ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                        const char *requester) DDSM_WUR;
+
+/* In front of every crypto use of a derived key (not attribute calls): refused while the
+ * asset's zone is disabled. Lock-free while no zone is disabled. */
+CK_RV ddsm_mpolicy_key_use(struct ddsm_call *c, const ddsm_hentry *e, ddsm_use use) DDSM_WUR;
+
+/* At C_*Init with a derived key: the mechanism must be one of [policy] mechanism (when set). */
+CK_RV ddsm_mpolicy_mechanism(struct ddsm_call *c, const ddsm_hentry *e,
+                             CK_MECHANISM_TYPE m) DDSM_WUR;
+
+/* ---- zones ---- */
+
+/* What is known of an asset's zone (a NOTIFY, a re-validation, a refusal by the derivation
+ * statement). Disabling kills the asset's cached keys and the batcher's expectation. */
+void ddsm_mpolicy_zone_note(struct ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled,
+                            const char *zone);
+/* The derivation statement refused because the asset's zone is disabled (the batcher's
+ * DDSM_E_POLICY; its DENY row is written): note the zone (named in store_msg), count it, and
+ * answer CKR_FUNCTION_REJECTED with DDSM_DEVERR_POLICY_ZONE. */
+CK_RV ddsm_mpolicy_zone_refused(struct ddsm_call *c, const ddsm_uuid *asset,
+                                const char *store_msg) DDSM_WUR;
+/* The listener's zone callback (ddsm_listener_on_zone); arg is the ctx. */
+void ddsm_mpolicy_on_zone_notify(const ddsm_uuid *asset, bool enabled, const char *zone,
+                                 void *arg);
+/* Ask the store for an asset's zone (re-validation while the LISTEN link does not cover it). */
+ddsm_err ddsm_mpolicy_zone_revalidate(struct ddsm_ctx *ctx, ddsm_store *st,
+                                      const ddsm_uuid *asset) DDSM_WUR;
+
+#endif

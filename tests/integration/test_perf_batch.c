@@ -1,0 +1,260 @@
+/* Group commit groups (issue 4, docs/benchmark.md): structure, never speed.
+ *  - with more connections than it needs, a batcher under 16 concurrent callers does not let each
+ *    caller that finds a connection free lead a batch of its own: batches hold several rows;
+ *  - when enough requests wait beside a batch in flight, a second connection does join in;
+ *  - a connection set for generic plans (the batcher's) never re-plans the batch statement, where
+ *    PostgreSQL's default re-plans it at every execution. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ddsm/audit.h"
+#include "ddsm/batch.h"
+#include "ddsm/derive.h"
+#include "ddsm/store.h"
+#include "ddsm/uuid.h"
+#include "pg_support.h"
+
+static ddsm_audit_key *g_key;
+static ddsm_store *g_st; /* chained: registration */
+static PGconn *g_pg;
+static unsigned g_seq;
+
+#define ERR_EQ(got, want, msg)                                                                     \
+    do {                                                                                           \
+        ddsm_err got_ = (got);                                                                     \
+        if (got_ != (want))                                                                        \
+            fail_msg("%s returned %s, expected %s: %s", #got, ddsm_err_str(got_),                  \
+                     ddsm_err_str(want), (msg));                                                   \
+    } while (0)
+
+static ddsm_asset new_active_asset(const char *prefix)
+{
+    char label[80];
+    ddsm_asset a;
+    snprintf(label, sizeof label, "%s-%u-%u", prefix, (unsigned)getpid(), ++g_seq);
+    ERR_EQ(ddsm_store_asset_register(g_st, NULL, label, "hmac", "m/0", "t", &a), DDSM_OK,
+           ddsm_store_errmsg(g_st));
+    ERR_EQ(ddsm_store_asset_transition(g_st, &a.id, DDSM_EV_ACTIVATE, 0, "t", &a), DDSM_OK,
+           ddsm_store_errmsg(g_st));
+    return a;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    uint8_t seed[32];
+    ddsm_prf prf;
+    char inst[128];
+    for (int i = 0; i < 32; i++)
+        seed[i] = (uint8_t)(0x50 + i);
+    if (ddsm_prf_openssl_new(seed, sizeof seed, &prf) != DDSM_OK ||
+        ddsm_audit_key_derive(&prf, &g_key) != DDSM_OK)
+        return -1;
+    ddsm_prf_openssl_free(&prf);
+    if (ddsm_store_open(getenv("DDSM_TEST_CONNINFO"), NULL, &g_st) != DDSM_OK ||
+        ddsm_store_migrate(g_st, NULL) != DDSM_OK ||
+        ddsm_audit_instance_id("test_perf_batch-admin/", inst, sizeof inst) != DDSM_OK ||
+        ddsm_store_attach_audit(g_st, g_key, inst) != DDSM_OK)
+        return -1;
+    g_pg = pgs_connect(pgs_conninfo());
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    ddsm_store_close(g_st);
+    ddsm_audit_key_free(g_key);
+    PQfinish(g_pg);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sixteen callers */
+
+#define THREADS 16
+#define PER_THREAD 60
+#define ASSETS 2
+
+struct caller {
+    ddsm_batcher *b;
+    const ddsm_asset *assets;
+    const char *tag;
+    int index;
+    int ok;
+    int errors;
+    char msg[256];
+};
+
+static void *caller_main(void *arg)
+{
+    struct caller *c = arg;
+    for (int k = 0; k < PER_THREAD; k++) {
+        char req_tag[48];
+        snprintf(req_tag, sizeof req_tag, "%s-%d-%d", c->tag, c->index, k);
+        ddsm_derive_req req = {
+            .asset = c->assets[(c->index + k) % ASSETS].id, .path = "m/1/2", .requester = req_tag};
+        uint64_t counter = 0;
+        ddsm_err e = ddsm_batcher_derive(c->b, &req, &counter, NULL);
+        if (e != DDSM_OK) {
+            if (c->errors++ == 0)
+                snprintf(c->msg, sizeof c->msg, "%s: %s", ddsm_err_str(e), ddsm_batcher_errmsg());
+            continue;
+        }
+        c->ok++;
+    }
+    return NULL;
+}
+
+/* Run THREADS callers through a batcher of these dimensions; its stats, and the instance id whose
+ * "/c<n>" chains it wrote. */
+static void run_callers(const char *tag, unsigned batch_max, unsigned connections,
+                        ddsm_batch_stats *stats, char *inst, size_t inst_len)
+{
+    ddsm_asset assets[ASSETS];
+    for (int i = 0; i < ASSETS; i++)
+        assets[i] = new_active_asset(tag);
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "test_perf_batch-%s/", tag);
+    assert_int_equal(ddsm_audit_instance_id(prefix, inst, inst_len), DDSM_OK);
+    ddsm_store_opts opts = {.application_name = "test_perf_batch"};
+    ddsm_batcher *b = NULL;
+    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), &opts, batch_max, 200, connections, g_key, inst, &b),
+           DDSM_OK, ddsm_batcher_errmsg());
+
+    static struct caller c[THREADS];
+    pthread_t th[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        memset(&c[i], 0, sizeof c[i]);
+        c[i].b = b;
+        c[i].assets = assets;
+        c[i].tag = tag;
+        c[i].index = i;
+        assert_int_equal(pthread_create(&th[i], NULL, caller_main, &c[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < THREADS; i++) {
+        if (c[i].errors != 0)
+            fail_msg("caller %d: %d errors, first: %s", i, c[i].errors, c[i].msg);
+        assert_int_equal(c[i].ok, PER_THREAD);
+    }
+    ddsm_batcher_stats(b, stats);
+    ddsm_batcher_free(b);
+    print_message("%s: %" PRIu64 " requests in %" PRIu64 " batches (%" PRIu64
+                  " of more than one row, largest %" PRIu64 ")\n",
+                  tag, stats->requests, stats->batches, stats->multi_row_batches,
+                  stats->max_batch);
+    assert_int_equal(stats->requests, THREADS * PER_THREAD);
+    assert_int_equal(stats->rows, THREADS * PER_THREAD);
+    assert_int_equal(stats->failed_batches, 0);
+}
+
+/* Rows written under the chain "<inst>/c<n>". */
+static long long chain_rows(const char *inst, unsigned n)
+{
+    char chain[160];
+    snprintf(chain, sizeof chain, "%s/c%u", inst, n);
+    const char *p[] = {chain};
+    return pgs_int(g_pg, "SELECT count(*) FROM custody_audit_log WHERE instance_id = $1", 1, p);
+}
+
+static void test_perf_batch__sixteen_callers_share_statements_even_with_eight_connections(
+    void **state)
+{
+    (void)state;
+    ddsm_batch_stats s;
+    char inst[128];
+    /* Eight connections, as the module once gave its batcher: one-row batches used to win. */
+    run_callers("share", 64, 8, &s, inst, sizeof inst);
+    /* Most batches hold several rows, and on average far more than one (with one batch per free
+     * connection, as before, 8 connections and 16 callers made nine batches in ten one-row
+     * ones). A one-row batch starts only when none is in flight. */
+    assert_true(s.multi_row_batches * 4 >= s.batches * 3);
+    assert_true(s.requests >= 3 * s.batches);
+    assert_true(s.max_batch > 2);
+    long long total = 0;
+    for (unsigned i = 0; i < 8; i++)
+        total += chain_rows(inst, i);
+    assert_int_equal(total, THREADS * PER_THREAD);
+}
+
+static void test_perf_batch__enough_waiting_beside_a_batch_opens_a_second_connection(void **state)
+{
+    (void)state;
+    ddsm_batch_stats s;
+    char inst[128];
+    /* Two rows per statement and sixteen callers: more wait than a statement in flight takes for
+     * most of the run, so the second connection joins in. */
+    run_callers("spill", 2, 2, &s, inst, sizeof inst);
+    long long c0 = chain_rows(inst, 0), c1 = chain_rows(inst, 1);
+    print_message("spill: %lld rows on c0, %lld on c1\n", c0, c1);
+    assert_int_equal(c0 + c1, THREADS * PER_THREAD);
+    assert_true(c1 > 0);
+    assert_true(s.max_batch <= 2);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Planning */
+
+/* Derive n times through a chained store of its own (ddsm_store_derive runs the batch statement
+ * for one row) and give the session's plan counts. */
+static void derive_and_count(bool generic, int n, uint64_t *gen_out, uint64_t *custom_out)
+{
+    char inst[128];
+    ddsm_store *st = NULL;
+    ddsm_asset a = new_active_asset("plan");
+    assert_int_equal(ddsm_audit_instance_id("test_perf_batch-plan/", inst, sizeof inst), DDSM_OK);
+    ERR_EQ(ddsm_store_open(pgs_conninfo(), NULL, &st), DDSM_OK, "open");
+    if (generic)
+        ddsm_store_set_generic_plans(st, true);
+    ERR_EQ(ddsm_store_attach_audit(st, g_key, inst), DDSM_OK, ddsm_store_errmsg(st));
+    for (int i = 0; i < n; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "m/%d", i);
+        ddsm_derive_req req = {.asset = a.id, .path = path, .requester = "plan"};
+        uint64_t counter = 9;
+        ERR_EQ(ddsm_store_derive(st, &req, &counter, NULL), DDSM_OK, ddsm_store_errmsg(st));
+        assert_int_equal(counter, 0);
+    }
+    ERR_EQ(ddsm_store_plan_counts(st, gen_out, custom_out), DDSM_OK, ddsm_store_errmsg(st));
+    ddsm_store_close(st);
+}
+
+static void test_perf_batch__generic_plan_sessions_never_replan_the_batch_statement(void **state)
+{
+    (void)state;
+    uint64_t g = 0, c = 0;
+    /* PostgreSQL's default (plan_cache_mode auto) plans each of the first executions anew, and
+     * keeps doing so when a custom plan looks cheaper than the generic one. */
+    derive_and_count(false, 8, &g, &c);
+    print_message("default: %" PRIu64 " generic, %" PRIu64 " custom plans\n", g, c);
+    assert_true(c >= 5);
+    /* The batcher's sessions: every execution reuses the one generic plan. */
+    derive_and_count(true, 8, &g, &c);
+    print_message("generic: %" PRIu64 " generic, %" PRIu64 " custom plans\n", g, c);
+    assert_int_equal(c, 0);
+    assert_true(g >= 8);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(
+            test_perf_batch__sixteen_callers_share_statements_even_with_eight_connections),
+        cmocka_unit_test(test_perf_batch__enough_waiting_beside_a_batch_opens_a_second_connection),
+        cmocka_unit_test(test_perf_batch__generic_plan_sessions_never_replan_the_batch_statement),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
