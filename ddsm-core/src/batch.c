@@ -53,10 +53,8 @@ struct ddsm_batcher {
     struct conn *conns;
     unsigned nconns;
     unsigned in_flight;
-    size_t in_flight_rows; /* requests in the batches in flight */
     unsigned batch_max;
     unsigned wait_us;
-    unsigned spill; /* experiment: fixed threshold instead of the rule of free_conn_locked */
     struct ddsm_asset_cache cache;
     ddsm_batch_stats stats;
 };
@@ -108,10 +106,6 @@ ddsm_err ddsm_batcher_new(const char *conninfo, const ddsm_store_opts *opts, uns
     pthread_condattr_destroy(&ca);
     b->batch_max = batch_max;
     b->wait_us = batch_wait_us;
-    b->spill = 0;
-    const char *sp = getenv("DDSM_BATCH_SPILL_EXPERIMENT");
-    if (sp != NULL)
-        b->spill = (unsigned)atoi(sp);
     b->conns = calloc(connections, sizeof *b->conns);
     if (b->conns == NULL)
         goto fail;
@@ -184,20 +178,16 @@ void ddsm_batcher_stats(ddsm_batcher *b, ddsm_batch_stats *out)
 
 /* The connection a queued caller may lead a batch on, or NULL to wait. With no batch in flight,
  * any free one: a lone caller never waits. Beside batches in flight, another starts only when at
- * least half as many requests wait as those batches carry (and at least two): otherwise every
- * caller that finds a connection free would lead a batch of its own (one row, one commit each)
- * and group commit would not group. Two batches in flight at once still overlap one's commit
- * (fdatasync) with the other's execution, and PostgreSQL's WAL flush covers both when they
- * commit together. */
+ * least BESIDE_MIN requests wait: a caller alone in the queue waits for the batch in flight (or
+ * for company) instead of leading a one-row batch, each of which costs a round trip and a commit
+ * (with one connection per caller, nine batches in ten had one row). Batches in flight together
+ * still overlap one's commit (fdatasync) with another's execution, and PostgreSQL's WAL flush
+ * covers several commits at once. */
+#define BESIDE_MIN 2
 static struct conn *free_conn_locked(ddsm_batcher *b)
 {
-    if (b->in_flight > 0) {
-        size_t need = b->in_flight_rows / 2 < 2 ? 2 : b->in_flight_rows / 2;
-        if (b->spill > 0)
-            need = b->spill;
-        if (b->queued < need)
-            return NULL;
-    }
+    if (b->in_flight > 0 && b->queued < BESIDE_MIN)
+        return NULL;
     for (unsigned i = 0; i < b->nconns; i++)
         if (!b->conns[i].busy)
             return &b->conns[i];
@@ -276,7 +266,6 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
         ddsm_batch_item_expect(it, known, found, s, cnt);
         c->nodes[n++] = nd;
     }
-    b->in_flight_rows += n;
     if (n == 0)
         goto release;
 
@@ -330,7 +319,6 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
         nd->done = true;
     }
 release:
-    b->in_flight_rows -= n;
     c->busy = false;
     b->in_flight--;
     pthread_cond_broadcast(&b->cond);

@@ -40,9 +40,12 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static const uint8_t empty_key[1];
 
 struct holder {
-    atomic_bool busy; /* the spin lock guarding ctx and keyed_id */
+    atomic_bool busy;       /* the spin lock guarding ctx and keyed_id */
+    atomic_bool forgetting; /* a forget waits for it: the owner lets it in first */
     EVP_MAC_CTX *ctx;  /* NULL until first use and after a forget; keyed: a secret */
-    uint64_t keyed_id; /* the key id ctx is keyed with (ddsm_hmac_sha256_keyed); 0: none known */
+    /* the key id ctx is keyed with (ddsm_hmac_sha256_keyed), 0: none known; written under the
+     * lock, read without it by ddsm_mac_forget_key to skip other keys' holders */
+    _Atomic uint64_t keyed_id;
     struct holder *prev, *next;
 };
 
@@ -64,15 +67,36 @@ static void reg_unlink_locked(struct holder *h)
     h->prev = h->next = NULL;
 }
 
+/* The owner's side. A thread signing back to back would retake its lock before a waiting forget
+ * ever saw it free: it steps aside while one is pending. */
 static void holder_lock(struct holder *h)
 {
-    while (atomic_exchange_explicit(&h->busy, true, memory_order_acquire))
-        sched_yield(); /* the owner is inside one MAC, or a forget is cleansing it */
+    for (;;) {
+        while (atomic_load_explicit(&h->forgetting, memory_order_acquire))
+            sched_yield();
+        if (!atomic_exchange_explicit(&h->busy, true, memory_order_acquire))
+            return;
+        sched_yield(); /* a forget is cleansing it */
+    }
 }
 
 static void holder_unlock(struct holder *h)
 {
     atomic_store_explicit(&h->busy, false, memory_order_release);
+}
+
+/* The forget's side (one at a time: they hold the registry lock). */
+static void holder_lock_forget(struct holder *h)
+{
+    atomic_store_explicit(&h->forgetting, true, memory_order_release);
+    while (atomic_exchange_explicit(&h->busy, true, memory_order_acquire))
+        sched_yield(); /* the owner is inside one MAC */
+}
+
+static void holder_unlock_forget(struct holder *h)
+{
+    atomic_store_explicit(&h->busy, false, memory_order_release);
+    atomic_store_explicit(&h->forgetting, false, memory_order_release);
 }
 
 static void holder_free(struct holder *h)
@@ -103,6 +127,7 @@ static void atfork_child(void)
     reg_head = NULL;
     if (mine != NULL) {
         atomic_store(&mine->busy, false);
+        atomic_store(&mine->forgetting, false);
         mine->prev = mine->next = NULL;
         reg_head = mine;
     }
@@ -173,6 +198,7 @@ static ddsm_err thread_holder(struct holder **out)
         if (h == NULL)
             return DDSM_E_NOMEM;
         atomic_init(&h->busy, false);
+        atomic_init(&h->forgetting, false);
         if (pthread_setspecific(ctx_key, h) != 0) {
             holder_free(h);
             return DDSM_E_NOMEM;
@@ -206,20 +232,21 @@ static ddsm_err mac_locked(struct holder *h, uint64_t key_id, const uint8_t *key
     ddsm_err e;
     if (h->ctx == NULL && (e = ctx_new(&h->ctx)) != DDSM_OK)
         return e;
-    if (key_id != 0 && h->keyed_id == key_id && EVP_MAC_init(h->ctx, NULL, 0, NULL) == 1) {
+    if (key_id != 0 && atomic_load_explicit(&h->keyed_id, memory_order_relaxed) == key_id &&
+        EVP_MAC_init(h->ctx, NULL, 0, NULL) == 1) {
         /* restarted from the kept pads */
     } else {
-        h->keyed_id = 0;
+        atomic_store_explicit(&h->keyed_id, 0, memory_order_relaxed);
         if ((e = ctx_key_secret(h->ctx, key_secret, key_len)) != DDSM_OK)
             return e;
-        h->keyed_id = key_id;
+        atomic_store_explicit(&h->keyed_id, key_id, memory_order_relaxed);
     }
     if (data_len > 0 && EVP_MAC_update(h->ctx, data, data_len) != 1) {
-        h->keyed_id = 0;
+        atomic_store_explicit(&h->keyed_id, 0, memory_order_relaxed);
         return ddsm_err_openssl("EVP_MAC_update");
     }
     if (EVP_MAC_final(h->ctx, mac, &mac_len, DDSM_MAC_LEN) != 1 || mac_len != DDSM_MAC_LEN) {
-        h->keyed_id = 0;
+        atomic_store_explicit(&h->keyed_id, 0, memory_order_relaxed);
         return ddsm_err_openssl("EVP_MAC_final");
     }
     return DDSM_OK;
@@ -260,13 +287,18 @@ static void forget_where(bool all, uint64_t key_id)
         return;
     pthread_mutex_lock(&mac_lock);
     for (struct holder *h = reg_head; h != NULL; h = h->next) {
-        holder_lock(h);
-        if (h->ctx != NULL && (all || (key_id != 0 && h->keyed_id == key_id))) {
+        /* A key being forgotten has no reference left, so nobody keys a context with it any
+         * more: a holder that is not keyed with it now never will be. */
+        if (!all && atomic_load_explicit(&h->keyed_id, memory_order_relaxed) != key_id)
+            continue;
+        holder_lock_forget(h);
+        if (h->ctx != NULL &&
+            (all || atomic_load_explicit(&h->keyed_id, memory_order_relaxed) == key_id)) {
             EVP_MAC_CTX_free(h->ctx);
             h->ctx = NULL;
-            h->keyed_id = 0;
+            atomic_store_explicit(&h->keyed_id, 0, memory_order_relaxed);
         }
-        holder_unlock(h);
+        holder_unlock_forget(h);
     }
     pthread_mutex_unlock(&mac_lock);
 }

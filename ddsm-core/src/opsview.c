@@ -35,9 +35,8 @@ static ddsm_err query(ddsm_store *st, const char *what, const char *sql, int npa
     return ddsm_store_run(st, &q, true, res, NULL);
 }
 
-static const char schema_sql[] =
-    "SELECT to_regclass('ddsm_schema_migrations') IS NOT NULL,"
-    "       to_regclass('custody_zones') IS NOT NULL";
+static const char schema_sql[] = "SELECT to_regclass('ddsm_schema_migrations') IS NOT NULL,"
+                                 "       to_regclass('custody_zones') IS NOT NULL";
 
 static const char overview_sql[] =
     "WITH k AS ("
@@ -125,8 +124,7 @@ ddsm_err ddsm_overview_get(ddsm_store *st, ddsm_overview *out)
     o.has_rotation = !PQgetisnull(res, 0, 11);
     if (o.has_rotation) {
         o.last_rotation_us = v[11];
-        snprintf(o.last_rotation_label, sizeof o.last_rotation_label, "%s",
-                 PQgetvalue(res, 0, 12));
+        snprintf(o.last_rotation_label, sizeof o.last_rotation_label, "%s", PQgetvalue(res, 0, 12));
         o.last_rotation_from = v[13];
         o.last_rotation_to = v[14];
     }
@@ -147,8 +145,7 @@ static const char heads_sql[] =
     "SELECT instance_id, seq, (extract(epoch FROM updated_at) * 1000000)::bigint"
     "  FROM custody_audit_chain_heads ORDER BY updated_at DESC, instance_id LIMIT $1::integer";
 
-ddsm_err ddsm_overview_chain_heads(ddsm_store *st, unsigned limit, ddsm_chain_head_cb cb,
-                                   void *arg)
+ddsm_err ddsm_overview_chain_heads(ddsm_store *st, unsigned limit, ddsm_chain_head_cb cb, void *arg)
 {
     if (st == NULL || cb == NULL)
         return DDSM_E_ARG;
@@ -176,8 +173,8 @@ ddsm_err ddsm_overview_chain_heads(ddsm_store *st, unsigned limit, ddsm_chain_he
 const char *ddsm_activity_reason_name(unsigned i)
 {
     static const char *const names[DDSM_ACTIVITY_REASONS] = {
-        "path", "rate_requester_asset", "rate_requester", "zone", "mechanism", "state",
-        "unknown_asset", "other"};
+        "path",  "rate_requester_asset", "rate_requester", "zone", "mechanism",
+        "state", "unknown_asset",        "other"};
     return i < DDSM_ACTIVITY_REASONS ? names[i] : "?";
 }
 

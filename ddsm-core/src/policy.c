@@ -522,7 +522,8 @@ ddsm_err ddsm_rate_lease(ddsm_store *st, const ddsm_rate_lease_req *req, ddsm_ra
         !parse_i64(PQgetvalue(res, 0, 1), &at) || !parse_i64(PQgetvalue(res, 0, 2), &left) ||
         g < 0 || (uint64_t)g > req->want || left < 1) {
         PQclear(res);
-        return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE, "store: rate lease: unexpected answer");
+        return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE,
+                            "store: rate lease: unexpected answer");
     }
     PQclear(res);
     ans->granted = (uint64_t)g;
@@ -598,8 +599,7 @@ static ddsm_err seal_row(ddsm_store *st, struct sealed *s)
         return DDSM_OK;
     ddsm_err err = ddsm_audit_chain_seal(s->chain, &s->row, 1, s->mac);
     if (err != DDSM_OK)
-        return ddsm_pq_fail(ddsm_store_pq(st), err, "audit: cannot seal the %s row",
-                            s->row.event);
+        return ddsm_pq_fail(ddsm_store_pq(st), err, "audit: cannot seal the %s row", s->row.event);
     snprintf(s->seq, sizeof s->seq, "%" PRId64, s->row.seq);
     hex_bytea(s->mac[0], DDSM_AUDIT_MAC_LEN, s->mac_text);
     s->instance_v = s->row.instance;
@@ -654,7 +654,8 @@ ddsm_err ddsm_zone_set_enabled(ddsm_store *st, const char *zone, bool enabled,
         return DDSM_E_ARG;
     struct ddsm_pq *pq = ddsm_store_pq(st);
     if (!ddsm_zone_name_valid(zone))
-        return ddsm_pq_fail(pq, DDSM_E_INPUT, "zone name \"%.80s\" is malformed (1..%d "
+        return ddsm_pq_fail(pq, DDSM_E_INPUT,
+                            "zone name \"%.80s\" is malformed (1..%d "
                             "characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)",
                             zone != NULL ? zone : "", DDSM_ZONE_NAME_MAX);
     struct sealed s;
@@ -670,11 +671,16 @@ ddsm_err ddsm_zone_set_enabled(ddsm_store *st, const char *zone, bool enabled,
     ddsm_err err = seal_row(st, &s);
     if (err != DDSM_OK)
         return err;
-    const char *values[] = {zone,       enabled ? "true" : "false",
-                            requester,  enabled ? "true" : "false",
-                            s.ts,       s.row.event,
-                            detail,     s.instance_v,
-                            s.seq_v,    s.mac_v,
+    const char *values[] = {zone,
+                            enabled ? "true" : "false",
+                            requester,
+                            enabled ? "true" : "false",
+                            s.ts,
+                            s.row.event,
+                            detail,
+                            s.instance_v,
+                            s.seq_v,
+                            s.mac_v,
                             DDSM_ZONE_NOTIFY_CHANNEL};
     const struct ddsm_pq_query q = {
         .mode = DDSM_PQ_PARAMS,
@@ -779,8 +785,10 @@ ddsm_err ddsm_zone_of_asset(ddsm_store *st, const ddsm_uuid *asset,
     const char *z = PQgetvalue(res, 0, 0);
     if (!ddsm_zone_name_valid(z)) {
         PQclear(res);
-        return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE, "store: asset %s has a malformed "
-                            "zone", id);
+        return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE,
+                            "store: asset %s has a malformed "
+                            "zone",
+                            id);
     }
     snprintf(zone, DDSM_ZONE_NAME_MAX + 1, "%s", z);
     *enabled = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
@@ -797,7 +805,8 @@ ddsm_err ddsm_zone_assign(ddsm_store *st, const ddsm_uuid *asset, const char *zo
         return DDSM_E_ARG;
     struct ddsm_pq *pq = ddsm_store_pq(st);
     if (!ddsm_zone_name_valid(zone))
-        return ddsm_pq_fail(pq, DDSM_E_INPUT, "zone name \"%.80s\" is malformed (1..%d "
+        return ddsm_pq_fail(pq, DDSM_E_INPUT,
+                            "zone name \"%.80s\" is malformed (1..%d "
                             "characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)",
                             zone != NULL ? zone : "", DDSM_ZONE_NAME_MAX);
     char id[DDSM_UUID_TEXT_LEN + 1];
@@ -864,8 +873,10 @@ ddsm_err ddsm_zone_assign(ddsm_store *st, const ddsm_uuid *asset, const char *zo
         PQclear(res);
         settle_row(&s, DDSM_CHAIN_NOT_WRITTEN);
     }
-    return ddsm_pq_fail(pq, DDSM_E_STORE, "store: asset %s changed zone %d times while it was "
-                        "being moved; try again", id, ASSIGN_ATTEMPTS);
+    return ddsm_pq_fail(pq, DDSM_E_STORE,
+                        "store: asset %s changed zone %d times while it was "
+                        "being moved; try again",
+                        id, ASSIGN_ATTEMPTS);
 }
 
 static const char zone_list_sql[] =

@@ -1058,10 +1058,11 @@ static void mac_hex(const uint8_t mac[DDSM_AUDIT_MAC_LEN], char out[2 + 2 * DDSM
  * chain's instance id; $13/$14 the checkpoint (seq and MAC of the last row).
  * Kinds: D derive (exists, derivable, its zone enabled, in the expected state and counter), S
  * refused (exists in the expected non-derivable state and counter), U unknown (does not exist),
- * P policy (no check). Every row's expectation is checked through the primary key (the LATERAL
- * subquery with LIMIT is never flattened into a join over the registry; the zone is one more
- * primary-key probe, sql/003_policy.sql); all rows are inserted, in order, with the checkpoint,
- * or none is. The answer has one row per element: what was found, the zone last. */
+ * P policy (no check), Z zone (exists, derivable, its zone disabled). Every row's expectation
+ * is checked through the primary key (the LATERAL subquery with LIMIT is never flattened into a
+ * join over the registry; the zone is one more primary-key probe, sql/003_policy.sql); all rows
+ * are inserted, in order, with the checkpoint, or none is. The answer has one row per element:
+ * what was found, the zone last. */
 const char ddsm_store_derive_batch_sql[] =
     "WITH r AS ("
     " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
@@ -1086,6 +1087,7 @@ const char ddsm_store_derive_batch_sql[] =
     "          WHEN 'S' THEN k.found AND k.state = k.exp_state AND k.counter = k.exp_counter"
     "          WHEN 'U' THEN NOT k.found"
     "          WHEN 'P' THEN true"
+    "          WHEN 'Z' THEN k.found AND NOT k.zone_on AND k.state IN ('ACTIVE', 'ROTATING')"
     "          ELSE false END), false) AS ok"
     "   FROM k"
     "), ins AS ("
@@ -1118,11 +1120,16 @@ void ddsm_batch_item_expect(struct ddsm_batch_item *it, bool known, bool found, 
 {
     it->exp_state = DDSM_STATE_ACTIVE;
     it->exp_counter = 0;
+    if (it->deny_reason == it->zone_reason)
+        it->deny_reason = NULL; /* a zone refusal is decided again from this answer */
     if (it->deny_reason == NULL && known && found && it->zone_off && ddsm_state_derivable(state)) {
-        /* Refused by the zone: a policy DENY row naming it (the state refusals come first). */
+        /* Refused by the zone: a DENY row naming it, which the statement writes only while the
+         * zone is still disabled (the state refusals come first). */
         snprintf(it->zone_reason, sizeof it->zone_reason, "zone %s is disabled",
                  it->zone[0] != '\0' ? it->zone : "?");
         it->deny_reason = it->zone_reason;
+        it->expect = DDSM_EXPECT_ZONE_OFF;
+        return;
     }
     if (it->deny_reason != NULL) {
         it->expect = DDSM_EXPECT_NONE;
@@ -1189,6 +1196,7 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
             r->detail = "no such asset";
             break;
         case DDSM_EXPECT_NONE:
+        case DDSM_EXPECT_ZONE_OFF:
             r->event = "DENY";
             r->detail = it->deny_reason;
             break;
@@ -1202,7 +1210,8 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
     sealed = true;
 
     static const char kinds[] = {[DDSM_EXPECT_DERIVE] = 'D', [DDSM_EXPECT_REFUSED] = 'S',
-                                 [DDSM_EXPECT_MISSING] = 'U', [DDSM_EXPECT_NONE] = 'P'};
+                                 [DDSM_EXPECT_MISSING] = 'U', [DDSM_EXPECT_NONE] = 'P',
+                                 [DDSM_EXPECT_ZONE_OFF] = 'Z'};
     for (size_t k = 0; k < 11; k++)
         sb_putn(&a[k], "{", 1);
     for (size_t i = 0; i < n; i++) {
@@ -1318,6 +1327,7 @@ ddsm_err ddsm_batch_item_result(const struct ddsm_batch_item *it, char *msg, siz
         snprintf(msg, cap, "no asset %s", idt);
         return DDSM_E_NOT_FOUND;
     case DDSM_EXPECT_NONE:
+    case DDSM_EXPECT_ZONE_OFF:
         snprintf(msg, cap, "asset %s: refused: %s", idt, it->deny_reason);
         return DDSM_E_POLICY;
     }

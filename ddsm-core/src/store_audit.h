@@ -55,6 +55,7 @@ enum ddsm_expect {
     DDSM_EXPECT_REFUSED, /* exists, not derivable, in exp_state with exp_counter: a DENY row */
     DDSM_EXPECT_MISSING, /* does not exist: a DENY row */
     DDSM_EXPECT_NONE,    /* a policy refusal (deny_reason): a DENY row, nothing checked */
+    DDSM_EXPECT_ZONE_OFF, /* exists, its zone disabled: a DENY row (deny_reason = zone_reason) */
 };
 
 struct ddsm_batch_item {

@@ -326,7 +326,7 @@ CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s
         ddsm_secure_free(j->out, 32);
         free(j->msg);
         free(j);
-        return CKR_CANT_LOCK;
+        return CKR_HOST_MEMORY; /* the only way condition variable set-up fails on Linux */
     }
     pthread_condattr_destroy(&ca);
     memcpy(j->msg, msg, len);

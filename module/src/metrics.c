@@ -18,8 +18,8 @@
 #include "policy.h"
 
 /* Upper bounds (seconds) of the latency histogram's buckets; +Inf follows. */
-static const double lat_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                    0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5};
+static const double lat_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
 #define N_LAT (sizeof(lat_bounds) / sizeof(lat_bounds[0]))
 #define N_STATES (DDSM_STATE__COUNT + 1) /* the last: unknown */
 
@@ -248,8 +248,8 @@ char *ddsm_metrics_render(ddsm_ctx *ctx)
             uint64_t v = atomic_load(&m->denied[r][s]);
             if (v == 0 && s != N_STATES - 1)
                 continue; /* keep the series few: "unknown" is always there */
-            put(&b, "ddsm_denials_total{ddsm_instance=\"%s\",reason=\"%s\",state=\"%s\"} %" PRIu64
-                    "\n",
+            put(&b,
+                "ddsm_denials_total{ddsm_instance=\"%s\",reason=\"%s\",state=\"%s\"} %" PRIu64 "\n",
                 inst, ddsm_deny_reason_name((ddsm_deny_reason)r),
                 s < DDSM_STATE__COUNT ? ddsm_state_name((ddsm_state)s) : "unknown", v);
         }

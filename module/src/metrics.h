@@ -20,13 +20,13 @@
 
 /* Why a derivation or a key use was refused: the "reason" label of ddsm_denials_total. */
 typedef enum ddsm_deny_reason {
-    DDSM_DENY_PATH = 0,          /* path shape outside [policy] path_pattern */
-    DDSM_DENY_RATE_ASSET,        /* rate_per_requester_asset spent */
-    DDSM_DENY_RATE_REQUESTER,    /* rate_per_requester spent */
-    DDSM_DENY_ZONE,              /* the asset's zone is disabled */
-    DDSM_DENY_MECHANISM,         /* mechanism outside [policy] mechanism */
-    DDSM_DENY_STATE,             /* the asset is INITIALIZED or RETIRED */
-    DDSM_DENY_UNKNOWN_ASSET,     /* no such asset */
+    DDSM_DENY_PATH = 0,       /* path shape outside [policy] path_pattern */
+    DDSM_DENY_RATE_ASSET,     /* rate_per_requester_asset spent */
+    DDSM_DENY_RATE_REQUESTER, /* rate_per_requester spent */
+    DDSM_DENY_ZONE,           /* the asset's zone is disabled */
+    DDSM_DENY_MECHANISM,      /* mechanism outside [policy] mechanism */
+    DDSM_DENY_STATE,          /* the asset is INITIALIZED or RETIRED */
+    DDSM_DENY_UNKNOWN_ASSET,  /* no such asset */
     DDSM_DENY__COUNT
 } ddsm_deny_reason;
 

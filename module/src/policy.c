@@ -33,7 +33,7 @@ struct zentry {
 
 struct ddsm_mpolicy {
     char app[DDSM_REQUESTER_MAX - USER_MAX]; /* room for "/<user>" */
-    ddsm_mutex *req_lock; /* user */
+    ddsm_mutex *req_lock;                    /* user */
     char user[USER_MAX + 1];
 
     CK_MECHANISM_TYPE mechs[DDSM_POLICY_MAX_MECHANISMS];
@@ -72,8 +72,10 @@ CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, ddsm_mpolicy **o
         goto fail;
     for (size_t i = 0; i < cfg->policy.n_mechanisms; i++) {
         if (!ddsm_mech_from_name(cfg->policy.mechanisms[i], &p->mechs[p->n_mechs])) {
-            ddsm_log(DDSM_LOG_ERROR, "C_Initialize: %s: [policy] mechanism %s is not a mechanism "
-                     "the module knows", cfg->file, cfg->policy.mechanisms[i]);
+            ddsm_log(DDSM_LOG_ERROR,
+                     "C_Initialize: %s: [policy] mechanism %s is not a mechanism "
+                     "the module knows",
+                     cfg->file, cfg->policy.mechanisms[i]);
             rv = CKR_FUNCTION_FAILED;
             goto fail;
         }
@@ -81,9 +83,9 @@ CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, ddsm_mpolicy **o
     }
     p->rate[DDSM_RATE_ASSET] = cfg->policy.rate_per_requester_asset;
     p->rate[DDSM_RATE_REQUESTER] = cfg->policy.rate_per_requester;
-    p->lease_wait_ms = (int)(cfg->store.statement_timeout_ms ? cfg->store.statement_timeout_ms
-                                                             : 5000) +
-                       LEASE_WAIT_MARGIN_MS;
+    p->lease_wait_ms =
+        (int)(cfg->store.statement_timeout_ms ? cfg->store.statement_timeout_ms : 5000) +
+        LEASE_WAIT_MARGIN_MS;
     if (p->rate[0].limit > 0 || p->rate[1].limit > 0) {
         ddsm_err e = ddsm_ratelimit_new(&p->rate[DDSM_RATE_ASSET], &p->rate[DDSM_RATE_REQUESTER],
                                         65536, &p->rl);
@@ -154,9 +156,11 @@ CK_RV ddsm_mpolicy_check_user(const CK_UTF8CHAR *name, CK_ULONG len)
     /* Well-formed UTF-8: the name goes into audit rows as text. */
     for (CK_ULONG i = 0; i < len;) {
         unsigned char ch = name[i];
-        CK_ULONG n = ch < 0x80 ? 1 : (ch >= 0xc2 && ch <= 0xdf) ? 2 : (ch >= 0xe0 && ch <= 0xef) ? 3
-                                 : (ch >= 0xf0 && ch <= 0xf4)    ? 4
-                                                                 : 0;
+        CK_ULONG n = ch < 0x80                    ? 1
+                     : (ch >= 0xc2 && ch <= 0xdf) ? 2
+                     : (ch >= 0xe0 && ch <= 0xef) ? 3
+                     : (ch >= 0xf0 && ch <= 0xf4) ? 4
+                                                  : 0;
         if (n == 0 || i + n > len)
             return CKR_ARGUMENTS_BAD;
         for (CK_ULONG k = 1; k < n; k++)
@@ -249,8 +253,7 @@ static ddsm_err lease_now(ddsm_ctx *ctx, const ddsm_rate_lease_req *req)
             ddsm_log(DDSM_LOG_WARN, "rate limit: lease failed: %s", ddsm_store_errmsg(st));
         ddsm_ctx_store_release(ctx, st);
     } else {
-        ddsm_log(DDSM_LOG_WARN, "rate limit: no store connection for a lease: %s",
-                 ddsm_err_str(e));
+        ddsm_log(DDSM_LOG_WARN, "rate limit: no store connection for a lease: %s", ddsm_err_str(e));
     }
     if (e == DDSM_OK)
         ddsm_ratelimit_apply(ctx->policy->rl, req, &ans, ddsm_now_ms());
@@ -297,7 +300,7 @@ static void refill_start(ddsm_ctx *ctx)
             p->thr_started = true;
         else
             ddsm_log(DDSM_LOG_WARN, "rate limit: cannot start the refill thread: every empty "
-                     "bucket is leased by the derivation that finds it");
+                                    "bucket is leased by the derivation that finds it");
         p->thr_stop = !p->thr_started; /* never try again */
     }
     pthread_mutex_unlock(&p->thr_lock);
@@ -324,10 +327,9 @@ CK_RV ddsm_mpolicy_rate(ddsm_call *c, const ddsm_uuid *asset, const char *canon_
             snprintf(reason, sizeof(reason), "rate limit %" PRIu64 "/%s per %s reached",
                      p->rate[scope].limit, unit_of(p->rate[scope].window_s),
                      scope == DDSM_RATE_ASSET ? "requester and asset" : "requester");
-            return ddsm_mpolicy_refuse(c, asset, canon_path,
-                                       scope == DDSM_RATE_ASSET ? DDSM_DENY_RATE_ASSET
-                                                                : DDSM_DENY_RATE_REQUESTER,
-                                       reason);
+            return ddsm_mpolicy_refuse(
+                c, asset, canon_path,
+                scope == DDSM_RATE_ASSET ? DDSM_DENY_RATE_ASSET : DDSM_DENY_RATE_REQUESTER, reason);
         }
         ddsm_err e = lease_now(c->ctx, &req);
         if (e != DDSM_OK)
@@ -409,7 +411,7 @@ void ddsm_mpolicy_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled,
             known = true;
         } else {
             ddsm_log(DDSM_LOG_ERROR, "zone: out of memory recording a disabled zone: keys of the "
-                     "asset are refused by the store only");
+                                     "asset are refused by the store only");
         }
     }
     if (!enabled && !was_off && known)
@@ -428,8 +430,7 @@ void ddsm_mpolicy_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled,
         ddsm_batcher_invalidate(b, asset);
 }
 
-void ddsm_mpolicy_on_zone_notify(const ddsm_uuid *asset, bool enabled, const char *zone,
-                                 void *arg)
+void ddsm_mpolicy_on_zone_notify(const ddsm_uuid *asset, bool enabled, const char *zone, void *arg)
 {
     ddsm_ctx *ctx = arg;
     char id[DDSM_UUID_TEXT_LEN + 1];

@@ -18,8 +18,8 @@ bool ddsm_vattr_needs_value(const ddsm_hentry *e, const CK_ATTRIBUTE *t, CK_ULON
 /* Fill every entry of t per section 5.7: a NULL pValue gets the length; too small a buffer, a
  * sensitive value or an attribute these objects do not have get CK_UNAVAILABLE_INFORMATION in
  * ulValueLen; nothing is written past ulValueLen bytes of pValue. The result is
- * CKR_ATTRIBUTE_SENSITIVE, else CKR_ATTRIBUTE_TYPE_INVALID, else CKR_BUFFER_TOO_SMALL when any entry
- * had that outcome, else CKR_OK. value_secret: the DDSM_KEY_LEN key bytes when
+ * CKR_ATTRIBUTE_SENSITIVE, else CKR_ATTRIBUTE_TYPE_INVALID, else CKR_BUFFER_TOO_SMALL when any
+ * entry had that outcome, else CKR_OK. value_secret: the DDSM_KEY_LEN key bytes when
  * ddsm_vattr_needs_value said so; NULL makes a readable CKA_VALUE answer as sensitive (fail
  * closed). n > 0 needs t != NULL (the entry ladder checks it). */
 CK_RV ddsm_vattr_get(const ddsm_hentry *e, CK_ATTRIBUTE *t, CK_ULONG n,

@@ -66,8 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t zero[16] = {0};
 
     CK_RV rv = parse_exact(data, size, &a);
-    FUZZ_CHECK(rv == CKR_OK || rv == CKR_MECHANISM_PARAM_INVALID, "CK_RV 0x%lx",
-               (unsigned long)rv);
+    FUZZ_CHECK(rv == CKR_OK || rv == CKR_MECHANISM_PARAM_INVALID, "CK_RV 0x%lx", (unsigned long)rv);
     CK_RV rv2 = parse_exact(data, size, &b);
     FUZZ_CHECK(rv == rv2, "not deterministic: 0x%lx then 0x%lx", (unsigned long)rv,
                (unsigned long)rv2);

@@ -35,10 +35,10 @@
 #define DEV CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY, CKR_DEVICE_REMOVED
 #define SES CKR_SESSION_CLOSED, CKR_SESSION_HANDLE_INVALID
 #define KEYINIT                                                                                    \
-    CKR_ARGUMENTS_BAD, INIT, DEV, CKR_FUNCTION_CANCELED, GEN, CKR_KEY_FUNCTION_NOT_PERMITTED,       \
+    CKR_ARGUMENTS_BAD, INIT, DEV, CKR_FUNCTION_CANCELED, GEN, CKR_KEY_FUNCTION_NOT_PERMITTED,      \
         CKR_KEY_HANDLE_INVALID, CKR_KEY_SIZE_RANGE, CKR_KEY_TYPE_INCONSISTENT,                     \
-        CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID, CKR_OPERATION_ACTIVE,                  \
-        CKR_PIN_EXPIRED, SES, CKR_USER_NOT_LOGGED_IN
+        CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID, CKR_OPERATION_ACTIVE, CKR_PIN_EXPIRED, \
+        SES, CKR_USER_NOT_LOGGED_IN
 #define OUTSTEP                                                                                    \
     CKR_ARGUMENTS_BAD, CKR_BUFFER_TOO_SMALL, INIT, DEV, CKR_FUNCTION_CANCELED, GEN,                \
         CKR_OPERATION_NOT_INITIALIZED, SES
@@ -243,14 +243,14 @@ static CK_RV f_FindObjectsFinal(const struct callv *v)
     {                                                                                              \
         CK_BYTE out[64];                                                                           \
         CK_ULONG n = sizeof(out);                                                                  \
-        return p11->C_##name(v->s, P(0, data4), sizeof(data4), out, P(1, &n));                      \
+        return p11->C_##name(v->s, P(0, data4), sizeof(data4), out, P(1, &n));                     \
     }
 #define FINAL_STEP(name)                                                                           \
     static CK_RV f_##name(const struct callv *v)                                                   \
     {                                                                                              \
         CK_BYTE out[64];                                                                           \
         CK_ULONG n = sizeof(out);                                                                  \
-        return p11->C_##name(v->s, out, P(0, &n));                                                  \
+        return p11->C_##name(v->s, out, P(0, &n));                                                 \
     }
 #define IN_STEP(name)                                                                              \
     static CK_RV f_##name(const struct callv *v)                                                   \
@@ -321,8 +321,8 @@ static CK_RV f_GenerateKeyPair(const struct callv *v)
     CK_ATTRIBUTE pub[] = {{CKA_TOKEN, &no, 1}, {CKA_EC_PARAMS, (void *)p256, sizeof(p256)}};
     CK_ATTRIBUTE priv[] = {{CKA_TOKEN, &no, 1}};
     CK_OBJECT_HANDLE a = 0, b = 0;
-    CK_RV rv = p11->C_GenerateKeyPair(v->s, P(0, &m), P(1, pub), 2, P(2, priv), 1, P(3, &a),
-                                      P(4, &b));
+    CK_RV rv =
+        p11->C_GenerateKeyPair(v->s, P(0, &m), P(1, pub), 2, P(2, priv), 1, P(3, &a), P(4, &b));
     if (rv == CKR_OK) {
         (void)p11->C_DestroyObject(v->s, a);
         (void)p11->C_DestroyObject(v->s, b);
@@ -392,7 +392,9 @@ typedef struct fn_row {
 } fn_row;
 
 #define ROW(n, spec, nptr, args, noop)                                                             \
-    {#n, offsetof(CK_FUNCTION_LIST, C_##n), spec, f_##n, nptr, args, noop}
+    {                                                                                              \
+#n, offsetof(CK_FUNCTION_LIST, C_##n), spec, f_##n, nptr, args, noop                       \
+    }
 
 static const fn_row funcs[] = {
     ROW(Initialize,
@@ -450,11 +452,10 @@ static const fn_row funcs[] = {
             CKR_SAVED_STATE_INVALID, SES, CKR_ARGUMENTS_BAD),
         1, A_SESS, 0),
     ROW(Login,
-        RVS(CKR_ARGUMENTS_BAD, INIT, DEV, CKR_FUNCTION_CANCELED, GEN,
-            CKR_OPERATION_NOT_INITIALIZED, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, SES,
-            CKR_SESSION_READ_ONLY_EXISTS, CKR_USER_ALREADY_LOGGED_IN,
-            CKR_USER_ANOTHER_ALREADY_LOGGED_IN, CKR_USER_PIN_NOT_INITIALIZED,
-            CKR_USER_TOO_MANY_TYPES, CKR_USER_TYPE_INVALID),
+        RVS(CKR_ARGUMENTS_BAD, INIT, DEV, CKR_FUNCTION_CANCELED, GEN, CKR_OPERATION_NOT_INITIALIZED,
+            CKR_PIN_INCORRECT, CKR_PIN_LOCKED, SES, CKR_SESSION_READ_ONLY_EXISTS,
+            CKR_USER_ALREADY_LOGGED_IN, CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+            CKR_USER_PIN_NOT_INITIALIZED, CKR_USER_TOO_MANY_TYPES, CKR_USER_TYPE_INVALID),
         1, A_SESS, 0),
     ROW(Logout, RVS(INIT, DEV, GEN, SES, CKR_USER_NOT_LOGGED_IN), 0, A_SESS | A_DESTROY, 0),
     ROW(CreateObject, RVS(NEWOBJ), 2, A_SESS, 0),
@@ -469,8 +470,8 @@ static const fn_row funcs[] = {
             CKR_SESSION_READ_ONLY, CKR_TOKEN_WRITE_PROTECTED),
         0, A_SESS | A_OBJ, 0),
     ROW(GetObjectSize,
-        RVS(CKR_ARGUMENTS_BAD, INIT, DEV, GEN, CKR_INFORMATION_SENSITIVE,
-            CKR_OBJECT_HANDLE_INVALID, SES),
+        RVS(CKR_ARGUMENTS_BAD, INIT, DEV, GEN, CKR_INFORMATION_SENSITIVE, CKR_OBJECT_HANDLE_INVALID,
+            SES),
         1, A_SESS | A_OBJ, 0),
     ROW(GetAttributeValue,
         RVS(CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID,
@@ -486,8 +487,8 @@ static const fn_row funcs[] = {
         RVS(CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID, INIT, DEV,
             GEN, CKR_OPERATION_ACTIVE, CKR_PIN_EXPIRED, SES),
         1, A_SESS, 0),
-    ROW(FindObjects, RVS(CKR_ARGUMENTS_BAD, INIT, DEV, GEN, CKR_OPERATION_NOT_INITIALIZED, SES),
-        2, A_SESS, CKR_OPERATION_NOT_INITIALIZED),
+    ROW(FindObjects, RVS(CKR_ARGUMENTS_BAD, INIT, DEV, GEN, CKR_OPERATION_NOT_INITIALIZED, SES), 2,
+        A_SESS, CKR_OPERATION_NOT_INITIALIZED),
     ROW(FindObjectsFinal, RVS(INIT, DEV, GEN, CKR_OPERATION_NOT_INITIALIZED, SES), 0, A_SESS,
         CKR_OPERATION_NOT_INITIALIZED),
     /* 2.40 omits CKR_ARGUMENTS_BAD from C_EncryptInit alone of the *Init functions: a NULL
@@ -495,10 +496,8 @@ static const fn_row funcs[] = {
     ROW(EncryptInit, RVS(KEYINIT), 1, A_SESS | A_KEY, 0),
     ROW(Encrypt, RVS(OUTSTEP, CKR_DATA_INVALID, CKR_DATA_LEN_RANGE), 2, A_SESS,
         CKR_OPERATION_NOT_INITIALIZED),
-    ROW(EncryptUpdate, RVS(OUTSTEP, CKR_DATA_LEN_RANGE), 2, A_SESS,
-        CKR_OPERATION_NOT_INITIALIZED),
-    ROW(EncryptFinal, RVS(OUTSTEP, CKR_DATA_LEN_RANGE), 1, A_SESS,
-        CKR_OPERATION_NOT_INITIALIZED),
+    ROW(EncryptUpdate, RVS(OUTSTEP, CKR_DATA_LEN_RANGE), 2, A_SESS, CKR_OPERATION_NOT_INITIALIZED),
+    ROW(EncryptFinal, RVS(OUTSTEP, CKR_DATA_LEN_RANGE), 1, A_SESS, CKR_OPERATION_NOT_INITIALIZED),
     ROW(DecryptInit, RVS(KEYINIT), 1, A_SESS | A_KEY, 0),
     ROW(Decrypt,
         RVS(OUTSTEP, CKR_ENCRYPTED_DATA_INVALID, CKR_ENCRYPTED_DATA_LEN_RANGE,
@@ -519,8 +518,8 @@ static const fn_row funcs[] = {
         1, A_SESS, 0),
     ROW(Digest, RVS(OUTSTEP), 2, A_SESS, CKR_OPERATION_NOT_INITIALIZED),
     ROW(DigestUpdate,
-        RVS(CKR_ARGUMENTS_BAD, INIT, DEV, CKR_FUNCTION_CANCELED, GEN,
-            CKR_OPERATION_NOT_INITIALIZED, SES),
+        RVS(CKR_ARGUMENTS_BAD, INIT, DEV, CKR_FUNCTION_CANCELED, GEN, CKR_OPERATION_NOT_INITIALIZED,
+            SES),
         1, A_SESS, CKR_OPERATION_NOT_INITIALIZED),
     ROW(DigestKey,
         RVS(INIT, DEV, CKR_FUNCTION_CANCELED, GEN, CKR_KEY_HANDLE_INVALID, CKR_KEY_INDIGESTIBLE,
@@ -536,13 +535,11 @@ static const fn_row funcs[] = {
         RVS(CKR_ARGUMENTS_BAD, INIT, CKR_DATA_LEN_RANGE, DEV, CKR_FUNCTION_CANCELED, GEN,
             CKR_OPERATION_NOT_INITIALIZED, SES, CKR_USER_NOT_LOGGED_IN),
         1, A_SESS, CKR_OPERATION_NOT_INITIALIZED),
-    ROW(SignFinal,
-        RVS(OUTSTEP, CKR_DATA_LEN_RANGE, CKR_USER_NOT_LOGGED_IN, CKR_FUNCTION_REJECTED), 1,
-        A_SESS, CKR_OPERATION_NOT_INITIALIZED),
+    ROW(SignFinal, RVS(OUTSTEP, CKR_DATA_LEN_RANGE, CKR_USER_NOT_LOGGED_IN, CKR_FUNCTION_REJECTED),
+        1, A_SESS, CKR_OPERATION_NOT_INITIALIZED),
     ROW(SignRecoverInit, RVS(KEYINIT), 1, A_SESS | A_KEY | A_NOBE, 0),
-    ROW(SignRecover,
-        RVS(OUTSTEP, CKR_DATA_INVALID, CKR_DATA_LEN_RANGE, CKR_USER_NOT_LOGGED_IN), 2, A_SESS,
-        NOT_SUPPORTED),
+    ROW(SignRecover, RVS(OUTSTEP, CKR_DATA_INVALID, CKR_DATA_LEN_RANGE, CKR_USER_NOT_LOGGED_IN), 2,
+        A_SESS, NOT_SUPPORTED),
     ROW(VerifyInit, RVS(KEYINIT), 1, A_SESS | A_KEY, 0),
     ROW(Verify,
         RVS(CKR_ARGUMENTS_BAD, INIT, CKR_DATA_INVALID, CKR_DATA_LEN_RANGE, DEV,
@@ -562,16 +559,13 @@ static const fn_row funcs[] = {
         RVS(OUTSTEP, CKR_DATA_INVALID, CKR_DATA_LEN_RANGE, CKR_SIGNATURE_LEN_RANGE,
             CKR_SIGNATURE_INVALID),
         2, A_SESS, NOT_SUPPORTED),
-    ROW(DigestEncryptUpdate, RVS(OUTSTEP, CKR_DATA_LEN_RANGE), 2, A_SESS,
-        NOT_SUPPORTED),
-    ROW(DecryptDigestUpdate,
-        RVS(OUTSTEP, CKR_ENCRYPTED_DATA_INVALID, CKR_ENCRYPTED_DATA_LEN_RANGE), 2, A_SESS,
-        NOT_SUPPORTED),
+    ROW(DigestEncryptUpdate, RVS(OUTSTEP, CKR_DATA_LEN_RANGE), 2, A_SESS, NOT_SUPPORTED),
+    ROW(DecryptDigestUpdate, RVS(OUTSTEP, CKR_ENCRYPTED_DATA_INVALID, CKR_ENCRYPTED_DATA_LEN_RANGE),
+        2, A_SESS, NOT_SUPPORTED),
     ROW(SignEncryptUpdate, RVS(OUTSTEP, CKR_DATA_LEN_RANGE, CKR_USER_NOT_LOGGED_IN), 2, A_SESS,
         NOT_SUPPORTED),
     ROW(DecryptVerifyUpdate,
-        RVS(OUTSTEP, CKR_DATA_LEN_RANGE, CKR_ENCRYPTED_DATA_INVALID,
-            CKR_ENCRYPTED_DATA_LEN_RANGE),
+        RVS(OUTSTEP, CKR_DATA_LEN_RANGE, CKR_ENCRYPTED_DATA_INVALID, CKR_ENCRYPTED_DATA_LEN_RANGE),
         2, A_SESS, NOT_SUPPORTED),
     ROW(GenerateKey, RVS(NEWOBJ), 3, A_SESS, 0),
     ROW(GenerateKeyPair, RVS(NEWOBJ), 5, A_SESS, 0),
@@ -588,9 +582,9 @@ static const fn_row funcs[] = {
             CKR_UNWRAPPING_KEY_SIZE_RANGE, CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT,
             CKR_WRAPPED_KEY_INVALID, CKR_WRAPPED_KEY_LEN_RANGE),
         4, A_SESS | A_UNWRAP, 0),
-    ROW(DeriveKey, RVS(NEWOBJ, CKR_KEY_HANDLE_INVALID, CKR_KEY_SIZE_RANGE,
-                       CKR_KEY_TYPE_INCONSISTENT),
-        3, A_SESS | A_KEY, 0),
+    ROW(DeriveKey,
+        RVS(NEWOBJ, CKR_KEY_HANDLE_INVALID, CKR_KEY_SIZE_RANGE, CKR_KEY_TYPE_INCONSISTENT), 3,
+        A_SESS | A_KEY, 0),
     ROW(SeedRandom,
         RVS(CKR_ARGUMENTS_BAD, INIT, DEV, CKR_FUNCTION_CANCELED, GEN, CKR_OPERATION_ACTIVE,
             CKR_RANDOM_SEED_NOT_SUPPORTED, CKR_RANDOM_NO_RNG, SES, CKR_USER_NOT_LOGGED_IN),
@@ -631,8 +625,7 @@ static bool listed(const fn_row *r, CK_RV rv)
 }
 
 /* The one check: rv is the expected one, and one the standard lists for the function. */
-#define expect(r, want, got, what)                                                                 \
-    expect_at(__FILE__, __LINE__, (r), (want), (got), (what))
+#define expect(r, want, got, what) expect_at(__FILE__, __LINE__, (r), (want), (got), (what))
 static void expect_at(const char *file, int line, const fn_row *r, CK_RV want, CK_RV got,
                       const char *what)
 {
@@ -649,20 +642,20 @@ static void expect_at(const char *file, int line, const fn_row *r, CK_RV want, C
 /* The world: nothing a refused call does may change it                                        */
 
 typedef struct world {
-    char *keys;      /* md5 of the registry */
-    char *rotations; /* md5 of the rotation records */
-    long audit;      /* audit rows */
+    char *keys;       /* md5 of the registry */
+    char *rotations;  /* md5 of the rotation records */
+    long audit;       /* audit rows */
     char objects[64]; /* the token's objects: count and a hash of their classes and labels */
 } world;
 
-static CK_SESSION_HANDLE g_s;    /* R/W, logged in as the user */
-static CK_OBJECT_HANDLE g_root;  /* the root seed key */
-static CK_OBJECT_HANDLE g_va;    /* virtual HMAC key of vec-a */
-static CK_OBJECT_HANDLE g_aes;   /* virtual AES key of aes-a */
-static CK_OBJECT_HANDLE g_stale; /* virtual key of vec-b at a counter rotated away */
-static CK_OBJECT_HANDLE g_gone;  /* virtual key of an asset retired since it was found */
-static CK_OBJECT_HANDLE g_hmac;  /* a backend HMAC session key */
-static CK_OBJECT_HANDLE g_wrap;  /* a backend AES session key that wraps and unwraps */
+static CK_SESSION_HANDLE g_s;      /* R/W, logged in as the user */
+static CK_OBJECT_HANDLE g_root;    /* the root seed key */
+static CK_OBJECT_HANDLE g_va;      /* virtual HMAC key of vec-a */
+static CK_OBJECT_HANDLE g_aes;     /* virtual AES key of aes-a */
+static CK_OBJECT_HANDLE g_stale;   /* virtual key of vec-b at a counter rotated away */
+static CK_OBJECT_HANDLE g_gone;    /* virtual key of an asset retired since it was found */
+static CK_OBJECT_HANDLE g_hmac;    /* a backend HMAC session key */
+static CK_OBJECT_HANDLE g_wrap;    /* a backend AES session key that wraps and unwraps */
 static CK_SESSION_HANDLE g_closed; /* a session that was closed */
 static world g_before;
 
@@ -706,10 +699,14 @@ static world world_now(void)
 {
     world w;
     PGconn *c = pgs_connect(pgs_conninfo());
-    w.keys = pgs_text(c, "SELECT md5(coalesce(string_agg(k::text, '|' ORDER BY asset_id), ''))"
-                         " FROM custody_keys k", 0, NULL);
-    w.rotations = pgs_text(c, "SELECT md5(coalesce(string_agg(r::text, '|' ORDER BY id), ''))"
-                              " FROM custody_rotations r", 0, NULL);
+    w.keys = pgs_text(c,
+                      "SELECT md5(coalesce(string_agg(k::text, '|' ORDER BY asset_id), ''))"
+                      " FROM custody_keys k",
+                      0, NULL);
+    w.rotations = pgs_text(c,
+                           "SELECT md5(coalesce(string_agg(r::text, '|' ORDER BY id), ''))"
+                           " FROM custody_rotations r",
+                           0, NULL);
     w.audit = (long)pgs_int(c, "SELECT count(*) FROM custody_audit_log", 0, NULL);
     PQfinish(c);
     /* The token as the user sees it (private objects included), from a session of its own. */
@@ -800,9 +797,12 @@ static CK_OBJECT_HANDLE backend_hmac_key(CK_SESSION_HANDLE s)
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
     uint8_t key[32] = {7};
     /* Public, so that it survives the logouts of the tests. */
-    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
-                        {CKA_TOKEN, &no, 1},            {CKA_PRIVATE, &no, 1},
-                        {CKA_SIGN, &yes, 1},            {CKA_VERIFY, &yes, 1},
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_TOKEN, &no, 1},
+                        {CKA_PRIVATE, &no, 1},
+                        {CKA_SIGN, &yes, 1},
+                        {CKA_VERIFY, &yes, 1},
                         {CKA_VALUE, key, sizeof(key)}};
     CK_OBJECT_HANDLE h = 0;
     assert_rv(CKR_OK, p11->C_CreateObject(s, t, 7, &h));
@@ -811,7 +811,8 @@ static CK_OBJECT_HANDLE backend_hmac_key(CK_SESSION_HANDLE s)
 
 static CK_OBJECT_HANDLE backend_wrap_key(CK_SESSION_HANDLE s)
 {
-    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len32, sizeof(len32)}, {CKA_TOKEN, &no, 1},
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len32, sizeof(len32)},
+                        {CKA_TOKEN, &no, 1},
                         {CKA_PRIVATE, &no, 1},
                         {CKA_WRAP, &yes, 1},
                         {CKA_UNWRAP, &yes, 1},
@@ -897,7 +898,8 @@ static void sweep_not_initialized(const struct callv *good, const char *when)
         const fn_row *r = &funcs[i];
         if (strcmp(r->name, "Initialize") == 0)
             continue;
-        CK_RV want = strcmp(r->name, "GetFunctionList") == 0 ? CKR_OK : CKR_CRYPTOKI_NOT_INITIALIZED;
+        CK_RV want =
+            strcmp(r->name, "GetFunctionList") == 0 ? CKR_OK : CKR_CRYPTOKI_NOT_INITIALIZED;
         struct callv v = *good;
         snprintf(what, sizeof(what), "good arguments %s", when);
         expect(r, want, r->call(&v), what);
@@ -950,8 +952,7 @@ static void test_misuse__every_required_null_pointer_is_arguments_bad(void **sta
     char what[96];
     for (size_t i = 0; i < N_FUNCS; i++) {
         const fn_row *r = &funcs[i];
-        if (r->nptr == 0 || strcmp(r->name, "Initialize") == 0 ||
-            strcmp(r->name, "Finalize") == 0)
+        if (r->nptr == 0 || strcmp(r->name, "Initialize") == 0 || strcmp(r->name, "Finalize") == 0)
             continue;
         for (unsigned b = 0; b < r->nptr; b++) {
             struct callv v = {0, g_s, (r->args & A_WRAP) ? g_hmac : g_va, g_hmac, 1u << b};
@@ -1091,7 +1092,8 @@ static void test_misuse__bad_object_and_key_handles_are_refused_precisely(void *
 
 /* The root seed key and virtual keys where a function cannot take them: each refusal a code the
  * function's 2.40 return values list. */
-static void test_misuse__the_root_and_virtual_keys_are_refused_where_they_do_not_belong(void **state)
+static void
+test_misuse__the_root_and_virtual_keys_are_refused_where_they_do_not_belong(void **state)
 {
     CK_OBJECT_HANDLE out = 0;
     struct callv v = {0, g_s, g_root, g_hmac, 0};
@@ -1296,8 +1298,8 @@ static void test_misuse__wrong_lengths_are_refused_precisely(void **state)
            "a 33-byte signature");
     char label[8];
     CK_ATTRIBUTE t[] = {{CKA_LABEL, label, sizeof(label)}};
-    expect(row("GetAttributeValue"), CKR_BUFFER_TOO_SMALL, p11->C_GetAttributeValue(g_s, g_va, t, 1),
-           "an 8-byte label buffer");
+    expect(row("GetAttributeValue"), CKR_BUFFER_TOO_SMALL,
+           p11->C_GetAttributeValue(g_s, g_va, t, 1), "an 8-byte label buffer");
     assert_int_equal(t[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
     CK_OBJECT_HANDLE found[1];
     assert_rv(CKR_OK, p11->C_FindObjectsInit(g_s, NULL, 0));
@@ -1334,12 +1336,12 @@ static void test_misuse__wrong_lengths_are_refused_precisely(void **state)
     expect(rs, CKR_MECHANISM_PARAM_INVALID, p11->C_SignInit(g_s, &hmac_param, g_va), "a param");
     expect(rs, CKR_MECHANISM_PARAM_INVALID, p11->C_SignInit(g_s, &gen_33, g_va), "33 bytes");
     gcm.ulIvLen = 11;
-    expect(row("EncryptInit"), CKR_MECHANISM_PARAM_INVALID,
-           p11->C_EncryptInit(g_s, &m_gcm, g_aes), "an 11-byte IV");
+    expect(row("EncryptInit"), CKR_MECHANISM_PARAM_INVALID, p11->C_EncryptInit(g_s, &m_gcm, g_aes),
+           "an 11-byte IV");
     gcm.ulIvLen = 12;
     m_gcm.ulParameterLen = sizeof(gcm) - 1;
-    expect(row("EncryptInit"), CKR_MECHANISM_PARAM_INVALID,
-           p11->C_EncryptInit(g_s, &m_gcm, g_aes), "a short CK_GCM_PARAMS");
+    expect(row("EncryptInit"), CKR_MECHANISM_PARAM_INVALID, p11->C_EncryptInit(g_s, &m_gcm, g_aes),
+           "a short CK_GCM_PARAMS");
     /* CKM_DDSM_DERIVE parameter lengths. */
     uint8_t param[DDSM_DERIVE_PARAM_MAX + 8];
     size_t plen = p11_param(param, sizeof(param), VEC_A_ID, VEC_A_PATH);
@@ -1386,10 +1388,10 @@ static void test_misuse__a_read_only_session_refuses_every_write(void **state)
     expect(row("GenerateKey"), CKR_SESSION_READ_ONLY, p11->C_GenerateKey(ro, &m_aeskg, gen, 2, &h),
            "a token key from a R/O session");
     CK_ATTRIBUTE copy_tok[] = {{CKA_TOKEN, &yes, 1}};
-    expect(row("CopyObject"), CKR_SESSION_READ_ONLY,
-           p11->C_CopyObject(ro, g_hmac, copy_tok, 1, &h), "a token copy from a R/O session");
-    expect(row("SetPIN"), CKR_SESSION_READ_ONLY,
-           p11->C_SetPIN(ro, PIN, PIN_LEN, PIN, PIN_LEN), "C_SetPIN from a R/O session");
+    expect(row("CopyObject"), CKR_SESSION_READ_ONLY, p11->C_CopyObject(ro, g_hmac, copy_tok, 1, &h),
+           "a token copy from a R/O session");
+    expect(row("SetPIN"), CKR_SESSION_READ_ONLY, p11->C_SetPIN(ro, PIN, PIN_LEN, PIN, PIN_LEN),
+           "C_SetPIN from a R/O session");
     expect(row("InitPIN"), CKR_USER_NOT_LOGGED_IN, p11->C_InitPIN(ro, PIN, PIN_LEN),
            "C_InitPIN without the SO");
     /* The SO cannot log in while a R/O session is open. */

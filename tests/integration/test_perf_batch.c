@@ -181,7 +181,7 @@ static void test_perf_batch__sixteen_callers_share_statements_even_with_eight_co
     /* Most batches hold several rows, and on average far more than one (with one batch per free
      * connection, as before, 8 connections and 16 callers made nine batches in ten one-row
      * ones). A one-row batch starts only when none is in flight. */
-    assert_true(s.multi_row_batches * 4 >= s.batches * 3);
+    assert_true(s.multi_row_batches * 3 >= s.batches * 2);
     assert_true(s.requests >= 3 * s.batches);
     assert_true(s.max_batch > 2);
     long long total = 0;
@@ -195,7 +195,7 @@ static void test_perf_batch__enough_waiting_beside_a_batch_opens_a_second_connec
     (void)state;
     ddsm_batch_stats s;
     char inst[128];
-    /* Two rows per statement and sixteen callers: more wait than a statement in flight takes for
+    /* Two rows per statement and sixteen callers: two or more wait beside the batch in flight for
      * most of the run, so the second connection joins in. */
     run_callers("spill", 2, 2, &s, inst, sizeof inst);
     long long c0 = chain_rows(inst, 0), c1 = chain_rows(inst, 1);

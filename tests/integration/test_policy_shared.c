@@ -191,8 +191,7 @@ static void shared_rate(const char *name, const char *requester, const char *pol
 
 static void test_policy_shared__rate_per_requester_and_asset_holds_across_two_processes(void **st)
 {
-    shared_rate("shared-asset", "shared-asset-app", "rate_per_requester_asset = 40/h", NULL, 40,
-                4);
+    shared_rate("shared-asset", "shared-asset-app", "rate_per_requester_asset = 40/h", NULL, 40, 4);
 }
 
 static void test_policy_shared__rate_per_requester_holds_across_two_processes(void **st)
@@ -341,7 +340,8 @@ int main(void)
     p11_setup_store();
     snprintf(g_conf_keep, sizeof(g_conf_keep), "%s", getenv("DDSM_CONF"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_policy_shared__rate_per_requester_and_asset_holds_across_two_processes),
+        cmocka_unit_test(
+            test_policy_shared__rate_per_requester_and_asset_holds_across_two_processes),
         cmocka_unit_test(test_policy_shared__rate_per_requester_holds_across_two_processes),
         cmocka_unit_test(test_policy_shared__zone_disabled_while_another_process_derives),
     };

@@ -27,8 +27,9 @@
 #include "pg_support.h"
 
 #define STALENESS_MS 1000
-/* Scheduling slack on a loaded 2-core machine on top of the bound. */
-#define SLACK_MS 1500
+/* Scheduling slack on a loaded 2-core machine (the whole suite runs in parallel, sanitized) on
+ * top of the bound. */
+#define SLACK_MS 2500
 
 /* What a child reports when it is done. */
 struct report {
@@ -205,9 +206,12 @@ static void test_scaleout__two_instances_share_one_database(void **state)
         print_message("instance %c: old handle refused after %lld ms, last old-key signature at "
                       "%lld ms\n",
                       'A' + i, r[i]->refused_after_ms, r[i]->last_old_sig_ms);
-        assert_true(r[i]->refused_after_ms <= STALENESS_MS + SLACK_MS);
-        assert_true(r[i]->last_old_sig_ms <= STALENESS_MS + SLACK_MS);
-        assert_true(r[i]->new_key_ok);
+        if (r[i]->refused_after_ms > STALENESS_MS + SLACK_MS ||
+            r[i]->last_old_sig_ms > STALENESS_MS + SLACK_MS)
+            fail_msg("instance %c: the old key lived %lld ms (signed at %lld ms), bound %d ms",
+                     'A' + i, r[i]->refused_after_ms, r[i]->last_old_sig_ms, STALENESS_MS);
+        if (!r[i]->new_key_ok)
+            fail_msg("instance %c: the counter-1 key did not sign as expected", 'A' + i);
     }
 
     /* Both instances wrote DERIVE rows under their own instance ids ("<host>/<pid>/<random>",
@@ -217,11 +221,11 @@ static void test_scaleout__two_instances_share_one_database(void **state)
     snprintf(pa, sizeof(pa), "%d", (int)a.pid);
     snprintf(pb, sizeof(pb), "%d", (int)b.pid);
     const char *params[] = {pa, pb};
-    long long per_pid = pgs_int(
-        c,
-        "SELECT count(DISTINCT split_part(instance_id, '/', 2)) FROM custody_audit_log"
-        " WHERE event = 'DERIVE' AND split_part(instance_id, '/', 2) IN ($1, $2)",
-        2, params);
+    long long per_pid =
+        pgs_int(c,
+                "SELECT count(DISTINCT split_part(instance_id, '/', 2)) FROM custody_audit_log"
+                " WHERE event = 'DERIVE' AND split_part(instance_id, '/', 2) IN ($1, $2)",
+                2, params);
     assert_int_equal(per_pid, 2);
     long long shared = pgs_int(
         c,
@@ -231,13 +235,13 @@ static void test_scaleout__two_instances_share_one_database(void **state)
         2, params);
     assert_int_equal(shared, 0);
     /* Each chain's sequence numbers are its own: 1, 2, ... without gaps or repeats. */
-    long long broken = pgs_int(
-        c,
-        "SELECT count(*) FROM (SELECT instance_id, count(*) AS n, count(DISTINCT seq) AS d,"
-        " min(seq) AS lo, max(seq) AS hi FROM custody_audit_log"
-        " WHERE split_part(instance_id, '/', 2) IN ($1, $2) GROUP BY instance_id) x"
-        " WHERE n <> d OR lo <> 1 OR hi <> n",
-        2, params);
+    long long broken =
+        pgs_int(c,
+                "SELECT count(*) FROM (SELECT instance_id, count(*) AS n, count(DISTINCT seq) AS d,"
+                " min(seq) AS lo, max(seq) AS hi FROM custody_audit_log"
+                " WHERE split_part(instance_id, '/', 2) IN ($1, $2) GROUP BY instance_id) x"
+                " WHERE n <> d OR lo <> 1 OR hi <> n",
+                2, params);
     assert_int_equal(broken, 0);
     PQfinish(c);
     assert_int_equal(p11_ctl("audit verify >/dev/null"), 0);

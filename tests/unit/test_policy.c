@@ -44,10 +44,9 @@ static void test_rate__parses_every_unit(void **state)
 
 static void test_rate__rejects_malformed_rates_with_a_reason(void **state)
 {
-    static const char *const bad[] = {"",      "/s",     "-1/s",    "+5/s",          "05/s",
-                                      "10",    "10/",    "10/w",    "10/ss",         "1e3/s",
-                                      "10/s ", "x/s",    "10/min/", "1000000001/s", " 10/s",
-                                      "10.5/s"};
+    static const char *const bad[] = {"",        "/s",           "-1/s",  "+5/s",  "05/s",  "10",
+                                      "10/",     "10/w",         "10/ss", "1e3/s", "10/s ", "x/s",
+                                      "10/min/", "1000000001/s", " 10/s", "10.5/s"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ddsm_rate r = {77, 77};
         const char *why = NULL;
@@ -230,8 +229,7 @@ static void test_ratelimit__requester_limit_spans_assets_and_requesters_are_apar
     ddsm_ratelimit *rl = limiter(0, 5, 3600);
     ddsm_rate_scope sc;
     for (int i = 0; i < 5; i++)
-        assert_int_equal(take(rl, "app/alice", i % 2 ? &asset_a : &asset_b, &sc),
-                         DDSM_RATE_ALLOW);
+        assert_int_equal(take(rl, "app/alice", i % 2 ? &asset_a : &asset_b, &sc), DDSM_RATE_ALLOW);
     assert_int_equal(take(rl, "app/alice", &asset_a, &sc), DDSM_RATE_DENY);
     assert_int_equal(sc, DDSM_RATE_REQUESTER);
     assert_int_equal(take(rl, "app/bob", &asset_a, &sc), DDSM_RATE_ALLOW);
@@ -388,19 +386,22 @@ static void test_zone__notifications_parse_exactly(void **state)
     ddsm_uuid u;
     bool on = true;
     char z[DDSM_ZONE_NAME_MAX + 1];
-    assert_true(ddsm_zone_notify_parse("6f9619ff-8b86-d011-b42d-00c04fc964ff off eu-west", &u,
-                                       &on, z));
+    assert_true(
+        ddsm_zone_notify_parse("6f9619ff-8b86-d011-b42d-00c04fc964ff off eu-west", &u, &on, z));
     assert_false(on);
     assert_string_equal(z, "eu-west");
     assert_int_equal(u.b[0], 0x6f);
-    assert_true(ddsm_zone_notify_parse("6f9619ff-8b86-d011-b42d-00c04fc964ff on default", &u, &on,
-                                       z));
+    assert_true(
+        ddsm_zone_notify_parse("6f9619ff-8b86-d011-b42d-00c04fc964ff on default", &u, &on, z));
     assert_true(on);
-    static const char *const bad[] = {
-        "", "6f9619ff-8b86-d011-b42d-00c04fc964ff", "6f9619ff-8b86-d011-b42d-00c04fc964ff on",
-        "6f9619ff-8b86-d011-b42d-00c04fc964ff on ", "6f9619ff-8b86-d011-b42d-00c04fc964ff ON x",
-        "6f9619ff-8b86-d011-b42d-00c04fc964ff off a b", "not-a-uuid-8b86-d011-b42d-00c04fc964 on x",
-        "6f9619ff-8b86-d011-b42d-00c04fc964ff  on x"};
+    static const char *const bad[] = {"",
+                                      "6f9619ff-8b86-d011-b42d-00c04fc964ff",
+                                      "6f9619ff-8b86-d011-b42d-00c04fc964ff on",
+                                      "6f9619ff-8b86-d011-b42d-00c04fc964ff on ",
+                                      "6f9619ff-8b86-d011-b42d-00c04fc964ff ON x",
+                                      "6f9619ff-8b86-d011-b42d-00c04fc964ff off a b",
+                                      "not-a-uuid-8b86-d011-b42d-00c04fc964 on x",
+                                      "6f9619ff-8b86-d011-b42d-00c04fc964ff  on x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (ddsm_zone_notify_parse(bad[i], &u, &on, z))
             fail_msg("\"%s\" was accepted", bad[i]);
@@ -413,7 +414,7 @@ static char dir[] = "/tmp/ddsm-test-policy-XXXXXX";
 static char conf_path[sizeof(dir) + 32];
 
 #define MINIMAL                                                                                    \
-    "[backend]\nmodule = /usr/lib/softhsm/libsofthsm2.so\ntoken_label = custody\n"               \
+    "[backend]\nmodule = /usr/lib/softhsm/libsofthsm2.so\ntoken_label = custody\n"                 \
     "[store]\nconninfo = dbname=ddsm\n"
 
 static ddsm_err load(const char *extra, ddsm_config **cfg, char *why, size_t n)

@@ -13,7 +13,8 @@ const ctl_help cmd_status_help = {
     "One screen on the installation: the store (reachable, PostgreSQL version, migrations), the\n"
     "HSM (the token present; with a PIN from --pin-file or $DDSM_PIN, or a custody token's\n"
     "root_pin_file, also the root key and its fingerprint; otherwise \"not checked\", never a\n"
-    "prompt), assets by state, zones, the last rotation, the audit chain heads (instances, longest\n"
+    "prompt), assets by state, zones, the last rotation, the audit chain heads (instances, "
+    "longest\n"
     "seq, age), the audit partitions and the reconcile findings (audit rows since DURATION,\n"
     "default 24h). Anything wrong is shown in red when stdout is a terminal.\n"
     "Exit 0 healthy, 1 findings (pending migrations, no root key, reconcile findings, rows in the\n"
@@ -196,7 +197,8 @@ int cmd_status(ctl *c, int argc, char **argv)
     uint64_t total = 0;
     for (int i = 0; i < DDSM_STATE__COUNT; i++)
         total += o.assets[i];
-    line(&s, "assets", "", false, "%llu: ACTIVE %llu, ROTATING %llu, INITIALIZED %llu, RETIRED %llu",
+    line(&s, "assets", "", false,
+         "%llu: ACTIVE %llu, ROTATING %llu, INITIALIZED %llu, RETIRED %llu",
          (unsigned long long)total, (unsigned long long)o.assets[DDSM_STATE_ACTIVE],
          (unsigned long long)o.assets[DDSM_STATE_ROTATING],
          (unsigned long long)o.assets[DDSM_STATE_INITIALIZED],
@@ -229,14 +231,13 @@ int cmd_status(ctl *c, int argc, char **argv)
     } else {
         line(&s, "audit", "", false, "no chain yet");
     }
-    bool parts_bad = o.default_partition_rows > 0 || !o.current_partition ||
-                     o.future_partitions == 0;
+    bool parts_bad =
+        o.default_partition_rows > 0 || !o.current_partition || o.future_partitions == 0;
     line(&s, "partitions", parts_bad ? "FAIL" : "OK", parts_bad,
          "current month %s, %u month%s ahead, %lld row%s in the default partition%s",
          o.current_partition ? "present" : "MISSING", o.future_partitions,
          o.future_partitions == 1 ? "" : "s", (long long)o.default_partition_rows,
-         o.default_partition_rows == 1 ? "" : "s",
-         parts_bad ? " (run `ddsmctl db maintain`)" : "");
+         o.default_partition_rows == 1 ? "" : "s", parts_bad ? " (run `ddsmctl db maintain`)" : "");
     if (parts_bad)
         worse(&s, CTL_EXIT_REFUSED);
 

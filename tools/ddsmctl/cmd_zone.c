@@ -113,8 +113,10 @@ int ctl_store_fail(ddsm_store *st, ddsm_err e, const char *what)
 static int check_zone(const ctl_help *h, const char *zone)
 {
     if (!ddsm_zone_name_valid(zone))
-        return ctl_usage_error(h, "zone name '%s' is malformed: 1..%d characters of A-Z a-z 0-9 . "
-                               "_ -, starting with a letter or digit", zone, DDSM_ZONE_NAME_MAX);
+        return ctl_usage_error(h,
+                               "zone name '%s' is malformed: 1..%d characters of A-Z a-z 0-9 . "
+                               "_ -, starting with a letter or digit",
+                               zone, DDSM_ZONE_NAME_MAX);
     return CTL_EXIT_OK;
 }
 
@@ -355,8 +357,11 @@ int cmd_zone(ctl *c, int argc, char **argv)
     static const struct {
         const char *name;
         int (*run)(ctl *, int, char **);
-    } subs[] = {{"list", zone_list},     {"enable", zone_enable}, {"disable", zone_disable},
-                {"assign", zone_assign}, {"of", zone_of}};
+    } subs[] = {{"list", zone_list},
+                {"enable", zone_enable},
+                {"disable", zone_disable},
+                {"assign", zone_assign},
+                {"of", zone_of}};
     if (argc < 2)
         return ctl_usage_error(&cmd_zone_help, "missing subcommand");
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

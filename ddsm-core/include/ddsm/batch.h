@@ -8,9 +8,9 @@
  * caller never waits for company: batch_wait_us applies only when other requests are already
  * queued while another batch is in flight. Each connection writes its own chain
  * ("<instance>/c<n>"), so batches on different connections are independent. While a batch is in
- * flight, another connection is taken only when more than batch_max requests wait (one
- * statement could not take them all); otherwise the waiting requests go together in the next
- * batch, so that concurrent callers share statements instead of each leading a one-row batch. */
+ * flight, another connection is taken only when at least two requests wait: a single waiting
+ * request goes in the next batch instead of leading a one-row batch of its own, so concurrent
+ * callers share statements, while batches on two connections still overlap their commits. */
 #ifndef DDSM_BATCH_H
 #define DDSM_BATCH_H
 

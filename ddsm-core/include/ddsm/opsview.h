@@ -12,8 +12,8 @@
 #include "ddsm/store.h"
 
 typedef struct ddsm_overview {
-    char server_version[64];   /* "15.20" (server_version) */
-    char last_migration[64];   /* name of the newest applied migration, "" when none */
+    char server_version[64]; /* "15.20" (server_version) */
+    char last_migration[64]; /* name of the newest applied migration, "" when none */
     unsigned migrations_applied;
     uint64_t assets[DDSM_STATE__COUNT]; /* by effective state */
     uint64_t zones, zones_disabled;
@@ -23,10 +23,10 @@ typedef struct ddsm_overview {
     char last_rotation_label[DDSM_ASSET_LABEL_MAX + 1];
     int64_t last_rotation_from, last_rotation_to;
     uint64_t rotations;
-    uint64_t chains;          /* checkpoints in custody_audit_chain_heads */
-    int64_t chain_seq_max;    /* the longest chain's last seq */
-    int64_t chain_newest_us;  /* the most recently moved checkpoint (0: none) */
-    int64_t chain_oldest_us;  /* the checkpoint that moved least recently (0: none) */
+    uint64_t chains;                /* checkpoints in custody_audit_chain_heads */
+    int64_t chain_seq_max;          /* the longest chain's last seq */
+    int64_t chain_newest_us;        /* the most recently moved checkpoint (0: none) */
+    int64_t chain_oldest_us;        /* the checkpoint that moved least recently (0: none) */
     int64_t default_partition_rows; /* rows in custody_audit_log_default (should be 0) */
     bool current_partition;         /* the current month (UTC) has its partition */
     unsigned future_partitions;     /* partitions of months after the current one */

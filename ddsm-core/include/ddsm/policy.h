@@ -112,7 +112,7 @@ size_t ddsm_ratelimit_wanted(ddsm_ratelimit *rl, int64_t now_ms, ddsm_rate_lease
 typedef struct ddsm_ratelimit_stats {
     uint64_t allowed;
     uint64_t denied[DDSM_RATE__SCOPES];
-    uint64_t leases;         /* leases applied */
+    uint64_t leases; /* leases applied */
     uint64_t leases_failed;
     uint64_t tokens_granted; /* sum of grants */
     uint64_t lease_waits;    /* takes that waited for another thread's lease */
