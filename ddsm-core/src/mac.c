@@ -67,16 +67,30 @@ static void reg_unlink_locked(struct holder *h)
     h->prev = h->next = NULL;
 }
 
+/* Waiting for the other side of a holder, which keeps it for one MAC at most: spin a little
+ * first (a MAC takes well under a microsecond), then give the CPU away. */
+static void holder_wait(unsigned *spins)
+{
+    if (++*spins < 512) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        return;
+    }
+    sched_yield();
+}
+
 /* The owner's side. A thread signing back to back would retake its lock before a waiting forget
  * ever saw it free: it steps aside while one is pending. */
 static void holder_lock(struct holder *h)
 {
+    unsigned spins = 0;
     for (;;) {
         while (atomic_load_explicit(&h->forgetting, memory_order_acquire))
-            sched_yield();
+            holder_wait(&spins);
         if (!atomic_exchange_explicit(&h->busy, true, memory_order_acquire))
             return;
-        sched_yield(); /* a forget is cleansing it */
+        holder_wait(&spins); /* a forget is cleansing it */
     }
 }
 
@@ -88,9 +102,10 @@ static void holder_unlock(struct holder *h)
 /* The forget's side (one at a time: they hold the registry lock). */
 static void holder_lock_forget(struct holder *h)
 {
+    unsigned spins = 0;
     atomic_store_explicit(&h->forgetting, true, memory_order_release);
     while (atomic_exchange_explicit(&h->busy, true, memory_order_acquire))
-        sched_yield(); /* the owner is inside one MAC */
+        holder_wait(&spins); /* the owner is inside one MAC */
 }
 
 static void holder_unlock_forget(struct holder *h)

@@ -189,9 +189,11 @@ static struct report finish(struct kid *k)
 static void test_scaleout__two_instances_share_one_database(void **state)
 {
     struct kid a, b;
+    /* One after the other: two SoftHSM instances loading one token directory at the same moment
+     * may miss the token (its file lock); two hosts would have an HSM each. */
     spawn(&a, "instance-a", 0);
-    spawn(&b, "instance-b-no-listen", 1);
     wait_ready(&a);
+    spawn(&b, "instance-b-no-listen", 1);
     wait_ready(&b);
 
     /* The rotation returns; only then do the children start watching the clock. */
