@@ -1,10 +1,14 @@
 /* Group commit: leader/follower batching of derivations over a few chained connections.
  *
  * One mutex guards the queue, the connections' busy flags, the asset cache and the stats; it is
- * never held across a round trip. Every change that may let a waiter proceed (a request queued,
- * a batch finished, a connection freed) broadcasts the one condition variable; waiters re-check
- * their own node, so nobody spins. Each connection has its own chain, used only by the leader
- * holding that connection. */
+ * never held across a round trip. Each waiting caller sleeps on its own node's condition
+ * variable and is woken only when it has something to do: its row is done, or it is the head of
+ * the queue when a connection became free or the queue changed under a leader (any queued caller
+ * may lead; the head is enough to get a leader). Waking every waiter on every change (one
+ * condition variable for all) cost 16 threads a futex wake-up and a trip through the scheduler
+ * per batch, a third of the CPU time of a 16-thread derive run. A leader waiting for company
+ * sleeps on the batcher's condition variable, signalled when a request is queued. Each
+ * connection has its own chain, used only by the leader holding that connection. */
 #include "ddsm/batch.h"
 
 #include <errno.h>
@@ -26,6 +30,7 @@
 #define REASON_MAX 500
 
 struct node {
+    pthread_cond_t cv; /* its caller waits here */
     const ddsm_derive_req *req;
     const char *reason; /* non-NULL: a policy DENY */
     struct node *next;
@@ -41,13 +46,16 @@ struct conn {
     ddsm_store *st;
     ddsm_audit_chain *chain;
     bool busy;
+    int64_t started_ns; /* when its batch in flight started (CLOCK_MONOTONIC) */
     struct node **nodes;           /* batch_max: the batch being run */
     struct ddsm_batch_item *items; /* batch_max */
 };
 
 struct ddsm_batcher {
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* leaders waiting for company */
+    pthread_condattr_t cv_attr; /* CLOCK_MONOTONIC, for the nodes' condition variables */
+    unsigned company_waiters;
     struct node *head, *tail;
     size_t queued;
     struct conn *conns;
@@ -99,11 +107,9 @@ ddsm_err ddsm_batcher_new(const char *conninfo, const ddsm_store_opts *opts, uns
     if (b == NULL)
         return e;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_condattr_init(&b->cv_attr);
+    pthread_condattr_setclock(&b->cv_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->cond, &b->cv_attr);
     b->batch_max = batch_max;
     b->wait_us = batch_wait_us;
     b->conns = calloc(connections, sizeof *b->conns);
@@ -152,6 +158,7 @@ void ddsm_batcher_free(ddsm_batcher *b)
     }
     free(b->conns);
     pthread_cond_destroy(&b->cond);
+    pthread_condattr_destroy(&b->cv_attr);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
@@ -176,21 +183,45 @@ void ddsm_batcher_stats(ddsm_batcher *b, ddsm_batch_stats *out)
 
 /* ------------------------------------------------------------------------------------------ */
 
-/* The connection a queued caller may lead a batch on, or NULL to wait. With no batch in flight,
- * any free one: a lone caller never waits. Beside batches in flight, another starts only when at
- * least BESIDE_MIN requests wait: a caller alone in the queue waits for the batch in flight (or
- * for company) instead of leading a one-row batch, each of which costs a round trip and a commit
- * (with one connection per caller, nine batches in ten had one row). Batches in flight together
- * still overlap one's commit (fdatasync) with another's execution, and PostgreSQL's WAL flush
- * covers several commits at once. */
-#define BESIDE_MIN 2
-static struct conn *free_conn_locked(ddsm_batcher *b)
+static int64_t mono_ns(void)
 {
-    if (b->in_flight > 0 && b->queued < BESIDE_MIN)
-        return NULL;
-    for (unsigned i = 0; i < b->nconns; i++)
-        if (!b->conns[i].busy)
-            return &b->conns[i];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Beside a batch in flight, another batch starts only when half a batch (and at least BESIDE_MIN
+ * requests) waits, or when the oldest batch in flight has run for BESIDE_AFTER_NS. */
+#define BESIDE_MIN 2
+#define BESIDE_AFTER_NS (5 * 1000000)
+
+/* The connection a queued caller may lead a batch on now, or NULL to wait (until *retry_ns when
+ * that is set: the time rule below may then let it lead). With no batch in flight, any free one:
+ * a lone caller never waits. Beside a batch in flight, the waiting requests normally go together
+ * in the next batch instead: on the 2-core development machine two batches in flight at once
+ * slowed each other threefold (their commits did not share a WAL flush), so one connection at a
+ * time carried 50% more derivations than two, and one connection per caller made nine batches in
+ * ten one-row ones. Another connection is taken only when half a batch waits (one statement in
+ * flight cannot keep up) or when the batch in flight is stuck (a slow server, a lock, a lost
+ * link: the others need not wait for its timeout). */
+static struct conn *free_conn_locked(ddsm_batcher *b, int64_t now_ns, int64_t *retry_ns)
+{
+    struct conn *free_c = NULL;
+    int64_t oldest = INT64_MAX;
+    *retry_ns = 0;
+    for (unsigned i = 0; i < b->nconns; i++) {
+        struct conn *c = &b->conns[i];
+        if (!c->busy && free_c == NULL)
+            free_c = c;
+        else if (c->busy && c->started_ns < oldest)
+            oldest = c->started_ns;
+    }
+    if (free_c == NULL || b->in_flight == 0)
+        return free_c;
+    if ((b->queued >= BESIDE_MIN && b->queued * 2 >= b->batch_max) ||
+        now_ns - oldest >= BESIDE_AFTER_NS)
+        return free_c;
+    *retry_ns = oldest + BESIDE_AFTER_NS;
     return NULL;
 }
 
@@ -203,11 +234,20 @@ static void wait_for_company_locked(ddsm_batcher *b)
     deadline.tv_sec += deadline.tv_nsec / 1000000000L;
     deadline.tv_nsec %= 1000000000L;
     b->stats.waits++;
+    b->company_waiters++;
     while (b->queued > 0 && b->queued < b->batch_max) {
         int rc = pthread_cond_timedwait(&b->cond, &b->lock, &deadline);
         if (rc == ETIMEDOUT)
             break;
     }
+    b->company_waiters--;
+}
+
+/* The head of the queue may lead now (a connection became free, or the queue changed). */
+static void wake_head_locked(ddsm_batcher *b)
+{
+    if (b->head != NULL)
+        pthread_cond_signal(&b->head->cv);
 }
 
 /* Run the batch in c->nodes[0..n) on c, without the lock. Results go into the nodes' items. */
@@ -238,6 +278,7 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
 {
     bool others_in_flight = b->in_flight > 0;
     c->busy = true;
+    c->started_ns = mono_ns();
     b->in_flight++;
     if (others_in_flight && b->queued > 1 && b->wait_us > 0)
         wait_for_company_locked(b);
@@ -266,6 +307,8 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
         ddsm_batch_item_expect(it, known, found, s, cnt);
         c->nodes[n++] = nd;
     }
+    /* More than one batch takes: the new head may start the next one beside this. */
+    wake_head_locked(b);
     if (n == 0)
         goto release;
 
@@ -317,11 +360,12 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
             }
         }
         nd->done = true;
+        pthread_cond_signal(&nd->cv);
     }
 release:
     c->busy = false;
     b->in_flight--;
-    pthread_cond_broadcast(&b->cond);
+    wake_head_locked(b); /* a connection is free */
 }
 
 static ddsm_err submit(ddsm_batcher *b, const ddsm_derive_req *req, const char *reason,
@@ -332,6 +376,7 @@ static ddsm_err submit(ddsm_batcher *b, const ddsm_derive_req *req, const char *
     nd.req = req;
     nd.reason = reason;
     nd.queued = true;
+    pthread_cond_init(&nd.cv, &b->cv_attr);
 
     pthread_mutex_lock(&b->lock);
     if (b->tail != NULL)
@@ -341,15 +386,23 @@ static ddsm_err submit(ddsm_batcher *b, const ddsm_derive_req *req, const char *
     b->tail = &nd;
     b->queued++;
     b->stats.requests++;
-    pthread_cond_broadcast(&b->cond); /* a leader waiting for company */
+    if (b->company_waiters > 0)
+        pthread_cond_broadcast(&b->cond); /* a leader waiting for company */
     while (!nd.done) {
-        struct conn *c = nd.queued ? free_conn_locked(b) : NULL;
-        if (c != NULL)
+        int64_t retry_ns = 0;
+        struct conn *c = nd.queued ? free_conn_locked(b, mono_ns(), &retry_ns) : NULL;
+        if (c != NULL) {
             lead_locked(b, c);
-        else
-            pthread_cond_wait(&b->cond, &b->lock);
+        } else if (retry_ns > 0) {
+            struct timespec at = {(time_t)(retry_ns / 1000000000), (long)(retry_ns % 1000000000)};
+            (void)pthread_cond_timedwait(&nd.cv, &b->lock, &at);
+        } else {
+            pthread_cond_wait(&nd.cv, &b->lock);
+        }
     }
     pthread_mutex_unlock(&b->lock);
+    /* Signalled only under the lock, which we held last: nobody touches it any more. */
+    pthread_cond_destroy(&nd.cv);
 
     if (nd.err == DDSM_OK) {
         *counter = nd.counter;

@@ -49,8 +49,10 @@ static CK_RV sign_mech(const CK_MECHANISM *m, const ddsm_hentry *e, ddsm_vop *op
 static CK_RV mac_once_locked(ddsm_call *c, ddsm_vop *op, const CK_BYTE *data, CK_ULONG len,
                              uint8_t mac[DDSM_MAC_LEN])
 {
-    ddsm_err e = ddsm_hmac_sha256_keyed(ddsm_kref_mac_id(op->kref), ddsm_kref_bytes(op->kref),
-                                        DDSM_KEY_LEN, data, len, mac);
+    const ddsm_hmac_state *st = ddsm_kref_hmac(op->kref);
+    ddsm_err e = st != NULL
+                     ? ddsm_hmac_state_mac(st, data, len, mac)
+                     : ddsm_hmac_sha256(ddsm_kref_bytes(op->kref), DDSM_KEY_LEN, data, len, mac);
     return e == DDSM_OK ? CKR_OK : ddsm_call_err(c, e, DDSM_RVCTX_KEY);
 }
 

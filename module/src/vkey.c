@@ -85,7 +85,9 @@ struct ddsm_kref {
     char path[DDSM_PATH_TEXT_MAX];
     uint64_t counter;
     int64_t born_ms;
-    uint64_t mac_id;  /* process-unique: the HMAC context kept keyed with it (ddsm/mac.h) */
+    /* HMAC keys: the keyed state (ddsm/mac.h) in secure memory, a secret like the key and wiped
+     * with it, so that a sign restarts from it instead of re-keying; NULL for EC keys */
+    ddsm_hmac_state *hmac;
     atomic_bool used; /* looked up since the clock hand last passed (second chance) */
     bool cached;      /* the fields below are the shard's (under its write lock) */
     struct ddsm_kref *hnext, *lru_prev, *lru_next;
@@ -191,8 +193,7 @@ static void kref_destroy(ddsm_kref *k)
         k->reg_next->reg_prev = k->reg_prev;
     ddsm_mutex_unlock(v->reg_lock);
     ddsm_secure_free(k->key, DDSM_KEY_LEN);
-    /* Threads whose HMAC context is still keyed with it: cleansed too. */
-    ddsm_mac_forget_key(k->mac_id);
+    ddsm_secure_free(k->hmac, sizeof(*k->hmac));
     free(k);
 }
 
@@ -212,29 +213,31 @@ const uint8_t *ddsm_kref_bytes(const ddsm_kref *k)
     return k->key;
 }
 
-uint64_t ddsm_kref_mac_id(const ddsm_kref *k)
+const ddsm_hmac_state *ddsm_kref_hmac(const ddsm_kref *k)
 {
-    return k->mac_id;
+    return k->hmac;
 }
-
-/* Ids of key bytes, for ddsm_hmac_sha256_keyed: never reused in this process (a fork child
- * continues from the parent's count, so its ids differ from any the parent used too). */
-static _Atomic uint64_t g_mac_ids;
 
 bool ddsm_kref_dead(const ddsm_kref *k)
 {
     return atomic_load(&((ddsm_kref *)k)->dead);
 }
 
-/* A new key holding the secret bytes of (asset, path, counter); one reference (the caller's). */
+/* A new key holding the secret bytes of (asset, path, counter), and its HMAC keyed state when it
+ * is an HMAC key (hmac); one reference (the caller's). */
 static ddsm_kref *kref_new_secret(ddsm_vkeys *v, const ddsm_uuid *asset, const char *path,
-                                  uint64_t counter, const uint8_t key[DDSM_KEY_LEN])
+                                  uint64_t counter, const uint8_t key[DDSM_KEY_LEN], bool hmac)
 {
     ddsm_kref *k = calloc(1, sizeof(*k));
     if (k == NULL)
         return NULL;
     k->key = ddsm_secure_alloc(DDSM_KEY_LEN);
-    if (k->key == NULL) {
+    if (hmac)
+        k->hmac = ddsm_secure_alloc(sizeof(*k->hmac));
+    if (k->key == NULL || (hmac && (k->hmac == NULL || ddsm_hmac_state_init_secret(
+                                                           k->hmac, key, DDSM_KEY_LEN) != DDSM_OK))) {
+        ddsm_secure_free(k->key, DDSM_KEY_LEN);
+        ddsm_secure_free(k->hmac, sizeof(*k->hmac));
         free(k);
         return NULL;
     }
@@ -245,7 +248,6 @@ static ddsm_kref *kref_new_secret(ddsm_vkeys *v, const ddsm_uuid *asset, const c
     snprintf(k->path, sizeof(k->path), "%s", path);
     k->counter = counter;
     k->born_ms = ddsm_now_ms();
-    k->mac_id = atomic_fetch_add(&g_mac_ids, 1) + 1;
     atomic_init(&k->used, false);
     k->owner = v;
     ddsm_mutex_lock(v->reg_lock);
@@ -441,8 +443,6 @@ static ddsm_kref *cache_put(ddsm_vkeys *v, ddsm_kref *k)
 void ddsm_vkeys_wipe_all(ddsm_vkeys *v)
 {
     cache_drop(v, pred_all, NULL, false);
-    /* Every thread's HMAC context, keyed with one of them or not (ddsm/mac.h). */
-    ddsm_mac_forget_all();
 }
 
 void ddsm_vkeys_sweep(ddsm_vkeys *v)
@@ -469,8 +469,11 @@ void ddsm_vkeys_free(ddsm_vkeys *v)
         cache_drop(v, pred_all, NULL, true);
     /* Keys still referenced by someone (there should be none: sessions are freed first) are
      * wiped anyway. */
-    for (ddsm_kref *k = v->reg_head; k != NULL; k = k->reg_next)
+    for (ddsm_kref *k = v->reg_head; k != NULL; k = k->reg_next) {
         ddsm_wipe(k->key, DDSM_KEY_LEN);
+        if (k->hmac != NULL)
+            ddsm_wipe(k->hmac, sizeof(*k->hmac));
+    }
     for (int b = 0; b < ASSET_BUCKETS; b++) {
         ddsm_asset_rec *r = v->assets[b];
         while (r != NULL) {
@@ -491,8 +494,11 @@ void ddsm_vkeys_abandon(ddsm_vkeys *v)
 {
     if (v == NULL)
         return;
-    for (ddsm_kref *k = v->reg_head; k != NULL; k = k->reg_next)
+    for (ddsm_kref *k = v->reg_head; k != NULL; k = k->reg_next) {
         ddsm_wipe(k->key, DDSM_KEY_LEN);
+        if (k->hmac != NULL)
+            ddsm_wipe(k->hmac, sizeof(*k->hmac));
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -976,7 +982,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
             goto out;
         }
     }
-    k = kref_new_secret(ctx->vkeys, asset, canon, counter, key);
+    k = kref_new_secret(ctx->vkeys, asset, canon, counter, key, !ec);
     if (k == NULL) {
         rv = CKR_HOST_MEMORY;
         goto out;

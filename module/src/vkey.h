@@ -18,6 +18,7 @@
 
 #include "ddsm/config.h"
 #include "ddsm/derive.h"
+#include "ddsm/mac.h"
 #include "ddsm/state.h"
 #include "ddsm/store.h"
 #include "handles.h"
@@ -87,9 +88,9 @@ bool ddsm_vkeys_asset_fresh(struct ddsm_call *c, const char *id_or_label, const 
 
 /* ---- derived key bytes: reference counted, wiped when the last reference goes ---- */
 const uint8_t *ddsm_kref_bytes(const ddsm_kref *k); /* DDSM_KEY_LEN secret bytes */
-/* The key's process-unique id for ddsm_hmac_sha256_keyed (ddsm/mac.h): a thread signing with the
- * same key again restarts its HMAC from the kept pads instead of re-keying. */
-uint64_t ddsm_kref_mac_id(const ddsm_kref *k);
+/* An HMAC key's keyed state (ddsm/mac.h: a secret, in secure memory, wiped with the key), from
+ * which every sign restarts instead of re-keying; NULL for EC keys. */
+const ddsm_hmac_state *ddsm_kref_hmac(const ddsm_kref *k);
 void ddsm_kref_put(ddsm_kref *k);                   /* NULL accepted */
 /* Invalidated (rotation, retirement): operations holding it must stop. */
 bool ddsm_kref_dead(const ddsm_kref *k);

@@ -2,6 +2,8 @@
  *  - with more connections than it needs, a batcher under 16 concurrent callers does not let each
  *    caller that finds a connection free lead a batch of its own: batches hold several rows;
  *  - when enough requests wait beside a batch in flight, a second connection does join in;
+ *  - a batch stuck behind a lock does not hold up the others: after a few milliseconds a caller
+ *    goes to the second connection;
  *  - a connection set for generic plans (the batcher's) never re-plans the batch statement, where
  *    PostgreSQL's default re-plans it at every execution. */
 #include <setjmp.h>
@@ -13,6 +15,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +209,77 @@ static void test_perf_batch__enough_waiting_beside_a_batch_opens_a_second_connec
     assert_true(s.max_batch <= 2);
 }
 
+struct lone {
+    ddsm_batcher *b;
+    ddsm_uuid asset;
+    const char *tag;
+    atomic_int done;
+    ddsm_err err;
+};
+
+static void *lone_main(void *arg)
+{
+    struct lone *l = arg;
+    ddsm_derive_req req = {.asset = l->asset, .path = "m/5", .requester = l->tag};
+    uint64_t counter = 0;
+    l->err = ddsm_batcher_derive(l->b, &req, &counter, NULL);
+    atomic_store(&l->done, 1);
+    return NULL;
+}
+
+static void test_perf_batch__a_batch_stuck_behind_a_lock_does_not_hold_up_the_next_one(
+    void **state)
+{
+    (void)state;
+    char inst[128], chain0[160];
+    ddsm_asset a = new_active_asset("stuck");
+    assert_int_equal(ddsm_audit_instance_id("test_perf_batch-stuck/", inst, sizeof inst), DDSM_OK);
+    ddsm_store_opts opts = {.application_name = "test_perf_batch"};
+    ddsm_batcher *b = NULL;
+    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), &opts, 64, 200, 2, g_key, inst, &b), DDSM_OK,
+           ddsm_batcher_errmsg());
+    /* A first, lone derivation: on the first connection, which writes its chain's head. */
+    ddsm_derive_req req = {.asset = a.id, .path = "m/5", .requester = "stuck-warm"};
+    uint64_t counter = 9;
+    ERR_EQ(ddsm_batcher_derive(b, &req, &counter, NULL), DDSM_OK, ddsm_batcher_errmsg());
+    snprintf(chain0, sizeof chain0, "%s/c0", inst);
+    const char *p[] = {chain0};
+    assert_int_equal(
+        pgs_int(g_pg, "SELECT count(*) FROM custody_audit_chain_heads WHERE instance_id = $1", 1,
+                p),
+        1);
+
+    /* Hold that head row: the next batch on the first connection waits for the lock. */
+    pgs_exec(g_pg, "BEGIN", 0, NULL);
+    pgs_exec(g_pg, "SELECT 1 FROM custody_audit_chain_heads WHERE instance_id = $1 FOR UPDATE", 1,
+             p);
+    static struct lone first, second;
+    pthread_t t1, t2;
+    first = (struct lone){.b = b, .asset = a.id, .tag = "stuck-first"};
+    second = (struct lone){.b = b, .asset = a.id, .tag = "stuck-second"};
+    assert_int_equal(pthread_create(&t1, NULL, lone_main, &first), 0);
+    long long t0 = pgs_now_ms();
+    while (pgs_int(g_pg, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                         " AND application_name = 'test_perf_batch'",
+                   0, NULL) == 0) {
+        assert_true(pgs_now_ms() - t0 < 5000);
+        usleep(5000);
+    }
+    /* A caller alone beside the stuck batch: after a few milliseconds, the second connection. */
+    assert_int_equal(pthread_create(&t2, NULL, lone_main, &second), 0);
+    t0 = pgs_now_ms();
+    while (!atomic_load(&second.done) && pgs_now_ms() - t0 < 3000)
+        usleep(2000);
+    assert_true(atomic_load(&second.done));
+    ERR_EQ(second.err, DDSM_OK, "second");
+    assert_false(atomic_load(&first.done)); /* still behind the lock */
+    pgs_exec(g_pg, "ROLLBACK", 0, NULL);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    ERR_EQ(first.err, DDSM_OK, "first");
+    ddsm_batcher_free(b);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Planning */
 
@@ -255,6 +329,8 @@ int main(void)
         cmocka_unit_test(
             test_perf_batch__sixteen_callers_share_statements_even_with_eight_connections),
         cmocka_unit_test(test_perf_batch__enough_waiting_beside_a_batch_opens_a_second_connection),
+        cmocka_unit_test(
+            test_perf_batch__a_batch_stuck_behind_a_lock_does_not_hold_up_the_next_one),
         cmocka_unit_test(test_perf_batch__generic_plan_sessions_never_replan_the_batch_statement),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

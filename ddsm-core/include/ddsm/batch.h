@@ -8,9 +8,9 @@
  * caller never waits for company: batch_wait_us applies only when other requests are already
  * queued while another batch is in flight. Each connection writes its own chain
  * ("<instance>/c<n>"), so batches on different connections are independent. While a batch is in
- * flight, another connection is taken only when at least two requests wait: a single waiting
- * request goes in the next batch instead of leading a one-row batch of its own, so concurrent
- * callers share statements, while batches on two connections still overlap their commits. */
+ * flight, the requests that arrive wait for it and go together in the next batch (concurrent
+ * callers share statements); another connection is taken only when half a batch waits, or when
+ * the batch in flight has run for 5 ms (stuck behind a lock or a slow server). */
 #ifndef DDSM_BATCH_H
 #define DDSM_BATCH_H
 
