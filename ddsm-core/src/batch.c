@@ -49,6 +49,8 @@ struct conn {
     int64_t started_ns; /* when its batch in flight started (CLOCK_MONOTONIC) */
     struct node **nodes;           /* batch_max: the batch being run */
     struct ddsm_batch_item *items; /* batch_max */
+    ddsm_err *errs;                /* batch_max: each item's outcome (run_batch) */
+    bool *written;                 /* batch_max */
 };
 
 struct ddsm_batcher {
@@ -122,7 +124,9 @@ ddsm_err ddsm_batcher_new(const char *conninfo, const ddsm_store_opts *opts, uns
         snprintf(name, sizeof name, "%s/c%u", instance, i);
         c->nodes = calloc(batch_max, sizeof *c->nodes);
         c->items = calloc(batch_max, sizeof *c->items);
-        if (c->nodes == NULL || c->items == NULL)
+        c->errs = calloc(batch_max, sizeof *c->errs);
+        c->written = calloc(batch_max, sizeof *c->written);
+        if (c->nodes == NULL || c->items == NULL || c->errs == NULL || c->written == NULL)
             goto fail;
         e = ddsm_store_open(conninfo, opts, &c->st);
         if (e != DDSM_OK) {
@@ -155,6 +159,8 @@ void ddsm_batcher_free(ddsm_batcher *b)
         ddsm_audit_chain_free(b->conns[i].chain);
         free(b->conns[i].nodes);
         free(b->conns[i].items);
+        free(b->conns[i].errs);
+        free(b->conns[i].written);
     }
     free(b->conns);
     pthread_cond_destroy(&b->cond);
@@ -250,26 +256,89 @@ static void wake_head_locked(ddsm_batcher *b)
         pthread_cond_signal(&b->head->cv);
 }
 
-/* Run the batch in c->nodes[0..n) on c, without the lock. Results go into the nodes' items. */
-static ddsm_err run_batch(struct conn *c, size_t n, bool *written, uint64_t *round_trips,
-                          uint64_t *retries)
+/* Run items [from, from + n) of c as one statement until it is written, fails, or finds a stale
+ * expectation OPTIMISTIC_ATTEMPTS times; each retry expects what the last answer said. refresh:
+ * the first attempt already follows an answer. */
+static ddsm_err attempts(struct conn *c, size_t from, size_t n, bool refresh, bool *written,
+                         uint64_t *round_trips, uint64_t *retries)
 {
     ddsm_err err = DDSM_OK;
     *written = false;
     for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS && !*written; attempt++) {
-        if (attempt > 0) {
+        if (attempt > 0 || refresh) {
             (*retries)++;
-            for (size_t i = 0; i < n; i++) {
+            for (size_t i = from; i < from + n; i++) {
                 struct ddsm_batch_item *it = &c->items[i];
                 ddsm_batch_item_expect(it, true, it->found, it->state, it->counter);
             }
         }
         (*round_trips)++;
-        err = ddsm_store_batch_exec(c->st, c->chain, c->items, n, written);
+        err = ddsm_store_batch_exec(c->st, c->chain, &c->items[from], n, written);
         if (err != DDSM_OK)
             break;
     }
     return err;
+}
+
+static bool same_asset(const struct ddsm_batch_item *a, const struct ddsm_batch_item *b)
+{
+    return memcmp(a->asset.b, b->asset.b, sizeof a->asset.b) == 0;
+}
+
+/* Order c's items (and their nodes) so that each asset's are adjacent (stable). */
+static void group_by_asset(struct conn *c, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        struct ddsm_batch_item it = c->items[i];
+        struct node *nd = c->nodes[i];
+        size_t j = i;
+        while (j > 0 && memcmp(c->items[j - 1].asset.b, it.asset.b, sizeof it.asset.b) > 0) {
+            c->items[j] = c->items[j - 1];
+            c->nodes[j] = c->nodes[j - 1];
+            j--;
+        }
+        c->items[j] = it;
+        c->nodes[j] = nd;
+    }
+}
+
+/* Run the batch in c->nodes[0..n) on c, without the lock: each item's outcome into c->errs and
+ * c->written, its answer into its item, the message of a failure into msg. When the batch's
+ * assets keep changing under it (a rotation storm: every statement checks the expectation of
+ * every row, so a batch over several assets is stale as soon as any of them changed), it is
+ * split into one statement per asset, each hit only by its own asset's changes, as single
+ * derivations are. */
+static void run_batch(struct conn *c, size_t n, char *msg, size_t msg_cap, uint64_t *round_trips,
+                      uint64_t *retries)
+{
+    bool written = false;
+    ddsm_err err = attempts(c, 0, n, false, &written, round_trips, retries);
+    msg[0] = '\0';
+    if (err != DDSM_OK)
+        snprintf(msg, msg_cap, "%s", ddsm_store_errmsg(c->st));
+    for (size_t i = 0; i < n; i++) {
+        c->errs[i] = err;
+        c->written[i] = written;
+    }
+    if (err != DDSM_OK || written)
+        return;
+    group_by_asset(c, n);
+    if (same_asset(&c->items[0], &c->items[n - 1]))
+        return; /* one asset: smaller statements would be stale just the same */
+    ddsm_log(DDSM_LOG_DEBUG, "audit batch of %zu rows: its assets changed %d times under it; one "
+             "statement per asset", n, OPTIMISTIC_ATTEMPTS);
+    for (size_t i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && same_asset(&c->items[i], &c->items[j]); j++)
+            ;
+        bool w = false;
+        ddsm_err e = attempts(c, i, j - i, true, &w, round_trips, retries);
+        if (e != DDSM_OK && msg[0] == '\0')
+            snprintf(msg, msg_cap, "%s", ddsm_store_errmsg(c->st));
+        for (size_t k = i; k < j; k++) {
+            c->errs[k] = e;
+            c->written[k] = w;
+        }
+    }
 }
 
 /* Take up to batch_max queued nodes into c, run them, hand out the results. Called and returns
@@ -313,11 +382,9 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
         goto release;
 
     pthread_mutex_unlock(&b->lock);
-    bool written = false;
     uint64_t round_trips = 0, retries = 0;
-    ddsm_err err = run_batch(c, n, &written, &round_trips, &retries);
     char store_msg[MSG_MAX];
-    snprintf(store_msg, sizeof store_msg, "%s", ddsm_store_errmsg(c->st));
+    run_batch(c, n, store_msg, sizeof store_msg, &round_trips, &retries);
     pthread_mutex_lock(&b->lock);
 
     b->stats.batches++;
@@ -332,13 +399,19 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
         sb++;
     b->stats.size_buckets[sb]++;
     b->stats.size_sum += n;
-    if (err != DDSM_OK)
+    bool failed = false;
+    for (size_t i = 0; i < n; i++) {
+        failed = failed || c->errs[i] != DDSM_OK;
+        if (c->errs[i] == DDSM_OK && c->written[i])
+            b->stats.rows++;
+    }
+    if (failed)
         b->stats.failed_batches++;
-    else if (written)
-        b->stats.rows += n;
     for (size_t i = 0; i < n; i++) {
         struct node *nd = c->nodes[i];
         struct ddsm_batch_item *it = &c->items[i];
+        ddsm_err err = c->errs[i];
+        bool written = c->written[i];
         if (err != DDSM_OK) {
             ddsm_asset_cache_forget(&b->cache, &it->asset);
             nd->err = err;

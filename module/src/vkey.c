@@ -234,8 +234,9 @@ static ddsm_kref *kref_new_secret(ddsm_vkeys *v, const ddsm_uuid *asset, const c
     k->key = ddsm_secure_alloc(DDSM_KEY_LEN);
     if (hmac)
         k->hmac = ddsm_secure_alloc(sizeof(*k->hmac));
-    if (k->key == NULL || (hmac && (k->hmac == NULL || ddsm_hmac_state_init_secret(
-                                                           k->hmac, key, DDSM_KEY_LEN) != DDSM_OK))) {
+    bool hmac_ok = !hmac || (k->hmac != NULL &&
+                             ddsm_hmac_state_init_secret(k->hmac, key, DDSM_KEY_LEN) == DDSM_OK);
+    if (k->key == NULL || !hmac_ok) {
         ddsm_secure_free(k->key, DDSM_KEY_LEN);
         ddsm_secure_free(k->hmac, sizeof(*k->hmac));
         free(k);
