@@ -94,58 +94,6 @@ static const ctl_help list_help = {
     "  --json               a JSON array instead of a table\n",
 };
 
-static int open_store(ctl *c, ddsm_store **st)
-{
-    int rc = ctl_config(c);
-    if (rc != CTL_EXIT_OK)
-        return rc;
-    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
-                            "ddsmctl"};
-    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, st);
-    if (e != DDSM_OK) {
-        ctl_err("store: %s", ddsm_err_str(e));
-        return ctl_exit_for(e);
-    }
-    return CTL_EXIT_OK;
-}
-
-/* A store whose audit rows are chained and MACed under the HSM-derived audit key, as one writer
- * instance of its own ("ddsmctl/<host>/<pid>/<random>"). The HSM is asked first, so that nothing
- * is written when it (or the PIN) is unavailable. */
-static int open_store_audited(ctl *c, ddsm_store **st)
-{
-    ddsm_audit_key *key = NULL;
-    char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
-    int rc = ctl_config(c);
-    if (rc == CTL_EXIT_OK)
-        rc = ctl_audit_key_secret(c, &key);
-    if (rc == CTL_EXIT_OK)
-        rc = open_store(c, st);
-    if (rc != CTL_EXIT_OK)
-        goto out;
-    ddsm_err e = ddsm_audit_instance_id("ddsmctl/", instance, sizeof(instance));
-    if (e == DDSM_OK)
-        e = ddsm_store_attach_audit(*st, key, instance);
-    if (e != DDSM_OK) {
-        ctl_err("cannot set up the audit chain: %s", ddsm_err_str(e));
-        rc = ctl_exit_for(e);
-    }
-out:
-    ddsm_audit_key_free(key);
-    return rc;
-}
-
-/* Report a store error we have no more precise words for. */
-static int store_fail(ddsm_store *st, ddsm_err e, const char *what)
-{
-    const char *detail = ddsm_store_errmsg(st);
-    if (e == DDSM_E_STORE_DOWN)
-        ctl_err("%s: PostgreSQL is unavailable: %s", what, detail);
-    else
-        ctl_err("%s: %s%s%s", what, ddsm_err_str(e), detail[0] != '\0' ? ": " : "", detail);
-    return ctl_exit_for(e);
-}
-
 /* Find the asset named by text (UUID or label). */
 static int find_asset(ddsm_store *st, const char *text, ddsm_asset *out)
 {
@@ -155,7 +103,7 @@ static int find_asset(ddsm_store *st, const char *text, ddsm_asset *out)
         return CTL_EXIT_REFUSED;
     }
     if (e != DDSM_OK)
-        return store_fail(st, e, "cannot look up the asset");
+        return ctl_store_fail(st, e, "cannot look up the asset");
     return CTL_EXIT_OK;
 }
 
@@ -271,7 +219,7 @@ static int asset_register(ctl *c, int argc, char **argv)
                 c->cfg->file);
         return CTL_EXIT_REFUSED;
     }
-    rc = open_store_audited(c, &st);
+    rc = ctl_store_open(c, true, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     ctl_requester(requester, sizeof(requester));
@@ -284,7 +232,7 @@ static int asset_register(ctl *c, int argc, char **argv)
         goto out;
     }
     if (e != DDSM_OK) {
-        rc = store_fail(st, e, "cannot register the asset");
+        rc = ctl_store_fail(st, e, "cannot register the asset");
         goto out;
     }
     print_asset_line("registered", &a);
@@ -292,7 +240,7 @@ static int asset_register(ctl *c, int argc, char **argv)
         /* A second statement: the asset is INITIALIZED (it derives nothing) until it is moved. */
         e = ddsm_zone_assign(st, &a.id, zone, requester, NULL);
         if (e != DDSM_OK) {
-            rc = store_fail(st, e, "registered, but cannot move the asset to its zone (retry "
+            rc = ctl_store_fail(st, e, "registered, but cannot move the asset to its zone (retry "
                                    "with `ddsmctl zone assign`)");
             goto out;
         }
@@ -334,7 +282,7 @@ static int asset_transition(ctl *c, int argc, char **argv, const ctl_help *help,
                     : tr == TR_RETIRE    ? DDSM_EV_RETIRE
                     : grace_text != NULL ? DDSM_EV_ROTATE_GRACE
                                          : DDSM_EV_ROTATE;
-    rc = open_store_audited(c, &st);
+    rc = ctl_store_open(c, true, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     rc = find_asset(st, pos[0], &before);
@@ -361,7 +309,7 @@ static int asset_transition(ctl *c, int argc, char **argv, const ctl_help *help,
     if (e != DDSM_OK) {
         char what[64];
         snprintf(what, sizeof(what), "cannot %s the asset", verbs[tr]);
-        rc = store_fail(st, e, what);
+        rc = ctl_store_fail(st, e, what);
         goto out;
     }
     printf("asset %s (%s): %s -> %s, counter %llu -> %llu\n", after.label, id,
@@ -550,7 +498,7 @@ static int asset_show(ctl *c, int argc, char **argv)
             return ctl_usage_error(&show_help, "--path '%s': %s", path_text,
                                    why != NULL ? why : "malformed path");
     }
-    rc = open_store(c, &st);
+    rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     rc = find_asset(st, pos[0], &a);
@@ -645,14 +593,14 @@ static int asset_list(ctl *c, int argc, char **argv)
     int rc = ctl_parse(c, &list_help, argc, argv, opts, 1, pos, 0, 0, &npos);
     if (rc != CTL_EXIT_OK)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
-    rc = open_store(c, &st);
+    rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     ddsm_err e = ddsm_store_asset_list(st, collect_asset, &vec);
     if (e == DDSM_OK && vec.oom)
         e = DDSM_E_NOMEM;
     if (e != DDSM_OK) {
-        rc = store_fail(st, e, "cannot list assets");
+        rc = ctl_store_fail(st, e, "cannot list assets");
         goto out;
     }
     if (json) {

@@ -75,22 +75,6 @@ static const ctl_help maintain_help = {
 
 /* ------------------------------------------------------------------------------------------ */
 
-static int open_store(ctl *c, ddsm_store **st)
-{
-    int rc = ctl_config(c);
-    if (rc != CTL_EXIT_OK)
-        return rc;
-    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
-                            "ddsmctl"};
-    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, st);
-    if (e != DDSM_OK) {
-        ctl_err("store: %s", ddsm_err_str(e));
-        *st = NULL;
-        return ctl_exit_for(e);
-    }
-    return CTL_EXIT_OK;
-}
-
 static int store_fail(ddsm_store *st, const char *what, ddsm_err e)
 {
     ctl_err("%s: %s", what, ddsm_store_errmsg(st));
@@ -200,7 +184,7 @@ static int audit_verify(ctl *c, int argc, char **argv)
         return ctl_usage_error(&verify_help, "--instance must be 1..%d characters",
                                DDSM_AUDIT_INSTANCE_MAX);
     vo.instance = instance;
-    rc = open_store(c, &st);
+    rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     rc = ctl_audit_key_secret(c, &key);
@@ -338,7 +322,7 @@ int cmd_reconcile(ctl *c, int argc, char **argv)
             return ctl_usage_error(&cmd_reconcile_help, "--since '%s': %s", since, why);
         ro.has_since = true;
     }
-    rc = open_store(c, &st);
+    rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     struct rreport rep = {.json = json};
@@ -413,7 +397,7 @@ int cmd_db_maintain(ctl *c, int argc, char **argv)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     if (months_text != NULL && !ctl_parse_uint(months_text, 0, 120, &months))
         return ctl_usage_error(&maintain_help, "--months must be a whole number from 0 to 120");
-    rc = open_store(c, &st);
+    rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
     struct mreport rep;
