@@ -148,28 +148,37 @@ out:
     return ddsm_call_end(&c, rv);
 }
 
-CK_RV ddsm_C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
+/* C_SignUpdate and C_VerifyUpdate: the same step, on the session's sign or verify operation. */
+static CK_RV update_step(ddsm_call *c, ddsm_opkind kind, ddsm_use use, ddsm_vop *op,
+                         CK_RV (*backend)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG),
+                         CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
 {
     ddsm_route route;
+    CK_RV rv;
+    if (pPart == NULL && ulPartLen > 0) {
+        ddsm_op_abort(c, kind);
+        return CKR_ARGUMENTS_BAD;
+    }
+    if ((rv = ddsm_op_enter(c, kind, use, &route)) != CKR_OK)
+        return rv;
+    if (route == DDSM_ROUTE_BACKEND) {
+        rv = backend(hSession, pPart, ulPartLen);
+        ddsm_op_backend_step(c, kind, rv != CKR_OK);
+        return rv;
+    }
+    if (op->ec != NULL)
+        rv = ddsm_ec_update_locked(c, op, pPart, ulPartLen);
+    else
+        rv = mac_update_locked(c, op, pPart, ulPartLen);
+    return ddsm_op_leave(c, kind, rv, rv == CKR_OK);
+}
+
+CK_RV ddsm_C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
+{
     DDSM_CALL(c, "C_SignUpdate");
     DDSM_LADDER_SESSION(c, hSession, 1);
-    if (pPart == NULL && ulPartLen > 0) {
-        ddsm_op_abort(&c, DDSM_OP_SIGN);
-        rv = CKR_ARGUMENTS_BAD;
-        goto out;
-    }
-    if ((rv = ddsm_op_enter(&c, DDSM_OP_SIGN, DDSM_USE_SIGN, &route)) != CKR_OK)
-        goto out;
-    if (route == DDSM_ROUTE_BACKEND) {
-        rv = c.ctx->be->C_SignUpdate(hSession, pPart, ulPartLen);
-        ddsm_op_backend_step(&c, DDSM_OP_SIGN, rv != CKR_OK);
-        goto out;
-    }
-    if (c.sess->sign.ec != NULL)
-        rv = ddsm_ec_update_locked(&c, &c.sess->sign, pPart, ulPartLen);
-    else
-        rv = mac_update_locked(&c, &c.sess->sign, pPart, ulPartLen);
-    rv = ddsm_op_leave(&c, DDSM_OP_SIGN, rv, rv == CKR_OK);
+    rv = update_step(&c, DDSM_OP_SIGN, DDSM_USE_SIGN, &c.sess->sign, c.ctx->be->C_SignUpdate,
+                     hSession, pPart, ulPartLen);
 out:
     return ddsm_call_end(&c, rv);
 }
@@ -271,26 +280,10 @@ out:
 
 CK_RV ddsm_C_VerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
 {
-    ddsm_route route;
     DDSM_CALL(c, "C_VerifyUpdate");
     DDSM_LADDER_SESSION(c, hSession, 1);
-    if (pPart == NULL && ulPartLen > 0) {
-        ddsm_op_abort(&c, DDSM_OP_VERIFY);
-        rv = CKR_ARGUMENTS_BAD;
-        goto out;
-    }
-    if ((rv = ddsm_op_enter(&c, DDSM_OP_VERIFY, DDSM_USE_VERIFY, &route)) != CKR_OK)
-        goto out;
-    if (route == DDSM_ROUTE_BACKEND) {
-        rv = c.ctx->be->C_VerifyUpdate(hSession, pPart, ulPartLen);
-        ddsm_op_backend_step(&c, DDSM_OP_VERIFY, rv != CKR_OK);
-        goto out;
-    }
-    if (c.sess->verify.ec != NULL)
-        rv = ddsm_ec_update_locked(&c, &c.sess->verify, pPart, ulPartLen);
-    else
-        rv = mac_update_locked(&c, &c.sess->verify, pPart, ulPartLen);
-    rv = ddsm_op_leave(&c, DDSM_OP_VERIFY, rv, rv == CKR_OK);
+    rv = update_step(&c, DDSM_OP_VERIFY, DDSM_USE_VERIFY, &c.sess->verify,
+                     c.ctx->be->C_VerifyUpdate, hSession, pPart, ulPartLen);
 out:
     return ddsm_call_end(&c, rv);
 }
