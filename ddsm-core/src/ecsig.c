@@ -12,6 +12,7 @@
 #include <openssl/obj_mac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <secp256k1.h>
 #include <string.h>
 
@@ -23,10 +24,11 @@
 
 /* ---- the process-wide libsecp256k1 context ------------------------------------------------ */
 
-static pthread_once_t secp_once = PTHREAD_ONCE_INIT;
-static secp256k1_context *secp_ctx;
+static pthread_mutex_t secp_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(secp256k1_context *) secp_ctx;
 
-static void secp_init(void)
+/* A new randomised context, or NULL. Its blinding state is a secret until destroyed. */
+static secp256k1_context *secp_new(void)
 {
     uint8_t seed[32];
     secp256k1_context *ctx = secp256k1_context_create(SECP256K1_CONTEXT_NONE);
@@ -39,23 +41,41 @@ static void secp_init(void)
     if (RAND_priv_bytes(seed, sizeof(seed)) != 1) {
         (void)ddsm_err_openssl("secp256k1 context randomisation");
         secp256k1_context_destroy(ctx);
+        ctx = NULL;
         goto out;
     }
     if (!secp256k1_context_randomize(ctx, seed)) {
         ddsm_log(DDSM_LOG_ERROR, "secp256k1: cannot randomise the context");
         secp256k1_context_destroy(ctx);
-        goto out;
+        ctx = NULL;
     }
-    secp_ctx = ctx;
 out:
     ddsm_wipe(seed, sizeof(seed));
+    return ctx;
 }
 
 const struct secp256k1_context_struct *ddsm_secp256k1_context(void)
 {
-    if (pthread_once(&secp_once, secp_init) != 0)
-        return NULL;
-    return secp_ctx;
+    secp256k1_context *ctx = atomic_load_explicit(&secp_ctx, memory_order_acquire);
+    if (ctx != NULL)
+        return ctx;
+    pthread_mutex_lock(&secp_lock);
+    ctx = atomic_load_explicit(&secp_ctx, memory_order_relaxed);
+    if (ctx == NULL) {
+        ctx = secp_new();
+        atomic_store_explicit(&secp_ctx, ctx, memory_order_release);
+    }
+    pthread_mutex_unlock(&secp_lock);
+    return ctx;
+}
+
+void ddsm_ec_shutdown(void)
+{
+    pthread_mutex_lock(&secp_lock);
+    secp256k1_context *ctx = atomic_exchange(&secp_ctx, NULL);
+    if (ctx != NULL)
+        secp256k1_context_destroy(ctx); /* clears the blinding state */
+    pthread_mutex_unlock(&secp_lock);
 }
 
 /* ---- helpers --------------------------------------------------------------------------------- */

@@ -1,7 +1,8 @@
 /* In-process HMAC-SHA256 for derived keys (never the root seed, which stays in the HSM).
  *
  * One EVP_MAC_CTX per thread, found through a pthread key whose destructor frees it at thread
- * exit. The digest is set once when the context is made; each call re-keys it with
+ * exit, and kept on a list so that ddsm_mac_shutdown (before the code is unloaded) frees every
+ * thread's context, not only the caller's. The digest is set once when the context is made; each call re-keys it with
  * EVP_MAC_init(ctx, key, len, NULL), which costs two compression-function blocks instead of a
  * context allocation and a digest fetch. The context therefore holds the last key's inner and
  * outer pads (a secret) until the thread's next call, ddsm_mac_thread_cleanup or thread exit;
@@ -29,7 +30,14 @@
 static pthread_mutex_t mac_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_bool mac_ready;
 static EVP_MAC *hmac_alg;   /* fetched once */
-static pthread_key_t ctx_key; /* this thread's EVP_MAC_CTX */
+static pthread_key_t ctx_key; /* this thread's struct thread_ctx */
+
+/* A thread's context (keyed: a secret), on the list of live ones under mac_lock. */
+struct thread_ctx {
+    EVP_MAC_CTX *ctx;
+    struct thread_ctx *prev, *next;
+};
+static struct thread_ctx *live_ctxs;
 
 /* A non-NULL pointer for a zero-length key: EVP_MAC_init treats a NULL key as "keep the previous
  * key", which would silently reuse the last caller's key. */
@@ -39,9 +47,31 @@ struct ddsm_hmac_stream {
     EVP_MAC_CTX *ctx; /* keyed: a secret */
 };
 
+/* Unlink and free t if it is still live; mac_lock held. A thread exiting while
+ * ddsm_mac_shutdown runs may hand its destructor a context the shutdown freed already, so t is
+ * looked up before it is touched. */
+static void thread_ctx_drop_locked(struct thread_ctx *t)
+{
+    struct thread_ctx *p = live_ctxs;
+    while (p != NULL && p != t)
+        p = p->next;
+    if (p == NULL)
+        return;
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        live_ctxs = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    EVP_MAC_CTX_free(t->ctx);
+    free(t);
+}
+
 static void ctx_destructor(void *p)
 {
-    EVP_MAC_CTX_free(p);
+    pthread_mutex_lock(&mac_lock);
+    thread_ctx_drop_locked(p);
+    pthread_mutex_unlock(&mac_lock);
 }
 
 static ddsm_err mac_setup(void)
@@ -96,17 +126,29 @@ static ddsm_err thread_ctx(EVP_MAC_CTX **out)
     ddsm_err e = mac_setup();
     if (e != DDSM_OK)
         return e;
-    EVP_MAC_CTX *ctx = pthread_getspecific(ctx_key);
-    if (ctx == NULL) {
-        e = ctx_new(&ctx);
-        if (e != DDSM_OK)
+    struct thread_ctx *t = pthread_getspecific(ctx_key);
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL)
+            return DDSM_E_NOMEM;
+        e = ctx_new(&t->ctx);
+        if (e != DDSM_OK) {
+            free(t);
             return e;
-        if (pthread_setspecific(ctx_key, ctx) != 0) {
-            EVP_MAC_CTX_free(ctx);
+        }
+        if (pthread_setspecific(ctx_key, t) != 0) {
+            EVP_MAC_CTX_free(t->ctx);
+            free(t);
             return DDSM_E_NOMEM;
         }
+        pthread_mutex_lock(&mac_lock);
+        t->next = live_ctxs;
+        if (live_ctxs != NULL)
+            live_ctxs->prev = t;
+        live_ctxs = t;
+        pthread_mutex_unlock(&mac_lock);
     }
-    *out = ctx;
+    *out = t->ctx;
     return DDSM_OK;
 }
 
@@ -152,10 +194,10 @@ void ddsm_mac_thread_cleanup(void)
 {
     if (!atomic_load_explicit(&mac_ready, memory_order_acquire))
         return;
-    EVP_MAC_CTX *ctx = pthread_getspecific(ctx_key);
-    if (ctx != NULL) {
+    struct thread_ctx *t = pthread_getspecific(ctx_key);
+    if (t != NULL) {
         (void)pthread_setspecific(ctx_key, NULL);
-        EVP_MAC_CTX_free(ctx);
+        ctx_destructor(t);
     }
 }
 
@@ -163,10 +205,10 @@ void ddsm_mac_shutdown(void)
 {
     pthread_mutex_lock(&mac_lock);
     if (atomic_load_explicit(&mac_ready, memory_order_relaxed)) {
-        EVP_MAC_CTX *ctx = pthread_getspecific(ctx_key);
-        if (ctx != NULL)
-            EVP_MAC_CTX_free(ctx);
+        (void)pthread_setspecific(ctx_key, NULL);
         (void)pthread_key_delete(ctx_key);
+        while (live_ctxs != NULL)
+            thread_ctx_drop_locked(live_ctxs);
         EVP_MAC_free(hmac_alg);
         hmac_alg = NULL;
         atomic_store_explicit(&mac_ready, false, memory_order_release);

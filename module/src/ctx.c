@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ddsm/ecsig.h"
 #include "ddsm/log.h"
 #include "ddsm/mac.h"
 #include "ddsm/pkcs11-ddsm.h"
@@ -423,7 +424,10 @@ CK_RV ddsm_ctx_finalize(void)
     atomic_store(&g_ctx, NULL);
     ctx_free(ctx);
     ddsm_mutex_use_app(NULL);
-    ddsm_mac_thread_cleanup();
+    /* The host may dlclose us next: release every thread's keyed HMAC context and the
+     * secp256k1 context, so nothing of ours outlives the code. */
+    ddsm_mac_shutdown();
+    ddsm_ec_shutdown();
 out:
     pthread_mutex_unlock(&g_init_lock);
     return rv;

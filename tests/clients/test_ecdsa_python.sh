@@ -11,7 +11,7 @@
 set -euo pipefail
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
-PY=/usr/bin/python3
+PY=${DDSM_PYTHON:-/usr/bin/python3}
 $PY -c 'import ecdsa' 2>/dev/null ||
     fail "python3-ecdsa is not installed (scripts/lib/common.sh installs it)"
 p11() { pkcs11-tool --module "$DDSM_MODULE" --login --pin "$DDSM_TEST_PIN" "$@"; }

@@ -10,7 +10,7 @@ set -euo pipefail
 
 : "${DDSM_MODULE:?run through scripts/lib/run-integration via ctest}"
 : "${DDSM_CTL:?}" "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}"
-PY=/usr/bin/python3
+PY=${DDSM_PYTHON:-/usr/bin/python3}
 T=$DDSM_TEST_DIR/metrics
 rm -rf "$T"
 mkdir -p "$T/prom"

@@ -85,7 +85,7 @@ print(bytes(mac).hex(), flush=True)
 lib.lib.C_Finalize()
 os._exit(0)
 EOF
-/usr/bin/python3 "$T/drive.py" >"$T/py.out" 2>"$T/py.err" || fail "driver: $(cat "$T/py.err")"
+"${DDSM_PYTHON:-/usr/bin/python3}" "$T/drive.py" >"$T/py.out" 2>"$T/py.err" || fail "driver: $(cat "$T/py.err")"
 want=$(printf 'hello' | openssl dgst -sha256 -mac HMAC -macopt hexkey:$KEY_B0 | awk '{print $2}')
 [ "$(cat "$T/py.out")" = "$want" ] || fail "the derived key signed wrongly"
 pkcs11-tool --module "$DDSM_MODULE" --login --pin "$PIN" -O >"$T/tool.out" 2>"$T/tool.err" ||

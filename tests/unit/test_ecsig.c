@@ -164,6 +164,21 @@ static void test_ecdsa__secp256k1_is_deterministic_rfc6979(void **state)
     assert_memory_not_equal(s1, s3, 64);
 }
 
+/* ddsm_ec_shutdown (C_Finalize) destroys the shared context; the next call makes a new one, with
+ * the same deterministic signatures. LeakSanitizer checks that the context is freed. */
+static void test_ecdsa__secp256k1_works_again_after_shutdown(void **state)
+{
+    (void)state;
+    uint8_t d[32], s1[64], s2[64];
+    sha256("one", 3, d);
+    assert_int_equal(ddsm_ecdsa_sign_secret(DDSM_CURVE_SECP256K1, key_a, d, s1), DDSM_OK);
+    ddsm_ec_shutdown();
+    ddsm_ec_shutdown();
+    assert_int_equal(ddsm_ecdsa_sign_secret(DDSM_CURVE_SECP256K1, key_a, d, s2), DDSM_OK);
+    assert_memory_equal(s1, s2, 64);
+    ddsm_ec_shutdown();
+}
+
 static void test_ecdsa__secp256k1_signatures_are_low_s(void **state)
 {
     (void)state;
@@ -506,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_ecdsa__secp256k1_signature_verifies_and_any_flipped_bit_fails),
         cmocka_unit_test(test_ecdsa__p256_signature_verifies_and_any_flipped_bit_fails),
         cmocka_unit_test(test_ecdsa__secp256k1_is_deterministic_rfc6979),
+        cmocka_unit_test(test_ecdsa__secp256k1_works_again_after_shutdown),
         cmocka_unit_test(test_ecdsa__secp256k1_signatures_are_low_s),
         cmocka_unit_test(test_ecdsa__secp256k1_verify_accepts_the_high_s_twin),
         cmocka_unit_test(test_ecdsa__p256_verifies_the_rfc6979_vector),

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -212,6 +213,61 @@ static void test_mac__works_again_after_thread_cleanup_and_shutdown(void **state
     assert_mac_is(mac, cases[3].mac_hex);
 }
 
+/* A thread that keyed its context and is still alive when ddsm_mac_shutdown runs (a host thread
+ * when the module is finalized and unloaded): shutdown frees its context (LeakSanitizer and
+ * valgrind check), and the thread's exit afterwards runs no destructor of ours (ASan checks: a
+ * second free would be reported). */
+struct parked {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int keyed; /* threads that have their context */
+    bool go;   /* shutdown done: the threads may exit */
+    int failures;
+};
+
+static void *parked_main(void *arg)
+{
+    struct parked *p = arg;
+    uint8_t mac[DDSM_MAC_LEN];
+    if (ddsm_hmac_sha256(cases[2].key, cases[2].key_len, cases[2].data, cases[2].data_len,
+                         mac) != DDSM_OK)
+        p->failures++;
+    pthread_mutex_lock(&p->lock);
+    p->keyed++;
+    pthread_cond_broadcast(&p->cond);
+    while (!p->go)
+        pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static void test_mac__shutdown_frees_contexts_of_live_threads(void **state)
+{
+    (void)state;
+    struct parked p = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, 0};
+    pthread_t t[3];
+    uint8_t mac[DDSM_MAC_LEN];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, parked_main, &p), 0);
+    pthread_mutex_lock(&p.lock);
+    while (p.keyed != 3)
+        pthread_cond_wait(&p.cond, &p.lock);
+    pthread_mutex_unlock(&p.lock);
+    assert_int_equal(ddsm_hmac_sha256(cases[0].key, cases[0].key_len, cases[0].data,
+                                      cases[0].data_len, mac), DDSM_OK);
+    ddsm_mac_shutdown();
+    pthread_mutex_lock(&p.lock);
+    p.go = true;
+    pthread_cond_broadcast(&p.cond);
+    pthread_mutex_unlock(&p.lock);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(p.failures, 0);
+    assert_int_equal(ddsm_hmac_sha256(cases[1].key, cases[1].key_len, cases[1].data,
+                                      cases[1].data_len, mac), DDSM_OK);
+    assert_mac_is(mac, cases[1].mac_hex);
+}
+
 #define N_THREADS 8
 #define N_ROUNDS 3000
 
@@ -280,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_mac__empty_key_does_not_reuse_previous_key),
         cmocka_unit_test(test_mac__rejects_missing_buffers),
         cmocka_unit_test(test_mac__works_again_after_thread_cleanup_and_shutdown),
+        cmocka_unit_test(test_mac__shutdown_frees_contexts_of_live_threads),
         cmocka_unit_test(test_mac__threads_each_get_correct_results),
     };
     return cmocka_run_group_tests(tests, setup_cases, teardown_cases);

@@ -57,9 +57,14 @@ DDSM_WUR ddsm_err ddsm_ed25519_verify(const uint8_t pub[DDSM_HD_ED25519_PUB_LEN]
                                       const uint8_t *msg, size_t len,
                                       const uint8_t sig[DDSM_ED25519_SIG_LEN], bool *valid);
 
-/* Internal to ddsm-core (hd.c and ecsig.c): the process-wide libsecp256k1 context, created once
- * and randomised (side-channel blinding); read-only afterwards, so threads share it. NULL if it
- * could not be created. */
+/* Before the code is unloaded (C_Finalize of a module that may be dlclose'd): destroy the
+ * process-wide libsecp256k1 context. Must not run concurrently with EC calls; a later call makes
+ * a new one. */
+void ddsm_ec_shutdown(void);
+
+/* Internal to ddsm-core (hd.c and ecsig.c): the process-wide libsecp256k1 context, created on
+ * first use and randomised (side-channel blinding); read-only afterwards, so threads share it.
+ * NULL if it could not be created. */
 struct secp256k1_context_struct;
 const struct secp256k1_context_struct *ddsm_secp256k1_context(void);
 

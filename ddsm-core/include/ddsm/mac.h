@@ -42,10 +42,10 @@ DDSM_WUR ddsm_err ddsm_hmac_state_mac(const ddsm_hmac_state *st, const uint8_t *
 /* Release this thread's cached context (called at thread exit automatically, and at C_Finalize). */
 void ddsm_mac_thread_cleanup(void);
 
-/* Before the code is unloaded (C_Finalize of a module that may be dlclose'd): release this thread's
- * context, delete the thread key so no destructor of ours runs after an unload, and drop the
- * fetched algorithm. Other threads' contexts are abandoned (not run through a destructor). Must
- * not run concurrently with other ddsm_hmac_* calls; a later call sets everything up again. */
+/* Before the code is unloaded (C_Finalize of a module that may be dlclose'd): free every thread's
+ * context (OpenSSL cleanses the keyed pads), delete the thread key so no destructor of ours runs
+ * after an unload, and drop the fetched algorithm. Must not run concurrently with other
+ * ddsm_hmac_* calls (threads may exit meanwhile); a later call sets everything up again. */
 void ddsm_mac_shutdown(void);
 
 #endif
