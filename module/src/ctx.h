@@ -100,6 +100,8 @@ typedef struct ddsm_ctx {
      * with what arrived on it: see ddsm_ctx_listener_catch_up. */
     atomic_int listen_fd;
     atomic_bool listen_busy;
+    /* When (monotonic, us) a look at the socket last found nothing pending. */
+    _Atomic int64_t listen_clear_us;
     /* [cache] rotation_fence: fences run by the LISTEN thread (fence.h); NULL when off. */
     struct ddsm_fence *fence;
     /* Kept reachable, never freed: the LISTEN link (only the listener thread uses it) and the
@@ -169,8 +171,9 @@ bool ddsm_ctx_listener_covers(ddsm_ctx *ctx, int64_t validated_ms);
 
 /* Before trusting an asset record that the LISTEN link covers: wait, briefly, until whatever the
  * server has already sent on the link has been processed, so that a rotation whose NOTIFY has
- * reached this process counts for every operation that starts afterwards, even before the LISTEN
- * thread got the CPU. false when that could not be confirmed within a few milliseconds (the
+ * reached this process counts for every operation that starts afterwards (from 50 us after it
+ * arrived: one look at the socket answers for that long), even before the LISTEN thread got the
+ * CPU. false when that could not be confirmed within a few milliseconds (the
  * caller then re-validates with the store). */
 bool ddsm_ctx_listener_catch_up(ddsm_ctx *ctx);
 
