@@ -107,44 +107,57 @@ out:
     return ddsm_call_end(&c, rv);
 }
 
+/* C_Sign (single: the whole of pData) and C_SignFinal (!single: what the updates fed), after the
+ * entry ladder. */
+static CK_RV sign_step(ddsm_call *c, CK_SESSION_HANDLE hSession, bool single, CK_BYTE_PTR pData,
+                       CK_ULONG ulDataLen, CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
+{
+    ddsm_route route;
+    uint8_t sig[64]; /* a MAC (DDSM_MAC_LEN) or an EC signature */
+    bool proceed = false;
+    CK_RV rv;
+    if (pulSignatureLen == NULL || (single && pData == NULL && ulDataLen > 0)) {
+        ddsm_op_abort(c, DDSM_OP_SIGN);
+        return CKR_ARGUMENTS_BAD;
+    }
+    if ((rv = ddsm_op_enter(c, DDSM_OP_SIGN, DDSM_USE_SIGN, &route)) != CKR_OK)
+        return rv;
+    if (route == DDSM_ROUTE_BACKEND) {
+        rv = single ? c->ctx->be->C_Sign(hSession, pData, ulDataLen, pSignature, pulSignatureLen)
+                    : c->ctx->be->C_SignFinal(hSession, pSignature, pulSignatureLen);
+        ddsm_op_backend_step(c, DDSM_OP_SIGN, ddsm_op_ends(rv, pSignature));
+        return rv;
+    }
+    ddsm_vop *op = &c->sess->sign;
+    if (single && op->updated)
+        return ddsm_op_leave(c, DDSM_OP_SIGN, CKR_OPERATION_NOT_INITIALIZED, false);
+    if (!single && op->ec != NULL && ddsm_ec_single_part(op))
+        rv = CKR_FUNCTION_NOT_SUPPORTED;
+    else
+        rv = size_protocol(op, pSignature, pulSignatureLen, &proceed);
+    if (proceed) {
+        if (op->ec != NULL)
+            rv = single ? ddsm_ec_sign_locked(c, op, pData, ulDataLen, sig)
+                        : ddsm_ec_sign_final_locked(c, op, sig);
+        else
+            rv = single ? mac_once_locked(c, op, pData, ulDataLen, sig)
+                        : mac_final_locked(c, op, sig);
+        if (rv == CKR_OK) {
+            memcpy(pSignature, sig, op->out_len);
+            *pulSignatureLen = op->out_len;
+        }
+    }
+    ddsm_wipe(sig, sizeof(sig));
+    return ddsm_op_leave(c, DDSM_OP_SIGN, rv, !ddsm_op_ends(rv, pSignature));
+}
+
 CK_RV ddsm_C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
                   CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
 {
-    ddsm_route route;
-    uint8_t mac[DDSM_MAC_LEN], ecsig[64];
-    bool proceed = false;
     DDSM_CALL(c, "C_Sign");
     DDSM_LADDER_SESSION(c, hSession, 1);
-    if (pulSignatureLen == NULL || (pData == NULL && ulDataLen > 0)) {
-        ddsm_op_abort(&c, DDSM_OP_SIGN);
-        rv = CKR_ARGUMENTS_BAD;
-        goto out;
-    }
-    if ((rv = ddsm_op_enter(&c, DDSM_OP_SIGN, DDSM_USE_SIGN, &route)) != CKR_OK)
-        goto out;
-    if (route == DDSM_ROUTE_BACKEND) {
-        rv = c.ctx->be->C_Sign(hSession, pData, ulDataLen, pSignature, pulSignatureLen);
-        ddsm_op_backend_step(&c, DDSM_OP_SIGN, ddsm_op_ends(rv, pSignature));
-        goto out;
-    }
-    ddsm_vop *op = &c.sess->sign;
-    if (op->updated) {
-        rv = ddsm_op_leave(&c, DDSM_OP_SIGN, CKR_OPERATION_NOT_INITIALIZED, false);
-        goto out;
-    }
-    rv = size_protocol(op, pSignature, pulSignatureLen, &proceed);
-    if (proceed && op->ec != NULL) {
-        if ((rv = ddsm_ec_sign_locked(&c, op, pData, ulDataLen, ecsig)) == CKR_OK) {
-            memcpy(pSignature, ecsig, op->out_len);
-            *pulSignatureLen = op->out_len;
-        }
-    } else if (proceed && (rv = mac_once_locked(&c, op, pData, ulDataLen, mac)) == CKR_OK) {
-        memcpy(pSignature, mac, op->out_len);
-        *pulSignatureLen = op->out_len;
-    }
-    rv = ddsm_op_leave(&c, DDSM_OP_SIGN, rv, !ddsm_op_ends(rv, pSignature));
+    rv = sign_step(&c, hSession, true, pData, ulDataLen, pSignature, pulSignatureLen);
 out:
-    ddsm_wipe(mac, sizeof(mac));
     return ddsm_call_end(&c, rv);
 }
 
@@ -186,40 +199,10 @@ out:
 CK_RV ddsm_C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
                        CK_ULONG_PTR pulSignatureLen)
 {
-    ddsm_route route;
-    uint8_t mac[DDSM_MAC_LEN], ecsig[64];
-    bool proceed = false;
     DDSM_CALL(c, "C_SignFinal");
     DDSM_LADDER_SESSION(c, hSession, 1);
-    if (pulSignatureLen == NULL) {
-        ddsm_op_abort(&c, DDSM_OP_SIGN);
-        rv = CKR_ARGUMENTS_BAD;
-        goto out;
-    }
-    if ((rv = ddsm_op_enter(&c, DDSM_OP_SIGN, DDSM_USE_SIGN, &route)) != CKR_OK)
-        goto out;
-    if (route == DDSM_ROUTE_BACKEND) {
-        rv = c.ctx->be->C_SignFinal(hSession, pSignature, pulSignatureLen);
-        ddsm_op_backend_step(&c, DDSM_OP_SIGN, ddsm_op_ends(rv, pSignature));
-        goto out;
-    }
-    ddsm_vop *op = &c.sess->sign;
-    if (op->ec != NULL && ddsm_ec_single_part(op))
-        rv = CKR_FUNCTION_NOT_SUPPORTED;
-    else
-        rv = size_protocol(op, pSignature, pulSignatureLen, &proceed);
-    if (proceed && op->ec != NULL) {
-        if ((rv = ddsm_ec_sign_final_locked(&c, op, ecsig)) == CKR_OK) {
-            memcpy(pSignature, ecsig, op->out_len);
-            *pulSignatureLen = op->out_len;
-        }
-    } else if (proceed && (rv = mac_final_locked(&c, op, mac)) == CKR_OK) {
-        memcpy(pSignature, mac, op->out_len);
-        *pulSignatureLen = op->out_len;
-    }
-    rv = ddsm_op_leave(&c, DDSM_OP_SIGN, rv, !ddsm_op_ends(rv, pSignature));
+    rv = sign_step(&c, hSession, false, NULL, 0, pSignature, pulSignatureLen);
 out:
-    ddsm_wipe(mac, sizeof(mac));
     return ddsm_call_end(&c, rv);
 }
 
@@ -242,39 +225,47 @@ static CK_RV compare(const ddsm_vop *op, const uint8_t mac[DDSM_MAC_LEN], const 
     return ddsm_ct_equal(mac, sig, op->out_len) ? CKR_OK : CKR_SIGNATURE_INVALID;
 }
 
-CK_RV ddsm_C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-                    CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen)
+/* C_Verify (single: the whole of pData) and C_VerifyFinal (!single), after the entry ladder. */
+static CK_RV verify_step(ddsm_call *c, CK_SESSION_HANDLE hSession, bool single, CK_BYTE_PTR pData,
+                         CK_ULONG ulDataLen, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen)
 {
     ddsm_route route;
     uint8_t mac[DDSM_MAC_LEN];
-    DDSM_CALL(c, "C_Verify");
-    DDSM_LADDER_SESSION(c, hSession, 1);
-    if ((pData == NULL && ulDataLen > 0) || (pSignature == NULL && ulSignatureLen > 0)) {
-        ddsm_op_abort(&c, DDSM_OP_VERIFY);
-        rv = CKR_ARGUMENTS_BAD;
-        goto out;
+    CK_RV rv;
+    if ((single && pData == NULL && ulDataLen > 0) || (pSignature == NULL && ulSignatureLen > 0)) {
+        ddsm_op_abort(c, DDSM_OP_VERIFY);
+        return CKR_ARGUMENTS_BAD;
     }
-    if ((rv = ddsm_op_enter(&c, DDSM_OP_VERIFY, DDSM_USE_VERIFY, &route)) != CKR_OK)
-        goto out;
+    if ((rv = ddsm_op_enter(c, DDSM_OP_VERIFY, DDSM_USE_VERIFY, &route)) != CKR_OK)
+        return rv;
     if (route == DDSM_ROUTE_BACKEND) {
-        rv = c.ctx->be->C_Verify(hSession, pData, ulDataLen, pSignature, ulSignatureLen);
-        ddsm_op_backend_step(&c, DDSM_OP_VERIFY, true);
-        goto out;
+        rv = single ? c->ctx->be->C_Verify(hSession, pData, ulDataLen, pSignature, ulSignatureLen)
+                    : c->ctx->be->C_VerifyFinal(hSession, pSignature, ulSignatureLen);
+        ddsm_op_backend_step(c, DDSM_OP_VERIFY, true);
+        return rv;
     }
-    ddsm_vop *op = &c.sess->verify;
-    if (op->updated) {
-        rv = ddsm_op_leave(&c, DDSM_OP_VERIFY, CKR_OPERATION_NOT_INITIALIZED, false);
-        goto out;
-    }
+    ddsm_vop *op = &c->sess->verify;
+    if (single && op->updated)
+        return ddsm_op_leave(c, DDSM_OP_VERIFY, CKR_OPERATION_NOT_INITIALIZED, false);
     if (op->ec != NULL)
-        rv = ddsm_ec_verify_locked(&c, op, pData, ulDataLen, pSignature, ulSignatureLen);
+        rv = single ? ddsm_ec_verify_locked(c, op, pData, ulDataLen, pSignature, ulSignatureLen)
+                    : ddsm_ec_verify_final_locked(c, op, pSignature, ulSignatureLen);
     else if (ulSignatureLen != op->out_len)
         rv = CKR_SIGNATURE_LEN_RANGE;
-    else if ((rv = mac_once_locked(&c, op, pData, ulDataLen, mac)) == CKR_OK)
+    else if ((rv = single ? mac_once_locked(c, op, pData, ulDataLen, mac)
+                          : mac_final_locked(c, op, mac)) == CKR_OK)
         rv = compare(op, mac, pSignature, ulSignatureLen);
-    rv = ddsm_op_leave(&c, DDSM_OP_VERIFY, rv, false);
-out:
     ddsm_wipe(mac, sizeof(mac));
+    return ddsm_op_leave(c, DDSM_OP_VERIFY, rv, false);
+}
+
+CK_RV ddsm_C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                    CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen)
+{
+    DDSM_CALL(c, "C_Verify");
+    DDSM_LADDER_SESSION(c, hSession, 1);
+    rv = verify_step(&c, hSession, true, pData, ulDataLen, pSignature, ulSignatureLen);
+out:
     return ddsm_call_end(&c, rv);
 }
 
@@ -291,31 +282,9 @@ out:
 CK_RV ddsm_C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
                          CK_ULONG ulSignatureLen)
 {
-    ddsm_route route;
-    uint8_t mac[DDSM_MAC_LEN];
     DDSM_CALL(c, "C_VerifyFinal");
     DDSM_LADDER_SESSION(c, hSession, 1);
-    if (pSignature == NULL && ulSignatureLen > 0) {
-        ddsm_op_abort(&c, DDSM_OP_VERIFY);
-        rv = CKR_ARGUMENTS_BAD;
-        goto out;
-    }
-    if ((rv = ddsm_op_enter(&c, DDSM_OP_VERIFY, DDSM_USE_VERIFY, &route)) != CKR_OK)
-        goto out;
-    if (route == DDSM_ROUTE_BACKEND) {
-        rv = c.ctx->be->C_VerifyFinal(hSession, pSignature, ulSignatureLen);
-        ddsm_op_backend_step(&c, DDSM_OP_VERIFY, true);
-        goto out;
-    }
-    ddsm_vop *op = &c.sess->verify;
-    if (op->ec != NULL)
-        rv = ddsm_ec_verify_final_locked(&c, op, pSignature, ulSignatureLen);
-    else if (ulSignatureLen != op->out_len)
-        rv = CKR_SIGNATURE_LEN_RANGE;
-    else if ((rv = mac_final_locked(&c, op, mac)) == CKR_OK)
-        rv = compare(op, mac, pSignature, ulSignatureLen);
-    rv = ddsm_op_leave(&c, DDSM_OP_VERIFY, rv, false);
+    rv = verify_step(&c, hSession, false, NULL, 0, pSignature, ulSignatureLen);
 out:
-    ddsm_wipe(mac, sizeof(mac));
     return ddsm_call_end(&c, rv);
 }
