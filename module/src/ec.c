@@ -242,36 +242,6 @@ CK_RV ddsm_ec_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM_V
     }
 }
 
-/* Section 5.7 for one CKA_EC_POINT entry whose value is point[0..plen). */
-static CK_RV give_point(CK_ATTRIBUTE *a, const uint8_t *point, size_t plen)
-{
-    if (a->pValue == NULL) {
-        a->ulValueLen = plen;
-        return CKR_OK;
-    }
-    if (a->ulValueLen < plen) {
-        a->ulValueLen = CK_UNAVAILABLE_INFORMATION;
-        return CKR_BUFFER_TOO_SMALL;
-    }
-    memcpy(a->pValue, point, plen);
-    a->ulValueLen = plen;
-    return CKR_OK;
-}
-
-static int err_rank(CK_RV rv)
-{
-    switch (rv) {
-    case CKR_ATTRIBUTE_SENSITIVE:
-        return 3;
-    case CKR_ATTRIBUTE_TYPE_INVALID:
-        return 2;
-    case CKR_BUFFER_TOO_SMALL:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 CK_RV ddsm_ec_get_attributes(ddsm_call *c, const ddsm_hentry *e, CK_ATTRIBUTE *t, CK_ULONG n)
 {
     CK_RV rv = CKR_OK, worst = CKR_OK;
@@ -308,9 +278,7 @@ CK_RV ddsm_ec_get_attributes(ddsm_call *c, const ddsm_hentry *e, CK_ATTRIBUTE *t
         worst = ddsm_vattr_get(e, rest, m, NULL);
     for (CK_ULONG i = 0, j = 0; i < n; i++) {
         if (pub && t[i].type == CKA_EC_POINT) {
-            CK_RV r = give_point(&t[i], point, plen);
-            if (err_rank(r) > err_rank(worst))
-                worst = r;
+            worst = ddsm_vattr_worse(worst, ddsm_vattr_give(&t[i], point, plen));
         } else {
             t[i].ulValueLen = rest[j++].ulValueLen;
         }

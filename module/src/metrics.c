@@ -188,6 +188,14 @@ static void family(struct buf *b, const char *name, const char *type, const char
     put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A family of one sample, this instance's value v. */
+static void sample(struct buf *b, const char *inst, const char *name, const char *type,
+                   const char *help, uint64_t v)
+{
+    family(b, name, type, help);
+    put(b, "%s{ddsm_instance=\"%s\"} %" PRIu64 "\n", name, inst, v);
+}
+
 /* A label value: backslash, double quote and newline escaped. */
 static void label_value(char *out, size_t cap, const char *v)
 {
@@ -277,57 +285,43 @@ char *ddsm_metrics_render(ddsm_ctx *ctx)
         cum);
     put(&b, "ddsm_audit_batch_size_sum{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst, bs.size_sum);
     put(&b, "ddsm_audit_batch_size_count{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst, cum);
-    family(&b, "ddsm_audit_round_trips_total", "counter",
-           "Group-commit statements sent (a batch whose expectations were stale sends again).");
-    put(&b, "ddsm_audit_round_trips_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        bs.round_trips);
-    family(&b, "ddsm_audit_failed_batches_total", "counter",
-           "Group-commit statements that failed (every derivation of the batch failed closed).");
-    put(&b, "ddsm_audit_failed_batches_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        bs.failed_batches);
+    sample(&b, inst, "ddsm_audit_round_trips_total", "counter",
+           "Group-commit statements sent (a batch whose expectations were stale sends again).",
+           bs.round_trips);
+    sample(&b, inst, "ddsm_audit_failed_batches_total", "counter",
+           "Group-commit statements that failed (every derivation of the batch failed closed).",
+           bs.failed_batches);
 
-    family(&b, "ddsm_store_reconnects_total", "counter",
-           "PostgreSQL connections established again after one was lost, in this process.");
-    put(&b, "ddsm_store_reconnects_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        ddsm_store_reconnects());
-    family(&b, "ddsm_store_listen_up", "gauge",
-           "1 while the LISTEN connection that carries rotations and zone changes is up.");
-    put(&b, "ddsm_store_listen_up{ddsm_instance=\"%s\"} %d\n", inst,
-        atomic_load(&ctx->link_up) ? 1 : 0);
+    sample(&b, inst, "ddsm_store_reconnects_total", "counter",
+           "PostgreSQL connections established again after one was lost, in this process.",
+           ddsm_store_reconnects());
+    sample(&b, inst, "ddsm_store_listen_up", "gauge",
+           "1 while the LISTEN connection that carries rotations and zone changes is up.",
+           atomic_load(&ctx->link_up) ? 1 : 0);
 
-    family(&b, "ddsm_key_cache_hits_total", "counter",
-           "Uses of a derived key served from the module's key cache.");
-    put(&b, "ddsm_key_cache_hits_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        atomic_load(&m->cache_hits));
-    family(&b, "ddsm_key_cache_misses_total", "counter",
-           "Uses of a derived key that had to derive it (audited) first.");
-    put(&b, "ddsm_key_cache_misses_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        atomic_load(&m->cache_misses));
-    family(&b, "ddsm_key_cache_keys", "gauge", "Derived keys held in locked memory now.");
-    put(&b, "ddsm_key_cache_keys{ddsm_instance=\"%s\"} %u\n", inst, ddsm_vkeys_cached(ctx->vkeys));
+    sample(&b, inst, "ddsm_key_cache_hits_total", "counter",
+           "Uses of a derived key served from the module's key cache.",
+           atomic_load(&m->cache_hits));
+    sample(&b, inst, "ddsm_key_cache_misses_total", "counter",
+           "Uses of a derived key that had to derive it (audited) first.",
+           atomic_load(&m->cache_misses));
+    sample(&b, inst, "ddsm_key_cache_keys", "gauge", "Derived keys held in locked memory now.",
+           ddsm_vkeys_cached(ctx->vkeys));
 
     ddsm_ratelimit_stats rs;
     ddsm_ratelimit_stats_get(ddsm_mpolicy_ratelimit(ctx->policy), &rs);
-    family(&b, "ddsm_rate_leases_total", "counter",
-           "Token leases answered by the database for the local rate-limit buckets.");
-    put(&b, "ddsm_rate_leases_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst, rs.leases);
-    family(&b, "ddsm_rate_lease_failures_total", "counter",
-           "Token leases that failed (the database was unreachable).");
-    put(&b, "ddsm_rate_lease_failures_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        rs.leases_failed);
-    family(&b, "ddsm_rate_tokens_granted_total", "counter",
-           "Tokens the database granted to this process's rate-limit buckets.");
-    put(&b, "ddsm_rate_tokens_granted_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        rs.tokens_granted);
-    family(&b, "ddsm_rate_lease_waits_total", "counter",
-           "Derivations that waited for a lease another thread was making.");
-    put(&b, "ddsm_rate_lease_waits_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        rs.lease_waits);
+    sample(&b, inst, "ddsm_rate_leases_total", "counter",
+           "Token leases answered by the database for the local rate-limit buckets.", rs.leases);
+    sample(&b, inst, "ddsm_rate_lease_failures_total", "counter",
+           "Token leases that failed (the database was unreachable).", rs.leases_failed);
+    sample(&b, inst, "ddsm_rate_tokens_granted_total", "counter",
+           "Tokens the database granted to this process's rate-limit buckets.", rs.tokens_granted);
+    sample(&b, inst, "ddsm_rate_lease_waits_total", "counter",
+           "Derivations that waited for a lease another thread was making.", rs.lease_waits);
 
-    family(&b, "ddsm_metrics_writes_total", "counter",
-           "Times this process wrote its metrics file (this write included).");
-    put(&b, "ddsm_metrics_writes_total{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
-        atomic_load(&m->writes) + 1);
+    sample(&b, inst, "ddsm_metrics_writes_total", "counter",
+           "Times this process wrote its metrics file (this write included).",
+           atomic_load(&m->writes) + 1);
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -33,8 +33,12 @@ static int err_rank(CK_RV rv)
     }
 }
 
-/* Copy one value out per section 5.7; returns the attribute's own outcome. */
-static CK_RV give(CK_ATTRIBUTE *a, const void *val, CK_ULONG len)
+CK_RV ddsm_vattr_worse(CK_RV worst, CK_RV r)
+{
+    return err_rank(r) > err_rank(worst) ? r : worst;
+}
+
+CK_RV ddsm_vattr_give(CK_ATTRIBUTE *a, const void *val, CK_ULONG len)
 {
     if (a->pValue == NULL) {
         a->ulValueLen = len;
@@ -67,16 +71,15 @@ CK_RV ddsm_vattr_get(const ddsm_hentry *e, CK_ATTRIBUTE *t, CK_ULONG n, const ui
                 t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
                 r = CKR_BUFFER_TOO_SMALL;
             } else if (value_secret != NULL)
-                r = give(&t[i], value_secret, DDSM_KEY_LEN);
+                r = ddsm_vattr_give(&t[i], value_secret, DDSM_KEY_LEN);
             else
                 r = CKR_ATTRIBUTE_SENSITIVE;
         } else if (r == CKR_OK) {
-            r = give(&t[i], buf, len);
+            r = ddsm_vattr_give(&t[i], buf, len);
         }
         if (r != CKR_OK && r != CKR_BUFFER_TOO_SMALL)
             t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
-        if (err_rank(r) > err_rank(worst))
-            worst = r;
+        worst = ddsm_vattr_worse(worst, r);
     }
     return worst;
 }

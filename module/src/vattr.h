@@ -25,6 +25,14 @@ bool ddsm_vattr_needs_value(const ddsm_hentry *e, const CK_ATTRIBUTE *t, CK_ULON
 CK_RV ddsm_vattr_get(const ddsm_hentry *e, CK_ATTRIBUTE *t, CK_ULONG n,
                      const uint8_t *value_secret) DDSM_WUR;
 
+/* Copy one value (len bytes at val) out into a per section 5.7: a NULL pValue gets the length,
+ * too small a buffer CK_UNAVAILABLE_INFORMATION and CKR_BUFFER_TOO_SMALL. The entry's outcome. */
+CK_RV ddsm_vattr_give(CK_ATTRIBUTE *a, const void *val, CK_ULONG len);
+
+/* Of two attribute outcomes, the one C_GetAttributeValue reports (the ranking of
+ * ddsm_vattr_get). */
+CK_RV ddsm_vattr_worse(CK_RV worst, CK_RV r);
+
 /* The C_FindObjectsInit filter: whether every attribute of t has this value on e. skip_label:
  * CKA_LABEL was the lookup key and is not compared again. CKA_DDSM_PATH compares canonical forms
  * (any hardening spelling names the same path); an attribute the objects do not have, a NULL
