@@ -12,7 +12,6 @@ static CK_RV ddsm_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList);
 #define DDSM_FUNCTIONS_240                                                                         \
     .C_Initialize = ddsm_C_Initialize,                                                             \
     .C_Finalize = ddsm_C_Finalize,                                                                 \
-    .C_GetInfo = ddsm_C_GetInfo,                                                                   \
     .C_GetFunctionList = ddsm_C_GetFunctionList,                                                   \
     .C_GetSlotList = ddsm_C_GetSlotList,                                                           \
     .C_GetSlotInfo = ddsm_C_GetSlotInfo,                                                           \
@@ -79,9 +78,13 @@ static CK_RV ddsm_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList);
     .C_CancelFunction = ddsm_C_CancelFunction,                                                     \
     .C_WaitForSlotEvent = ddsm_C_WaitForSlotEvent
 
+/* C_GetInfo reports the Cryptoki version of the function list it was reached through. */
+static CK_RV ddsm_C_GetInfo_3_0(CK_INFO_PTR pInfo);
+
 static CK_FUNCTION_LIST g_functions = {
     .version = {2, 40},
     DDSM_FUNCTIONS_240,
+    .C_GetInfo = ddsm_C_GetInfo,
 };
 
 /* PKCS#11 3.0: the same functions, then the 3.0 ones (pkcs11-compat.h). */
@@ -91,6 +94,7 @@ static CK_RV ddsm_C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR 
 static CK_FUNCTION_LIST_3_0 g_functions_3_0 = {
     .version = {3, 0},
     DDSM_FUNCTIONS_240,
+    .C_GetInfo = ddsm_C_GetInfo_3_0,
     .C_GetInterfaceList = ddsm_C_GetInterfaceList,
     .C_GetInterface = ddsm_C_GetInterface,
     .C_LoginUser = ddsm_C_LoginUser,
@@ -163,13 +167,13 @@ out:
     return ddsm_call_end(&c, rv);
 }
 
-CK_RV ddsm_C_GetInfo(CK_INFO_PTR pInfo)
+static CK_RV get_info(CK_INFO_PTR pInfo, CK_BYTE major, CK_BYTE minor)
 {
     DDSM_CALL(c, "C_GetInfo");
     DDSM_LADDER(c, pInfo != NULL);
     memset(pInfo, 0, sizeof(*pInfo));
-    pInfo->cryptokiVersion.major = 2;
-    pInfo->cryptokiVersion.minor = 40;
+    pInfo->cryptokiVersion.major = major;
+    pInfo->cryptokiVersion.minor = minor;
     blank_pad(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), "ddsm-pkcs11");
     blank_pad(pInfo->libraryDescription, sizeof(pInfo->libraryDescription),
               "DDSM derived keys over a PKCS#11 HSM");
@@ -178,6 +182,16 @@ CK_RV ddsm_C_GetInfo(CK_INFO_PTR pInfo)
     pInfo->libraryVersion.minor = 1;
 out:
     return ddsm_call_end(&c, rv);
+}
+
+CK_RV ddsm_C_GetInfo(CK_INFO_PTR pInfo)
+{
+    return get_info(pInfo, 2, 40);
+}
+
+static CK_RV ddsm_C_GetInfo_3_0(CK_INFO_PTR pInfo)
+{
+    return get_info(pInfo, 3, 0);
 }
 
 static CK_RV ddsm_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList)

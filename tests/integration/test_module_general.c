@@ -273,7 +273,7 @@ static void test_general__initialize_fails_on_a_missing_config(void **state)
     assert_rv(CKR_CRYPTOKI_NOT_INITIALIZED, p11->C_GetInfo(&info));
 }
 
-static void test_general__get_info_reports_cryptoki_240(void **state)
+static void test_general__get_info_reports_the_version_of_its_function_list(void **state)
 {
     CK_INFO info;
     assert_rv(CKR_OK, init_null());
@@ -281,6 +281,17 @@ static void test_general__get_info_reports_cryptoki_240(void **state)
     assert_rv(CKR_OK, p11->C_GetInfo(&info));
     assert_int_equal(info.cryptokiVersion.major, 2);
     assert_int_equal(info.cryptokiVersion.minor, 40);
+    assert_memory_equal(info.manufacturerID, "ddsm-pkcs11 ", 12);
+    /* Reached through the 3.0 interface, the same call says 3.0. */
+    ddsm_C_GetInterface_fn gi = (ddsm_C_GetInterface_fn)(uintptr_t)p11_sym("C_GetInterface");
+    CK_INTERFACE_PTR iface = NULL;
+    CK_VERSION v30 = {3, 0};
+    assert_rv(CKR_OK, gi((CK_UTF8CHAR_PTR) "PKCS 11", &v30, &iface, 0));
+    const CK_FUNCTION_LIST_3_0 *f30 = iface->pFunctionList;
+    assert_rv(CKR_ARGUMENTS_BAD, f30->C_GetInfo(NULL));
+    assert_rv(CKR_OK, f30->C_GetInfo(&info));
+    assert_int_equal(info.cryptokiVersion.major, 3);
+    assert_int_equal(info.cryptokiVersion.minor, 0);
     assert_memory_equal(info.manufacturerID, "ddsm-pkcs11 ", 12);
     assert_rv(CKR_OK, p11->C_Finalize(NULL));
 }
@@ -399,7 +410,7 @@ int main(void)
         cmocka_unit_test(test_general__initialize_finalize_200_times_is_cheap),
         cmocka_unit_test(test_general__finalize_closes_the_store_connections),
         cmocka_unit_test(test_general__initialize_fails_on_a_missing_config),
-        cmocka_unit_test(test_general__get_info_reports_cryptoki_240),
+        cmocka_unit_test(test_general__get_info_reports_the_version_of_its_function_list),
     };
     const struct CMUnitTest slots[] = {
         cmocka_unit_test(test_slot__exactly_one_slot_numbered_zero),
