@@ -10,30 +10,25 @@
 # /usr/bin/python3: the python3 first on PATH may be one without Debian's modules.
 set -euo pipefail
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_MODULE DDSM_CTL
 PY=${DDSM_PYTHON:-/usr/bin/python3}
 $PY -c 'import ecdsa' 2>/dev/null ||
     fail "python3-ecdsa is not installed (scripts/lib/common.sh installs it)"
-p11() { pkcs11-tool --module "$DDSM_MODULE" --login --pin "$DDSM_TEST_PIN" "$@"; }
 
 ASSET=ec000000-0000-4000-8000-0000000000e1
 dir=$DDSM_TEST_DIR
 export DDSM_PIN=$DDSM_TEST_PIN
-printf '%s' 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f > "$dir/seed.hex"
-"$DDSM_CTL" db migrate >/dev/null
-"$DDSM_CTL" root import --hex-file "$dir/seed.hex" >/dev/null
-"$DDSM_CTL" asset register --label wallet --id "$ASSET" --type secp256k1 \
-    --default-path "m/44'/0'/0'/0/7" >/dev/null
-"$DDSM_CTL" asset activate wallet >/dev/null
-id=$("$DDSM_CTL" asset show wallet --json |
-    $PY -c 'import json, sys; print(json.load(sys.stdin)["key"]["id"])')
+import_design_root
+asset_active wallet --id "$ASSET" --type secp256k1 --default-path "m/44'/0'/0'/0/7"
+id=$(asset_key wallet id)
 
-p11 --read-object --type pubkey --id "$id" -o "$dir/pub.der" >/dev/null
+p11_user --read-object --type pubkey --id "$id" -o "$dir/pub.der" >/dev/null
 "$DDSM_CTL" asset xpub wallet --path "m/44'/0'/0'" > "$dir/xpub"
 
 for i in 1 2 3 4 5; do
     printf 'transaction %s' "$i" | openssl dgst -sha256 -binary > "$dir/digest$i"
-    p11 --sign -m ECDSA --id "$id" -i "$dir/digest$i" -o "$dir/sig$i" >/dev/null
+    p11_user --sign -m ECDSA --id "$id" -i "$dir/digest$i" -o "$dir/sig$i" >/dev/null
 done
 
 $PY - "$dir" "$ASSET" <<'EOF'

@@ -11,10 +11,8 @@
 # default path, and object= must be its CKA_LABEL "<asset uuid>/<path>".
 set -euo pipefail
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-json_get() { /usr/bin/python3 -c 'import json, sys; d = json.load(sys.stdin)
-for k in sys.argv[1:]: d = d[k]
-print(d)' "$@"; }
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_MODULE DDSM_CTL DDSM_SOURCE_DIR
 # RFC 3986 percent-encoding of a URI path attribute value (keeps unreserved characters only).
 pct() {
     /usr/bin/python3 -c 'import sys, urllib.parse as u; print(u.quote(sys.argv[1], safe=""))' "$1"
@@ -29,21 +27,16 @@ export OPENSSL_CONF=/dev/null
 [ -f "/usr/lib/$(uname -m)-linux-gnu/engines-3/pkcs11.so" ] ||
     fail "libengine-pkcs11-openssl is not installed (scripts/lib/common.sh installs it)"
 
-printf '%s' 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f > "$dir/seed.hex"
-"$DDSM_CTL" db migrate >/dev/null
-"$DDSM_CTL" root import --hex-file "$dir/seed.hex" >/dev/null
-"$DDSM_CTL" asset register --label btc-hot --type secp256k1 \
-    --default-path "m/44'/0'/0'/0/0" >/dev/null
-"$DDSM_CTL" asset register --label tls-p256 --type p256 --default-path "m/1'/0'" >/dev/null
-"$DDSM_CTL" asset activate btc-hot >/dev/null
-"$DDSM_CTL" asset activate tls-p256 >/dev/null
+import_design_root
+asset_active btc-hot --type secp256k1 --default-path "m/44'/0'/0'/0/0"
+asset_active tls-p256 --type p256 --default-path "m/1'/0'"
 
 printf 'sign me through the engine' > "$dir/msg"
 openssl dgst -sha256 -binary "$dir/msg" > "$dir/digest"
 
 for a in btc-hot tls-p256; do
-    label=$("$DDSM_CTL" asset show "$a" --json | json_get key label)
-    id=$("$DDSM_CTL" asset show "$a" --json | json_get key id)
+    label=$(asset_key "$a" label)
+    id=$(asset_key "$a" id)
     uri="pkcs11:token=custody;object=$(pct "$label");type=private"
     echo "$a: $uri"
 
@@ -53,8 +46,7 @@ for a in btc-hot tls-p256; do
     # The engine returns DER (SEQUENCE of r and s).
     openssl asn1parse -inform DER -in "$dir/$a.sig" | grep -q 'INTEGER' || fail "$a: not DER"
 
-    pkcs11-tool --module "$DDSM_MODULE" --login --pin "$DDSM_TEST_PIN" --read-object \
-        --type pubkey --id "$id" -o "$dir/$a.der" >/dev/null
+    p11_user --read-object --type pubkey --id "$id" -o "$dir/$a.der" >/dev/null
     openssl pkey -pubin -inform DER -in "$dir/$a.der" -out "$dir/$a.pem"
     # Plain openssl from here on: no engine, no module.
     openssl pkeyutl -verify -pubin -inkey "$dir/$a.pem" \
@@ -69,7 +61,7 @@ for a in btc-hot tls-p256; do
 done
 
 # The public key of the URI's key is the one read by id: the engine can load it too.
-label=$("$DDSM_CTL" asset show btc-hot --json | json_get key label)
+label=$(asset_key btc-hot label)
 OPENSSL_CONF=$conf openssl pkey -engine pkcs11 -inform engine \
     -pubin -in "pkcs11:token=custody;object=$(pct "$label");type=public;pin-value=$DDSM_TEST_PIN" \
     -pubout -out "$dir/engine-pub.pem" 2>/dev/null || fail "the engine cannot load the public key"
@@ -77,7 +69,7 @@ cmp -s <(openssl pkey -pubin -in "$dir/engine-pub.pem" -outform DER) \
     <(openssl pkey -pubin -in "$dir/btc-hot.pem" -outform DER) ||
     fail "the engine's public key differs from pkcs11-tool's"
 
-n=$(psql -Atc "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'
-               AND detail IN ('key type secp256k1', 'key type p256')")
+n=$(sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'
+          AND detail IN ('key type secp256k1', 'key type p256')")
 [ "$n" -ge 2 ] || fail "expected audited derivations, found $n"
 echo "openssl engine: ok"

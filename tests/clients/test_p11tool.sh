@@ -4,19 +4,16 @@
 # key by "<asset label>/<path>".
 set -euo pipefail
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_MODULE DDSM_CTL
 tool() { p11tool --provider "$DDSM_MODULE" "$@"; }
 
 ASSET=6f9619ff-8b86-d011-b42d-00c04fc964ff
 PATH_A="m/44'/0'/0'/0/0"
-dir=$DDSM_TEST_DIR
 export DDSM_PIN=$DDSM_TEST_PIN
 
-printf '%s' 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f > "$dir/seed.hex"
-"$DDSM_CTL" db migrate >/dev/null
-"$DDSM_CTL" root import --hex-file "$dir/seed.hex" >/dev/null
-"$DDSM_CTL" asset register --label vec-a --id "$ASSET" --default-path "$PATH_A" >/dev/null
-"$DDSM_CTL" asset activate vec-a >/dev/null
+import_design_root
+asset_active vec-a --id "$ASSET" --default-path "$PATH_A"
 
 out=$(tool --list-tokens)
 echo "$out"
@@ -42,6 +39,6 @@ echo "$out"
 [ "$(grep -c '^Object ' <<<"$out")" -eq 1 ] || fail "URI by asset label did not find one object"
 grep -q "Label: $ASSET/m/44'/0'/0'/0/0" <<<"$out" || fail "URI by asset label found another key"
 
-[ "$(psql -Atc "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")" -eq 0 ] ||
+[ "$(sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")" -eq 0 ] ||
     fail "listing objects derived something"
 echo "PASS"

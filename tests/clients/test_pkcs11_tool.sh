@@ -9,21 +9,17 @@
 # SHA-256("DDSM-v1 id" || uuid || canonical path)), computed here with openssl, next to --label.
 set -euo pipefail
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-p11() { pkcs11-tool --module "$DDSM_MODULE" "$@"; }
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_MODULE DDSM_CTL
 
 ASSET=6f9619ff-8b86-d011-b42d-00c04fc964ff
-ASSET_HEX=6f9619ff8b86d011b42d00c04fc964ff
 PATH_A="m/44'/0'/0'/0/0"
 KEY0=7d2fcaa0c736ca65b7610c465a197a7440b55fd6017280b2d7817a530c28d61c
 dir=$DDSM_TEST_DIR
 export DDSM_PIN=$DDSM_TEST_PIN
 
-printf '%s' 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f > "$dir/seed.hex"
-"$DDSM_CTL" db migrate >/dev/null
-"$DDSM_CTL" root import --hex-file "$dir/seed.hex" >/dev/null
-"$DDSM_CTL" asset register --label vec-a --id "$ASSET" --default-path "$PATH_A" >/dev/null
-"$DDSM_CTL" asset activate vec-a >/dev/null
+import_design_root
+asset_active vec-a --id "$ASSET" --default-path "$PATH_A"
 
 # -L: exactly one slot, numbered 0, with the backend token's label.
 out=$(p11 -L)
@@ -42,32 +38,31 @@ out=$(p11 -O 2>&1 || true)
 grep -q "$ASSET" <<<"$out" && fail "virtual object listed without login"
 
 # -O with login: the root and the virtual key of the ACTIVE asset at its default path.
-out=$(p11 --login --pin "$DDSM_TEST_PIN" -O 2>&1)
+out=$(p11_user -O 2>&1)
 echo "$out"
 grep -q "label: *ddsm-root" <<<"$out" || fail "root key not listed"
 grep -q "label: *$ASSET/m/44'/0'/0'/0/0" <<<"$out" || fail "virtual key not listed"
 grep -q "Unique ID: *$ASSET/m/44'/0'/0'/0/0#0" <<<"$out" || fail "unique id missing"
-audit_before=$(psql -Atc "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")
+audit_before=$(sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")
 [ "$audit_before" -eq 0 ] || fail "listing objects derived something"
 
 # The key's CKA_ID, computed independently.
-id=$( { printf 'DDSM-v1 id'; printf '%s' "$ASSET_HEX" | xxd -r -p; printf '%s' "$PATH_A"; } |
-      openssl dgst -sha256 -binary | head -c 16 | xxd -p)
+id=$(cka_id "$ASSET" "$PATH_A")
 grep -q "ID: *$id" <<<"$out" || fail "CKA_ID $id not listed"
 
 printf 'pkcs11-tool says hello' > "$dir/data"
-p11 --login --pin "$DDSM_TEST_PIN" --sign -m SHA256-HMAC --label "$ASSET/$PATH_A" --id "$id" \
+p11_user --sign -m SHA256-HMAC --label "$ASSET/$PATH_A" --id "$id" \
     -i "$dir/data" -o "$dir/sig"
 got=$(xxd -p -c 64 "$dir/sig")
 want=$(openssl dgst -sha256 -mac HMAC -macopt "hexkey:$KEY0" -r "$dir/data" | cut -d' ' -f1)
 echo "module: $got"
 echo "openssl: $want"
 [ "$got" = "$want" ] || fail "HMAC differs from the DESIGN.md vector"
-[ "$(psql -Atc "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")" -eq 1 ] ||
+[ "$(sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")" -eq 1 ] ||
     fail "first use did not write exactly one DERIVE audit row"
 
 # Without --id pkcs11-tool takes the first secret key: the root, which only derives.
-if out=$(p11 --login --pin "$DDSM_TEST_PIN" --sign -m SHA256-HMAC -i "$dir/data" 2>&1); then
+if out=$(p11_user --sign -m SHA256-HMAC -i "$dir/data" 2>&1); then
     fail "signing with the root succeeded"
 fi
 grep -q CKR_KEY_FUNCTION_NOT_PERMITTED <<<"$out" || fail "root refusal not reported: $out"

@@ -4,15 +4,13 @@
 # Meaningful only in that pass (DDSM_ASAN_PRELOAD set, the module instrumented): skipped elsewhere.
 set -euo pipefail
 
-: "${DDSM_MODULE:?run through scripts/lib/run-integration via ctest}" "${DDSM_TEST_DIR:?}"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_MODULE
 if [ -z "${DDSM_ASAN_PRELOAD:-}" ]; then
     echo "skipped: not the sanitizer pass"
     exit 77
 fi
-T=$DDSM_TEST_DIR/asan-host
-rm -rf "$T"
-mkdir -p "$T"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+scratch_dir asan-host
 
 # A host bug (a heap overflow in Python's own ctypes call, no module involved) is kept, not counted.
 cat > "$T/host_bug.py" <<'PY'

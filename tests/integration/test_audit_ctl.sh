@@ -6,43 +6,12 @@
 # reconcile as a table and as JSON, and maintain.
 set -euo pipefail
 
-: "${DDSM_CTL:?run through scripts/lib/run-integration via ctest}"
-: "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}" "${DDSM_TEST_PGBIN:?}"
-: "${DDSM_BUILD_DIR:?}"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_CTL DDSM_BUILD_DIR
 C=$DDSM_CTL
 HELPER=$DDSM_BUILD_DIR/tests/integration_test_batch
-T=$DDSM_TEST_DIR/auditctl
-rm -rf "$T"
-mkdir -p "$T"
+scratch_dir auditctl
 unset DDSM_PIN
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-run() {
-    set +e
-    "$@" </dev/null >"$T/out" 2>"$T/err"
-    RC=$?
-    set -e
-    OUT=$(cat "$T/out")
-    ERR=$(cat "$T/err")
-}
-expect() {
-    local want=$1
-    shift
-    run "$@"
-    [ "$RC" = "$want" ] || fail "'$*' exited $RC, expected $want
---- stdout:
-$OUT
---- stderr:
-$ERR"
-}
-err_has() { [[ "$ERR" == *"$1"* ]] || fail "stderr lacks \"$1\": $ERR"; }
-out_has() { [[ "$OUT" == *"$1"* ]] || fail "stdout lacks \"$1\": $OUT"; }
-out_lacks() { [[ "$OUT" != *"$1"* ]] || fail "stdout has \"$1\": $OUT"; }
-sql() { "$DDSM_TEST_PGBIN/psql" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
-with_pin() { DDSM_PIN=$DDSM_TEST_PIN "$@"; }
 
 echo "== help and usage errors"
 for args in "audit" "audit verify" "reconcile" "db maintain"; do

@@ -7,49 +7,31 @@
 # Never asserts a speed.
 set -euo pipefail
 
-: "${DDSM_BENCH:?run through scripts/lib/run-integration via ctest}"
-: "${DDSM_CTL:?}" "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}" "${DDSM_TEST_PGBIN:?}"
-T=$DDSM_TEST_DIR/bench
-rm -rf "$T"
-mkdir -p "$T"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_BENCH DDSM_CTL
+scratch_dir bench
 unset DDSM_PIN
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-sql() { "$DDSM_TEST_PGBIN/psql" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
-ctl() { DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" "$@" >/dev/null; }
-
 echo "== set-up with ddsmctl: migrate, the DESIGN.md root, two of the bench's assets"
-ctl db migrate
-printf '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n' >"$T/root.hex"
-ctl root import --hex-file "$T/root.hex"
+import_design_root
 # bench-0 exists, ACTIVE, counter 1: reused as it is. bench-1 is INITIALIZED: the bench activates
 # it. bench-2 does not exist: the bench registers it.
-ctl asset register --label bench-0
-ctl asset activate bench-0
-ctl asset rotate bench-0
-ctl asset register --label bench-1
+asset_active bench-0
+ctl asset rotate bench-0 >/dev/null
+ctl asset register --label bench-1 >/dev/null
 
 echo "== usage errors: exit 2, nothing run"
 for args in "--threads 0" "--threads 1,,2" "--threads 2,2" "--seconds 0" "--seconds x" \
     "--assets 0" "--scenario nope" "--bogus" "extra"; do
-    set +e
     # shellcheck disable=SC2086
-    "$DDSM_BENCH" $args </dev/null >"$T/out" 2>"$T/err"
-    rc=$?
-    set -e
-    [ "$rc" = 2 ] || fail "ddsm-bench $args exited $rc, expected 2: $(cat "$T/err")"
-    grep -q "ddsm-bench: " "$T/err" || fail "ddsm-bench $args: no message: $(cat "$T/err")"
+    run "$DDSM_BENCH" $args
+    [ "$RC" = 2 ] || fail "ddsm-bench $args exited $RC, expected 2: $ERR"
+    grep -q "ddsm-bench: " "$T/err" || fail "ddsm-bench $args: no message: $ERR"
     [ ! -s "$T/out" ] || fail "ddsm-bench $args wrote to stdout"
 done
-set +e
-"$DDSM_BENCH" --seconds 1 --scenario derive </dev/null >"$T/out" 2>"$T/err"
-rc=$?
-set -e
-[ "$rc" = 2 ] || fail "no PIN: exit $rc, expected 2"
-grep -q "no HSM PIN" "$T/err" || fail "no PIN: $(cat "$T/err")"
+run "$DDSM_BENCH" --seconds 1 --scenario derive
+[ "$RC" = 2 ] || fail "no PIN: exit $RC, expected 2"
+grep -q "no HSM PIN" "$T/err" || fail "no PIN: $ERR"
 "$DDSM_BENCH" --help >"$T/help" || fail "--help exited $?"
 for sc in openssl hsm-direct seed-design derive sign find-sign rotate-storm ec-sign "Exit status"; do
     grep -q -- "$sc" "$T/help" || fail "--help lacks $sc"

@@ -5,43 +5,11 @@
 # PostgreSQL or HSM (exit 3). Wrong PIN is exit 1 ("operation refused": the HSM said no).
 set -euo pipefail
 
-: "${DDSM_CTL:?run through scripts/lib/run-integration via ctest}"
-: "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}" "${DDSM_TEST_PGBIN:?}"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_CTL
 C=$DDSM_CTL
-T=$DDSM_TEST_DIR/ctl
-rm -rf "$T"
-mkdir -p "$T"
+scratch_dir ctl
 unset DDSM_PIN
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-# run CMD...: stdout in $OUT, stderr in $ERR, exit code in $RC; stdin is never a terminal.
-run() {
-    set +e
-    "$@" </dev/null >"$T/out" 2>"$T/err"
-    RC=$?
-    set -e
-    OUT=$(cat "$T/out")
-    ERR=$(cat "$T/err")
-}
-# expect RC CMD...
-expect() {
-    local want=$1
-    shift
-    run "$@"
-    [ "$RC" = "$want" ] || fail "'$*' exited $RC, expected $want
---- stdout:
-$OUT
---- stderr:
-$ERR"
-}
-err_has() { [[ "$ERR" == *"$1"* ]] || fail "stderr lacks \"$1\": $ERR"; }
-out_has() { [[ "$OUT" == *"$1"* ]] || fail "stdout lacks \"$1\": $OUT"; }
-sql() { "$DDSM_TEST_PGBIN/psql" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
-same() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
-with_pin() { DDSM_PIN=$DDSM_TEST_PIN "$@"; }
 
 echo "== help for every command"
 for args in "" "db" "db migrate" "root" "root create" "root import" "root recover" "root info" \
@@ -190,14 +158,12 @@ out_has "holds no root key"
 
 echo "== root create / create again / info"
 count_roots() {
-    pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label custody --login \
-        --pin "$DDSM_TEST_PIN" --list-objects --type secrkey 2>/dev/null |
-        grep -c 'label: *ddsm-root' || true
+    softhsm_user --list-objects --type secrkey 2>/dev/null | grep -c 'label: *ddsm-root' || true
 }
 same "$(count_roots)" 0 "root keys before create"
 expect 0 with_pin "$C" root create
 out_has "generated root key \"ddsm-root\" on token \"custody\""
-fp_create=$(awk '/^fingerprint:/ {print $2}' <<<"$OUT")
+fp_create=$(fingerprint)
 [[ "$fp_create" =~ ^[0-9a-f]{32}$ ]] || fail "root create printed no fingerprint: $OUT"
 same "$(count_roots)" 1 "root keys after create"
 expect 1 with_pin "$C" root create
@@ -218,10 +184,9 @@ out_has "extractable:       false"
 out_has "never extractable: true"
 out_has "modifiable:        false"
 out_has "usage:             sign derive"
-same "$(awk '/^fingerprint:/ {print $2}' <<<"$OUT")" "$fp_create" "root info fingerprint"
+same "$(fingerprint)" "$fp_create" "root info fingerprint"
 # The key must really be unreadable: the HSM refuses to reveal CKA_VALUE.
-if pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label custody --login \
-    --pin "$DDSM_TEST_PIN" --read-object --type secrkey --label ddsm-root >/dev/null 2>&1; then
+if softhsm_user --read-object --type secrkey --label ddsm-root >/dev/null 2>&1; then
     fail "the root key's value could be read"
 fi
 
@@ -229,19 +194,17 @@ echo "== a separate custody token: root_token_label with root_pin_file, no user 
 softhsm2-util --init-token --free --label vault --pin 654321 --so-pin "$DDSM_TEST_SO_PIN" >/dev/null
 printf '654321\n' >"$T/vault.pin"
 chmod 600 "$T/vault.pin"
-cp "$DDSM_CONF" "$T/vault.conf"
-sed -i "s|^root_key_label = .*|&\nroot_token_label = vault\nroot_pin_file = $T/vault.pin|" \
-    "$T/vault.conf"
-chmod 600 "$T/vault.conf"
+conf_variant "$T/vault.conf" \
+    "s|^root_key_label = .*|&\nroot_token_label = vault\nroot_pin_file = $T/vault.pin|"
 expect 1 "$C" --conf "$T/vault.conf" root info
 err_has "token \"vault\" holds no root key"
 expect 0 "$C" --conf "$T/vault.conf" root create
 out_has "on token \"vault\""
-fp_vault=$(awk '/^fingerprint:/ {print $2}' <<<"$OUT")
+fp_vault=$(fingerprint)
 [ "$fp_vault" != "$fp_create" ] || fail "the vault's new root has the custody token's fingerprint"
 expect 0 "$C" --conf "$T/vault.conf" root info
 out_has "token:             vault"
-same "$(awk '/^fingerprint:/ {print $2}' <<<"$OUT")" "$fp_vault" "vault root info fingerprint"
+same "$(fingerprint)" "$fp_vault" "vault root info fingerprint"
 same "$(count_roots)" 1 "root keys on the custody token after creating the vault's"
 printf '000000\n' >"$T/vault.pin"
 expect 1 "$C" --conf "$T/vault.conf" root info
@@ -389,15 +352,11 @@ out_has "state:        RETIRED"
 out_has "counter:      2"
 out_has "default path: m/44'/0'/0'/0/5"
 # The key's PKCS#11 names: label "<uuid>/<canonical path>" and CKA_ID, computed independently.
-key_id() {
-    { printf 'DDSM-v1 id'; printf '%s' "${1//-/}" | xxd -r -p; printf '%s' "$2"; } |
-        openssl dgst -sha256 -binary | head -c 16 | od -An -tx1 -v | tr -d ' \n'
-}
 out_has "key label:    $alpha/m/44'/0'/0'/0/5"
-out_has "key id:       $(key_id "$alpha" "m/44'/0'/0'/0/5")"
+out_has "key id:       $(cka_id "$alpha" "m/44'/0'/0'/0/5")"
 expect 0 "$C" asset show alpha --path "m/7h/1"
 out_has "key label:    $alpha/m/7'/1"
-out_has "key id:       $(key_id "$alpha" "m/7'/1")"
+out_has "key id:       $(cka_id "$alpha" "m/7'/1")"
 expect 2 "$C" asset show alpha --path "m/01"
 err_has "--path 'm/01'"
 expect 0 "$C" asset show "$alpha" --json
@@ -449,21 +408,17 @@ s = socket.socket()
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])')
 deadinfo="host=127.0.0.1 port=$dead dbname=nope user=postgres connect_timeout=3"
-sed -e "s|^conninfo = .*|conninfo = $deadinfo|" \
-    "$DDSM_CONF" >"$T/deadpg.conf"
-chmod 600 "$T/deadpg.conf"
+conf_variant "$T/deadpg.conf" "s|^conninfo = .*|conninfo = $deadinfo|"
 expect 3 "$C" --conf "$T/deadpg.conf" asset list
 err_has "PostgreSQL is unavailable"
 expect 3 "$C" --conf "$T/deadpg.conf" asset show alpha
 expect 3 "$C" --conf "$T/deadpg.conf" asset register --label z
 expect 3 "$C" --conf "$T/deadpg.conf" asset rotate alpha
 expect 3 "$C" --conf "$T/deadpg.conf" db migrate
-sed -e "s|^module = .*|module = $T/no-such-module.so|" "$DDSM_CONF" >"$T/deadhsm.conf"
-chmod 600 "$T/deadhsm.conf"
+conf_variant "$T/deadhsm.conf" "s|^module = .*|module = $T/no-such-module.so|"
 expect 3 with_pin "$C" --conf "$T/deadhsm.conf" root info
 err_has "cannot load backend module"
-sed -e "s|^token_label = .*|token_label = elsewhere|" "$DDSM_CONF" >"$T/notoken.conf"
-chmod 600 "$T/notoken.conf"
+conf_variant "$T/notoken.conf" "s|^token_label = .*|token_label = elsewhere|"
 expect 3 with_pin "$C" --conf "$T/notoken.conf" root info
 err_has "no token labelled \"elsewhere\""
 

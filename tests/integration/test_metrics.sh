@@ -8,29 +8,18 @@
 # C_Finalize and no temporary file is left. `ddsmctl metrics` passes the same checks.
 set -euo pipefail
 
-: "${DDSM_MODULE:?run through scripts/lib/run-integration via ctest}"
-: "${DDSM_CTL:?}" "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_MODULE DDSM_CTL
 PY=${DDSM_PYTHON:-/usr/bin/python3}
-T=$DDSM_TEST_DIR/metrics
-rm -rf "$T"
-mkdir -p "$T/prom"
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-ctl() { DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" "$@" >/dev/null; }
+scratch_dir metrics
+mkdir "$T/prom"
 
 VEC_A=6f9619ff-8b86-d011-b42d-00c04fc964ff
 GONE=22222222-3333-4444-8555-666666666666
-printf '%s\n' 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f >"$T/seed.hex"
-ctl db migrate
-ctl root import --hex-file "$T/seed.hex"
-ctl asset register --label vec-a --id $VEC_A --default-path "m/44'/0'/0'/0/0"
-ctl asset activate vec-a
-ctl asset register --label gone --id $GONE --default-path m/4
-ctl asset activate gone
-ctl asset retire gone
+import_design_root
+asset_active vec-a --id $VEC_A --default-path "m/44'/0'/0'/0/0"
+asset_active gone --id $GONE --default-path m/4
+ctl asset retire gone >/dev/null
 
 conf=$T/ddsm.conf
 cat "$DDSM_CONF" >"$conf"
@@ -279,8 +268,8 @@ D=$T/db.prom.flat
 [ "$(val "$D" "ddsm_db_audit_future_partitions{}")" -ge 1 ] || fail "future partitions"
 [ "$(val "$D" "ddsm_db_reconcile_drift_ratio{}")" = 0 ] || fail "drift on a clean log"
 # A counter bumped behind the module's back is drift: the ratio says one asset of one.
-psql -XAtq -c "UPDATE custody_keys SET derivation_counter = derivation_counter + 1
-               WHERE asset_id = '$VEC_A'"
+sql "UPDATE custody_keys SET derivation_counter = derivation_counter + 1
+     WHERE asset_id = '$VEC_A'"
 "$DDSM_CTL" metrics >"$T/drift.prom"
 check "$T/drift.prom"
 [ "$(val "$T/drift.prom.flat" "ddsm_db_reconcile_drift_ratio{}")" = 1 ] ||
@@ -288,15 +277,9 @@ check "$T/drift.prom"
 [ "$(val "$T/drift.prom.flat" "ddsm_db_reconcile_findings{kind=COUNTER_DRIFT}")" -ge 1 ] ||
     fail "COUNTER_DRIFT not counted"
 # Unreachable store: ddsm_db_up 0, exit 3, still valid exposition.
-bad=$T/down.conf
-sed 's/^conninfo = .*/conninfo = host=127.0.0.1 port=1 dbname=nope connect_timeout=2/' \
-    "$conf" >"$bad"
-chmod 600 "$bad"
-set +e
-"$DDSM_CTL" --conf "$bad" metrics >"$T/down.prom" 2>"$T/down.err"
-rc=$?
-set -e
-[ $rc -eq 3 ] || fail "unreachable store: exit $rc, expected 3"
-check "$T/down.prom"
-[ "$(val "$T/down.prom.flat" "ddsm_db_up{}")" = 0 ] || fail "ddsm_db_up is not 0"
+conf_store_unreachable "$T/down.conf"
+run "$DDSM_CTL" --conf "$T/down.conf" metrics
+[ "$RC" -eq 3 ] || fail "unreachable store: exit $RC, expected 3"
+check "$T/out"
+[ "$(val "$T/out.flat" "ddsm_db_up{}")" = 0 ] || fail "ddsm_db_up is not 0"
 echo "ok"

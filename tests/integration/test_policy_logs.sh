@@ -5,26 +5,18 @@
 # they (hex, either case, or any 16-digit piece of them) nor the user PIN appear anywhere.
 set -euo pipefail
 
-: "${DDSM_MODULE:?run through scripts/lib/run-integration via ctest}"
-: "${DDSM_CTL:?}" "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}"
-T=$DDSM_TEST_DIR/logs
-rm -rf "$T"
-mkdir -p "$T"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_MODULE DDSM_CTL
+scratch_dir logs
 unset DDSM_PIN
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
 
-SEED=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+SEED=$DESIGN_ROOT_SEED
 KEY_B0=b9cdad6de8b43ceecb5682cfe617d2d0bd885ed4d8152c3e8d0375e012c473af # vec-b, m/0, counter 0
 AUDIT_KEY=bda64921dc9cd76526ffcd8c3d314e5d160dd46e0e4cc334293c49c538cf53d2
 VEC_B=00000000-0000-4000-8000-000000000001
 # A PIN no log line could contain by chance (unlike 123456 in a pid or a sequence number).
 PIN=Qv7pinXk2Lw9
-pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label custody --login \
-    --pin "$DDSM_TEST_PIN" --change-pin --new-pin "$PIN" >/dev/null 2>&1 ||
-    fail "cannot change the token PIN"
+softhsm_user --change-pin --new-pin "$PIN" >/dev/null 2>&1 || fail "cannot change the token PIN"
 
 conf=$T/ddsm.conf
 sed '/^\[log\]/,$d' "$DDSM_CONF" >"$conf"
@@ -88,7 +80,7 @@ EOF
 "${DDSM_PYTHON:-/usr/bin/python3}" "$T/drive.py" >"$T/py.out" 2>"$T/py.err" || fail "driver: $(cat "$T/py.err")"
 want=$(printf 'hello' | openssl dgst -sha256 -mac HMAC -macopt hexkey:$KEY_B0 | awk '{print $2}')
 [ "$(cat "$T/py.out")" = "$want" ] || fail "the derived key signed wrongly"
-pkcs11-tool --module "$DDSM_MODULE" --login --pin "$PIN" -O >"$T/tool.out" 2>"$T/tool.err" ||
+p11 --login --pin "$PIN" -O >"$T/tool.out" 2>"$T/tool.err" ||
     fail "pkcs11-tool: $(cat "$T/tool.err")"
 grep -q "$VEC_B/m/0" "$T/tool.out" || fail "pkcs11-tool does not list the derived key"
 

@@ -6,42 +6,13 @@
 # offending file and write nothing to the HSM.
 set -euo pipefail
 
-: "${DDSM_CTL:?run through scripts/lib/run-integration via ctest}"
-: "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}" "${DDSM_TEST_SO_PIN:?}"
-: "${DDSM_BUILD_DIR:?}"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_CTL DDSM_BUILD_DIR
 C=$DDSM_CTL
 H=$DDSM_BUILD_DIR/tests/integration_test_ceremony_derive
-[ -x "$H" ] || { echo "FAIL: helper $H is not built" >&2; exit 1; }
-T=$DDSM_TEST_DIR/ceremony
-rm -rf "$T"
-mkdir -p "$T"
+[ -x "$H" ] || fail "helper $H is not built"
+scratch_dir ceremony
 export DDSM_PIN=$DDSM_TEST_PIN
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-run() {
-    set +e
-    "$@" </dev/null >"$T/out" 2>"$T/err"
-    RC=$?
-    set -e
-    OUT=$(cat "$T/out")
-    ERR=$(cat "$T/err")
-}
-expect() {
-    local want=$1
-    shift
-    run "$@"
-    [ "$RC" = "$want" ] || fail "'$*' exited $RC, expected $want
---- stdout:
-$OUT
---- stderr:
-$ERR"
-}
-err_has() { [[ "$ERR" == *"$1"* ]] || fail "stderr lacks \"$1\": $ERR"; }
-same() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
-fingerprint() { awk '/^fingerprint:/ {print $2}' <<<"$OUT"; }
 
 # A fresh token labelled "custody" in its own SoftHSM token directory, with a configuration copy.
 new_token() {
@@ -61,10 +32,7 @@ on() {
     SOFTHSM2_CONF=$d/softhsm2.conf DDSM_CONF=$d/ddsm.conf "$@"
 }
 # Objects on the token of the current SOFTHSM2_CONF (to prove that nothing was written).
-objects() {
-    pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label custody --login \
-        --pin "$DDSM_TEST_PIN" --list-objects 2>/dev/null | grep -ci '^[a-z].* object' || true
-}
+objects() { softhsm_user --list-objects 2>/dev/null | grep -ci '^[a-z].* object' || true; }
 
 echo "== root create --shares 5 --threshold 3"
 S=$T/shares

@@ -8,8 +8,8 @@
 #    0600, 0640 and 0644 (readable is the operator's choice; writable is a takeover).
 set -euo pipefail
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ctl() { DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" "$@"; }
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_CTL
 mode_of() { stat -c %a "$1"; }
 
 "$DDSM_CTL" db migrate >/dev/null

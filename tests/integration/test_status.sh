@@ -4,43 +4,28 @@
 # store or the HSM unavailable; every line names what it checked; red only on a terminal.
 set -euo pipefail
 
-: "${DDSM_CTL:?run through scripts/lib/run-integration via ctest}"
-: "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}" "${DDSM_TEST_PGBIN:?}"
-T=$DDSM_TEST_DIR/status
-rm -rf "$T"
-mkdir -p "$T"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_CTL
+scratch_dir status
 unset DDSM_PIN
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-ctl() { DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" "$@" >/dev/null; }
-# status [ENV...] -- ARGS: runs it, output in $T/out, exit status in $rc
-status() {
-    set +e
-    "$DDSM_CTL" "$@" status >"$T/out" 2>"$T/err"
-    rc=$?
-    set -e
-}
+# status ARGS...: `ddsmctl ARGS status`, output in $T/out, exit status in $RC
+status() { run "$DDSM_CTL" "$@" status; }
 has() { grep -Eq -- "$1" "$T/out" || fail "status output lacks /$1/:
 $(cat "$T/out" "$T/err")"; }
 red='\x1b\[1;31m'
 
-printf '%s\n' 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f >"$T/seed.hex"
-ctl db migrate
-ctl root import --hex-file "$T/seed.hex"
-ctl asset register --label vec-a --id 6f9619ff-8b86-d011-b42d-00c04fc964ff
-ctl asset activate vec-a
-ctl asset rotate vec-a
-ctl asset register --label idle
-fp=$(DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" root info | sed -n 's/.*fingerprint[^0-9a-f]*\([0-9a-f]\{32\}\).*/\1/p')
+import_design_root
+asset_active vec-a --id 6f9619ff-8b86-d011-b42d-00c04fc964ff
+ctl asset rotate vec-a >/dev/null
+ctl asset register --label idle >/dev/null
+fp=$(ctl root info | sed -n 's/.*fingerprint[^0-9a-f]*\([0-9a-f]\{32\}\).*/\1/p')
 [ -n "$fp" ] || fail "root info shows no fingerprint"
 
 echo "== healthy, with the PIN: exit 0, the root fingerprint, no colour off a terminal"
 DDSM_PIN=$DDSM_TEST_PIN status
 cat "$T/out"
-[ $rc -eq 0 ] || fail "healthy: exit $rc: $(cat "$T/err")"
+[ "$RC" -eq 0 ] || fail "healthy: exit $RC: $(cat "$T/err")"
 has '^store +OK +PostgreSQL [0-9]+.*4 of 4 migrations applied'
 has "^hsm +OK +token \"custody\" present; root key \"ddsm-root\", fingerprint $fp"
 has '^assets +2: ACTIVE 1, ROTATING 0, INITIALIZED 1, RETIRED 0'
@@ -54,7 +39,7 @@ grep -q $'\x1b' "$T/out" && fail "colour codes while stdout is not a terminal"
 
 echo "== healthy, no PIN: the root is not checked, never prompted for"
 status </dev/null
-[ $rc -eq 0 ] || fail "no PIN: exit $rc"
+[ "$RC" -eq 0 ] || fail "no PIN: exit $RC"
 has '^hsm +OK +token "custody" present; root key not checked \(no PIN'
 
 echo "== on a terminal: nothing red while healthy"
@@ -63,16 +48,15 @@ grep -q '^store' "$T/tty.out" || fail "no output on the terminal: $(cat "$T/tty.
 grep -Pq "$red" "$T/tty.out" && fail "red while healthy"
 
 echo "== findings: drift, a stray audit row, missing partitions: exit 1, red on a terminal"
-psql -XAtq -c "UPDATE custody_keys SET derivation_counter = derivation_counter + 1
-               WHERE label = 'vec-a'"
+sql "UPDATE custody_keys SET derivation_counter = derivation_counter + 1 WHERE label = 'vec-a'"
 status
-[ $rc -eq 1 ] || fail "drift: exit $rc, expected 1"
+[ "$RC" -eq 1 ] || fail "drift: exit $RC, expected 1"
 has '^reconcile +FAIL +[1-9][0-9]* findings?'
 has '^partitions +OK'
-psql -XAtq -c "INSERT INTO custody_audit_log (ts, event, detail) VALUES
-               ('2001-02-03 04:05:06+00', 'DENY', 'a stray row of 2001')"
+sql "INSERT INTO custody_audit_log (ts, event, detail) VALUES
+     ('2001-02-03 04:05:06+00', 'DENY', 'a stray row of 2001')"
 status
-[ $rc -eq 1 ] || fail "stray row: exit $rc"
+[ "$RC" -eq 1 ] || fail "stray row: exit $RC"
 has '^partitions +FAIL +current month present, .* 1 row in the default partition \(run `ddsmctl db maintain`\)'
 script -qec "'$DDSM_CTL' status" /dev/null </dev/null >"$T/tty.out" 2>&1 || true
 grep -Pq "${red}FAIL +[0-9]+ findings?" "$T/tty.out" || fail "the reconcile finding is not red"
@@ -82,31 +66,26 @@ grep -Pq "${red}.*ACTIVE" "$T/tty.out" && fail "a healthy line is red"
 echo "== no root key on the token (with a PIN): exit 1"
 softhsm2-util --init-token --free --label empty --pin "$DDSM_TEST_PIN" \
     --so-pin "$DDSM_TEST_SO_PIN" >/dev/null
-sed 's/^token_label = .*/token_label = empty/' "$DDSM_CONF" >"$T/empty.conf"
-chmod 600 "$T/empty.conf"
+conf_variant "$T/empty.conf" 's/^token_label = .*/token_label = empty/'
 DDSM_PIN=$DDSM_TEST_PIN status --conf "$T/empty.conf"
-[ $rc -eq 1 ] || fail "no root key: exit $rc"
+[ "$RC" -eq 1 ] || fail "no root key: exit $RC"
 has '^hsm +FAIL +token "empty" present; no root key "ddsm-root" on it'
 
 echo "== the HSM unavailable: exit 3"
-sed 's/^token_label = .*/token_label = nowhere/' "$DDSM_CONF" >"$T/notoken.conf"
-chmod 600 "$T/notoken.conf"
+conf_variant "$T/notoken.conf" 's/^token_label = .*/token_label = nowhere/'
 status --conf "$T/notoken.conf"
-[ $rc -eq 3 ] || fail "no such token: exit $rc"
+[ "$RC" -eq 3 ] || fail "no such token: exit $RC"
 has '^hsm +FAIL +no token "nowhere"'
 has '^store +OK'
-sed 's#^module = .*#module = /nonexistent/libnothing.so#' "$DDSM_CONF" >"$T/nolib.conf"
-chmod 600 "$T/nolib.conf"
+conf_variant "$T/nolib.conf" 's#^module = .*#module = /nonexistent/libnothing.so#'
 status --conf "$T/nolib.conf"
-[ $rc -eq 3 ] || fail "module does not load: exit $rc"
+[ "$RC" -eq 3 ] || fail "module does not load: exit $RC"
 has '^hsm +FAIL +/nonexistent/libnothing.so does not load'
 
 echo "== the store unreachable: exit 3, the HSM still checked"
-sed 's/^conninfo = .*/conninfo = host=127.0.0.1 port=1 dbname=nope connect_timeout=2/' \
-    "$DDSM_CONF" >"$T/down.conf"
-chmod 600 "$T/down.conf"
+conf_store_unreachable "$T/down.conf"
 status --conf "$T/down.conf"
-[ $rc -eq 3 ] || fail "store down: exit $rc"
+[ "$RC" -eq 3 ] || fail "store down: exit $RC"
 has '^store +FAIL'
 has '^hsm +OK'
 
@@ -114,17 +93,13 @@ echo "== a database never migrated: exit 1, and what to do"
 db=${PGDATABASE}_empty
 "$DDSM_TEST_PGBIN/dropdb" --if-exists "$db"
 "$DDSM_TEST_PGBIN/createdb" "$db"
-sed "s/dbname=$PGDATABASE/dbname=$db/" "$DDSM_CONF" >"$T/fresh.conf"
-chmod 600 "$T/fresh.conf"
+conf_variant "$T/fresh.conf" "s/dbname=$PGDATABASE/dbname=$db/"
 status --conf "$T/fresh.conf"
 "$DDSM_TEST_PGBIN/dropdb" "$db"
-[ $rc -eq 1 ] || fail "unmigrated: exit $rc"
+[ "$RC" -eq 1 ] || fail "unmigrated: exit $RC"
 has '^store +FAIL +the database is not migrated \(run `ddsmctl db migrate`\)'
 
 echo "== usage"
-set +e
-"$DDSM_CTL" status --reconcile-since 3x >/dev/null 2>&1
-rc=$?
-set -e
-[ $rc -eq 2 ] || fail "bad duration: exit $rc"
+run "$DDSM_CTL" status --reconcile-since 3x
+[ "$RC" -eq 2 ] || fail "bad duration: exit $RC"
 echo ok

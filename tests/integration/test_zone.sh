@@ -5,32 +5,12 @@
 # nothing (exit 2), unknown zones and assets exit 1, no PIN no change.
 set -euo pipefail
 
-: "${DDSM_CTL:?run through scripts/lib/run-integration via ctest}"
-: "${DDSM_CONF:?}" "${DDSM_TEST_DIR:?}" "${DDSM_TEST_PIN:?}"
-T=$DDSM_TEST_DIR/zone
-rm -rf "$T"
-mkdir -p "$T"
+. "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
+require_env DDSM_CTL
+scratch_dir zone
 unset DDSM_PIN
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-ctl() { DDSM_PIN=$DDSM_TEST_PIN "$DDSM_CTL" "$@"; }
-sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
-expect_rc() { # expect_rc N ARGS...: exit status N, nothing else checked
-    local want=$1
-    shift
-    set +e
-    ctl "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    set -e
-    [ $rc -eq "$want" ] || fail "ddsmctl $*: exit $rc, expected $want: $(cat "$T/err")"
-}
-
-printf '%s\n' 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f >"$T/seed.hex"
-ctl db migrate >/dev/null
-ctl root import --hex-file "$T/seed.hex" >/dev/null
+import_design_root
 
 echo "== register into a zone: created enabled, the asset in it, audited"
 out=$(ctl asset register --label pay-1 --zone eu-west)
@@ -81,22 +61,19 @@ grep -q "zone default -> brand-new" <<<"$out" || fail "assign: $out"
 
 echo "== refusals: nothing changes"
 rows=$(sql "SELECT count(*) FROM custody_audit_log")
-expect_rc 1 zone disable nope
-grep -q 'no zone "nope"' "$T/err" || fail "$(cat "$T/err")"
-expect_rc 1 zone assign no-such-asset eu-west
-expect_rc 1 zone of no-such-asset
+expect 1 ctl zone disable nope
+err_has 'no zone "nope"'
+expect 1 ctl zone assign no-such-asset eu-west
+expect 1 ctl zone of no-such-asset
 for bad in "zone enable -x" "zone enable a/b" "zone disable" "zone enable x y" "zone frobnicate" \
     "zone assign pay-1" "asset register --label p3 --zone bad/zone"; do
     # shellcheck disable=SC2086
-    expect_rc 2 $bad
+    expect 2 ctl $bad
 done
-expect_rc 2 zone enable "$(printf 'z%.0s' $(seq 64))"
+expect 2 ctl zone enable "$(printf 'z%.0s' $(seq 64))"
 # Writing commands need the PIN (the audit chain): without it, exit 2 and nothing written.
-set +e
-"$DDSM_CTL" zone disable eu-west </dev/null >/dev/null 2>&1
-rc=$?
-set -e
-[ $rc -eq 2 ] || fail "no PIN: exit $rc"
+run "$DDSM_CTL" zone disable eu-west
+[ "$RC" -eq 2 ] || fail "no PIN: exit $RC"
 [ "$(sql "SELECT count(*) FROM custody_audit_log")" = "$rows" ] || fail "a refusal wrote a row"
 [ "$(sql "SELECT count(*) FROM custody_zones WHERE NOT enabled")" = 0 ] ||
     fail "a refusal changed a zone"
@@ -105,6 +82,6 @@ echo "== the zone rows are part of the audit chains"
 ctl audit verify >/dev/null || fail "audit verify fails with zone rows"
 # Editing a zone row is caught like any other.
 sql "UPDATE custody_audit_log SET detail = 'zone elsewhere' WHERE event = 'ZONE_DISABLE'"
-expect_rc 1 audit verify
+expect 1 ctl audit verify
 grep -q EDITED "$T/out" "$T/err" || fail "an edited zone row is not reported"
 echo ok

@@ -202,6 +202,9 @@ typedef struct bench_result {
 extern volatile sig_atomic_t bench_interrupted;
 
 int64_t bench_now_ns(void); /* monotonic */
+/* A scenario's per-thread state: t->priv := size zeroed bytes; NULL (t->why set) when out of
+ * memory. The scenario's thread_fini frees it. */
+void *bench_thread_alloc(bench_thread *t, size_t size);
 /* Run sc with nthreads workers for b->seconds; the result (also a failed one) goes to out. */
 void bench_run(bench *b, const bench_scenario *sc, unsigned nthreads, bench_result *out);
 
@@ -228,9 +231,27 @@ bool bench_backend_open(bench *b, char *why, size_t why_len);
 void bench_backend_close(bench *b);
 /* Open a read-write session on the module's slot. */
 CK_RV bench_module_session(bench *b, CK_SESSION_HANDLE *out);
-/* C_DeriveKey(CKM_DDSM_DERIVE) on the root key for (asset, path). */
+/* Open a read-only session on the backend's slot of the root token. */
+CK_RV bench_backend_session(bench *b, CK_SESSION_HANDLE *out);
+/* t->why := "<what>: <CKR_ name>"; returns false. */
+bool bench_thread_fail_rv(bench_thread *t, const char *what, CK_RV rv);
+/* What a module scenario's per-thread state begins with: a read-write session of its own. */
+typedef struct bench_mod_thread {
+    CK_SESSION_HANDLE s;
+    bool have_s;
+} bench_mod_thread;
+/* A module scenario's thread_init core: t->priv := size zeroed bytes (a struct whose first member
+ * is a bench_mod_thread) with its session open. false with t->why on failure. */
+bool bench_mod_thread_init(bench_thread *t, size_t size);
+/* The matching thread_fini: closes the session and frees t->priv. */
+void bench_mod_thread_fini(bench_thread *t);
+/* C_DeriveKey(CKM_DDSM_DERIVE) on the root key for (asset, path): an HMAC key. */
 CK_RV bench_module_derive(bench *b, CK_SESSION_HANDLE s, const ddsm_uuid *asset, const char *path,
                           CK_OBJECT_HANDLE *out);
+/* The same with the template tmpl (n attributes) for the derived object. */
+CK_RV bench_module_derive_tmpl(bench *b, CK_SESSION_HANDLE s, const ddsm_uuid *asset,
+                               const char *path, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                               CK_OBJECT_HANDLE *out);
 /* C_SignInit + C_Sign with CKM_SHA256_HMAC over msg; the MAC is not secret. */
 CK_RV bench_p11_hmac(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
                      const uint8_t *msg, size_t len, uint8_t mac[32]);
@@ -243,6 +264,10 @@ bool bench_read_line_secret(const char *file, char *buf, size_t cap, size_t *len
 bool bench_audit_key(bench *b, char *why, size_t why_len);
 /* A store connection whose rows are chained under a fresh instance id "ddsm-bench/...". */
 bool bench_store_open(bench *b, ddsm_store **out, char *why, size_t why_len);
+/* Reuse or register (key type type, default path default_path, NULL: m/0) the asset labelled
+ * label, and activate it when it is INITIALIZED; *a is then its registry row. */
+ddsm_err bench_asset_ensure(bench *b, const char *label, const char *type,
+                            const char *default_path, ddsm_asset *a);
 /* Reuse or register and activate the assets bench-0 .. bench-<n-1>. */
 bool bench_assets_setup(bench *b, char *why, size_t why_len);
 

@@ -7,12 +7,12 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "bench.h"
 #include "ddsm/log.h"
 #include "ddsm/secmem.h"
+#include "tool.h"
 
 static const char usage_text[] =
     "Usage: ddsm-bench [--conf FILE] [--pin-file FILE] [--threads N[,N...]] [--seconds S]\n"
@@ -130,41 +130,24 @@ static bool select_scenarios(const char *list, bool sel[], char *bad, size_t bad
     return true;
 }
 
-/* The PIN prompt with echo off, byte by byte (no stdio buffer keeps a copy). */
+/* The PIN prompt with echo off (tool.h). */
 static bool prompt_pin_secret(bench *b)
 {
-    struct termios old, quiet;
-    char c;
-    bool too_long = false;
-    if (tcgetattr(STDIN_FILENO, &old) != 0)
-        return false;
-    quiet = old;
-    quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK);
-    quiet.c_lflag |= ECHONL;
-    fprintf(stderr, "HSM user PIN for token \"%s\": ", b->cfg->backend.token_label);
-    fflush(stderr);
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
     b->pin_len = 0;
-    for (;;) {
-        ssize_t r = read(STDIN_FILENO, &c, 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0 || c == '\n')
-            break;
-        if (b->pin_len == BENCH_PIN_MAX)
-            too_long = true;
-        else
-            b->pin_secret[b->pin_len++] = c;
+    switch (tool_pin_prompt_secret(b->cfg->backend.token_label, b->pin_secret, BENCH_PIN_MAX,
+                                   &b->pin_len)) {
+    case TOOL_PIN_OK:
+        return true;
+    case TOOL_PIN_NO_TERMINAL:
+        break;
+    case TOOL_PIN_TOO_LONG:
+        fprintf(stderr, "ddsm-bench: the PIN is too long\n");
+        break;
+    case TOOL_PIN_EMPTY:
+        fprintf(stderr, "ddsm-bench: no PIN entered\n");
+        break;
     }
-    c = 0;
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
-    if (b->pin_len > 0 && b->pin_secret[b->pin_len - 1] == '\r')
-        b->pin_len--;
-    if (too_long || b->pin_len == 0) {
-        fprintf(stderr, "ddsm-bench: %s\n", too_long ? "the PIN is too long" : "no PIN entered");
-        return false;
-    }
-    return true;
+    return false;
 }
 
 /* The HSM user PIN: --pin-file, else $DDSM_PIN (scrubbed from our environment), else a prompt. */

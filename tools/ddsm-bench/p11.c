@@ -241,21 +241,62 @@ CK_RV bench_module_session(bench *b, CK_SESSION_HANDLE *out)
     return b->mod->C_OpenSession(b->mod_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, out);
 }
 
-CK_RV bench_module_derive(bench *b, CK_SESSION_HANDLE s, const ddsm_uuid *asset, const char *path,
-                          CK_OBJECT_HANDLE *out)
+bool bench_thread_fail_rv(bench_thread *t, const char *what, CK_RV rv)
+{
+    snprintf(t->why, sizeof(t->why), "%s: %s", what, ddsm_rv_name(rv));
+    return false;
+}
+
+bool bench_mod_thread_init(bench_thread *t, size_t size)
+{
+    bench_mod_thread *m = bench_thread_alloc(t, size);
+    if (m == NULL)
+        return false;
+    CK_RV rv = bench_module_session(t->b, &m->s);
+    if (rv != CKR_OK)
+        return bench_thread_fail_rv(t, "C_OpenSession", rv);
+    m->have_s = true;
+    return true;
+}
+
+void bench_mod_thread_fini(bench_thread *t)
+{
+    bench_mod_thread *m = t->priv;
+    if (m == NULL)
+        return;
+    if (m->have_s)
+        (void)t->b->mod->C_CloseSession(m->s);
+    free(m);
+    t->priv = NULL;
+}
+
+CK_RV bench_backend_session(bench *b, CK_SESSION_HANDLE *out)
+{
+    return b->be->C_OpenSession(b->be_slot, CKF_SERIAL_SESSION, NULL, NULL, out);
+}
+
+CK_RV bench_module_derive_tmpl(bench *b, CK_SESSION_HANDLE s, const ddsm_uuid *asset,
+                               const char *path, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                               CK_OBJECT_HANDLE *out)
 {
     unsigned char param[DDSM_DERIVE_PARAM_MAX];
     size_t len = ddsm_derive_param(param, sizeof(param), asset->b, path);
     if (len == 0)
         return CKR_ARGUMENTS_BAD;
     CK_MECHANISM m = {CKM_DDSM_DERIVE, param, (CK_ULONG)len};
+    return b->mod->C_DeriveKey(s, &m, b->mod_root, tmpl, n, out);
+}
+
+CK_RV bench_module_derive(bench *b, CK_SESSION_HANDLE s, const ddsm_uuid *asset, const char *path,
+                          CK_OBJECT_HANDLE *out)
+{
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
     CK_ATTRIBUTE t[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_KEY_TYPE, &kt, sizeof(kt)},
     };
-    return b->mod->C_DeriveKey(s, &m, b->mod_root, t, 2, out);
+    return bench_module_derive_tmpl(b, s, asset, path, t, 2, out);
 }
 
 CK_RV bench_p11_hmac(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "tool.h"
 
 /* Which scenario is compared with which baseline (ops/s at the same thread count). */
 static const struct {
@@ -231,34 +232,11 @@ void bench_report_table(FILE *f, const bench_report *r)
 
 /* ---- JSON ---- */
 
-static void jstr(FILE *f, const char *s)
+/* "k": */
+static void jkey(FILE *f, const char *k)
 {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"':
-            fputs("\\\"", f);
-            break;
-        case '\\':
-            fputs("\\\\", f);
-            break;
-        case '\n':
-            fputs("\\n", f);
-            break;
-        case '\r':
-            fputs("\\r", f);
-            break;
-        case '\t':
-            fputs("\\t", f);
-            break;
-        default:
-            if (*p < 0x20)
-                fprintf(f, "\\u%04x", *p);
-            else
-                fputc(*p, f);
-        }
-    }
-    fputc('"', f);
+    tool_json_str(f, k);
+    fputc(':', f);
 }
 
 static void jnum(FILE *f, double v)
@@ -273,17 +251,15 @@ static void jnum(FILE *f, double v)
 
 static void jkv_str(FILE *f, const char *k, const char *v, bool comma)
 {
-    jstr(f, k);
-    fputc(':', f);
-    jstr(f, v);
+    jkey(f, k);
+    tool_json_str(f, v);
     if (comma)
         fputc(',', f);
 }
 
 static void jkv_num(FILE *f, const char *k, double v, bool comma)
 {
-    jstr(f, k);
-    fputc(':', f);
+    jkey(f, k);
     jnum(f, v);
     if (comma)
         fputc(',', f);
@@ -291,8 +267,7 @@ static void jkv_num(FILE *f, const char *k, double v, bool comma)
 
 static void json_check(FILE *f, const char *key, const bench_check *c)
 {
-    jstr(f, key);
-    fputc(':', f);
+    jkey(f, key);
     if (c == NULL) {
         fputs("null", f);
         return;
@@ -312,17 +287,17 @@ void bench_report_json(FILE *f, const bench_report *r)
     fputc('{', f);
     jkv_str(f, "tool", "ddsm-bench", true);
     jkv_str(f, "version", BENCH_VERSION, true);
-    jstr(f, "command");
-    fputs(":[", f);
+    jkey(f, "command");
+    fputc('[', f);
     for (int i = 0; i < r->argc; i++) {
         if (i)
             fputc(',', f);
-        jstr(f, r->argv[i]);
+        tool_json_str(f, r->argv[i]);
     }
     fputs("],", f);
 
-    jstr(f, "machine");
-    fputs(":{", f);
+    jkey(f, "machine");
+    fputc('{', f);
     jkv_str(f, "date", m->date, true);
     jkv_num(f, "cores", m->cores, true);
     jkv_str(f, "cpu", m->cpu, true);
@@ -330,8 +305,8 @@ void bench_report_json(FILE *f, const bench_report *r)
     jkv_str(f, "kernel", m->kernel, true);
     jkv_str(f, "load_before", m->load_start, true);
     jkv_str(f, "load_after", m->load_end, true);
-    jstr(f, "postgresql");
-    fputs(":{", f);
+    jkey(f, "postgresql");
+    fputc('{', f);
     jkv_str(f, "version", m->pg_version, true);
     jkv_str(f, "synchronous_commit", m->pg_synchronous_commit, true);
     jkv_str(f, "fsync", m->pg_fsync, true);
@@ -340,31 +315,31 @@ void bench_report_json(FILE *f, const bench_report *r)
     jkv_str(f, "commit_delay", m->pg_commit_delay, true);
     jkv_str(f, "max_connections", m->pg_max_connections, false);
     fputs("},", f);
-    jstr(f, "backend");
-    fputs(":{", f);
+    jkey(f, "backend");
+    fputc('{', f);
     jkv_str(f, "path", m->hsm_path, true);
     jkv_str(f, "info", m->hsm_info, false);
     fputs("},", f);
-    jstr(f, "module");
-    fputs(":{", f);
+    jkey(f, "module");
+    fputc('{', f);
     jkv_str(f, "path", m->module_path, true);
     jkv_str(f, "info", m->module_info, false);
     fputs("}},", f);
 
-    jstr(f, "config");
-    fputs(":{", f);
+    jkey(f, "config");
+    fputc('{', f);
     jkv_str(f, "conf", b->conf_path, true);
     jkv_num(f, "seconds", b->seconds, true);
-    jstr(f, "threads");
-    fputs(":[", f);
+    jkey(f, "threads");
+    fputc('[', f);
     for (unsigned i = 0; i < b->n_counts; i++)
         fprintf(f, "%s%u", i ? "," : "", b->threads[i]);
     fputs("],", f);
     jkv_num(f, "assets", b->n_assets, false);
     fputs("},", f);
 
-    jstr(f, "results");
-    fputs(":[", f);
+    jkey(f, "results");
+    fputc('[', f);
     bool first = true;
     for (size_t i = 0; i < r->n_results; i++) {
         const bench_result *x = &r->results[i];
@@ -381,8 +356,8 @@ void bench_report_json(FILE *f, const bench_report *r)
         jkv_num(f, "ops", (double)x->ops, true);
         jkv_num(f, "ops_per_s", x->ops_s, true);
         jkv_num(f, "ops_per_s_per_thread", x->ops_s / x->threads, true);
-        jstr(f, "latency_us");
-        fputs(":{", f);
+        jkey(f, "latency_us");
+        fputc('{', f);
         jkv_num(f, "p50", (double)x->p50_ns / 1e3, true);
         jkv_num(f, "p99", (double)x->p99_ns / 1e3, true);
         jkv_num(f, "p99_9", (double)x->p999_ns / 1e3, true);
@@ -394,8 +369,8 @@ void bench_report_json(FILE *f, const bench_report *r)
         jkv_num(f, "key_handle_invalid", (double)x->expected, true);
         jkv_num(f, "rotations", (double)x->side_ops, true);
         jkv_num(f, "scale", x->failed ? NAN : scale(r, x), true);
-        jstr(f, "ratios");
-        fputs(":{", f);
+        jkey(f, "ratios");
+        fputc('{', f);
         bool rfirst = true;
         for (size_t k = 0; k < N_RATIOS; k++) {
             if (strcmp(ratio_defs[k].scenario, x->sc->name) != 0)
@@ -407,10 +382,9 @@ void bench_report_json(FILE *f, const bench_report *r)
                     false);
         }
         fputs("},", f);
-        jstr(f, "error");
-        fputc(':', f);
+        jkey(f, "error");
         if (x->failed)
-            jstr(f, x->error);
+            tool_json_str(f, x->error);
         else
             fputs("null", f);
         fputc('}', f);
@@ -424,11 +398,11 @@ void bench_report_json(FILE *f, const bench_report *r)
 
     target t[8];
     size_t n = targets(r, t);
-    jstr(f, "targets");
-    fputs(":{", f);
+    jkey(f, "targets");
+    fputc('{', f);
     jkv_num(f, "threads", max_threads(b), true);
-    jstr(f, "items");
-    fputs(":[", f);
+    jkey(f, "items");
+    fputc('[', f);
     for (size_t i = 0; i < n; i++) {
         if (i)
             fputc(',', f);
@@ -437,8 +411,8 @@ void bench_report_json(FILE *f, const bench_report *r)
         jkv_str(f, "goal", t[i].goal, true);
         jkv_num(f, "value", t[i].value, true);
         jkv_str(f, "unit", t[i].unit, true);
-        jstr(f, "met");
-        fputs(isnan(t[i].value) ? ":null" : t[i].met ? ":true" : ":false", f);
+        jkey(f, "met");
+        fputs(isnan(t[i].value) ? "null" : t[i].met ? "true" : "false", f);
         fputc('}', f);
     }
     fputs("]}}\n", f);

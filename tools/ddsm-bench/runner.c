@@ -20,6 +20,14 @@ int64_t bench_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+void *bench_thread_alloc(bench_thread *t, size_t size)
+{
+    t->priv = calloc(1, size);
+    if (t->priv == NULL)
+        snprintf(t->why, sizeof(t->why), "out of memory");
+    return t->priv;
+}
+
 typedef struct run_shared {
     pthread_barrier_t barrier;
     atomic_bool stop;

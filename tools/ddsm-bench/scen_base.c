@@ -24,7 +24,6 @@
 
 #include "bench.h"
 #include "ddsm/secmem.h"
-#include "names.h"
 
 /* A fixed message of len bytes starting with 'B' (not secret). */
 static void fill_msg(uint8_t *msg, size_t len, unsigned tid)
@@ -44,15 +43,12 @@ typedef struct ossl_thread {
 /* Keys a per-thread EVP_MAC_CTX once with a random throwaway key (a secret, wiped here). */
 static bool ossl_init_secret(bench_thread *t)
 {
-    ossl_thread *o = calloc(1, sizeof(*o));
+    ossl_thread *o = bench_thread_alloc(t, sizeof(*o));
     uint8_t key[32];
     bool ok = false;
 
-    t->priv = o;
-    if (o == NULL) {
-        snprintf(t->why, sizeof(t->why), "out of memory");
+    if (o == NULL)
         return false;
-    }
     fill_msg(o->msg, sizeof(o->msg), t->tid);
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
@@ -115,19 +111,25 @@ typedef struct hsm_thread {
 
 static bool hsm_init(bench_thread *t)
 {
-    hsm_thread *h = calloc(1, sizeof(*h));
-    t->priv = h;
-    if (h == NULL) {
-        snprintf(t->why, sizeof(t->why), "out of memory");
+    hsm_thread *h = bench_thread_alloc(t, sizeof(*h));
+    if (h == NULL)
         return false;
-    }
     fill_msg(h->msg, sizeof(h->msg), t->tid);
-    CK_RV rv = t->b->be->C_OpenSession(t->b->be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h->s);
-    if (rv != CKR_OK) {
-        snprintf(t->why, sizeof(t->why), "backend C_OpenSession: %s", ddsm_rv_name(rv));
-        return false;
-    }
+    CK_RV rv = bench_backend_session(t->b, &h->s);
+    if (rv != CKR_OK)
+        return bench_thread_fail_rv(t, "backend C_OpenSession", rv);
     h->have_s = true;
+    return true;
+}
+
+/* The backend's HMAC-SHA256 of msg under the root key, on session s; false with t->why. mac is a
+ * secret when msg is a derivation message (seed-design): the caller wipes it. */
+static bool root_hmac_secret(bench_thread *t, CK_SESSION_HANDLE s, const uint8_t *msg, size_t len,
+                             uint8_t mac[32])
+{
+    CK_RV rv = bench_p11_hmac(t->b->be, s, t->b->be_root, msg, len, mac);
+    if (rv != CKR_OK)
+        return bench_thread_fail_rv(t, "backend C_Sign(CKM_SHA256_HMAC)", rv);
     return true;
 }
 
@@ -135,12 +137,7 @@ static bench_rc hsm_op(bench_thread *t, uint64_t i)
 {
     hsm_thread *h = t->priv;
     uint8_t mac[32];
-    CK_RV rv = bench_p11_hmac(t->b->be, h->s, t->b->be_root, h->msg, sizeof(h->msg), mac);
-    if (rv != CKR_OK) {
-        snprintf(t->why, sizeof(t->why), "backend C_Sign(CKM_SHA256_HMAC): %s", ddsm_rv_name(rv));
-        return BENCH_OP_FAIL;
-    }
-    return BENCH_OP_OK;
+    return root_hmac_secret(t, h->s, h->msg, sizeof(h->msg), mac) ? BENCH_OP_OK : BENCH_OP_FAIL;
 }
 
 static void hsm_fini(bench_thread *t)
@@ -243,22 +240,17 @@ typedef struct seed_thread {
 
 static bool seed_init(bench_thread *t)
 {
-    seed_thread *st = calloc(1, sizeof(*st));
-    t->priv = st;
-    if (st == NULL) {
-        snprintf(t->why, sizeof(t->why), "out of memory");
+    seed_thread *st = bench_thread_alloc(t, sizeof(*st));
+    if (st == NULL)
         return false;
-    }
     st->pg = PQconnectdb(t->b->cfg->store.conninfo);
     if (PQstatus(st->pg) != CONNECTION_OK) {
         snprintf(t->why, sizeof(t->why), "PostgreSQL: %s", PQerrorMessage(st->pg));
         return false;
     }
-    CK_RV rv = t->b->be->C_OpenSession(t->b->be_slot, CKF_SERIAL_SESSION, NULL, NULL, &st->s);
-    if (rv != CKR_OK) {
-        snprintf(t->why, sizeof(t->why), "backend C_OpenSession: %s", ddsm_rv_name(rv));
-        return false;
-    }
+    CK_RV rv = bench_backend_session(t->b, &st->s);
+    if (rv != CKR_OK)
+        return bench_thread_fail_rv(t, "backend C_OpenSession", rv);
     st->have_s = true;
     return true;
 }
@@ -310,10 +302,9 @@ static step seed_attempt_secret(bench_thread *t, seed_thread *st, const char *as
     PQclear(r);
     r = NULL;
     int n = snprintf(msg, sizeof(msg), "%s%s", path, counter);
-    CK_RV rv = bench_p11_hmac(t->b->be, st->s, t->b->be_root, (const uint8_t *)msg, (size_t)n, key);
+    bool hmac_ok = root_hmac_secret(t, st->s, (const uint8_t *)msg, (size_t)n, key);
     ddsm_wipe(key, sizeof(key));
-    if (rv != CKR_OK) {
-        snprintf(t->why, sizeof(t->why), "backend C_Sign(CKM_SHA256_HMAC): %s", ddsm_rv_name(rv));
+    if (!hmac_ok) {
         res = STEP_FAIL;
         goto out;
     }

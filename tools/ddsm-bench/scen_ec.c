@@ -12,7 +12,6 @@
 #include <openssl/evp.h>
 
 #include "bench.h"
-#include "names.h"
 
 #define EC_ASSETS 2
 static const struct {
@@ -27,13 +26,7 @@ static bool ec_prepare(bench *b, char *why, size_t why_len)
 {
     for (unsigned i = 0; i < EC_ASSETS; i++) {
         ddsm_asset a;
-        ddsm_err e = ddsm_store_asset_find(b->store, ec_assets[i].label, &a);
-        if (e == DDSM_E_NOT_FOUND)
-            e = ddsm_store_asset_register(b->store, NULL, ec_assets[i].label, ec_assets[i].type,
-                                          "m/0'", BENCH_REQUESTER, &a);
-        if (e == DDSM_OK && a.state == DDSM_STATE_INITIALIZED)
-            e = ddsm_store_asset_transition(b->store, &a.id, DDSM_EV_ACTIVATE, 0, BENCH_REQUESTER,
-                                            &a);
+        ddsm_err e = bench_asset_ensure(b, ec_assets[i].label, ec_assets[i].type, "m/0'", &a);
         if (e != DDSM_OK) {
             snprintf(why, why_len, "asset %s: %s: %s (is the database migrated?)",
                      ec_assets[i].label, ddsm_err_str(e), ddsm_store_errmsg(b->store));
@@ -50,41 +43,26 @@ static bool ec_prepare(bench *b, char *why, size_t why_len)
 }
 
 typedef struct ec_thread {
-    CK_SESSION_HANDLE s;
-    bool have_s;
+    bench_mod_thread base;
     CK_OBJECT_HANDLE key[EC_ASSETS]; /* secp256k1, Ed25519 private keys */
     uint8_t digest[32];              /* what CKM_ECDSA signs: a SHA-256 */
     uint8_t msg[BENCH_MSG_LEN];      /* what CKM_EDDSA signs */
 } ec_thread;
 
-static bool ec_fail(bench_thread *t, const char *what, CK_RV rv)
-{
-    snprintf(t->why, sizeof(t->why), "%s: %s", what, ddsm_rv_name(rv));
-    return false;
-}
-
 /* C_DeriveKey(CKM_DDSM_DERIVE) of an EC asset's private key object (CKO_PRIVATE_KEY). */
 static CK_RV ec_derive(bench *b, CK_SESSION_HANDLE s, const ddsm_uuid *asset, const char *path,
                        CK_OBJECT_HANDLE *out)
 {
-    unsigned char param[DDSM_DERIVE_PARAM_MAX];
-    size_t len = ddsm_derive_param(param, sizeof(param), asset->b, path);
-    if (len == 0)
-        return CKR_ARGUMENTS_BAD;
-    CK_MECHANISM m = {CKM_DDSM_DERIVE, param, (CK_ULONG)len};
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
     CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}};
-    return b->mod->C_DeriveKey(s, &m, b->mod_root, t, 1, out);
+    return bench_module_derive_tmpl(b, s, asset, path, t, 1, out);
 }
 
 static bool ec_init(bench_thread *t)
 {
-    ec_thread *m = calloc(1, sizeof(*m));
-    t->priv = m;
-    if (m == NULL) {
-        snprintf(t->why, sizeof(t->why), "out of memory");
+    if (!bench_mod_thread_init(t, sizeof(ec_thread)))
         return false;
-    }
+    ec_thread *m = t->priv;
     for (unsigned i = 0; i < BENCH_MSG_LEN; i++)
         m->msg[i] = (uint8_t)(i * 13 + t->tid);
     unsigned int dlen = 0;
@@ -92,30 +70,15 @@ static bool ec_init(bench_thread *t)
         snprintf(t->why, sizeof(t->why), "SHA-256 failed");
         return false;
     }
-    CK_RV rv = bench_module_session(t->b, &m->s);
-    if (rv != CKR_OK)
-        return ec_fail(t, "C_OpenSession", rv);
-    m->have_s = true;
     for (unsigned i = 0; i < EC_ASSETS; i++) {
         /* Ed25519 (SLIP-10) has hardened children only. */
         char path[64];
         snprintf(path, sizeof(path), i == 0 ? "m/%u/%u" : "m/%u'/%u'", t->run, t->tid);
-        rv = ec_derive(t->b, m->s, &ec_ids[i], path, &m->key[i]);
+        CK_RV rv = ec_derive(t->b, m->base.s, &ec_ids[i], path, &m->key[i]);
         if (rv != CKR_OK)
-            return ec_fail(t, "C_DeriveKey (EC)", rv);
+            return bench_thread_fail_rv(t, "C_DeriveKey (EC)", rv);
     }
     return true;
-}
-
-static void ec_fini(bench_thread *t)
-{
-    ec_thread *m = t->priv;
-    if (m == NULL)
-        return;
-    if (m->have_s)
-        (void)t->b->mod->C_CloseSession(m->s);
-    free(m);
-    t->priv = NULL;
 }
 
 static bench_rc ec_sign_op(bench_thread *t, uint64_t i)
@@ -126,12 +89,13 @@ static bench_rc ec_sign_op(bench_thread *t, uint64_t i)
     CK_MECHANISM mech = {ed ? CKM_EDDSA : CKM_ECDSA, NULL, 0};
     uint8_t sig[64];
     CK_ULONG sig_len = sizeof(sig);
-    CK_RV rv = fl->C_SignInit(m->s, &mech, m->key[ed ? 1 : 0]);
+    CK_RV rv = fl->C_SignInit(m->base.s, &mech, m->key[ed ? 1 : 0]);
     if (rv == CKR_OK)
-        rv = ed ? fl->C_Sign(m->s, m->msg, sizeof(m->msg), sig, &sig_len)
-                : fl->C_Sign(m->s, m->digest, sizeof(m->digest), sig, &sig_len);
+        rv = ed ? fl->C_Sign(m->base.s, m->msg, sizeof(m->msg), sig, &sig_len)
+                : fl->C_Sign(m->base.s, m->digest, sizeof(m->digest), sig, &sig_len);
     if (rv != CKR_OK) {
-        ec_fail(t, ed ? "C_SignInit/C_Sign CKM_EDDSA" : "C_SignInit/C_Sign CKM_ECDSA", rv);
+        bench_thread_fail_rv(t, ed ? "C_SignInit/C_Sign CKM_EDDSA" : "C_SignInit/C_Sign CKM_ECDSA",
+                             rv);
         return BENCH_OP_FAIL;
     }
     if (sig_len != sizeof(sig)) {
@@ -149,5 +113,5 @@ const bench_scenario bench_sc_ec_sign = {
     .prepare = ec_prepare,
     .thread_init = ec_init,
     .op = ec_sign_op,
-    .thread_fini = ec_fini,
+    .thread_fini = bench_mod_thread_fini,
 };

@@ -48,18 +48,25 @@ bool bench_store_open(bench *b, ddsm_store **out, char *why, size_t why_len)
     return true;
 }
 
+ddsm_err bench_asset_ensure(bench *b, const char *label, const char *type,
+                            const char *default_path, ddsm_asset *a)
+{
+    ddsm_err e = ddsm_store_asset_find(b->store, label, a);
+    if (e == DDSM_E_NOT_FOUND)
+        e = ddsm_store_asset_register(b->store, NULL, label, type, default_path, BENCH_REQUESTER,
+                                      a);
+    if (e == DDSM_OK && a->state == DDSM_STATE_INITIALIZED)
+        e = ddsm_store_asset_transition(b->store, &a->id, DDSM_EV_ACTIVATE, 0, BENCH_REQUESTER, a);
+    return e;
+}
+
 bool bench_assets_setup(bench *b, char *why, size_t why_len)
 {
     for (unsigned i = 0; i < b->n_assets; i++) {
         char label[32];
         ddsm_asset a;
         snprintf(label, sizeof(label), "bench-%u", i);
-        ddsm_err e = ddsm_store_asset_find(b->store, label, &a);
-        if (e == DDSM_E_NOT_FOUND)
-            e = ddsm_store_asset_register(b->store, NULL, label, "hmac", NULL, BENCH_REQUESTER, &a);
-        if (e == DDSM_OK && a.state == DDSM_STATE_INITIALIZED)
-            e = ddsm_store_asset_transition(b->store, &a.id, DDSM_EV_ACTIVATE, 0, BENCH_REQUESTER,
-                                            &a);
+        ddsm_err e = bench_asset_ensure(b, label, "hmac", NULL, &a);
         if (e != DDSM_OK) {
             snprintf(why, why_len,
                      "asset %s: %s: %s (is the database migrated? `ddsmctl db migrate`)", label,
@@ -78,33 +85,19 @@ bool bench_assets_setup(bench *b, char *why, size_t why_len)
 }
 
 typedef struct mod_thread {
-    CK_SESSION_HANDLE s;
-    bool have_s;
+    bench_mod_thread base;
     CK_OBJECT_HANDLE key;                    /* sign, find-sign */
     char label[DDSM_UUID_TEXT_LEN + 1 + 64]; /* find-sign */
     uint8_t msg[BENCH_MSG_LEN];
 } mod_thread;
 
-static bool fail_rv(bench_thread *t, const char *what, CK_RV rv)
-{
-    snprintf(t->why, sizeof(t->why), "%s: %s", what, ddsm_rv_name(rv));
-    return false;
-}
-
 static bool mod_init(bench_thread *t)
 {
-    mod_thread *m = calloc(1, sizeof(*m));
-    t->priv = m;
-    if (m == NULL) {
-        snprintf(t->why, sizeof(t->why), "out of memory");
+    if (!bench_mod_thread_init(t, sizeof(mod_thread)))
         return false;
-    }
+    mod_thread *m = t->priv;
     for (unsigned i = 0; i < BENCH_MSG_LEN; i++)
         m->msg[i] = (uint8_t)(i * 7 + t->tid);
-    CK_RV rv = bench_module_session(t->b, &m->s);
-    if (rv != CKR_OK)
-        return fail_rv(t, "C_OpenSession", rv);
-    m->have_s = true;
     return true;
 }
 
@@ -117,33 +110,22 @@ static bool mod_init_key(bench_thread *t)
     unsigned a = t->tid % t->b->n_assets;
     char path[64];
     snprintf(path, sizeof(path), "m/%u/%u", t->run, t->tid);
-    CK_RV rv = bench_module_derive(t->b, m->s, &t->b->assets[a], path, &m->key);
+    CK_RV rv = bench_module_derive(t->b, m->base.s, &t->b->assets[a], path, &m->key);
     if (rv != CKR_OK)
-        return fail_rv(t, "C_DeriveKey", rv);
+        return bench_thread_fail_rv(t, "C_DeriveKey", rv);
     snprintf(m->label, sizeof(m->label), "%s/%s", t->b->asset_text[a], path);
     return true;
-}
-
-static void mod_fini(bench_thread *t)
-{
-    mod_thread *m = t->priv;
-    if (m == NULL)
-        return;
-    if (m->have_s)
-        (void)t->b->mod->C_CloseSession(m->s);
-    free(m);
-    t->priv = NULL;
 }
 
 static bench_rc sign_with(bench_thread *t, mod_thread *m, CK_OBJECT_HANDLE key, bool storm)
 {
     uint8_t mac[32];
-    CK_RV rv = bench_p11_hmac(t->b->mod, m->s, key, m->msg, sizeof(m->msg), mac);
+    CK_RV rv = bench_p11_hmac(t->b->mod, m->base.s, key, m->msg, sizeof(m->msg), mac);
     if (rv == CKR_OK)
         return BENCH_OP_OK;
     if (storm && rv == CKR_KEY_HANDLE_INVALID)
         return BENCH_OP_EXPECTED;
-    fail_rv(t, "C_SignInit/C_Sign", rv);
+    bench_thread_fail_rv(t, "C_SignInit/C_Sign", rv);
     return BENCH_OP_FAIL;
 }
 
@@ -153,10 +135,10 @@ static bench_rc derive_sign(bench_thread *t, uint64_t i, bool storm)
     CK_OBJECT_HANDLE h;
     char path[64];
     snprintf(path, sizeof(path), "m/%u/%u/%llu", t->run, t->tid, (unsigned long long)i);
-    CK_RV rv =
-        bench_module_derive(t->b, m->s, &t->b->assets[(t->tid + i) % t->b->n_assets], path, &h);
+    CK_RV rv = bench_module_derive(t->b, m->base.s, &t->b->assets[(t->tid + i) % t->b->n_assets],
+                                   path, &h);
     if (rv != CKR_OK) {
-        fail_rv(t, "C_DeriveKey", rv);
+        bench_thread_fail_rv(t, "C_DeriveKey", rv);
         return BENCH_OP_FAIL;
     }
     return sign_with(t, m, h, storm);
@@ -189,15 +171,16 @@ static bench_rc find_sign_op(bench_thread *t, uint64_t i)
     };
     CK_OBJECT_HANDLE found[2];
     CK_ULONG n = 0;
-    CK_RV rv = fl->C_FindObjectsInit(m->s, tmpl, 2);
+    CK_RV rv = fl->C_FindObjectsInit(m->base.s, tmpl, 2);
     if (rv != CKR_OK) {
-        fail_rv(t, "C_FindObjectsInit", rv);
+        bench_thread_fail_rv(t, "C_FindObjectsInit", rv);
         return BENCH_OP_FAIL;
     }
-    rv = fl->C_FindObjects(m->s, found, 2, &n);
-    CK_RV frv = fl->C_FindObjectsFinal(m->s);
+    rv = fl->C_FindObjects(m->base.s, found, 2, &n);
+    CK_RV frv = fl->C_FindObjectsFinal(m->base.s);
     if (rv != CKR_OK || frv != CKR_OK) {
-        fail_rv(t, rv != CKR_OK ? "C_FindObjects" : "C_FindObjectsFinal", rv != CKR_OK ? rv : frv);
+        bench_thread_fail_rv(t, rv != CKR_OK ? "C_FindObjects" : "C_FindObjectsFinal",
+                             rv != CKR_OK ? rv : frv);
         return BENCH_OP_FAIL;
     }
     if (n != 1) {
@@ -259,7 +242,7 @@ const bench_scenario bench_sc_derive = {
     .needs_store = true,
     .thread_init = mod_init,
     .op = derive_op,
-    .thread_fini = mod_fini,
+    .thread_fini = bench_mod_thread_fini,
     .finish = rotate_assets,
 };
 
@@ -270,7 +253,7 @@ const bench_scenario bench_sc_sign = {
     .needs_store = true,
     .thread_init = mod_init_key,
     .op = sign_op,
-    .thread_fini = mod_fini,
+    .thread_fini = bench_mod_thread_fini,
 };
 
 const bench_scenario bench_sc_find_sign = {
@@ -281,7 +264,7 @@ const bench_scenario bench_sc_find_sign = {
     .needs_store = true,
     .thread_init = mod_init_key,
     .op = find_sign_op,
-    .thread_fini = mod_fini,
+    .thread_fini = bench_mod_thread_fini,
 };
 
 const bench_scenario bench_sc_rotate_storm = {
@@ -291,7 +274,7 @@ const bench_scenario bench_sc_rotate_storm = {
     .needs_store = true,
     .thread_init = mod_init,
     .op = storm_op,
-    .thread_fini = mod_fini,
+    .thread_fini = bench_mod_thread_fini,
     .side = storm_side,
     .finish = rotate_assets,
 };

@@ -7,6 +7,7 @@
 #include "ddsm/policy.h"
 #include "ddsm/state.h"
 #include "ddsm/uuid.h"
+#include "tool.h"
 
 const ctl_help cmd_asset_help = {
     "asset",
@@ -93,19 +94,6 @@ static const ctl_help list_help = {
     "`asset show --json` prints.",
     "  --json               a JSON array instead of a table\n",
 };
-
-/* Find the asset named by text (UUID or label). */
-static int find_asset(ddsm_store *st, const char *text, ddsm_asset *out)
-{
-    ddsm_err e = ddsm_store_asset_find(st, text, out);
-    if (e == DDSM_E_NOT_FOUND) {
-        ctl_err("no asset with id or label \"%s\"", text);
-        return CTL_EXIT_REFUSED;
-    }
-    if (e != DDSM_OK)
-        return ctl_store_fail(st, e, "cannot look up the asset");
-    return CTL_EXIT_OK;
-}
 
 static bool looks_like_uuid(const char *s)
 {
@@ -285,7 +273,7 @@ static int asset_transition(ctl *c, int argc, char **argv, const ctl_help *help,
     rc = ctl_store_open(c, true, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
-    rc = find_asset(st, pos[0], &before);
+    rc = ctl_asset_find(st, pos[0], &before);
     if (rc != CTL_EXIT_OK)
         goto out;
     ddsm_uuid_format(&before.id, id);
@@ -342,73 +330,6 @@ static int asset_retire(ctl *c, int argc, char **argv)
     return asset_transition(c, argc, argv, &retire_help, TR_RETIRE);
 }
 
-/* Length of a valid UTF-8 sequence at s (at most n bytes), 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned cp;
-    size_t len;
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        len = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        len = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
-/* A JSON string: quotes, backslashes and control characters escaped; invalid UTF-8 becomes
- * U+FFFD so the output is always valid JSON. */
-static void json_str(const char *text)
-{
-    const unsigned char *s = (const unsigned char *)text;
-    size_t n = strlen(text);
-    putchar('"');
-    for (size_t i = 0; i < n;) {
-        unsigned char ch = s[i];
-        if (ch == '"' || ch == '\\') {
-            printf("\\%c", ch);
-            i++;
-        } else if (ch == '\n') {
-            fputs("\\n", stdout);
-            i++;
-        } else if (ch == '\t') {
-            fputs("\\t", stdout);
-            i++;
-        } else if (ch < 0x20 || ch == 0x7f) {
-            printf("\\u%04x", ch);
-            i++;
-        } else {
-            size_t len = utf8_seq(s + i, n - i);
-            if (len == 0) {
-                fputs("\\ufffd", stdout);
-                i++;
-            } else {
-                fwrite(s + i, 1, len, stdout);
-                i += len;
-            }
-        }
-    }
-    putchar('"');
-}
-
 /* How PKCS#11 applications name an asset key: its object label and CKA_ID. */
 struct key_names {
     char path[DDSM_PATH_TEXT_MAX];
@@ -451,12 +372,12 @@ static void json_asset(const ddsm_asset *a, const struct key_names *key, const c
     ctl_format_time(a->created_us, created);
     ctl_format_time(a->updated_us, updated);
     printf("%s{\"id\": \"%s\", \"label\": ", indent, id);
-    json_str(a->label);
+    tool_json_str(stdout, a->label);
     printf(", \"key_type\": ");
-    json_str(a->key_type);
+    tool_json_str(stdout, a->key_type);
     printf(", \"state\": \"%s\", \"counter\": %llu, \"default_path\": ", ddsm_state_name(a->state),
            (unsigned long long)a->counter);
-    json_str(a->default_path);
+    tool_json_str(stdout, a->default_path);
     printf(", \"created\": \"%s\", \"updated\": \"%s\", \"grace_until\": ", created, updated);
     if (a->grace_until_us != 0) {
         ctl_format_time(a->grace_until_us, grace);
@@ -466,9 +387,9 @@ static void json_asset(const ddsm_asset *a, const struct key_names *key, const c
     }
     if (key != NULL) {
         printf(", \"key\": {\"path\": ");
-        json_str(key->path);
+        tool_json_str(stdout, key->path);
         printf(", \"label\": ");
-        json_str(key->label);
+        tool_json_str(stdout, key->label);
         printf(", \"id\": \"%s\"}", key->id_hex);
     }
     printf("}");
@@ -501,7 +422,7 @@ static int asset_show(ctl *c, int argc, char **argv)
     rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
-    rc = find_asset(st, pos[0], &a);
+    rc = ctl_asset_find(st, pos[0], &a);
     if (rc != CTL_EXIT_OK)
         goto out;
     rc = key_names_of(&a, path_text != NULL ? path_text : a.default_path, &key);
@@ -538,30 +459,6 @@ out:
     return rc;
 }
 
-struct asset_vec {
-    ddsm_asset *v;
-    size_t n;
-    size_t cap;
-    bool oom;
-};
-
-static int collect_asset(const ddsm_asset *a, void *arg)
-{
-    struct asset_vec *vec = arg;
-    if (vec->n == vec->cap) {
-        size_t cap = vec->cap == 0 ? 16 : vec->cap * 2;
-        ddsm_asset *v = realloc(vec->v, cap * sizeof(*v));
-        if (v == NULL) {
-            vec->oom = true;
-            return 1;
-        }
-        vec->v = v;
-        vec->cap = cap;
-    }
-    vec->v[vec->n++] = *a;
-    return 0;
-}
-
 /* Display width of UTF-8 text: code points (good enough for labels). */
 static size_t text_width(const char *s)
 {
@@ -581,6 +478,11 @@ static void print_cell(const char *s, size_t width, bool last)
         putchar(' ');
 }
 
+static int collect_asset(const ddsm_asset *a, void *vec)
+{
+    return ctl_vec_push(vec, a) ? 0 : 1;
+}
+
 static int asset_list(ctl *c, int argc, char **argv)
 {
     bool json = false;
@@ -588,7 +490,7 @@ static int asset_list(ctl *c, int argc, char **argv)
     const char *pos[1];
     size_t npos = 0;
     ddsm_store *st = NULL;
-    struct asset_vec vec = {NULL, 0, 0, false};
+    ctl_vec vec = {sizeof(ddsm_asset), NULL, 0, 0, false};
 
     int rc = ctl_parse(c, &list_help, argc, argv, opts, 1, pos, 0, 0, &npos);
     if (rc != CTL_EXIT_OK)
@@ -597,6 +499,7 @@ static int asset_list(ctl *c, int argc, char **argv)
     if (rc != CTL_EXIT_OK)
         goto out;
     ddsm_err e = ddsm_store_asset_list(st, collect_asset, &vec);
+    const ddsm_asset *assets = vec.items;
     if (e == DDSM_OK && vec.oom)
         e = DDSM_E_NOMEM;
     if (e != DDSM_OK) {
@@ -607,7 +510,7 @@ static int asset_list(ctl *c, int argc, char **argv)
         printf("[");
         for (size_t i = 0; i < vec.n; i++) {
             printf(i == 0 ? "\n" : ",\n");
-            json_asset(&vec.v[i], NULL, "  ");
+            json_asset(&assets[i], NULL, "  ");
         }
         printf(vec.n == 0 ? "]\n" : "\n]\n");
     } else {
@@ -619,7 +522,7 @@ static int asset_list(ctl *c, int argc, char **argv)
         w[0] = DDSM_UUID_TEXT_LEN;
         for (size_t i = 0; i < vec.n; i++) {
             char num[24];
-            const ddsm_asset *a = &vec.v[i];
+            const ddsm_asset *a = &assets[i];
             size_t lw = text_width(a->label);
             size_t tw = text_width(a->key_type);
             size_t sw = strlen(ddsm_state_name(a->state));
@@ -633,7 +536,7 @@ static int asset_list(ctl *c, int argc, char **argv)
             print_cell(head[k], w[k], k == 5);
         putchar('\n');
         for (size_t i = 0; i < vec.n; i++) {
-            const ddsm_asset *a = &vec.v[i];
+            const ddsm_asset *a = &assets[i];
             char id[DDSM_UUID_TEXT_LEN + 1];
             char num[24];
             ddsm_uuid_format(&a->id, id);
@@ -649,28 +552,16 @@ static int asset_list(ctl *c, int argc, char **argv)
     }
     rc = CTL_EXIT_OK;
 out:
-    free(vec.v);
+    free(vec.items);
     ddsm_store_close(st);
     return rc;
 }
 
 int cmd_asset(ctl *c, int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*run)(ctl *, int, char **);
-    } subs[] = {{"register", asset_register}, {"activate", asset_activate},
-                {"rotate", asset_rotate},     {"retire", asset_retire},
-                {"show", asset_show},         {"list", asset_list},
-                {"xpub", cmd_asset_xpub}};
-    if (argc < 2)
-        return ctl_usage_error(&cmd_asset_help, "missing subcommand");
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        ctl_help_print(stdout, &cmd_asset_help);
-        return CTL_EXIT_OK;
-    }
-    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
-        if (strcmp(argv[1], subs[i].name) == 0)
-            return subs[i].run(c, argc - 1, argv + 1);
-    return ctl_usage_error(&cmd_asset_help, "unknown subcommand 'asset %s'", argv[1]);
+    static const ctl_sub subs[] = {{"register", asset_register}, {"activate", asset_activate},
+                                   {"rotate", asset_rotate},     {"retire", asset_retire},
+                                   {"show", asset_show},         {"list", asset_list},
+                                   {"xpub", cmd_asset_xpub}};
+    return ctl_run_sub(c, &cmd_asset_help, subs, sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

@@ -9,6 +9,7 @@
 
 #include "ctl.h"
 #include "ddsm/audit.h"
+#include "tool.h"
 
 const ctl_help cmd_audit_help = {
     "audit",
@@ -123,6 +124,18 @@ static bool parse_since(const char *text, int64_t *us, const char **why)
     return true;
 }
 
+/* --since TIME (NULL: not given) into *has and *us. Returns an exit code (usage error printed). */
+static int since_option(const ctl_help *h, const char *since, bool *has, int64_t *us)
+{
+    const char *why = NULL;
+    if (since == NULL)
+        return CTL_EXIT_OK;
+    if (!parse_since(since, us, &why))
+        return ctl_usage_error(h, "--since '%s': %s", since, why);
+    *has = true;
+    return CTL_EXIT_OK;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* audit verify */
 
@@ -174,12 +187,9 @@ static int audit_verify(ctl *c, int argc, char **argv)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     ddsm_audit_verify_opts vo;
     memset(&vo, 0, sizeof vo);
-    if (since != NULL) {
-        const char *why = NULL;
-        if (!parse_since(since, &vo.since_us, &why))
-            return ctl_usage_error(&verify_help, "--since '%s': %s", since, why);
-        vo.has_since = true;
-    }
+    rc = since_option(&verify_help, since, &vo.has_since, &vo.since_us);
+    if (rc != CTL_EXIT_OK)
+        return rc;
     if (instance != NULL && (instance[0] == '\0' || strlen(instance) > DDSM_AUDIT_INSTANCE_MAX))
         return ctl_usage_error(&verify_help, "--instance must be 1..%d characters",
                                DDSM_AUDIT_INSTANCE_MAX);
@@ -231,33 +241,12 @@ out:
 
 int cmd_audit(ctl *c, int argc, char **argv)
 {
-    if (argc < 2)
-        return ctl_usage_error(&cmd_audit_help, "missing subcommand");
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        ctl_help_print(stdout, &cmd_audit_help);
-        return CTL_EXIT_OK;
-    }
-    if (strcmp(argv[1], "verify") == 0)
-        return audit_verify(c, argc - 1, argv + 1);
-    return ctl_usage_error(&cmd_audit_help, "unknown subcommand 'audit %s'", argv[1]);
+    static const ctl_sub subs[] = {{"verify", audit_verify}};
+    return ctl_run_sub(c, &cmd_audit_help, subs, sizeof(subs) / sizeof(subs[0]), argc, argv);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* reconcile */
-
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20)
-            printf("\\u%04x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
-}
 
 struct rreport {
     bool json;
@@ -271,9 +260,9 @@ static int on_reconcile(const ddsm_reconcile_finding *f, void *arg)
     ddsm_uuid_format(&f->asset, id);
     if (r->json) {
         printf("%s\n    {\"kind\": ", r->n == 0 ? "" : ",");
-        json_string(f->kind);
+        tool_json_str(stdout, f->kind);
         printf(", \"asset\": \"%s\", \"label\": ", id);
-        json_string(f->label);
+        tool_json_str(stdout, f->label);
         printf(", \"row_id\": ");
         if (f->row_id != 0)
             printf("%" PRId64, f->row_id);
@@ -281,7 +270,7 @@ static int on_reconcile(const ddsm_reconcile_finding *f, void *arg)
             printf("null");
         printf(", \"counter\": %" PRId64 ", \"expected\": %" PRId64 ", \"detail\": ", f->counter,
                f->expected);
-        json_string(f->detail);
+        tool_json_str(stdout, f->detail);
         printf("}");
     } else {
         if (r->n == 0)
@@ -316,12 +305,9 @@ int cmd_reconcile(ctl *c, int argc, char **argv)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     ddsm_reconcile_opts ro;
     memset(&ro, 0, sizeof ro);
-    if (since != NULL) {
-        const char *why = NULL;
-        if (!parse_since(since, &ro.since_us, &why))
-            return ctl_usage_error(&cmd_reconcile_help, "--since '%s': %s", since, why);
-        ro.has_since = true;
-    }
+    rc = since_option(&cmd_reconcile_help, since, &ro.has_since, &ro.since_us);
+    if (rc != CTL_EXIT_OK)
+        return rc;
     rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;

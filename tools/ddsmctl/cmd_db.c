@@ -31,18 +31,10 @@ static int db_migrate(ctl *c, int argc, char **argv)
     int rc = ctl_parse(c, &migrate_help, argc, argv, NULL, 0, pos, 0, 0, &npos);
     if (rc != CTL_EXIT_OK)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
-    rc = ctl_config(c);
+    rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
-        return rc;
-    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
-                            "ddsmctl"};
-    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, &st);
-    if (e != DDSM_OK) {
-        ctl_err("store: %s", ddsm_err_str(e));
-        rc = ctl_exit_for(e);
         goto out;
-    }
-    e = ddsm_store_migrate(st, &applied);
+    ddsm_err e = ddsm_store_migrate(st, &applied);
     if (e != DDSM_OK) {
         ctl_err("migration failed: %s: %s", ddsm_err_str(e), ddsm_store_errmsg(st));
         /* A bad migration is a store failure, not bad input from the caller. */
@@ -74,15 +66,6 @@ out:
 
 int cmd_db(ctl *c, int argc, char **argv)
 {
-    if (argc < 2)
-        return ctl_usage_error(&cmd_db_help, "missing subcommand");
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        ctl_help_print(stdout, &cmd_db_help);
-        return CTL_EXIT_OK;
-    }
-    if (strcmp(argv[1], "migrate") == 0)
-        return db_migrate(c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "maintain") == 0)
-        return cmd_db_maintain(c, argc - 1, argv + 1);
-    return ctl_usage_error(&cmd_db_help, "unknown subcommand 'db %s'", argv[1]);
+    static const ctl_sub subs[] = {{"migrate", db_migrate}, {"maintain", cmd_db_maintain}};
+    return ctl_run_sub(c, &cmd_db_help, subs, sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

@@ -100,22 +100,32 @@ static const ctl_help info_help = {
     NULL,
 };
 
+/* Fill buf from the OS CSPRNG (it becomes a secret when it is the seed): true, or false with
+ * errno set. */
+static bool getrandom_all(void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    size_t off = 0;
+    while (off < n) {
+        ssize_t r = getrandom(p + off, n - off, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        off += (size_t)r;
+    }
+    return true;
+}
+
 /* libgfshare draws polynomial coefficients (and scrubs freed contexts) through this hook. Its
  * signature cannot report failure, and a share made with weak coefficients leaks the seed, so a
  * failing getrandom ends the process. */
 static void fill_rand_getrandom(unsigned char *buf, unsigned int n)
 {
-    size_t off = 0;
-    while (off < n) {
-        ssize_t r = getrandom(buf + off, n - off, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            static const char msg[] = "ddsmctl: fatal: getrandom failed\n";
-            (void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
-            abort();
-        }
-        off += (size_t)r;
+    if (!getrandom_all(buf, n)) {
+        static const char msg[] = "ddsmctl: fatal: getrandom failed\n";
+        (void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+        abort();
     }
 }
 
@@ -181,6 +191,16 @@ static int import_and_check_secret(ctl_hsm *h, const uint8_t seed[SEED_LEN], con
            h->token_label);
     printf("fingerprint: %s\n", fp);
     return CTL_EXIT_OK;
+}
+
+/* Open the root token into h (*open set: close it) and refuse when it already holds a root key. */
+static int open_token_without_root(ctl *c, ctl_hsm *h, bool *open)
+{
+    int rc = ctl_hsm_open_root(c, h);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    *open = true;
+    return ctl_hsm_require_no_root(h);
 }
 
 static int share_path(const char *dir, unsigned i, unsigned n, char out[PATH_MAX])
@@ -303,20 +323,12 @@ static bool share_equal(const struct share *a, const struct share *b)
            ddsm_ct_equal(a->data, b->data, sizeof(a->data));
 }
 
-/* Fill buf from the OS CSPRNG (it becomes a secret when it is the seed). */
+/* getrandom_all, failure reported. Returns an exit code. */
 static int random_bytes(void *buf, size_t n)
 {
-    uint8_t *p = buf;
-    size_t off = 0;
-    while (off < n) {
-        ssize_t r = getrandom(p + off, n - off, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            ctl_err("getrandom failed: %s", strerror(errno));
-            return CTL_EXIT_UNAVAILABLE;
-        }
-        off += (size_t)r;
+    if (!getrandom_all(buf, n)) {
+        ctl_err("getrandom failed: %s", strerror(errno));
+        return CTL_EXIT_UNAVAILABLE;
     }
     return CTL_EXIT_OK;
 }
@@ -400,11 +412,7 @@ static int root_create_shares(ctl *c, const char *n_text, const char *k_text, co
     rc = check_out_dir(dir, n, &dir_existed);
     if (rc != CTL_EXIT_OK)
         return rc;
-    rc = ctl_hsm_open_root(c, &h);
-    if (rc != CTL_EXIT_OK)
-        return rc;
-    hsm_open = true;
-    rc = ctl_hsm_require_no_root(&h);
+    rc = open_token_without_root(c, &h, &hsm_open);
     if (rc != CTL_EXIT_OK)
         goto out;
 
@@ -511,6 +519,7 @@ static int root_create(ctl *c, int argc, char **argv)
     const char *pos[1];
     size_t npos = 0;
     ctl_hsm h;
+    bool hsm_open = false;
     CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
     char fp[DDSM_FINGERPRINT_HEX + 1];
 
@@ -522,10 +531,7 @@ static int root_create(ctl *c, int argc, char **argv)
             return ctl_usage_error(&create_help, "--shares, --threshold and --out go together");
         return root_create_shares(c, n_text, k_text, dir);
     }
-    rc = ctl_hsm_open_root(c, &h);
-    if (rc != CTL_EXIT_OK)
-        return rc;
-    rc = ctl_hsm_require_no_root(&h);
+    rc = open_token_without_root(c, &h, &hsm_open);
     if (rc == CTL_EXIT_OK)
         rc = ctl_hsm_generate_root(&h, &obj);
     if (rc == CTL_EXIT_OK) {
@@ -539,7 +545,8 @@ static int root_create(ctl *c, int argc, char **argv)
                h.key_label, h.token_label);
         printf("fingerprint: %s\n", fp);
     }
-    ctl_hsm_close(&h);
+    if (hsm_open)
+        ctl_hsm_close(&h);
     return rc;
 }
 
@@ -609,11 +616,7 @@ static int root_import(ctl *c, int argc, char **argv)
     rc = seed_fingerprint_secret(seed, fp);
     if (rc != CTL_EXIT_OK)
         goto out;
-    rc = ctl_hsm_open_root(c, &h);
-    if (rc != CTL_EXIT_OK)
-        goto out;
-    hsm_open = true;
-    rc = ctl_hsm_require_no_root(&h);
+    rc = open_token_without_root(c, &h, &hsm_open);
     if (rc == CTL_EXIT_OK)
         rc = import_and_check_secret(&h, seed, fp, "imported");
 out:
@@ -707,11 +710,7 @@ static int root_recover(ctl *c, int argc, char **argv)
         rc = CTL_EXIT_USAGE;
         goto out;
     }
-    rc = ctl_hsm_open_root(c, &h);
-    if (rc != CTL_EXIT_OK)
-        goto out;
-    hsm_open = true;
-    rc = ctl_hsm_require_no_root(&h);
+    rc = open_token_without_root(c, &h, &hsm_open);
     if (rc != CTL_EXIT_OK)
         goto out;
     for (size_t i = 0; i < nfiles; i++) {
@@ -824,21 +823,9 @@ out:
 
 int cmd_root(ctl *c, int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*run)(ctl *, int, char **);
-    } subs[] = {{"create", root_create},
-                {"import", root_import},
-                {"recover", root_recover},
-                {"info", root_info}};
-    if (argc < 2)
-        return ctl_usage_error(&cmd_root_help, "missing subcommand");
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        ctl_help_print(stdout, &cmd_root_help);
-        return CTL_EXIT_OK;
-    }
-    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
-        if (strcmp(argv[1], subs[i].name) == 0)
-            return subs[i].run(c, argc - 1, argv + 1);
-    return ctl_usage_error(&cmd_root_help, "unknown subcommand 'root %s'", argv[1]);
+    static const ctl_sub subs[] = {{"create", root_create},
+                                   {"import", root_import},
+                                   {"recover", root_recover},
+                                   {"info", root_info}};
+    return ctl_run_sub(c, &cmd_root_help, subs, sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

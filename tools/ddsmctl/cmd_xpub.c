@@ -18,6 +18,7 @@
 #include "ddsm/path.h"
 #include "ddsm/secmem.h"
 #include "ddsm/uuid.h"
+#include "tool.h"
 
 static const ctl_help xpub_help = {
     "asset xpub",
@@ -176,7 +177,6 @@ int cmd_asset_xpub(ctl *c, int argc, char **argv)
     ddsm_path path;
     char canon[DDSM_PATH_TEXT_MAX];
     char xpub[DDSM_HD_XKEY_TEXT_MAX];
-    char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
     const char *why = NULL;
     uint64_t counter = 0;
 
@@ -188,18 +188,9 @@ int cmd_asset_xpub(ctl *c, int argc, char **argv)
     if (path_text != NULL && ddsm_path_parse(path_text, strlen(path_text), &path, &why) != DDSM_OK)
         return ctl_usage_error(&xpub_help, "--path '%s': %s", path_text,
                                why != NULL ? why : "malformed path");
-    rc = ctl_config(c);
+    rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
-        return rc;
-
-    ddsm_store_opts sopts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
-                             "ddsmctl"};
-    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &sopts, &st);
-    if (e != DDSM_OK) {
-        ctl_err("store: %s", ddsm_err_str(e));
-        rc = ctl_exit_for(e);
         goto out;
-    }
     rc = lookup(st, pos[0], &a);
     if (rc != CTL_EXIT_OK)
         goto out;
@@ -223,19 +214,14 @@ int cmd_asset_xpub(ctl *c, int argc, char **argv)
     have_hsm = true;
     if (rc != CTL_EXIT_OK)
         goto out;
-    e = ddsm_audit_key_derive(&x.prf, &key);
+    ddsm_err e = ddsm_audit_key_derive(&x.prf, &key);
     if (e != DDSM_OK) {
         rc = hsm_fail(&x, "the audit key", e);
         goto out;
     }
-    e = ddsm_audit_instance_id("ddsmctl/", instance, sizeof(instance));
-    if (e == DDSM_OK)
-        e = ddsm_store_attach_audit(st, key, instance);
-    if (e != DDSM_OK) {
-        ctl_err("cannot set up the audit chain: %s", ddsm_err_str(e));
-        rc = ctl_exit_for(e);
+    rc = ctl_store_attach_audit(st, key);
+    if (rc != CTL_EXIT_OK)
         goto out;
-    }
     rc = audit_row(c, st, &a, canon, &counter);
     if (rc != CTL_EXIT_OK)
         goto out;
@@ -245,15 +231,10 @@ int cmd_asset_xpub(ctl *c, int argc, char **argv)
     if (json) {
         char id[DDSM_UUID_TEXT_LEN + 1];
         ddsm_uuid_format(&a.id, id);
-        /* Labels are printable ASCII (the registry's rule): only '"' and '\\' need escaping. */
-        printf("{\"asset\": \"%s\", \"label\": \"", id);
-        for (const char *p = a.label; *p != '\0'; p++) {
-            if (*p == '"' || *p == '\\')
-                putchar('\\');
-            putchar(*p);
-        }
-        printf("\", \"path\": \"%s\", \"counter\": %" PRIu64 ", \"xpub\": \"%s\"}\n", canon,
-               counter, xpub);
+        printf("{\"asset\": \"%s\", \"label\": ", id);
+        tool_json_str(stdout, a.label);
+        printf(", \"path\": \"%s\", \"counter\": %" PRIu64 ", \"xpub\": \"%s\"}\n", canon, counter,
+               xpub);
     } else {
         printf("%s\n", xpub);
     }

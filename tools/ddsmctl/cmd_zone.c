@@ -5,6 +5,7 @@
 #include "ctl.h"
 #include "ddsm/policy.h"
 #include "ddsm/uuid.h"
+#include "tool.h"
 
 const ctl_help cmd_zone_help = {
     "zone",
@@ -65,51 +66,6 @@ static const ctl_help of_help = {
     NULL,
 };
 
-int ctl_store_open(ctl *c, bool audited, ddsm_store **st)
-{
-    ddsm_audit_key *key = NULL;
-    char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
-    *st = NULL;
-    int rc = ctl_config(c);
-    if (rc == CTL_EXIT_OK && audited)
-        rc = ctl_audit_key_secret(c, &key);
-    if (rc != CTL_EXIT_OK)
-        goto out;
-    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
-                            "ddsmctl"};
-    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, st);
-    if (e != DDSM_OK) {
-        ctl_err("store: %s", ddsm_err_str(e));
-        *st = NULL;
-        rc = ctl_exit_for(e);
-        goto out;
-    }
-    if (audited) {
-        e = ddsm_audit_instance_id("ddsmctl/", instance, sizeof(instance));
-        if (e == DDSM_OK)
-            e = ddsm_store_attach_audit(*st, key, instance);
-        if (e != DDSM_OK) {
-            ctl_err("cannot set up the audit chain: %s", ddsm_err_str(e));
-            ddsm_store_close(*st);
-            *st = NULL;
-            rc = ctl_exit_for(e);
-        }
-    }
-out:
-    ddsm_audit_key_free(key);
-    return rc;
-}
-
-int ctl_store_fail(ddsm_store *st, ddsm_err e, const char *what)
-{
-    const char *detail = ddsm_store_errmsg(st);
-    if (e == DDSM_E_STORE_DOWN)
-        ctl_err("%s: PostgreSQL is unavailable: %s", what, detail);
-    else
-        ctl_err("%s: %s%s%s", what, ddsm_err_str(e), detail[0] != '\0' ? ": " : "", detail);
-    return ctl_exit_for(e);
-}
-
 static int check_zone(const ctl_help *h, const char *zone)
 {
     if (!ddsm_zone_name_valid(zone))
@@ -120,43 +76,9 @@ static int check_zone(const ctl_help *h, const char *zone)
     return CTL_EXIT_OK;
 }
 
-struct zone_vec {
-    ddsm_zone_info *v;
-    size_t n, cap;
-    bool oom;
-};
-
-static int collect_zone(const ddsm_zone_info *z, void *arg)
+static int collect_zone(const ddsm_zone_info *z, void *vec)
 {
-    struct zone_vec *vec = arg;
-    if (vec->n == vec->cap) {
-        size_t cap = vec->cap == 0 ? 8 : vec->cap * 2;
-        ddsm_zone_info *v = realloc(vec->v, cap * sizeof(*v));
-        if (v == NULL) {
-            vec->oom = true;
-            return 1;
-        }
-        vec->v = v;
-        vec->cap = cap;
-    }
-    vec->v[vec->n++] = *z;
-    return 0;
-}
-
-/* Zone names and requesters are printable ASCII (checked by the database and the tools); a JSON
- * string still escapes what could break it. */
-static void json_text(const char *s)
-{
-    putchar('"');
-    for (; *s != '\0'; s++) {
-        if (*s == '"' || *s == '\\')
-            printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            printf("\\u%04x", (unsigned char)*s);
-        else
-            putchar(*s);
-    }
-    putchar('"');
+    return ctl_vec_push(vec, z) ? 0 : 1;
 }
 
 static int zone_list(ctl *c, int argc, char **argv)
@@ -166,7 +88,7 @@ static int zone_list(ctl *c, int argc, char **argv)
     const char *pos[1];
     size_t npos = 0;
     ddsm_store *st = NULL;
-    struct zone_vec vec = {NULL, 0, 0, false};
+    ctl_vec vec = {sizeof(ddsm_zone_info), NULL, 0, 0, false};
 
     int rc = ctl_parse(c, &list_help, argc, argv, opts, 1, pos, 0, 0, &npos);
     if (rc != CTL_EXIT_OK)
@@ -175,6 +97,7 @@ static int zone_list(ctl *c, int argc, char **argv)
     if (rc != CTL_EXIT_OK)
         goto out;
     ddsm_err e = ddsm_zone_list(st, collect_zone, &vec);
+    const ddsm_zone_info *zones = vec.items;
     if (e == DDSM_OK && vec.oom)
         e = DDSM_E_NOMEM;
     if (e != DDSM_OK) {
@@ -184,17 +107,17 @@ static int zone_list(ctl *c, int argc, char **argv)
     if (json) {
         printf("[");
         for (size_t i = 0; i < vec.n; i++) {
-            const ddsm_zone_info *z = &vec.v[i];
+            const ddsm_zone_info *z = &zones[i];
             char t[40];
             ctl_format_time(z->updated_us, t);
             printf("%s\n  {\"zone\": ", i == 0 ? "" : ",");
-            json_text(z->zone);
+            tool_json_str(stdout, z->zone);
             printf(", \"enabled\": %s, \"assets\": %llu, \"derivable\": %llu, \"updated\": \"%s\", "
                    "\"updated_by\": ",
                    z->enabled ? "true" : "false", (unsigned long long)z->assets,
                    (unsigned long long)z->derivable, t);
             if (z->updated_by[0] != '\0')
-                json_text(z->updated_by);
+                tool_json_str(stdout, z->updated_by);
             else
                 printf("null");
             printf("}");
@@ -203,11 +126,11 @@ static int zone_list(ctl *c, int argc, char **argv)
     } else {
         size_t w = strlen("ZONE");
         for (size_t i = 0; i < vec.n; i++)
-            w = strlen(vec.v[i].zone) > w ? strlen(vec.v[i].zone) : w;
+            w = strlen(zones[i].zone) > w ? strlen(zones[i].zone) : w;
         printf("%-*s  %-8s  %7s  %9s  %-27s  %s\n", (int)w, "ZONE", "STATE", "ASSETS", "DERIVABLE",
                "UPDATED", "BY");
         for (size_t i = 0; i < vec.n; i++) {
-            const ddsm_zone_info *z = &vec.v[i];
+            const ddsm_zone_info *z = &zones[i];
             char t[40];
             ctl_format_time(z->updated_us, t);
             printf("%-*s  %-8s  %7llu  %9llu  %-27s  %s\n", (int)w, z->zone,
@@ -218,7 +141,7 @@ static int zone_list(ctl *c, int argc, char **argv)
     }
     rc = CTL_EXIT_OK;
 out:
-    free(vec.v);
+    free(vec.items);
     ddsm_store_close(st);
     return rc;
 }
@@ -270,18 +193,6 @@ static int zone_disable(ctl *c, int argc, char **argv)
     return zone_set(c, argc, argv, &disable_help, false);
 }
 
-static int find_asset(ddsm_store *st, const char *text, ddsm_asset *a)
-{
-    ddsm_err e = ddsm_store_asset_find(st, text, a);
-    if (e == DDSM_E_NOT_FOUND) {
-        ctl_err("no asset with id or label \"%s\"", text);
-        return CTL_EXIT_REFUSED;
-    }
-    if (e != DDSM_OK)
-        return ctl_store_fail(st, e, "cannot look up the asset");
-    return CTL_EXIT_OK;
-}
-
 static int zone_assign(ctl *c, int argc, char **argv)
 {
     const char *pos[2];
@@ -301,7 +212,7 @@ static int zone_assign(ctl *c, int argc, char **argv)
         return rc;
     rc = ctl_store_open(c, true, &st);
     if (rc == CTL_EXIT_OK)
-        rc = find_asset(st, pos[0], &a);
+        rc = ctl_asset_find(st, pos[0], &a);
     if (rc != CTL_EXIT_OK)
         goto out;
     ctl_requester(requester, sizeof(requester));
@@ -337,7 +248,7 @@ static int zone_of(ctl *c, int argc, char **argv)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     rc = ctl_store_open(c, false, &st);
     if (rc == CTL_EXIT_OK)
-        rc = find_asset(st, pos[0], &a);
+        rc = ctl_asset_find(st, pos[0], &a);
     if (rc != CTL_EXIT_OK)
         goto out;
     ddsm_err e = ddsm_zone_of_asset(st, &a.id, zone, &enabled);
@@ -354,22 +265,10 @@ out:
 
 int cmd_zone(ctl *c, int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*run)(ctl *, int, char **);
-    } subs[] = {{"list", zone_list},
-                {"enable", zone_enable},
-                {"disable", zone_disable},
-                {"assign", zone_assign},
-                {"of", zone_of}};
-    if (argc < 2)
-        return ctl_usage_error(&cmd_zone_help, "missing subcommand");
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        ctl_help_print(stdout, &cmd_zone_help);
-        return CTL_EXIT_OK;
-    }
-    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
-        if (strcmp(argv[1], subs[i].name) == 0)
-            return subs[i].run(c, argc - 1, argv + 1);
-    return ctl_usage_error(&cmd_zone_help, "unknown subcommand 'zone %s'", argv[1]);
+    static const ctl_sub subs[] = {{"list", zone_list},
+                                   {"enable", zone_enable},
+                                   {"disable", zone_disable},
+                                   {"assign", zone_assign},
+                                   {"of", zone_of}};
+    return ctl_run_sub(c, &cmd_zone_help, subs, sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

@@ -87,6 +87,17 @@ bool ctl_parse_uint(const char *text, unsigned lo, unsigned hi, unsigned *out);
 DDSM_WUR int ctl_read_file_secret(const char *path, const char *what, size_t max, char **buf,
                                   size_t *len);
 
+/* A growable array of items of item_size bytes each, filled by the store's list callbacks:
+ * ctl_vec v = {sizeof(ddsm_asset)}; ... free(v.items). */
+typedef struct ctl_vec {
+    size_t item_size;
+    void *items;
+    size_t n, cap;
+    bool oom; /* a push failed: the array is incomplete */
+} ctl_vec;
+/* Append a copy of item; false (and oom set) when out of memory. */
+bool ctl_vec_push(ctl_vec *vec, const void *item);
+
 /* Microseconds since the epoch as ISO 8601 UTC with microseconds. */
 void ctl_format_time(int64_t us, char out[40]);
 
@@ -152,10 +163,26 @@ int cmd_zone(ctl *c, int argc, char **argv);
 int cmd_status(ctl *c, int argc, char **argv);
 int cmd_metrics(ctl *c, int argc, char **argv);
 extern const ctl_help cmd_zone_help, cmd_status_help, cmd_metrics_help;
-/* A store for this run (cmd_zone.c); audited: rows chained under the HSM-derived audit key (the
+/* A store for this run (store.c); audited: rows chained under the HSM-derived audit key (the
  * HSM and its PIN are asked first). Returns an exit code (message printed). */
 DDSM_WUR int ctl_store_open(ctl *c, bool audited, ddsm_store **st);
+/* Chain st's audit rows under key, as a fresh "ddsmctl/..." writer instance. Returns an exit code
+ * (message printed); st is left open either way. */
+DDSM_WUR int ctl_store_attach_audit(ddsm_store *st, const ddsm_audit_key *key);
 /* Report a store error (message printed); returns its exit code. */
 int ctl_store_fail(ddsm_store *st, ddsm_err e, const char *what);
+/* The asset named by text (UUID or label). Returns an exit code (message printed): refused when
+ * there is no such asset. */
+DDSM_WUR int ctl_asset_find(ddsm_store *st, const char *text, ddsm_asset *out);
+
+/* One subcommand of a command family. */
+typedef struct ctl_sub {
+    const char *name;
+    int (*run)(ctl *c, int argc, char **argv);
+} ctl_sub;
+/* Run the subcommand argv[1] of the family h describes (argv[0] is the family's name), or print
+ * h on -h/--help; a usage error (exit 2) when it is missing or unknown. */
+int ctl_run_sub(ctl *c, const ctl_help *h, const ctl_sub *subs, size_t nsubs, int argc,
+                char **argv);
 
 #endif

@@ -49,6 +49,30 @@ static bool is_help(const char *a)
     return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
 }
 
+/* The commands, with the help `ddsmctl help <command>` prints. */
+static const struct command {
+    const char *name;
+    int (*run)(ctl *c, int argc, char **argv);
+    const ctl_help *help;
+} commands[] = {
+    {"db", cmd_db, &cmd_db_help},
+    {"root", cmd_root, &cmd_root_help},
+    {"asset", cmd_asset, &cmd_asset_help},
+    {"audit", cmd_audit, &cmd_audit_help},
+    {"reconcile", cmd_reconcile, &cmd_reconcile_help},
+    {"zone", cmd_zone, &cmd_zone_help},
+    {"status", cmd_status, &cmd_status_help},
+    {"metrics", cmd_metrics, &cmd_metrics_help},
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
+        if (strcmp(name, commands[k].name) == 0)
+            return &commands[k];
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     ctl c = {NULL, NULL, NULL};
@@ -94,44 +118,17 @@ int main(int argc, char **argv)
         /* `ddsmctl help [command]` is `ddsmctl [command] --help`. */
         const ctl_help *h = &top_help;
         if (i + 1 < argc) {
-            if (strcmp(argv[i + 1], "db") == 0)
-                h = &cmd_db_help;
-            else if (strcmp(argv[i + 1], "root") == 0)
-                h = &cmd_root_help;
-            else if (strcmp(argv[i + 1], "asset") == 0)
-                h = &cmd_asset_help;
-            else if (strcmp(argv[i + 1], "audit") == 0)
-                h = &cmd_audit_help;
-            else if (strcmp(argv[i + 1], "reconcile") == 0)
-                h = &cmd_reconcile_help;
-            else if (strcmp(argv[i + 1], "zone") == 0)
-                h = &cmd_zone_help;
-            else if (strcmp(argv[i + 1], "status") == 0)
-                h = &cmd_status_help;
-            else if (strcmp(argv[i + 1], "metrics") == 0)
-                h = &cmd_metrics_help;
-            else
+            const struct command *topic = find_command(argv[i + 1]);
+            if (topic == NULL)
                 return ctl_usage_error(&top_help, "unknown command '%s'", argv[i + 1]);
+            h = topic->help;
         }
         ctl_help_print(stdout, h);
         return CTL_EXIT_OK;
     }
-    if (strcmp(cmd, "db") == 0)
-        rc = cmd_db(&c, argc - i, argv + i);
-    else if (strcmp(cmd, "root") == 0)
-        rc = cmd_root(&c, argc - i, argv + i);
-    else if (strcmp(cmd, "asset") == 0)
-        rc = cmd_asset(&c, argc - i, argv + i);
-    else if (strcmp(cmd, "audit") == 0)
-        rc = cmd_audit(&c, argc - i, argv + i);
-    else if (strcmp(cmd, "reconcile") == 0)
-        rc = cmd_reconcile(&c, argc - i, argv + i);
-    else if (strcmp(cmd, "zone") == 0)
-        rc = cmd_zone(&c, argc - i, argv + i);
-    else if (strcmp(cmd, "status") == 0)
-        rc = cmd_status(&c, argc - i, argv + i);
-    else if (strcmp(cmd, "metrics") == 0)
-        rc = cmd_metrics(&c, argc - i, argv + i);
+    const struct command *command = find_command(cmd);
+    if (command != NULL)
+        rc = command->run(&c, argc - i, argv + i);
     else
         rc = ctl_usage_error(&top_help, "unknown command '%s'", cmd);
     ddsm_config_free(c.cfg);

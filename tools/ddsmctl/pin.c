@@ -1,15 +1,14 @@
 /* The HSM PIN: from a file, the environment or the terminal. Every buffer here holds a secret: it
  * lives in secure memory and is wiped; the PIN is never printed, only its absence reported. */
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "ctl.h"
 #include "ddsm/secmem.h"
+#include "tool.h"
 
 #define PIN_FILE_MAX 4096
 
@@ -75,81 +74,29 @@ out:
     return rc;
 }
 
-/* The terminal state to restore if a signal arrives while echo is off. */
-static struct termios saved_tty;
-static volatile sig_atomic_t tty_dirty;
-
-static void restore_tty_on_signal(int sig)
-{
-    if (tty_dirty)
-        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_tty);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
 static int pin_prompt_secret(const char *token_label, ctl_pin *out)
 {
-    struct termios quiet;
-    struct sigaction sa, old_int, old_term, old_hup;
     ctl_pin p = {NULL, 0};
     int rc = pin_alloc_secret(&p);
-    bool too_long = false;
-    char c;
-
     if (rc != CTL_EXIT_OK)
         return rc;
-    if (tcgetattr(STDIN_FILENO, &saved_tty) != 0) {
-        ctl_err("cannot read the terminal settings: %s", strerror(errno));
-        rc = CTL_EXIT_USAGE;
-        goto out;
-    }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = restore_tty_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGHUP, &sa, &old_hup);
-    quiet = saved_tty;
-    quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK);
-    quiet.c_lflag |= ECHONL;
-    fprintf(stderr, "HSM user PIN for token \"%s\": ", token_label);
-    fflush(stderr);
-    tty_dirty = 1;
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
-    /* Byte by byte with read(2): no stdio buffer keeps a copy of the PIN. */
-    for (;;) {
-        ssize_t r = read(STDIN_FILENO, &c, 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0 || c == '\n')
-            break;
-        if (p.len == CTL_PIN_MAX) {
-            too_long = true;
-            continue;
-        }
-        p.buf[p.len++] = c;
-    }
-    c = 0;
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_tty);
-    tty_dirty = 0;
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGHUP, &old_hup, NULL);
-    if (p.len > 0 && p.buf[p.len - 1] == '\r')
-        p.len--;
     rc = CTL_EXIT_USAGE;
-    if (too_long) {
+    switch (tool_pin_prompt_secret(token_label, p.buf, CTL_PIN_MAX, &p.len)) {
+    case TOOL_PIN_OK:
+        *out = p;
+        p.buf = NULL;
+        rc = CTL_EXIT_OK;
+        break;
+    case TOOL_PIN_NO_TERMINAL:
+        ctl_err("cannot read the terminal settings: %s", strerror(errno));
+        break;
+    case TOOL_PIN_TOO_LONG:
         ctl_err("the PIN is longer than %d bytes", CTL_PIN_MAX);
-        goto out;
-    }
-    if (p.len == 0) {
+        break;
+    case TOOL_PIN_EMPTY:
         ctl_err("no PIN entered");
-        goto out;
+        break;
     }
-    *out = p;
-    p.buf = NULL;
-    rc = CTL_EXIT_OK;
-out:
     ctl_pin_free(&p);
     return rc;
 }

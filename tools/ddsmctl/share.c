@@ -220,6 +220,27 @@ static bool append(char *buf, size_t cap, size_t *len, const char *s, size_t n)
     return true;
 }
 
+/* Append a canonical line (secret) and its "\n" to whole (cap bytes, *len used). */
+static bool append_line(char *whole, size_t cap, size_t *len, const char *line, size_t n)
+{
+    return append(whole, cap, len, line, n) && append(whole, cap, len, "\n", 1);
+}
+
+/* Append printf output (share text: a secret) to out (cap bytes, *len used); false when it does
+ * not fit. */
+__attribute__((format(printf, 4, 5))) static bool out_printf(char *out, size_t cap, size_t *len,
+                                                            const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(out + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= cap - *len)
+        return false;
+    *len += (size_t)k;
+    return true;
+}
+
 static bool range_ok(const struct share *s)
 {
     return s->shares >= 1 && s->shares <= 255 && s->threshold >= 1 && s->threshold <= s->shares &&
@@ -473,8 +494,7 @@ ddsm_err share_parse(const char *text, size_t len, struct share *out, char *why,
                 goto out;
             err = DDSM_E_INPUT;
             size_t clen = canon_data_secret(&s, want, canon);
-            if (!append(whole, sizeof(whole), &whole_len, canon, clen) ||
-                !append(whole, sizeof(whole), &whole_len, "\n", 1))
+            if (!append_line(whole, sizeof(whole), &whole_len, canon, clen))
                 goto out; /* cannot happen: the lengths are fixed */
             st = st == ST_DATA1 ? ST_DATA2 : ST_CHECK;
             continue;
@@ -504,8 +524,7 @@ ddsm_err share_parse(const char *text, size_t len, struct share *out, char *why,
             if (parse_header(ln, t, nt, &s, why, n) != DDSM_OK)
                 goto out;
             size_t clen = canon_header(&s, canon);
-            if (!append(whole, sizeof(whole), &whole_len, canon, clen) ||
-                !append(whole, sizeof(whole), &whole_len, "\n", 1))
+            if (!append_line(whole, sizeof(whole), &whole_len, canon, clen))
                 goto out;
             st = ST_FPR;
             break;
@@ -514,8 +533,7 @@ ddsm_err share_parse(const char *text, size_t len, struct share *out, char *why,
             if (parse_fpr(ln, t, nt, &s, why, n) != DDSM_OK)
                 goto out;
             size_t clen = canon_fingerprint(&s, canon);
-            if (!append(whole, sizeof(whole), &whole_len, canon, clen) ||
-                !append(whole, sizeof(whole), &whole_len, "\n", 1))
+            if (!append_line(whole, sizeof(whole), &whole_len, canon, clen))
                 goto out;
             st = ST_DATA1;
             break;
@@ -571,7 +589,6 @@ ddsm_err share_format_secret(const struct share *s, char *out, size_t cap, size_
     size_t whole_len = 0;
     size_t len = 0;
     ddsm_err err = DDSM_E_ARG;
-    int k;
 
     whole[0] = '\0';
     if (s == NULL || out == NULL || out_len == NULL || !range_ok(s) ||
@@ -581,36 +598,27 @@ ddsm_err share_format_secret(const struct share *s, char *out, size_t cap, size_
         if (hexval(s->fingerprint[i]) < 0 || (s->fingerprint[i] >= 'A' && s->fingerprint[i] <= 'F'))
             return DDSM_E_ARG;
 
-    k = snprintf(out, cap,
-                 "# ddsm root seed share %u of %u: any %u shares recover the seed. Keep it "
-                 "offline.\n%s\n",
-                 s->index, s->shares, s->threshold, SHARE_MAGIC);
-    if (k < 0 || (size_t)k >= cap)
+    if (!out_printf(out, cap, &len,
+                    "# ddsm root seed share %u of %u: any %u shares recover the seed. Keep it "
+                    "offline.\n%s\n",
+                    s->index, s->shares, s->threshold, SHARE_MAGIC))
         goto out;
-    len = (size_t)k;
 
     size_t clen = canon_header(s, canon);
-    if (!append(whole, sizeof(whole), &whole_len, canon, clen) ||
-        !append(whole, sizeof(whole), &whole_len, "\n", 1))
+    if (!append_line(whole, sizeof(whole), &whole_len, canon, clen))
         goto out;
-    k = snprintf(out + len, cap - len, "%s  %02x\n", canon, line_check(canon, clen));
-    if (k < 0 || (size_t)k >= cap - len)
+    if (!out_printf(out, cap, &len, "%s  %02x\n", canon, line_check(canon, clen)))
         goto out;
-    len += (size_t)k;
 
     clen = canon_fingerprint(s, canon);
-    if (!append(whole, sizeof(whole), &whole_len, canon, clen) ||
-        !append(whole, sizeof(whole), &whole_len, "\n", 1))
+    if (!append_line(whole, sizeof(whole), &whole_len, canon, clen))
         goto out;
-    k = snprintf(out + len, cap - len, "%s  %02x\n", canon, line_check(canon, clen));
-    if (k < 0 || (size_t)k >= cap - len)
+    if (!out_printf(out, cap, &len, "%s  %02x\n", canon, line_check(canon, clen)))
         goto out;
-    len += (size_t)k;
 
     for (unsigned line = 1; line <= 2; line++) {
         clen = canon_data_secret(s, line, canon);
-        if (!append(whole, sizeof(whole), &whole_len, canon, clen) ||
-            !append(whole, sizeof(whole), &whole_len, "\n", 1))
+        if (!append_line(whole, sizeof(whole), &whole_len, canon, clen))
             goto out;
         /* Groups of 4 hex digits, as on paper. */
         size_t g = 0;
@@ -620,16 +628,11 @@ ddsm_err share_format_secret(const struct share *s, char *out, size_t cap, size_
             grouped[g++] = canon[3 + i];
         }
         grouped[g] = '\0';
-        k = snprintf(out + len, cap - len, "%u: %s  %02x\n", line, grouped,
-                     line_check(canon, clen));
-        if (k < 0 || (size_t)k >= cap - len)
+        if (!out_printf(out, cap, &len, "%u: %s  %02x\n", line, grouped, line_check(canon, clen)))
             goto out;
-        len += (size_t)k;
     }
-    k = snprintf(out + len, cap - len, "check %08x\n", (unsigned)whole_check(whole, whole_len));
-    if (k < 0 || (size_t)k >= cap - len)
+    if (!out_printf(out, cap, &len, "check %08x\n", (unsigned)whole_check(whole, whole_len)))
         goto out;
-    len += (size_t)k;
     *out_len = len;
     err = DDSM_OK;
 out:

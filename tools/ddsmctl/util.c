@@ -75,6 +75,21 @@ static int is_help(const char *a)
     return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
 }
 
+int ctl_run_sub(ctl *c, const ctl_help *h, const ctl_sub *subs, size_t nsubs, int argc,
+                char **argv)
+{
+    if (argc < 2)
+        return ctl_usage_error(h, "missing subcommand");
+    if (is_help(argv[1])) {
+        ctl_help_print(stdout, h);
+        return CTL_EXIT_OK;
+    }
+    for (size_t i = 0; i < nsubs; i++)
+        if (strcmp(argv[1], subs[i].name) == 0)
+            return subs[i].run(c, argc - 1, argv + 1);
+    return ctl_usage_error(h, "unknown subcommand '%s %s'", h->name, argv[1]);
+}
+
 int ctl_parse(ctl *c, const ctl_help *h, int argc, char **argv, const ctl_opt *opts, size_t nopts,
               const char **pos, size_t min_pos, size_t max_pos, size_t *npos)
 {
@@ -351,6 +366,23 @@ out:
     if (fd >= 0)
         close(fd);
     return rc;
+}
+
+bool ctl_vec_push(ctl_vec *vec, const void *item)
+{
+    if (vec->n == vec->cap) {
+        size_t cap = vec->cap == 0 ? 16 : vec->cap * 2;
+        void *items = realloc(vec->items, cap * vec->item_size);
+        if (items == NULL) {
+            vec->oom = true;
+            return false;
+        }
+        vec->items = items;
+        vec->cap = cap;
+    }
+    memcpy((char *)vec->items + vec->n * vec->item_size, item, vec->item_size);
+    vec->n++;
+    return true;
 }
 
 void ctl_format_time(int64_t us, char out[40])
