@@ -4,7 +4,7 @@
  * exactly ulValueLen bytes (or NULL), so ASan catches a write or read past what the caller gave.
  *
  * Input: byte 0 = the object's variant bits (vkey.h), byte 1 = bits 0-2 its canonical path (from
- * paths[]), bits 3-4 its asset's state, bytes 2-9 = its counter, bytes 10-25 = its asset UUID,
+ * fuzz_paths[]), bits 3-4 its asset's state, bytes 2-9 = its counter, bytes 10-25 = its asset UUID,
  * then up to MAX_ATTRS records [type selector] [mode] [length] [bytes...]: the selector picks from
  * types[] (0xff: the next 4 bytes are a raw type); the mode (mod 4) gives pValue: 0 = NULL with
  * ulValueLen = length, 1 = a buffer of `length` bytes filled with 0xee, 2 = `length` bytes of the
@@ -28,19 +28,12 @@
 #include "ddsm/pkcs11-compat.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "fuzz.h"
+#include "fuzz_attr.h"
 #include "vattr.h"
 #include "vkey.h"
 
 #define MAX_ATTRS 24
-#define VK_ALL                                                                                     \
-    (DDSM_VK_AES | DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_ENCRYPT | DDSM_VK_DECRYPT |             \
-     DDSM_VK_EXTRACTABLE | DDSM_VK_SENSITIVE)
 #define FILL 0xee
-
-static const char *const paths[8] = {
-    "m/0",    "m/44'/0'/0'/0/5",  "m/2147483647'", "m/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16",
-    "m/7'/0", "m/44'/60'/0'/0/0", "m/0'/1",        "m/3",
-};
 
 static const CK_ATTRIBUTE_TYPE types[] = {
     CKA_CLASS,
@@ -90,21 +83,6 @@ static const uint8_t fake_key[DDSM_KEY_LEN] = {
     0x93, 0x2e, 0x7d, 0x66, 0x1a, 0xd8, 0x35, 0xaa, 0x0c, 0xe9, 0x47, 0x81, 0x5f, 0xbe, 0x23, 0x90,
 };
 
-struct input {
-    const uint8_t *p;
-    size_t left;
-};
-
-static bool take(struct input *in, void *out, size_t n)
-{
-    if (in->left < n)
-        return false;
-    memcpy(out, in->p, n);
-    in->p += n;
-    in->left -= n;
-    return true;
-}
-
 static void *dup_exact(const void *src, size_t n, int fill)
 {
     void *p = malloc(n > 0 ? n : 1);
@@ -114,14 +92,6 @@ static void *dup_exact(const void *src, size_t n, int fill)
     else
         memset(p, fill, n);
     return p;
-}
-
-static void free_template(CK_ATTRIBUTE *t, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(t[i].pValue);
-        t[i].pValue = NULL;
-    }
 }
 
 /* A deep copy: each value its own exact allocation. */
@@ -134,18 +104,12 @@ static void copy_template(const CK_ATTRIBUTE *src, size_t n, CK_ATTRIBUTE *dst)
     }
 }
 
-static size_t build(struct input *in, const ddsm_hentry *e, CK_ATTRIBUTE out[MAX_ATTRS])
+static size_t build(struct fuzz_input *in, const ddsm_hentry *e, CK_ATTRIBUTE out[MAX_ATTRS])
 {
     size_t n = 0;
     uint8_t hdr[3];
-    while (n < MAX_ATTRS && take(in, hdr, sizeof(hdr))) {
-        CK_ATTRIBUTE_TYPE t = types[hdr[0] % N_TYPES];
-        if (hdr[0] == 0xff) {
-            uint32_t raw = 0;
-            if (!take(in, &raw, sizeof(raw)))
-                break;
-            t = raw;
-        }
+    CK_ATTRIBUTE_TYPE t;
+    while (n < MAX_ATTRS && fuzz_take_attr_header(in, types, N_TYPES, hdr, &t)) {
         CK_ATTRIBUTE *a = &out[n++];
         a->type = t;
         a->ulValueLen = hdr[2];
@@ -157,11 +121,10 @@ static size_t build(struct input *in, const ddsm_hentry *e, CK_ATTRIBUTE out[MAX
             a->pValue = dup_exact(NULL, hdr[2], FILL);
             break;
         case 2: {
-            size_t m = hdr[2] <= in->left ? hdr[2] : in->left;
-            a->pValue = dup_exact(in->p, m, 0);
+            size_t m;
+            const uint8_t *v = fuzz_take_up_to(in, hdr[2], &m);
+            a->pValue = dup_exact(v, m, 0);
             a->ulValueLen = m;
-            in->p += m;
-            in->left -= m;
             break;
         }
         default: {
@@ -282,8 +245,8 @@ static void check_get(const ddsm_hentry *e, const CK_ATTRIBUTE *t, size_t n)
         if (with_key)
             FUZZ_CHECK(needs == copied_value, "needs_value %d but value copied %d", needs,
                        copied_value);
-        free_template(got, n);
-        free_template(orig, n);
+        fuzz_free_values(got, n);
+        fuzz_free_values(orig, n);
     }
 }
 
@@ -331,7 +294,7 @@ static void check_match(const ddsm_hentry *e, const CK_ATTRIBUTE *t, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct input in = {data, size};
+    struct fuzz_input in = {data, size};
     uint8_t hdr[2];
     uint64_t counter = 0;
     ddsm_hentry e;
@@ -340,12 +303,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ddsm_vkeys *v = NULL;
 
     memset(&e, 0, sizeof(e));
-    if (!take(&in, hdr, sizeof(hdr)) || !take(&in, &counter, sizeof(counter)) ||
-        !take(&in, e.asset.b, sizeof(e.asset.b)))
+    if (!fuzz_take(&in, hdr, sizeof(hdr)) || !fuzz_take(&in, &counter, sizeof(counter)) ||
+        !fuzz_take(&in, e.asset.b, sizeof(e.asset.b)))
         return 0;
     counter &= (UINT64_C(1) << 48) - 1;
     e.variant = hdr[0] & VK_ALL;
-    snprintf(e.path, sizeof(e.path), "%s", paths[hdr[1] & 7]);
+    snprintf(e.path, sizeof(e.path), "%s", fuzz_paths[hdr[1] & 7]);
     e.counter = counter;
 
     /* The asset record CKA_DDSM_STATE reads, in the state the input asks for. */
@@ -359,7 +322,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = build(&in, &e, t);
     check_get(&e, t, n);
     check_match(&e, t, n);
-    free_template(t, n);
+    fuzz_free_values(t, n);
     ddsm_vkeys_free(v);
     return 0;
 }

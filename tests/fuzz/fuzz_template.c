@@ -3,7 +3,7 @@
  * NULL), so ASan catches a read past what the caller gave.
  *
  * Input: byte 0 = flags (bit 0: the policy allows extractable keys; bits 1-3: which canonical path
- * the key has, from paths[]), bytes 1-16 = the asset UUID, then up to MAX_ATTRS records
+ * the key has, from fuzz_paths[]), bytes 1-16 = the asset UUID, then up to MAX_ATTRS records
  *     [type selector] [value mode] [length] [value bytes...]
  * The selector picks from types[] (0xff: the next 4 bytes are a raw attribute type); the mode
  * (mod 4) gives the value: 0 = `length` raw bytes, 1 = the key's own value for that attribute (its
@@ -22,18 +22,11 @@
 #include "ddsm/pkcs11-compat.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "fuzz.h"
+#include "fuzz_attr.h"
 #include "vkey.h"
 
 #define MAX_ATTRS 32
-#define VK_ALL                                                                                     \
-    (DDSM_VK_AES | DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_ENCRYPT | DDSM_VK_DECRYPT |             \
-     DDSM_VK_EXTRACTABLE | DDSM_VK_SENSITIVE)
 #define SENTINEL 0xdeadbeefu
-
-static const char *const paths[8] = {
-    "m/0",    "m/44'/0'/0'/0/5",  "m/2147483647'", "m/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16",
-    "m/7'/0", "m/44'/60'/0'/0/0", "m/0'/1",        "m/3",
-};
 
 static const CK_ATTRIBUTE_TYPE types[] = {
     CKA_CLASS,
@@ -75,21 +68,6 @@ static const CK_ATTRIBUTE_TYPE types[] = {
 };
 #define N_TYPES (sizeof(types) / sizeof(types[0]))
 
-struct input {
-    const uint8_t *p;
-    size_t left;
-};
-
-static bool take(struct input *in, void *out, size_t n)
-{
-    if (in->left < n)
-        return false;
-    memcpy(out, in->p, n);
-    in->p += n;
-    in->left -= n;
-    return true;
-}
-
 static bool is_bool_type(CK_ATTRIBUTE_TYPE t)
 {
     switch (t) {
@@ -128,14 +106,6 @@ static bool set_attr(CK_ATTRIBUTE *a, CK_ATTRIBUTE_TYPE t, const void *v, size_t
         return false;
     memcpy(a->pValue, v, n);
     return true;
-}
-
-static void free_attrs(CK_ATTRIBUTE *a, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(a[i].pValue);
-        a[i].pValue = NULL;
-    }
 }
 
 /* The key's own value of attribute t (mode 1); pick chooses among the legal ones. */
@@ -179,28 +149,21 @@ static bool own_value(CK_ATTRIBUTE *a, CK_ATTRIBUTE_TYPE t, uint8_t pick, const 
 }
 
 /* The template of the fuzz input; returns the count, or -1 when out of memory. */
-static int build(struct input *in, const ddsm_uuid *asset, const char *canon,
+static int build(struct fuzz_input *in, const ddsm_uuid *asset, const char *canon,
                  CK_ATTRIBUTE out[MAX_ATTRS])
 {
     int n = 0;
     uint8_t hdr[3];
+    CK_ATTRIBUTE_TYPE t;
 
-    while (n < MAX_ATTRS && take(in, hdr, sizeof(hdr))) {
-        CK_ATTRIBUTE_TYPE t = types[hdr[0] % N_TYPES];
-        if (hdr[0] == 0xff) {
-            uint32_t raw = 0;
-            if (!take(in, &raw, sizeof(raw)))
-                break;
-            t = raw;
-        }
+    while (n < MAX_ATTRS && fuzz_take_attr_header(in, types, N_TYPES, hdr, &t)) {
         uint8_t len = hdr[2];
         bool ok = true;
         switch (hdr[1] % 4) {
         case 0: {
-            size_t m = len <= in->left ? len : in->left;
-            ok = set_attr(&out[n], t, in->p, m);
-            in->p += m;
-            in->left -= m;
+            size_t m;
+            const uint8_t *v = fuzz_take_up_to(in, len, &m);
+            ok = set_attr(&out[n], t, v, m);
             break;
         }
         case 1:
@@ -208,7 +171,7 @@ static int build(struct input *in, const ddsm_uuid *asset, const char *canon,
             break;
         case 2: {
             uint64_t v = 0;
-            (void)take(in, &v, sizeof(v));
+            (void)fuzz_take(in, &v, sizeof(v));
             CK_ULONG ul = (CK_ULONG)v;
             ok = set_attr(&out[n], t, &ul, sizeof(ul));
             break;
@@ -282,13 +245,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CK_ATTRIBUTE tmpl[MAX_ATTRS + SPELL_MAX];
     CK_ATTRIBUTE rev[MAX_ATTRS];
     ddsm_uuid asset;
-    struct input in = {data, size};
+    struct fuzz_input in = {data, size};
     uint8_t flags = 0;
 
-    if (!take(&in, &flags, 1) || !take(&in, asset.b, sizeof(asset.b)))
+    if (!fuzz_take(&in, &flags, 1) || !fuzz_take(&in, asset.b, sizeof(asset.b)))
         return 0;
     bool policy_extractable = flags & 1;
-    const char *canon = paths[(flags >> 1) & 7];
+    const char *canon = fuzz_paths[(flags >> 1) & 7];
 
     memset(tmpl, 0, sizeof(tmpl));
     int n = build(&in, &asset, canon, tmpl);
@@ -327,8 +290,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                       &vf);
         FUZZ_CHECK(rv == CKR_OK && vf == v1, "template + its spelling gives 0x%lx/%x, not %x",
                    (unsigned long)rv, vf, v1);
-        free_attrs(full, (size_t)nf); /* tmpl[n..] alias full's values */
+        fuzz_free_values(full, (size_t)nf); /* tmpl[n..] alias full's values */
     }
-    free_attrs(tmpl, (size_t)n);
+    fuzz_free_values(tmpl, (size_t)n);
     return 0;
 }

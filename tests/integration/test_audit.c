@@ -26,6 +26,8 @@
 #include "ddsm/derive.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
+#include "audit_support.h"
+#include "hex_support.h"
 #include "pg_support.h"
 
 extern char **environ;
@@ -33,7 +35,6 @@ extern char **environ;
 static ddsm_store *g_st; /* chained */
 static PGconn *g_pg;
 static ddsm_audit_key *g_key;
-static unsigned g_seq;
 
 #define ERR_EQ(st, got, want)                                                                      \
     do {                                                                                           \
@@ -46,11 +47,6 @@ static unsigned g_seq;
 /* ------------------------------------------------------------------------------------------ */
 /* Helpers */
 
-static void unique(const char *prefix, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s-%u-%u", prefix, (unsigned)getpid(), ++g_seq);
-}
-
 static ddsm_store *chained_store(const char *conninfo, const char *instance)
 {
     ddsm_store *st = NULL;
@@ -62,12 +58,7 @@ static ddsm_store *chained_store(const char *conninfo, const char *instance)
 
 static ddsm_asset active_asset(ddsm_store *st, const char *prefix)
 {
-    char label[80];
-    ddsm_asset a;
-    unique(prefix, label, sizeof label);
-    ERR_EQ(st, ddsm_store_asset_register(st, NULL, label, "hmac", "m/0", "tester", &a), DDSM_OK);
-    ERR_EQ(st, ddsm_store_asset_transition(st, &a.id, DDSM_EV_ACTIVATE, 0, "tester", &a), DDSM_OK);
-    return a;
+    return aus_asset(st, prefix, "tester", DDSM_STATE_ACTIVE);
 }
 
 /* A chain of its own: register + activate + n derivations (n + 2 rows). */
@@ -121,16 +112,23 @@ static void print_findings(const struct findings *fs)
                       fs->f[i].row_id, fs->f[i].detail);
 }
 
+/* Verify with options o, which must succeed; the findings in fs. */
+static ddsm_audit_verify_stats verify_opts(ddsm_store *st, const ddsm_audit_verify_opts *o,
+                                           struct findings *fs)
+{
+    ddsm_audit_verify_stats stats;
+    memset(fs, 0, sizeof *fs);
+    ERR_EQ(st, ddsm_audit_verify(st, g_key, o, collect, fs, &stats), DDSM_OK);
+    return stats;
+}
+
 static ddsm_audit_verify_stats verify(ddsm_store *st, const char *instance, struct findings *fs)
 {
     ddsm_audit_verify_opts o;
-    ddsm_audit_verify_stats stats;
     memset(&o, 0, sizeof o);
-    memset(fs, 0, sizeof *fs);
     o.instance = instance;
     o.page_rows = 7; /* small pages: chains and checkpoints cross page boundaries */
-    ERR_EQ(st, ddsm_audit_verify(st, g_key, &o, collect, fs, &stats), DDSM_OK);
-    return stats;
+    return verify_opts(st, &o, fs);
 }
 
 static void expect_clean(const char *instance)
@@ -197,52 +195,41 @@ static void expect_only(const struct findings *fs, size_t n, const char *what)
     }
 }
 
-static char *fresh_db(const char *suffix, char *conninfo, size_t cap)
+/* A new chain of its own (instance named after prefix) with n derivations, and the ids of its
+ * n + 2 rows in seq order. */
+static void fresh_chain(const char *prefix, unsigned n, char inst[64], int64_t ids[16])
 {
-    char *cur = pgs_text(g_pg, "SELECT current_database()", 0, NULL);
-    char db[128];
-    snprintf(db, sizeof db, "%s_%s", cur, suffix);
-    free(cur);
-    const char *p[] = {db};
-    char *drop = pgs_text(g_pg, "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident($1)", 1, p);
-    char *create = pgs_text(g_pg, "SELECT 'CREATE DATABASE ' || quote_ident($1)", 1, p);
-    pgs_exec(g_pg, drop, 0, NULL);
-    pgs_exec(g_pg, create, 0, NULL);
-    free(create);
-    snprintf(conninfo, cap, "%s dbname=%s", pgs_conninfo(), db);
-    return drop;
+    aus_unique(prefix, inst, 64);
+    write_chain(inst, n, NULL);
+    assert_int_equal(chain_ids(inst, ids, 16), n + 2);
+}
+
+/* Swap columns between rows a and b: assignments is the SET list, each column taking x.column
+ * (the other row's value). */
+static void swap_rows(const char *assignments, int64_t a, int64_t b)
+{
+    psql("WITH a AS (SELECT * FROM custody_audit_log WHERE id = %" PRId64 "),"
+         " b AS (SELECT * FROM custody_audit_log WHERE id = %" PRId64 ")"
+         " UPDATE custody_audit_log l SET %s"
+         " FROM (SELECT a.id AS target, b.* FROM a, b UNION ALL SELECT b.id, a.* FROM a, b)"
+         " AS x(target) WHERE l.id = x.target",
+         a, b, assignments);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Fixture */
 
+/* The database starts empty: the fixture migrates it first. */
 static int group_setup(void **state)
 {
     (void)state;
-    uint8_t seed[32];
-    ddsm_prf prf;
-    for (int i = 0; i < 32; i++)
-        seed[i] = (uint8_t)i;
-    if (ddsm_prf_openssl_new(seed, sizeof seed, &prf) != DDSM_OK ||
-        ddsm_audit_key_derive(&prf, &g_key) != DDSM_OK)
-        return -1;
-    ddsm_prf_openssl_free(&prf);
-    char inst[128];
-    if (ddsm_audit_instance_id("test_audit/", inst, sizeof inst) != DDSM_OK)
-        return -1;
-    if (ddsm_store_open(pgs_conninfo(), NULL, &g_st) != DDSM_OK ||
-        ddsm_store_attach_audit(g_st, g_key, inst) != DDSM_OK)
-        return -1;
-    g_pg = pgs_connect(pgs_conninfo());
-    return 0;
+    return aus_open(0x00, "test_audit/", &g_key, &g_st, &g_pg);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    ddsm_store_close(g_st);
-    ddsm_audit_key_free(g_key);
-    PQfinish(g_pg);
+    aus_close(g_key, g_st, g_pg);
     return 0;
 }
 
@@ -253,7 +240,7 @@ static void test_audit__migration_002_keeps_001_rows_and_verify_calls_them_pre_c
 {
     (void)s;
     char conninfo[1024];
-    char *drop = fresh_db("m001", conninfo, sizeof conninfo);
+    char *drop = pgs_fresh_db(g_pg, "m001", conninfo, sizeof conninfo);
     PGconn *c = pgs_connect(conninfo);
     assert_string_equal(ddsm_migrations[0].name, "001_init");
     pgs_exec(c, "BEGIN", 0, NULL);
@@ -317,7 +304,7 @@ static void test_audit__migration_002_keeps_001_rows_and_verify_calls_them_pre_c
                      0);
     /* New ids continue after the old ones. */
     char inst[64];
-    unique("m001", inst, sizeof inst);
+    aus_unique("m001", inst, sizeof inst);
     ERR_EQ(st, ddsm_store_attach_audit(st, g_key, inst), DDSM_OK);
     ddsm_asset a;
     ERR_EQ(st, ddsm_store_asset_register(st, NULL, "new", "hmac", NULL, "t", &a), DDSM_OK);
@@ -367,7 +354,7 @@ static void test_audit__chained_store_audits_every_event_and_refusal_in_one_chai
 {
     (void)s;
     char inst[64];
-    unique("events", inst, sizeof inst);
+    aus_unique("events", inst, sizeof inst);
     ddsm_store *st = chained_store(pgs_conninfo(), inst);
     ERR_EQ(st, ddsm_store_attach_audit(st, g_key, "bad\ninstance"), DDSM_E_INPUT);
     assert_non_null(strstr(ddsm_store_errmsg(st), "instance id"));
@@ -478,10 +465,8 @@ static void test_audit__verify_names_an_edited_row(void **s)
     char inst[64];
     int64_t ids[16];
     struct findings fs;
-    unique("edit", inst, sizeof inst);
-    write_chain(inst, 5, NULL);
+    fresh_chain("edit", 5, inst, ids);
     expect_clean(inst);
-    assert_int_equal(chain_ids(inst, ids, 16), 7);
     psql("UPDATE custody_audit_log SET counter = counter + 1 WHERE id = %" PRId64, ids[3]);
     verify(g_st, inst, &fs);
     expect_only(&fs, 1, "edited row");
@@ -499,9 +484,7 @@ static void test_audit__verify_names_a_deleted_row_by_its_gap(void **s)
     char inst[64];
     int64_t ids[16];
     struct findings fs;
-    unique("delete", inst, sizeof inst);
-    write_chain(inst, 5, NULL);
-    assert_int_equal(chain_ids(inst, ids, 16), 7);
+    fresh_chain("delete", 5, inst, ids);
     psql("DELETE FROM custody_audit_log WHERE id = %" PRId64, ids[2]);
     verify(g_st, inst, &fs);
     expect_only(&fs, 1, "deleted row");
@@ -527,20 +510,13 @@ static void test_audit__verify_names_swapped_rows(void **s)
     char inst[64];
     int64_t ids[16];
     struct findings fs;
-    unique("swap", inst, sizeof inst);
-    write_chain(inst, 5, NULL);
-    assert_int_equal(chain_ids(inst, ids, 16), 7);
+    fresh_chain("swap", 5, inst, ids);
     /* Swap the whole content of two rows, MACs and sequence numbers included: each row still
      * verifies alone, but the ids now disagree with the chain order. */
-    psql("WITH a AS (SELECT * FROM custody_audit_log WHERE id = %" PRId64 "),"
-         " b AS (SELECT * FROM custody_audit_log WHERE id = %" PRId64 ")"
-         " UPDATE custody_audit_log l SET asset_id = x.asset_id, derivation_path ="
-         " x.derivation_path, counter = x.counter, state_at_derivation = x.state_at_derivation,"
-         " ts = x.ts, event = x.event, requester = x.requester, seq = x.seq, detail = x.detail,"
-         " mac = x.mac"
-         " FROM (SELECT a.id AS target, b.* FROM a, b UNION ALL SELECT b.id, a.* FROM a, b)"
-         " AS x(target) WHERE l.id = x.target",
-         ids[2], ids[3]);
+    swap_rows("asset_id = x.asset_id, derivation_path = x.derivation_path, counter = x.counter,"
+              " state_at_derivation = x.state_at_derivation, ts = x.ts, event = x.event,"
+              " requester = x.requester, seq = x.seq, detail = x.detail, mac = x.mac",
+              ids[2], ids[3]);
     verify(g_st, inst, &fs);
     expect_only(&fs, 1, "swapped rows");
     assert_int_equal(fs.f[0].kind, DDSM_AUDIT_REORDERED);
@@ -548,16 +524,10 @@ static void test_audit__verify_names_swapped_rows(void **s)
     assert_int_equal(fs.f[0].other_id, ids[3]); /* now holding seq 3 */
 
     /* Swap the content only (sequence numbers and MACs stay): both rows fail their MAC. */
-    unique("swap2", inst, sizeof inst);
-    write_chain(inst, 2, NULL);
-    assert_int_equal(chain_ids(inst, ids, 16), 4);
-    psql("WITH a AS (SELECT * FROM custody_audit_log WHERE id = %" PRId64 "),"
-         " b AS (SELECT * FROM custody_audit_log WHERE id = %" PRId64 ")"
-         " UPDATE custody_audit_log l SET event = x.event, counter = x.counter,"
-         " state_at_derivation = x.state_at_derivation, derivation_path = x.derivation_path"
-         " FROM (SELECT a.id AS target, b.* FROM a, b UNION ALL SELECT b.id, a.* FROM a, b)"
-         " AS x(target) WHERE l.id = x.target",
-         ids[1], ids[2]);
+    fresh_chain("swap2", 2, inst, ids);
+    swap_rows("event = x.event, counter = x.counter, state_at_derivation = x.state_at_derivation,"
+              " derivation_path = x.derivation_path",
+              ids[1], ids[2]);
     verify(g_st, inst, &fs);
     expect_only(&fs, 2, "swapped content");
     assert_non_null(find_kind(&fs, DDSM_AUDIT_EDITED, ids[1]));
@@ -570,9 +540,7 @@ static void test_audit__verify_proves_a_truncated_tail_from_the_checkpoint(void 
     char inst[64];
     int64_t ids[16];
     struct findings fs;
-    unique("tail", inst, sizeof inst);
-    write_chain(inst, 5, NULL);
-    assert_int_equal(chain_ids(inst, ids, 16), 7);
+    fresh_chain("tail", 5, inst, ids);
     psql("DELETE FROM custody_audit_log WHERE id IN (%" PRId64 ", %" PRId64 ")", ids[5], ids[6]);
     verify(g_st, inst, &fs);
     expect_only(&fs, 1, "truncated tail");
@@ -595,9 +563,7 @@ static void test_audit__verify_rejects_a_mac_recomputed_without_the_key(void **s
     char inst[64];
     int64_t ids[16];
     struct findings fs;
-    unique("forge", inst, sizeof inst);
-    write_chain(inst, 4, NULL);
-    assert_int_equal(chain_ids(inst, ids, 16), 6);
+    fresh_chain("forge", 4, inst, ids);
     /* Edit a row and give it the MAC an attacker can compute: a SHA-256 of its previous MAC and
      * its content, or an HMAC under a key of their own. */
     psql("UPDATE custody_audit_log l SET requester = 'mallory',"
@@ -620,9 +586,7 @@ static void test_audit__verify_rejects_a_mac_recomputed_without_the_key(void **s
     assert_non_null(strstr(next->detail, "MAC was replaced"));
 
     /* A MAC removed is no better. */
-    unique("nomac", inst, sizeof inst);
-    write_chain(inst, 1, NULL);
-    assert_int_equal(chain_ids(inst, ids, 16), 3);
+    fresh_chain("nomac", 1, inst, ids);
     psql("UPDATE custody_audit_log SET mac = NULL WHERE id = %" PRId64, ids[1]);
     verify(g_st, inst, &fs);
     expect_only(&fs, 1, "removed MAC");
@@ -636,9 +600,7 @@ static void test_audit__verify_names_duplicates_and_moved_checkpoints(void **s)
     char inst[64];
     int64_t ids[16];
     struct findings fs;
-    unique("dup", inst, sizeof inst);
-    write_chain(inst, 3, NULL);
-    assert_int_equal(chain_ids(inst, ids, 16), 5);
+    fresh_chain("dup", 3, inst, ids);
     psql("INSERT INTO custody_audit_log (asset_id, derivation_path, counter,"
          " state_at_derivation, ts, event, requester, instance_id, seq, detail, mac)"
          " SELECT asset_id, derivation_path, counter, state_at_derivation, ts, event,"
@@ -650,9 +612,7 @@ static void test_audit__verify_names_duplicates_and_moved_checkpoints(void **s)
     assert_int_equal(fs.f[0].other_id, ids[2]);
     assert_true(fs.f[0].row_id > ids[4]);
 
-    unique("head", inst, sizeof inst);
-    write_chain(inst, 3, NULL);
-    assert_int_equal(chain_ids(inst, ids, 16), 5);
+    fresh_chain("head", 3, inst, ids);
     psql("UPDATE custody_audit_chain_heads SET seq = 3 WHERE instance_id = '%s'", inst);
     verify(g_st, inst, &fs);
     expect_only(&fs, 1, "checkpoint behind");
@@ -702,7 +662,7 @@ static void test_audit__verify_is_consistent_while_writers_append(void **s)
     pthread_t th[3];
     memset(w, 0, sizeof w);
     for (int i = 0; i < 3; i++) {
-        unique("live", w[i].instance, sizeof w[i].instance);
+        aus_unique("live", w[i].instance, sizeof w[i].instance);
         w[i].stop = &stop;
         assert_int_equal(pthread_create(&th[i], NULL, writer_main, &w[i]), 0);
     }
@@ -740,7 +700,7 @@ static void test_audit__verify_streams_in_flat_memory(void **s)
     (void)s;
     enum { ROWS = 100000 };
     char inst[64];
-    unique("bulk", inst, sizeof inst);
+    aus_unique("bulk", inst, sizeof inst);
     /* One chain of ROWS rows built here with the audit key (ts in the current month), loaded
      * with COPY-free multi-row inserts of 5000 rows. */
     uint8_t prev[32] = {0}, mac[32];
@@ -783,8 +743,7 @@ static void test_audit__verify_streams_in_flat_memory(void **s)
         pgs_exec(g_pg, sql, 0, NULL);
     }
     char hex[65];
-    for (int k = 0; k < 32; k++)
-        snprintf(hex + 2 * k, 3, "%02x", prev[k]);
+    hexs_encode(prev, 32, hex);
     const char *hp[] = {inst, hex};
     pgs_exec(g_pg,
              "INSERT INTO custody_audit_chain_heads (instance_id, seq, mac)"
@@ -793,13 +752,12 @@ static void test_audit__verify_streams_in_flat_memory(void **s)
     free(sql);
 
     ddsm_audit_verify_opts o;
-    ddsm_audit_verify_stats stats;
     struct findings fs;
     memset(&o, 0, sizeof o);
-    memset(&fs, 0, sizeof fs);
+    memset(&fs, 0, sizeof fs); /* its pages resident before the measure */
     o.instance = inst;
     long before = max_rss_kb();
-    ERR_EQ(g_st, ddsm_audit_verify(g_st, g_key, &o, collect, &fs, &stats), DDSM_OK);
+    ddsm_audit_verify_stats stats = verify_opts(g_st, &o, &fs);
     long grown = max_rss_kb() - before;
     print_message("verified %" PRIu64 " rows; peak RSS %ld kB, grew by %ld kB\n", stats.rows,
                   before, grown);
@@ -819,7 +777,7 @@ static void test_audit__verify_since_prunes_older_partitions(void **s)
     (void)s;
     /* A chain from January 2024, built here with the key. */
     char inst[64];
-    unique("old", inst, sizeof inst);
+    aus_unique("old", inst, sizeof inst);
     uint8_t prev[32] = {0}, mac[32];
     char hex[65];
     for (int i = 0; i < 3; i++) {
@@ -832,8 +790,7 @@ static void test_audit__verify_since_prunes_older_partitions(void **s)
         r.detail = "old";
         assert_int_equal(ddsm_audit_row_mac(g_key, prev, &r, mac), DDSM_OK);
         memcpy(prev, mac, 32);
-        for (int k = 0; k < 32; k++)
-            snprintf(hex + 2 * k, 3, "%02x", mac[k]);
+        hexs_encode(mac, 32, hex);
         char ts[40], seq[8];
         snprintf(ts, sizeof ts, "%" PRId64, r.ts_us);
         snprintf(seq, sizeof seq, "%d", i + 1);
@@ -854,20 +811,17 @@ static void test_audit__verify_since_prunes_older_partitions(void **s)
     expect_clean(inst);
 
     ddsm_audit_verify_opts o;
-    ddsm_audit_verify_stats stats;
     struct findings fs;
     memset(&o, 0, sizeof o);
-    memset(&fs, 0, sizeof fs);
     o.instance = inst;
     o.has_since = true;
     o.since_us = 1735689600000000LL; /* 2025-01-01 */
-    ERR_EQ(g_st, ddsm_audit_verify(g_st, g_key, &o, collect, &fs, &stats), DDSM_OK);
+    ddsm_audit_verify_stats stats = verify_opts(g_st, &o, &fs);
     expect_only(&fs, 0, "old chain outside the window");
     assert_int_equal(stats.rows, 0);
     /* Its last row deleted, the checkpoint outside the window still proves it. */
     psql("DELETE FROM custody_audit_log WHERE instance_id = '%s' AND seq = 3", inst);
-    memset(&fs, 0, sizeof fs);
-    ERR_EQ(g_st, ddsm_audit_verify(g_st, g_key, &o, collect, &fs, &stats), DDSM_OK);
+    verify_opts(g_st, &o, &fs);
     expect_only(&fs, 1, "old chain truncated");
     assert_int_equal(fs.f[0].kind, DDSM_AUDIT_TRUNCATED);
 
@@ -932,10 +886,10 @@ static void test_audit__maintain_creates_months_idempotently_and_rescues_strays(
 {
     (void)s;
     char conninfo[1024];
-    char *drop = fresh_db("parts", conninfo, sizeof conninfo);
+    char *drop = pgs_fresh_db(g_pg, "parts", conninfo, sizeof conninfo);
     PGconn *c = pgs_connect(conninfo);
     char inst[64];
-    unique("parts", inst, sizeof inst);
+    aus_unique("parts", inst, sizeof inst);
     ddsm_store *st = chained_store(conninfo, inst);
     ERR_EQ(st, ddsm_store_migrate(st, NULL), DDSM_OK);
 
@@ -1023,14 +977,5 @@ int main(void)
         cmocka_unit_test(test_audit__verify_since_prunes_older_partitions),
         cmocka_unit_test(test_audit__maintain_creates_months_idempotently_and_rescues_strays),
     };
-    /* The database starts empty: migrate it first. */
-    ddsm_store *st = NULL;
-    const char *ci = getenv("DDSM_TEST_CONNINFO");
-    if (ci == NULL || ddsm_store_open(ci, NULL, &st) != DDSM_OK ||
-        ddsm_store_migrate(st, NULL) != DDSM_OK) {
-        fprintf(stderr, "cannot migrate the test database: %s\n", ddsm_store_errmsg(st));
-        return 1;
-    }
-    ddsm_store_close(st);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

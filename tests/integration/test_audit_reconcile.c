@@ -22,12 +22,12 @@
 #include "ddsm/batch.h"
 #include "ddsm/derive.h"
 #include "ddsm/store.h"
+#include "audit_support.h"
 #include "pg_support.h"
 
 static ddsm_audit_key *g_key;
 static ddsm_store *g_st;
 static PGconn *g_pg;
-static unsigned g_seq;
 
 struct rfind {
     char kind[32];
@@ -89,13 +89,7 @@ static size_t count_for(const struct rfinds *r, const ddsm_uuid *a)
 
 static ddsm_asset active(const char *prefix)
 {
-    char label[64];
-    ddsm_asset a;
-    snprintf(label, sizeof label, "%s-%u-%u", prefix, (unsigned)getpid(), ++g_seq);
-    if (ddsm_store_asset_register(g_st, NULL, label, "hmac", "m/0", "t", &a) != DDSM_OK ||
-        ddsm_store_asset_transition(g_st, &a.id, DDSM_EV_ACTIVATE, 0, "t", &a) != DDSM_OK)
-        fail_msg("setup: %s", ddsm_store_errmsg(g_st));
-    return a;
+    return aus_asset(g_st, prefix, "t", DDSM_STATE_ACTIVE);
 }
 
 static void derive(const ddsm_asset *a, uint64_t want)
@@ -117,30 +111,13 @@ static void rotate(const ddsm_asset *a, ddsm_event ev)
 static int group_setup(void **state)
 {
     (void)state;
-    uint8_t seed[32];
-    ddsm_prf prf;
-    char inst[128];
-    for (int i = 0; i < 32; i++)
-        seed[i] = (uint8_t)(0x10 + i);
-    if (ddsm_prf_openssl_new(seed, sizeof seed, &prf) != DDSM_OK ||
-        ddsm_audit_key_derive(&prf, &g_key) != DDSM_OK)
-        return -1;
-    ddsm_prf_openssl_free(&prf);
-    if (ddsm_store_open(getenv("DDSM_TEST_CONNINFO"), NULL, &g_st) != DDSM_OK ||
-        ddsm_store_migrate(g_st, NULL) != DDSM_OK ||
-        ddsm_audit_instance_id("reconcile/", inst, sizeof inst) != DDSM_OK ||
-        ddsm_store_attach_audit(g_st, g_key, inst) != DDSM_OK)
-        return -1;
-    g_pg = pgs_connect(pgs_conninfo());
-    return 0;
+    return aus_open(0x10, "reconcile/", &g_key, &g_st, &g_pg);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    ddsm_store_close(g_st);
-    ddsm_audit_key_free(g_key);
-    PQfinish(g_pg);
+    aus_close(g_key, g_st, g_pg);
     return 0;
 }
 

@@ -36,41 +36,16 @@
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
 #include "hsm.h"
+#include "audit_support.h"
 #include "pg_support.h"
 
 static ddsm_audit_key *g_key;
 static ddsm_store *g_st; /* chained: registration, rotations */
 static PGconn *g_pg;
-static unsigned g_seq;
-
-#define ERR_EQ(got, want, msg)                                                                     \
-    do {                                                                                           \
-        ddsm_err got_ = (got);                                                                     \
-        if (got_ != (want))                                                                        \
-            fail_msg("%s returned %s, expected %s: %s", #got, ddsm_err_str(got_),                  \
-                     ddsm_err_str(want), (msg));                                                   \
-    } while (0)
-
-static void unique(const char *prefix, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s-%u-%u", prefix, (unsigned)getpid(), ++g_seq);
-}
 
 static ddsm_asset new_asset(const char *prefix, ddsm_state target)
 {
-    char label[80];
-    ddsm_asset a;
-    unique(prefix, label, sizeof label);
-    ERR_EQ(ddsm_store_asset_register(g_st, NULL, label, "hmac", "m/0", "t", &a), DDSM_OK,
-           ddsm_store_errmsg(g_st));
-    if (target == DDSM_STATE_INITIALIZED)
-        return a;
-    ERR_EQ(ddsm_store_asset_transition(g_st, &a.id, DDSM_EV_ACTIVATE, 0, "t", &a), DDSM_OK,
-           ddsm_store_errmsg(g_st));
-    if (target == DDSM_STATE_RETIRED)
-        ERR_EQ(ddsm_store_asset_transition(g_st, &a.id, DDSM_EV_RETIRE, 0, "t", &a), DDSM_OK,
-               ddsm_store_errmsg(g_st));
-    return a;
+    return aus_asset(g_st, prefix, "t", target);
 }
 
 static ddsm_batcher *batcher(unsigned batch_max, unsigned wait_us, unsigned conns)
@@ -79,8 +54,9 @@ static ddsm_batcher *batcher(unsigned batch_max, unsigned wait_us, unsigned conn
     ddsm_batcher *b = NULL;
     assert_int_equal(ddsm_audit_instance_id("test_batch/", inst, sizeof inst), DDSM_OK);
     ddsm_store_opts opts = {.application_name = "test_batch"};
-    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), &opts, batch_max, wait_us, conns, g_key, inst, &b),
-           DDSM_OK, ddsm_batcher_errmsg());
+    assert_ddsm_err(
+        ddsm_batcher_new(pgs_conninfo(), &opts, batch_max, wait_us, conns, g_key, inst, &b),
+        DDSM_OK, ddsm_batcher_errmsg());
     return b;
 }
 
@@ -114,30 +90,13 @@ static void verify_all_clean(void)
 static int group_setup(void **state)
 {
     (void)state;
-    uint8_t seed[32];
-    ddsm_prf prf;
-    char inst[128];
-    for (int i = 0; i < 32; i++)
-        seed[i] = (uint8_t)(0xa0 + i);
-    if (ddsm_prf_openssl_new(seed, sizeof seed, &prf) != DDSM_OK ||
-        ddsm_audit_key_derive(&prf, &g_key) != DDSM_OK)
-        return -1;
-    ddsm_prf_openssl_free(&prf);
-    if (ddsm_store_open(getenv("DDSM_TEST_CONNINFO"), NULL, &g_st) != DDSM_OK ||
-        ddsm_store_migrate(g_st, NULL) != DDSM_OK ||
-        ddsm_audit_instance_id("test_batch-admin/", inst, sizeof inst) != DDSM_OK ||
-        ddsm_store_attach_audit(g_st, g_key, inst) != DDSM_OK)
-        return -1;
-    g_pg = pgs_connect(pgs_conninfo());
-    return 0;
+    return aus_open(0xa0, "test_batch-admin/", &g_key, &g_st, &g_pg);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    ddsm_store_close(g_st);
-    ddsm_audit_key_free(g_key);
-    PQfinish(g_pg);
+    aus_close(g_key, g_st, g_pg);
     return 0;
 }
 
@@ -328,10 +287,10 @@ static void test_batch__lone_caller_makes_one_round_trip_and_never_waits(void **
     ddsm_derive_req req = {.asset = a.id, .path = "m/0", .requester = "lone"};
     uint64_t c = 9;
     ddsm_batch_stats s0, s1;
-    ERR_EQ(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
     for (int i = 0; i < 5; i++) {
         ddsm_batcher_stats(b, &s0);
-        ERR_EQ(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
+        assert_ddsm_err(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
         ddsm_batcher_stats(b, &s1);
         assert_int_equal(c, 0);
         assert_int_equal(s1.round_trips - s0.round_trips, 1);
@@ -392,7 +351,7 @@ static void test_batch__refusals_fail_only_their_own_callers_and_are_audited(voi
         m[i].b = b;
         m[i].asset = i % 3 == 0 ? act.id : i % 3 == 1 ? ret.id : unknown;
         m[i].want = i % 3 == 0 ? DDSM_OK : i % 3 == 1 ? DDSM_E_STATE : DDSM_E_NOT_FOUND;
-        unique("mix", m[i].tag, sizeof m[i].tag);
+        aus_unique("mix", m[i].tag, sizeof m[i].tag);
         assert_int_equal(pthread_create(&th[i], NULL, mixed_main, &m[i]), 0);
     }
     for (int i = 0; i < 9; i++)
@@ -417,7 +376,8 @@ static void test_batch__refusals_fail_only_their_own_callers_and_are_audited(voi
 
     /* A policy refusal is a DENY row too, and bad input never queues. */
     ddsm_derive_req req = {.asset = act.id, .path = "m/5", .requester = "policy-test"};
-    ERR_EQ(ddsm_batcher_deny(b, &req, "path m/5 is not allowed"), DDSM_OK, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_deny(b, &req, "path m/5 is not allowed"), DDSM_OK,
+                    ddsm_batcher_errmsg());
     assert_int_equal(rows_where("requester = 'policy-test' AND event = 'DENY'"
                                 " AND detail = 'path m/5 is not allowed'",
                                 NULL),
@@ -425,12 +385,12 @@ static void test_batch__refusals_fail_only_their_own_callers_and_are_audited(voi
     uint64_t c = 77;
     ddsm_batcher_stats(b, &s);
     req.path = "m/05";
-    ERR_EQ(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_E_PATH, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_E_PATH, ddsm_batcher_errmsg());
     req.path = "m/5h";
-    ERR_EQ(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_E_PATH, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_E_PATH, ddsm_batcher_errmsg());
     assert_non_null(strstr(ddsm_batcher_errmsg(), "not canonical"));
     req.path = "m/5";
-    ERR_EQ(ddsm_batcher_deny(b, &req, ""), DDSM_E_INPUT, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_deny(b, &req, ""), DDSM_E_INPUT, ddsm_batcher_errmsg());
     ddsm_batch_stats s2;
     ddsm_batcher_stats(b, &s2);
     assert_int_equal(s2.requests, s.requests);
@@ -438,11 +398,14 @@ static void test_batch__refusals_fail_only_their_own_callers_and_are_audited(voi
     ddsm_batcher_free(b);
 
     ddsm_batcher *bad = NULL;
-    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), NULL, 0, 0, 1, g_key, "x", &bad), DDSM_E_INPUT, "");
-    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), NULL, 4097, 0, 1, g_key, "x", &bad), DDSM_E_INPUT, "");
-    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), NULL, 8, 0, 0, g_key, "x", &bad), DDSM_E_INPUT, "");
-    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), NULL, 8, 1000001, 1, g_key, "x", &bad), DDSM_E_INPUT,
-           "");
+    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), NULL, 0, 0, 1, g_key, "x", &bad), DDSM_E_INPUT,
+                    "");
+    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), NULL, 4097, 0, 1, g_key, "x", &bad),
+                    DDSM_E_INPUT, "");
+    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), NULL, 8, 0, 0, g_key, "x", &bad), DDSM_E_INPUT,
+                    "");
+    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), NULL, 8, 1000001, 1, g_key, "x", &bad),
+                    DDSM_E_INPUT, "");
     assert_null(bad);
 }
 
@@ -454,13 +417,13 @@ static void test_batch__a_stale_belief_costs_one_retry_never_a_wrong_counter(voi
     ddsm_derive_req req = {.asset = a.id, .path = "m/0", .requester = "stale"};
     uint64_t c = 9;
     ddsm_batch_stats s0, s1;
-    ERR_EQ(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
     assert_int_equal(c, 0);
     /* Someone else rotates; this batcher has not heard of it. */
-    ERR_EQ(ddsm_store_asset_transition(g_st, &a.id, DDSM_EV_ROTATE, 0, "t", &after), DDSM_OK,
-           ddsm_store_errmsg(g_st));
+    assert_ddsm_err(ddsm_store_asset_transition(g_st, &a.id, DDSM_EV_ROTATE, 0, "t", &after),
+                    DDSM_OK, ddsm_store_errmsg(g_st));
     ddsm_batcher_stats(b, &s0);
-    ERR_EQ(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
     ddsm_batcher_stats(b, &s1);
     assert_int_equal(c, 1);
     assert_int_equal(s1.round_trips - s0.round_trips, 2);
@@ -468,7 +431,7 @@ static void test_batch__a_stale_belief_costs_one_retry_never_a_wrong_counter(voi
     assert_int_equal(s1.rows - s0.rows, 1);
     /* Invalidation (the NOTIFY listener's job) makes the next call guess, and pay the same. */
     ddsm_batcher_invalidate(b, &a.id);
-    ERR_EQ(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_derive(b, &req, &c, NULL), DDSM_OK, ddsm_batcher_errmsg());
     assert_int_equal(c, 1);
     /* The rows say the counters the callers got. */
     char idt[DDSM_UUID_TEXT_LEN + 1];

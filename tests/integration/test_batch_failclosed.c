@@ -24,64 +24,25 @@
 #include "ddsm/batch.h"
 #include "ddsm/derive.h"
 #include "ddsm/store.h"
+#include "audit_support.h"
+#include "fault_support.h"
 #include "pg_support.h"
 
 static char g_dir[PATH_MAX];
 static char g_conninfo[512];
 static ddsm_audit_key *g_key;
 
+/* scripts/lib/services CMD on our private cluster. */
 static int services(const char *cmd)
 {
-    const char *src = getenv("DDSM_SOURCE_DIR");
-    if (src == NULL)
-        return -1;
-    char script[PATH_MAX];
-    snprintf(script, sizeof script, "%s/scripts/lib/services", src);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        execl(script, script, cmd, g_dir, (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    while (waitpid(pid, &status, 0) < 0) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return fs_services(cmd, g_dir);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    const char *t = getenv("DDSM_TEST_DIR");
-    uint8_t seed[32];
-    ddsm_prf prf;
-    if (t == NULL)
-        return -1;
-    snprintf(g_dir, sizeof g_dir, "%s/pg", t);
-    if (services("start") != 0) {
-        services("stop");
-        return -1;
-    }
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/conninfo", g_dir);
-    FILE *f = fopen(path, "r");
-    if (f == NULL || fgets(g_conninfo, sizeof g_conninfo, f) == NULL) {
-        if (f != NULL)
-            fclose(f);
-        services("stop");
-        return -1;
-    }
-    fclose(f);
-    g_conninfo[strcspn(g_conninfo, "\n")] = '\0';
-    strncat(g_conninfo, " dbname=postgres", sizeof g_conninfo - strlen(g_conninfo) - 1);
-    for (int i = 0; i < 32; i++)
-        seed[i] = (uint8_t)(0x40 + i);
-    if (ddsm_prf_openssl_new(seed, sizeof seed, &prf) != DDSM_OK ||
-        ddsm_audit_key_derive(&prf, &g_key) != DDSM_OK)
-        return -1;
-    ddsm_prf_openssl_free(&prf);
-    return 0;
+    fs_cluster_start("pg", g_dir, sizeof g_dir, g_conninfo, sizeof g_conninfo);
+    return aus_key(0x40, &g_key);
 }
 
 static int group_teardown(void **state)

@@ -34,6 +34,8 @@
 #include "ddsm/secmem.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/uuid.h"
+#include "design_vectors.h"
+#include "hex_support.h"
 #include "hsm.h"
 
 extern char **environ;
@@ -129,12 +131,6 @@ static int derive_secret_via_hsm(struct root_session *rs, const char *asset, con
     return 0;
 }
 
-static void hex(const uint8_t *b, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        sprintf(out + 2 * i, "%02x", b[i]);
-}
-
 static int helper_derive(const char *asset, const char *path, const char *counter_text)
 {
     struct root_session rs;
@@ -159,7 +155,7 @@ static int helper_derive(const char *asset, const char *path, const char *counte
         fprintf(stderr, "test_ceremony_derive: HMAC failed\n");
         goto out;
     }
-    hex(mac, sizeof(mac), out);
+    hexs_encode(mac, sizeof(mac), out);
     printf("%s\n", out);
     rc = 0;
 out:
@@ -239,7 +235,7 @@ static int helper_derive_module(const char *asset, const char *path)
         snprintf(why, sizeof(why), "C_Sign returned %lu bytes", (unsigned long)mac_len);
         goto out;
     }
-    hex(mac, sizeof(mac), out);
+    hexs_encode(mac, sizeof(mac), out);
     printf("%s\n", out);
     rc = 0;
     goto out;
@@ -259,19 +255,6 @@ out:
 
 /* ----------------------------------------------------------------------------------------- */
 /* Self-test: the DESIGN.md vectors through the HSM. */
-
-static const struct {
-    const char *asset, *path;
-    uint64_t counter;
-    const char *key;
-} vectors[] = {
-    {"6f9619ff-8b86-d011-b42d-00c04fc964ff", "m/44'/0'/0'/0/0", 0,
-     "7d2fcaa0c736ca65b7610c465a197a7440b55fd6017280b2d7817a530c28d61c"},
-    {"6f9619ff-8b86-d011-b42d-00c04fc964ff", "m/44h/0H/0'/0/0", 1,
-     "3da86eddfd84f9247fa77145318653e3467c4d3936be3feb4dfa8c04a0818d99"},
-    {"00000000-0000-4000-8000-000000000001", "m/0", 0,
-     "b9cdad6de8b43ceecb5682cfe617d2d0bd885ed4d8152c3e8d0375e012c473af"},
-};
 
 static int import_vector_seed(void **state)
 {
@@ -312,15 +295,15 @@ static void test_ceremony__hsm_prf_gives_the_design_vectors(void **state)
     char why[512] = "";
     if (open_root(&rs, why, sizeof(why)) != 0)
         fail_msg("cannot reach the root key: %s", why);
-    for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+    for (size_t i = 0; i < DESIGN_VECTORS_COUNT; i++) {
         uint8_t key[DDSM_KEY_LEN];
         char got[2 * DDSM_KEY_LEN + 1];
-        if (derive_secret_via_hsm(&rs, vectors[i].asset, vectors[i].path, vectors[i].counter, key,
-                                  why, sizeof(why)) != 0)
+        if (derive_secret_via_hsm(&rs, design_vectors[i].asset, design_vectors[i].path,
+                                  design_vectors[i].counter, key, why, sizeof(why)) != 0)
             fail_msg("vector %zu: %s", i, why);
-        hex(key, sizeof(key), got);
+        hexs_encode(key, sizeof(key), got);
         ddsm_wipe(key, sizeof(key));
-        assert_string_equal(got, vectors[i].key);
+        assert_string_equal(got, design_vectors[i].key);
     }
     close_root(&rs);
 }

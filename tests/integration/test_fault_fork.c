@@ -272,18 +272,11 @@ static void test_fault_fork__a_reinitialising_child_has_its_own_connections_and_
     assert_int_equal(p11_ctl("audit verify >/dev/null"), 0);
 }
 
-/* A test that failed half-way leaves the module initialised: the next one starts clean. */
-static int finalize(void **state)
-{
-    (void)p11->C_Finalize(NULL);
-    return 0;
-}
-
 int main(void)
 {
     p11_load();
     p11_setup_store();
-#define T(f) cmocka_unit_test_teardown(f, finalize)
+#define T(f) cmocka_unit_test_teardown(f, p11_finalize_teardown)
     const struct CMUnitTest tests[] = {
         T(test_fault_fork__an_uninitialised_child_is_refused_and_leaves_the_parent_alone),
         T(test_fault_fork__a_reinitialising_child_has_its_own_connections_and_chain),

@@ -339,18 +339,11 @@ test_fault_rotation__unfenced_signing_drops_the_old_counter_once_the_notify_land
                  (double)late / 1e6, NOTIFY_DELIVERY_MS);
 }
 
-/* A test that failed half-way leaves the module initialised: the next one starts clean. */
-static int finalize(void **state)
-{
-    (void)p11->C_Finalize(NULL);
-    return 0;
-}
-
 int main(void)
 {
     p11_load();
     p11_setup_store();
-#define T(f) cmocka_unit_test_teardown(f, finalize)
+#define T(f) cmocka_unit_test_teardown(f, p11_finalize_teardown)
     const struct CMUnitTest tests[] = {
         T(test_fault_rotation__fenced_signing_never_uses_a_counter_rotated_before_it_started),
         T(test_fault_rotation__unfenced_signing_drops_the_old_counter_once_the_notify_lands),

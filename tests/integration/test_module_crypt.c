@@ -25,9 +25,8 @@ static const uint8_t plain[] = "sixteen byte msg and some more";
 
 static int setup(void **state)
 {
-    if (p11->C_Initialize(NULL) != CKR_OK)
+    if (p11_start_user_session(&s) != 0)
         return -1;
-    s = p11_open_user();
     CK_KEY_TYPE aes = CKK_AES;
     CK_ATTRIBUTE t[] = {{CKA_KEY_TYPE, &aes, sizeof(aes)}};
     if (p11_derive(s, VEC_A_ID, VEC_A_PATH, t, 1, &key) != CKR_OK)
@@ -43,8 +42,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    p11->C_CloseSession(s);
-    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+    return p11_end_session(s);
 }
 
 /* ciphertext || tag computed here with OpenSSL. */

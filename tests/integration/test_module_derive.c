@@ -18,17 +18,15 @@ static long audit_before;
 
 static int setup(void **state)
 {
-    if (p11->C_Initialize(NULL) != CKR_OK)
+    if (p11_start_user_session(&s) != 0)
         return -1;
-    s = p11_open_user();
     audit_before = p11_audit_count();
     return 0;
 }
 
 static int teardown(void **state)
 {
-    p11->C_CloseSession(s);
-    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+    return p11_end_session(s);
 }
 
 static void assert_no_audit(void)
@@ -319,16 +317,22 @@ static void test_derive__accepts_consistent_templates(void **state)
     assert_int_equal(enc, CK_TRUE);
 }
 
-static void test_derive__policy_refuses_paths_outside_its_patterns(void **state)
+/* Close the session and restart the module under a configuration of its own (extra appended),
+ * in a new user session; keep gets the current configuration's path, for the test to restore. */
+static void restart_with_conf(const char *name, const char *extra, char keep[4096])
 {
     assert_rv(CKR_OK, p11->C_CloseSession(s));
     assert_rv(CKR_OK, p11->C_Finalize(NULL));
-    const char *saved = getenv("DDSM_CONF");
-    char keep[4096];
-    snprintf(keep, sizeof(keep), "%s", saved);
-    p11_write_conf("policy", NULL, "[policy]\npath_pattern = m/44'/*'/*'/*/*\n");
+    snprintf(keep, 4096, "%s", getenv("DDSM_CONF"));
+    p11_write_conf(name, NULL, extra);
     assert_rv(CKR_OK, p11->C_Initialize(NULL));
     s = p11_open_user();
+}
+
+static void test_derive__policy_refuses_paths_outside_its_patterns(void **state)
+{
+    char keep[4096];
+    restart_with_conf("policy", "[policy]\npath_pattern = m/44'/*'/*'/*/*\n", keep);
     long derived = count_events("DERIVE", VEC_B_ID) + count_events("DERIVE", VEC_A_ID);
     CK_OBJECT_HANDLE h = 0;
     assert_rv(CKR_FUNCTION_REJECTED, p11_derive(s, VEC_B_ID, "m/0", NULL, 0, &h));
@@ -352,14 +356,8 @@ static void test_derive__policy_refuses_paths_outside_its_patterns(void **state)
 
 static void test_derive__extractable_policy_makes_the_value_readable(void **state)
 {
-    assert_rv(CKR_OK, p11->C_CloseSession(s));
-    assert_rv(CKR_OK, p11->C_Finalize(NULL));
-    const char *saved = getenv("DDSM_CONF");
     char keep[4096];
-    snprintf(keep, sizeof(keep), "%s", saved);
-    p11_write_conf("extractable", NULL, "[policy]\nextractable = true\n");
-    assert_rv(CKR_OK, p11->C_Initialize(NULL));
-    s = p11_open_user();
+    restart_with_conf("extractable", "[policy]\nextractable = true\n", keep);
     CK_BBOOL yes = CK_TRUE;
     CK_ATTRIBUTE t[] = {{CKA_EXTRACTABLE, &yes, 1}};
     CK_OBJECT_HANDLE h;

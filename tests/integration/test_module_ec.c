@@ -30,16 +30,12 @@ static CK_SESSION_HANDLE s;
 
 static int setup(void **state)
 {
-    if (p11->C_Initialize(NULL) != CKR_OK)
-        return -1;
-    s = p11_open_user();
-    return 0;
+    return p11_start_user_session(&s);
 }
 
 static int teardown(void **state)
 {
-    p11->C_CloseSession(s);
-    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+    return p11_end_session(s);
 }
 
 static const struct ec_asset {

@@ -35,9 +35,8 @@ typedef struct {
 
 static int setup(void **state)
 {
-    if (p11->C_Initialize(NULL) != CKR_OK)
+    if (p11_start_user_session(&s) != 0)
         return -1;
-    s = p11_open_user();
     ec_find_pair(s, EC_K1_ID "/" EC_K1_PATH, &k1_priv, &k1_pub);
     ec_find_pair(s, EC_ED_ID "/" EC_ED_PATH, &ed_priv, &ed_pub);
     ec_find_pair(s, EC_P2_ID "/" EC_P2_PATH, &p2_priv, &p2_pub);
@@ -49,8 +48,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    p11->C_CloseSession(s);
-    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+    return p11_end_session(s);
 }
 
 static void sha(const EVP_MD *md, const uint8_t *data, size_t len, uint8_t *out, size_t *out_len)
@@ -70,15 +68,24 @@ static CK_RV verify(CK_OBJECT_HANDLE pub, CK_MECHANISM_TYPE m, const uint8_t *da
     return p11->C_Verify(s, (CK_BYTE_PTR)data, len, (CK_BYTE_PTR)sig, sig_len);
 }
 
+/* The fixture's two Weierstrass keys (secp256k1, P-256), with their public points. */
+struct ecdsa_key {
+    CK_OBJECT_HANDLE priv, pub;
+    const uint8_t *point;
+    size_t point_len;
+    ddsm_curve curve;
+};
+
+static void ecdsa_keys(struct ecdsa_key keys[2])
+{
+    keys[0] = (struct ecdsa_key){k1_priv, k1_pub, k1_point, k1_len, DDSM_CURVE_SECP256K1};
+    keys[1] = (struct ecdsa_key){p2_priv, p2_pub, p2_point, p2_len, DDSM_CURVE_P256};
+}
+
 static void test_ec_sign__ecdsa_of_a_hash_verifies_with_openssl_on_both_curves(void **state)
 {
-    const struct {
-        CK_OBJECT_HANDLE priv, pub;
-        const uint8_t *point;
-        size_t point_len;
-        ddsm_curve curve;
-    } keys[] = {{k1_priv, k1_pub, k1_point, k1_len, DDSM_CURVE_SECP256K1},
-                {p2_priv, p2_pub, p2_point, p2_len, DDSM_CURVE_P256}};
+    struct ecdsa_key keys[2];
+    ecdsa_keys(keys);
     const EVP_MD *mds[] = {EVP_sha256(), EVP_sha512(), EVP_sha1()};
     for (size_t k = 0; k < 2; k++) {
         for (size_t d = 0; d < 3; d++) {
@@ -104,13 +111,8 @@ static void test_ec_sign__ecdsa_of_a_hash_verifies_with_openssl_on_both_curves(v
 
 static void test_ec_sign__ecdsa_sha256_single_and_multi_part(void **state)
 {
-    const struct {
-        CK_OBJECT_HANDLE priv, pub;
-        const uint8_t *point;
-        size_t point_len;
-        ddsm_curve curve;
-    } keys[] = {{k1_priv, k1_pub, k1_point, k1_len, DDSM_CURVE_SECP256K1},
-                {p2_priv, p2_pub, p2_point, p2_len, DDSM_CURVE_P256}};
+    struct ecdsa_key keys[2];
+    ecdsa_keys(keys);
     CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
     for (size_t k = 0; k < 2; k++) {
         uint8_t sig[64], sig2[64];

@@ -22,17 +22,15 @@ static long audit_before;
 
 static int setup(void **state)
 {
-    if (p11->C_Initialize(NULL) != CKR_OK)
+    if (p11_start_user_session(&s) != 0)
         return -1;
-    s = p11_open_user();
     audit_before = p11_audit_count();
     return 0;
 }
 
 static int teardown(void **state)
 {
-    p11->C_CloseSession(s);
-    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+    return p11_end_session(s);
 }
 
 static size_t find_n(CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out, size_t max)

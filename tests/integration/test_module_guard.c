@@ -20,9 +20,8 @@ static size_t objects_before;
 
 static int setup(void **state)
 {
-    if (p11->C_Initialize(NULL) != CKR_OK)
+    if (p11_start_user_session(&s) != 0)
         return -1;
-    s = p11_open_user();
     root = p11_root(s);
     audit_before = p11_audit_count();
     objects_before = p11_backend_object_count(s);
@@ -35,8 +34,7 @@ static int teardown(void **state)
     assert_int_equal(p11_audit_count(), audit_before);
     assert_int_equal(p11_backend_object_count(s), objects_before);
     assert_int_equal(p11_root(s), root);
-    p11->C_CloseSession(s);
-    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+    return p11_end_session(s);
 }
 
 /* A session AES key that may wrap, for the wrap tests. */

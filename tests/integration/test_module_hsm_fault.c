@@ -12,20 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault_support.h"
 #include "p11_support.h"
 
 static char good_conf[4096], ctl[4096];
-
-static void faults(const char *rules)
-{
-    FILE *f = fopen(ctl, "w");
-    assert_non_null(f);
-    fputs(rules, f);
-    fclose(f);
-    /* The wrapper re-reads the file when its mtime or size changes; sizes differ per rule set,
-     * and a short pause makes the mtime differ too. */
-    p11_sleep_ms(20);
-}
 
 static CK_ULONG device_error(CK_SESSION_HANDLE s)
 {
@@ -38,21 +28,15 @@ static int setup(void **state)
 {
     snprintf(ctl, sizeof(ctl), "%s/faults", getenv("DDSM_TEST_DIR"));
     setenv("DDSM_FAULT_CTL", ctl, 1);
-    faults("");
+    fs_faults("");
     /* The same database and token, but the backend library is the wrapper. */
-    FILE *f = fopen(p11_write_conf("fault", NULL, NULL), "w");
-    assert_non_null(f);
-    fprintf(f,
-            "[backend]\nmodule = %s\ntoken_label = custody\nroot_key_label = ddsm-root\n\n"
-            "[store]\nconninfo = %s\n",
-            getenv("DDSM_FAULTP11"), getenv("DDSM_TEST_CONNINFO"));
-    fclose(f);
+    fs_write_conf("fault", getenv("DDSM_FAULTP11"), NULL, NULL, NULL);
     return p11->C_Initialize(NULL) == CKR_OK ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    faults("");
+    fs_faults("");
     setenv("DDSM_CONF", good_conf, 1);
     return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
 }
@@ -61,14 +45,14 @@ static void test_hsm__no_derivation_session_means_no_audit_row(void **state)
 {
     CK_SESSION_HANDLE s = p11_open_user();
     long audit = p11_audit_count();
-    faults("C_OpenSession rv=CKR_DEVICE_ERROR\n");
+    fs_faults("C_OpenSession rv=CKR_DEVICE_ERROR\n");
     CK_OBJECT_HANDLE h = 0;
     assert_rv(CKR_DEVICE_ERROR, p11_derive(s, VEC_A_ID, VEC_A_PATH, NULL, 0, &h));
     assert_int_equal(h, 0);
     assert_int_equal(device_error(s), DDSM_DEVERR_HSM_FAILED);
     assert_int_equal(p11_audit_count(), audit);
     /* The HSM recovers: so does the module, and the detail clears. */
-    faults("");
+    fs_faults("");
     assert_rv(CKR_OK, p11_derive(s, VEC_A_ID, VEC_A_PATH, NULL, 0, &h));
     assert_int_equal(device_error(s), 0);
     assert_rv(CKR_OK, p11->C_CloseSession(s));
@@ -79,7 +63,7 @@ static void test_hsm__hmac_failure_is_a_device_error_and_cached_keys_still_sign(
     CK_SESSION_HANDLE s = p11_open_user();
     CK_OBJECT_HANDLE a, b = 0;
     assert_rv(CKR_OK, p11_derive(s, VEC_A_ID, VEC_A_PATH, NULL, 0, &a));
-    faults("C_Sign rv=CKR_DEVICE_ERROR\n");
+    fs_faults("C_Sign rv=CKR_DEVICE_ERROR\n");
     assert_rv(CKR_DEVICE_ERROR, p11_derive(s, VEC_B_ID, VEC_B_PATH, NULL, 0, &b));
     assert_int_equal(b, 0);
     assert_int_equal(device_error(s), DDSM_DEVERR_HSM_FAILED);
@@ -88,7 +72,7 @@ static void test_hsm__hmac_failure_is_a_device_error_and_cached_keys_still_sign(
     assert_rv(CKR_OK, p11_hmac_sign(s, a, (const uint8_t *)"ok", 2, got));
     p11_hmac_expected(VEC_A_KEY0, (const uint8_t *)"ok", 2, want);
     assert_memory_equal(got, want, 32);
-    faults("");
+    fs_faults("");
     assert_rv(CKR_OK, p11_derive(s, VEC_B_ID, VEC_B_PATH, NULL, 0, &b));
     assert_rv(CKR_OK, p11->C_CloseSession(s));
 }

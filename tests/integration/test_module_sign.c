@@ -22,17 +22,15 @@ static const uint8_t msg[] = "attack at dawn";
 
 static int setup(void **state)
 {
-    if (p11->C_Initialize(NULL) != CKR_OK)
+    if (p11_start_user_session(&s) != 0)
         return -1;
-    s = p11_open_user();
     ka = p11_find_label(s, VEC_A_ID "/" VEC_A_PATH);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    p11->C_CloseSession(s);
-    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+    return p11_end_session(s);
 }
 
 static void expected(uint8_t out[32])

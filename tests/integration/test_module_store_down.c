@@ -24,17 +24,13 @@ static int setup(void **state)
     /* Port 1 on localhost: connection refused at once. */
     p11_write_conf("down", "host=127.0.0.1 port=1 dbname=nothing user=nobody connect_timeout=2",
                    NULL);
-    if (p11->C_Initialize(NULL) != CKR_OK)
-        return -1;
-    s = p11_open_user();
-    return 0;
+    return p11_start_user_session(&s);
 }
 
 static int teardown(void **state)
 {
-    p11->C_CloseSession(s);
     setenv("DDSM_CONF", good_conf, 1);
-    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+    return p11_end_session(s);
 }
 
 static CK_ULONG device_error(void)

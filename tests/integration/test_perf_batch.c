@@ -31,60 +31,28 @@
 #include "ddsm/derive.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
+#include "audit_support.h"
 #include "pg_support.h"
 
 static ddsm_audit_key *g_key;
 static ddsm_store *g_st; /* chained: registration */
 static PGconn *g_pg;
-static unsigned g_seq;
-
-#define ERR_EQ(got, want, msg)                                                                     \
-    do {                                                                                           \
-        ddsm_err got_ = (got);                                                                     \
-        if (got_ != (want))                                                                        \
-            fail_msg("%s returned %s, expected %s: %s", #got, ddsm_err_str(got_),                  \
-                     ddsm_err_str(want), (msg));                                                   \
-    } while (0)
 
 static ddsm_asset new_active_asset(const char *prefix)
 {
-    char label[80];
-    ddsm_asset a;
-    snprintf(label, sizeof label, "%s-%u-%u", prefix, (unsigned)getpid(), ++g_seq);
-    ERR_EQ(ddsm_store_asset_register(g_st, NULL, label, "hmac", "m/0", "t", &a), DDSM_OK,
-           ddsm_store_errmsg(g_st));
-    ERR_EQ(ddsm_store_asset_transition(g_st, &a.id, DDSM_EV_ACTIVATE, 0, "t", &a), DDSM_OK,
-           ddsm_store_errmsg(g_st));
-    return a;
+    return aus_asset(g_st, prefix, "t", DDSM_STATE_ACTIVE);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    uint8_t seed[32];
-    ddsm_prf prf;
-    char inst[128];
-    for (int i = 0; i < 32; i++)
-        seed[i] = (uint8_t)(0x50 + i);
-    if (ddsm_prf_openssl_new(seed, sizeof seed, &prf) != DDSM_OK ||
-        ddsm_audit_key_derive(&prf, &g_key) != DDSM_OK)
-        return -1;
-    ddsm_prf_openssl_free(&prf);
-    if (ddsm_store_open(getenv("DDSM_TEST_CONNINFO"), NULL, &g_st) != DDSM_OK ||
-        ddsm_store_migrate(g_st, NULL) != DDSM_OK ||
-        ddsm_audit_instance_id("test_perf_batch-admin/", inst, sizeof inst) != DDSM_OK ||
-        ddsm_store_attach_audit(g_st, g_key, inst) != DDSM_OK)
-        return -1;
-    g_pg = pgs_connect(pgs_conninfo());
-    return 0;
+    return aus_open(0x50, "test_perf_batch-admin/", &g_key, &g_st, &g_pg);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    ddsm_store_close(g_st);
-    ddsm_audit_key_free(g_key);
-    PQfinish(g_pg);
+    aus_close(g_key, g_st, g_pg);
     return 0;
 }
 
@@ -138,8 +106,9 @@ static void run_callers(const char *tag, unsigned batch_max, unsigned connection
     assert_int_equal(ddsm_audit_instance_id(prefix, inst, inst_len), DDSM_OK);
     ddsm_store_opts opts = {.application_name = "test_perf_batch"};
     ddsm_batcher *b = NULL;
-    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), &opts, batch_max, 200, connections, g_key, inst, &b),
-           DDSM_OK, ddsm_batcher_errmsg());
+    assert_ddsm_err(
+        ddsm_batcher_new(pgs_conninfo(), &opts, batch_max, 200, connections, g_key, inst, &b),
+        DDSM_OK, ddsm_batcher_errmsg());
 
     static struct caller c[THREADS];
     pthread_t th[THREADS];
@@ -242,12 +211,12 @@ static void test_perf_batch__a_batch_stuck_behind_a_lock_does_not_hold_up_the_ne
     assert_int_equal(ddsm_audit_instance_id("test_perf_batch-stuck/", inst, sizeof inst), DDSM_OK);
     ddsm_store_opts opts = {.application_name = "test_perf_batch"};
     ddsm_batcher *b = NULL;
-    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), &opts, 64, 200, 2, g_key, inst, &b), DDSM_OK,
-           ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), &opts, 64, 200, 2, g_key, inst, &b), DDSM_OK,
+                    ddsm_batcher_errmsg());
     /* A first, lone derivation: on the first connection, which writes its chain's head. */
     ddsm_derive_req req = {.asset = a.id, .path = "m/5", .requester = "stuck-warm"};
     uint64_t counter = 9;
-    ERR_EQ(ddsm_batcher_derive(b, &req, &counter, NULL), DDSM_OK, ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_derive(b, &req, &counter, NULL), DDSM_OK, ddsm_batcher_errmsg());
     snprintf(chain0, sizeof chain0, "%s/c0", inst);
     const char *p[] = {chain0};
     assert_int_equal(
@@ -277,12 +246,12 @@ static void test_perf_batch__a_batch_stuck_behind_a_lock_does_not_hold_up_the_ne
     while (!atomic_load(&second.done) && pgs_now_ms() - t0 < 3000)
         usleep(2000);
     assert_true(atomic_load(&second.done));
-    ERR_EQ(second.err, DDSM_OK, "second");
+    assert_ddsm_err(second.err, DDSM_OK, "second");
     assert_false(atomic_load(&first.done)); /* still behind the lock */
     pgs_exec(g_pg, "ROLLBACK", 0, NULL);
     pthread_join(t1, NULL);
     pthread_join(t2, NULL);
-    ERR_EQ(first.err, DDSM_OK, "first");
+    assert_ddsm_err(first.err, DDSM_OK, "first");
     ddsm_batcher_free(b);
 }
 
@@ -357,8 +326,8 @@ static void test_perf_batch__a_rotation_storm_over_the_assets_of_big_batches_fai
                      DDSM_OK);
     ddsm_store_opts opts = {.application_name = "test_perf_batch"};
     ddsm_batcher *b = NULL;
-    ERR_EQ(ddsm_batcher_new(pgs_conninfo(), &opts, 64, 200, 2, g_key, inst, &b), DDSM_OK,
-           ddsm_batcher_errmsg());
+    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), &opts, 64, 200, 2, g_key, inst, &b), DDSM_OK,
+                    ddsm_batcher_errmsg());
     atomic_int stop = 0;
     static struct storm_caller c[THREADS];
     static struct storm_rotator r[2];
@@ -397,7 +366,8 @@ static void test_perf_batch__a_rotation_storm_over_the_assets_of_big_batches_fai
     assert_int_equal(s.rows, (uint64_t)ok);
     /* Every row of every chain, split statements included, verifies. */
     ddsm_audit_verify_stats vs;
-    ERR_EQ(ddsm_audit_verify(g_st, g_key, NULL, NULL, NULL, &vs), DDSM_OK, ddsm_store_errmsg(g_st));
+    assert_ddsm_err(ddsm_audit_verify(g_st, g_key, NULL, NULL, NULL, &vs), DDSM_OK,
+                    ddsm_store_errmsg(g_st));
     for (int k = 0; k < DDSM_AUDIT__KINDS; k++)
         assert_int_equal(vs.findings[k], 0);
 }
@@ -413,19 +383,21 @@ static void derive_and_count(bool generic, int n, uint64_t *gen_out, uint64_t *c
     ddsm_store *st = NULL;
     ddsm_asset a = new_active_asset("plan");
     assert_int_equal(ddsm_audit_instance_id("test_perf_batch-plan/", inst, sizeof inst), DDSM_OK);
-    ERR_EQ(ddsm_store_open(pgs_conninfo(), NULL, &st), DDSM_OK, "open");
+    assert_ddsm_err(ddsm_store_open(pgs_conninfo(), NULL, &st), DDSM_OK, "open");
     if (generic)
         ddsm_store_set_generic_plans(st, true);
-    ERR_EQ(ddsm_store_attach_audit(st, g_key, inst), DDSM_OK, ddsm_store_errmsg(st));
+    assert_ddsm_err(ddsm_store_attach_audit(st, g_key, inst), DDSM_OK, ddsm_store_errmsg(st));
     for (int i = 0; i < n; i++) {
         char path[32];
         snprintf(path, sizeof path, "m/%d", i);
         ddsm_derive_req req = {.asset = a.id, .path = path, .requester = "plan"};
         uint64_t counter = 9;
-        ERR_EQ(ddsm_store_derive(st, &req, &counter, NULL), DDSM_OK, ddsm_store_errmsg(st));
+        assert_ddsm_err(ddsm_store_derive(st, &req, &counter, NULL), DDSM_OK,
+                        ddsm_store_errmsg(st));
         assert_int_equal(counter, 0);
     }
-    ERR_EQ(ddsm_store_plan_counts(st, gen_out, custom_out), DDSM_OK, ddsm_store_errmsg(st));
+    assert_ddsm_err(ddsm_store_plan_counts(st, gen_out, custom_out), DDSM_OK,
+                    ddsm_store_errmsg(st));
     ddsm_store_close(st);
 }
 

@@ -111,14 +111,21 @@ static void test_perf_find__records_answer_while_the_listen_link_covers_them(voi
     assert_rv(CKR_OK, p11->C_Finalize(NULL));
 }
 
+/* Initialise the module under a configuration of its own (name) whose cache trusts what it
+ * holds for STALENESS_MS; a user session. */
+static CK_SESSION_HANDLE start_with_staleness(const char *name)
+{
+    char extra[128];
+    snprintf(extra, sizeof(extra), "[cache]\nstaleness_ms = %d\n", STALENESS_MS);
+    p11_write_conf(name, NULL, extra);
+    assert_rv(CKR_OK, p11->C_Initialize(NULL));
+    return p11_open_user();
+}
+
 static void test_perf_find__a_rotation_reaches_finds_through_its_notify(void **state)
 {
     (void)state;
-    char extra[128];
-    snprintf(extra, sizeof(extra), "[cache]\nstaleness_ms = %d\n", STALENESS_MS);
-    p11_write_conf("perf_find_notify", NULL, extra);
-    assert_rv(CKR_OK, p11->C_Initialize(NULL));
-    CK_SESSION_HANDLE s = p11_open_user();
+    CK_SESSION_HANDLE s = start_with_staleness("perf_find_notify");
     char label[128];
     snprintf(label, sizeof(label), "%s/%s", VEC_A_ID, VEC_A_PATH);
     CK_OBJECT_HANDLE h1 = find_one(s, label);
@@ -143,11 +150,7 @@ static void test_perf_find__a_label_renamed_in_sql_is_trusted_for_the_staleness_
     void **state)
 {
     (void)state;
-    char extra[128];
-    snprintf(extra, sizeof(extra), "[cache]\nstaleness_ms = %d\n", STALENESS_MS);
-    p11_write_conf("perf_find_rename", NULL, extra);
-    assert_rv(CKR_OK, p11->C_Initialize(NULL));
-    CK_SESSION_HANDLE s = p11_open_user();
+    CK_SESSION_HANDLE s = start_with_staleness("perf_find_rename");
     CK_OBJECT_HANDLE h = find_one(s, "vec-b/m/0");
     assert_int_not_equal(h, CK_INVALID_HANDLE);
     assert_int_equal(find_one(s, "vec-b/m/0"), h);

@@ -34,13 +34,7 @@ static int setup(void **state)
     snprintf(log, sizeof(log), "%s/calls.log", getenv("DDSM_TEST_DIR"));
     setenv("DDSM_FAULT_LOG", log, 1);
     unsetenv("DDSM_FAULT_CTL");
-    FILE *f = fopen(p11_write_conf("perf_sign", NULL, NULL), "w");
-    assert_non_null(f);
-    fprintf(f,
-            "[backend]\nmodule = %s\ntoken_label = custody\nroot_key_label = ddsm-root\n\n"
-            "[store]\nconninfo = %s\n",
-            getenv("DDSM_FAULTP11"), getenv("DDSM_TEST_CONNINFO"));
-    fclose(f);
+    fs_write_conf("perf_sign", getenv("DDSM_FAULTP11"), NULL, NULL, NULL);
     fs_log_reset();
     return p11->C_Initialize(NULL) == CKR_OK ? 0 : -1;
 }

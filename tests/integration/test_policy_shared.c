@@ -82,12 +82,10 @@ struct rate_result {
     CK_RV other_rv;
 };
 
-/* In a forked child: initialise, wait for the start signal, try n derivations of fresh paths of
- * asset (alternating between assets when two are given), report through out. */
-static void rate_child(int tag, int ready_fd, int go_fd, int out_fd, const char *asset1,
-                       const char *asset2, int n)
+/* In a forked child (no cmocka there): initialise and open a user session, or exit 91
+ * (C_Initialize), 92 (C_OpenSession) or 93 (C_Login). */
+static CK_SESSION_HANDLE child_user_session(void)
 {
-    struct rate_result r = {0, 0, 0, CKR_OK};
     if (p11->C_Initialize(NULL) != CKR_OK)
         _exit(91);
     CK_SESSION_HANDLE s;
@@ -96,6 +94,16 @@ static void rate_child(int tag, int ready_fd, int go_fd, int out_fd, const char 
     const char *pin = getenv("DDSM_TEST_PIN");
     if (p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin)) != CKR_OK)
         _exit(93);
+    return s;
+}
+
+/* In a forked child: initialise, wait for the start signal, try n derivations of fresh paths of
+ * asset (alternating between assets when two are given), report through out. */
+static void rate_child(int tag, int ready_fd, int go_fd, int out_fd, const char *asset1,
+                       const char *asset2, int n)
+{
+    struct rate_result r = {0, 0, 0, CKR_OK};
+    CK_SESSION_HANDLE s = child_user_session();
     write_all(ready_fd, "r", 1);
     char go = 0;
     if (!read_all(go_fd, &go, 1))
@@ -202,26 +210,42 @@ static void test_policy_shared__rate_per_requester_holds_across_two_processes(vo
 /* ------------------------------------------------------------------------------------------ */
 /* A zone disabled while another process derives and signs                                     */
 
-struct zone_result {
-    long long last_derive_ok, first_derive_rejected; /* when the call started / returned */
-    long long last_sign_ok, first_sign_rejected;
-    long derives_ok, signs_ok;
-    CK_RV bad_rv; /* an answer other than OK / FUNCTION_REJECTED, CKR_OK when none */
-    CK_ULONG sign_detail, derive_detail;
+/* What the child saw of one kind of call (derive, sign). */
+struct zone_calls {
+    long long last_ok, first_rejected; /* when the call started / returned */
+    long ok;
+    CK_ULONG detail; /* ulDeviceError after the first refusal */
 };
+
+struct zone_result {
+    struct zone_calls derive, sign;
+    CK_RV bad_rv; /* an answer other than OK / FUNCTION_REJECTED, CKR_OK when none */
+};
+
+/* Count rv, the answer to a call on s made at started that returned at t, into c (or bad_rv). */
+static void zone_record(struct zone_calls *c, CK_RV *bad_rv, CK_SESSION_HANDLE s, CK_RV rv,
+                        long long started, long long t)
+{
+    CK_SESSION_INFO info;
+    if (rv == CKR_OK) {
+        c->last_ok = started; /* when it was asked for */
+        c->ok++;
+    } else if (rv == CKR_FUNCTION_REJECTED) {
+        if (c->first_rejected == 0) {
+            c->first_rejected = t;
+            (void)p11->C_GetSessionInfo(s, &info);
+            c->detail = info.ulDeviceError;
+        }
+    } else {
+        *bad_rv = rv;
+    }
+}
 
 static void zone_child(int ready_fd, int out_fd)
 {
     struct zone_result r;
     memset(&r, 0, sizeof(r));
-    if (p11->C_Initialize(NULL) != CKR_OK)
-        _exit(91);
-    CK_SESSION_HANDLE s;
-    if (p11->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s) != CKR_OK)
-        _exit(92);
-    const char *pin = getenv("DDSM_TEST_PIN");
-    if (p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin)) != CKR_OK)
-        _exit(93);
+    CK_SESSION_HANDLE s = child_user_session();
     CK_OBJECT_HANDLE key = 0;
     if (p11_derive(s, VEC_A_ID, VEC_A_PATH, NULL, 0, &key) != CKR_OK)
         _exit(94);
@@ -231,41 +255,18 @@ static void zone_child(int ready_fd, int out_fd)
     for (int i = 0; wall_ms() < end; i++) {
         char path[64];
         CK_OBJECT_HANDLE h = 0;
-        CK_SESSION_INFO info;
         snprintf(path, sizeof(path), "m/44'/9'/0'/0/%d", i);
         long long started = wall_ms();
         CK_RV rv = p11_derive(s, VEC_A_ID, path, NULL, 0, &h);
         long long t = wall_ms();
-        if (rv == CKR_OK) {
-            r.last_derive_ok = started; /* when it was asked for */
-            r.derives_ok++;
-        } else if (rv == CKR_FUNCTION_REJECTED) {
-            if (r.first_derive_rejected == 0) {
-                r.first_derive_rejected = t;
-                (void)p11->C_GetSessionInfo(s, &info);
-                r.derive_detail = info.ulDeviceError;
-            }
-        } else {
-            r.bad_rv = rv;
-        }
+        zone_record(&r.derive, &r.bad_rv, s, rv, started, t);
         uint8_t sig[32];
         started = wall_ms();
         rv = p11_hmac_sign(s, key, (const uint8_t *)"z", 1, sig);
         t = wall_ms();
-        if (rv == CKR_OK) {
-            r.last_sign_ok = started;
-            r.signs_ok++;
-        } else if (rv == CKR_FUNCTION_REJECTED) {
-            if (r.first_sign_rejected == 0) {
-                r.first_sign_rejected = t;
-                (void)p11->C_GetSessionInfo(s, &info);
-                r.sign_detail = info.ulDeviceError;
-            }
-        } else {
-            r.bad_rv = rv;
-        }
-        if (r.first_derive_rejected != 0 && r.first_sign_rejected != 0 &&
-            t > r.first_sign_rejected + 500)
+        zone_record(&r.sign, &r.bad_rv, s, rv, started, t);
+        if (r.derive.first_rejected != 0 && r.sign.first_rejected != 0 &&
+            t > r.sign.first_rejected + 500)
             break; /* refused for a while: nothing more to learn */
     }
     (void)m;
@@ -306,26 +307,26 @@ static void test_policy_shared__zone_disabled_while_another_process_derives(void
     close(out[0]);
     printf("disable %lld..%lld ms; last derive ok %+lld, first refused %+lld; last sign ok %+lld, "
            "first refused %+lld (relative to the disable returning)\n",
-           t0 % 100000, t1 % 100000, r.last_derive_ok - t1, r.first_derive_rejected - t1,
-           r.last_sign_ok - t1, r.first_sign_rejected - t1);
+           t0 % 100000, t1 % 100000, r.derive.last_ok - t1, r.derive.first_rejected - t1,
+           r.sign.last_ok - t1, r.sign.first_rejected - t1);
 
     if (r.bad_rv != CKR_OK)
         fail_msg("the child got %s", ddsm_rv_name(r.bad_rv));
-    assert_true(r.derives_ok > 0 && r.signs_ok > 0); /* it was working before */
+    assert_true(r.derive.ok > 0 && r.sign.ok > 0); /* it was working before */
     /* Derivation: the statement checks the zone; none asked for after the disable returned
      * succeeds, and none commits after it. */
-    assert_true(r.last_derive_ok <= t1);
-    assert_true(r.first_derive_rejected >= t0);
-    assert_int_equal(r.derive_detail, DDSM_DEVERR_POLICY_ZONE);
+    assert_true(r.derive.last_ok <= t1);
+    assert_true(r.derive.first_rejected >= t0);
+    assert_int_equal(r.derive.detail, DDSM_DEVERR_POLICY_ZONE);
     assert_int_equal(sqlf("SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE' AND "
                           "asset_id = '%s' AND recorded_at > to_timestamp(%lld / 1000.0)",
                           VEC_A_ID, t1),
                      0);
     /* Signing with the key derived before: stops within the staleness bound, for good. */
-    assert_true(r.first_sign_rejected != 0);
-    assert_true(r.first_sign_rejected <= t1 + 1000 + 200);
-    assert_true(r.last_sign_ok < r.first_sign_rejected);
-    assert_int_equal(r.sign_detail, DDSM_DEVERR_POLICY_ZONE);
+    assert_true(r.sign.first_rejected != 0);
+    assert_true(r.sign.first_rejected <= t1 + 1000 + 200);
+    assert_true(r.sign.last_ok < r.sign.first_rejected);
+    assert_int_equal(r.sign.detail, DDSM_DEVERR_POLICY_ZONE);
     assert_true(sqlf("SELECT count(*) FROM custody_audit_log WHERE event = 'DENY' AND "
                      "asset_id = '%s' AND detail = 'zone z-live is disabled; sign refused'",
                      VEC_A_ID) >= 1);

@@ -178,17 +178,8 @@ static void *migrate_thread(void *arg)
 static void test_store__concurrent_migrators_apply_each_migration_exactly_once(void **state)
 {
     (void)state;
-    char db[80], conninfo[1024];
-    char *cur = pgs_text(g_pg, "SELECT current_database()", 0, NULL);
-    snprintf(db, sizeof db, "%s_mig", cur);
-    free(cur);
-    const char *p[] = {db};
-    /* An identifier cannot be a parameter: quote it with quote_ident server-side. */
-    char *drop = pgs_text(g_pg, "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident($1)", 1, p);
-    char *create = pgs_text(g_pg, "SELECT 'CREATE DATABASE ' || quote_ident($1)", 1, p);
-    pgs_exec(g_pg, drop, 0, NULL);
-    pgs_exec(g_pg, create, 0, NULL);
-    snprintf(conninfo, sizeof conninfo, "%s dbname=%s", pgs_conninfo(), db);
+    char conninfo[1024];
+    char *drop = pgs_fresh_db(g_pg, "mig", conninfo, sizeof conninfo);
 
     enum { N = 4 };
     struct migrator m[N];
@@ -213,7 +204,6 @@ static void test_store__concurrent_migrators_apply_each_migration_exactly_once(v
     PQfinish(c);
     pgs_exec(g_pg, drop, 0, NULL);
     free(drop);
-    free(create);
 }
 
 /* The guard trigger's copy of the lifecycle must be ddsm_state_next, row for row. */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ddsm/store.h"
+#include "fault_support.h"
 #include "pg_support.h"
 
 static char g_dir[PATH_MAX];
@@ -24,24 +25,10 @@ static char g_conninfo[512];
 static pid_t g_frozen[4]; /* processes we SIGSTOPped: always resumed in teardown */
 static int g_nfrozen;
 
+/* scripts/lib/services CMD on our private cluster. */
 static int services(const char *cmd)
 {
-    const char *src = getenv("DDSM_SOURCE_DIR");
-    if (src == NULL)
-        return -1;
-    char script[PATH_MAX];
-    snprintf(script, sizeof script, "%s/scripts/lib/services", src);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        execl(script, script, cmd, g_dir, (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    while (waitpid(pid, &status, 0) < 0) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return fs_services(cmd, g_dir);
 }
 
 /* The value of `export NAME=value` in DIR/env.sh. */
@@ -97,30 +84,8 @@ static void thaw_all(void)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *t = getenv("DDSM_TEST_DIR");
-    if (t == NULL) {
-        fprintf(stderr, "DDSM_TEST_DIR is not set: run through ctest\n");
-        return -1;
-    }
-    snprintf(g_dir, sizeof g_dir, "%s/pg", t);
-    if (services("start") != 0) {
-        fprintf(stderr, "services start %s failed\n", g_dir);
-        services("stop");
-        return -1;
-    }
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/conninfo", g_dir);
-    FILE *f = fopen(path, "r");
-    if (f == NULL || fgets(g_conninfo, sizeof g_conninfo, f) == NULL) {
-        if (f != NULL)
-            fclose(f);
-        services("stop");
-        return -1;
-    }
-    fclose(f);
-    g_conninfo[strcspn(g_conninfo, "\n")] = '\0';
     /* Our own cluster: its "postgres" database, whatever PGDATABASE says. */
-    strncat(g_conninfo, " dbname=postgres", sizeof g_conninfo - strlen(g_conninfo) - 1);
+    fs_cluster_start("pg", g_dir, sizeof g_dir, g_conninfo, sizeof g_conninfo);
     return 0;
 }
 

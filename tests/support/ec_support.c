@@ -8,6 +8,7 @@
 #include "p11_support.h"
 
 #include "ec_support.h"
+#include "fault_support.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -48,16 +49,10 @@ void ec_setup_store(void)
 
 void ec_expected_seed(const char *uuid_text, uint64_t counter, uint8_t seed[32])
 {
-    uint8_t root[32];
-    ddsm_prf prf;
-    ddsm_uuid id;
     const ddsm_path depth0 = {.depth = 0};
-    for (int i = 0; i < 32; i++)
-        root[i] = (uint8_t)i;
-    assert_int_equal(ddsm_uuid_parse(uuid_text, strlen(uuid_text), &id), DDSM_OK);
-    assert_int_equal(ddsm_prf_openssl_new(root, sizeof(root), &prf), DDSM_OK);
-    assert_int_equal(ddsm_derive_secret(&prf, &id, &depth0, counter, seed), DDSM_OK);
-    ddsm_prf_openssl_free(&prf);
+    if (!fs_expected_secret(uuid_text, &depth0, counter, seed))
+        fail_msg("cannot compute the asset seed of %s #%llu", uuid_text,
+                 (unsigned long long)counter);
 }
 
 static void expected_node(ddsm_curve curve, const char *uuid_text, const char *path,
@@ -133,15 +128,7 @@ size_t ec_read_point(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, uint8_t out[67])
 CK_RV ec_sign(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, CK_MECHANISM_TYPE m, const uint8_t *data,
               size_t len, uint8_t sig[64])
 {
-    CK_MECHANISM mech = {m, NULL, 0};
-    CK_ULONG sig_len = 64;
-    CK_RV rv = p11->C_SignInit(s, &mech, key);
-    if (rv != CKR_OK)
-        return rv;
-    rv = p11->C_Sign(s, (CK_BYTE_PTR)data, len, sig, &sig_len);
-    if (rv == CKR_OK && sig_len != 64)
-        fail_msg("signature of %lu bytes", sig_len);
-    return rv;
+    return p11_sign_fixed(s, key, m, data, len, sig, 64);
 }
 
 /* An OpenSSL public key from CKA_EC_POINT (DER OCTET STRING). */

@@ -110,21 +110,27 @@ int64_t fs_now_ms(void)
     return fs_now_ns() / 1000000;
 }
 
-bool fs_expected_key(const char *uuid_text, const char *path, uint64_t counter, uint8_t out[32])
+bool fs_expected_secret(const char *uuid_text, const ddsm_path *path, uint64_t counter,
+                        uint8_t out[32])
 {
     uint8_t seed[32];
     ddsm_prf prf;
     ddsm_uuid id;
-    ddsm_path p;
     for (int i = 0; i < 32; i++)
         seed[i] = (uint8_t)i;
     if (ddsm_uuid_parse(uuid_text, strlen(uuid_text), &id) != DDSM_OK ||
-        ddsm_path_parse(path, strlen(path), &p, NULL) != DDSM_OK ||
         ddsm_prf_openssl_new(seed, sizeof(seed), &prf) != DDSM_OK)
         return false;
-    bool ok = ddsm_derive_secret(&prf, &id, &p, counter, out) == DDSM_OK;
+    bool ok = ddsm_derive_secret(&prf, &id, path, counter, out) == DDSM_OK;
     ddsm_prf_openssl_free(&prf);
     return ok;
+}
+
+bool fs_expected_key(const char *uuid_text, const char *path, uint64_t counter, uint8_t out[32])
+{
+    ddsm_path p;
+    return ddsm_path_parse(path, strlen(path), &p, NULL) == DDSM_OK &&
+           fs_expected_secret(uuid_text, &p, counter, out);
 }
 
 void fs_hmac(const uint8_t key[32], const void *data, size_t len, uint8_t out[32])

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ddsm/path.h"
+
 /* Run scripts/lib/services CMD DIR; returns its exit status (-1 when it could not run). */
 int fs_services(const char *cmd, const char *dir);
 
@@ -32,6 +34,9 @@ int64_t fs_now_ms(void);
 /* The key of (asset, path, counter) under the DESIGN.md test seed 00..1f, computed in-process
  * with ddsm-core. false on any failure (bad input). Thread-safe, no assertion. */
 bool fs_expected_key(const char *uuid_text, const char *path, uint64_t counter, uint8_t out[32]);
+/* The same for a parsed path (any depth, 0 included: the asset seed of the EC keys). */
+bool fs_expected_secret(const char *uuid_text, const ddsm_path *path, uint64_t counter,
+                        uint8_t out[32]);
 
 /* HMAC-SHA256 with raw key bytes (OpenSSL). Thread-safe, no assertion. */
 void fs_hmac(const uint8_t key[32], const void *data, size_t len, uint8_t out[32]);

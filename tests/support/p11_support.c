@@ -7,6 +7,9 @@
 
 #include "p11_support.h"
 
+#include "fault_support.h"
+#include "hex_support.h"
+
 #include "ddsm/derive.h"
 #include "ddsm/path.h"
 #include "ddsm/uuid.h"
@@ -58,21 +61,7 @@ void *p11_sym(const char *name)
 
 const char *p11_write_conf(const char *name, const char *conninfo, const char *extra)
 {
-    static char path[4096];
-    const char *dir = env_or_fail("DDSM_TEST_DIR");
-    snprintf(path, sizeof(path), "%s/%s.conf", dir, name);
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        fail_msg("cannot write %s", path);
-    fprintf(f,
-            "[backend]\nmodule = /usr/lib/softhsm/libsofthsm2.so\ntoken_label = custody\n"
-            "root_key_label = ddsm-root\n\n[store]\nconninfo = %s\n\n%s\n",
-            conninfo != NULL ? conninfo : env_or_fail("DDSM_TEST_CONNINFO"),
-            extra != NULL ? extra : "");
-    fclose(f);
-    chmod(path, 0600);
-    setenv("DDSM_CONF", path, 1);
-    return path;
+    return fs_write_conf(name, NULL, conninfo, NULL, extra);
 }
 
 int p11_ctl(const char *fmt, ...)
@@ -146,6 +135,27 @@ CK_SESSION_HANDLE p11_open_user(void)
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
         fail_msg("C_Login: %s", ddsm_rv_name(rv));
     return s;
+}
+
+int p11_start_user_session(CK_SESSION_HANDLE *s)
+{
+    if (p11->C_Initialize(NULL) != CKR_OK)
+        return -1;
+    *s = p11_open_user();
+    return 0;
+}
+
+int p11_end_session(CK_SESSION_HANDLE s)
+{
+    p11->C_CloseSession(s);
+    return p11->C_Finalize(NULL) == CKR_OK ? 0 : -1;
+}
+
+int p11_finalize_teardown(void **state)
+{
+    (void)state;
+    (void)p11->C_Finalize(NULL);
+    return 0;
 }
 
 size_t p11_find(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out, size_t max)
@@ -225,36 +235,36 @@ CK_RV p11_derive(CK_SESSION_HANDLE s, const char *uuid_text, const char *path, C
     return p11->C_DeriveKey(s, &m, p11_root(s), t, n, out);
 }
 
-CK_RV p11_hmac_sign(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const uint8_t *data, size_t len,
-                    uint8_t out[32])
+CK_RV p11_sign_fixed(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, CK_MECHANISM_TYPE m,
+                     const uint8_t *data, size_t len, uint8_t *sig, size_t sig_len)
 {
-    CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
-    CK_ULONG out_len = 32;
-    CK_RV rv = p11->C_SignInit(s, &m, h);
+    CK_MECHANISM mech = {m, NULL, 0};
+    CK_ULONG out_len = sig_len;
+    CK_RV rv = p11->C_SignInit(s, &mech, key);
     if (rv != CKR_OK)
         return rv;
-    rv = p11->C_Sign(s, (CK_BYTE_PTR)data, len, out, &out_len);
-    if (rv == CKR_OK && out_len != 32)
+    rv = p11->C_Sign(s, (CK_BYTE_PTR)data, len, sig, &out_len);
+    if (rv == CKR_OK && out_len != sig_len)
         fail_msg("signature of %lu bytes", (unsigned long)out_len);
     return rv;
 }
 
+CK_RV p11_hmac_sign(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const uint8_t *data, size_t len,
+                    uint8_t out[32])
+{
+    return p11_sign_fixed(s, h, CKM_SHA256_HMAC, data, len, out, 32);
+}
+
 void p11_unhex(const char *hex, uint8_t *out, size_t n)
 {
-    assert_int_equal(strlen(hex), 2 * n);
-    for (size_t i = 0; i < n; i++) {
-        char pair[3] = {hex[2 * i], hex[2 * i + 1], 0};
-        out[i] = (uint8_t)strtoul(pair, NULL, 16);
-    }
+    hexs_exact(hex, out, n);
 }
 
 void p11_hmac_expected(const char *key_hex, const uint8_t *data, size_t len, uint8_t out[32])
 {
     uint8_t key[32];
-    unsigned int out_len = 0;
     p11_unhex(key_hex, key, 32);
-    assert_non_null(HMAC(EVP_sha256(), key, 32, data, len, out, &out_len));
-    assert_int_equal(out_len, 32);
+    p11_hmac_raw(key, data, len, out);
 }
 
 long p11_sql_long(const char *sql)
@@ -287,17 +297,9 @@ CK_ULONG p11_attr_ulong(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TY
 
 void p11_expected_key(const char *uuid_text, const char *path, uint64_t counter, uint8_t out[32])
 {
-    uint8_t seed[32];
-    ddsm_prf prf;
-    ddsm_uuid id;
-    ddsm_path p;
-    for (int i = 0; i < 32; i++)
-        seed[i] = (uint8_t)i;
-    assert_int_equal(ddsm_uuid_parse(uuid_text, strlen(uuid_text), &id), DDSM_OK);
-    assert_int_equal(ddsm_path_parse(path, strlen(path), &p, NULL), DDSM_OK);
-    assert_int_equal(ddsm_prf_openssl_new(seed, sizeof(seed), &prf), DDSM_OK);
-    assert_int_equal(ddsm_derive_secret(&prf, &id, &p, counter, out), DDSM_OK);
-    ddsm_prf_openssl_free(&prf);
+    if (!fs_expected_key(uuid_text, path, counter, out))
+        fail_msg("cannot compute the key of %s %s #%llu", uuid_text, path,
+                 (unsigned long long)counter);
 }
 
 void p11_hmac_raw(const uint8_t key[32], const uint8_t *data, size_t len, uint8_t out[32])

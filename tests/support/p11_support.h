@@ -11,20 +11,12 @@
 
 #include "ddsm/pkcs11-compat.h"
 #include "ddsm/pkcs11-ddsm.h"
+#include "design_vectors.h" /* VEC_A_ID ...: the DESIGN.md vectors */
 #include "names.h"
 
 /* The module's function list (after p11_load). */
 extern CK_FUNCTION_LIST_PTR p11;
 
-/* DESIGN.md vectors: root seed 00 01 .. 1f. */
-#define VEC_A_ID "6f9619ff-8b86-d011-b42d-00c04fc964ff"
-#define VEC_A_PATH "m/44'/0'/0'/0/0"
-#define VEC_A_KEY0 "7d2fcaa0c736ca65b7610c465a197a7440b55fd6017280b2d7817a530c28d61c"
-#define VEC_A_PATH_ALT "m/44h/0H/0'/0/0"
-#define VEC_A_KEY1 "3da86eddfd84f9247fa77145318653e3467c4d3936be3feb4dfa8c04a0818d99"
-#define VEC_B_ID "00000000-0000-4000-8000-000000000001"
-#define VEC_B_PATH "m/0"
-#define VEC_B_KEY0 "b9cdad6de8b43ceecb5682cfe617d2d0bd885ed4d8152c3e8d0375e012c473af"
 /* Assets p11_setup_store registers besides the two vectors. */
 #define FRESH_ID "11111111-2222-4333-8444-555555555555"   /* INITIALIZED, never activated */
 #define RETIRED_ID "22222222-3333-4444-8555-666666666666" /* activated, then retired */
@@ -63,6 +55,16 @@ void p11_setup_store(void);
 CK_SESSION_HANDLE p11_open(void);
 CK_SESSION_HANDLE p11_open_user(void);
 
+/* For cmocka setups: C_Initialize, then a user session (p11_open_user) in *s. -1 (and *s
+ * untouched) when C_Initialize fails. */
+int p11_start_user_session(CK_SESSION_HANDLE *s);
+/* For the matching teardowns: close s, then C_Finalize; -1 when C_Finalize fails. */
+int p11_end_session(CK_SESSION_HANDLE s);
+
+/* A cmocka teardown: C_Finalize whatever it returns (a test that failed half-way leaves the
+ * module initialised: the next one starts clean). Always 0. */
+int p11_finalize_teardown(void **state);
+
 /* Every object matching the template (at most max). */
 size_t p11_find(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out,
                 size_t max);
@@ -79,6 +81,10 @@ size_t p11_param(uint8_t *buf, size_t len, const char *uuid_text, const char *pa
 CK_RV p11_derive(CK_SESSION_HANDLE s, const char *uuid_text, const char *path, CK_ATTRIBUTE *t,
                  CK_ULONG n, CK_OBJECT_HANDLE *out);
 
+/* C_SignInit(mechanism m, no parameter) + C_Sign of data with key into sig, which must come back
+ * exactly sig_len bytes long (fails the test otherwise); returns the first rv that is not OK. */
+CK_RV p11_sign_fixed(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, CK_MECHANISM_TYPE m,
+                     const uint8_t *data, size_t len, uint8_t *sig, size_t sig_len);
 /* HMAC-SHA256 signature of data with key h through the module (C_SignInit + C_Sign). */
 CK_RV p11_hmac_sign(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const uint8_t *data, size_t len,
                     uint8_t out[32]);

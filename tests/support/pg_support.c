@@ -101,3 +101,20 @@ long long pgs_now_ms(void)
 {
     return pgs_now_ns() / 1000000;
 }
+
+char *pgs_fresh_db(PGconn *c, const char *suffix, char *conninfo, size_t cap)
+{
+    char *cur = pgs_text(c, "SELECT current_database()", 0, NULL);
+    char db[128];
+    snprintf(db, sizeof db, "%s_%s", cur, suffix);
+    free(cur);
+    const char *p[] = {db};
+    /* An identifier cannot be a parameter: quote it with quote_ident server-side. */
+    char *drop = pgs_text(c, "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident($1)", 1, p);
+    char *create = pgs_text(c, "SELECT 'CREATE DATABASE ' || quote_ident($1)", 1, p);
+    pgs_exec(c, drop, 0, NULL);
+    pgs_exec(c, create, 0, NULL);
+    free(create);
+    snprintf(conninfo, cap, "%s dbname=%s", pgs_conninfo(), db);
+    return drop;
+}

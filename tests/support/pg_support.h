@@ -20,6 +20,11 @@ char *pgs_text(PGconn *c, const char *sql, int nparams, const char *const *param
 /* A whole query that must succeed (PQclear it). */
 PGresult *pgs_query(PGconn *c, const char *sql, int nparams, const char *const *params);
 
+/* (Re)create the empty database "<current database>_<suffix>" through c, and give its conninfo
+ * ($DDSM_TEST_CONNINFO with dbname). Returns the statement that drops it (malloc'ed: run it with
+ * pgs_exec when done, then free it). */
+char *pgs_fresh_db(PGconn *c, const char *suffix, char *conninfo, size_t cap);
+
 /* Milliseconds / nanoseconds on CLOCK_MONOTONIC. */
 long long pgs_now_ms(void);
 long long pgs_now_ns(void);

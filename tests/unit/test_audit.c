@@ -17,6 +17,7 @@
 #include "ddsm/audit.h"
 #include "ddsm/derive.h"
 #include "ddsm/uuid.h"
+#include "hex_support.h"
 
 /* Computed independently (Python hmac/struct following docs/audit.md; the key also with
  * `openssl kdf ... KBKDF` on the DESIGN.md vector seed 00..1f and an all-zero context). */
@@ -32,24 +33,11 @@
     "0800000000000000080100000000"
 #define ROW2_MAC_HEX "c223b178da2ab97abda2bfda08cb9665cebbddcde26241b327643963054247aa"
 
-static size_t unhex(const char *h, uint8_t *out, size_t cap)
-{
-    size_t n = strlen(h) / 2;
-    assert_true(n <= cap);
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        assert_int_equal(sscanf(h + 2 * i, "%2x", &v), 1);
-        out[i] = (uint8_t)v;
-    }
-    return n;
-}
-
 static void assert_hex(const uint8_t *p, size_t n, const char *want)
 {
     char got[2 * 256 + 1];
     assert_true(n <= 256);
-    for (size_t i = 0; i < n; i++)
-        snprintf(got + 2 * i, 3, "%02x", p[i]);
+    hexs_encode(p, n, got);
     assert_string_equal(got, want);
 }
 
@@ -105,13 +93,13 @@ static void test_audit__encoding_matches_the_documented_bytes(void **state)
     size_t len = 0;
     ddsm_audit_row r = row1();
     assert_int_equal(ddsm_audit_encode(&r, buf, sizeof buf, &len), DDSM_OK);
-    size_t wn = unhex(ROW1_HEX, want, sizeof want);
+    size_t wn = hexs_decode(ROW1_HEX, want, sizeof want);
     assert_int_equal(len, wn);
     assert_memory_equal(buf, want, wn);
 
     r = row2();
     assert_int_equal(ddsm_audit_encode(&r, buf, sizeof buf, &len), DDSM_OK);
-    wn = unhex(ROW2_HEX, want, sizeof want);
+    wn = hexs_decode(ROW2_HEX, want, sizeof want);
     assert_int_equal(len, wn);
     assert_memory_equal(buf, want, wn);
 
@@ -179,7 +167,7 @@ static void test_audit__key_is_the_reserved_nil_depth0_derivation(void **state)
     assert_hex(mac, 32, ROW1_MAC_HEX);
 
     /* And the same MAC from the raw key bytes. */
-    unhex(AUDIT_KEY_HEX, key_bytes, sizeof key_bytes);
+    hexs_decode(AUDIT_KEY_HEX, key_bytes, sizeof key_bytes);
     ddsm_audit_key *k2 = NULL;
     assert_int_equal(ddsm_audit_key_from_secret(key_bytes, &k2), DDSM_OK);
     uint8_t mac2[32];

@@ -92,32 +92,79 @@ static void assert_refused(const char *content, int line, const char *reason)
     assert_refused_content(content, strlen(content), line, reason);
 }
 
+/* The values of the keys the defaults test and the every-key test check (NULL: unset). */
+struct config_values {
+    const char *module, *token_label, *root_key_label, *root_token_label, *root_pin_file;
+    unsigned call_timeout_ms;
+    const char *conninfo, *listen_conninfo;
+    unsigned connect_timeout_s, statement_timeout_ms, pool_size;
+    size_t n_path_patterns;
+    const char *path_patterns[2];
+    bool extractable;
+    const char *requester;
+    unsigned batch_max, batch_wait_us, cache_size, cache_ttl_ms, cache_staleness_ms;
+    ddsm_log_level log_level;
+    bool log_syslog;
+};
+
+static void assert_string_or_null(const char *got, const char *want)
+{
+    if (want == NULL)
+        assert_null(got);
+    else
+        assert_string_equal(got, want);
+}
+
+static void assert_config_values(const ddsm_config *cfg, const struct config_values *w)
+{
+    assert_string_or_null(cfg->backend.module, w->module);
+    assert_string_or_null(cfg->backend.token_label, w->token_label);
+    assert_string_or_null(cfg->backend.root_key_label, w->root_key_label);
+    assert_string_or_null(cfg->backend.root_token_label, w->root_token_label);
+    assert_string_or_null(cfg->backend.root_pin_file, w->root_pin_file);
+    assert_int_equal(cfg->backend.call_timeout_ms, w->call_timeout_ms);
+    assert_string_or_null(cfg->store.conninfo, w->conninfo);
+    assert_string_or_null(cfg->store.listen_conninfo, w->listen_conninfo);
+    assert_int_equal(cfg->store.connect_timeout_s, w->connect_timeout_s);
+    assert_int_equal(cfg->store.statement_timeout_ms, w->statement_timeout_ms);
+    assert_int_equal(cfg->store.pool_size, w->pool_size);
+    assert_int_equal(cfg->policy.n_path_patterns, w->n_path_patterns);
+    for (size_t i = 0; i < w->n_path_patterns; i++)
+        assert_string_equal(cfg->policy.path_patterns[i], w->path_patterns[i]);
+    assert_int_equal(cfg->policy.extractable, w->extractable);
+    assert_string_or_null(cfg->policy.requester, w->requester);
+    assert_int_equal(cfg->audit.batch_max, w->batch_max);
+    assert_int_equal(cfg->audit.batch_wait_us, w->batch_wait_us);
+    assert_int_equal(cfg->cache.size, w->cache_size);
+    assert_int_equal(cfg->cache.ttl_ms, w->cache_ttl_ms);
+    assert_int_equal(cfg->cache.staleness_ms, w->cache_staleness_ms);
+    assert_int_equal(cfg->log.level, w->log_level);
+    assert_int_equal(cfg->log.syslog, w->log_syslog);
+}
+
 static void test_config__minimal_file_gets_documented_defaults(void **state)
 {
     (void)state;
     ddsm_config *cfg = load_ok(MINIMAL);
     assert_string_equal(cfg->file, conf_path);
-    assert_string_equal(cfg->backend.module, "/usr/lib/softhsm/libsofthsm2.so");
-    assert_string_equal(cfg->backend.token_label, "custody");
-    assert_string_equal(cfg->backend.root_key_label, "ddsm-root");
-    assert_null(cfg->backend.root_token_label);
-    assert_null(cfg->backend.root_pin_file);
-    assert_int_equal(cfg->backend.call_timeout_ms, 5000);
-    assert_string_equal(cfg->store.conninfo, "dbname=ddsm");
-    assert_string_equal(cfg->store.listen_conninfo, "dbname=ddsm");
-    assert_int_equal(cfg->store.connect_timeout_s, 5);
-    assert_int_equal(cfg->store.statement_timeout_ms, 5000);
-    assert_int_equal(cfg->store.pool_size, 8);
-    assert_int_equal(cfg->policy.n_path_patterns, 0);
-    assert_false(cfg->policy.extractable);
-    assert_null(cfg->policy.requester);
-    assert_int_equal(cfg->audit.batch_max, 64);
-    assert_int_equal(cfg->audit.batch_wait_us, 200);
-    assert_int_equal(cfg->cache.size, 4096);
-    assert_int_equal(cfg->cache.ttl_ms, 300000);
-    assert_int_equal(cfg->cache.staleness_ms, 1000);
-    assert_int_equal(cfg->log.level, DDSM_LOG_WARN);
-    assert_false(cfg->log.syslog);
+    const struct config_values defaults = {
+        .module = "/usr/lib/softhsm/libsofthsm2.so",
+        .token_label = "custody",
+        .root_key_label = "ddsm-root",
+        .call_timeout_ms = 5000,
+        .conninfo = "dbname=ddsm",
+        .listen_conninfo = "dbname=ddsm",
+        .connect_timeout_s = 5,
+        .statement_timeout_ms = 5000,
+        .pool_size = 8,
+        .batch_max = 64,
+        .batch_wait_us = 200,
+        .cache_size = 4096,
+        .cache_ttl_ms = 300000,
+        .cache_staleness_ms = 1000,
+        .log_level = DDSM_LOG_WARN,
+    };
+    assert_config_values(cfg, &defaults);
     ddsm_config_free(cfg);
 }
 
@@ -153,29 +200,31 @@ static void test_config__reads_every_key(void **state)
                                "[log]\n"
                                "level = debug\n"
                                "syslog = true\n");
-    assert_string_equal(cfg->backend.module, "/opt/hsm/lib.so");
-    assert_string_equal(cfg->backend.token_label, "apps");
-    assert_string_equal(cfg->backend.root_key_label, "seed-2");
-    assert_string_equal(cfg->backend.root_token_label, "vault");
-    assert_string_equal(cfg->backend.root_pin_file, "/etc/ddsm/vault.pin");
-    assert_int_equal(cfg->backend.call_timeout_ms, 750);
-    assert_string_equal(cfg->store.conninfo, "host=/tmp port=5433 dbname=x user=y");
-    assert_string_equal(cfg->store.listen_conninfo, "postgresql://db.internal/x");
-    assert_int_equal(cfg->store.connect_timeout_s, 2);
-    assert_int_equal(cfg->store.statement_timeout_ms, 1500);
-    assert_int_equal(cfg->store.pool_size, 3);
-    assert_int_equal(cfg->policy.n_path_patterns, 2);
-    assert_string_equal(cfg->policy.path_patterns[0], "m/44'/*'/*'/*/*");
-    assert_string_equal(cfg->policy.path_patterns[1], "m/7h");
-    assert_true(cfg->policy.extractable);
-    assert_string_equal(cfg->policy.requester, "payments");
-    assert_int_equal(cfg->audit.batch_max, 16);
-    assert_int_equal(cfg->audit.batch_wait_us, 0);
-    assert_int_equal(cfg->cache.size, 10);
-    assert_int_equal(cfg->cache.ttl_ms, 60000);
-    assert_int_equal(cfg->cache.staleness_ms, 0);
-    assert_int_equal(cfg->log.level, DDSM_LOG_DEBUG);
-    assert_true(cfg->log.syslog);
+    const struct config_values every = {
+        .module = "/opt/hsm/lib.so",
+        .token_label = "apps",
+        .root_key_label = "seed-2",
+        .root_token_label = "vault",
+        .root_pin_file = "/etc/ddsm/vault.pin",
+        .call_timeout_ms = 750,
+        .conninfo = "host=/tmp port=5433 dbname=x user=y",
+        .listen_conninfo = "postgresql://db.internal/x",
+        .connect_timeout_s = 2,
+        .statement_timeout_ms = 1500,
+        .pool_size = 3,
+        .n_path_patterns = 2,
+        .path_patterns = {"m/44'/*'/*'/*/*", "m/7h"},
+        .extractable = true,
+        .requester = "payments",
+        .batch_max = 16,
+        .batch_wait_us = 0,
+        .cache_size = 10,
+        .cache_ttl_ms = 60000,
+        .cache_staleness_ms = 0,
+        .log_level = DDSM_LOG_DEBUG,
+        .log_syslog = true,
+    };
+    assert_config_values(cfg, &every);
     ddsm_config_free(cfg);
 }
 

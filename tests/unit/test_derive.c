@@ -17,18 +17,10 @@
 
 #include "ddsm/derive.h"
 #include "ddsm/mac.h"
+#include "design_vectors.h"
+#include "hex_support.h"
 
 static uint8_t root_seed[32]; /* 0x00, 0x01, ..., 0x1f */
-
-static void hex_of(const uint8_t *b, size_t n, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[b[i] >> 4];
-        out[2 * i + 1] = d[b[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
 
 static ddsm_uuid uuid_ok(const char *text)
 {
@@ -64,30 +56,18 @@ static int teardown_prf(void **state)
     return 0;
 }
 
-static const struct {
-    const char *asset, *path;
-    uint64_t counter;
-    const char *key;
-} vectors[] = {
-    {"6f9619ff-8b86-d011-b42d-00c04fc964ff", "m/44'/0'/0'/0/0", 0,
-     "7d2fcaa0c736ca65b7610c465a197a7440b55fd6017280b2d7817a530c28d61c"},
-    {"6f9619ff-8b86-d011-b42d-00c04fc964ff", "m/44h/0H/0'/0/0", 1,
-     "3da86eddfd84f9247fa77145318653e3467c4d3936be3feb4dfa8c04a0818d99"},
-    {"00000000-0000-4000-8000-000000000001", "m/0", 0,
-     "b9cdad6de8b43ceecb5682cfe617d2d0bd885ed4d8152c3e8d0375e012c473af"},
-};
-
 static void test_derive__matches_design_vectors(void **state)
 {
     const ddsm_prf *prf = *state;
-    for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
-        ddsm_uuid asset = uuid_ok(vectors[i].asset);
-        ddsm_path path = path_ok(vectors[i].path);
+    for (size_t i = 0; i < DESIGN_VECTORS_COUNT; i++) {
+        ddsm_uuid asset = uuid_ok(design_vectors[i].asset);
+        ddsm_path path = path_ok(design_vectors[i].path);
         uint8_t key[DDSM_KEY_LEN];
         char hex[2 * DDSM_KEY_LEN + 1];
-        assert_int_equal(ddsm_derive_secret(prf, &asset, &path, vectors[i].counter, key), DDSM_OK);
-        hex_of(key, sizeof(key), hex);
-        assert_string_equal(hex, vectors[i].key);
+        assert_int_equal(ddsm_derive_secret(prf, &asset, &path, design_vectors[i].counter, key),
+                         DDSM_OK);
+        hexs_encode(key, sizeof(key), hex);
+        assert_string_equal(hex, design_vectors[i].key);
     }
 }
 
@@ -100,7 +80,7 @@ static void test_derive__builds_first_vector_message_exactly(void **state)
     char hex[2 * DDSM_MSG_MAX + 1];
     size_t len = ddsm_derive_message(&asset, &path, 0, msg);
     assert_int_equal(len, 4 + 7 + 1 + 16 + 1 + 5 * 4 + 8 + 4);
-    hex_of(msg, len, hex);
+    hexs_encode(msg, len, hex);
     assert_string_equal(hex, "000000014444534d2d7631006f9619ff8b86d011b42d00c04fc964ff058000002c"
                              "80000000800000000000000000000000000000000000000000000100");
 }
@@ -260,7 +240,7 @@ static void derive_hex(const ddsm_prf *prf, const char *asset, const char *path,
     ddsm_path p = path_ok(path);
     uint8_t key[DDSM_KEY_LEN];
     assert_int_equal(ddsm_derive_secret(prf, &a, &p, counter, key), DDSM_OK);
-    hex_of(key, sizeof(key), out);
+    hexs_encode(key, sizeof(key), out);
 }
 
 /* DESIGN.md "Known flaws we fix": path || decimal(counter) made .../0/1 at counter 23 and
@@ -307,7 +287,7 @@ static void test_derive__root_fingerprint_is_lower_hex_of_first_16_mac_bytes(voi
                          (const uint8_t *)DDSM_FINGERPRINT_MSG, strlen(DDSM_FINGERPRINT_MSG), mac,
                          &mac_len));
     char hex[65];
-    hex_of(mac, 16, hex);
+    hexs_encode(mac, 16, hex);
     assert_string_equal(fp, hex);
 }
 
@@ -346,8 +326,9 @@ static void test_derive__prf_keeps_its_own_copy_of_the_seed(void **state)
     assert_int_equal(ddsm_prf_openssl_new(seed, sizeof(seed), &prf), DDSM_OK);
     memset(seed, 0, sizeof(seed)); /* the caller wipes its copy right away */
     char hex[2 * DDSM_KEY_LEN + 1];
-    derive_hex(&prf, vectors[2].asset, vectors[2].path, vectors[2].counter, hex);
-    assert_string_equal(hex, vectors[2].key);
+    derive_hex(&prf, design_vectors[2].asset, design_vectors[2].path, design_vectors[2].counter,
+               hex);
+    assert_string_equal(hex, design_vectors[2].key);
     ddsm_prf_openssl_free(&prf);
 }
 

@@ -18,16 +18,7 @@
 
 #include "ddsm/ecsig.h"
 #include "ddsm/hd.h"
-
-static void hex_exact(const char *hex, uint8_t *out, size_t len)
-{
-    assert_int_equal(strlen(hex), 2 * len);
-    for (size_t i = 0; i < len; i++) {
-        unsigned v;
-        assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
-        out[i] = (uint8_t)v;
-    }
-}
+#include "hex_support.h"
 
 /* RFC 8032, 7.1, -----TEST 1 (the empty message). */
 #define RFC8032_T1_SECRET "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
@@ -183,7 +174,7 @@ static void test_ecdsa__secp256k1_signatures_are_low_s(void **state)
 {
     (void)state;
     uint8_t n[32], half[32];
-    hex_exact(SECP256K1_N, n, 32);
+    hexs_exact(SECP256K1_N, n, 32);
     /* n / 2, rounded down: a low-S signature has s <= n / 2. */
     unsigned carry = 0;
     for (size_t i = 0; i < 32; i++) {
@@ -215,7 +206,7 @@ static void test_ecdsa__secp256k1_verify_accepts_the_high_s_twin(void **state)
     sha256("twin", 4, digest);
     assert_int_equal(ddsm_ecdsa_sign_secret(DDSM_CURVE_SECP256K1, key_a, digest, sig), DDSM_OK);
 
-    hex_exact(SECP256K1_N, nb, 32);
+    hexs_exact(SECP256K1_N, nb, 32);
     BIGNUM *n = BN_bin2bn(nb, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL), *t = BN_new();
     assert_int_equal(BN_sub(t, n, s), 1);
     memcpy(twin, sig, 32);
@@ -234,12 +225,12 @@ static void test_ecdsa__p256_verifies_the_rfc6979_vector(void **state)
     (void)state;
     uint8_t x[32], pub[65], mine[DDSM_HD_PUB_MAX], digest[32], sig[64];
     size_t mine_len = 0;
-    hex_exact(RFC6979_P256_X, x, 32);
+    hexs_exact(RFC6979_P256_X, x, 32);
     pub[0] = 0x04;
-    hex_exact(RFC6979_P256_UX, pub + 1, 32);
-    hex_exact(RFC6979_P256_UY, pub + 33, 32);
-    hex_exact(RFC6979_P256_SAMPLE_R, sig, 32);
-    hex_exact(RFC6979_P256_SAMPLE_S, sig + 32, 32);
+    hexs_exact(RFC6979_P256_UX, pub + 1, 32);
+    hexs_exact(RFC6979_P256_UY, pub + 33, 32);
+    hexs_exact(RFC6979_P256_SAMPLE_R, sig, 32);
+    hexs_exact(RFC6979_P256_SAMPLE_S, sig + 32, 32);
     sha256("sample", 6, digest);
 
     /* Our public key of the RFC's private key is the RFC's U. */
@@ -340,7 +331,7 @@ static void test_ecdsa__r_or_s_out_of_range_is_an_invalid_signature(void **state
         memset(bad + 32, 0, 32); /* s = 0 */
         assert_false(verify(curves[i], pub, pub_len, digest, bad));
         memcpy(bad, sig, 64);
-        hex_exact(orders[i], bad, 32); /* r = n */
+        hexs_exact(orders[i], bad, 32); /* r = n */
         assert_false(verify(curves[i], pub, pub_len, digest, bad));
         memcpy(bad, sig, 64);
         memset(bad + 32, 0xff, 32); /* s > n */
@@ -360,7 +351,7 @@ static void test_ecdsa__private_key_outside_1_to_n_minus_1_is_refused(void **sta
         memset(sig, 0x33, sizeof(sig));
         memcpy(before, sig, sizeof(sig));
         assert_int_equal(ddsm_ecdsa_sign_secret(curves[i], k, digest, sig), DDSM_E_INPUT);
-        hex_exact(orders[i], k, 32);
+        hexs_exact(orders[i], k, 32);
         assert_int_equal(ddsm_ecdsa_sign_secret(curves[i], k, digest, sig), DDSM_E_INPUT);
         assert_int_equal(ddsm_ec_public_from_secret(curves[i], k, false, pub, &pub_len),
                          DDSM_E_INPUT);
@@ -431,9 +422,9 @@ static void test_ed25519__rfc8032_test1(void **state)
     uint8_t secret[32], expected_pub[32], expected_sig[64], pub[DDSM_HD_PUB_MAX], sig[64];
     size_t pub_len = 0;
     bool valid = false;
-    hex_exact(RFC8032_T1_SECRET, secret, 32);
-    hex_exact(RFC8032_T1_PUBLIC, expected_pub, 32);
-    hex_exact(RFC8032_T1_SIG_R RFC8032_T1_SIG_S, expected_sig, 64);
+    hexs_exact(RFC8032_T1_SECRET, secret, 32);
+    hexs_exact(RFC8032_T1_PUBLIC, expected_pub, 32);
+    hexs_exact(RFC8032_T1_SIG_R RFC8032_T1_SIG_S, expected_sig, 64);
 
     public_of(DDSM_CURVE_ED25519, secret, false, pub, &pub_len);
     assert_int_equal(pub_len, 32);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "ddsm/hd.h"
+#include "hex_support.h"
 
 #define MAX_STEPS 8
 #define MAX_VECS 12
@@ -20,26 +21,6 @@
 #define LINE_MAX_LEN 512
 
 /* ---- helpers --------------------------------------------------------------------------------- */
-
-static void hex_decode(const char *hex, uint8_t *out, size_t out_max, size_t *out_len)
-{
-    size_t n = strlen(hex);
-    assert_true(n % 2 == 0);
-    assert_true(n / 2 <= out_max);
-    for (size_t i = 0; i < n / 2; i++) {
-        unsigned v;
-        assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
-        out[i] = (uint8_t)v;
-    }
-    *out_len = n / 2;
-}
-
-static void hex_exact(const char *hex, uint8_t *out, size_t len)
-{
-    size_t got = 0;
-    hex_decode(hex, out, len, &got);
-    assert_int_equal(got, len);
-}
 
 static void copy_str(char *dst, size_t size, const char *src)
 {
@@ -171,7 +152,7 @@ static void load_bip32(void)
             s = NULL;
         } else if (strcmp(kw, "seed") == 0) {
             assert_non_null(v);
-            hex_decode(rest, v->seed, sizeof(v->seed), &v->seed_len);
+            v->seed_len = hexs_decode(rest, v->seed, sizeof(v->seed));
         } else if (strcmp(kw, "chain") == 0) {
             assert_non_null(v);
             assert_true(v->nsteps < MAX_STEPS);
@@ -224,7 +205,7 @@ static void load_slip10(void)
             s = NULL;
         } else if (strcmp(kw, "seed") == 0) {
             assert_non_null(v);
-            hex_decode(rest, v->seed, sizeof(v->seed), &v->seed_len);
+            v->seed_len = hexs_decode(rest, v->seed, sizeof(v->seed));
         } else if (strcmp(kw, "chain") == 0) {
             assert_non_null(v);
             assert_true(v->nsteps < MAX_STEPS);
@@ -232,16 +213,16 @@ static void load_slip10(void)
             copy_str(s->path, sizeof(s->path), rest);
         } else if (strcmp(kw, "fingerprint") == 0) {
             assert_non_null(s);
-            hex_exact(rest, s->fingerprint, sizeof(s->fingerprint));
+            hexs_exact(rest, s->fingerprint, sizeof(s->fingerprint));
         } else if (strcmp(kw, "chaincode") == 0) {
             assert_non_null(s);
-            hex_exact(rest, s->chain_code, sizeof(s->chain_code));
+            hexs_exact(rest, s->chain_code, sizeof(s->chain_code));
         } else if (strcmp(kw, "private") == 0) {
             assert_non_null(s);
-            hex_exact(rest, s->priv, sizeof(s->priv));
+            hexs_exact(rest, s->priv, sizeof(s->priv));
         } else if (strcmp(kw, "public") == 0) {
             assert_non_null(s);
-            hex_exact(rest, s->pub, sizeof(s->pub));
+            hexs_exact(rest, s->pub, sizeof(s->pub));
         } else {
             fail_msg("slip10.txt: unknown keyword %s", kw);
         }

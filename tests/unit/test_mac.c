@@ -13,6 +13,7 @@
 #include <openssl/hmac.h>
 
 #include "ddsm/mac.h"
+#include "hex_support.h"
 
 struct rfc4231 {
     uint8_t key[131];
@@ -80,20 +81,10 @@ static int teardown_cases(void **state)
     return 0;
 }
 
-static void hex_of(const uint8_t *b, size_t n, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[b[i] >> 4];
-        out[2 * i + 1] = d[b[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static void assert_mac_is(const uint8_t mac[DDSM_MAC_LEN], const char *want_hex)
 {
     char hex[2 * DDSM_MAC_LEN + 1];
-    hex_of(mac, strlen(want_hex) / 2, hex);
+    hexs_encode(mac, strlen(want_hex) / 2, hex);
     assert_string_equal(hex, want_hex);
 }
 
@@ -302,7 +293,7 @@ static void *worker_main(void *arg)
             char hex[65];
             if (ddsm_hmac_sha256(c->key, c->key_len, c->data, c->data_len, mac) != DDSM_OK)
                 w->failures++;
-            hex_of(mac, DDSM_MAC_LEN, hex);
+            hexs_encode(mac, DDSM_MAC_LEN, hex);
             if (strcmp(hex, c->mac_hex) != 0)
                 w->failures++;
         }

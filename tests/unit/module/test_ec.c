@@ -13,16 +13,7 @@
 
 #include "ddsm/pkcs11-ddsm.h"
 #include "ec.h"
-
-static void unhex(const char *hex, uint8_t *out, size_t n)
-{
-    assert_int_equal(strlen(hex), 2 * n);
-    for (size_t i = 0; i < n; i++) {
-        unsigned v = 0;
-        assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
-        out[i] = (uint8_t)v;
-    }
-}
+#include "hex_support.h"
 
 static ddsm_path path(const char *text)
 {
@@ -80,16 +71,16 @@ static void test_ec__point_der_of_the_published_master_keys(void **state)
     uint8_t priv[32], out[DDSM_EC_POINT_DER_MAX], want[32];
     size_t n = 0;
     /* SLIP-10 ed25519 test vector 1, master key. */
-    unhex("2b4be7f19ee27bbf30c667b642d5f4aa69fd169872f8fc3059c08ebae2eb19e7", priv, 32);
-    unhex("a4b2856bfec510abab89753fac1ac0e1112364e7d250545963f135f2a33188ed", want, 32);
+    hexs_exact("2b4be7f19ee27bbf30c667b642d5f4aa69fd169872f8fc3059c08ebae2eb19e7", priv, 32);
+    hexs_exact("a4b2856bfec510abab89753fac1ac0e1112364e7d250545963f135f2a33188ed", want, 32);
     assert_int_equal(ddsm_ec_point_der_secret(DDSM_CURVE_ED25519, priv, out, &n), CKR_OK);
     assert_int_equal(n, 34);
     assert_int_equal(out[0], 0x04);
     assert_int_equal(out[1], 32);
     assert_memory_equal(out + 2, want, 32);
     /* BIP-32 test vector 1, master key: 0339a360...c2 compressed, so X and an odd Y. */
-    unhex("e8f32e723decf4051aefac8e2c93c9c5b214313817cdb01a1494b917c8436b35", priv, 32);
-    unhex("39a36013301597daef41fbe593a02cc513d0b55527ec2df1050e2e8ff49c85c2", want, 32);
+    hexs_exact("e8f32e723decf4051aefac8e2c93c9c5b214313817cdb01a1494b917c8436b35", priv, 32);
+    hexs_exact("39a36013301597daef41fbe593a02cc513d0b55527ec2df1050e2e8ff49c85c2", want, 32);
     assert_int_equal(ddsm_ec_point_der_secret(DDSM_CURVE_SECP256K1, priv, out, &n), CKR_OK);
     assert_int_equal(n, 67);
     assert_int_equal(out[0], 0x04);
@@ -106,7 +97,7 @@ static void test_ec__key_from_seed_follows_bip32_and_refuses_ed25519_normal(void
     ddsm_path p = path("m/0'");
     /* The published BIP-32 test vector 1 (seed 000102...0f, m/0') through hd.h, which the
      * module builds on; then the module's in-place helper against hd.h for a 32-byte seed. */
-    unhex("edb2e14f9ee77d26dd93b4ecede8d16ed408ce149b6cd80b0715a2d911a0afea", want, 32);
+    hexs_exact("edb2e14f9ee77d26dd93b4ecede8d16ed408ce149b6cd80b0715a2d911a0afea", want, 32);
     ddsm_hd_node node;
     uint8_t seed16[16];
     for (int i = 0; i < 16; i++)

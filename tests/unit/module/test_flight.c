@@ -60,6 +60,17 @@ static void *follow_main(void *arg)
     return NULL;
 }
 
+/* n followers joining the flight of key on threads of their own. */
+static void start_followers(follower *w, int n, ddsm_flights *f, const char *key)
+{
+    for (int i = 0; i < n; i++) {
+        memset(&w[i], 0, sizeof(w[i]));
+        w[i].f = f;
+        w[i].key = key;
+        assert_int_equal(pthread_create(&w[i].th, NULL, follow_main, &w[i]), 0);
+    }
+}
+
 static void
 test_flight__followers_share_the_leaders_result_with_references_of_their_own(void **state)
 {
@@ -72,12 +83,7 @@ test_flight__followers_share_the_leaders_result_with_references_of_their_own(voi
     assert_true(ddsm_flight_join(f, "k1", 2, &lead, &rv, &detail, &res));
     assert_non_null(lead);
     follower w[6];
-    for (int i = 0; i < 6; i++) {
-        memset(&w[i], 0, sizeof(w[i]));
-        w[i].f = f;
-        w[i].key = "k1";
-        assert_int_equal(pthread_create(&w[i].th, NULL, follow_main, &w[i]), 0);
-    }
+    start_followers(w, 6, f, "k1");
     sleep_ms(50); /* they are all waiting */
     obj o = {1};  /* the leader's own reference */
     ddsm_flight_land(f, lead, CKR_OK, 0, &o);
@@ -110,12 +116,7 @@ static void test_flight__a_failure_reaches_every_follower_with_its_detail(void *
     void *res;
     assert_true(ddsm_flight_join(f, "k2", 2, &lead, &rv, &detail, &res));
     follower w[3];
-    for (int i = 0; i < 3; i++) {
-        memset(&w[i], 0, sizeof(w[i]));
-        w[i].f = f;
-        w[i].key = "k2";
-        assert_int_equal(pthread_create(&w[i].th, NULL, follow_main, &w[i]), 0);
-    }
+    start_followers(w, 3, f, "k2");
     sleep_ms(50);
     ddsm_flight_land(f, lead, CKR_DEVICE_ERROR, 0x44530001UL, NULL);
     for (int i = 0; i < 3; i++) {
