@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "ddsm/log.h"
 #include "ddsm/mac.h"
 #include "ddsm/path.h"
@@ -378,37 +380,14 @@ void ddsm_audit_format_ts(int64_t us, char out[40])
 /* ------------------------------------------------------------------------------------------ */
 /* Reading rows back */
 
-static bool parse_i64(const char *s, int64_t *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* A bytea in hex output format ("\x" and 64 hex digits) into 32 bytes. */
 static bool parse_mac(const char *s, uint8_t out[DDSM_AUDIT_MAC_LEN])
 {
     if (s[0] != '\\' || s[1] != 'x' || strlen(s) != 2 + 2 * DDSM_AUDIT_MAC_LEN)
         return false;
     for (size_t i = 0; i < DDSM_AUDIT_MAC_LEN; i++) {
-        int hi = hexval(s[2 + 2 * i]), lo = hexval(s[3 + 2 * i]);
+        int hi = OPENSSL_hexchar2int((unsigned char)s[2 + 2 * i]);
+        int lo = OPENSSL_hexchar2int((unsigned char)s[3 + 2 * i]);
         if (hi < 0 || lo < 0)
             return false;
         out[i] = (uint8_t)(hi << 4 | lo);
@@ -419,27 +398,6 @@ static bool parse_mac(const char *s, uint8_t out[DDSM_AUDIT_MAC_LEN])
 static const char *text_or_null(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
-}
-
-/* One statement inside the verify / reconcile transaction. */
-static ddsm_err tx_exec(struct ddsm_pq *pq, const char *what, const char *sql, int nparams,
-                        const char *const *values, int timeout_ms, PGresult **res)
-{
-    const struct ddsm_pq_query q = {
-        .mode = nparams > 0 ? DDSM_PQ_PARAMS : DDSM_PQ_SCRIPT,
-        .what = what,
-        .sql = sql,
-        .nparams = nparams,
-        .values = values,
-        .timeout_ms = timeout_ms,
-    };
-    PGresult *r = NULL;
-    ddsm_err e = ddsm_pq_exec(pq, &q, &r, NULL);
-    if (e == DDSM_OK && res != NULL)
-        *res = r;
-    else
-        PQclear(r);
-    return e;
 }
 
 /* Statements of a long read-only walk get this bound each (a page, not the whole walk). */
@@ -455,12 +413,14 @@ static ddsm_err tx_begin(ddsm_store *st)
     ddsm_err e = ddsm_pq_ensure(pq, NULL);
     if (e != DDSM_OK)
         return e;
-    e = tx_exec(pq, "begin", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, 0, NULL);
+    e = ddsm_pq_exec_sql(pq, "begin", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, 0,
+                         NULL);
     if (e != DDSM_OK)
         return e;
     const char *v[] = {WALK_STATEMENT_TIMEOUT_TEXT};
-    return tx_exec(pq, "set statement_timeout",
-                   "SELECT pg_catalog.set_config('statement_timeout', $1, true)", 1, v, 0, NULL);
+    return ddsm_pq_exec_sql(pq, "set statement_timeout",
+                            "SELECT pg_catalog.set_config('statement_timeout', $1, true)", 1, v, 0,
+                            NULL);
 }
 
 static void tx_end(ddsm_store *st, ddsm_err so_far)
@@ -470,7 +430,8 @@ static void tx_end(ddsm_store *st, ddsm_err so_far)
         return;
     char keep[sizeof pq->errmsg];
     memcpy(keep, pq->errmsg, sizeof keep);
-    if (tx_exec(pq, "end", so_far == DDSM_OK ? "COMMIT" : "ROLLBACK", 0, NULL, 0, NULL) != DDSM_OK)
+    if (ddsm_pq_exec_sql(pq, "end", so_far == DDSM_OK ? "COMMIT" : "ROLLBACK", 0, NULL, 0, NULL) !=
+        DDSM_OK)
         ddsm_pq_reset(pq);
     if (so_far != DDSM_OK)
         memcpy(pq->errmsg, keep, sizeof keep);
@@ -478,7 +439,7 @@ static void tx_end(ddsm_store *st, ddsm_err so_far)
 
 static ddsm_err fetch(struct ddsm_pq *pq, const char *cursor_sql, const char *what, PGresult **res)
 {
-    return tx_exec(pq, what, cursor_sql, 0, NULL, WALK_CLIENT_TIMEOUT_MS, res);
+    return ddsm_pq_exec_sql(pq, what, cursor_sql, 0, NULL, WALK_CLIENT_TIMEOUT_MS, res);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -594,7 +555,7 @@ static ddsm_err head_peek(struct vwalk *w, const char **inst, int64_t *seq, cons
         }
     }
     *inst = PQgetvalue(w->heads, w->head_i, 0);
-    if (!parse_i64(PQgetvalue(w->heads, w->head_i, 1), seq))
+    if (!ddsm_pq_get_i64(w->heads, w->head_i, 1, seq))
         *seq = 0;
     *mac = PQgetvalue(w->heads, w->head_i, 2);
     return DDSM_OK;
@@ -609,8 +570,8 @@ static ddsm_err orphan_head(struct vwalk *w, const char *inst, int64_t seq)
         snprintf(seqt, sizeof seqt, "%" PRId64, seq);
         const char *v[] = {inst, seqt};
         PGresult *r = NULL;
-        ddsm_err e = tx_exec(w->pq, "verify: look up a checkpointed row", verify_row_exists_sql, 2,
-                             v, WALK_CLIENT_TIMEOUT_MS, &r);
+        ddsm_err e = ddsm_pq_exec_sql(w->pq, "verify: look up a checkpointed row",
+                                      verify_row_exists_sql, 2, v, WALK_CLIENT_TIMEOUT_MS, &r);
         if (e != DDSM_OK)
             return e;
         bool exists = PQntuples(r) > 0;
@@ -679,8 +640,8 @@ static ddsm_err walk_row(struct vwalk *w, const PGresult *r, int i)
     uint8_t mac[DDSM_AUDIT_MAC_LEN], want[DDSM_AUDIT_MAC_LEN];
     memset(&row, 0, sizeof row);
 
-    if (!parse_i64(PQgetvalue(r, i, 0), &id) || !parse_i64(PQgetvalue(r, i, 6), &ts) ||
-        !parse_i64(PQgetvalue(r, i, 9), &seq))
+    if (!ddsm_pq_get_i64(r, i, 0, &id) || !ddsm_pq_get_i64(r, i, 6, &ts) ||
+        !ddsm_pq_get_i64(r, i, 9, &seq))
         return ddsm_pq_fail(w->pq, DDSM_E_STORE, "verify: a row's id, ts or seq does not parse");
     const char *inst = PQgetvalue(r, i, 8);
     row.event = PQgetvalue(r, i, 1);
@@ -693,7 +654,7 @@ static ddsm_err walk_row(struct vwalk *w, const PGresult *r, int i)
     row.path = text_or_null(r, i, 3);
     if (!PQgetisnull(r, i, 4)) {
         row.has_counter = true;
-        if (!parse_i64(PQgetvalue(r, i, 4), &counter))
+        if (!ddsm_pq_get_i64(r, i, 4, &counter))
             return ddsm_pq_fail(w->pq, DDSM_E_STORE, "verify: row %" PRId64 ": bad counter", id);
         row.counter = counter;
     }
@@ -781,8 +742,8 @@ static ddsm_err walk_row(struct vwalk *w, const PGresult *r, int i)
 static ddsm_err walk_unchained(struct vwalk *w, const char *const *params)
 {
     PGresult *r = NULL;
-    ddsm_err e = tx_exec(w->pq, "verify: rows outside every chain", verify_unchained_sql, 2, params,
-                         WALK_CLIENT_TIMEOUT_MS, NULL);
+    ddsm_err e = ddsm_pq_exec_sql(w->pq, "verify: rows outside every chain", verify_unchained_sql,
+                                  2, params, WALK_CLIENT_TIMEOUT_MS, NULL);
     while (e == DDSM_OK && !w->stop) {
         e = fetch(w->pq, "FETCH FORWARD 1000 FROM ddsm_verify_unchained",
                   "verify: rows outside every chain", &r);
@@ -791,8 +752,8 @@ static ddsm_err walk_unchained(struct vwalk *w, const char *const *params)
         for (int i = 0; i < PQntuples(r); i++) {
             int64_t lo = 0, hi = 0, n = 0;
             bool pre = strcmp(PQgetvalue(r, i, 0), "t") == 0;
-            if (!parse_i64(PQgetvalue(r, i, 1), &lo) || !parse_i64(PQgetvalue(r, i, 2), &hi) ||
-                !parse_i64(PQgetvalue(r, i, 3), &n)) {
+            if (!ddsm_pq_get_i64(r, i, 1, &lo) || !ddsm_pq_get_i64(r, i, 2, &hi) ||
+                !ddsm_pq_get_i64(r, i, 3, &n)) {
                 e = ddsm_pq_fail(w->pq, DDSM_E_STORE, "verify: bad id range");
                 break;
             }
@@ -862,12 +823,12 @@ ddsm_err ddsm_audit_verify(ddsm_store *st, const ddsm_audit_key *k,
     ddsm_err e = tx_begin(st);
     if (e != DDSM_OK)
         goto out;
-    e = tx_exec(w.pq, "verify: open the chain walk", verify_rows_sql, 2, params,
-                WALK_CLIENT_TIMEOUT_MS, NULL);
+    e = ddsm_pq_exec_sql(w.pq, "verify: open the chain walk", verify_rows_sql, 2, params,
+                         WALK_CLIENT_TIMEOUT_MS, NULL);
     if (e != DDSM_OK)
         goto out;
-    e = tx_exec(w.pq, "verify: open the checkpoints", verify_heads_sql, 1, params + 1,
-                WALK_CLIENT_TIMEOUT_MS, NULL);
+    e = ddsm_pq_exec_sql(w.pq, "verify: open the checkpoints", verify_heads_sql, 1, params + 1,
+                         WALK_CLIENT_TIMEOUT_MS, NULL);
     if (e != DDSM_OK)
         goto out;
     while (!w.stop) {
@@ -1010,7 +971,7 @@ ddsm_err ddsm_audit_reconcile(ddsm_store *st, const ddsm_reconcile_opts *opts, d
     e = tx_begin(st);
     if (e != DDSM_OK)
         goto out;
-    e = tx_exec(pq, "reconcile", declare, 1, params, WALK_CLIENT_TIMEOUT_MS, NULL);
+    e = ddsm_pq_exec_sql(pq, "reconcile", declare, 1, params, WALK_CLIENT_TIMEOUT_MS, NULL);
     while (e == DDSM_OK && !stop) {
         e = fetch(pq, "FETCH FORWARD 1000 FROM ddsm_reconcile", "reconcile", &r);
         if (e != DDSM_OK || PQntuples(r) == 0)
@@ -1023,9 +984,8 @@ ddsm_err ddsm_audit_reconcile(ddsm_store *st, const ddsm_reconcile_opts *opts, d
             f.label = PQgetvalue(r, i, 2);
             f.detail = PQgetvalue(r, i, 6);
             if (ddsm_uuid_parse(id, strlen(id), &f.asset) != DDSM_OK ||
-                !parse_i64(PQgetvalue(r, i, 3), &f.row_id) ||
-                !parse_i64(PQgetvalue(r, i, 4), &f.counter) ||
-                !parse_i64(PQgetvalue(r, i, 5), &f.expected)) {
+                !ddsm_pq_get_i64(r, i, 3, &f.row_id) || !ddsm_pq_get_i64(r, i, 4, &f.counter) ||
+                !ddsm_pq_get_i64(r, i, 5, &f.expected)) {
                 e = ddsm_pq_fail(pq, DDSM_E_STORE, "reconcile: a finding does not parse");
                 break;
             }
@@ -1096,7 +1056,7 @@ ddsm_err ddsm_audit_maintain(ddsm_store *st, unsigned months, ddsm_maintain_cb c
             strcmp(PQgetvalue(r, i, 2), "t") == 0 ? DDSM_MAINTAIN_CREATED : DDSM_MAINTAIN_PRESENT;
         ev.month = PQgetvalue(r, i, 0);
         ev.partition = PQgetvalue(r, i, 1);
-        if (!parse_i64(PQgetvalue(r, i, 3), &ev.rows))
+        if (!ddsm_pq_get_i64(r, i, 3, &ev.rows))
             ev.rows = 0;
         if (cb != NULL)
             cb(&ev, arg);
@@ -1117,9 +1077,8 @@ ddsm_err ddsm_audit_maintain(ddsm_store *st, unsigned months, ddsm_maintain_cb c
         memset(&ev, 0, sizeof ev);
         ev.what = DDSM_MAINTAIN_STRAY;
         ev.month = PQgetvalue(r, i, 0);
-        if (!parse_i64(PQgetvalue(r, i, 1), &ev.rows) ||
-            !parse_i64(PQgetvalue(r, i, 2), &ev.min_id) ||
-            !parse_i64(PQgetvalue(r, i, 3), &ev.max_id)) {
+        if (!ddsm_pq_get_i64(r, i, 1, &ev.rows) || !ddsm_pq_get_i64(r, i, 2, &ev.min_id) ||
+            !ddsm_pq_get_i64(r, i, 3, &ev.max_id)) {
             e = ddsm_pq_fail(pq, DDSM_E_STORE, "maintain: a count does not parse");
             goto out;
         }

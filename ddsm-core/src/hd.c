@@ -59,10 +59,11 @@ static uint32_t get_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-static void set_why(const char **why, const char *reason)
+/* On an error e, point *why (may be NULL) at reason, or at the error's name when there is none. */
+static void set_why(const char **why, ddsm_err e, const char *reason)
 {
-    if (why != NULL)
-        *why = reason;
+    if (e != DDSM_OK && why != NULL)
+        *why = reason != NULL ? reason : ddsm_err_str(e);
 }
 
 const char *ddsm_curve_name(ddsm_curve curve)
@@ -96,6 +97,36 @@ static ddsm_err hmac_sha512_secret(const void *key, size_t key_len, const uint8_
         out_len != I_LEN)
         return ddsm_err_openssl("HMAC-SHA512");
     return DDSM_OK;
+}
+
+/* I = HMAC-SHA512(c_par, head || ser32(i)), the I of a child key, where head is 0x00 || k_par
+ * (hardened), serP(K_par) (normal), or 0x01 || I_R (a SLIP-10 retry). head and I are secrets. */
+static ddsm_err child_hmac_secret(const uint8_t c_par[HALF], const uint8_t head[1 + HALF],
+                                  uint32_t index, uint8_t out[I_LEN])
+{
+    uint8_t data[1 + HALF + 4];
+    memcpy(data, head, 1 + HALF);
+    put_be32(data + 1 + HALF, index);
+    ddsm_err e = hmac_sha512_secret(c_par, HALF, data, sizeof(data), out);
+    ddsm_wipe(data, sizeof(data));
+    return e;
+}
+
+/* SLIP-10's answer to an invalid child: I = HMAC-SHA512(c_par, 0x01 || I_R || ser32(i)), in place,
+ * counted in *tries; DDSM_E_CRYPTO (reason set) once that makes SLIP10_MAX_TRIES. I is a secret. */
+static ddsm_err slip10_retry_secret(const uint8_t c_par[HALF], uint32_t index, int *tries,
+                                    uint8_t I[I_LEN], const char **reason)
+{
+    uint8_t head[1 + HALF];
+    head[0] = 0x01;
+    memcpy(head + 1, I + HALF, HALF);
+    ddsm_err e = child_hmac_secret(c_par, head, index, I);
+    ddsm_wipe(head, sizeof(head));
+    if (e == DDSM_OK && ++*tries == SLIP10_MAX_TRIES) {
+        *reason = "no valid child key after 1000 SLIP-10 retries";
+        e = DDSM_E_CRYPTO;
+    }
+    return e;
 }
 
 /* RIPEMD-160(SHA-256(data)), the BIP-32 key identifier. */
@@ -336,15 +367,14 @@ out:
     ddsm_wipe(data, sizeof(data));
     ddsm_wipe(I, sizeof(I));
     ddsm_wipe(&node, sizeof(node));
-    if (e != DDSM_OK)
-        set_why(why, reason != NULL ? reason : ddsm_err_str(e));
+    set_why(why, e, reason);
     return e;
 }
 
 ddsm_err ddsm_hd_child_secret(ddsm_curve curve, const ddsm_hd_node *parent, uint32_t index,
                               ddsm_hd_node *out, const char **why)
 {
-    uint8_t data[1 + HALF + 4]; /* 0x00 || k || i, serP(K) || i, or 0x01 || I_R || i */
+    uint8_t head[1 + HALF]; /* 0x00 || k_par or serP(K_par) */
     uint8_t I[I_LEN];
     uint8_t pub[DDSM_HD_PUB_MAX];
     size_t pub_len = 0;
@@ -374,23 +404,17 @@ ddsm_err ddsm_hd_child_secret(ddsm_curve curve, const ddsm_hd_node *parent, uint
         goto out;
 
     if (hardened) {
-        data[0] = 0x00;
-        memcpy(data + 1, parent->secret_key, HALF);
+        head[0] = 0x00;
+        memcpy(head + 1, parent->secret_key, HALF);
     } else {
-        memcpy(data, pub, DDSM_HD_PUB_COMPRESSED_LEN);
+        memcpy(head, pub, DDSM_HD_PUB_COMPRESSED_LEN);
     }
-    put_be32(data + 1 + HALF, index);
-    e = hmac_sha512_secret(parent->chain_code, HALF, data, sizeof(data), I);
+    e = child_hmac_secret(parent->chain_code, head, index, I);
     if (e != DDSM_OK)
         goto out;
 
-    for (int tries = 0;; tries++) {
+    for (int tries = 0;;) {
         bool valid = true;
-        if (tries == SLIP10_MAX_TRIES) {
-            e = DDSM_E_CRYPTO;
-            reason = "no valid child key after 1000 SLIP-10 retries";
-            goto out;
-        }
         if (curve == DDSM_CURVE_ED25519) { /* SLIP-10: k_i = I_L */
             memcpy(child.secret_key, I, HALF);
             break;
@@ -406,11 +430,7 @@ ddsm_err ddsm_hd_child_secret(ddsm_curve curve, const ddsm_hd_node *parent, uint
                 "BIP-32: this index gives no valid key (I_L >= n or k = 0); use the next index";
             goto out;
         }
-        /* SLIP-10: I = HMAC-SHA512(c_par, 0x01 || I_R || ser32(i)), and again. */
-        data[0] = 0x01;
-        memcpy(data + 1, I + HALF, HALF);
-        put_be32(data + 1 + HALF, index);
-        e = hmac_sha512_secret(parent->chain_code, HALF, data, sizeof(data), I);
+        e = slip10_retry_secret(parent->chain_code, index, &tries, I, &reason);
         if (e != DDSM_OK)
             goto out;
     }
@@ -420,11 +440,10 @@ ddsm_err ddsm_hd_child_secret(ddsm_curve curve, const ddsm_hd_node *parent, uint
     *out = child;
     e = DDSM_OK;
 out:
-    ddsm_wipe(data, sizeof(data));
+    ddsm_wipe(head, sizeof(head));
     ddsm_wipe(I, sizeof(I));
     ddsm_wipe(&child, sizeof(child));
-    if (e != DDSM_OK)
-        set_why(why, reason != NULL ? reason : ddsm_err_str(e));
+    set_why(why, e, reason);
     return e;
 }
 
@@ -463,8 +482,7 @@ ddsm_err ddsm_hd_derive_path_secret(ddsm_curve curve, const uint8_t *seed_secret
 out:
     ddsm_wipe(&cur, sizeof(cur));
     ddsm_wipe(&next, sizeof(next));
-    if (e != DDSM_OK)
-        set_why(why, reason != NULL ? reason : ddsm_err_str(e));
+    set_why(why, e, reason);
     return e;
 }
 
@@ -576,7 +594,6 @@ ddsm_err ddsm_hd_neuter(ddsm_curve curve, const ddsm_hd_node *node, ddsm_hd_pub_
 ddsm_err ddsm_hd_child_public(ddsm_curve curve, const ddsm_hd_pub_node *parent, uint32_t index,
                               ddsm_hd_pub_node *out, const char **why)
 {
-    uint8_t data[DDSM_HD_PUB_COMPRESSED_LEN + 4]; /* serP(K) || i, or 0x01 || I_R || i */
     uint8_t I[I_LEN];
     ddsm_hd_pub_node child;
     const char *reason = NULL;
@@ -604,19 +621,12 @@ ddsm_err ddsm_hd_child_public(ddsm_curve curve, const ddsm_hd_pub_node *parent, 
                            child.parent_fingerprint);
     if (e != DDSM_OK)
         goto out;
-    memcpy(data, parent->public_key, DDSM_HD_PUB_COMPRESSED_LEN);
-    put_be32(data + DDSM_HD_PUB_COMPRESSED_LEN, index);
-    e = hmac_sha512_secret(parent->chain_code, HALF, data, sizeof(data), I);
+    e = child_hmac_secret(parent->chain_code, parent->public_key, index, I);
     if (e != DDSM_OK)
         goto out;
 
-    for (int tries = 0;; tries++) {
+    for (int tries = 0;;) {
         bool valid = false;
-        if (tries == SLIP10_MAX_TRIES) {
-            e = DDSM_E_CRYPTO;
-            reason = "no valid child key after 1000 SLIP-10 retries";
-            goto out;
-        }
         if (curve == DDSM_CURVE_SECP256K1) {
             const secp256k1_context *ctx = ddsm_secp256k1_context();
             secp256k1_pubkey pk;
@@ -652,11 +662,7 @@ ddsm_err ddsm_hd_child_public(ddsm_curve curve, const ddsm_hd_pub_node *parent, 
             goto out;
         if (valid)
             break;
-        /* SLIP-10: I = HMAC-SHA512(c_par, 0x01 || I_R || ser32(i)), and again. */
-        data[0] = 0x01;
-        memcpy(data + 1, I + HALF, HALF);
-        put_be32(data + 1 + HALF, index);
-        e = hmac_sha512_secret(parent->chain_code, HALF, data, sizeof(data), I);
+        e = slip10_retry_secret(parent->chain_code, index, &tries, I, &reason);
         if (e != DDSM_OK)
             goto out;
     }
@@ -667,11 +673,9 @@ ddsm_err ddsm_hd_child_public(ddsm_curve curve, const ddsm_hd_pub_node *parent, 
     e = DDSM_OK;
 out:
     /* No private key here, but I_R is the child chain code: wipe like the private path does. */
-    ddsm_wipe(data, sizeof(data));
     ddsm_wipe(I, sizeof(I));
     ddsm_wipe(&child, sizeof(child));
-    if (e != DDSM_OK)
-        set_why(why, reason != NULL ? reason : ddsm_err_str(e));
+    set_why(why, e, reason);
     return e;
 }
 
@@ -826,8 +830,7 @@ ddsm_err ddsm_hd_parse_ext(const char *text, size_t len, ddsm_hd_ext *out, const
 out:
     ddsm_wipe(raw, sizeof(raw));
     ddsm_wipe(&ext, sizeof(ext));
-    if (e != DDSM_OK)
-        set_why(why, reason != NULL ? reason : ddsm_err_str(e));
+    set_why(why, e, reason);
     return e;
 }
 

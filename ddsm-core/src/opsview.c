@@ -9,32 +9,6 @@
 #include "store_audit.h"
 #include "store_pq.h"
 
-static bool parse_i64(const char *s, int64_t *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
-static ddsm_err query(ddsm_store *st, const char *what, const char *sql, int nparams,
-                      const char *const *values, PGresult **res)
-{
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = what,
-        .sql = sql,
-        .nparams = nparams,
-        .values = values,
-    };
-    return ddsm_store_run(st, &q, true, res, NULL);
-}
-
 static const char schema_sql[] = "SELECT to_regclass('ddsm_schema_migrations') IS NOT NULL,"
                                  "       to_regclass('custody_zones') IS NOT NULL";
 
@@ -85,7 +59,7 @@ ddsm_err ddsm_overview_get(ddsm_store *st, ddsm_overview *out)
     PGresult *res = NULL;
     ddsm_overview o;
     memset(&o, 0, sizeof o);
-    ddsm_err err = query(st, "schema check", schema_sql, 0, NULL, &res);
+    ddsm_err err = ddsm_store_run_params(st, "schema check", schema_sql, 0, NULL, true, &res, NULL);
     if (err != DDSM_OK)
         return err;
     bool migrated = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0 &&
@@ -94,7 +68,7 @@ ddsm_err ddsm_overview_get(ddsm_store *st, ddsm_overview *out)
     if (!migrated)
         return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STATE,
                             "the database is not migrated (run `ddsmctl db migrate`)");
-    err = query(st, "overview", overview_sql, 0, NULL, &res);
+    err = ddsm_store_run_params(st, "overview", overview_sql, 0, NULL, true, &res, NULL);
     if (err != DDSM_OK)
         return err;
     int64_t v[23];
@@ -106,7 +80,7 @@ ddsm_err ddsm_overview_get(ddsm_store *st, ddsm_overview *out)
             v[i] = 0;
             continue;
         }
-        ok = parse_i64(PQgetvalue(res, 0, i), &v[i]);
+        ok = ddsm_pq_get_i64(res, 0, i, &v[i]);
     }
     if (!ok) {
         PQclear(res);
@@ -153,13 +127,12 @@ ddsm_err ddsm_overview_chain_heads(ddsm_store *st, unsigned limit, ddsm_chain_he
     PGresult *res = NULL;
     snprintf(lim, sizeof lim, "%u", limit);
     const char *values[] = {lim};
-    ddsm_err err = query(st, "chain heads", heads_sql, 1, values, &res);
+    ddsm_err err = ddsm_store_run_params(st, "chain heads", heads_sql, 1, values, true, &res, NULL);
     if (err != DDSM_OK)
         return err;
     for (int i = 0; i < PQntuples(res); i++) {
         ddsm_chain_head h = {PQgetvalue(res, i, 0), 0, 0};
-        if (!parse_i64(PQgetvalue(res, i, 1), &h.seq) ||
-            !parse_i64(PQgetvalue(res, i, 2), &h.updated_us)) {
+        if (!ddsm_pq_get_i64(res, i, 1, &h.seq) || !ddsm_pq_get_i64(res, i, 2, &h.updated_us)) {
             PQclear(res);
             return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE, "store: chain heads: bad row");
         }
@@ -215,13 +188,13 @@ ddsm_err ddsm_overview_activity(ddsm_store *st, unsigned window_s, ddsm_activity
     PGresult *res = NULL;
     snprintf(win, sizeof win, "%u", window_s);
     const char *values[] = {win};
-    ddsm_err err = query(st, "activity", activity_sql, 1, values, &res);
+    ddsm_err err = ddsm_store_run_params(st, "activity", activity_sql, 1, values, true, &res, NULL);
     if (err != DDSM_OK)
         return err;
     int64_t v[14];
     bool ok = PQntuples(res) == 1 && PQnfields(res) == 14;
     for (int i = 0; ok && i < 14; i++)
-        ok = parse_i64(PQgetvalue(res, 0, i), &v[i]) && v[i] >= 0;
+        ok = ddsm_pq_get_i64(res, 0, i, &v[i]) && v[i] >= 0;
     PQclear(res);
     if (!ok)
         return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE, "store: activity: unexpected answer");

@@ -465,31 +465,6 @@ void ddsm_ratelimit_stats_get(ddsm_ratelimit *rl, ddsm_ratelimit_stats *out)
 /* ------------------------------------------------------------------------------------------ */
 /* The database side                                                                           */
 
-static bool parse_i64(const char *s, int64_t *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
-static void hex_bytea(const uint8_t *b, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    out[0] = '\\';
-    out[1] = 'x';
-    for (size_t i = 0; i < n; i++) {
-        out[2 + 2 * i] = hex[b[i] >> 4];
-        out[3 + 2 * i] = hex[b[i] & 15];
-    }
-    out[2 + 2 * n] = '\0';
-}
-
 static const char lease_sql[] =
     "SELECT grant_n, (extract(epoch FROM window_at) * 1000000)::bigint, left_ms"
     "  FROM ddsm_rate_lease($1, $2::uuid, $3::integer, $4::bigint, $5::bigint, $6::bigint)";
@@ -506,21 +481,14 @@ ddsm_err ddsm_rate_lease(ddsm_store *st, const ddsm_rate_lease_req *req, ddsm_ra
     snprintf(la, sizeof la, "%" PRIu64, req->scope == DDSM_RATE_ASSET ? req->limit : 0);
     snprintf(lr, sizeof lr, "%" PRIu64, req->scope == DDSM_RATE_REQUESTER ? req->limit : 0);
     const char *values[] = {req->requester, asset, win, want, la, lr};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "rate lease",
-        .sql = lease_sql,
-        .nparams = 6,
-        .values = values,
-    };
     /* Not idempotent (it grants), but a lease lost with its connection only under-admits. */
-    ddsm_err err = ddsm_store_run(st, &q, false, &res, NULL);
+    ddsm_err err = ddsm_store_run_params(st, "rate lease", lease_sql, 6, values, false, &res, NULL);
     if (err != DDSM_OK)
         return err;
     int64_t g = 0, at = 0, left = 0;
-    if (PQntuples(res) != 1 || !parse_i64(PQgetvalue(res, 0, 0), &g) ||
-        !parse_i64(PQgetvalue(res, 0, 1), &at) || !parse_i64(PQgetvalue(res, 0, 2), &left) ||
-        g < 0 || (uint64_t)g > req->want || left < 1) {
+    if (PQntuples(res) != 1 || !ddsm_pq_get_i64(res, 0, 0, &g) ||
+        !ddsm_pq_get_i64(res, 0, 1, &at) || !ddsm_pq_get_i64(res, 0, 2, &left) || g < 0 ||
+        (uint64_t)g > req->want || left < 1) {
         PQclear(res);
         return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE,
                             "store: rate lease: unexpected answer");
@@ -574,9 +542,13 @@ bool ddsm_zone_notify_parse(const char *payload, ddsm_uuid *asset, bool *enabled
     return true;
 }
 
-static enum ddsm_chain_outcome failed_outcome(ddsm_err err, bool sent)
+/* The error for a zone name that ddsm_zone_name_valid refuses (zone may be NULL). */
+static ddsm_err zone_name_malformed(struct ddsm_pq *pq, const char *zone)
 {
-    return sent && err == DDSM_E_STORE_DOWN ? DDSM_CHAIN_UNKNOWN : DDSM_CHAIN_NOT_WRITTEN;
+    return ddsm_pq_fail(pq, DDSM_E_INPUT,
+                        "zone name \"%.80s\" is malformed (1..%d "
+                        "characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)",
+                        zone != NULL ? zone : "", DDSM_ZONE_NAME_MAX);
 }
 
 /* One audit row of a zone change, sealed when the store has a chain: the values of its
@@ -601,7 +573,7 @@ static ddsm_err seal_row(ddsm_store *st, struct sealed *s)
     if (err != DDSM_OK)
         return ddsm_pq_fail(ddsm_store_pq(st), err, "audit: cannot seal the %s row", s->row.event);
     snprintf(s->seq, sizeof s->seq, "%" PRId64, s->row.seq);
-    hex_bytea(s->mac[0], DDSM_AUDIT_MAC_LEN, s->mac_text);
+    ddsm_pq_bytea_hex(s->mac[0], DDSM_AUDIT_MAC_LEN, s->mac_text);
     s->instance_v = s->row.instance;
     s->seq_v = s->seq;
     s->mac_v = s->mac_text;
@@ -612,6 +584,18 @@ static void settle_row(struct sealed *s, enum ddsm_chain_outcome outcome)
 {
     if (s->chain != NULL)
         ddsm_audit_chain_settle(s->chain, 1, s->mac[0], outcome);
+}
+
+/* The counts a zone statement answers in row 0 from column col on: rows it changed (*n), its
+ * audit rows, its checkpoints and its notifications (*notified). False unless they parse and
+ * agree: at most one change, one audit row per change, a checkpoint per change with a chain. */
+static bool sealed_counts(const PGresult *res, int col, const struct sealed *s, int64_t *n,
+                          int64_t *notified)
+{
+    int64_t na = 0, nh = 0;
+    return ddsm_pq_get_i64(res, 0, col, n) && ddsm_pq_get_i64(res, 0, col + 1, &na) &&
+           ddsm_pq_get_i64(res, 0, col + 2, &nh) && ddsm_pq_get_i64(res, 0, col + 3, notified) &&
+           *n <= 1 && na == *n && nh == (s->chain != NULL ? *n : 0);
 }
 
 /* $1 zone, $2 enabled, $3 requester, $4 may create, $5 ts, $6 event, $7 detail, $8 instance,
@@ -654,10 +638,7 @@ ddsm_err ddsm_zone_set_enabled(ddsm_store *st, const char *zone, bool enabled,
         return DDSM_E_ARG;
     struct ddsm_pq *pq = ddsm_store_pq(st);
     if (!ddsm_zone_name_valid(zone))
-        return ddsm_pq_fail(pq, DDSM_E_INPUT,
-                            "zone name \"%.80s\" is malformed (1..%d "
-                            "characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)",
-                            zone != NULL ? zone : "", DDSM_ZONE_NAME_MAX);
+        return zone_name_malformed(pq, zone);
     struct sealed s;
     char detail[DDSM_ZONE_NAME_MAX + 16];
     PGresult *res = NULL;
@@ -682,23 +663,14 @@ ddsm_err ddsm_zone_set_enabled(ddsm_store *st, const char *zone, bool enabled,
                             s.seq_v,
                             s.mac_v,
                             DDSM_ZONE_NOTIFY_CHANNEL};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = enabled ? "enable zone" : "disable zone",
-        .sql = zone_set_sql,
-        .nparams = 11,
-        .values = values,
-    };
-    err = ddsm_store_run(st, &q, false, &res, &sent);
+    err = ddsm_store_run_params(st, enabled ? "enable zone" : "disable zone", zone_set_sql, 11,
+                                values, false, &res, &sent);
     if (err != DDSM_OK) {
-        settle_row(&s, failed_outcome(err, sent));
+        settle_row(&s, ddsm_chain_failed_outcome(err, sent));
         return err;
     }
-    int64_t nz = 0, na = 0, nh = 0, nn = 0;
-    if (PQntuples(res) != 1 || !parse_i64(PQgetvalue(res, 0, 0), &nz) ||
-        !parse_i64(PQgetvalue(res, 0, 1), &na) || !parse_i64(PQgetvalue(res, 0, 2), &nh) ||
-        !parse_i64(PQgetvalue(res, 0, 3), &nn) || nz > 1 || na != nz ||
-        nh != (s.chain != NULL ? nz : 0)) {
+    int64_t nz = 0, nn = 0;
+    if (PQntuples(res) != 1 || !sealed_counts(res, 0, &s, &nz, &nn)) {
         PQclear(res);
         settle_row(&s, DDSM_CHAIN_UNKNOWN);
         return ddsm_pq_fail(pq, DDSM_E_STORE, "store: zone change: unexpected answer");
@@ -768,14 +740,8 @@ ddsm_err ddsm_zone_of_asset(ddsm_store *st, const ddsm_uuid *asset,
     PGresult *res = NULL;
     ddsm_uuid_format(asset, id);
     const char *values[] = {id};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "zone of asset",
-        .sql = zone_of_sql,
-        .nparams = 1,
-        .values = values,
-    };
-    ddsm_err err = ddsm_store_run(st, &q, true, &res, NULL);
+    ddsm_err err =
+        ddsm_store_run_params(st, "zone of asset", zone_of_sql, 1, values, true, &res, NULL);
     if (err != DDSM_OK)
         return err;
     if (PQntuples(res) == 0) {
@@ -805,10 +771,7 @@ ddsm_err ddsm_zone_assign(ddsm_store *st, const ddsm_uuid *asset, const char *zo
         return DDSM_E_ARG;
     struct ddsm_pq *pq = ddsm_store_pq(st);
     if (!ddsm_zone_name_valid(zone))
-        return ddsm_pq_fail(pq, DDSM_E_INPUT,
-                            "zone name \"%.80s\" is malformed (1..%d "
-                            "characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)",
-                            zone != NULL ? zone : "", DDSM_ZONE_NAME_MAX);
+        return zone_name_malformed(pq, zone);
     char id[DDSM_UUID_TEXT_LEN + 1];
     char expect[DDSM_ZONE_NAME_MAX + 1];
     bool enabled = false;
@@ -834,16 +797,10 @@ ddsm_err ddsm_zone_assign(ddsm_store *st, const ddsm_uuid *asset, const char *zo
             return err;
         const char *values[] = {id,     zone,         requester, expect,  s.ts,
                                 detail, s.instance_v, s.seq_v,   s.mac_v, DDSM_ZONE_NOTIFY_CHANNEL};
-        const struct ddsm_pq_query q = {
-            .mode = DDSM_PQ_PARAMS,
-            .what = "assign zone",
-            .sql = zone_assign_sql,
-            .nparams = 10,
-            .values = values,
-        };
-        err = ddsm_store_run(st, &q, false, &res, &sent);
+        err = ddsm_store_run_params(st, "assign zone", zone_assign_sql, 10, values, false, &res,
+                                    &sent);
         if (err != DDSM_OK) {
-            settle_row(&s, failed_outcome(err, sent));
+            settle_row(&s, ddsm_chain_failed_outcome(err, sent));
             return err;
         }
         if (PQntuples(res) == 0) {
@@ -851,12 +808,9 @@ ddsm_err ddsm_zone_assign(ddsm_store *st, const ddsm_uuid *asset, const char *zo
             settle_row(&s, DDSM_CHAIN_NOT_WRITTEN);
             return ddsm_pq_fail(pq, DDSM_E_NOT_FOUND, "no asset %s", id);
         }
-        int64_t nok = 0, na = 0, nh = 0, nn = 0;
+        int64_t nok = 0, nn = 0;
         const char *cur = PQgetvalue(res, 0, 0);
-        if (!ddsm_zone_name_valid(cur) || !parse_i64(PQgetvalue(res, 0, 1), &nok) ||
-            !parse_i64(PQgetvalue(res, 0, 2), &na) || !parse_i64(PQgetvalue(res, 0, 3), &nh) ||
-            !parse_i64(PQgetvalue(res, 0, 4), &nn) || nok > 1 || na != nok ||
-            nh != (s.chain != NULL ? nok : 0)) {
+        if (!ddsm_zone_name_valid(cur) || !sealed_counts(res, 1, &s, &nok, &nn)) {
             PQclear(res);
             settle_row(&s, DDSM_CHAIN_UNKNOWN);
             return ddsm_pq_fail(pq, DDSM_E_STORE, "store: assign zone: unexpected answer");
@@ -892,14 +846,8 @@ ddsm_err ddsm_zone_list(ddsm_store *st, ddsm_zone_cb cb, void *arg)
     if (st == NULL || cb == NULL)
         return DDSM_E_ARG;
     PGresult *res = NULL;
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "list zones",
-        .sql = zone_list_sql,
-        .nparams = 0,
-        .values = NULL,
-    };
-    ddsm_err err = ddsm_store_run(st, &q, true, &res, NULL);
+    ddsm_err err =
+        ddsm_store_run_params(st, "list zones", zone_list_sql, 0, NULL, true, &res, NULL);
     if (err != DDSM_OK)
         return err;
     for (int i = 0; i < PQntuples(res); i++) {
@@ -907,8 +855,8 @@ ddsm_err ddsm_zone_list(ddsm_store *st, ddsm_zone_cb cb, void *arg)
         int64_t n = 0, d = 0;
         memset(&z, 0, sizeof z);
         const char *name = PQgetvalue(res, i, 0);
-        if (!ddsm_zone_name_valid(name) || !parse_i64(PQgetvalue(res, i, 2), &z.updated_us) ||
-            !parse_i64(PQgetvalue(res, i, 4), &n) || !parse_i64(PQgetvalue(res, i, 5), &d)) {
+        if (!ddsm_zone_name_valid(name) || !ddsm_pq_get_i64(res, i, 2, &z.updated_us) ||
+            !ddsm_pq_get_i64(res, i, 4, &n) || !ddsm_pq_get_i64(res, i, 5, &d)) {
             PQclear(res);
             return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE, "store: zone row does not fit");
         }

@@ -276,27 +276,30 @@ ddsm_err ddsm_store_run(ddsm_store *st, const struct ddsm_pq_query *q, bool idem
     }
 }
 
-static ddsm_err run(ddsm_store *st, const struct ddsm_pq_query *q, bool idempotent,
-                    PGresult **res)
+ddsm_err ddsm_store_run_params(ddsm_store *st, const char *what, const char *sql, int nparams,
+                               const char *const *values, bool idempotent, PGresult **res,
+                               bool *sent)
 {
-    return ddsm_store_run(st, q, idempotent, res, NULL);
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = what,
+        .sql = sql,
+        .nparams = nparams,
+        .values = values,
+    };
+    return ddsm_store_run(st, &q, idempotent, res, sent);
+}
+
+/* DDSM_E_NOT_FOUND ("no asset <shown>") when a statement about one asset found no row. */
+static ddsm_err require_asset_row(ddsm_store *st, const PGresult *res, const char *shown)
+{
+    if (PQntuples(res) == 0)
+        return ddsm_pq_fail(&st->pq, DDSM_E_NOT_FOUND, "no asset %s", shown);
+    return DDSM_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Rows */
-
-static bool parse_i64(const char *s, int64_t *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
 
 static bool copy_text(char *dst, size_t cap, const char *src)
 {
@@ -307,7 +310,7 @@ static bool copy_text(char *dst, size_t cap, const char *src)
     return true;
 }
 
-/* Read the ASSET_COLS starting at column col. */
+/* Read the ASSET_COLS starting at column col into *out (may be NULL: only check them). */
 static ddsm_err asset_from_row(ddsm_store *st, const PGresult *res, int row, int col,
                                ddsm_asset *out)
 {
@@ -319,46 +322,28 @@ static ddsm_err asset_from_row(ddsm_store *st, const PGresult *res, int row, int
         !copy_text(a.label, sizeof a.label, PQgetvalue(res, row, col + 1)) ||
         !copy_text(a.key_type, sizeof a.key_type, PQgetvalue(res, row, col + 2)) ||
         !copy_text(a.default_path, sizeof a.default_path, PQgetvalue(res, row, col + 3)) ||
-        !parse_i64(PQgetvalue(res, row, col + 4), &counter) || counter < 0 ||
+        !ddsm_pq_get_i64(res, row, col + 4, &counter) || counter < 0 ||
         ddsm_state_parse(PQgetvalue(res, row, col + 5), &a.state) != DDSM_OK ||
-        !parse_i64(PQgetvalue(res, row, col + 6), &a.created_us) ||
-        !parse_i64(PQgetvalue(res, row, col + 7), &a.updated_us) ||
-        !parse_i64(PQgetvalue(res, row, col + 8), &a.grace_until_us))
+        !ddsm_pq_get_i64(res, row, col + 6, &a.created_us) ||
+        !ddsm_pq_get_i64(res, row, col + 7, &a.updated_us) ||
+        !ddsm_pq_get_i64(res, row, col + 8, &a.grace_until_us))
         return ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: asset row %s does not fit (label "
                             "%.40s...): was it written by hand?", id,
                             PQgetvalue(res, row, col + 1));
     a.counter = (uint64_t)counter;
-    *out = a;
+    if (out != NULL)
+        *out = a;
     return DDSM_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Migrations */
 
-static ddsm_err simple(ddsm_store *st, const char *what, const char *sql, int nparams,
-                       const char *const *values, int timeout_ms, PGresult **res)
-{
-    const struct ddsm_pq_query q = {
-        .mode = nparams > 0 ? DDSM_PQ_PARAMS : DDSM_PQ_SCRIPT,
-        .what = what,
-        .sql = sql,
-        .nparams = nparams,
-        .values = values,
-        .timeout_ms = timeout_ms,
-    };
-    PGresult *r = NULL;
-    ddsm_err err = ddsm_pq_exec(&st->pq, &q, &r, NULL);
-    if (res != NULL && err == DDSM_OK)
-        *res = r;
-    else
-        PQclear(r);
-    return err;
-}
-
 /* Apply migration m unless it is recorded; *did tells whether it ran. One transaction holds the
  * advisory lock, the check, the script and its row in ddsm_schema_migrations. */
 static ddsm_err migrate_one(ddsm_store *st, const struct ddsm_migration *m, bool *did)
 {
+    struct ddsm_pq *pq = &st->pq;
     PGresult *res = NULL;
     bool applied = false;
     const char *lock_key[] = {MIGRATION_LOCK_KEY};
@@ -367,30 +352,32 @@ static ddsm_err migrate_one(ddsm_store *st, const struct ddsm_migration *m, bool
     char what[96];
     snprintf(what, sizeof what, "migration %s", m->name);
 
-    ddsm_err err = simple(st, "begin migration", "BEGIN", 0, NULL, 0, NULL);
+    ddsm_err err = ddsm_pq_exec_sql(pq, "begin migration", "BEGIN", 0, NULL, 0, NULL);
     if (err != DDSM_OK)
         goto out;
-    err = simple(st, "migration lock", "SELECT pg_catalog.pg_advisory_xact_lock($1::bigint)", 1,
-                 lock_key, MIGRATION_TIMEOUT_MS, NULL);
+    err = ddsm_pq_exec_sql(pq, "migration lock",
+                           "SELECT pg_catalog.pg_advisory_xact_lock($1::bigint)", 1, lock_key,
+                           MIGRATION_TIMEOUT_MS, NULL);
     if (err != DDSM_OK)
         goto out;
-    err = simple(st, "migration timeout",
-                 "SELECT pg_catalog.set_config('statement_timeout', $1, true)", 1, local_timeout,
-                 0, NULL);
+    err = ddsm_pq_exec_sql(pq, "migration timeout",
+                           "SELECT pg_catalog.set_config('statement_timeout', $1, true)", 1,
+                           local_timeout, 0, NULL);
     if (err != DDSM_OK)
         goto out;
     /* The bookkeeping table is created by the first migration itself. */
-    err = simple(st, "migration check",
-                 "SELECT pg_catalog.to_regclass('ddsm_schema_migrations') IS NOT NULL", 0, NULL, 0,
-                 &res);
+    err = ddsm_pq_exec_sql(pq, "migration check",
+                           "SELECT pg_catalog.to_regclass('ddsm_schema_migrations') IS NOT NULL", 0,
+                           NULL, 0, &res);
     if (err != DDSM_OK)
         goto out;
     bool have_table = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     PQclear(res);
     res = NULL;
     if (have_table) {
-        err = simple(st, "migration check",
-                     "SELECT 1 FROM ddsm_schema_migrations WHERE name = $1", 1, name, 0, &res);
+        err = ddsm_pq_exec_sql(pq, "migration check",
+                               "SELECT 1 FROM ddsm_schema_migrations WHERE name = $1", 1, name, 0,
+                               &res);
         if (err != DDSM_OK)
             goto out;
         applied = PQntuples(res) > 0;
@@ -398,10 +385,10 @@ static ddsm_err migrate_one(ddsm_store *st, const struct ddsm_migration *m, bool
         res = NULL;
     }
     if (applied) {
-        err = simple(st, "end migration", "ROLLBACK", 0, NULL, 0, NULL);
+        err = ddsm_pq_exec_sql(pq, "end migration", "ROLLBACK", 0, NULL, 0, NULL);
         goto out;
     }
-    err = simple(st, what, m->sql, 0, NULL, MIGRATION_TIMEOUT_MS, NULL);
+    err = ddsm_pq_exec_sql(pq, what, m->sql, 0, NULL, MIGRATION_TIMEOUT_MS, NULL);
     if (err != DDSM_OK)
         goto out;
     if (st->pq.conn == NULL || PQtransactionStatus(st->pq.conn) != PQTRANS_INTRANS) {
@@ -410,11 +397,11 @@ static ddsm_err migrate_one(ddsm_store *st, const struct ddsm_migration *m, bool
                            "contain BEGIN/COMMIT)", m->name);
         goto out;
     }
-    err = simple(st, what, "INSERT INTO ddsm_schema_migrations (name) VALUES ($1)", 1, name, 0,
-                 NULL);
+    err = ddsm_pq_exec_sql(pq, what, "INSERT INTO ddsm_schema_migrations (name) VALUES ($1)", 1,
+                           name, 0, NULL);
     if (err != DDSM_OK)
         goto out;
-    err = simple(st, what, "COMMIT", 0, NULL, MIGRATION_TIMEOUT_MS, NULL);
+    err = ddsm_pq_exec_sql(pq, what, "COMMIT", 0, NULL, MIGRATION_TIMEOUT_MS, NULL);
     if (err == DDSM_OK) {
         *did = true;
         ddsm_log(DDSM_LOG_INFO, "store: applied migration %s", m->name);
@@ -426,7 +413,7 @@ out:
         /* Keep the message of the first failure. */
         char keep[sizeof st->pq.errmsg];
         memcpy(keep, st->pq.errmsg, sizeof keep);
-        if (simple(st, "rollback migration", "ROLLBACK", 0, NULL, 0, NULL) != DDSM_OK)
+        if (ddsm_pq_exec_sql(pq, "rollback migration", "ROLLBACK", 0, NULL, 0, NULL) != DDSM_OK)
             ddsm_pq_reset(&st->pq);
         memcpy(st->pq.errmsg, keep, sizeof keep);
     }
@@ -573,17 +560,11 @@ ddsm_err ddsm_store_asset_register(ddsm_store *st, const ddsm_uuid *id, const ch
     ddsm_uuid_format(&uid, id_text);
 
     const char *values[] = {id_text, label, key_type, path_text, requester};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "register asset",
-        .sql = register_sql,
-        .nparams = 5,
-        .values = values,
-    };
     if (st->chain != NULL)
         err = register_chained(st, id_text, &uid, label, key_type, path_text, requester, &res);
     else
-        err = run(st, &q, false, &res);
+        err =
+            ddsm_store_run_params(st, "register asset", register_sql, 5, values, false, &res, NULL);
     if (err == DDSM_E_EXISTS) {
         if (strcmp(st->pq.constraint, "custody_keys_label_key") == 0)
             ddsm_pq_fail(&st->pq, err, "an asset labelled \"%s\" already exists", label);
@@ -597,10 +578,7 @@ ddsm_err ddsm_store_asset_register(ddsm_store *st, const ddsm_uuid *id, const ch
         err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: register asset: no row returned");
         goto out;
     }
-    ddsm_asset a;
-    err = asset_from_row(st, res, 0, 0, &a);
-    if (err == DDSM_OK && out != NULL)
-        *out = a;
+    err = asset_from_row(st, res, 0, 0, out);
 out:
     PQclear(res);
     return err;
@@ -611,24 +589,12 @@ static ddsm_err get_one(ddsm_store *st, const char *sql, const char *key, const 
 {
     PGresult *res = NULL;
     const char *values[] = {key};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "look up asset",
-        .sql = sql,
-        .nparams = 1,
-        .values = values,
-    };
-    ddsm_err err = run(st, &q, true, &res);
+    ddsm_err err = ddsm_store_run_params(st, "look up asset", sql, 1, values, true, &res, NULL);
+    if (err == DDSM_OK)
+        err = require_asset_row(st, res, shown);
     if (err != DDSM_OK)
         goto out;
-    if (PQntuples(res) == 0) {
-        err = ddsm_pq_fail(&st->pq, DDSM_E_NOT_FOUND, "no asset %s", shown);
-        goto out;
-    }
-    ddsm_asset a;
-    err = asset_from_row(st, res, 0, 0, &a);
-    if (err == DDSM_OK && out != NULL)
-        *out = a;
+    err = asset_from_row(st, res, 0, 0, out);
 out:
     PQclear(res);
     return err;
@@ -666,12 +632,7 @@ ddsm_err ddsm_store_asset_list(ddsm_store *st, ddsm_asset_cb cb, void *arg)
     if (st == NULL || cb == NULL)
         return DDSM_E_ARG;
     PGresult *res = NULL;
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "list assets",
-        .sql = list_sql,
-    };
-    ddsm_err err = run(st, &q, true, &res);
+    ddsm_err err = ddsm_store_run_params(st, "list assets", list_sql, 0, NULL, true, &res, NULL);
     if (err != DDSM_OK)
         goto out;
     for (int i = 0; i < PQntuples(res); i++) {
@@ -721,22 +682,38 @@ static void transition_rules(ddsm_event ev, char from[128], char to[128])
     snprintf(to + nt, 128 - nt, "}");
 }
 
+/* The parameters a grace window adds to a lifecycle event: for ROTATE_GRACE its length in seconds
+ * and the audit detail naming it; NULL (SQL NULL) for every other event. */
+struct grace_params {
+    char grace[24], detail[64];
+    const char *grace_v, *detail_v;
+};
+
+static ddsm_err grace_params(ddsm_store *st, ddsm_event ev, int64_t grace_s, struct grace_params *g)
+{
+    g->grace_v = g->detail_v = NULL;
+    if (ev != DDSM_EV_ROTATE_GRACE)
+        return DDSM_OK;
+    if (grace_s <= 0 || grace_s > GRACE_MAX_S)
+        return ddsm_pq_fail(&st->pq, DDSM_E_INPUT, "grace period of %" PRId64 " s is out of "
+                            "range (1 s to %lld s)", grace_s, GRACE_MAX_S);
+    snprintf(g->grace, sizeof g->grace, "%" PRId64, grace_s);
+    snprintf(g->detail, sizeof g->detail, "grace %" PRId64 " s", grace_s);
+    g->grace_v = g->grace;
+    g->detail_v = g->detail;
+    return DDSM_OK;
+}
+
 /* Stamp the rotation rot_id (text) as committed. Best effort: the rotation itself has committed
  * and stands; without the stamp reconcile bounds its commit by the next rotation instead. */
 static void rotation_committed(ddsm_store *st, const char *rot_id)
 {
     const char *values[] = {rot_id};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "stamp rotation",
-        .sql = rotation_committed_sql,
-        .nparams = 1,
-        .values = values,
-    };
     PGresult *res = NULL;
     char keep[sizeof st->pq.errmsg];
     memcpy(keep, st->pq.errmsg, sizeof keep);
-    if (run(st, &q, true, &res) != DDSM_OK)
+    if (ddsm_store_run_params(st, "stamp rotation", rotation_committed_sql, 1, values, true, &res,
+                              NULL) != DDSM_OK)
         ddsm_log(DDSM_LOG_WARN, "store: rotation %s committed but could not be stamped: %s",
                  rot_id, st->pq.errmsg);
     memcpy(st->pq.errmsg, keep, sizeof keep);
@@ -755,41 +732,25 @@ ddsm_err ddsm_store_asset_transition(ddsm_store *st, const ddsm_uuid *id, ddsm_e
         return transition_chained(st, id, ev, grace_s, requester, out);
     PGresult *res = NULL;
     char id_text[DDSM_UUID_TEXT_LEN + 1];
-    char from[128], to[128], grace[24], detail[64];
-    const char *grace_param = NULL, *detail_param = NULL;
+    char from[128], to[128];
+    struct grace_params g;
     ddsm_err err;
 
     ddsm_uuid_format(id, id_text);
-    if (ev == DDSM_EV_ROTATE_GRACE) {
-        if (grace_s <= 0 || grace_s > GRACE_MAX_S) {
-            err = ddsm_pq_fail(&st->pq, DDSM_E_INPUT, "grace period of %" PRId64 " s is out of "
-                               "range (1 s to %lld s)", grace_s, GRACE_MAX_S);
-            goto out;
-        }
-        snprintf(grace, sizeof grace, "%" PRId64, grace_s);
-        snprintf(detail, sizeof detail, "grace %" PRId64 " s", grace_s);
-        grace_param = grace;
-        detail_param = detail;
-    }
+    err = grace_params(st, ev, grace_s, &g);
+    if (err != DDSM_OK)
+        goto out;
     transition_rules(ev, from, to);
 
     const char *values[] = {id_text, audit_event_name(ev), from, to,
-                            event_bumps_counter(ev) ? "1" : "0", grace_param, requester,
-                            detail_param, DDSM_NOTIFY_CHANNEL};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = ddsm_event_name(ev),
-        .sql = transition_sql,
-        .nparams = 9,
-        .values = values,
-    };
-    err = run(st, &q, false, &res);
+                            event_bumps_counter(ev) ? "1" : "0", g.grace_v, requester,
+                            g.detail_v, DDSM_NOTIFY_CHANNEL};
+    err = ddsm_store_run_params(st, ddsm_event_name(ev), transition_sql, 9, values, false, &res,
+                                NULL);
+    if (err == DDSM_OK)
+        err = require_asset_row(st, res, id_text);
     if (err != DDSM_OK)
         goto out;
-    if (PQntuples(res) == 0) {
-        err = ddsm_pq_fail(&st->pq, DDSM_E_NOT_FOUND, "no asset %s", id_text);
-        goto out;
-    }
     if (PQgetisnull(res, 0, 2)) {
         err = ddsm_pq_fail(&st->pq, DDSM_E_STATE, "asset %s is %s; cannot %s", id_text,
                            PQgetvalue(res, 0, 0), ddsm_event_name(ev));
@@ -814,6 +775,22 @@ out:
 static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const char *reason,
                                uint64_t *counter, ddsm_state *state);
 
+/* The audit log names paths in one form only: DDSM_E_PATH unless path_text is canonical. */
+static ddsm_err check_canonical_path(ddsm_store *st, const char *path_text)
+{
+    ddsm_path path;
+    char canonical[DDSM_PATH_TEXT_MAX];
+    const char *why = NULL;
+    if (ddsm_path_parse(path_text, strlen(path_text), &path, &why) != DDSM_OK)
+        return ddsm_pq_fail(&st->pq, DDSM_E_PATH, "path \"%.64s\": %s", path_text,
+                            why != NULL ? why : "malformed");
+    ddsm_path_format(&path, canonical);
+    if (strcmp(canonical, path_text) != 0)
+        return ddsm_pq_fail(&st->pq, DDSM_E_PATH, "path \"%.64s\" is not canonical (\"%s\")",
+                            path_text, canonical);
+    return DDSM_OK;
+}
+
 ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t *counter,
                            ddsm_state *state)
 {
@@ -821,26 +798,13 @@ ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t 
         return DDSM_E_ARG;
     PGresult *res = NULL;
     char id_text[DDSM_UUID_TEXT_LEN + 1];
-    ddsm_path path;
-    char canonical[DDSM_PATH_TEXT_MAX];
     ddsm_state s;
     int64_t c = 0;
     ddsm_err err;
 
-    /* The audit log names paths in one form only. */
-    size_t plen = strlen(req->path);
-    const char *why = NULL;
-    if (ddsm_path_parse(req->path, plen, &path, &why) != DDSM_OK) {
-        err = ddsm_pq_fail(&st->pq, DDSM_E_PATH, "path \"%.64s\": %s", req->path,
-                           why != NULL ? why : "malformed");
+    err = check_canonical_path(st, req->path);
+    if (err != DDSM_OK)
         goto out;
-    }
-    ddsm_path_format(&path, canonical);
-    if (strcmp(canonical, req->path) != 0) {
-        err = ddsm_pq_fail(&st->pq, DDSM_E_PATH, "path \"%.64s\" is not canonical (\"%s\")",
-                           req->path, canonical);
-        goto out;
-    }
     ddsm_uuid_format(&req->asset, id_text);
     if (st->chain != NULL) {
         err = derive_chained(st, req, NULL, counter, state);
@@ -856,13 +820,11 @@ ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t 
         .values = values,
     };
     /* Not idempotent: retried only when it provably never reached the server. */
-    err = run(st, &q, false, &res);
+    err = ddsm_store_run(st, &q, false, &res, NULL);
+    if (err == DDSM_OK)
+        err = require_asset_row(st, res, id_text);
     if (err != DDSM_OK)
         goto out;
-    if (PQntuples(res) == 0) {
-        err = ddsm_pq_fail(&st->pq, DDSM_E_NOT_FOUND, "no asset %s", id_text);
-        goto out;
-    }
     if (ddsm_state_parse(PQgetvalue(res, 0, 0), &s) != DDSM_OK) {
         err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: asset %s has an unknown state", id_text);
         goto out;
@@ -874,7 +836,7 @@ ddsm_err ddsm_store_derive(ddsm_store *st, const ddsm_derive_req *req, uint64_t 
             *state = s;
         goto out;
     }
-    if (!parse_i64(PQgetvalue(res, 0, 1), &c) || c < 0) {
+    if (!ddsm_pq_get_i64(res, 0, 1, &c) || c < 0) {
         err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: derive returned a bad counter");
         goto out;
     }
@@ -1038,18 +1000,6 @@ static void sb_elem_i64(struct sbuf *b, size_t i, bool present, int64_t v)
     sb_elem(b, i, present ? t : NULL);
 }
 
-static void mac_hex(const uint8_t mac[DDSM_AUDIT_MAC_LEN], char out[2 + 2 * DDSM_AUDIT_MAC_LEN + 1])
-{
-    static const char hex[] = "0123456789abcdef";
-    out[0] = '\\';
-    out[1] = 'x';
-    for (size_t i = 0; i < DDSM_AUDIT_MAC_LEN; i++) {
-        out[2 + 2 * i] = hex[mac[i] >> 4];
-        out[3 + 2 * i] = hex[mac[i] & 15];
-    }
-    out[2 + 2 * DDSM_AUDIT_MAC_LEN] = '\0';
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* The optimistic multi-row statement */
 
@@ -1145,7 +1095,7 @@ void ddsm_batch_item_expect(struct ddsm_batch_item *it, bool known, bool found, 
     }
 }
 
-static enum ddsm_chain_outcome failed_outcome(ddsm_err err, bool sent)
+enum ddsm_chain_outcome ddsm_chain_failed_outcome(ddsm_err err, bool sent)
 {
     /* A server error rolled the statement back; a lost link after sending leaves it unknown. */
     return sent && err == DDSM_E_STORE_DOWN ? DDSM_CHAIN_UNKNOWN : DDSM_CHAIN_NOT_WRITTEN;
@@ -1219,7 +1169,7 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
         char *idt = idtext + i * (DDSM_UUID_TEXT_LEN + 1);
         char kind[2] = {kinds[items[i].expect], '\0'};
         ddsm_uuid_format(&r->asset, idt);
-        mac_hex(macs[i], mac_text);
+        ddsm_pq_bytea_hex(macs[i], DDSM_AUDIT_MAC_LEN, mac_text);
         sb_elem(&a[0], i, idt);
         sb_elem(&a[1], i, r->path);
         sb_elem(&a[2], i, r->requester);
@@ -1240,7 +1190,7 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
         }
     }
     snprintf(head_seq, sizeof head_seq, "%" PRId64, rows[n - 1].seq);
-    mac_hex(macs[n - 1], head_mac);
+    ddsm_pq_bytea_hex(macs[n - 1], DDSM_AUDIT_MAC_LEN, head_mac);
     const char *values[BATCH_NPARAMS] = {a[0].p, a[1].p, a[2].p, a[3].p, a[4].p,
                                          a[5].p, a[6].p, a[7].p, a[8].p, a[9].p,
                                          a[10].p, ddsm_audit_chain_instance(chain), head_seq,
@@ -1255,14 +1205,14 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
     /* Not idempotent: retried only when it provably never reached the server. */
     err = ddsm_store_run(st, &q, false, &res, &sent);
     if (err != DDSM_OK) {
-        ddsm_audit_chain_settle(chain, n, macs[n - 1], failed_outcome(err, sent));
+        ddsm_audit_chain_settle(chain, n, macs[n - 1], ddsm_chain_failed_outcome(err, sent));
         sealed = false;
         goto out;
     }
     bool ok = PQntuples(res) == (int)n && strcmp(PQgetvalue(res, 0, 4), "t") == 0;
     int64_t ins = 0, head = 0;
-    bool counts = PQntuples(res) == (int)n && parse_i64(PQgetvalue(res, 0, 5), &ins) &&
-                  parse_i64(PQgetvalue(res, 0, 6), &head);
+    bool counts = PQntuples(res) == (int)n && ddsm_pq_get_i64(res, 0, 5, &ins) &&
+                  ddsm_pq_get_i64(res, 0, 6, &head);
     if (!counts || (ok && (ins != (int64_t)n || head != 1))) {
         /* Cannot happen with our schema; if it does, trust nothing about this chain. */
         ddsm_audit_chain_settle(chain, n, macs[n - 1], DDSM_CHAIN_UNKNOWN);
@@ -1287,7 +1237,7 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
         it->zone_off = PQnfields(res) > 8 && strcmp(PQgetvalue(res, (int)i, 7), "f") == 0;
         if (PQnfields(res) > 8)
             snprintf(it->zone, sizeof it->zone, "%s", PQgetvalue(res, (int)i, 8));
-        if (!parse_i64(PQgetvalue(res, (int)i, 2), &c) || c < 0 ||
+        if (!ddsm_pq_get_i64(res, (int)i, 2, &c) || c < 0 ||
             ddsm_state_parse(PQgetvalue(res, (int)i, 3), &it->state) != DDSM_OK) {
             err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: derive: bad counter or state");
             goto out;
@@ -1391,43 +1341,33 @@ static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const
     return ddsm_pq_fail(&st->pq, err, "%s", msg);
 }
 
+static const char deny_sql[] =
+    "INSERT INTO custody_audit_log (asset_id, derivation_path, event, requester,"
+    " instance_id, detail) VALUES ($1::uuid, $2, 'DENY', $3, $4, $5)";
+
 ddsm_err ddsm_store_deny(ddsm_store *st, const ddsm_derive_req *req, const char *reason)
 {
     if (st == NULL || req == NULL)
         return DDSM_E_ARG;
     char id_text[DDSM_UUID_TEXT_LEN + 1];
-    ddsm_path path;
-    char canonical[DDSM_PATH_TEXT_MAX];
-    const char *why = NULL;
     PGresult *res = NULL;
+    ddsm_err err;
 
     if (reason == NULL || reason[0] == '\0' || strlen(reason) > 500)
         return ddsm_pq_fail(&st->pq, DDSM_E_INPUT, "deny: the reason must be 1..500 characters");
     if (req->path != NULL) {
-        if (ddsm_path_parse(req->path, strlen(req->path), &path, &why) != DDSM_OK)
-            return ddsm_pq_fail(&st->pq, DDSM_E_PATH, "path \"%.64s\": %s", req->path,
-                                why != NULL ? why : "malformed");
-        ddsm_path_format(&path, canonical);
-        if (strcmp(canonical, req->path) != 0)
-            return ddsm_pq_fail(&st->pq, DDSM_E_PATH, "path \"%.64s\" is not canonical (\"%s\")",
-                                req->path, canonical);
+        err = check_canonical_path(st, req->path);
+        if (err != DDSM_OK)
+            return err;
     }
     if (st->chain != NULL) {
         uint64_t c = 0;
-        ddsm_err err = derive_chained(st, req, reason, &c, NULL);
+        err = derive_chained(st, req, reason, &c, NULL);
         return err == DDSM_E_POLICY ? DDSM_OK : err;
     }
     ddsm_uuid_format(&req->asset, id_text);
     const char *values[] = {id_text, req->path, req->requester, req->instance, reason};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "deny",
-        .sql = "INSERT INTO custody_audit_log (asset_id, derivation_path, event, requester,"
-               " instance_id, detail) VALUES ($1::uuid, $2, 'DENY', $3, $4, $5)",
-        .nparams = 5,
-        .values = values,
-    };
-    ddsm_err err = run(st, &q, false, &res);
+    err = ddsm_store_run_params(st, "deny", deny_sql, 5, values, false, &res, NULL);
     PQclear(res);
     return err;
 }
@@ -1482,23 +1422,17 @@ static ddsm_err register_chained(ddsm_store *st, const char *id_text, const ddsm
         return ddsm_pq_fail(&st->pq, err, "audit: cannot seal the REGISTER row");
     ddsm_audit_format_ts(row.ts_us, ts_text);
     snprintf(seq, sizeof seq, "%" PRId64, row.seq);
-    mac_hex(mac[0], mac_text);
+    ddsm_pq_bytea_hex(mac[0], DDSM_AUDIT_MAC_LEN, mac_text);
     const char *values[] = {id_text, label, key_type, path_text, requester, ts_text,
                             row.instance, seq, mac_text};
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "register asset",
-        .sql = register_chained_sql,
-        .nparams = 9,
-        .values = values,
-    };
-    err = ddsm_store_run(st, &q, false, res, &sent);
+    err = ddsm_store_run_params(st, "register asset", register_chained_sql, 9, values, false, res,
+                                &sent);
     if (err != DDSM_OK) {
-        ddsm_audit_chain_settle(st->chain, 1, mac[0], failed_outcome(err, sent));
+        ddsm_audit_chain_settle(st->chain, 1, mac[0], ddsm_chain_failed_outcome(err, sent));
         return err;
     }
-    if (PQntuples(*res) != 1 || !parse_i64(PQgetvalue(*res, 0, ASSET_NCOLS), &aud) ||
-        !parse_i64(PQgetvalue(*res, 0, ASSET_NCOLS + 1), &head) || aud != 1 || head != 1) {
+    if (PQntuples(*res) != 1 || !ddsm_pq_get_i64(*res, 0, ASSET_NCOLS, &aud) ||
+        !ddsm_pq_get_i64(*res, 0, ASSET_NCOLS + 1, &head) || aud != 1 || head != 1) {
         ddsm_audit_chain_settle(st->chain, 1, mac[0], DDSM_CHAIN_UNKNOWN);
         PQclear(*res);
         *res = NULL;
@@ -1577,7 +1511,7 @@ static bool read_cur(const PGresult *res, int col, ddsm_state *stored, ddsm_stat
 {
     return ddsm_state_parse(PQgetvalue(res, 0, col), stored) == DDSM_OK &&
            ddsm_state_parse(PQgetvalue(res, 0, col + 1), eff) == DDSM_OK &&
-           parse_i64(PQgetvalue(res, 0, col + 2), counter) && *counter >= 0;
+           ddsm_pq_get_i64(res, 0, col + 2, counter) && *counter >= 0;
 }
 
 static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_event ev,
@@ -1585,37 +1519,22 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
 {
     PGresult *res = NULL;
     char id_text[DDSM_UUID_TEXT_LEN + 1];
-    char grace[24], detail[64], deny[96];
-    const char *grace_param = NULL, *detail_param = NULL;
+    char deny[96];
+    struct grace_params g;
     ddsm_state stored, eff;
     int64_t counter = 0;
     ddsm_err err;
 
     ddsm_uuid_format(id, id_text);
-    if (ev == DDSM_EV_ROTATE_GRACE) {
-        if (grace_s <= 0 || grace_s > GRACE_MAX_S)
-            return ddsm_pq_fail(&st->pq, DDSM_E_INPUT, "grace period of %" PRId64 " s is out "
-                                "of range (1 s to %lld s)", grace_s, GRACE_MAX_S);
-        snprintf(grace, sizeof grace, "%" PRId64, grace_s);
-        snprintf(detail, sizeof detail, "grace %" PRId64 " s", grace_s);
-        grace_param = grace;
-        detail_param = detail;
-    }
+    err = grace_params(st, ev, grace_s, &g);
+    if (err != DDSM_OK)
+        return err;
     const char *idv[] = {id_text};
-    const struct ddsm_pq_query rq = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "read asset",
-        .sql = asset_state_sql,
-        .nparams = 1,
-        .values = idv,
-    };
-    err = run(st, &rq, true, &res);
+    err = ddsm_store_run_params(st, "read asset", asset_state_sql, 1, idv, true, &res, NULL);
+    if (err == DDSM_OK)
+        err = require_asset_row(st, res, id_text);
     if (err != DDSM_OK)
         goto out;
-    if (PQntuples(res) == 0) {
-        err = ddsm_pq_fail(&st->pq, DDSM_E_NOT_FOUND, "no asset %s", id_text);
-        goto out;
-    }
     if (!read_cur(res, 0, &stored, &eff, &counter)) {
         err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: asset %s has a bad state", id_text);
         goto out;
@@ -1643,7 +1562,7 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
             rows[n].event = audit_event_name(ev);
             rows[n].counter = counter + bump;
             rows[n].state = ddsm_state_name(next);
-            rows[n].detail = detail_param;
+            rows[n].detail = g.detail_v;
         } else {
             snprintf(deny, sizeof deny, "%s refused: the asset is %s", ddsm_event_name(ev),
                      ddsm_state_name(eff));
@@ -1675,7 +1594,7 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
         for (size_t k = 0; k < 7; k++)
             sb_putn(&a[k], "{", 1);
         for (size_t i = 0; i < n; i++) {
-            mac_hex(macs[i], mac_text);
+            ddsm_pq_bytea_hex(macs[i], DDSM_AUDIT_MAC_LEN, mac_text);
             sb_elem_i64(&a[0], i, true, rows[i].counter);
             sb_elem(&a[1], i, rows[i].state);
             sb_elem(&a[2], i, ts_text);
@@ -1692,24 +1611,20 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
         snprintf(cnt, sizeof cnt, "%" PRId64, counter);
         snprintf(bumpt, sizeof bumpt, "%" PRId64, bump);
         snprintf(head_seq, sizeof head_seq, "%" PRId64, rows[n - 1].seq);
-        mac_hex(macs[n - 1], head_mac);
+        ddsm_pq_bytea_hex(macs[n - 1], DDSM_AUDIT_MAC_LEN, head_mac);
         const char *values[] = {id_text, ddsm_state_name(stored), ddsm_state_name(eff), cnt,
-                                allowed ? ddsm_state_name(next) : NULL, bumpt, grace_param,
+                                allowed ? ddsm_state_name(next) : NULL, bumpt, g.grace_v,
                                 requester, rows[0].instance, a[0].p, a[1].p, a[2].p, a[3].p,
                                 a[4].p, a[5].p, a[6].p, head_seq, head_mac, DDSM_NOTIFY_CHANNEL};
-        const struct ddsm_pq_query q = {
-            .mode = DDSM_PQ_PARAMS,
-            .what = ddsm_event_name(ev),
-            .sql = transition_chained_sql,
-            .nparams = 19,
-            .values = values,
-        };
         bool sent = false;
-        err = oom ? DDSM_E_NOMEM : ddsm_store_run(st, &q, false, &res, &sent);
+        err = oom ? DDSM_E_NOMEM
+                  : ddsm_store_run_params(st, ddsm_event_name(ev), transition_chained_sql, 19,
+                                          values, false, &res, &sent);
         for (size_t k = 0; k < 7; k++)
             free(a[k].p);
         if (err != DDSM_OK) {
-            ddsm_audit_chain_settle(st->chain, n, macs[n - 1], failed_outcome(err, sent));
+            ddsm_audit_chain_settle(st->chain, n, macs[n - 1],
+                                    ddsm_chain_failed_outcome(err, sent));
             goto out;
         }
         int64_t okn = 0, audn = 0, headn = 0;
@@ -1718,8 +1633,8 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
             err = ddsm_pq_fail(&st->pq, DDSM_E_NOT_FOUND, "no asset %s", id_text);
             goto out;
         }
-        if (!parse_i64(PQgetvalue(res, 0, 3), &okn) || !parse_i64(PQgetvalue(res, 0, 4), &audn) ||
-            !parse_i64(PQgetvalue(res, 0, 5), &headn) ||
+        if (!ddsm_pq_get_i64(res, 0, 3, &okn) || !ddsm_pq_get_i64(res, 0, 4, &audn) ||
+            !ddsm_pq_get_i64(res, 0, 5, &headn) ||
             (okn == 1 && (audn != (int64_t)n || headn != 1))) {
             ddsm_audit_chain_settle(st->chain, n, macs[n - 1], DDSM_CHAIN_UNKNOWN);
             err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: %s: unexpected answer",
@@ -1775,21 +1690,20 @@ void ddsm_store_set_generic_plans(ddsm_store *st, bool on)
         st->pq.generic_plans = on;
 }
 
+static const char plan_counts_sql[] =
+    "SELECT coalesce(sum(generic_plans), 0)::bigint, coalesce(sum(custom_plans), 0)"
+    "::bigint FROM pg_prepared_statements";
+
 ddsm_err ddsm_store_plan_counts(ddsm_store *st, uint64_t *generic, uint64_t *custom)
 {
     if (st == NULL || generic == NULL || custom == NULL)
         return DDSM_E_ARG;
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "plan counts",
-        .sql = "SELECT coalesce(sum(generic_plans), 0)::bigint, coalesce(sum(custom_plans), 0)"
-               "::bigint FROM pg_prepared_statements",
-    };
     PGresult *res = NULL;
     int64_t g = 0, c = 0;
-    ddsm_err err = run(st, &q, true, &res);
-    if (err == DDSM_OK && (PQntuples(res) != 1 || !parse_i64(PQgetvalue(res, 0, 0), &g) ||
-                           !parse_i64(PQgetvalue(res, 0, 1), &c) || g < 0 || c < 0))
+    ddsm_err err =
+        ddsm_store_run_params(st, "plan counts", plan_counts_sql, 0, NULL, true, &res, NULL);
+    if (err == DDSM_OK && (PQntuples(res) != 1 || !ddsm_pq_get_i64(res, 0, 0, &g) ||
+                           !ddsm_pq_get_i64(res, 0, 1, &c) || g < 0 || c < 0))
         err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: plan counts: unexpected answer");
     PQclear(res);
     if (err == DDSM_OK) {

@@ -20,6 +20,10 @@ ddsm_audit_chain *ddsm_store_chain(ddsm_store *st);
  * NULL) tells whether the statement may have reached the server. */
 DDSM_WUR ddsm_err ddsm_store_run(ddsm_store *st, const struct ddsm_pq_query *q, bool idempotent,
                                  PGresult **res, bool *sent);
+/* ddsm_store_run of one parameterised statement (sql with values[0..nparams), default bound). */
+DDSM_WUR ddsm_err ddsm_store_run_params(ddsm_store *st, const char *what, const char *sql,
+                                        int nparams, const char *const *values, bool idempotent,
+                                        PGresult **res, bool *sent);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Chains (audit.c) */
@@ -36,6 +40,9 @@ enum ddsm_chain_outcome {
     DDSM_CHAIN_NOT_WRITTEN, /* provably not written: the same numbers are used again */
     DDSM_CHAIN_UNKNOWN,     /* maybe written: continue under a new instance id */
 };
+/* The outcome of a sealed statement that failed with err; sent: whether it may have reached the
+ * server (ddsm_store_run). (store.c) */
+enum ddsm_chain_outcome ddsm_chain_failed_outcome(ddsm_err err, bool sent);
 /* End the seal: last_mac is the MAC of the last sealed row (used when COMMITTED). */
 void ddsm_audit_chain_settle(ddsm_audit_chain *c, size_t n,
                              const uint8_t last_mac[DDSM_AUDIT_MAC_LEN],

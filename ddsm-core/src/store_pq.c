@@ -453,3 +453,49 @@ out:
     PQclear(keep);
     return err;
 }
+
+ddsm_err ddsm_pq_exec_sql(struct ddsm_pq *pq, const char *what, const char *sql, int nparams,
+                          const char *const *values, int timeout_ms, PGresult **res)
+{
+    const struct ddsm_pq_query q = {
+        .mode = nparams > 0 ? DDSM_PQ_PARAMS : DDSM_PQ_SCRIPT,
+        .what = what,
+        .sql = sql,
+        .nparams = nparams,
+        .values = values,
+        .timeout_ms = timeout_ms,
+    };
+    PGresult *r = NULL;
+    ddsm_err err = ddsm_pq_exec(pq, &q, &r, NULL);
+    if (err == DDSM_OK && res != NULL)
+        *res = r;
+    else
+        PQclear(r);
+    return err;
+}
+
+bool ddsm_pq_get_i64(const PGresult *res, int row, int col, int64_t *out)
+{
+    const char *s = PQgetvalue(res, row, col);
+    if (s == NULL || *s == '\0')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+void ddsm_pq_bytea_hex(const uint8_t *b, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '\\';
+    out[1] = 'x';
+    for (size_t i = 0; i < n; i++) {
+        out[2 + 2 * i] = hex[b[i] >> 4];
+        out[3 + 2 * i] = hex[b[i] & 15];
+    }
+    out[2 + 2 * n] = '\0';
+}

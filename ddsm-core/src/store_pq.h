@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <libpq-fe.h>
@@ -63,6 +64,22 @@ DDSM_WUR ddsm_err ddsm_pq_exec(struct ddsm_pq *pq, const struct ddsm_pq_query *q
 /* The one translation of a failed result (or NULL result) into ddsm_err; fills errmsg and drops
  * the connection when the error means it is gone. */
 DDSM_WUR ddsm_err ddsm_pq_error(struct ddsm_pq *pq, const char *what, const PGresult *res);
+
+/* Run one statement on the current connection, without the store's reconnect-once rule (inside
+ * a transaction, a lost connection must end it): parameterised when nparams > 0, else a script.
+ * timeout_ms as in ddsm_pq_query. On DDSM_OK *res (may be NULL: the result is dropped) holds
+ * the result (PQclear it). */
+DDSM_WUR ddsm_err ddsm_pq_exec_sql(struct ddsm_pq *pq, const char *what, const char *sql,
+                                   int nparams, const char *const *values, int timeout_ms,
+                                   PGresult **res);
+
+/* The bigint in column col of row: false when it is NULL, empty, out of range or not a plain
+ * decimal integer (out untouched). */
+bool ddsm_pq_get_i64(const PGresult *res, int row, int col, int64_t *out);
+
+/* n bytes as a bytea parameter in hex format ("\x" and 2n lowercase hex digits); out holds
+ * 2 + 2n + 1 characters. */
+void ddsm_pq_bytea_hex(const uint8_t *b, size_t n, char *out);
 
 /* Set errmsg (one line) and return err. */
 ddsm_err ddsm_pq_fail(struct ddsm_pq *pq, ddsm_err err, const char *fmt, ...)

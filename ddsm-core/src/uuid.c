@@ -4,16 +4,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include <openssl/crypto.h>
 
 static int is_dash_position(size_t i)
 {
@@ -35,7 +26,7 @@ ddsm_err ddsm_uuid_parse(const char *text, size_t len, ddsm_uuid *out)
                 return DDSM_E_UUID;
             continue;
         }
-        int v = hex_value(text[i]);
+        int v = OPENSSL_hexchar2int((unsigned char)text[i]);
         if (v < 0)
             return DDSM_E_UUID;
         if (nibble % 2 == 0)
