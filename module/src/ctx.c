@@ -57,14 +57,15 @@ void ddsm_mutex_use_app(const CK_C_INITIALIZE_ARGS *args)
     g_app.unlock = args->UnlockMutex;
 }
 
-/* Locks get cache lines of their own: two sessions' mutexes side by side in the heap made two
- * threads signing on their own sessions bounce one line between cores. */
-#define LOCK_ALIGN 64
+/* Locks get pairs of cache lines of their own: side by side in the heap, two threads locking
+ * their own sessions bounced lines between cores (the CPU prefetches lines in pairs, so 64 bytes
+ * are not enough). */
+#define LINE_ALIGN 128
 
-static void *lock_alloc(size_t n)
+static void *line_alloc(size_t n)
 {
-    n = (n + LOCK_ALIGN - 1) / LOCK_ALIGN * LOCK_ALIGN;
-    void *p = aligned_alloc(LOCK_ALIGN, n);
+    n = (n + LINE_ALIGN - 1) / LINE_ALIGN * LINE_ALIGN;
+    void *p = aligned_alloc(LINE_ALIGN, n);
     if (p != NULL)
         memset(p, 0, n);
     return p;
@@ -72,7 +73,7 @@ static void *lock_alloc(size_t n)
 
 CK_RV ddsm_mutex_new(ddsm_mutex **out)
 {
-    ddsm_mutex *m = lock_alloc(sizeof(*m));
+    ddsm_mutex *m = line_alloc(sizeof(*m));
     if (m == NULL)
         return CKR_HOST_MEMORY;
     if (g_app.on) {
@@ -132,7 +133,7 @@ struct ddsm_rwlock {
 
 CK_RV ddsm_rwlock_new(ddsm_rwlock **out)
 {
-    ddsm_rwlock *l = lock_alloc(sizeof(*l));
+    ddsm_rwlock *l = line_alloc(sizeof(*l));
     if (l == NULL)
         return CKR_HOST_MEMORY;
     if (g_app.on) {
