@@ -27,6 +27,9 @@
 /* As in store.c: a stale expectation is corrected by the answer; this many in a row means the
  * asset keeps changing under us. */
 #define OPTIMISTIC_ATTEMPTS 5
+/* Once a batch has been split into one statement per asset (run_batch), each of those is hit only
+ * by its own asset's changes: it keeps trying longer before the rows fail closed. */
+#define SPLIT_ATTEMPTS (4 * OPTIMISTIC_ATTEMPTS)
 #define REASON_MAX 500
 
 struct node {
@@ -257,14 +260,14 @@ static void wake_head_locked(ddsm_batcher *b)
 }
 
 /* Run items [from, from + n) of c as one statement until it is written, fails, or finds a stale
- * expectation OPTIMISTIC_ATTEMPTS times; each retry expects what the last answer said. refresh:
- * the first attempt already follows an answer. */
-static ddsm_err attempts(struct conn *c, size_t from, size_t n, bool refresh, bool *written,
-                         uint64_t *round_trips, uint64_t *retries)
+ * expectation max times; each retry expects what the last answer said. refresh: the first
+ * attempt already follows an answer. */
+static ddsm_err attempts(struct conn *c, size_t from, size_t n, int max, bool refresh,
+                         bool *written, uint64_t *round_trips, uint64_t *retries)
 {
     ddsm_err err = DDSM_OK;
     *written = false;
-    for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS && !*written; attempt++) {
+    for (int attempt = 0; attempt < max && !*written; attempt++) {
         if (attempt > 0 || refresh) {
             (*retries)++;
             for (size_t i = from; i < from + n; i++) {
@@ -307,12 +310,12 @@ static void group_by_asset(struct conn *c, size_t n)
  * assets keep changing under it (a rotation storm: every statement checks the expectation of
  * every row, so a batch over several assets is stale as soon as any of them changed), it is
  * split into one statement per asset, each hit only by its own asset's changes, as single
- * derivations are. */
+ * derivations are, and tried longer. */
 static void run_batch(struct conn *c, size_t n, char *msg, size_t msg_cap, uint64_t *round_trips,
                       uint64_t *retries)
 {
     bool written = false;
-    ddsm_err err = attempts(c, 0, n, false, &written, round_trips, retries);
+    ddsm_err err = attempts(c, 0, n, OPTIMISTIC_ATTEMPTS, false, &written, round_trips, retries);
     msg[0] = '\0';
     if (err != DDSM_OK)
         snprintf(msg, msg_cap, "%s", ddsm_store_errmsg(c->st));
@@ -323,15 +326,13 @@ static void run_batch(struct conn *c, size_t n, char *msg, size_t msg_cap, uint6
     if (err != DDSM_OK || written)
         return;
     group_by_asset(c, n);
-    if (same_asset(&c->items[0], &c->items[n - 1]))
-        return; /* one asset: smaller statements would be stale just the same */
     ddsm_log(DDSM_LOG_DEBUG, "audit batch of %zu rows: its assets changed %d times under it; one "
-             "statement per asset", n, OPTIMISTIC_ATTEMPTS);
+             "statement per asset, up to %d times each", n, OPTIMISTIC_ATTEMPTS, SPLIT_ATTEMPTS);
     for (size_t i = 0, j; i < n; i = j) {
         for (j = i + 1; j < n && same_asset(&c->items[i], &c->items[j]); j++)
             ;
         bool w = false;
-        ddsm_err e = attempts(c, i, j - i, true, &w, round_trips, retries);
+        ddsm_err e = attempts(c, i, j - i, SPLIT_ATTEMPTS, true, &w, round_trips, retries);
         if (e != DDSM_OK && msg[0] == '\0')
             snprintf(msg, msg_cap, "%s", ddsm_store_errmsg(c->st));
         for (size_t k = i; k < j; k++) {
@@ -424,9 +425,9 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
                 ddsm_uuid_format(&it->asset, idt);
                 nd->err = DDSM_E_STORE;
                 snprintf(nd->msg, sizeof nd->msg,
-                         "the assets of a batch (%s among them) changed "
-                         "%d times while their audit rows were being written; try again",
-                         idt, OPTIMISTIC_ATTEMPTS);
+                         "asset %s kept changing while its audit row was being written (%d "
+                         "attempts); try again",
+                         idt, OPTIMISTIC_ATTEMPTS + SPLIT_ATTEMPTS);
             } else {
                 nd->err =
                     ddsm_batch_item_result(it, nd->msg, sizeof nd->msg, &nd->counter, &nd->state);
