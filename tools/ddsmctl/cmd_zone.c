@@ -84,18 +84,12 @@ static int collect_zone(const ddsm_zone_info *z, void *vec)
 static int zone_list(ctl *c, int argc, char **argv)
 {
     bool json = false;
-    const ctl_opt opts[] = {{"--json", NULL, &json, NULL, 0, NULL}};
-    const char *pos[1];
-    size_t npos = 0;
     ddsm_store *st = NULL;
     ctl_vec vec = {sizeof(ddsm_zone_info), NULL, 0, 0, false};
 
-    int rc = ctl_parse(c, &list_help, argc, argv, opts, 1, pos, 0, 0, &npos);
+    int rc = ctl_list_open(c, &list_help, argc, argv, &json, &st);
     if (rc != CTL_EXIT_OK)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
-    rc = ctl_store_open(c, false, &st);
-    if (rc != CTL_EXIT_OK)
-        goto out;
     ddsm_err e = ddsm_zone_list(st, collect_zone, &vec);
     const ddsm_zone_info *zones = vec.items;
     if (e == DDSM_OK && vec.oom)

@@ -166,6 +166,11 @@ extern const ctl_help cmd_zone_help, cmd_status_help, cmd_metrics_help;
 /* A store for this run (store.c); audited: rows chained under the HSM-derived audit key (the
  * HSM and its PIN are asked first). Returns an exit code (message printed). */
 DDSM_WUR int ctl_store_open(ctl *c, bool audited, ddsm_store **st);
+/* The start of a `... list [--json]` command: its command line (--json into *json), then the
+ * store, unaudited. CTL_EXIT_OK with *st open; CTL_HELP_SHOWN after --help; else an exit code
+ * (message printed) with *st NULL. */
+DDSM_WUR int ctl_list_open(ctl *c, const ctl_help *h, int argc, char **argv, bool *json,
+                           ddsm_store **st);
 /* Chain st's audit rows under key, as a fresh "ddsmctl/..." writer instance. Returns an exit code
  * (message printed); st is left open either way. */
 DDSM_WUR int ctl_store_attach_audit(ddsm_store *st, const ddsm_audit_key *key);

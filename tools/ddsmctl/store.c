@@ -14,6 +14,17 @@ int ctl_store_attach_audit(ddsm_store *st, const ddsm_audit_key *key)
     return CTL_EXIT_OK;
 }
 
+int ctl_list_open(ctl *c, const ctl_help *h, int argc, char **argv, bool *json,
+                  ddsm_store **st)
+{
+    const ctl_opt opts[] = {{"--json", NULL, json, NULL, 0, NULL}};
+    const char *pos[1];
+    size_t npos = 0;
+    *st = NULL;
+    int rc = ctl_parse(c, h, argc, argv, opts, 1, pos, 0, 0, &npos);
+    return rc == CTL_EXIT_OK ? ctl_store_open(c, false, st) : rc;
+}
+
 int ctl_store_open(ctl *c, bool audited, ddsm_store **st)
 {
     ddsm_audit_key *key = NULL;
