@@ -12,8 +12,8 @@
 #include <openssl/obj_mac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <secp256k1.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "ddsm/log.h"

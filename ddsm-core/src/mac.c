@@ -2,11 +2,11 @@
  *
  * One EVP_MAC_CTX per thread, found through a pthread key whose destructor frees it at thread
  * exit, and kept on a list so that ddsm_mac_shutdown (before the code is unloaded) frees every
- * thread's context, not only the caller's. The digest is set once when the context is made; each call re-keys it with
- * EVP_MAC_init(ctx, key, len, NULL), which costs two compression-function blocks instead of a
- * context allocation and a digest fetch. The context therefore holds the last key's inner and
- * outer pads (a secret) until the thread's next call, ddsm_mac_thread_cleanup or thread exit;
- * OpenSSL cleanses them when the context is freed. */
+ * thread's context, not only the caller's. The digest is set once when the context is made;
+ * each call re-keys it with EVP_MAC_init(ctx, key, len, NULL), which costs two
+ * compression-function blocks instead of a context allocation and a digest fetch. The context
+ * therefore holds the last key's inner and outer pads (a secret) until the thread's next call,
+ * ddsm_mac_thread_cleanup or thread exit; OpenSSL cleanses them when the context is freed. */
 #include "ddsm/mac.h"
 
 /* The keyed state (ddsm_hmac_state) uses SHA-256's low-level interface, deprecated in OpenSSL 3

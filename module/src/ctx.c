@@ -342,7 +342,7 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
     }
     ctx->fork_gen = atomic_load(&g_fork_gen);
     atomic_init(&ctx->listen_fd, -1);
-    atomic_init(&ctx->listen_clear_us, 0);
+    atomic_init(&ctx->listen_clear_ns, 0);
     ctx->can_thread = args == NULL || (args->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) == 0;
 
     const char *file = ddsm_config_default_path();
@@ -570,14 +570,7 @@ bool ddsm_ctx_listener_covers(ddsm_ctx *ctx, int64_t validated_ms)
 /* A look at the socket that found nothing pending answers for every operation that starts within
  * this long after it: one poll() per operation cost a third of a cached C_Sign. The LISTEN thread
  * waits on the same socket and wakes as soon as bytes arrive, usually well within this. */
-#define CATCH_UP_REUSE_US 50
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
+#define CATCH_UP_REUSE_NS 50000
 
 bool ddsm_ctx_rotation_fence(ddsm_ctx *ctx)
 {
@@ -596,16 +589,16 @@ bool ddsm_ctx_listener_catch_up(ddsm_ctx *ctx)
     for (;;) {
         /* The socket first, then the flag: bytes consumed before our poll were consumed with the
          * flag already set, and it stays set until they are delivered. */
-        int64_t looked_us = mono_us();
+        int64_t looked_ns = ddsm_metrics_now_ns();
         bool pending;
-        if (looked_us - atomic_load_explicit(&ctx->listen_clear_us, memory_order_acquire) <
-            CATCH_UP_REUSE_US) {
+        if (looked_ns - atomic_load_explicit(&ctx->listen_clear_ns, memory_order_acquire) <
+            CATCH_UP_REUSE_NS) {
             pending = false;
         } else {
             struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
             pending = poll(&p, 1, 0) > 0;
             if (!pending)
-                atomic_store_explicit(&ctx->listen_clear_us, looked_us, memory_order_release);
+                atomic_store_explicit(&ctx->listen_clear_ns, looked_ns, memory_order_release);
         }
         pending = pending || atomic_load(&ctx->listen_busy);
         if (!pending)

@@ -100,8 +100,8 @@ typedef struct ddsm_ctx {
      * with what arrived on it: see ddsm_ctx_listener_catch_up. */
     atomic_int listen_fd;
     atomic_bool listen_busy;
-    /* When (monotonic, us) a look at the socket last found nothing pending. */
-    _Atomic int64_t listen_clear_us;
+    /* When (ddsm_metrics_now_ns) a look at the socket last found nothing pending. */
+    _Atomic int64_t listen_clear_ns;
     /* [cache] rotation_fence: fences run by the LISTEN thread (fence.h); NULL when off. */
     struct ddsm_fence *fence;
     /* Kept reachable, never freed: the LISTEN link (only the listener thread uses it) and the

@@ -96,7 +96,8 @@ static void test_guard__other_derive_mechanisms_on_the_root_are_refused(void **s
     CK_KEY_DERIVATION_STRING_DATA sd = {(CK_BYTE_PTR) "abc", 3};
     CK_MECHANISM concat = {CKM_CONCATENATE_DATA_AND_BASE, &sd, sizeof(sd)};
     CK_MECHANISM kdf = {CKM_SP800_108_COUNTER_KDF, NULL, 0};
-    /* Outside the root's allowed mechanisms (2.40 gives C_DeriveKey no KEY_FUNCTION_NOT_PERMITTED). */
+    /* Outside the root's allowed mechanisms (2.40 gives C_DeriveKey no
+     * KEY_FUNCTION_NOT_PERMITTED). */
     assert_rv(CKR_MECHANISM_INVALID, p11->C_DeriveKey(s, &sha, root, NULL, 0, &out));
     assert_rv(CKR_MECHANISM_INVALID, p11->C_DeriveKey(s, &concat, root, NULL, 0, &out));
     assert_rv(CKR_MECHANISM_INVALID, p11->C_DeriveKey(s, &kdf, root, NULL, 0, &out));
