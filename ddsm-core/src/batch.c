@@ -24,12 +24,11 @@
 #include "store_audit.h"
 
 #define MSG_MAX 512
-/* As in store.c: a stale expectation is corrected by the answer; this many in a row means the
- * asset keeps changing under us. */
-#define OPTIMISTIC_ATTEMPTS 5
-/* Once a batch has been split into one statement per asset (run_batch), each of those is hit only
- * by its own asset's changes: it keeps trying longer before the rows fail closed. */
-#define SPLIT_ATTEMPTS (4 * OPTIMISTIC_ATTEMPTS)
+/* A stale expectation is corrected by the answer; DDSM_OPTIMISTIC_ATTEMPTS in a row
+ * (store_audit.h) mean the assets keep changing under us. Once a batch has been split into one
+ * statement per asset (run_batch), each of those is hit only by its own asset's changes: it keeps
+ * trying longer before the rows fail closed. */
+#define SPLIT_ATTEMPTS (4 * DDSM_OPTIMISTIC_ATTEMPTS)
 #define REASON_MAX 500
 
 struct node {
@@ -315,7 +314,8 @@ static void run_batch(struct conn *c, size_t n, char *msg, size_t msg_cap, uint6
                       uint64_t *retries)
 {
     bool written = false;
-    ddsm_err err = attempts(c, 0, n, OPTIMISTIC_ATTEMPTS, false, &written, round_trips, retries);
+    ddsm_err err =
+        attempts(c, 0, n, DDSM_OPTIMISTIC_ATTEMPTS, false, &written, round_trips, retries);
     msg[0] = '\0';
     if (err != DDSM_OK)
         snprintf(msg, msg_cap, "%s", ddsm_store_errmsg(c->st));
@@ -326,8 +326,10 @@ static void run_batch(struct conn *c, size_t n, char *msg, size_t msg_cap, uint6
     if (err != DDSM_OK || written)
         return;
     group_by_asset(c, n);
-    ddsm_log(DDSM_LOG_DEBUG, "audit batch of %zu rows: its assets changed %d times under it; one "
-             "statement per asset, up to %d times each", n, OPTIMISTIC_ATTEMPTS, SPLIT_ATTEMPTS);
+    ddsm_log(DDSM_LOG_DEBUG,
+             "audit batch of %zu rows: its assets changed %d times under it; one "
+             "statement per asset, up to %d times each",
+             n, DDSM_OPTIMISTIC_ATTEMPTS, SPLIT_ATTEMPTS);
     for (size_t i = 0, j; i < n; i = j) {
         for (j = i + 1; j < n && same_asset(&c->items[i], &c->items[j]); j++)
             ;
@@ -427,7 +429,7 @@ static void lead_locked(ddsm_batcher *b, struct conn *c)
                 snprintf(nd->msg, sizeof nd->msg,
                          "asset %s kept changing while its audit row was being written (%d "
                          "attempts); try again",
-                         idt, OPTIMISTIC_ATTEMPTS + SPLIT_ATTEMPTS);
+                         idt, DDSM_OPTIMISTIC_ATTEMPTS + SPLIT_ATTEMPTS);
             } else {
                 nd->err =
                     ddsm_batch_item_result(it, nd->msg, sizeof nd->msg, &nd->counter, &nd->state);

@@ -1284,9 +1284,6 @@ ddsm_err ddsm_batch_item_result(const struct ddsm_batch_item *it, char *msg, siz
     return DDSM_E_ARG;
 }
 
-/* Expectations that keep failing mean the asset changes under us faster than we can write. */
-#define OPTIMISTIC_ATTEMPTS 5
-
 static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const char *reason,
                                uint64_t *counter, ddsm_state *state)
 {
@@ -1306,7 +1303,7 @@ static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const
     it.requester = req->requester;
     it.deny_reason = reason;
     it.detail = req->detail;
-    for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS && !written; attempt++) {
+    for (int attempt = 0; attempt < DDSM_OPTIMISTIC_ATTEMPTS && !written; attempt++) {
         bool found = false;
         ddsm_state s = DDSM_STATE_INITIALIZED;
         uint64_t c = 0;
@@ -1325,7 +1322,7 @@ static ddsm_err derive_chained(ddsm_store *st, const ddsm_derive_req *req, const
     if (!written)
         return ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: derive: asset %s changed %d times "
                             "while its audit row was being written; try again", idt,
-                            OPTIMISTIC_ATTEMPTS);
+                            DDSM_OPTIMISTIC_ATTEMPTS);
     char msg[DDSM_PQ_ERRMSG_MAX];
     uint64_t cv = 0;
     ddsm_state sv = DDSM_STATE_INITIALIZED;
@@ -1542,7 +1539,7 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
     PQclear(res);
     res = NULL;
 
-    for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
+    for (int attempt = 0; attempt < DDSM_OPTIMISTIC_ATTEMPTS; attempt++) {
         ddsm_audit_row rows[2];
         uint8_t macs[2][DDSM_AUDIT_MAC_LEN];
         size_t n = 0;
@@ -1675,7 +1672,7 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
     }
     err = ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: %s: asset %s changed %d times while its "
                        "audit rows were being written; try again", ddsm_event_name(ev), id_text,
-                       OPTIMISTIC_ATTEMPTS);
+                       DDSM_OPTIMISTIC_ATTEMPTS);
 out:
     PQclear(res);
     return err;

@@ -105,6 +105,11 @@ DDSM_WUR ddsm_err ddsm_batch_item_result(const struct ddsm_batch_item *it, char 
 /* ------------------------------------------------------------------------------------------ */
 /* A small direct-mapped asset cache (not thread-safe: the owner locks) */
 
+/* Optimistic statements (derivations, transitions, batches) whose expectation keeps failing: the
+ * asset changes under us faster than we can write. This many in a row and the write fails closed
+ * ("try again"). */
+#define DDSM_OPTIMISTIC_ATTEMPTS 5
+
 #define DDSM_ASSET_CACHE_SLOTS 256
 struct ddsm_asset_cache_entry {
     bool used;
