@@ -11,6 +11,7 @@
 #include "ctx.h"
 #include "ddsm/log.h"
 #include "ddsm/pkcs11-ddsm.h"
+#include "ddsm/utf8.h"
 #include "ladder.h"
 #include "names.h"
 #include "rv.h"
@@ -154,20 +155,9 @@ CK_RV ddsm_mpolicy_check_user(const CK_UTF8CHAR *name, CK_ULONG len)
         if (name[i] < 0x20 || name[i] == 0x7f)
             return CKR_ARGUMENTS_BAD; /* one line in logs and audit rows */
     /* Well-formed UTF-8: the name goes into audit rows as text. */
-    for (CK_ULONG i = 0; i < len;) {
-        unsigned char ch = name[i];
-        CK_ULONG n = ch < 0x80                    ? 1
-                     : (ch >= 0xc2 && ch <= 0xdf) ? 2
-                     : (ch >= 0xe0 && ch <= 0xef) ? 3
-                     : (ch >= 0xf0 && ch <= 0xf4) ? 4
-                                                  : 0;
-        if (n == 0 || i + n > len)
+    for (CK_ULONG i = 0, n; i < len; i += n)
+        if ((n = ddsm_utf8_seq(name + i, len - i)) == 0)
             return CKR_ARGUMENTS_BAD;
-        for (CK_ULONG k = 1; k < n; k++)
-            if ((name[i + k] & 0xc0) != 0x80)
-                return CKR_ARGUMENTS_BAD;
-        i += n;
-    }
     return CKR_OK;
 }
 

@@ -320,6 +320,11 @@ static void test_policy__login_user_names_the_user_in_audit_rows(void **st)
               f->C_LoginUser(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, pl, (CK_UTF8CHAR_PTR) "a\nb", 3));
     assert_rv(CKR_ARGUMENTS_BAD,
               f->C_LoginUser(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, pl, (CK_UTF8CHAR_PTR) "\xff", 1));
+    /* A UTF-16 surrogate and an overlong '/': not UTF-8, which PostgreSQL would refuse too. */
+    assert_rv(CKR_ARGUMENTS_BAD, f->C_LoginUser(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, pl,
+                                                (CK_UTF8CHAR_PTR) "a\xed\xa0\x80", 4));
+    assert_rv(CKR_ARGUMENTS_BAD, f->C_LoginUser(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, pl,
+                                                (CK_UTF8CHAR_PTR) "\xe0\x80\xaf", 3));
     char longname[80];
     memset(longname, 'u', sizeof(longname));
     assert_rv(CKR_ARGUMENTS_BAD,
