@@ -589,12 +589,13 @@ static void test_batch__sigkill_mid_batch_leaves_a_row_for_every_received_key(vo
     while (fgets(line, sizeof line, in) != NULL) {
         if (n < cap && sscanf(line, "%31s %" SCNu64, got[n].tag, &got[n].c) == 2)
             n++;
+        /* Killed mid-stream once enough keys went by (the 700 ms only spreads the kill away
+         * from the start; nothing is asserted about time: a child too slow to deliver 300 keys
+         * runs into ctest's timeout). */
         if (!killed && n >= 300 && pgs_now_ms() - t0 > 700) {
             assert_int_equal(kill(pid, SIGKILL), 0);
             killed = true;
         }
-        if (!killed && pgs_now_ms() - t0 > 20000)
-            fail_msg("the child received only %zu keys in 20 s", n);
     }
     fclose(in);
     int status = 0;
