@@ -150,8 +150,32 @@ DDSM_PIN="" expect 2 "$C" root info
 err_has "DDSM_PIN is set but empty"
 # On a terminal (a pty from script(1)) it prompts, with echo off.
 # shellcheck disable=SC2016 # expanded by the inner bash
-type_pin='{ sleep 1; printf "%s\n" "$1"; } | script -qec "$2 root info" /dev/null'
-expect 1 timeout 30 bash -c "$type_pin" _ "$DDSM_TEST_PIN" "$C"
+# The PIN is typed once the prompt is shown and echo is off (read from the pty), never after a
+# guessed delay: typed earlier, the prompt's TCSAFLUSH would discard it.
+cat >"$T/type_pin.py" <<'PYEOF'
+import os, pty, sys, termios
+pin, prog = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(prog, [prog, "root", "info"])
+seen = b""
+while b"PIN for token" not in seen:
+    seen += os.read(fd, 4096)
+while termios.tcgetattr(fd)[3] & termios.ECHO:
+    os.sched_yield()
+os.write(fd, pin.encode() + b"\n")
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+PYEOF
+expect 1 timeout 30 /usr/bin/python3 "$T/type_pin.py" "$DDSM_TEST_PIN" "$C"
 out_has 'HSM user PIN for token "custody": '
 out_has "holds no root key"
 [[ "$OUT" != *"$DDSM_TEST_PIN"* ]] || fail "the PIN typed at the prompt was echoed: $OUT"

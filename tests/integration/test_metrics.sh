@@ -208,9 +208,20 @@ def refused(what, fn, want):
 general = PyKCS11.Mechanism(PyKCS11.CKM_SHA256_HMAC_GENERAL, struct.pack("=Q", 16))
 refused("mechanism", lambda: s.sign(found, b"x", general), PyKCS11.CKR_FUNCTION_REJECTED)
 refused("retired", lambda: derive("$GONE", "m/4"), PyKCS11.CKR_KEY_FUNCTION_NOT_PERMITTED)
-time.sleep(0.6)  # several intervals: the file has caught up
-if not os.path.exists(pat):
-    sys.exit("no metrics file " + pat)
+# Until the file shows two writes more than when we first looked: the second of them began after
+# every operation above had returned, so it holds them all (counted, not timed: a slow run waits
+# longer; a module that stops writing runs into ctest's timeout).
+import re
+def writes():
+    try:
+        with open(pat) as f:
+            m = re.search(r"^ddsm_metrics_writes_total\{[^}]*\} ([0-9]+)", f.read(), re.M)
+            return int(m.group(1)) if m else 0
+    except FileNotFoundError:
+        return 0
+first = writes()
+while writes() < first + 2:
+    time.sleep(0.05)
 shutil.copy(pat, "$T/live.prom")
 print(pat, flush=True)
 lib.closeAllSessions(0)

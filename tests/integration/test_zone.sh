@@ -34,12 +34,18 @@ assert z["default"]["updated_by"] is None, z' || fail "zone list --json"
 
 echo "== disable: one NOTIFY per asset of the zone, one audit row; enable again"
 # A listener on the channel the module listens on, while the zone changes.
-(psql -XAtq -c "LISTEN ddsm_zone" -c "SELECT pg_sleep(2)" >"$T/notify" 2>&1) &
+# Deterministic: the listener is known to be listening (it is in its sleep, after LISTEN) before
+# the change, and is woken by a cancel after it: the NOTIFY is queued at the change's commit and
+# delivered when the listener goes idle. No sleep decides anything.
+(psql -XAtq -c "LISTEN ddsm_zone" -c "SELECT pg_sleep(300)" >"$T/notify" 2>&1) &
 listener=$!
-sleep 0.5
+listening="SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(300)'"
+until [ "$(sql "$listening AND state = 'active'")" = 1 ]; do sleep 0.05; done
 out=$(ctl zone disable eu-west)
 grep -q '^zone eu-west disabled (1 asset)' <<<"$out" || fail "disable: $out"
-wait $listener
+sql "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(300)'" \
+    >/dev/null
+wait $listener || true
 id=$(sql "SELECT asset_id FROM custody_keys WHERE label = 'pay-1'")
 grep -q "\"ddsm_zone\" with payload \"$id off eu-west\"" "$T/notify" ||
     fail "no NOTIFY for the asset: $(cat "$T/notify")"
