@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault_support.h"
 #include "p11_support.h"
 
 static long derives(void)
@@ -54,12 +55,19 @@ static void test_cache__keys_expire_after_the_ttl(void **state)
     CK_SESSION_HANDLE s = p11_open_user();
     CK_OBJECT_HANDLE a = p11_find_label(s, "vec-a/" VEC_A_PATH);
     long n = derives();
+    int64_t t0 = fs_now_ms();
     sign_ok(s, a, VEC_A_KEY0);
     sign_ok(s, a, VEC_A_KEY0);
-    assert_int_equal(derives(), n + 1);
-    p11_sleep_ms(500);
+    /* The second use reuses the key only if it came within the TTL, which a stalled machine
+     * (valgrind, a loaded CI) may not give it: asserted when it did, shown when it did not. */
+    if (fs_now_ms() - t0 < 300)
+        assert_int_equal(derives(), n + 1);
+    else
+        print_message("the second use came after the TTL: %ld derivations\n", derives() - n);
+    long before = derives();
+    p11_sleep_ms(500); /* past the TTL: the next use derives again, whatever the machine does */
     sign_ok(s, a, VEC_A_KEY0);
-    assert_int_equal(derives(), n + 2);
+    assert_int_equal(derives(), before + 1);
     assert_rv(CKR_OK, p11->C_CloseSession(s));
     assert_rv(CKR_OK, p11->C_Finalize(NULL));
 }
