@@ -80,7 +80,7 @@ static void test_failclosed__stale_keys_are_not_used_while_the_store_is_down(voi
 
     cluster("start");
     CK_RV rv = CKR_DEVICE_ERROR;
-    for (int i = 0; i < 100 && rv != CKR_OK; i++) {
+    while (rv != CKR_OK) { /* it reconnects by itself; one that never does meets ctest's timeout */
         rv = p11_hmac_sign(s, h, (const uint8_t *)"back", 4, sig);
         if (rv != CKR_OK)
             p11_sleep_ms(100);
