@@ -233,8 +233,11 @@ static int wait_socket(PGconn *conn, short events, int64_t deadline_ms)
 /* A connection the server has closed (shutdown, restart, terminated backend) has something to
  * read while we are idle: the FATAL message and the end of stream. Noticing it here, without a
  * round trip, means the next statement goes to a new connection instead of failing. */
-static bool conn_still_usable(PGconn *conn)
+static bool conn_still_usable(struct ddsm_pq *pq)
 {
+    PGconn *conn = pq->conn;
+    if (pq->ended)
+        return false;
     if (PQstatus(conn) != CONNECTION_OK || PQtransactionStatus(conn) != PQTRANS_IDLE)
         return false;
     int fd = PQsocket(conn);
@@ -253,25 +256,31 @@ static bool conn_still_usable(PGconn *conn)
             break;
         if (n < 0 || !PQconsumeInput(conn))
             return false;
-        /* Drop whatever was queued while idle (a FATAL result, say). */
+        /* Drop whatever was queued while idle. */
         while (!PQisBusy(conn)) {
             PGresult *r = PQgetResult(conn);
             if (r == NULL)
                 break;
             PQclear(r);
         }
-        if (PQstatus(conn) != CONNECTION_OK)
+        /* A FATAL that arrived while we were idle (libpq hands it to the notice receiver) is the
+         * server ending this session: unusable even before the end of stream that follows it. */
+        if (pq->ended || PQstatus(conn) != CONNECTION_OK)
             return false;
     }
     return PQstatus(conn) == CONNECTION_OK;
 }
 
-/* Server notices (and a FATAL that arrives while idle) go to our log, not raw to stderr. */
-static void notice_to_log(void *arg, const char *message)
+/* Server notices (and a FATAL that arrives while idle) go to our log, not raw to stderr; a FATAL
+ * or PANIC marks the session as ended by the server. */
+static void notice_received(void *arg, const PGresult *res)
 {
-    (void)arg;
+    struct ddsm_pq *pq = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+        pq->ended = true;
     char line[DDSM_PQ_ERRMSG_MAX];
-    one_line(line, sizeof line, message);
+    one_line(line, sizeof line, PQresultErrorMessage(res));
     ddsm_log(DDSM_LOG_INFO, "store: server says: %s", line);
 }
 
@@ -317,7 +326,7 @@ ddsm_err ddsm_pq_ensure(struct ddsm_pq *pq, bool *fresh)
     if (fresh != NULL)
         *fresh = false;
     if (pq->conn != NULL) {
-        if (conn_still_usable(pq->conn))
+        if (conn_still_usable(pq))
             return DDSM_OK;
         ddsm_log(DDSM_LOG_INFO, "store: connection lost; reconnecting");
         ddsm_pq_reset(pq);
@@ -342,7 +351,8 @@ ddsm_err ddsm_pq_ensure(struct ddsm_pq *pq, bool *fresh)
         PQfinish(conn);
         return DDSM_E_STORE_DOWN;
     }
-    PQsetNoticeProcessor(conn, notice_to_log, NULL);
+    pq->ended = false;
+    PQsetNoticeReceiver(conn, notice_received, pq);
     pq->conn = conn;
     ddsm_err err = set_session(pq);
     if (err != DDSM_OK) {

@@ -23,6 +23,7 @@ struct ddsm_pq {
     bool generic_plans; /* plan_cache_mode = force_generic_plan (ddsm_store_set_generic_plans) */
     bool pooled;        /* behind a transaction pooler (ddsm_store_set_transaction_pooler) */
     PGconn *conn;        /* NULL while disconnected */
+    bool ended;          /* the server sent this session a FATAL while it was idle */
     uint64_t generation; /* bumped by every successful connect (prepared statements, LISTEN) */
     char errmsg[DDSM_PQ_ERRMSG_MAX];
     char constraint[64]; /* the constraint the last error names, "" if none */

@@ -947,7 +947,9 @@ static void test_store__terminated_session_is_replaced_before_the_next_statement
                                      " FROM pg_stat_activity"
                                      " WHERE application_name = 'ddsm-term-victim'", 0, NULL);
     assert_int_equal(killed, 1);
-    usleep(200 * 1000);
+    while (pgs_int(g_pg, "SELECT count(*) FROM pg_stat_activity"
+                         " WHERE application_name = 'ddsm-term-victim'", 0, NULL) != 0)
+        usleep(10 * 1000); /* until the server process is gone (no deadline: ctest's timeout) */
     if (ddsm_store_derive(st, &req, &c, NULL) != DDSM_OK)
         fail_msg("derive after terminate: %s", ddsm_store_errmsg(st));
     assert_int_equal(audit_rows(&a.id, "DERIVE"), 2);
