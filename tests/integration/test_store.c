@@ -972,6 +972,7 @@ struct worker {
     atomic_int *stop;
     struct obs *obs;
     size_t n, cap;
+    atomic_long pushed; /* n, readable by the main thread while the worker runs */
     int errors;
     char msg[256];
 };
@@ -987,6 +988,7 @@ static void obs_push(struct worker *w, long long t, uint64_t c)
     w->obs[w->n].t_ns = t;
     w->obs[w->n].counter = c;
     w->n++;
+    atomic_store(&w->pushed, (long)w->n);
 }
 
 static void *deriver(void *arg)
@@ -1054,6 +1056,16 @@ static void test_store__derive_started_after_a_rotation_returned_never_uses_an_o
     }
     struct timespec run = {.tv_sec = RUN_NS / 1000000000LL, .tv_nsec = RUN_NS % 1000000000LL};
     nanosleep(&run, NULL);
+    /* And until the counts asserted below are reached: counted as well as timed, so that a slow
+     * run (valgrind, a loaded machine) sees the same story. */
+    for (;;) {
+        long derived = 0;
+        for (int i = 0; i < DERIVERS; i++)
+            derived += atomic_load(&w[i].pushed);
+        if (atomic_load(&w[DERIVERS].pushed) >= 20 && derived >= 200)
+            break;
+        usleep(10 * 1000);
+    }
     atomic_store(&stop, 1);
     for (int i = 0; i <= DERIVERS; i++)
         pthread_join(th[i], NULL);
