@@ -125,6 +125,13 @@ expect 0 pkcs11-tool --module "$module" --show-info
 major_minor=${version%.*}
 out_has "(ver $major_minor)"
 
+# Tracing every call with OpenSC's pkcs11-spy in front of the installed module (docs/logging.md).
+spy=/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so
+expect 0 env PKCS11SPY="$module" PKCS11SPY_OUTPUT="$T/spy.log" pkcs11-tool --module "$spy" -L
+out_has "token label        : custody"
+grep -q '^[0-9]*: C_GetSlotList' "$T/spy.log" || fail "no C_GetSlotList in the spy's trace"
+grep -q 'Returned:  0 CKR_OK' "$T/spy.log" || fail "no results in the spy's trace"
+
 if [ "$sanitize" = ON ]; then
     echo "note: sanitizer build: link and hardening checks are for the build that is installed"
     exit 0
