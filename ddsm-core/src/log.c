@@ -1,5 +1,10 @@
 /* One line per event: "ddsm[pid]: LEVEL: message" on stderr, written with a single write(2) so
- * lines from concurrent threads never interleave, or syslog(3), which is thread-safe itself. */
+ * lines from concurrent threads never interleave, or syslog(3), which is thread-safe itself.
+ *
+ * The module runs inside other programs: the syslog identity, facility and connection are the
+ * host's. So no openlog()/closelog() here (openlog would rename the host's lines, and glibc keeps
+ * the ident pointer, which would dangle into the unloaded module after dlclose); each line names
+ * its writer itself ("ddsm-pkcs11[pid]: ...") and carries LOG_USER with its level. */
 #include "ddsm/log.h"
 
 #include <errno.h>
@@ -7,6 +12,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -17,10 +23,27 @@
 static atomic_int log_level = DDSM_LOG_WARN;
 static atomic_int log_syslog;
 static pthread_mutex_t setup_lock = PTHREAD_MUTEX_INITIALIZER;
-static char syslog_ident[IDENT_MAX]; /* openlog keeps the pointer: it must outlive the call */
+static char log_ident[IDENT_MAX] = "ddsm"; /* under setup_lock */
 
 static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+static const char *const level_words[] = {"error", "warn", "info", "debug"};
 static const int syslog_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+
+/* DDSM_LOG_LEVEL: 1 and *out set when it names a level, 0 when unset or empty, -1 when it names
+ * none. secure_getenv: a set-id host's caller must not turn its logging up. */
+static int env_level(ddsm_log_level *out)
+{
+    const char *env = secure_getenv("DDSM_LOG_LEVEL");
+    if (env == NULL || env[0] == '\0')
+        return 0;
+    for (int i = DDSM_LOG_ERROR; i <= DDSM_LOG_DEBUG; i++) {
+        if (strcmp(env, level_words[i]) == 0) {
+            *out = (ddsm_log_level)i;
+            return 1;
+        }
+    }
+    return -1;
+}
 
 void ddsm_log_setup(ddsm_log_level level, int use_syslog, const char *ident)
 {
@@ -28,15 +51,16 @@ void ddsm_log_setup(ddsm_log_level level, int use_syslog, const char *ident)
         level = DDSM_LOG_ERROR;
     if (level > DDSM_LOG_DEBUG)
         level = DDSM_LOG_DEBUG;
+    /* Precedence: the environment over the caller's (configured) level. */
+    int env = env_level(&level);
     pthread_mutex_lock(&setup_lock);
-    if (use_syslog) {
-        snprintf(syslog_ident, sizeof(syslog_ident), "%s",
-                 ident != NULL && ident[0] != '\0' ? ident : "ddsm");
-        openlog(syslog_ident, LOG_PID | LOG_NDELAY, LOG_USER);
-    }
+    snprintf(log_ident, sizeof(log_ident), "%s",
+             ident != NULL && ident[0] != '\0' ? ident : "ddsm");
     atomic_store(&log_syslog, use_syslog ? 1 : 0);
     atomic_store(&log_level, (int)level);
     pthread_mutex_unlock(&setup_lock);
+    if (env < 0)
+        ddsm_log(DDSM_LOG_WARN, "DDSM_LOG_LEVEL is not error, warn, info or debug: ignored");
 }
 
 int ddsm_log_enabled(ddsm_log_level level)
@@ -66,7 +90,11 @@ void ddsm_log(ddsm_log_level level, const char *fmt, ...)
     }
 
     if (atomic_load_explicit(&log_syslog, memory_order_relaxed)) {
-        syslog(syslog_prio[level], "%s", msg);
+        char ident[IDENT_MAX];
+        pthread_mutex_lock(&setup_lock);
+        memcpy(ident, log_ident, sizeof(ident));
+        pthread_mutex_unlock(&setup_lock);
+        syslog(LOG_USER | syslog_prio[level], "%s[%ld]: %s", ident, (long)getpid(), msg);
         return;
     }
     char line[LOG_LINE_MAX + 64];

@@ -3,6 +3,7 @@
 
 #include "ctx.h"
 #include "ddsm/log.h"
+#include "ddsm/version.h"
 #include "entry.h"
 #include "ladder.h"
 
@@ -178,8 +179,8 @@ static CK_RV get_info(CK_INFO_PTR pInfo, CK_BYTE major, CK_BYTE minor)
     blank_pad(pInfo->libraryDescription, sizeof(pInfo->libraryDescription),
               "DDSM derived keys over a PKCS#11 HSM");
     pInfo->flags = 0;
-    pInfo->libraryVersion.major = 0;
-    pInfo->libraryVersion.minor = 1;
+    pInfo->libraryVersion.major = DDSM_VERSION_MAJOR;
+    pInfo->libraryVersion.minor = DDSM_VERSION_MINOR;
 out:
     return ddsm_call_end(&c, rv);
 }

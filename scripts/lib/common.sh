@@ -39,7 +39,8 @@ ddsm_install_deps() {
 ddsm_build() {
     local dir=$1; shift
     ddsm_say "building into ${dir#$DDSM_ROOT/}"
-    cmake -S "$DDSM_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    # Warnings are errors here and in CI; a packager's build leaves DDSM_WERROR off.
+    cmake -S "$DDSM_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDDSM_WERROR=ON "$@" >/dev/null
     cmake --build "$dir" -j"$(nproc)" -- --no-print-directory >/dev/null ||
         { cmake --build "$dir" -j1 2>&1 | tail -40; ddsm_die "build failed"; }
 }

@@ -119,6 +119,47 @@ static void test_log__truncates_long_messages_but_ends_the_line(void **state)
     free(out);
 }
 
+static void test_log__environment_level_overrides_the_configured_one(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("DDSM_LOG_LEVEL", "debug", 1), 0);
+    ddsm_log_setup(DDSM_LOG_ERROR, 0, NULL);
+    assert_true(ddsm_log_enabled(DDSM_LOG_DEBUG));
+    ddsm_log(DDSM_LOG_DEBUG, "shown by the environment");
+    assert_int_equal(setenv("DDSM_LOG_LEVEL", "error", 1), 0);
+    ddsm_log_setup(DDSM_LOG_DEBUG, 0, NULL);
+    assert_false(ddsm_log_enabled(DDSM_LOG_WARN));
+    ddsm_log(DDSM_LOG_WARN, "hidden by the environment");
+    unsetenv("DDSM_LOG_LEVEL");
+    char *out = captured();
+    assert_non_null(strstr(out, ": DEBUG: shown by the environment\n"));
+    assert_null(strstr(out, "hidden"));
+    free(out);
+}
+
+static void test_log__environment_level_not_a_level_is_ignored_with_a_warning(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"DEBUG", "verbose", "4", "debug ", " warn"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(setenv("DDSM_LOG_LEVEL", bad[i], 1), 0);
+        ddsm_log_setup(DDSM_LOG_WARN, 0, NULL);
+        assert_true(ddsm_log_enabled(DDSM_LOG_WARN));
+        assert_false(ddsm_log_enabled(DDSM_LOG_INFO));
+    }
+    /* Empty counts as unset: no warning. */
+    assert_int_equal(setenv("DDSM_LOG_LEVEL", "", 1), 0);
+    ddsm_log_setup(DDSM_LOG_WARN, 0, NULL);
+    unsetenv("DDSM_LOG_LEVEL");
+    char *out = captured();
+    size_t n = 0;
+    for (const char *p = out; (p = strstr(p, "DDSM_LOG_LEVEL is not error, warn, info or debug"));
+         p++)
+        n++;
+    assert_int_equal(n, sizeof(bad) / sizeof(bad[0]));
+    free(out);
+}
+
 #define N_THREADS 4
 #define N_LINES 500
 
@@ -156,6 +197,7 @@ static void test_log__concurrent_lines_never_interleave(void **state)
 
 int main(void)
 {
+    unsetenv("DDSM_LOG_LEVEL"); /* the caller's must not change what these tests see */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_log__writes_one_prefixed_line, capture_start,
                                         capture_stop),
@@ -167,6 +209,11 @@ int main(void)
                                         capture_start, capture_stop),
         cmocka_unit_test_setup_teardown(test_log__concurrent_lines_never_interleave, capture_start,
                                         capture_stop),
+        cmocka_unit_test_setup_teardown(test_log__environment_level_overrides_the_configured_one,
+                                        capture_start, capture_stop),
+        cmocka_unit_test_setup_teardown(
+            test_log__environment_level_not_a_level_is_ignored_with_a_warning, capture_start,
+            capture_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

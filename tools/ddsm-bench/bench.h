@@ -20,9 +20,9 @@
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
+#include "ddsm/version.h"
 #include "hsm.h"
 
-#define BENCH_VERSION "0.1.0"
 #define BENCH_MAX_THREADS 256
 #define BENCH_MAX_COUNTS 16 /* thread counts in one --threads list */
 #define BENCH_MAX_ASSETS 1024

@@ -287,7 +287,7 @@ static int parse_args(bench *b, int argc, char **argv, bool sel[])
             help();
             return HELP_SHOWN;
         case OPT_VERSION:
-            printf("ddsm-bench %s\n", BENCH_VERSION);
+            printf("ddsm-bench %s\n", DDSM_VERSION);
             return HELP_SHOWN;
         case ':':
             return usage_error("option '%s' needs a value", argv[optind - 1]);

@@ -135,7 +135,7 @@ static void fmt_ns(char *out, size_t n, double ns)
 static void print_machine(FILE *f, const bench *b)
 {
     const bench_machine *m = &b->machine;
-    fprintf(f, "ddsm-bench %s, %s\n", BENCH_VERSION, m->date);
+    fprintf(f, "ddsm-bench %s, %s\n", DDSM_VERSION, m->date);
     fprintf(f, "machine:    %u cores, %s, %.1f GiB, %s\n", m->cores, m->cpu,
             (double)m->mem_bytes / (1024.0 * 1024 * 1024), m->kernel);
     fprintf(f,
@@ -286,7 +286,7 @@ void bench_report_json(FILE *f, const bench_report *r)
 
     fputc('{', f);
     jkv_str(f, "tool", "ddsm-bench", true);
-    jkv_str(f, "version", BENCH_VERSION, true);
+    jkv_str(f, "version", DDSM_VERSION, true);
     jkey(f, "command");
     fputc('[', f);
     for (int i = 0; i < r->argc; i++) {

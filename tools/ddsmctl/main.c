@@ -4,10 +4,7 @@
 
 #include "ctl.h"
 #include "ddsm/log.h"
-
-#ifndef DDSM_VERSION
-#define DDSM_VERSION "0.1.0"
-#endif
+#include "ddsm/version.h"
 
 static const ctl_help top_help = {
     "",

@@ -1,4 +1,5 @@
-/* ddsm-pkcs11 public vendor definitions. Installed for applications; include after pkcs11.h.
+/* ddsm-pkcs11 public vendor definitions. Installed for applications (pkg-config ddsm-pkcs11). It
+ * needs only the C library: use it with any pkcs11.h, included before or after it.
  *
  * CKM_DDSM_DERIVE: C_DeriveKey on the root seed key's handle. The mechanism parameter is flat
  * bytes so that bindings which can only pass bytes (PyKCS11, pkcs11js, SunPKCS11) can call it:
