@@ -29,10 +29,12 @@ static CK_RV classify(ddsm_call *c, CK_OBJECT_HANDLE h, key_kind *kind)
 {
     ddsm_ctx *ctx = c->ctx;
     *kind = KIND_ROOT;
-    if (h == CK_DDSM_ROOT_HANDLE || h == atomic_load(&ctx->app_root))
+    if (h == CK_DDSM_ROOT_HANDLE)
         return CKR_OK;
     if (h == CK_INVALID_HANDLE || !ddsm_handle_is_backend(h))
         return CKR_OBJECT_HANDLE_INVALID;
+    if (h == atomic_load(&ctx->app_root))
+        return CKR_OK;
 
     char label[LABEL_MAX];
     CK_ATTRIBUTE t = {CKA_LABEL, label, sizeof(label)};
@@ -55,13 +57,16 @@ static CK_RV classify(ddsm_call *c, CK_OBJECT_HANDLE h, key_kind *kind)
     case CKR_ATTRIBUTE_SENSITIVE:
         break; /* a hidden label proves nothing: the root */
     default:
-        ddsm_log(DDSM_LOG_INFO, "%s: object 0x%lx cannot be told from the root seed key (%s): "
-                 "refused", c->fn, (unsigned long)h, ddsm_rv_name(rv));
+        ddsm_log(DDSM_LOG_INFO,
+                 "%s: object 0x%lx cannot be told from the root seed key (%s): "
+                 "refused",
+                 c->fn, (unsigned long)h, ddsm_rv_name(rv));
         return rv == CKR_OBJECT_HANDLE_INVALID ? rv : ddsm_call_backend(c, rv);
     }
     if (*kind == KIND_ROOT) {
         atomic_store(&ctx->app_root, h);
-        ddsm_log(DDSM_LOG_DEBUG, "object 0x%lx carries the root seed key's label", (unsigned long)h);
+        ddsm_log(DDSM_LOG_DEBUG, "object 0x%lx is the root seed key (it carries its label)",
+                 (unsigned long)h);
     }
     return CKR_OK;
 }

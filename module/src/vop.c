@@ -74,19 +74,17 @@ static bool busy(ddsm_call *c, ddsm_opkind k)
 static CK_RV backend_init(ddsm_call *c, ddsm_opkind k, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE h)
 {
     CK_FUNCTION_LIST_PTR be = c->ctx->be;
+    /* The root check fails closed (guard.h): application code that runs between it and the
+     * forwarded call (an application mutex callback of the lock below, another thread) cannot
+     * make a handle it refused usable, nor one it let through the root, by logging in or out. */
     CK_RV rv = ddsm_mech_check(c, m);
-    if (rv != CKR_OK)
+    if (rv != CKR_OK || (rv = ddsm_guard_key(c, h, CKR_OK)) != CKR_OK)
         return rv;
     ddsm_mutex_lock(c->sess->lock);
     bool ours = ddsm_sess_vop(c->sess, k)->active;
     ddsm_mutex_unlock(c->sess->lock);
     if (ours)
         return CKR_OPERATION_ACTIVE;
-    /* The root check last, right before the forwarded call: no lock of ours (whose application
-     * callbacks run code of the application) lies between them. The check fails closed, so a
-     * login in between could not make a refused handle usable anyway (guard.h). */
-    if ((rv = ddsm_guard_key(c, h, CKR_OK)) != CKR_OK)
-        return rv;
     switch (k) {
     case DDSM_OP_SIGN:
         rv = be->C_SignInit(c->sess->h, m, h);

@@ -58,17 +58,22 @@ static int teardown(void **state)
 }
 
 /* A session secret key of len bytes on the backend, made through the module. */
-static CK_OBJECT_HANDLE secret(CK_SESSION_HANDLE sh, CK_KEY_TYPE kt, CK_ULONG len, const char *label)
+static CK_OBJECT_HANDLE secret(CK_SESSION_HANDLE sh, CK_KEY_TYPE kt, CK_ULONG len,
+                               const char *label)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
     uint8_t val[32];
     for (size_t i = 0; i < sizeof(val); i++)
         val[i] = (uint8_t)(0x40 + i);
-    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &kt, sizeof(kt)},
-                        {CKA_TOKEN, &no, 1},                  {CKA_DERIVE, &yes, 1},
-                        {CKA_SIGN, &yes, 1},                  {CKA_EXTRACTABLE, &yes, 1},
-                        {CKA_LABEL, (void *)label, strlen(label)}, {CKA_VALUE, val, len}};
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_TOKEN, &no, 1},
+                        {CKA_DERIVE, &yes, 1},
+                        {CKA_SIGN, &yes, 1},
+                        {CKA_EXTRACTABLE, &yes, 1},
+                        {CKA_LABEL, (void *)label, strlen(label)},
+                        {CKA_VALUE, val, len}};
     CK_ATTRIBUTE wrap[] = {{CKA_WRAP, &yes, 1}, {CKA_UNWRAP, &yes, 1}, {CKA_ENCRYPT, &yes, 1}};
     CK_ATTRIBUTE all[11];
     memcpy(all, t, sizeof(t));
@@ -94,8 +99,8 @@ static long reached(const char *fn)
 /* CKM_CONCATENATE_BASE_AND_KEY takes the second key's handle as its parameter: base B (31 bytes,
  * CKA_DERIVE) with the root as parameter gives B || root[0], an HMAC key the caller can use,
  * and so the seed byte by byte, with no audit row. */
-static void test_attacks__concatenate_base_and_key_with_the_root_never_reaches_the_backend(
-    void **state)
+static void
+test_attacks__concatenate_base_and_key_with_the_root_never_reaches_the_backend(void **state)
 {
     (void)state;
     CK_OBJECT_HANDLE b = secret(s, CKK_GENERIC_SECRET, 31, "b");
@@ -134,12 +139,11 @@ static void test_attacks__a_vendor_mechanism_never_reaches_the_backend(void **st
     assert_rv(CKR_MECHANISM_INVALID, p11->C_GenerateKey(s, &m, NULL, 0, &out));
     CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
     assert_rv(CKR_MECHANISM_INVALID, p11->C_GenerateKeyPair(s, &m, NULL, 0, NULL, 0, &pub, &priv));
-    assert_rv(CKR_MECHANISM_INVALID,
-              p11->C_UnwrapKey(s, &m, a, blob, 40, NULL, 0, &out));
-    const char *fns[] = {"C_DeriveKey",        "C_SignInit",          "C_VerifyInit",
-                         "C_EncryptInit",      "C_DecryptInit",       "C_SignRecoverInit",
-                         "C_VerifyRecoverInit", "C_DigestInit",       "C_WrapKey",
-                         "C_GenerateKey",      "C_GenerateKeyPair",   "C_UnwrapKey"};
+    assert_rv(CKR_MECHANISM_INVALID, p11->C_UnwrapKey(s, &m, a, blob, 40, NULL, 0, &out));
+    const char *fns[] = {"C_DeriveKey",         "C_SignInit",        "C_VerifyInit",
+                         "C_EncryptInit",       "C_DecryptInit",     "C_SignRecoverInit",
+                         "C_VerifyRecoverInit", "C_DigestInit",      "C_WrapKey",
+                         "C_GenerateKey",       "C_GenerateKeyPair", "C_UnwrapKey"};
     for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
         if (reached(fns[i]) != 0)
             fail_msg("%s with a vendor mechanism reached the backend", fns[i]);
@@ -229,9 +233,12 @@ static void test_attacks__nothing_can_be_created_with_the_root_label(void **stat
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     uint8_t val[32] = {1};
     /* A session object (a token object would outlive a failed run). */
-    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
-                        {CKA_TOKEN, &no, 1},            {CKA_PRIVATE, &no, 1},
-                        {CKA_SIGN, &yes, 1},            {CKA_LABEL, ROOT_LABEL, 9},
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_TOKEN, &no, 1},
+                        {CKA_PRIVATE, &no, 1},
+                        {CKA_SIGN, &yes, 1},
+                        {CKA_LABEL, ROOT_LABEL, 9},
                         {CKA_VALUE, val, sizeof(val)}};
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     fs_log_reset();
@@ -243,21 +250,21 @@ static void test_attacks__nothing_can_be_created_with_the_root_label(void **stat
     assert_int_equal(reached("C_CreateObject"), 0);
     /* ...nor a data object of that label. */
     CK_OBJECT_CLASS dcls = CKO_DATA;
-    CK_ATTRIBUTE d[] = {{CKA_CLASS, &dcls, sizeof(dcls)}, {CKA_TOKEN, &no, 1},
-                        {CKA_LABEL, ROOT_LABEL, 9}};
+    CK_ATTRIBUTE d[] = {
+        {CKA_CLASS, &dcls, sizeof(dcls)}, {CKA_TOKEN, &no, 1}, {CKA_LABEL, ROOT_LABEL, 9}};
     assert_rv(CKR_ATTRIBUTE_VALUE_INVALID, p11->C_CreateObject(pub, d, 3, &h));
     /* ...nor a generated one. */
     CK_ULONG vlen = 32;
-    CK_ATTRIBUTE g[] = {{CKA_TOKEN, &no, 1}, {CKA_VALUE_LEN, &vlen, sizeof(vlen)},
-                        {CKA_LABEL, ROOT_LABEL, 9}};
+    CK_ATTRIBUTE g[] = {
+        {CKA_TOKEN, &no, 1}, {CKA_VALUE_LEN, &vlen, sizeof(vlen)}, {CKA_LABEL, ROOT_LABEL, 9}};
     CK_MECHANISM gen = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
     assert_rv(CKR_ATTRIBUTE_VALUE_INVALID, p11->C_GenerateKey(pub, &gen, g, 3, &h));
     assert_int_equal(reached("C_GenerateKey"), 0);
     assert_rv(CKR_OK, p11->C_CloseSession(pub));
 }
 
-static void test_attacks__no_object_can_be_copied_relabelled_or_derived_to_the_root_label(
-    void **state)
+static void
+test_attacks__no_object_can_be_copied_relabelled_or_derived_to_the_root_label(void **state)
 {
     (void)state;
     CK_OBJECT_HANDLE b = secret(s, CKK_GENERIC_SECRET, 32, "b");
@@ -274,8 +281,10 @@ static void test_attacks__no_object_can_be_copied_relabelled_or_derived_to_the_r
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
     CK_BBOOL no = CK_FALSE;
-    CK_ATTRIBUTE dt[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
-                         {CKA_TOKEN, &no, 1}, {CKA_LABEL, ROOT_LABEL, 9}};
+    CK_ATTRIBUTE dt[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                         {CKA_TOKEN, &no, 1},
+                         {CKA_LABEL, ROOT_LABEL, 9}};
     assert_rv(CKR_ATTRIBUTE_VALUE_INVALID, p11->C_DeriveKey(s, &concat, b, dt, 4, &h));
     assert_int_equal(reached("C_DeriveKey"), 0);
 
@@ -289,8 +298,10 @@ static void test_attacks__no_object_can_be_copied_relabelled_or_derived_to_the_r
 
     CK_ULONG bits = 1024;
     CK_BYTE e[] = {1, 0, 1};
-    CK_ATTRIBUTE pt[] = {{CKA_TOKEN, &no, 1}, {CKA_MODULUS_BITS, &bits, sizeof(bits)},
-                         {CKA_PUBLIC_EXPONENT, e, 3}, {CKA_LABEL, ROOT_LABEL, 9}};
+    CK_ATTRIBUTE pt[] = {{CKA_TOKEN, &no, 1},
+                         {CKA_MODULUS_BITS, &bits, sizeof(bits)},
+                         {CKA_PUBLIC_EXPONENT, e, 3},
+                         {CKA_LABEL, ROOT_LABEL, 9}};
     CK_ATTRIBUTE vt[] = {{CKA_TOKEN, &no, 1}, {CKA_LABEL, ROOT_LABEL, 9}};
     CK_MECHANISM kp = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
     CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
@@ -382,8 +393,8 @@ static void test_attacks__a_login_between_check_and_use_cannot_reach_the_root(vo
     /* The next handle SoftHSM gives out: one more than a fresh public object's. */
     CK_OBJECT_CLASS dcls = CKO_DATA;
     CK_BBOOL no = CK_FALSE;
-    CK_ATTRIBUTE d[] = {{CKA_CLASS, &dcls, sizeof(dcls)}, {CKA_TOKEN, &no, 1},
-                        {CKA_PRIVATE, &no, 1}};
+    CK_ATTRIBUTE d[] = {
+        {CKA_CLASS, &dcls, sizeof(dcls)}, {CKA_TOKEN, &no, 1}, {CKA_PRIVATE, &no, 1}};
     CK_OBJECT_HANDLE probe;
     assert_rv(CKR_OK, p11->C_CreateObject(g_other, d, 3, &probe));
     assert_rv(CKR_OK, p11->C_DestroyObject(g_other, probe));
@@ -424,6 +435,38 @@ static void test_attacks__a_login_between_check_and_use_cannot_reach_the_root(vo
     assert_rv(CKR_OK, p11->C_CloseSession(g_other));
 }
 
+/* An operator's [backend] extra_mechanisms passes a mechanism on, unchecked (the documented
+ * risk): the calls that the allowlist stopped above now reach the backend. */
+static int setup_extra(void **state)
+{
+    fs_write_conf("attacks-extra", getenv("DDSM_FAULTP11"), NULL,
+                  "extra_mechanisms = 0x80001234, CKM_CONCATENATE_BASE_AND_KEY\n", NULL);
+    return setup(state);
+}
+
+static int teardown_extra(void **state)
+{
+    int r = teardown(state);
+    fs_write_conf("attacks", getenv("DDSM_FAULTP11"), NULL, NULL, NULL);
+    return r;
+}
+
+static void test_attacks__extra_mechanisms_pass_only_what_the_operator_lists(void **state)
+{
+    (void)state;
+    CK_OBJECT_HANDLE b = secret(s, CKK_GENERIC_SECRET, 31, "b");
+    CK_OBJECT_HANDLE param = b, out = CK_INVALID_HANDLE;
+    CK_MECHANISM cat = {CKM_CONCATENATE_BASE_AND_KEY, &param, sizeof(param)};
+    CK_MECHANISM vendor = {VENDOR_MECH, NULL, 0};
+    CK_MECHANISM other = {0x80001235UL, NULL, 0};
+    fs_log_reset();
+    (void)p11->C_DeriveKey(s, &cat, b, tmpl, 1, &out);
+    (void)p11->C_SignInit(s, &vendor, b);
+    assert_rv(CKR_MECHANISM_INVALID, p11->C_SignInit(s, &other, b));
+    assert_int_equal(reached("C_DeriveKey"), 1);
+    assert_int_equal(reached("C_SignInit"), 1);
+}
+
 int main(void)
 {
     p11_load();
@@ -447,6 +490,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_attacks__a_login_between_check_and_use_cannot_reach_the_root, setup_app_mutexes,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_attacks__extra_mechanisms_pass_only_what_the_operator_lists, setup_extra,
+            teardown_extra),
     };
     return cmocka_run_group_tests_name("attacks_guard", tests, NULL, NULL);
 }
