@@ -22,9 +22,11 @@ static bool is_root_label(const ddsm_ctx *ctx, const void *label, CK_ULONG len)
  * carrying the root's label is treated like the root). Every other answer refuses the call:
  * CKR_OBJECT_HANDLE_INVALID when the backend does not know the handle in this session (a private
  * object while logged out is such a handle: after a login it may name the root, and a forwarded
- * call would then run on it), the backend's own error otherwise. The answer does not depend on
- * the login state at the time of the forwarded call: a label, once read, is what the object
- * carries, and nothing through the module can give an object the root's label (guard.h). */
+ * call would then run on it), the backend's own error otherwise. So the answer does not depend
+ * on the login state at the time of the forwarded call: a label, once read, is what the object
+ * carries, and nothing through the module can give an object the root's label (guard.h). What it
+ * does rely on: the backend does not hand a live handle number to another object between the
+ * check and the call (SoftHSM numbers handles in sequence and never reuses one). */
 static CK_RV classify(ddsm_call *c, CK_OBJECT_HANDLE h, key_kind *kind)
 {
     ddsm_ctx *ctx = c->ctx;
@@ -42,7 +44,7 @@ static CK_RV classify(ddsm_call *c, CK_OBJECT_HANDLE h, key_kind *kind)
     switch (rv) {
     case CKR_OK:
         if (t.ulValueLen > sizeof(label))
-            return CKR_GENERAL_ERROR; /* a backend that overran our buffer: trust nothing */
+            return ddsm_call_backend(c, CKR_DEVICE_ERROR); /* it overran our buffer */
         if (!is_root_label(ctx, label, t.ulValueLen))
             *kind = KIND_OTHER;
         break;
