@@ -32,6 +32,7 @@ enum kind {
     K_PATTERN, /* path_pattern: repeatable, a valid path shape */
     K_RATE,    /* ddsm_rate: "N/s", "N/min", "N/h", "N/d" or 0 */
     K_MECH,    /* mechanism: repeatable, CKM_<NAME> or 0x<hex> (the module resolves names) */
+    K_MECHLIST, /* extra_mechanisms: comma-separated CKM_<NAME> or 0x<hex> */
     K_TEXTFILE, /* char *, an absolute path; "%p" and "%%" are the only '%' sequences */
 };
 
@@ -54,6 +55,7 @@ static const struct key_def keys[] = {
     {"backend", "root_token_label", K_STRING, F(backend.root_token_label), 1, LABEL_MAX},
     {"backend", "root_pin_file", K_STRING, F(backend.root_pin_file), 1, PATH_MAX_LEN},
     {"backend", "call_timeout_ms", K_UINT, F(backend.call_timeout_ms), 1, 600000},
+    {"backend", "extra_mechanisms", K_MECHLIST, F(backend.extra_mechanisms), 0, 0},
     {"store", "conninfo", K_SECRET, F(store.conninfo), 1, 8192},
     {"store", "listen_conninfo", K_SECRET, F(store.listen_conninfo), 1, 8192},
     {"store", "connect_timeout_s", K_UINT, F(store.connect_timeout_s), 1, 3600},
@@ -286,9 +288,9 @@ static void *field(ddsm_config *cfg, const struct key_def *k)
 
 /* One "mechanism = NAME" line: CKM_ and upper-case letters, digits and '_', or 0x and 1..8 hex
  * digits. Whether the module knows the name is its own check (C_Initialize). */
-static int set_mechanism(struct load *ld, const char *value)
+/* A mechanism as the config names it: CKM_<NAME> or 0x followed by 1..8 hex digits. */
+static bool mechanism_ok(const char *value)
 {
-    ddsm_config *cfg = ld->cfg;
     size_t n = strlen(value);
     bool ok = false;
     if (n > 4 && n <= 64 && strncmp(value, "CKM_", 4) == 0) {
@@ -302,7 +304,13 @@ static int set_mechanism(struct load *ld, const char *value)
             ok = ok && ((value[i] >= '0' && value[i] <= '9') ||
                         (value[i] >= 'a' && value[i] <= 'f') || (value[i] >= 'A' && value[i] <= 'F'));
     }
-    if (!ok) {
+    return ok;
+}
+
+static int set_mechanism(struct load *ld, const char *value)
+{
+    ddsm_config *cfg = ld->cfg;
+    if (!mechanism_ok(value)) {
         fail_at(ld, ld->lineno, DDSM_E_CONFIG, "\"mechanism\" in [policy] must be a PKCS#11 "
                 "mechanism name such as CKM_SHA256_HMAC, or 0x followed by 1..8 hex digits, not "
                 "\"%s\"", value);
@@ -320,6 +328,53 @@ static int set_mechanism(struct load *ld, const char *value)
     }
     cfg->policy.mechanisms[cfg->policy.n_mechanisms++] = copy;
     return 1;
+}
+
+/* [backend] extra_mechanisms: "0x80001234, CKM_FOO", items separated by commas and blanks. */
+static int set_mechanism_list(struct load *ld, const char *value)
+{
+    ddsm_config *cfg = ld->cfg;
+    const char *p = value;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t n = strcspn(p, ", \t");
+        char item[65];
+        bool ok = n > 0 && n < sizeof(item);
+        if (ok) {
+            memcpy(item, p, n);
+            item[n] = '\0';
+            ok = mechanism_ok(item);
+        }
+        if (!ok) {
+            fail_at(ld, ld->lineno, DDSM_E_CONFIG, "\"extra_mechanisms\" in [backend] must be a "
+                    "comma-separated list of PKCS#11 mechanism names such as CKM_SHA256_HMAC or "
+                    "0x followed by 1..8 hex digits, not \"%s\"", value);
+            return 0;
+        }
+        if (cfg->backend.n_extra_mechanisms == DDSM_BACKEND_MAX_EXTRA_MECHANISMS) {
+            fail_at(ld, ld->lineno, DDSM_E_CONFIG, "too many \"extra_mechanisms\" in [backend] "
+                    "(at most %d)", DDSM_BACKEND_MAX_EXTRA_MECHANISMS);
+            return 0;
+        }
+        char *copy = strdup(item);
+        if (copy == NULL) {
+            fail_at(ld, ld->lineno, DDSM_E_NOMEM, "out of memory");
+            return 0;
+        }
+        cfg->backend.extra_mechanisms[cfg->backend.n_extra_mechanisms++] = copy;
+        p += n;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0')
+            return 1;
+        if (*p != ',') {
+            fail_at(ld, ld->lineno, DDSM_E_CONFIG, "\"extra_mechanisms\" in [backend]: items "
+                    "are separated by commas, not \"%s\"", value);
+            return 0;
+        }
+        p++;
+    }
 }
 
 /* [metrics] textfile: an absolute path whose only '%' sequences are %p (the process id) and %%. */
@@ -446,6 +501,8 @@ static int set_value(struct load *ld, const struct key_def *k, const char *secti
     }
     case K_MECH:
         return set_mechanism(ld, value);
+    case K_MECHLIST:
+        return set_mechanism_list(ld, value);
     case K_TEXTFILE:
         return set_textfile(ld, k, section, value);
     }
@@ -650,6 +707,9 @@ void ddsm_config_free(ddsm_config *cfg)
     free(cfg->policy.requester);
     for (size_t i = 0; i < cfg->policy.n_mechanisms && i < DDSM_POLICY_MAX_MECHANISMS; i++)
         free(cfg->policy.mechanisms[i]);
+    for (size_t i = 0;
+         i < cfg->backend.n_extra_mechanisms && i < DDSM_BACKEND_MAX_EXTRA_MECHANISMS; i++)
+        free(cfg->backend.extra_mechanisms[i]);
     free(cfg->metrics.textfile);
     free(cfg);
 }

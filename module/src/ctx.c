@@ -18,6 +18,7 @@
 #include "fence.h"
 #include "handles.h"
 #include "hsmcall.h"
+#include "mechallow.h"
 #include "metrics.h"
 #include "names.h"
 #include "policy.h"
@@ -393,7 +394,8 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
              ctx->cfg->policy.requester != NULL ? ctx->cfg->policy.requester
                                                 : program_invocation_short_name);
 
-    if ((rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK ||
+    if ((rv = ddsm_mech_extra_load(ctx->cfg, ctx->extra_mechs, &ctx->n_extra_mechs)) != CKR_OK ||
+        (rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK ||
         (rv = ddsm_htab_new(DDSM_HANDLE_CAP_MAX, &ctx->handles)) != CKR_OK ||
         (rv = ddsm_vkeys_new(ctx->cfg, &ctx->vkeys)) != CKR_OK ||
         (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK ||

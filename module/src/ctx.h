@@ -81,6 +81,9 @@ typedef struct ddsm_ctx {
     _Atomic CK_OBJECT_HANDLE root; /* cached root seed key handle on root_slot, 0 = unknown */
     _Atomic CK_OBJECT_HANDLE
         app_root; /* the root's handle as seen by the application, 0 = unknown */
+    /* [backend] extra_mechanisms, resolved (mechallow.h) */
+    CK_MECHANISM_TYPE extra_mechs[DDSM_BACKEND_MAX_EXTRA_MECHANISMS];
+    size_t n_extra_mechs;
 
     /* the LISTEN thread */
     bool listener_started;

@@ -18,7 +18,11 @@
  * (INITIALIZED, RETIRED) CKR_KEY_FUNCTION_NOT_PERMITTED, both recorded by the store as DENY rows;
  * store down CKR_DEVICE_ERROR (rv.c), nothing written. Then the HSM HMAC.
  *
- * Every other mechanism is forwarded, except on the root or a virtual key. The 2.40 return values
+ * Every other mechanism is forwarded when it is on the allowlist (mechallow.h: no object handle
+ * in its parameter; else CKR_MECHANISM_INVALID before anything reaches the backend), its template
+ * carries no CKA_LABEL equal to the root's (CKR_ATTRIBUTE_VALUE_INVALID, guard.h), and its keys
+ * are neither the root nor a virtual key nor a handle the backend cannot describe (fail closed,
+ * guard.h). The same holds for C_WrapKey and C_UnwrapKey. The 2.40 return values
  * of C_DeriveKey, C_WrapKey and C_UnwrapKey do not include CKR_KEY_FUNCTION_NOT_PERMITTED, so a
  * mechanism outside the key's CKA_ALLOWED_MECHANISMS (the root's: CKM_DDSM_DERIVE only; a virtual
  * key's: its HMAC or GCM mechanisms) is CKR_MECHANISM_INVALID, as SoftHSM answers for
@@ -37,6 +41,7 @@
 #include "guard.h"
 #include "handles.h"
 #include "ladder.h"
+#include "mechallow.h"
 #include "policy.h"
 #include "vkey.h"
 
@@ -103,6 +108,9 @@ CK_RV ddsm_C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
             *phKey = h;
         goto out;
     }
+    if ((rv = ddsm_mech_check(&c, pMechanism)) != CKR_OK ||
+        (rv = ddsm_guard_template(&c, pTemplate, ulAttributeCount)) != CKR_OK)
+        goto out;
     if ((rv = ddsm_guard_key_as(&c, hBaseKey, CKR_MECHANISM_INVALID, CKR_MECHANISM_INVALID)) !=
         CKR_OK)
         goto out;
@@ -120,6 +128,8 @@ CK_RV ddsm_C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 {
     DDSM_CALL(c, "C_WrapKey");
     DDSM_LADDER_SESSION(c, hSession, pMechanism != NULL && pulWrappedKeyLen != NULL);
+    if ((rv = ddsm_mech_check(&c, pMechanism)) != CKR_OK)
+        goto out;
     rv = ddsm_guard_key_as(&c, hWrappingKey, CKR_MECHANISM_INVALID, CKR_MECHANISM_INVALID);
     if (rv == CKR_KEY_HANDLE_INVALID)
         rv = CKR_WRAPPING_KEY_HANDLE_INVALID;
@@ -146,6 +156,9 @@ CK_RV ddsm_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                         pMechanism != NULL && phKey != NULL &&
                             (pWrappedKey != NULL || ulWrappedKeyLen == 0) &&
                             (pTemplate != NULL || ulAttributeCount == 0));
+    if ((rv = ddsm_mech_check(&c, pMechanism)) != CKR_OK ||
+        (rv = ddsm_guard_template(&c, pTemplate, ulAttributeCount)) != CKR_OK)
+        goto out;
     rv = ddsm_guard_key_as(&c, hUnwrappingKey, CKR_MECHANISM_INVALID, CKR_MECHANISM_INVALID);
     if (rv == CKR_KEY_HANDLE_INVALID)
         rv = CKR_UNWRAPPING_KEY_HANDLE_INVALID;

@@ -5,8 +5,18 @@
 
 #include "guard.h"
 #include "ladder.h"
+#include "mechallow.h"
 
-#define DDSM_FWD_DEFINE(name, params, args, key, virt_rv, out1, out2, args_ok)                     \
+/* C_GenerateKey (b NULL) and C_GenerateKeyPair: an allowed mechanism, no template carrying the
+ * root's label. */
+static CK_RV ddsm_fwd_generate(ddsm_call *c, const CK_MECHANISM *m, const CK_ATTRIBUTE *a,
+                               CK_ULONG na, const CK_ATTRIBUTE *b, CK_ULONG nb)
+{
+    CK_RV rv = ddsm_mech_check(c, m);
+    return rv != CKR_OK ? rv : ddsm_guard_templates(c, a, na, b, nb);
+}
+
+#define DDSM_FWD_DEFINE(name, params, args, key, virt_rv, out1, out2, args_ok, pre)                \
     CK_RV ddsm_##name params                                                                       \
     {                                                                                              \
         DDSM_CALL(c, #name);                                                                       \
@@ -15,6 +25,8 @@
             rv = CKR_FUNCTION_NOT_SUPPORTED;                                                       \
             goto out;                                                                              \
         }                                                                                          \
+        if ((rv = (pre)) != CKR_OK)                                                                \
+            goto out;                                                                              \
         if ((virt_rv) != CKR_OK) {                                                                 \
             rv = ddsm_guard_key_as(&c, (key), (virt_rv), (virt_rv));                               \
             if (rv != CKR_OK)                                                                      \

@@ -10,6 +10,9 @@
  *    CKA_COPYABLE and CKA_DESTROYABLE are false; retire keys through ddsmctl).
  *  - C_GetObjectSize: CKR_OK with CK_UNAVAILABLE_INFORMATION (the standard's answer for a size
  *    that is not meaningful; no key material is involved).
+ * Backend objects: a template carrying the root's label (C_CopyObject, C_SetAttributeValue) is
+ * CKR_ATTRIBUTE_VALUE_INVALID, and a copy of an object carrying it is refused like the root's
+ * (guard.h), so nothing gets the root's label through the module.
  * On the root seed key: setting attributes, copying and destroying are refused with
  * CKR_ACTION_PROHIBITED; CKA_VALUE reads as sensitive (CK_UNAVAILABLE_INFORMATION,
  * CKR_ATTRIBUTE_SENSITIVE: section 5.7 lists no other refusal for C_GetAttributeValue) without the
@@ -55,7 +58,8 @@ CK_RV ddsm_C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 {
     DDSM_CALL(c, "C_CopyObject");
     DDSM_LADDER_SESSION(c, hSession, phNewObject != NULL && (pTemplate != NULL || ulCount == 0));
-    if ((rv = ddsm_guard_object(&c, hObject)) != CKR_OK)
+    if ((rv = ddsm_guard_object(&c, hObject)) != CKR_OK ||
+        (rv = ddsm_guard_template(&c, pTemplate, ulCount)) != CKR_OK)
         goto out;
     rv = c.ctx->be->C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject);
     if (rv == CKR_OK)
@@ -80,7 +84,8 @@ CK_RV ddsm_C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObj
 {
     DDSM_CALL(c, "C_SetAttributeValue");
     DDSM_LADDER_SESSION(c, hSession, pTemplate != NULL || ulCount == 0);
-    if ((rv = ddsm_guard_object(&c, hObject)) != CKR_OK)
+    if ((rv = ddsm_guard_object(&c, hObject)) != CKR_OK ||
+        (rv = ddsm_guard_template(&c, pTemplate, ulCount)) != CKR_OK)
         goto out;
     rv = c.ctx->be->C_SetAttributeValue(hSession, hObject, pTemplate, ulCount);
 out:

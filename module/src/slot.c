@@ -1,8 +1,10 @@
 /* Slot and token management. One slot, numbered 0 (DDSM_SLOT_ID), is the configured backend
  * token's slot; every other slot id is CKR_SLOT_ID_INVALID. Slot, token and mechanism information
- * come from the backend, with CKM_DDSM_DERIVE and the EC signature mechanisms of virtual signing
- * keys (CKM_ECDSA, CKM_ECDSA_SHA256, CKM_EDDSA: ec.h) added to the mechanism list; their
- * C_GetMechanismInfo merges ours with the backend's (its own keys keep using them).
+ * come from the backend. The mechanism list is the backend's, narrowed to the mechanisms the
+ * module passes on (mechallow.h; C_GetMechanismInfo of any other is CKR_MECHANISM_INVALID), with
+ * CKM_DDSM_DERIVE and the EC signature mechanisms of virtual signing keys (CKM_ECDSA,
+ * CKM_ECDSA_SHA256, CKM_EDDSA: ec.h) added; their C_GetMechanismInfo merges ours with the
+ * backend's (its own keys keep using them).
  *
  * C_InitToken would erase the token, root seed key included: it is refused with
  * CKR_TOKEN_WRITE_PROTECTED when the root lives on the fronted token (initialise tokens with the
@@ -18,6 +20,7 @@
 #include "ec.h"
 #include "entry.h"
 #include "ladder.h"
+#include "mechallow.h"
 #include "login.h"
 
 #define DDSM_DERIVE_ROOT_MIN 16 /* bytes of root seed the mechanism accepts */
@@ -130,11 +133,13 @@ CK_RV ddsm_C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanis
     }
     if (rv != CKR_OK)
         goto out;
-    bool have = false;
+    /* Only what the module lets through (mechallow.h), then ours. */
+    CK_ULONG kept = 0;
     for (CK_ULONG i = 0; i < n; i++)
-        have = have || list[i] == CKM_DDSM_DERIVE;
-    if (!have)
-        list[n++] = CKM_DDSM_DERIVE;
+        if (ddsm_mech_allowed(c.ctx, list[i]) && list[i] != CKM_DDSM_DERIVE)
+            list[kept++] = list[i];
+    n = kept;
+    list[n++] = CKM_DDSM_DERIVE;
     for (size_t k = 0; k < DDSM_EC_MECHS; k++) {
         bool listed = false;
         for (CK_ULONG i = 0; i < n && !listed; i++)
@@ -179,6 +184,10 @@ CK_RV ddsm_C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
             ddsm_ec_mech_info(type, rv == CKR_OK ? &be : NULL, pInfo);
             rv = CKR_OK;
         }
+        goto out;
+    }
+    if (!ddsm_mech_allowed(c.ctx, type)) {
+        rv = CKR_MECHANISM_INVALID; /* the module would not pass it on */
         goto out;
     }
     rv = c.ctx->be->C_GetMechanismInfo(c.ctx->slot, type, pInfo);

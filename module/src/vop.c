@@ -4,6 +4,7 @@
 #include "guard.h"
 #include "handles.h"
 #include "login.h"
+#include "mechallow.h"
 #include "policy.h"
 
 ddsm_vop *ddsm_sess_vop(ddsm_sess *s, ddsm_opkind k)
@@ -73,8 +74,11 @@ static bool busy(ddsm_call *c, ddsm_opkind k)
 static CK_RV backend_init(ddsm_call *c, ddsm_opkind k, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE h)
 {
     CK_FUNCTION_LIST_PTR be = c->ctx->be;
-    CK_RV rv = ddsm_guard_key(c, h, CKR_OK);
-    if (rv != CKR_OK)
+    /* The root check fails closed (guard.h): application code that runs between it and the
+     * forwarded call (an application mutex callback of the lock below, another thread) cannot
+     * make a handle it refused usable, nor one it let through the root, by logging in or out. */
+    CK_RV rv = ddsm_mech_check(c, m);
+    if (rv != CKR_OK || (rv = ddsm_guard_key(c, h, CKR_OK)) != CKR_OK)
         return rv;
     ddsm_mutex_lock(c->sess->lock);
     bool ours = ddsm_sess_vop(c->sess, k)->active;

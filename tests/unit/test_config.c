@@ -273,6 +273,35 @@ static void test_config__rejects_unknown_section(void **state)
     assert_refused("\xef\xbb\xbf[cache2]\n" MINIMAL, 1, "unknown section [cache2]");
 }
 
+/* [backend] extra_mechanisms: a comma-separated list of names or numbers, each checked. */
+static void test_config__extra_mechanisms_is_a_checked_list(void **state)
+{
+    (void)state;
+#define BACKEND_WITH(v)                                                                            \
+    "[backend]\n"                                                                                  \
+    "module = /usr/lib/softhsm/libsofthsm2.so\n"                                                   \
+    "token_label = custody\n"                                                                      \
+    "extra_mechanisms = " v "\n"                                                                   \
+    "[store]\n"                                                                                    \
+    "conninfo = dbname=ddsm\n"
+    ddsm_config *cfg = load_ok(BACKEND_WITH("0x80001234, CKM_RSA_X9_31 ,0x1"));
+    assert_int_equal(cfg->backend.n_extra_mechanisms, 3);
+    assert_string_equal(cfg->backend.extra_mechanisms[0], "0x80001234");
+    assert_string_equal(cfg->backend.extra_mechanisms[1], "CKM_RSA_X9_31");
+    assert_string_equal(cfg->backend.extra_mechanisms[2], "0x1");
+    ddsm_config_free(cfg);
+    cfg = load_ok(MINIMAL);
+    assert_int_equal(cfg->backend.n_extra_mechanisms, 0);
+    ddsm_config_free(cfg);
+    assert_refused(BACKEND_WITH("0x80001234,, CKM_FOO"), 4, "comma-separated list");
+    assert_refused(BACKEND_WITH("0x"), 4, "comma-separated list");
+    assert_refused(BACKEND_WITH("ckm_foo"), 4, "comma-separated list");
+    assert_refused(BACKEND_WITH("0x123456789"), 4, "comma-separated list");
+    assert_refused(BACKEND_WITH("CKM_A CKM_B"), 4, "separated by commas");
+    assert_refused(BACKEND_WITH("CKM_A,"), 4, "comma-separated list");
+#undef BACKEND_WITH
+}
+
 static void test_config__rejects_unknown_key(void **state)
 {
     (void)state;
@@ -643,6 +672,7 @@ int main(void)
         cmocka_unit_test(test_config__indented_line_is_a_key_not_a_continuation),
         cmocka_unit_test(test_config__rejects_unknown_section),
         cmocka_unit_test(test_config__rejects_unknown_key),
+        cmocka_unit_test(test_config__extra_mechanisms_is_a_checked_list),
         cmocka_unit_test(test_config__rejects_key_outside_any_section),
         cmocka_unit_test(test_config__rejects_bad_section_headers),
         cmocka_unit_test(test_config__rejects_non_numeric_values),

@@ -14,6 +14,7 @@
 #define DDSM_CONF_DEFAULT "/etc/ddsm/ddsm.conf"
 #define DDSM_POLICY_MAX_PATTERNS 16
 #define DDSM_POLICY_MAX_MECHANISMS 32
+#define DDSM_BACKEND_MAX_EXTRA_MECHANISMS 32
 
 typedef struct ddsm_config {
     char *file; /* the file it was read from */
@@ -24,6 +25,10 @@ typedef struct ddsm_config {
         char *root_token_label;   /* optional separate custody token holding the root */
         char *root_pin_file;      /* required when root_token_label is set */
         unsigned call_timeout_ms; /* default 5000: bound on one HSM call */
+        /* mechanisms passed to the backend besides the module's allowlist ("CKM_..." or
+         * "0x..."), resolved by the module; default none */
+        char *extra_mechanisms[DDSM_BACKEND_MAX_EXTRA_MECHANISMS];
+        size_t n_extra_mechanisms;
     } backend;
     struct {
         char *conninfo;                /* required: libpq conninfo or URI */
