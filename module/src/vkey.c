@@ -710,7 +710,7 @@ bool ddsm_vkeys_asset_fresh(ddsm_call *c, const char *id_or_label, const ddsm_uu
 
 bool ddsm_vkey_found_variant(const char *key_type, bool policy_extractable, uint32_t *variant)
 {
-    uint32_t v = policy_extractable ? DDSM_VK_EXTRACTABLE : DDSM_VK_SENSITIVE;
+    uint32_t v = policy_extractable ? DDSM_VK_EXTRACTABLE | DDSM_VK_KEY_READABLE : DDSM_VK_SENSITIVE;
     if (strcmp(key_type, "hmac") == 0)
         v |= DDSM_VK_SIGN | DDSM_VK_VERIFY;
     else if (strcmp(key_type, "aes") == 0)
@@ -719,6 +719,48 @@ bool ddsm_vkey_found_variant(const char *key_type, bool policy_extractable, uint
         return false;
     *variant = v;
     return true;
+}
+
+CK_RV ddsm_vkey_template_parse_typed(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uuid *asset,
+                                     const char *canon_path, const char *key_type,
+                                     bool policy_extractable, uint32_t *variant)
+{
+    bool want_aes;
+    if (strcmp(key_type, "aes") == 0)
+        want_aes = true;
+    else if (strcmp(key_type, "hmac") == 0)
+        want_aes = false;
+    else
+        return CKR_TEMPLATE_INCONSISTENT; /* not a secret-key asset: no secret key of it */
+    if (n > 0 && tmpl == NULL)
+        return CKR_ARGUMENTS_BAD;
+    bool typed = false;
+    for (CK_ULONG i = 0; i < n; i++)
+        typed = typed || tmpl[i].type == CKA_KEY_TYPE;
+    uint32_t v = 0;
+    CK_RV rv;
+    if (typed || !want_aes) {
+        rv = ddsm_vkey_template_parse(tmpl, n, asset, canon_path, policy_extractable, &v);
+    } else {
+        /* An aes asset's keys are AES keys when the template does not say: the parser's default
+         * (a generic secret) would be refused below. */
+        CK_KEY_TYPE aes = CKK_AES;
+        CK_ATTRIBUTE *t = calloc((size_t)n + 1, sizeof(*t));
+        if (t == NULL)
+            return CKR_HOST_MEMORY;
+        t[0] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &aes, sizeof(aes)};
+        if (n > 0)
+            memcpy(&t[1], tmpl, (size_t)n * sizeof(*t));
+        rv = ddsm_vkey_template_parse(t, n + 1, asset, canon_path, policy_extractable, &v);
+        free(t);
+    }
+    if (rv != CKR_OK)
+        return rv;
+    /* The same 32 bytes must never serve as an HMAC key and as an AES key. */
+    if (((v & DDSM_VK_AES) != 0) != want_aes)
+        return CKR_TEMPLATE_INCONSISTENT;
+    *variant = v;
+    return CKR_OK;
 }
 
 void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16])
@@ -907,9 +949,12 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     ddsm_path_format(path, canon);
     ddsm_curve type_curve;
     if (ec ? key_type == NULL || strcmp(key_type, ddsm_curve_name(curve)) != 0
-           : key_type != NULL && ddsm_ec_key_type(key_type, &type_curve)) {
+           : key_type != NULL &&
+                 (ddsm_ec_key_type(key_type, &type_curve) ||
+                  ((variant & DDSM_VK_AES) != 0) != (strcmp(key_type, "aes") == 0))) {
         /* An object is only ever made for an asset of its kind, whose type never changes: the
-         * derived-key cache, keyed by (asset, path, counter), never mixes the two kinds. */
+         * derived-key cache, keyed by (asset, path, counter), never mixes the kinds, and the
+         * bytes of an hmac asset never become an AES key or the reverse. */
         ddsm_log(DDSM_LOG_ERROR, "%s key of an asset whose type is %s", ec ? "an EC" : "a secret",
                  key_type != NULL ? key_type : "unknown");
         return rvctx == DDSM_RVCTX_DERIVE ? CKR_MECHANISM_PARAM_INVALID : CKR_KEY_HANDLE_INVALID;
@@ -1201,12 +1246,17 @@ CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM
     case CKA_DECRYPT:
         return put_bool(buf, len, (v & DDSM_VK_DECRYPT) != 0);
     case CKA_SENSITIVE:
-    case CKA_ALWAYS_SENSITIVE:
         return put_bool(buf, len, (v & DDSM_VK_SENSITIVE) != 0);
     case CKA_EXTRACTABLE:
         return put_bool(buf, len, (v & DDSM_VK_EXTRACTABLE) != 0);
+    case CKA_ALWAYS_SENSITIVE:
+        /* Properties of the key, not of this handle: true only while no handle of the key can
+         * ever reveal its value (DDSM_VK_KEY_READABLE). */
+        return put_bool(buf, len,
+                        (v & DDSM_VK_SENSITIVE) != 0 && (v & DDSM_VK_KEY_READABLE) == 0);
     case CKA_NEVER_EXTRACTABLE:
-        return put_bool(buf, len, (v & DDSM_VK_EXTRACTABLE) == 0);
+        return put_bool(buf, len,
+                        (v & DDSM_VK_EXTRACTABLE) == 0 && (v & DDSM_VK_KEY_READABLE) == 0);
     case CKA_VALUE_LEN:
         return put_ulong(buf, len, DDSM_KEY_LEN);
     case CKA_KEY_GEN_MECHANISM:
@@ -1433,6 +1483,7 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
 
     *variant = (aes ? DDSM_VK_AES : 0) | (sign ? DDSM_VK_SIGN : 0) | (verify ? DDSM_VK_VERIFY : 0) |
                (enc ? DDSM_VK_ENCRYPT : 0) | (dec ? DDSM_VK_DECRYPT : 0) |
-               (extractable ? DDSM_VK_EXTRACTABLE : 0) | (sensitive ? DDSM_VK_SENSITIVE : 0);
+               (extractable ? DDSM_VK_EXTRACTABLE : 0) | (sensitive ? DDSM_VK_SENSITIVE : 0) |
+               (policy_extractable ? DDSM_VK_KEY_READABLE : 0);
     return CKR_OK;
 }
