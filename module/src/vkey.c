@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -33,7 +34,10 @@ struct ddsm_asset_rec {
     /* counter << 8 | state, one word so that readers see a consistent pair without a lock */
     _Atomic uint64_t cs;
     _Atomic int64_t validated_ms;   /* when the store or a NOTIFY last told us; 0 = never */
-    _Atomic int64_t grace_until_us; /* end of the grace window while ROTATING; 0 = unknown */
+    /* End of the grace window while ROTATING, on this process's monotonic clock (mono_us), from
+     * the time the server said it had left: never this host's wall clock against the server's
+     * timestamps. 0 = unknown. */
+    _Atomic int64_t grace_end_us;
     _Atomic int ktype;              /* index in key_types + 1 (immutable in the store); 0 unknown */
     struct ddsm_asset_rec *next;
     /* The label and default path as the store last gave them, and when (0: never); under
@@ -535,7 +539,7 @@ ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
         r->id = *asset;
         atomic_init(&r->cs, cs_pack(0, DDSM_STATE_INITIALIZED));
         atomic_init(&r->validated_ms, 0);
-        atomic_init(&r->grace_until_us, 0);
+        atomic_init(&r->grace_end_us, 0);
         atomic_init(&r->ktype, 0);
         r->next = v->assets[b];
         v->assets[b] = r;
@@ -544,8 +548,16 @@ ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
     return r;
 }
 
-/* Fold (counter, state) into r unless it is older than what r knows. grace_us < 0: unknown.
- * Returns whether (counter, state) changed. */
+/* Microseconds on the monotonic clock: grace windows are measured on it. */
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Fold (counter, state) into r unless it is older than what r knows. grace_us: the window's end
+ * on mono_us, 0 or less: unknown. Returns whether (counter, state) changed. */
 static bool rec_store(ddsm_asset_rec *r, uint64_t counter, ddsm_state state, int64_t grace_us)
 {
     if (counter > COUNTER_MAX)
@@ -560,7 +572,7 @@ static bool rec_store(ddsm_asset_rec *r, uint64_t counter, ddsm_state state, int
         if (atomic_compare_exchange_weak(&r->cs, &old, want))
             break;
     }
-    atomic_store(&r->grace_until_us, state == DDSM_STATE_ROTATING && grace_us > 0 ? grace_us : 0);
+    atomic_store(&r->grace_end_us, state == DDSM_STATE_ROTATING && grace_us > 0 ? grace_us : 0);
     atomic_store(&r->validated_ms, ddsm_now_ms());
     return old != want;
 }
@@ -640,7 +652,11 @@ void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a
     rec_set_type(r, a->key_type);
     if (a->label[0] != '\0')
         rec_set_meta(v, r, a);
-    if (rec_store(r, a->counter, a->state, a->grace_until_us))
+    /* The window's rest as the server measured it, counted from now: at most the delivery of one
+     * answer later than the server's own end (a grace key only ever verifies). */
+    int64_t grace_end =
+        a->state == DDSM_STATE_ROTATING && a->grace_left_us > 0 ? mono_us() + a->grace_left_us : 0;
+    if (rec_store(r, a->counter, a->state, grace_end))
         kill_stale(v, &a->id, a->counter, a->state);
 }
 
@@ -700,7 +716,9 @@ bool ddsm_vkeys_asset_fresh(ddsm_call *c, const char *id_or_label, const ddsm_uu
     a.id = r->id;
     snprintf(a.key_type, sizeof(a.key_type), "%s", type);
     cs_unpack(atomic_load(&r->cs), &a.counter, &a.state);
-    a.grace_until_us = a.state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_until_us) : 0;
+    a.grace_until_us = 0; /* the server's timestamp is not kept: only the window's monotonic end */
+    int64_t left = a.state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_end_us) - mono_us() : 0;
+    a.grace_left_us = left > 0 ? left : (a.state == DDSM_STATE_ROTATING ? 1 : 0);
     *out = a;
     return true;
 }
@@ -890,7 +908,7 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
                          : ddsm_ctx_listener_catch_up(c->ctx);
     for (int attempt = 0;; attempt++) {
         cs_unpack(atomic_load(&r->cs), &counter, &st);
-        grace_us = atomic_load(&r->grace_until_us);
+        grace_us = atomic_load(&r->grace_end_us);
         int64_t validated = atomic_load(&r->validated_ms);
         bool due = !ddsm_ctx_listener_covers(c->ctx, validated) &&
                    ddsm_now_ms() - validated > (int64_t)c->ctx->vkeys->staleness_ms;
@@ -910,7 +928,7 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
     if (e->counter == counter)
         return ddsm_mpolicy_key_use(c, e, use); /* a disabled zone stops its keys */
     if (st == DDSM_STATE_ROTATING && e->counter + 1 == counter && grace_us > 0 &&
-        ddsm_wall_us() < grace_us) {
+        mono_us() < grace_us) {
         /* The grace window: the previous key may still verify, never sign. */
         if (use == DDSM_USE_SIGN || use == DDSM_USE_ENCRYPT)
             return CKR_KEY_FUNCTION_NOT_PERMITTED;
@@ -1020,7 +1038,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
         goto out;
     }
     if (rec_store(r, counter, state,
-                  state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_until_us) : 0))
+                  state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_end_us) : 0))
         kill_stale(ctx->vkeys, asset, counter, state);
 
     key = ddsm_secure_alloc(DDSM_KEY_LEN);
