@@ -2,7 +2,13 @@
  * each slab is one page-aligned mapping, mlock'ed where RLIMIT_MEMLOCK allows and marked
  * MADV_DONTDUMP, so a cache of thousands of 32-byte keys costs a few locked pages instead of one
  * page (and five system calls) per key. Larger buffers get a mapping of their own. Slots are wiped
- * when freed; a freed slot holds only the free-list link. */
+ * when freed; a freed slot holds only the free-list link.
+ *
+ * Every mapping is also MADV_WIPEONFORK where the kernel offers it (Linux 4.14 and later): a fork
+ * child sees zeros in place of every key the parent held, so no code path in the child (a stale
+ * handle, a missed fork-generation check) can use the parent's key bytes. The slabs' own headers
+ * are zeros in the child too, so the child starts with no slab of its own and abandons the
+ * parent's (their slots are leaked, never reused). */
 #include "ddsm/secmem.h"
 
 #include <openssl/crypto.h>
@@ -34,6 +40,7 @@ static pthread_mutex_t sec_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct slab *avail[N_CLASSES]; /* slabs with at least one free slot */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static atomic_bool mlock_refusal_logged;
+static atomic_bool forked; /* this process is a fork child of one that used secret memory */
 
 /* A fork while another thread holds sec_lock must not leave the child's copy locked forever. */
 static void sec_prepare(void)
@@ -46,9 +53,21 @@ static void sec_release(void)
     pthread_mutex_unlock(&sec_lock);
 }
 
+static void sec_child(void)
+{
+#ifdef MADV_WIPEONFORK
+    /* The inherited slabs read as zeros here (a header without its magic): never allocate from
+     * them. Where the kernel refused the advice they are intact, but dropping them is harmless. */
+    for (unsigned c = 0; c < N_CLASSES; c++)
+        avail[c] = NULL;
+    atomic_store(&forked, true);
+#endif
+    pthread_mutex_unlock(&sec_lock);
+}
+
 static void register_atfork(void)
 {
-    (void)pthread_atfork(sec_prepare, sec_release, sec_release);
+    (void)pthread_atfork(sec_prepare, sec_release, sec_child);
 }
 
 void ddsm_wipe(void *p, size_t n)
@@ -82,6 +101,9 @@ static size_t round_up(size_t n, size_t to)
 static void protect_region(void *p, size_t len)
 {
     (void)madvise(p, len, MADV_DONTDUMP);
+#ifdef MADV_WIPEONFORK
+    (void)madvise(p, len, MADV_WIPEONFORK); /* EINVAL before Linux 4.14: the fork checks remain */
+#endif
     if (mlock(p, len) != 0 && !atomic_exchange(&mlock_refusal_logged, true))
         ddsm_log(DDSM_LOG_DEBUG, "secure memory: mlock refused (RLIMIT_MEMLOCK?): continuing "
                                  "with unlocked, undumpable pages");
@@ -218,6 +240,8 @@ void ddsm_secure_free(void *p, size_t n)
 
     struct slab *s = (struct slab *)((uintptr_t)p & ~(uintptr_t)(SLAB_SIZE - 1));
     size_t off = (size_t)((uint8_t *)p - (uint8_t *)s);
+    if (s->magic == 0 && atomic_load(&forked))
+        return; /* a slot of a slab inherited from the parent, wiped by the kernel: leaked */
     if (s->magic != SLAB_MAGIC || s->slot_size != (MIN_SLOT << cls) || off < s->first_off ||
         (off - s->first_off) % s->slot_size != 0) {
         /* Freed with a size it was not allocated with: a bug in the caller. Leak the slot rather

@@ -43,8 +43,11 @@ struct ddsm_store {
     "(extract(epoch FROM " t ".created_at) * 1000000)::bigint, "                                 \
     "(extract(epoch FROM " t ".updated_at) * 1000000)::bigint, "                                 \
     "CASE WHEN ddsm_effective_state(" t ".state, " t ".grace_until) = 'ROTATING' "               \
-    "THEN (extract(epoch FROM " t ".grace_until) * 1000000)::bigint ELSE 0 END"
-#define ASSET_NCOLS 9
+    "THEN (extract(epoch FROM " t ".grace_until) * 1000000)::bigint ELSE 0 END, "                \
+    "CASE WHEN ddsm_effective_state(" t ".state, " t ".grace_until) = 'ROTATING' "               \
+    "THEN greatest(1, (extract(epoch FROM " t ".grace_until - clock_timestamp()) * 1000000)"     \
+    "::bigint) ELSE 0 END"
+#define ASSET_NCOLS 10
 
 /* The hot path: one statement, one round trip, no lock. It reads the registry row through its
  * primary key and inserts the DERIVE row only when the effective state is derivable, in the same
@@ -326,7 +329,8 @@ static ddsm_err asset_from_row(ddsm_store *st, const PGresult *res, int row, int
         ddsm_state_parse(PQgetvalue(res, row, col + 5), &a.state) != DDSM_OK ||
         !ddsm_pq_get_i64(res, row, col + 6, &a.created_us) ||
         !ddsm_pq_get_i64(res, row, col + 7, &a.updated_us) ||
-        !ddsm_pq_get_i64(res, row, col + 8, &a.grace_until_us))
+        !ddsm_pq_get_i64(res, row, col + 8, &a.grace_until_us) ||
+        !ddsm_pq_get_i64(res, row, col + 9, &a.grace_left_us) || a.grace_left_us < 0)
         return ddsm_pq_fail(&st->pq, DDSM_E_STORE, "store: asset row %s does not fit (label "
                             "%.40s...): was it written by hand?", id,
                             PQgetvalue(res, row, col + 1));

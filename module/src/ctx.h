@@ -41,7 +41,6 @@ void ddsm_rwlock_wrlock(ddsm_rwlock *l);
 void ddsm_rwlock_unlock(ddsm_rwlock *l);
 
 int64_t ddsm_now_ms(void);  /* monotonic clock */
-int64_t ddsm_wall_us(void); /* unix time in microseconds (grace windows come from the store) */
 
 typedef struct ddsm_htab ddsm_htab;
 typedef struct ddsm_vkeys ddsm_vkeys;

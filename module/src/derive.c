@@ -82,8 +82,8 @@ static CK_RV ddsm_derive(ddsm_call *c, const CK_MECHANISM *m, CK_OBJECT_HANDLE b
         }
         rv = ddsm_ec_template_parse(t, n, &asset, canon, curve, &variant);
     } else {
-        rv = ddsm_vkey_template_parse(t, n, &asset, canon, c->ctx->cfg->policy.extractable,
-                                      &variant);
+        rv = ddsm_vkey_template_parse_typed(t, n, &asset, canon, key_type,
+                                            c->ctx->cfg->policy.extractable, &variant);
     }
     if (rv != CKR_OK)
         return rv;

@@ -16,10 +16,16 @@
  * else younger than [cache] staleness_ms (labels and default paths, which no NOTIFY announces,
  * are trusted for staleness_ms only).
  *
- * Documented choice: when the store is down, C_FindObjectsInit still succeeds, the backend's
- * objects are returned, and once they are exhausted C_FindObjects fails with CKR_DEVICE_ERROR
- * (ulDeviceError DDSM_DEVERR_STORE_DOWN) instead of silently returning no virtual objects. A
- * template with a CKA_DDSM_* attribute is not sent to the backend (its objects cannot match). */
+ * When the store is needed for a find and cannot answer, C_FindObjectsInit fails with
+ * CKR_DEVICE_ERROR (ulDeviceError DDSM_DEVERR_STORE_DOWN) and leaves no operation active: an
+ * application that never calls C_FindObjectsFinal after a failed step (PyKCS11 does not) would
+ * otherwise get CKR_OPERATION_ACTIVE from every later find of the session. A find the store cannot
+ * serve never silently returns no virtual objects. A template with a CKA_DDSM_* attribute is not
+ * sent to the backend (its objects cannot match).
+ *
+ * A backend object handle with the top bit set is dropped (it would be misread as ours). The
+ * backend's part of the search ends only when the backend returns no handle at all (PKCS#11's end
+ * of a search; a short batch is not one), never because dropping handles emptied a batch. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -289,10 +295,10 @@ CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTempl
             goto out;
         be_active = true;
     }
-    CK_RV vrv = virtual_candidates(&c, pTemplate, ulCount, &cands, &detail);
-    if (vrv == CKR_HOST_MEMORY) {
-        rv = vrv;
-        goto out;
+    rv = virtual_candidates(&c, pTemplate, ulCount, &cands, &detail);
+    if (rv != CKR_OK) {
+        c.detail = detail;
+        goto out; /* the backend's part ends below: nothing is left active */
     }
 
     ddsm_mutex_lock(c.sess->lock);
@@ -306,8 +312,6 @@ CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTempl
         f->virt = cands.h;
         f->n_virt = cands.n;
         f->pos = 0;
-        f->deferred_rv = vrv;
-        f->deferred_detail = detail;
         cands.h = NULL;
         be_active = false; /* the session owns it now */
     }
@@ -334,20 +338,28 @@ CK_RV ddsm_C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObje
         rv = CKR_OPERATION_NOT_INITIALIZED;
         goto out;
     }
-    if (from_backend && ulMaxObjectCount > 0) {
+    bool be_exhausted = false;
+    while (from_backend && !be_exhausted && got < ulMaxObjectCount) {
         /* The backend's objects first; no lock held across its call. */
-        rv = c.ctx->be->C_FindObjects(hSession, phObject, ulMaxObjectCount, &got);
+        CK_ULONG want = ulMaxObjectCount - got, n = 0;
+        rv = c.ctx->be->C_FindObjects(hSession, phObject + got, want, &n);
         if (rv != CKR_OK)
             goto out;
-        for (CK_ULONG i = 0; i < got; i++) {
-            if (phObject[i] >= DDSM_HANDLE_TOP) {
+        if (n > want) {
+            rv = ddsm_call_backend(&c, CKR_DEVICE_ERROR);
+            goto out;
+        }
+        be_exhausted = n == 0;
+        CK_ULONG base = got;
+        for (CK_ULONG i = 0; i < n; i++) {
+            CK_OBJECT_HANDLE h = phObject[base + i];
+            if (h >= DDSM_HANDLE_TOP) {
                 /* A backend handle in our half of the space would be misread: refuse it. */
                 ddsm_log(DDSM_LOG_ERROR, "backend object handle 0x%lx has the top bit set",
-                         (unsigned long)phObject[i]);
-                memmove(&phObject[i], &phObject[i + 1], (got - i - 1) * sizeof(*phObject));
-                got--;
-                i--;
+                         (unsigned long)h);
+                continue;
             }
+            phObject[got++] = h;
         }
     }
     ddsm_mutex_lock(c.sess->lock);
@@ -356,14 +368,9 @@ CK_RV ddsm_C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObje
         rv = CKR_OPERATION_NOT_INITIALIZED;
         goto out;
     }
-    if (from_backend && got < ulMaxObjectCount)
+    if (from_backend && be_exhausted)
         f->be_done = true;
-    if (f->be_done && got == 0 && f->deferred_rv != CKR_OK) {
-        rv = f->deferred_rv;
-        c.detail = f->deferred_detail;
-        f->deferred_rv = CKR_OK; /* reported once */
-    }
-    while (rv == CKR_OK && f->be_done && got < ulMaxObjectCount && f->pos < f->n_virt)
+    while (f->be_done && got < ulMaxObjectCount && f->pos < f->n_virt)
         phObject[got++] = f->virt[f->pos++];
     ddsm_mutex_unlock(c.sess->lock);
     if (rv == CKR_OK)

@@ -75,11 +75,19 @@ static CK_RV classify(ddsm_call *c, CK_OBJECT_HANDLE h, key_kind *kind)
 
 /* A virtual handle: CKR_OK while its object lives; else CKR_KEY_HANDLE_INVALID (key_ctx) or
  * CKR_OBJECT_HANDLE_INVALID for a forged or reused handle and for one whose counter was rotated
- * away or retired (DESIGN.md "Lifecycle"): a refusal must not tell a dead key from a live one. */
+ * away or retired (DESIGN.md "Lifecycle"): a refusal must not tell a dead key from a live one.
+ * Virtual objects are private: a session that is not logged in as the user gets the same answer
+ * as for a handle that names nothing (as C_GetAttributeValue does), before anything else is
+ * looked at, so that the refusal of a live object does not confirm that it exists. */
 static CK_RV virtual_live(ddsm_call *c, CK_OBJECT_HANDLE h, bool key_ctx)
 {
     ddsm_hentry e;
-    CK_RV rv = ddsm_vkey_lookup(c, h, key_ctx, &e);
+    CK_RV rv = ddsm_require_user(c);
+    if (rv == CKR_USER_NOT_LOGGED_IN)
+        return key_ctx ? CKR_KEY_HANDLE_INVALID : CKR_OBJECT_HANDLE_INVALID;
+    if (rv != CKR_OK)
+        return rv;
+    rv = ddsm_vkey_lookup(c, h, key_ctx, &e);
     if (rv == CKR_OK)
         rv = ddsm_vkey_check(c, &e, key_ctx ? DDSM_USE_VERIFY : DDSM_USE_OBJECT);
     return rv;

@@ -38,8 +38,6 @@ typedef struct ddsm_find {
     bool be_done;
     CK_OBJECT_HANDLE *virt;
     size_t n_virt, pos;
-    CK_RV deferred_rv; /* the virtual lookup failed: reported once the backend is exhausted */
-    CK_ULONG deferred_detail;
 } ddsm_find;
 
 typedef struct ddsm_sess {

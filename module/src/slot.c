@@ -88,17 +88,30 @@ out:
     return ddsm_call_end(&c, rv);
 }
 
+/* Non-blocking polls of the backend in one C_WaitForSlotEvent(CKF_DONT_BLOCK) at most. */
+#define WAIT_POLLS_MAX 1024
+
 CK_RV ddsm_C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR pSlot, CK_VOID_PTR pReserved)
 {
     CK_SLOT_ID be_slot = 0;
     DDSM_CALL(c, "C_WaitForSlotEvent");
     DDSM_LADDER(c, pSlot != NULL && pReserved == NULL);
-    rv = c.ctx->be->C_WaitForSlotEvent(flags, &be_slot, NULL);
-    if (rv == CKR_OK) {
-        if (be_slot == c.ctx->slot)
+    /* Events of backend slots we do not expose are passed over: the caller asked to wait for an
+     * event on ours (blocking) or to learn whether one is pending (CKF_DONT_BLOCK: the backend
+     * then answers CKR_NO_EVENT once its queue is empty, bounded here against one that never
+     * does). */
+    for (unsigned polls = 0;; polls++) {
+        rv = c.ctx->be->C_WaitForSlotEvent(flags, &be_slot, NULL);
+        if (rv != CKR_OK)
+            break;
+        if (be_slot == c.ctx->slot) {
             *pSlot = DDSM_SLOT_ID;
-        else
-            rv = CKR_NO_EVENT; /* an event on a slot we do not expose */
+            break;
+        }
+        if ((flags & CKF_DONT_BLOCK) != 0 && polls >= WAIT_POLLS_MAX) {
+            rv = CKR_NO_EVENT;
+            break;
+        }
     }
 out:
     return ddsm_call_end(&c, rv);

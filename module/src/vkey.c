@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -33,7 +34,10 @@ struct ddsm_asset_rec {
     /* counter << 8 | state, one word so that readers see a consistent pair without a lock */
     _Atomic uint64_t cs;
     _Atomic int64_t validated_ms;   /* when the store or a NOTIFY last told us; 0 = never */
-    _Atomic int64_t grace_until_us; /* end of the grace window while ROTATING; 0 = unknown */
+    /* End of the grace window while ROTATING, on this process's monotonic clock (mono_us), from
+     * the time the server said it had left: never this host's wall clock against the server's
+     * timestamps. 0 = unknown. */
+    _Atomic int64_t grace_end_us;
     _Atomic int ktype;              /* index in key_types + 1 (immutable in the store); 0 unknown */
     struct ddsm_asset_rec *next;
     /* The label and default path as the store last gave them, and when (0: never); under
@@ -535,7 +539,7 @@ ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
         r->id = *asset;
         atomic_init(&r->cs, cs_pack(0, DDSM_STATE_INITIALIZED));
         atomic_init(&r->validated_ms, 0);
-        atomic_init(&r->grace_until_us, 0);
+        atomic_init(&r->grace_end_us, 0);
         atomic_init(&r->ktype, 0);
         r->next = v->assets[b];
         v->assets[b] = r;
@@ -544,8 +548,16 @@ ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
     return r;
 }
 
-/* Fold (counter, state) into r unless it is older than what r knows. grace_us < 0: unknown.
- * Returns whether (counter, state) changed. */
+/* Microseconds on the monotonic clock: grace windows are measured on it. */
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Fold (counter, state) into r unless it is older than what r knows. grace_us: the window's end
+ * on mono_us, 0 or less: unknown. Returns whether (counter, state) changed. */
 static bool rec_store(ddsm_asset_rec *r, uint64_t counter, ddsm_state state, int64_t grace_us)
 {
     if (counter > COUNTER_MAX)
@@ -560,7 +572,7 @@ static bool rec_store(ddsm_asset_rec *r, uint64_t counter, ddsm_state state, int
         if (atomic_compare_exchange_weak(&r->cs, &old, want))
             break;
     }
-    atomic_store(&r->grace_until_us, state == DDSM_STATE_ROTATING && grace_us > 0 ? grace_us : 0);
+    atomic_store(&r->grace_end_us, state == DDSM_STATE_ROTATING && grace_us > 0 ? grace_us : 0);
     atomic_store(&r->validated_ms, ddsm_now_ms());
     return old != want;
 }
@@ -640,7 +652,11 @@ void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a
     rec_set_type(r, a->key_type);
     if (a->label[0] != '\0')
         rec_set_meta(v, r, a);
-    if (rec_store(r, a->counter, a->state, a->grace_until_us))
+    /* The window's rest as the server measured it, counted from now: at most the delivery of one
+     * answer later than the server's own end (a grace key only ever verifies). */
+    int64_t grace_end =
+        a->state == DDSM_STATE_ROTATING && a->grace_left_us > 0 ? mono_us() + a->grace_left_us : 0;
+    if (rec_store(r, a->counter, a->state, grace_end))
         kill_stale(v, &a->id, a->counter, a->state);
 }
 
@@ -700,7 +716,9 @@ bool ddsm_vkeys_asset_fresh(ddsm_call *c, const char *id_or_label, const ddsm_uu
     a.id = r->id;
     snprintf(a.key_type, sizeof(a.key_type), "%s", type);
     cs_unpack(atomic_load(&r->cs), &a.counter, &a.state);
-    a.grace_until_us = a.state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_until_us) : 0;
+    a.grace_until_us = 0; /* the server's timestamp is not kept: only the window's monotonic end */
+    int64_t left = a.state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_end_us) - mono_us() : 0;
+    a.grace_left_us = left > 0 ? left : (a.state == DDSM_STATE_ROTATING ? 1 : 0);
     *out = a;
     return true;
 }
@@ -710,7 +728,7 @@ bool ddsm_vkeys_asset_fresh(ddsm_call *c, const char *id_or_label, const ddsm_uu
 
 bool ddsm_vkey_found_variant(const char *key_type, bool policy_extractable, uint32_t *variant)
 {
-    uint32_t v = policy_extractable ? DDSM_VK_EXTRACTABLE : DDSM_VK_SENSITIVE;
+    uint32_t v = policy_extractable ? DDSM_VK_EXTRACTABLE | DDSM_VK_KEY_READABLE : DDSM_VK_SENSITIVE;
     if (strcmp(key_type, "hmac") == 0)
         v |= DDSM_VK_SIGN | DDSM_VK_VERIFY;
     else if (strcmp(key_type, "aes") == 0)
@@ -719,6 +737,48 @@ bool ddsm_vkey_found_variant(const char *key_type, bool policy_extractable, uint
         return false;
     *variant = v;
     return true;
+}
+
+CK_RV ddsm_vkey_template_parse_typed(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uuid *asset,
+                                     const char *canon_path, const char *key_type,
+                                     bool policy_extractable, uint32_t *variant)
+{
+    bool want_aes;
+    if (strcmp(key_type, "aes") == 0)
+        want_aes = true;
+    else if (strcmp(key_type, "hmac") == 0)
+        want_aes = false;
+    else
+        return CKR_TEMPLATE_INCONSISTENT; /* not a secret-key asset: no secret key of it */
+    if (n > 0 && tmpl == NULL)
+        return CKR_ARGUMENTS_BAD;
+    bool typed = false;
+    for (CK_ULONG i = 0; i < n; i++)
+        typed = typed || tmpl[i].type == CKA_KEY_TYPE;
+    uint32_t v = 0;
+    CK_RV rv;
+    if (typed || !want_aes) {
+        rv = ddsm_vkey_template_parse(tmpl, n, asset, canon_path, policy_extractable, &v);
+    } else {
+        /* An aes asset's keys are AES keys when the template does not say: the parser's default
+         * (a generic secret) would be refused below. */
+        CK_KEY_TYPE aes = CKK_AES;
+        CK_ATTRIBUTE *t = calloc((size_t)n + 1, sizeof(*t));
+        if (t == NULL)
+            return CKR_HOST_MEMORY;
+        t[0] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &aes, sizeof(aes)};
+        if (n > 0)
+            memcpy(&t[1], tmpl, (size_t)n * sizeof(*t));
+        rv = ddsm_vkey_template_parse(t, n + 1, asset, canon_path, policy_extractable, &v);
+        free(t);
+    }
+    if (rv != CKR_OK)
+        return rv;
+    /* The same 32 bytes must never serve as an HMAC key and as an AES key. */
+    if (((v & DDSM_VK_AES) != 0) != want_aes)
+        return CKR_TEMPLATE_INCONSISTENT;
+    *variant = v;
+    return CKR_OK;
 }
 
 void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16])
@@ -848,7 +908,7 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
                          : ddsm_ctx_listener_catch_up(c->ctx);
     for (int attempt = 0;; attempt++) {
         cs_unpack(atomic_load(&r->cs), &counter, &st);
-        grace_us = atomic_load(&r->grace_until_us);
+        grace_us = atomic_load(&r->grace_end_us);
         int64_t validated = atomic_load(&r->validated_ms);
         bool due = !ddsm_ctx_listener_covers(c->ctx, validated) &&
                    ddsm_now_ms() - validated > (int64_t)c->ctx->vkeys->staleness_ms;
@@ -868,7 +928,7 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
     if (e->counter == counter)
         return ddsm_mpolicy_key_use(c, e, use); /* a disabled zone stops its keys */
     if (st == DDSM_STATE_ROTATING && e->counter + 1 == counter && grace_us > 0 &&
-        ddsm_wall_us() < grace_us) {
+        mono_us() < grace_us) {
         /* The grace window: the previous key may still verify, never sign. */
         if (use == DDSM_USE_SIGN || use == DDSM_USE_ENCRYPT)
             return CKR_KEY_FUNCTION_NOT_PERMITTED;
@@ -907,9 +967,12 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     ddsm_path_format(path, canon);
     ddsm_curve type_curve;
     if (ec ? key_type == NULL || strcmp(key_type, ddsm_curve_name(curve)) != 0
-           : key_type != NULL && ddsm_ec_key_type(key_type, &type_curve)) {
+           : key_type != NULL &&
+                 (ddsm_ec_key_type(key_type, &type_curve) ||
+                  ((variant & DDSM_VK_AES) != 0) != (strcmp(key_type, "aes") == 0))) {
         /* An object is only ever made for an asset of its kind, whose type never changes: the
-         * derived-key cache, keyed by (asset, path, counter), never mixes the two kinds. */
+         * derived-key cache, keyed by (asset, path, counter), never mixes the kinds, and the
+         * bytes of an hmac asset never become an AES key or the reverse. */
         ddsm_log(DDSM_LOG_ERROR, "%s key of an asset whose type is %s", ec ? "an EC" : "a secret",
                  key_type != NULL ? key_type : "unknown");
         return rvctx == DDSM_RVCTX_DERIVE ? CKR_MECHANISM_PARAM_INVALID : CKR_KEY_HANDLE_INVALID;
@@ -975,7 +1038,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
         goto out;
     }
     if (rec_store(r, counter, state,
-                  state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_until_us) : 0))
+                  state == DDSM_STATE_ROTATING ? atomic_load(&r->grace_end_us) : 0))
         kill_stale(ctx->vkeys, asset, counter, state);
 
     key = ddsm_secure_alloc(DDSM_KEY_LEN);
@@ -1201,12 +1264,17 @@ CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM
     case CKA_DECRYPT:
         return put_bool(buf, len, (v & DDSM_VK_DECRYPT) != 0);
     case CKA_SENSITIVE:
-    case CKA_ALWAYS_SENSITIVE:
         return put_bool(buf, len, (v & DDSM_VK_SENSITIVE) != 0);
     case CKA_EXTRACTABLE:
         return put_bool(buf, len, (v & DDSM_VK_EXTRACTABLE) != 0);
+    case CKA_ALWAYS_SENSITIVE:
+        /* Properties of the key, not of this handle: true only while no handle of the key can
+         * ever reveal its value (DDSM_VK_KEY_READABLE). */
+        return put_bool(buf, len,
+                        (v & DDSM_VK_SENSITIVE) != 0 && (v & DDSM_VK_KEY_READABLE) == 0);
     case CKA_NEVER_EXTRACTABLE:
-        return put_bool(buf, len, (v & DDSM_VK_EXTRACTABLE) == 0);
+        return put_bool(buf, len,
+                        (v & DDSM_VK_EXTRACTABLE) == 0 && (v & DDSM_VK_KEY_READABLE) == 0);
     case CKA_VALUE_LEN:
         return put_ulong(buf, len, DDSM_KEY_LEN);
     case CKA_KEY_GEN_MECHANISM:
@@ -1433,6 +1501,7 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
 
     *variant = (aes ? DDSM_VK_AES : 0) | (sign ? DDSM_VK_SIGN : 0) | (verify ? DDSM_VK_VERIFY : 0) |
                (enc ? DDSM_VK_ENCRYPT : 0) | (dec ? DDSM_VK_DECRYPT : 0) |
-               (extractable ? DDSM_VK_EXTRACTABLE : 0) | (sensitive ? DDSM_VK_SENSITIVE : 0);
+               (extractable ? DDSM_VK_EXTRACTABLE : 0) | (sensitive ? DDSM_VK_SENSITIVE : 0) |
+               (policy_extractable ? DDSM_VK_KEY_READABLE : 0);
     return CKR_OK;
 }

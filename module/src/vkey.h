@@ -9,7 +9,9 @@
  * CKA_UNIQUE_ID "<uuid>/<path>#<counter>", vendor CKA_DDSM_*. CKA_EXTRACTABLE follows the policy
  * ([policy] extractable, default false). Documented choice: CKA_SENSITIVE is the opposite of
  * CKA_EXTRACTABLE unless C_DeriveKey's template asks otherwise, so that "extractable" keys have a
- * readable CKA_VALUE as the standard requires (a sensitive key's value is never revealed). */
+ * readable CKA_VALUE as the standard requires (a sensitive key's value is never revealed).
+ * CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE describe the key, which every handle of it shares:
+ * both are false on every handle when the policy makes the key readable through any of them. */
 #ifndef DDSM_VKEY_H
 #define DDSM_VKEY_H
 
@@ -31,6 +33,10 @@
 #define DDSM_VK_DECRYPT 0x10u
 #define DDSM_VK_EXTRACTABLE 0x20u
 #define DDSM_VK_SENSITIVE 0x40u
+/* [policy] extractable: the key's value may be read through some handle of it (a found one, if
+ * not this one), so no handle of the key claims CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE.
+ * Every handle of the key in a process has it or none has (the policy is fixed per process). */
+#define DDSM_VK_KEY_READABLE 0x400u
 
 /* The variant of objects found with C_FindObjects, from the asset's key type: "hmac" gives a
  * CKK_GENERIC_SECRET that signs and verifies, "aes" a CKK_AES that encrypts and decrypts. false
@@ -161,5 +167,12 @@ void ddsm_vkey_label(const ddsm_uuid *asset, const char *canon_path,
 CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uuid *asset,
                                const char *canon_path, bool policy_extractable,
                                uint32_t *variant) DDSM_WUR;
+/* The same for an asset of the registry's secret key_type ("hmac" or "aes"): the key type decides
+ * the object's, so that the same key bytes never serve as an HMAC key and as an AES key. Without
+ * CKA_KEY_TYPE an aes asset gives a CKK_AES object; a template asking the other type (or usage
+ * flags of the other type) is CKR_TEMPLATE_INCONSISTENT. */
+CK_RV ddsm_vkey_template_parse_typed(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uuid *asset,
+                                     const char *canon_path, const char *key_type,
+                                     bool policy_extractable, uint32_t *variant) DDSM_WUR;
 
 #endif

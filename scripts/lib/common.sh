@@ -10,7 +10,7 @@ DDSM_DEBS=(
     libp11-kit-dev libgfshare-dev libsecp256k1-dev
     softhsm2 opensc gnutls-bin
     pgbouncer
-    valgrind clang python3 python3-pykcs11 xxd procps iproute2 util-linux
+    valgrind clang python3 python3-pykcs11 xxd procps iproute2 util-linux faketime
     libengine-pkcs11-openssl python3-ecdsa
     prometheus
 )

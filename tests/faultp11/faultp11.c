@@ -7,6 +7,13 @@
  *                          <C_Function|*> delay=<ms> [count=N]
  *                      count=N applies the rule to the next N matching calls only (per rule
  *                      load). '#' starts a comment. An empty or missing file means no faults.
+ *                      Two rules stand for a backend's own behaviour rather than a failure; each
+ *                      is used up only by the calls it answers (the first such rule that is not
+ *                      used up answers), and without count= it answers every call:
+ *                          C_WaitForSlotEvent slot=<id> [count=N]   an event on slot <id>
+ *                          C_FindObjects topbit=<n> [count=N]       a batch of n (at most the
+ *                                  caller's maximum) object handles with the top bit set, before
+ *                                  the real search's objects
  *   DDSM_FAULT_LOG     optional: a file to which every call's name is appended (call counting).
  * C_GetFunctionList itself is never faulted. */
 #include <dlfcn.h>
@@ -28,9 +35,13 @@
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_RULES 32
 
+enum { KIND_FAULT, KIND_SLOT, KIND_TOPBIT }; /* KIND_FAULT: rv= or delay= */
+
 struct rule {
     char fn[48];
     int is_delay;
+    int kind;
+    unsigned long arg; /* KIND_SLOT: the slot; KIND_TOPBIT: how many handles */
     ck_rv_t rv;
     unsigned long delay_ms;
     long remaining; /* -1: unlimited */
@@ -116,6 +127,14 @@ static void reload_locked(void)
                 r.is_delay = 1;
                 r.delay_ms = strtoul(tok + 6, NULL, 10);
                 ok = 1;
+            } else if (strncmp(tok, "slot=", 5) == 0) {
+                r.kind = KIND_SLOT;
+                r.arg = strtoul(tok + 5, NULL, 0);
+                ok = 1;
+            } else if (strncmp(tok, "topbit=", 7) == 0) {
+                r.kind = KIND_TOPBIT;
+                r.arg = strtoul(tok + 7, NULL, 0);
+                ok = 1;
             } else if (strncmp(tok, "count=", 6) == 0) {
                 r.remaining = strtol(tok + 6, NULL, 10);
             } else {
@@ -155,7 +174,7 @@ static int fault(const char *fn, ck_rv_t *rv)
         struct rule *r = &rules[i];
         if (strcmp(r->fn, "*") != 0 && strcmp(r->fn, fn) != 0)
             continue;
-        if (r->remaining == 0)
+        if (r->remaining == 0 || r->kind == KIND_SLOT || r->kind == KIND_TOPBIT)
             continue;
         if (r->remaining > 0)
             r->remaining--;
@@ -175,6 +194,25 @@ static int fault(const char *fn, ck_rv_t *rv)
     return fail;
 }
 
+/* The first rule of that kind for fn that is not used up: uses it and gives its argument. */
+static int behaviour(const char *fn, int kind, unsigned long *arg)
+{
+    int found = 0;
+    pthread_mutex_lock(&lock);
+    reload_locked();
+    for (size_t i = 0; i < n_rules && !found; i++) {
+        struct rule *r = &rules[i];
+        if (r->kind != kind || strcmp(r->fn, fn) != 0 || r->remaining == 0)
+            continue;
+        if (r->remaining > 0)
+            r->remaining--;
+        *arg = r->arg;
+        found = 1;
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
 #define WRAP(name, params, args)                                                                  \
     static ck_rv_t w_##name params                                                                  \
     {                                                                                             \
@@ -186,6 +224,34 @@ static int fault(const char *fn, ck_rv_t *rv)
 FAULT_FUNCS(WRAP)
 
 static struct ck_function_list wrapped;
+
+static ck_rv_t b_C_WaitForSlotEvent(ck_flags_t flags, ck_slot_id_t *slot, void *reserved)
+{
+    unsigned long id;
+    if (slot != NULL && behaviour("C_WaitForSlotEvent", KIND_SLOT, &id)) {
+        log_call("C_WaitForSlotEvent");
+        *slot = id;
+        return CKR_OK;
+    }
+    return w_C_WaitForSlotEvent(flags, slot, reserved);
+}
+
+static ck_rv_t b_C_FindObjects(ck_session_handle_t session, ck_object_handle_t *object,
+                               unsigned long max_object_count, unsigned long *object_count)
+{
+    unsigned long n;
+    if (object != NULL && object_count != NULL && max_object_count > 0 &&
+        behaviour("C_FindObjects", KIND_TOPBIT, &n)) {
+        log_call("C_FindObjects");
+        if (n > max_object_count)
+            n = max_object_count;
+        for (unsigned long i = 0; i < n; i++)
+            object[i] = (ck_object_handle_t)0x80000000UL + 0x100UL + i;
+        *object_count = n;
+        return CKR_OK;
+    }
+    return w_C_FindObjects(session, object, max_object_count, object_count);
+}
 
 EXPORT ck_rv_t C_GetFunctionList(struct ck_function_list **list)
 {
@@ -208,6 +274,8 @@ EXPORT ck_rv_t C_GetFunctionList(struct ck_function_list **list)
         wrapped = *real;
 #define ASSIGN(name, params, args) wrapped.name = w_##name;
         FAULT_FUNCS(ASSIGN)
+        wrapped.C_WaitForSlotEvent = b_C_WaitForSlotEvent;
+        wrapped.C_FindObjects = b_C_FindObjects;
         wrapped.C_GetFunctionList = C_GetFunctionList;
     }
     pthread_mutex_unlock(&lock);

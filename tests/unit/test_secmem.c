@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -178,6 +179,74 @@ static void test_secmem__large_buffers_are_locked_and_excluded_from_dumps(void *
     ddsm_secure_free(big, n);
 }
 
+/* Whether this kernel offers MADV_WIPEONFORK (Linux 4.14 and later). */
+static int wipeonfork_offered(void)
+{
+#ifdef MADV_WIPEONFORK
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *probe = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(probe != MAP_FAILED);
+    int ok = madvise(probe, page, MADV_WIPEONFORK) == 0;
+    munmap(probe, page);
+    return ok;
+#else
+    return 0;
+#endif
+}
+
+/* In a fork child every key the parent held in secret memory reads as zeros, small (slab) and
+ * large alike, and the child can still allocate and free secret memory of its own. */
+static void test_secmem__keys_read_as_zeros_in_a_fork_child(void **state)
+{
+    (void)state;
+    if (!wipeonfork_offered()) {
+        print_message("no MADV_WIPEONFORK on this kernel: nothing to check\n");
+        skip();
+    }
+    char flags[512];
+    size_t big_n = 2 * 4096 + 1;
+    uint8_t *key = ddsm_secure_alloc(32), *big = ddsm_secure_alloc(big_n);
+    assert_non_null(key);
+    assert_non_null(big);
+    memset(key, 0x5a, 32);
+    memset(big, 0xa5, big_n);
+    vm_flags_of(key, flags, sizeof(flags));
+    if (!has_flag(flags, "wf"))
+        fail_msg("no MADV_WIPEONFORK on the key's mapping: %s", flags);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int bad = 0;
+        if (!is_zero(key, 32))
+            bad |= 1;
+        if (!is_zero(big, big_n))
+            bad |= 2;
+        uint8_t *fresh = ddsm_secure_alloc(32);
+        if (fresh == NULL || !is_zero(fresh, 32))
+            bad |= 4;
+        else {
+            memset(fresh, 1, 32);
+            ddsm_secure_free(fresh, 32);
+        }
+        ddsm_secure_free(key, 32); /* the parent's slot: leaked, no crash */
+        ddsm_secure_free(big, big_n);
+        _exit(bad);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0)
+        fail_msg("fork child saw secret memory it should not (bits %d: 1 small key, 2 large "
+                 "buffer, 4 no fresh allocation)",
+                 WEXITSTATUS(status));
+    for (size_t i = 0; i < 32; i++)
+        assert_int_equal(key[i], 0x5a); /* the parent keeps its keys */
+    assert_int_equal(big[big_n - 1], 0xa5);
+    ddsm_secure_free(key, 32);
+    ddsm_secure_free(big, big_n);
+}
+
 static void test_secmem__zero_huge_and_null_are_handled(void **state)
 {
     (void)state;
@@ -293,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_secmem__free_with_wrong_size_leaves_neighbours_alone),
         cmocka_unit_test(test_secmem__small_buffers_are_locked_and_excluded_from_dumps),
         cmocka_unit_test(test_secmem__large_buffers_are_locked_and_excluded_from_dumps),
+        cmocka_unit_test(test_secmem__keys_read_as_zeros_in_a_fork_child),
         cmocka_unit_test(test_secmem__zero_huge_and_null_are_handled),
         cmocka_unit_test(test_secmem__wipe_clears_every_byte),
         cmocka_unit_test(test_secmem__ct_equal_compares_every_byte),

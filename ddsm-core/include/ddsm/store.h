@@ -34,6 +34,11 @@ typedef struct ddsm_asset {
     int64_t created_us;   /* unix time in microseconds */
     int64_t updated_us;
     int64_t grace_until_us; /* 0 unless ROTATING */
+    /* While ROTATING: how long the grace window had left when the server read the row, by the
+     * server's own clock (its grace_until against its clock_timestamp()), at least 1; else 0. A
+     * client measures the rest on its monotonic clock and never compares its wall clock with
+     * the server's. */
+    int64_t grace_left_us;
 } ddsm_asset;
 
 typedef struct ddsm_store ddsm_store;

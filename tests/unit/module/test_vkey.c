@@ -33,7 +33,7 @@ static void test_vkey__empty_template_gives_a_sensitive_hmac_key(void **state)
     assert_int_equal(parse(NULL, 0, false, &v), CKR_OK);
     assert_int_equal(v, DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_SENSITIVE);
     assert_int_equal(parse(NULL, 0, true, &v), CKR_OK);
-    assert_int_equal(v, DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_EXTRACTABLE);
+    assert_int_equal(v, DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_EXTRACTABLE | DDSM_VK_KEY_READABLE);
     assert_int_equal(parse(NULL, 3, false, &v), CKR_ARGUMENTS_BAD);
 }
 
@@ -128,7 +128,8 @@ static void test_vkey__found_variant_follows_the_asset_key_type(void **state)
     assert_true(ddsm_vkey_found_variant("hmac", false, &v));
     assert_int_equal(v, DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_SENSITIVE);
     assert_true(ddsm_vkey_found_variant("aes", true, &v));
-    assert_int_equal(v, DDSM_VK_AES | DDSM_VK_ENCRYPT | DDSM_VK_DECRYPT | DDSM_VK_EXTRACTABLE);
+    assert_int_equal(v, DDSM_VK_AES | DDSM_VK_ENCRYPT | DDSM_VK_DECRYPT | DDSM_VK_EXTRACTABLE |
+                            DDSM_VK_KEY_READABLE);
     assert_false(ddsm_vkey_found_variant("secp256k1", false, &v));
 }
 
