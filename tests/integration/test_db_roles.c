@@ -119,8 +119,9 @@ static void test_db_roles__module_role_cannot_rewrite_history(void **state)
     refused(c, "module", "TRUNCATE custody_audit_log");
     refused(c, "module", "UPDATE custody_keys SET derivation_counter = derivation_counter + 1");
     refused(c, "module", "UPDATE custody_keys SET state = 'RETIRED'");
-    refused(c, "module", "INSERT INTO custody_keys (asset_id, label, default_path)"
-                         " VALUES ('44444444-4444-4444-8444-444444444444', 'm', 'm/0')");
+    refused(c, "module",
+            "INSERT INTO custody_keys (asset_id, label, default_path)"
+            " VALUES ('44444444-4444-4444-8444-444444444444', 'm', 'm/0')");
     refused(c, "module", "UPDATE custody_zones SET enabled = false");
     refused(c, "module", "DELETE FROM custody_audit_chain_heads");
     refused(c, "module", "CREATE TABLE module_was_here (x int)");
@@ -143,8 +144,9 @@ static void test_db_roles__auditor_only_reads(void **state)
     refused(c, "auditor", "UPDATE custody_audit_chain_heads SET seq = 1");
     refused(c, "auditor", "UPDATE custody_keys SET derivation_counter = derivation_counter + 1");
     refused(c, "auditor", transition_call);
-    refused(c, "auditor", "SELECT * FROM ddsm_zone_set('default', false, 'x', false, now(),"
-                          " 'ZONE_DISABLE', 'x', 'x', 1, NULL)");
+    refused(c, "auditor",
+            "SELECT * FROM ddsm_zone_set('default', false, 'x', false, now(),"
+            " 'ZONE_DISABLE', 'x', 'x', 1, NULL)");
     refused(c, "auditor", "SELECT ddsm_rotation_committed(1)");
     refused(c, "auditor", "SELECT * FROM ddsm_rate_lease('x', NULL, 1, 1, 0, 0)");
     refused(c, "auditor", "CREATE TABLE auditor_was_here (x int)");
@@ -250,12 +252,12 @@ static void test_db_roles__module_as_the_auditor_is_refused_before_writing(void 
 static void probe_install(void)
 {
     su_script("CREATE TABLE roles_probe (setting text, app text);"
-             "CREATE FUNCTION roles_probe_fn() RETURNS trigger LANGUAGE plpgsql"
-             " SECURITY DEFINER SET search_path = public AS $$ BEGIN"
-             " INSERT INTO roles_probe VALUES (current_setting('synchronous_commit'),"
-             " current_setting('application_name')); RETURN NULL; END $$;"
-             "CREATE TRIGGER roles_probe AFTER INSERT ON custody_audit_log"
-             " FOR EACH ROW EXECUTE FUNCTION roles_probe_fn()");
+              "CREATE FUNCTION roles_probe_fn() RETURNS trigger LANGUAGE plpgsql"
+              " SECURITY DEFINER SET search_path = public AS $$ BEGIN"
+              " INSERT INTO roles_probe VALUES (current_setting('synchronous_commit'),"
+              " current_setting('application_name')); RETURN NULL; END $$;"
+              "CREATE TRIGGER roles_probe AFTER INSERT ON custody_audit_log"
+              " FOR EACH ROW EXECUTE FUNCTION roles_probe_fn()");
 }
 
 static void probe_remove(void)
@@ -264,8 +266,8 @@ static void probe_remove(void)
               "DROP FUNCTION IF EXISTS roles_probe_fn(); DROP TABLE IF EXISTS roles_probe");
 }
 
-static void test_db_roles__module_sessions_commit_synchronously_whatever_the_role_default(
-    void **state)
+static void
+test_db_roles__module_sessions_commit_synchronously_whatever_the_role_default(void **state)
 {
     /* The role's default is in force for its sessions... */
     PGconn *c = connect_as(r_lazy);
