@@ -438,6 +438,49 @@ ddsm_err ddsm_store_migrate(ddsm_store *st, unsigned *applied)
     return DDSM_OK;
 }
 
+static const char role_grants_sql[] =
+    "WITH r AS ("
+    " SELECT oid, rolname FROM pg_catalog.pg_roles"
+    "  WHERE rolname IN ('ddsm_module', 'ddsm_admin', 'ddsm_auditor')"
+    "), s AS (SELECT pg_catalog.current_schema()::regnamespace AS oid"
+    "), g AS ("
+    " SELECT a.grantee, a.privilege_type, 'database' AS kind, d.datname::text AS object"
+    "   FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a"
+    "  WHERE d.datname = pg_catalog.current_database()"
+    " UNION ALL"
+    " SELECT a.grantee, a.privilege_type, 'schema', n.nspname::text"
+    "   FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a, s"
+    "  WHERE n.oid = s.oid"
+    " UNION ALL"
+    " SELECT a.grantee, a.privilege_type,"
+    "        CASE c.relkind WHEN 'S' THEN 'sequence' ELSE 'table' END, c.relname::text"
+    "   FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a, s"
+    "  WHERE c.relnamespace = s.oid"
+    " UNION ALL"
+    " SELECT a.grantee, a.privilege_type, 'function', p.oid::regprocedure::text"
+    "   FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a, s"
+    "  WHERE p.pronamespace = s.oid"
+    ")"
+    " SELECT r.rolname, g.privilege_type, g.kind, g.object FROM g JOIN r ON r.oid = g.grantee"
+    "  ORDER BY 1, 3, 4, 2";
+
+ddsm_err ddsm_store_role_grants(ddsm_store *st, ddsm_grant_cb cb, void *arg)
+{
+    if (st == NULL || cb == NULL)
+        return DDSM_E_ARG;
+    PGresult *res = NULL;
+    ddsm_err err =
+        ddsm_store_run_params(st, "list grants", role_grants_sql, 0, NULL, true, &res, NULL);
+    if (err == DDSM_OK) {
+        for (int i = 0; i < PQntuples(res); i++)
+            if (cb(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                   PQgetvalue(res, i, 3), arg) != 0)
+                break;
+    }
+    PQclear(res);
+    return err;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Registry */
 

@@ -81,6 +81,14 @@ const char *ddsm_store_errmsg(const ddsm_store *st);
 /* Apply the embedded migrations not yet recorded, in order, each in its own transaction. */
 DDSM_WUR ddsm_err ddsm_store_migrate(ddsm_store *st, unsigned *applied);
 
+/* One privilege held by ddsm_module, ddsm_admin or ddsm_auditor in this database: kind is
+ * "database", "schema", "table", "sequence" or "function". Nonzero from the callback stops. */
+typedef int (*ddsm_grant_cb)(const char *role, const char *privilege, const char *kind,
+                             const char *object, void *arg);
+/* Every such privilege, read from the catalog (what the migrations granted, and anything granted
+ * by hand since), ordered by role, kind, object and privilege. */
+DDSM_WUR ddsm_err ddsm_store_role_grants(ddsm_store *st, ddsm_grant_cb cb, void *arg);
+
 /* Register an INITIALIZED asset with counter 0. id NULL: random v4. default_path NULL: "m/0".
  * label must be 1..128 printable characters, no '/' (labels appear in "<label>/<path>").
  * key_type NULL: "hmac"; else one of hmac, aes, secp256k1, ed25519, p256 (DDSM_E_INPUT). An
