@@ -513,6 +513,10 @@ ddsm_err ddsm_pq_ensure(struct ddsm_pq *pq, bool *fresh)
     pq->conn = conn;
     ddsm_err err = set_session(pq);
     if (err != DDSM_OK) {
+        /* The module's callers see only CKR_DEVICE_ERROR and a detail code: the log is where its
+         * operator learns which role lacks which privilege (ddsmctl prints the message itself). */
+        if (pq->role == DDSM_ROLE_MODULE && (err == DDSM_E_PRIVILEGE || err == DDSM_E_DURABILITY))
+            ddsm_log(DDSM_LOG_ERROR, "%s", pq->errmsg);
         ddsm_pq_reset(pq);
         /* A missing privilege or durability is the configuration's, not a passing failure. */
         return err == DDSM_E_STORE_DOWN || err == DDSM_E_PRIVILEGE || err == DDSM_E_DURABILITY
