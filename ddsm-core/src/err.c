@@ -25,6 +25,8 @@ static const char *const err_names[DDSM_E__COUNT] = {
     [DDSM_E_CRYPTO] = "cryptographic library failure",
     [DDSM_E_IO] = "I/O error",
     [DDSM_E_TIMEOUT] = "timed out",
+    [DDSM_E_PRIVILEGE] = "store role lacks a privilege",
+    [DDSM_E_DURABILITY] = "store commits not durable",
 };
 
 const char *ddsm_err_str(ddsm_err e)

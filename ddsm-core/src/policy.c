@@ -599,37 +599,14 @@ static bool sealed_counts(const PGresult *res, int col, const struct sealed *s, 
 }
 
 /* $1 zone, $2 enabled, $3 requester, $4 may create, $5 ts, $6 event, $7 detail, $8 instance,
- * $9 seq, $10 mac (NULL without a chain), $11 the NOTIFY channel. The zone row is locked by the
- * update, so a derivation statement that starts after this one committed sees the new state. */
+ * $9 seq, $10 mac (NULL without a chain), through the SECURITY DEFINER function of
+ * sql/006_roles.sql (ddsm_admin may call it; it sends the NOTIFY on channel ddsm_zone). The zone
+ * row is locked by the update, so a derivation statement that starts after this one committed
+ * sees the new state. */
 static const char zone_set_sql[] =
-    "WITH upd AS ("
-    " UPDATE custody_zones SET enabled = $2::boolean, updated_at = now(), updated_by = $3"
-    "  WHERE zone = $1"
-    " RETURNING zone"
-    "), mk AS ("
-    " INSERT INTO custody_zones (zone, enabled, updated_by)"
-    " SELECT $1, $2::boolean, $3 WHERE $4::boolean AND NOT EXISTS (SELECT 1 FROM upd)"
-    " ON CONFLICT (zone) DO NOTHING"
-    " RETURNING zone"
-    "), z AS ("
-    " SELECT zone FROM upd UNION ALL SELECT zone FROM mk"
-    "), aud AS ("
-    " INSERT INTO custody_audit_log (ts, event, requester, instance_id, seq, detail, mac)"
-    " SELECT $5::timestamptz, $6, $3, $8::text, $9::bigint, $7, $10::bytea FROM z"
-    " RETURNING 1"
-    "), head AS ("
-    " INSERT INTO custody_audit_chain_heads (instance_id, seq, mac, updated_at)"
-    " SELECT $8::text, $9::bigint, $10::bytea, now() FROM z WHERE $10::bytea IS NOT NULL"
-    " ON CONFLICT (instance_id) DO UPDATE"
-    "   SET seq = excluded.seq, mac = excluded.mac, updated_at = excluded.updated_at"
-    " RETURNING 1"
-    "), note AS ("
-    " SELECT pg_notify($11, k.asset_id::text || CASE WHEN $2::boolean THEN ' on ' ELSE ' off ' END"
-    "                       || k.zone)"
-    "   FROM custody_keys k JOIN z ON k.zone = z.zone"
-    ")"
-    " SELECT (SELECT count(*) FROM z), (SELECT count(*) FROM aud), (SELECT count(*) FROM head),"
-    "        (SELECT count(*) FROM note)";
+    "SELECT o_zones, o_audit, o_head, o_notified"
+    "  FROM ddsm_zone_set($1, $2::boolean, $3, $4::boolean, $5::timestamptz, $6, $7, $8::text,"
+    "                     $9::bigint, $10::bytea)";
 
 ddsm_err ddsm_zone_set_enabled(ddsm_store *st, const char *zone, bool enabled,
                                const char *requester, uint64_t *notified)
@@ -661,9 +638,8 @@ ddsm_err ddsm_zone_set_enabled(ddsm_store *st, const char *zone, bool enabled,
                             detail,
                             s.instance_v,
                             s.seq_v,
-                            s.mac_v,
-                            DDSM_ZONE_NOTIFY_CHANNEL};
-    err = ddsm_store_run_params(st, enabled ? "enable zone" : "disable zone", zone_set_sql, 11,
+                            s.mac_v};
+    err = ddsm_store_run_params(st, enabled ? "enable zone" : "disable zone", zone_set_sql, 10,
                                 values, false, &res, &sent);
     if (err != DDSM_OK) {
         settle_row(&s, ddsm_chain_failed_outcome(err, sent));
@@ -687,45 +663,14 @@ ddsm_err ddsm_zone_set_enabled(ddsm_store *st, const char *zone, bool enabled,
 }
 
 /* $1 asset, $2 new zone, $3 requester, $4 expected old zone, $5 ts, $6 detail, $7 instance,
- * $8 seq, $9 mac, $10 the NOTIFY channel. The asset row is locked; the move happens only while
- * the asset is in the expected zone (the row's detail names it). The new zone is created
- * (enabled) when missing; the foreign key is checked at the end of the statement, after it. */
+ * $8 seq, $9 mac, through ddsm_zone_assign (sql/006_roles.sql). The asset row is locked; the
+ * move happens only while the asset is in the expected zone (the row's detail names it). The new
+ * zone is created (enabled) when missing; the foreign key is checked at the end of the
+ * statement, after it. */
 static const char zone_assign_sql[] =
-    "WITH cur AS ("
-    " SELECT asset_id, zone FROM custody_keys WHERE asset_id = $1::uuid FOR UPDATE"
-    "), ok AS ("
-    " SELECT * FROM cur WHERE zone = $4"
-    "), mk AS ("
-    " INSERT INTO custody_zones (zone, updated_by) SELECT $2, $3 FROM ok"
-    " ON CONFLICT (zone) DO NOTHING"
-    " RETURNING zone, enabled"
-    "), zn AS ("
-    " SELECT enabled FROM mk"
-    " UNION ALL SELECT enabled FROM custody_zones WHERE zone = $2 AND NOT EXISTS (SELECT 1 FROM mk)"
-    "), upd AS ("
-    " UPDATE custody_keys k SET zone = $2, updated_at = now() FROM ok"
-    "  WHERE k.asset_id = ok.asset_id"
-    " RETURNING k.asset_id"
-    "), aud AS ("
-    " INSERT INTO custody_audit_log (asset_id, ts, event, requester, instance_id, seq, detail,"
-    "        mac)"
-    " SELECT ok.asset_id, $5::timestamptz, 'ZONE_ASSIGN', $3, $7::text, $8::bigint, $6,"
-    "        $9::bytea FROM ok"
-    " RETURNING 1"
-    "), head AS ("
-    " INSERT INTO custody_audit_chain_heads (instance_id, seq, mac, updated_at)"
-    " SELECT $7::text, $8::bigint, $9::bytea, now() FROM ok WHERE $9::bytea IS NOT NULL"
-    " ON CONFLICT (instance_id) DO UPDATE"
-    "   SET seq = excluded.seq, mac = excluded.mac, updated_at = excluded.updated_at"
-    " RETURNING 1"
-    "), note AS ("
-    " SELECT pg_notify($10, upd.asset_id::text || CASE WHEN zn.enabled THEN ' on ' ELSE ' off '"
-    "                       END || $2)"
-    "   FROM upd, zn"
-    ")"
-    " SELECT cur.zone, (SELECT count(*) FROM ok), (SELECT count(*) FROM aud),"
-    "        (SELECT count(*) FROM head), (SELECT count(*) FROM note)"
-    "   FROM cur";
+    "SELECT o_zone, o_ok, o_audit, o_head, o_notified"
+    "  FROM ddsm_zone_assign($1::uuid, $2, $3, $4, $5::timestamptz, $6, $7::text, $8::bigint,"
+    "                        $9::bytea)";
 
 static const char zone_of_sql[] =
     "SELECT k.zone, z.enabled FROM custody_keys k JOIN custody_zones z ON z.zone = k.zone"
@@ -796,8 +741,8 @@ ddsm_err ddsm_zone_assign(ddsm_store *st, const ddsm_uuid *asset, const char *zo
         if (err != DDSM_OK)
             return err;
         const char *values[] = {id,     zone,         requester, expect,  s.ts,
-                                detail, s.instance_v, s.seq_v,   s.mac_v, DDSM_ZONE_NOTIFY_CHANNEL};
-        err = ddsm_store_run_params(st, "assign zone", zone_assign_sql, 10, values, false, &res,
+                                detail, s.instance_v, s.seq_v,   s.mac_v};
+        err = ddsm_store_run_params(st, "assign zone", zone_assign_sql, 9, values, false, &res,
                                     &sent);
         if (err != DDSM_OK) {
             settle_row(&s, ddsm_chain_failed_outcome(err, sent));

@@ -126,9 +126,7 @@ static const char transition_sql[] =
 
 /* Run after a rotation has committed: a server time at or after the commit, which reconcile
  * compares with the start of derivation statements (ddsm_audit_reconcile_sql). Idempotent. */
-static const char rotation_committed_sql[] =
-    "UPDATE custody_rotations SET committed_at = clock_timestamp()"
-    " WHERE id = $1::bigint AND committed_at IS NULL";
+static const char rotation_committed_sql[] = "SELECT ddsm_rotation_committed($1::bigint)";
 
 static const char register_sql[] =
     "WITH k AS ("
@@ -442,6 +440,49 @@ ddsm_err ddsm_store_migrate(ddsm_store *st, unsigned *applied)
     if (applied != NULL)
         *applied = n;
     return DDSM_OK;
+}
+
+static const char role_grants_sql[] =
+    "WITH r AS ("
+    " SELECT oid, rolname FROM pg_catalog.pg_roles"
+    "  WHERE rolname IN ('ddsm_module', 'ddsm_admin', 'ddsm_auditor')"
+    "), s AS (SELECT pg_catalog.current_schema()::regnamespace AS oid"
+    "), g AS ("
+    " SELECT a.grantee, a.privilege_type, 'database' AS kind, d.datname::text AS object"
+    "   FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a"
+    "  WHERE d.datname = pg_catalog.current_database()"
+    " UNION ALL"
+    " SELECT a.grantee, a.privilege_type, 'schema', n.nspname::text"
+    "   FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a, s"
+    "  WHERE n.oid = s.oid"
+    " UNION ALL"
+    " SELECT a.grantee, a.privilege_type,"
+    "        CASE c.relkind WHEN 'S' THEN 'sequence' ELSE 'table' END, c.relname::text"
+    "   FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a, s"
+    "  WHERE c.relnamespace = s.oid"
+    " UNION ALL"
+    " SELECT a.grantee, a.privilege_type, 'function', p.oid::regprocedure::text"
+    "   FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a, s"
+    "  WHERE p.pronamespace = s.oid"
+    ")"
+    " SELECT r.rolname, g.privilege_type, g.kind, g.object FROM g JOIN r ON r.oid = g.grantee"
+    "  ORDER BY 1, 3, 4, 2";
+
+ddsm_err ddsm_store_role_grants(ddsm_store *st, ddsm_grant_cb cb, void *arg)
+{
+    if (st == NULL || cb == NULL)
+        return DDSM_E_ARG;
+    PGresult *res = NULL;
+    ddsm_err err =
+        ddsm_store_run_params(st, "list grants", role_grants_sql, 0, NULL, true, &res, NULL);
+    if (err == DDSM_OK) {
+        for (int i = 0; i < PQntuples(res); i++)
+            if (cb(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                   PQgetvalue(res, i, 3), arg) != 0)
+                break;
+    }
+    PQclear(res);
+    return err;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1376,27 +1417,11 @@ ddsm_err ddsm_store_deny(ddsm_store *st, const ddsm_derive_req *req, const char 
 /* ------------------------------------------------------------------------------------------ */
 /* Chained registration and lifecycle */
 
+/* Through the SECURITY DEFINER function of sql/006_roles.sql, which ddsm_admin may call. */
 static const char register_chained_sql[] =
-    "WITH k AS ("
-    " INSERT INTO custody_keys (asset_id, label, key_type, default_path, state)"
-    " VALUES ($1::uuid, $2, $3, $4, 'INITIALIZED')"
-    " RETURNING *"
-    "), aud AS ("
-    " INSERT INTO custody_audit_log (asset_id, derivation_path, counter, state_at_derivation, ts,"
-    "        event, requester, instance_id, seq, mac)"
-    " SELECT asset_id, $4, 0, 'INITIALIZED', $6::timestamptz, 'REGISTER', $5, $7::text,"
-    "        $8::bigint, $9::bytea"
-    "   FROM k"
-    " RETURNING 1"
-    "), head AS ("
-    " INSERT INTO custody_audit_chain_heads (instance_id, seq, mac, updated_at)"
-    " SELECT $7::text, $8::bigint, $9::bytea, now() FROM k"
-    " ON CONFLICT (instance_id) DO UPDATE"
-    "   SET seq = excluded.seq, mac = excluded.mac, updated_at = excluded.updated_at"
-    " RETURNING 1"
-    ")"
-    " SELECT " ASSET_COLS("k") ", (SELECT count(*) FROM aud), (SELECT count(*) FROM head)"
-    "   FROM k";
+    "SELECT (r.o_asset).*, r.o_audit, r.o_head"
+    "  FROM ddsm_asset_register($1::uuid, $2, $3, $4, $5, $6::timestamptz, $7::text, $8::bigint,"
+    "                           $9::bytea) r";
 
 static ddsm_err register_chained(ddsm_store *st, const char *id_text, const ddsm_uuid *id,
                                  const char *label, const char *key_type, const char *path_text,
@@ -1443,63 +1468,20 @@ static ddsm_err register_chained(ddsm_store *st, const char *id_text, const ddsm
     return DDSM_OK;
 }
 
-/* The chained form of transition_sql. The writer predicts the rows from the state it read
- * ($2 stored state, $3 effective state, $4 counter) and the statement applies the event only
- * while that prediction holds (under the row lock); otherwise it changes nothing and answers
- * what it found. $5 the new state (NULL: the event is refused and only the DENY row is written),
- * $6 the counter increment, $7 grace seconds, $8 requester, $9 instance id, $10..$16 the rows
- * (counter, state, ts, event, seq, detail, mac), $17/$18 the checkpoint, $19 the NOTIFY channel. */
+/* The chained form of transition_sql, through the SECURITY DEFINER function of
+ * sql/006_roles.sql (which ddsm_admin may call; it sends the NOTIFY). The writer predicts the rows
+ * from the state it read ($2 stored state, $3 effective state, $4 counter) and the function applies
+ * the event only while that prediction holds (under the row lock); otherwise it changes nothing
+ * and answers what it found. $5 the new state (NULL: the event is refused and only the DENY row is
+ * written), $6 the counter increment, $7 grace seconds, $8 requester, $9 instance id, $10..$16 the
+ * rows (counter, state, ts, event, seq, detail, mac), $17/$18 the checkpoint. */
 static const char transition_chained_sql[] =
-    "WITH cur AS ("
-    " SELECT asset_id, derivation_counter, state AS stored_state,"
-    "        ddsm_effective_state(state, grace_until) AS state"
-    "   FROM custody_keys"
-    "  WHERE asset_id = $1::uuid"
-    "    FOR UPDATE"
-    "), ok AS ("
-    " SELECT * FROM cur"
-    "  WHERE stored_state = $2::text AND state = $3::text AND derivation_counter = $4::bigint"
-    "), upd AS ("
-    " UPDATE custody_keys k"
-    "    SET state = $5::text,"
-    "        derivation_counter = ok.derivation_counter + $6::bigint,"
-    "        grace_until = CASE WHEN $5::text = 'ROTATING'"
-    "                           THEN now() + make_interval(secs => $7::double precision) END,"
-    "        updated_at = now()"
-    "   FROM ok"
-    "  WHERE k.asset_id = ok.asset_id AND $5::text IS NOT NULL"
-    " RETURNING k.*"
-    "), aud AS ("
-    " INSERT INTO custody_audit_log"
-    "        (asset_id, counter, state_at_derivation, ts, event, requester, instance_id, seq,"
-    "         detail, mac)"
-    " SELECT ok.asset_id, r.counter, r.state, r.ts, r.event, $8, $9::text, r.seq, r.detail, r.mac"
-    "   FROM unnest($10::bigint[], $11::text[], $12::timestamptz[], $13::text[], $14::bigint[],"
-    "               $15::text[], $16::bytea[]) WITH ORDINALITY"
-    "        AS r(counter, state, ts, event, seq, detail, mac, ord), ok"
-    "  ORDER BY r.ord"
-    " RETURNING 1"
-    "), head AS ("
-    " INSERT INTO custody_audit_chain_heads (instance_id, seq, mac, updated_at)"
-    " SELECT $9::text, $17::bigint, $18::bytea, now() FROM ok"
-    " ON CONFLICT (instance_id) DO UPDATE"
-    "   SET seq = excluded.seq, mac = excluded.mac, updated_at = excluded.updated_at"
-    " RETURNING 1"
-    "), rot AS ("
-    " INSERT INTO custody_rotations (asset_id, from_counter, to_counter, grace_until, requester)"
-    " SELECT upd.asset_id, ok.derivation_counter, upd.derivation_counter, upd.grace_until, $8"
-    "   FROM upd, ok"
-    "  WHERE upd.derivation_counter > ok.derivation_counter"
-    " RETURNING id"
-    "), note AS ("
-    " SELECT pg_notify($19, upd.asset_id::text || ' ' || upd.derivation_counter || ' ' ||"
-    "                      ddsm_effective_state(upd.state, upd.grace_until))"
-    "   FROM upd"
-    ")"
-    " SELECT cur.stored_state, cur.state, cur.derivation_counter, (SELECT count(*) FROM ok),"
-    "        (SELECT count(*) FROM aud), (SELECT count(*) FROM head),"
-    "        (SELECT count(*) FROM note), (SELECT id FROM rot), " ASSET_COLS("upd")
-    "   FROM cur LEFT JOIN upd ON true";
+    "SELECT r.o_stored_state, r.o_state, r.o_counter, r.o_ok, r.o_audit, r.o_head, r.o_notified,"
+    "       r.o_rotation, (r.o_asset).*"
+    "  FROM ddsm_asset_transition($1::uuid, $2, $3, $4::bigint, $5, $6::bigint,"
+    "                             $7::double precision, $8, $9, $10::bigint[], $11::text[],"
+    "                             $12::timestamptz[], $13::text[], $14::bigint[], $15::text[],"
+    "                             $16::bytea[], $17::bigint, $18::bytea) r";
 #define CHAINED_ASSET_COL 8
 
 static const char asset_state_sql[] =
@@ -1616,10 +1598,10 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
         const char *values[] = {id_text, ddsm_state_name(stored), ddsm_state_name(eff), cnt,
                                 allowed ? ddsm_state_name(next) : NULL, bumpt, g.grace_v,
                                 requester, rows[0].instance, a[0].p, a[1].p, a[2].p, a[3].p,
-                                a[4].p, a[5].p, a[6].p, head_seq, head_mac, DDSM_NOTIFY_CHANNEL};
+                                a[4].p, a[5].p, a[6].p, head_seq, head_mac};
         bool sent = false;
         err = oom ? DDSM_E_NOMEM
-                  : ddsm_store_run_params(st, ddsm_event_name(ev), transition_chained_sql, 19,
+                  : ddsm_store_run_params(st, ddsm_event_name(ev), transition_chained_sql, 18,
                                           values, false, &res, &sent);
         for (size_t k = 0; k < 7; k++)
             free(a[k].p);

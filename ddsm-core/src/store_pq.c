@@ -103,6 +103,7 @@ ddsm_err ddsm_pq_init(struct ddsm_pq *pq, const char *conninfo, const ddsm_store
             pq->connect_timeout_s = opts->connect_timeout_s;
         if (opts->statement_timeout_ms != 0)
             pq->statement_timeout_ms = opts->statement_timeout_ms;
+        pq->role = opts->role;
         if (opts->application_name != NULL)
             snprintf(pq->application_name, sizeof pq->application_name, "%s",
                      opts->application_name);
@@ -190,6 +191,8 @@ ddsm_err ddsm_pq_error(struct ddsm_pq *pq, const char *what, const PGresult *res
              || strcmp(state, "22008") == 0 /* datetime_field_overflow */
              || strcmp(state, "22007") == 0) /* invalid_datetime_format */
         err = DDSM_E_INPUT;
+    else if (strcmp(state, "42501") == 0) /* insufficient_privilege */
+        err = DDSM_E_PRIVILEGE;
     else if (strcmp(state, "57014") == 0    /* query_canceled: statement_timeout */
              || strcmp(state, "55P03") == 0) /* lock_not_available */
         err = DDSM_E_TIMEOUT;
@@ -199,6 +202,10 @@ ddsm_err ddsm_pq_error(struct ddsm_pq *pq, const char *what, const PGresult *res
     if (err == DDSM_E_STORE_DOWN) {
         ddsm_pq_fail(pq, err, "store unavailable: %s: %s (SQLSTATE %s)", what, primary, state);
         ddsm_pq_reset(pq);
+    } else if (err == DDSM_E_PRIVILEGE) {
+        ddsm_pq_fail(pq, err, "store: %s: role \"%s\" lacks a privilege: %s (SQLSTATE %s; see "
+                     "\"Database roles\" in docs/audit.md)", what,
+                     pq->conn != NULL ? PQuser(pq->conn) : "?", primary, state);
     } else if (strcmp(state, "42P01") == 0 || strcmp(state, "42883") == 0) {
         ddsm_pq_fail(pq, err, "store: %s: %s (SQLSTATE %s; is the schema migrated? run "
                      "`ddsmctl db migrate`)", what, primary, state);
@@ -284,28 +291,189 @@ static void notice_received(void *arg, const PGresult *res)
     ddsm_log(DDSM_LOG_INFO, "store: server says: %s", line);
 }
 
-static ddsm_err set_session(struct ddsm_pq *pq)
+/* One privilege a kind of connection needs: kind "table", "sequence" or "function". */
+struct needed {
+    const char *kind, *object, *privilege;
+};
+
+static const struct needed module_needs[] = {
+    {"table", "custody_keys", "SELECT"},
+    {"table", "custody_zones", "SELECT"},
+    {"table", "custody_audit_log", "INSERT"},
+    {"sequence", "custody_audit_log_id_seq", "USAGE"},
+    {"table", "custody_audit_chain_heads", "SELECT"},
+    {"table", "custody_audit_chain_heads", "INSERT"},
+    {"table", "custody_audit_chain_heads", "UPDATE"},
+    {"function", "ddsm_effective_state", "EXECUTE"},
+    {"function", "ddsm_rate_lease", "EXECUTE"},
+};
+static const struct needed admin_needs[] = {
+    {"table", "custody_keys", "SELECT"},
+    {"table", "custody_zones", "SELECT"},
+    {"function", "ddsm_effective_state", "EXECUTE"},
+    {"function", "ddsm_asset_register", "EXECUTE"},
+    {"function", "ddsm_asset_transition", "EXECUTE"},
+    {"function", "ddsm_rotation_committed", "EXECUTE"},
+    {"function", "ddsm_zone_set", "EXECUTE"},
+    {"function", "ddsm_zone_assign", "EXECUTE"},
+};
+static const struct needed auditor_needs[] = {
+    {"table", "custody_keys", "SELECT"},
+    {"table", "custody_zones", "SELECT"},
+    {"table", "custody_rotations", "SELECT"},
+    {"table", "custody_audit_log", "SELECT"},
+    {"table", "custody_audit_log_default", "SELECT"},
+    {"table", "custody_audit_chain_heads", "SELECT"},
+    {"table", "custody_audit_meta", "SELECT"},
+    {"function", "ddsm_effective_state", "EXECUTE"},
+};
+
+/* The first of the listed privileges ($1 kinds, $2 objects, $3 privileges, in order) that the
+ * session user lacks, and whether its object exists (as the user's search_path sees it). */
+static const char missing_privilege_sql[] =
+    "SELECT o.kind, o.object, o.privilege, o.oid IS NOT NULL"
+    "  FROM (SELECT n.*, CASE n.kind WHEN 'function' THEN pg_catalog.to_regproc(n.object)::oid"
+    "                    ELSE pg_catalog.to_regclass(n.object)::oid END AS oid"
+    "          FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY"
+    "               AS n(kind, object, privilege, ord)) o"
+    " WHERE o.oid IS NULL OR NOT CASE o.kind"
+    "         WHEN 'table' THEN pg_catalog.has_table_privilege(o.oid, o.privilege)"
+    "         WHEN 'sequence' THEN pg_catalog.has_sequence_privilege(o.oid, o.privilege)"
+    "         ELSE pg_catalog.has_function_privilege(o.oid, o.privilege) END"
+    " ORDER BY o.ord LIMIT 1";
+
+/* DDSM_E_PRIVILEGE unless the session user holds every privilege pq->role needs. */
+static ddsm_err check_privileges(struct ddsm_pq *pq)
 {
-    /* Behind a transaction pooler a session setting would stay on whichever server connection ran
-     * it, for whichever client gets that connection next, and our next transaction may run on
-     * another: none is made. The client-side bound of ddsm_pq_exec still holds; the server-side
-     * statement_timeout comes from the role or database (ALTER ROLE ... SET statement_timeout). */
-    if (pq->pooled)
+    static const char *const group[] = {[DDSM_ROLE_MODULE] = "ddsm_module",
+                                        [DDSM_ROLE_ADMIN] = "ddsm_admin",
+                                        [DDSM_ROLE_AUDITOR] = "ddsm_auditor"};
+    const struct needed *list = NULL;
+    size_t n = 0;
+    switch (pq->role) {
+    case DDSM_ROLE_ANY:
         return DDSM_OK;
-    char ms[24];
-    snprintf(ms, sizeof ms, "%u", pq->statement_timeout_ms);
-    const char *values[] = {ms};
+    case DDSM_ROLE_MODULE:
+        list = module_needs;
+        n = sizeof module_needs / sizeof module_needs[0];
+        break;
+    case DDSM_ROLE_ADMIN:
+        list = admin_needs;
+        n = sizeof admin_needs / sizeof admin_needs[0];
+        break;
+    case DDSM_ROLE_AUDITOR:
+        list = auditor_needs;
+        n = sizeof auditor_needs / sizeof auditor_needs[0];
+        break;
+    }
+    if (list == NULL)
+        return ddsm_pq_fail(pq, DDSM_E_ARG, "store: unknown connection role %d", (int)pq->role);
+    /* Array literals of our own identifiers (no quoting needed). */
+    char arr[3][512];
+    size_t len[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++)
+        arr[k][len[k]++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        const char *v[3] = {list[i].kind, list[i].object, list[i].privilege};
+        for (int k = 0; k < 3; k++)
+            len[k] += (size_t)snprintf(arr[k] + len[k], sizeof arr[k] - len[k], "%s%s",
+                                       i > 0 ? "," : "", v[k]);
+    }
+    for (int k = 0; k < 3; k++)
+        snprintf(arr[k] + len[k], sizeof arr[k] - len[k], "}");
+    const char *values[] = {arr[0], arr[1], arr[2]};
     const struct ddsm_pq_query q = {
         .mode = DDSM_PQ_PARAMS,
-        .what = "set statement_timeout",
-        .sql = "SELECT pg_catalog.set_config('statement_timeout', $1, false)",
-        .nparams = 1,
+        .what = "check privileges",
+        .sql = missing_privilege_sql,
+        .nparams = 3,
         .values = values,
     };
     PGresult *res = NULL;
     ddsm_err err = ddsm_pq_exec(pq, &q, &res, NULL);
+    if (err != DDSM_OK)
+        goto out;
+    if (PQntuples(res) == 0)
+        goto out;
+    const char *user = PQuser(pq->conn);
+    if (strcmp(PQgetvalue(res, 0, 3), "t") == 0)
+        err = ddsm_pq_fail(pq, DDSM_E_PRIVILEGE,
+                           "store: role \"%s\" lacks %s on %s %s (grant it the role %s; see "
+                           "\"Database roles\" in docs/audit.md)",
+                           user, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 0),
+                           PQgetvalue(res, 0, 1), group[pq->role]);
+    else
+        err = ddsm_pq_fail(pq, DDSM_E_PRIVILEGE,
+                           "store: role \"%s\" cannot see %s %s, which it needs %s on (is the "
+                           "schema migrated, and does the role have USAGE on it? grant it the "
+                           "role %s)",
+                           user, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
+                           PQgetvalue(res, 0, 2), group[pq->role]);
+out:
     PQclear(res);
-    if (err != DDSM_OK || !pq->generic_plans)
+    return err;
+}
+
+/* DDSM_E_DURABILITY unless this session's commits wait for their WAL flush (ddsm_store_opts). */
+static ddsm_err check_durability(struct ddsm_pq *pq)
+{
+    const struct ddsm_pq_query q = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "check synchronous_commit",
+        .sql = "SELECT pg_catalog.current_setting('synchronous_commit')",
+    };
+    PGresult *res = NULL;
+    ddsm_err err = ddsm_pq_exec(pq, &q, &res, NULL);
+    if (err != DDSM_OK)
+        goto out;
+    const char *v = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "?";
+    if (strcmp(v, "on") != 0 && strcmp(v, "remote_apply") != 0)
+        err = ddsm_pq_fail(pq, DDSM_E_DURABILITY,
+                           "store: synchronous_commit is \"%s\" on this session of role \"%s\", "
+                           "and audit rows must be durable before a key is used; %s", v,
+                           PQuser(pq->conn),
+                           pq->pooled ? "behind a transaction pooler set it on the role: "
+                                        "ALTER ROLE ... SET synchronous_commit = on"
+                                      : "setting it to \"on\" did not take effect");
+out:
+    PQclear(res);
+    return err;
+}
+
+static ddsm_err set_session(struct ddsm_pq *pq)
+{
+    ddsm_err err = DDSM_OK;
+    PGresult *res = NULL;
+    /* Behind a transaction pooler a session setting would stay on whichever server connection ran
+     * it, for whichever client gets that connection next, and our next transaction may run on
+     * another: none is made. The client-side bound of ddsm_pq_exec still holds; the server-side
+     * statement_timeout and synchronous_commit come from the role or database (ALTER ROLE ...
+     * SET), and check_durability refuses a pooled session whose default is weaker than "on". */
+    if (!pq->pooled) {
+        char ms[24];
+        snprintf(ms, sizeof ms, "%u", pq->statement_timeout_ms);
+        const char *values[] = {ms};
+        /* "remote_apply" is stronger than "on" (the standby has applied the commit): kept. */
+        const struct ddsm_pq_query q = {
+            .mode = DDSM_PQ_PARAMS,
+            .what = "set statement_timeout and synchronous_commit",
+            .sql = "SELECT pg_catalog.set_config('statement_timeout', $1, false),"
+                   " pg_catalog.set_config('synchronous_commit', CASE"
+                   "   WHEN pg_catalog.current_setting('synchronous_commit') = 'remote_apply'"
+                   "   THEN 'remote_apply' ELSE 'on' END, false)",
+            .nparams = 1,
+            .values = values,
+        };
+        err = ddsm_pq_exec(pq, &q, &res, NULL);
+        PQclear(res);
+        res = NULL;
+        if (err != DDSM_OK)
+            return err;
+    }
+    err = check_durability(pq);
+    if (err == DDSM_OK)
+        err = check_privileges(pq);
+    if (err != DDSM_OK || pq->pooled || !pq->generic_plans)
         return err;
     /* Planning the group-commit statement costs more than running it, and its plan is the same
      * whatever the arrays hold: a primary-key probe per row (tests/integration/test_perf_batch.c
@@ -315,7 +483,6 @@ static ddsm_err set_session(struct ddsm_pq *pq)
         .what = "set plan_cache_mode",
         .sql = "SET plan_cache_mode = force_generic_plan",
     };
-    res = NULL;
     err = ddsm_pq_exec(pq, &g, &res, NULL);
     PQclear(res);
     return err;
@@ -356,8 +523,15 @@ ddsm_err ddsm_pq_ensure(struct ddsm_pq *pq, bool *fresh)
     pq->conn = conn;
     ddsm_err err = set_session(pq);
     if (err != DDSM_OK) {
+        /* The module's callers see only CKR_DEVICE_ERROR and a detail code: the log is where its
+         * operator learns which role lacks which privilege (ddsmctl prints the message itself). */
+        if (pq->role == DDSM_ROLE_MODULE && (err == DDSM_E_PRIVILEGE || err == DDSM_E_DURABILITY))
+            ddsm_log(DDSM_LOG_ERROR, "%s", pq->errmsg);
         ddsm_pq_reset(pq);
-        return err == DDSM_E_STORE_DOWN ? err : DDSM_E_STORE;
+        /* A missing privilege or durability is the configuration's, not a passing failure. */
+        return err == DDSM_E_STORE_DOWN || err == DDSM_E_PRIVILEGE || err == DDSM_E_DURABILITY
+                   ? err
+                   : DDSM_E_STORE;
     }
     if (pq->generation++ > 0)
         g_reconnects++;

@@ -22,6 +22,7 @@ struct ddsm_pq {
     char application_name[64];
     bool generic_plans; /* plan_cache_mode = force_generic_plan (ddsm_store_set_generic_plans) */
     bool pooled;        /* behind a transaction pooler (ddsm_store_set_transaction_pooler) */
+    ddsm_store_role role; /* privileges checked at connect (ddsm_store_opts) */
     PGconn *conn;        /* NULL while disconnected */
     bool ended;          /* the server sent this session a FATAL while it was idle */
     uint64_t generation; /* bumped by every successful connect (prepared statements, LISTEN) */

@@ -467,6 +467,7 @@ static void store_opts(const ddsm_ctx *ctx, ddsm_store_opts *o)
     o->connect_timeout_s = ctx->cfg->store.connect_timeout_s;
     o->statement_timeout_ms = ctx->cfg->store.statement_timeout_ms;
     o->application_name = "ddsm-pkcs11";
+    o->role = DDSM_ROLE_MODULE;
 }
 
 /* One round of the LISTEN loop. The thread waits on the socket itself and flags the time it

@@ -10,6 +10,10 @@
  *  - Store unreachable: CKR_DEVICE_ERROR + DDSM_DEVERR_STORE_DOWN; the store answering with an
  *    unexpected error (e.g. the audit insert refused): CKR_DEVICE_ERROR + DDSM_DEVERR_STORE_FAILED.
  *  - HSM failures: CKR_DEVICE_ERROR + DDSM_DEVERR_HSM_FAILED.
+ *  - The database role lacks a privilege the module needs: CKR_DEVICE_ERROR +
+ *    DDSM_DEVERR_STORE_PRIVILEGE; its session cannot have synchronous_commit at least "on":
+ *    CKR_DEVICE_ERROR + DDSM_DEVERR_STORE_DURABILITY. Both are found when a connection is made,
+ *    before any statement of the call, so nothing is written.
  *  - Configuration errors at C_Initialize: CKR_FUNCTION_FAILED (the only fitting code C_Initialize
  *    may return); the reason is logged with file and line. */
 #include "rv.h"
@@ -72,6 +76,12 @@ static const struct rv_row rv_table[DDSM_E__COUNT] = {
     [DDSM_E_TIMEOUT] = {{CKR_DEVICE_ERROR, CKR_DEVICE_ERROR, CKR_DEVICE_ERROR, CKR_DEVICE_ERROR,
                          CKR_FUNCTION_FAILED},
                         DDSM_DEVERR_TIMEOUT},
+    [DDSM_E_PRIVILEGE] = {{CKR_DEVICE_ERROR, CKR_DEVICE_ERROR, CKR_DEVICE_ERROR, CKR_DEVICE_ERROR,
+                           CKR_FUNCTION_FAILED},
+                          DDSM_DEVERR_STORE_PRIVILEGE},
+    [DDSM_E_DURABILITY] = {{CKR_DEVICE_ERROR, CKR_DEVICE_ERROR, CKR_DEVICE_ERROR, CKR_DEVICE_ERROR,
+                            CKR_FUNCTION_FAILED},
+                           DDSM_DEVERR_STORE_DURABILITY},
 };
 
 CK_RV ddsm_rv_from_err(ddsm_err e, ddsm_rvctx ctx, CK_ULONG *detail)

@@ -31,7 +31,7 @@ bool bench_audit_key(bench *b, char *why, size_t why_len)
 bool bench_store_open(bench *b, ddsm_store **out, char *why, size_t why_len)
 {
     ddsm_store_opts so = {b->cfg->store.connect_timeout_s, b->cfg->store.statement_timeout_ms,
-                          "ddsm-bench"};
+                          "ddsm-bench", DDSM_ROLE_ANY};
     char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
     ddsm_store *st = NULL;
     ddsm_err e = ddsm_audit_instance_id("ddsm-bench/", instance, sizeof(instance));

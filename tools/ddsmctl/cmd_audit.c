@@ -194,6 +194,7 @@ static int audit_verify(ctl *c, int argc, char **argv)
         return ctl_usage_error(&verify_help, "--instance must be 1..%d characters",
                                DDSM_AUDIT_INSTANCE_MAX);
     vo.instance = instance;
+    c->store_role = DDSM_ROLE_AUDITOR; /* read only: ddsm_auditor suffices */
     rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
@@ -308,6 +309,7 @@ int cmd_reconcile(ctl *c, int argc, char **argv)
     rc = since_option(&cmd_reconcile_help, since, &ro.has_since, &ro.since_us);
     if (rc != CTL_EXIT_OK)
         return rc;
+    c->store_role = DDSM_ROLE_AUDITOR; /* read only: ddsm_auditor suffices */
     rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;

@@ -17,10 +17,20 @@ static const ctl_help migrate_help = {
     "ddsmctl db migrate",
     "Apply, in order and each in its own transaction, the schema migrations built into this\n"
     "ddsmctl that the database named by [store] conninfo has not recorded yet, and print their\n"
-    "names. Running it again applies nothing and says so. Exit status 3 when PostgreSQL is\n"
+    "names, then every privilege the roles ddsm_module, ddsm_admin and ddsm_auditor hold in\n"
+    "this database (\"granted ROLE PRIVILEGE on KIND OBJECT\"). Run it as the role that owns\n"
+    "the schema. Running it again applies nothing and says so. Exit status 3 when PostgreSQL is\n"
     "unreachable or a migration fails.",
     NULL,
 };
+
+static int print_grant(const char *role, const char *privilege, const char *kind,
+                       const char *object, void *arg)
+{
+    (void)arg;
+    printf("granted %s %s on %s %s\n", role, privilege, kind, object);
+    return 0;
+}
 
 static int db_migrate(ctl *c, int argc, char **argv)
 {
@@ -57,6 +67,13 @@ static int db_migrate(ctl *c, int argc, char **argv)
             printf("applied %s\n", ddsm_migrations[i].name);
         printf("applied %u migration%s; database is up to date (%u migrations)\n", applied,
                applied == 1 ? "" : "s", ddsm_migrations_count);
+        /* What the roles may now do, from the catalog (docs/audit.md "Database roles"). */
+        e = ddsm_store_role_grants(st, print_grant, NULL);
+        if (e != DDSM_OK) {
+            ctl_err("migrated, but cannot list the grants: %s", ddsm_store_errmsg(st));
+            rc = CTL_EXIT_UNAVAILABLE;
+            goto out;
+        }
     }
     rc = CTL_EXIT_OK;
 out:

@@ -73,6 +73,7 @@ int cmd_metrics(ctl *c, int argc, char **argv)
         return ctl_usage_error(&cmd_metrics_help, "--interval '%s': %s", interval_text, why);
     if (since_text != NULL && !ctl_parse_duration(since_text, &since_s, &why))
         return ctl_usage_error(&cmd_metrics_help, "--reconcile-since '%s': %s", since_text, why);
+    c->store_role = DDSM_ROLE_AUDITOR; /* read only: ddsm_auditor suffices */
     rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         return rc;

@@ -27,6 +27,9 @@ typedef struct ctl {
     const char *conf_path; /* --conf; NULL: ddsm_config_default_path() */
     const char *pin_file;  /* --pin-file; NULL: $DDSM_PIN or a prompt */
     ddsm_config *cfg;      /* set by ctl_config */
+    /* The role an unaudited ctl_store_open checks for (DDSM_ROLE_ANY unless the command sets it);
+     * audited opens are lifecycle commands and check for DDSM_ROLE_ADMIN. */
+    ddsm_store_role store_role;
 } ctl;
 
 /* Help of one command: printed by --help, and (usage line only) after a usage error. */

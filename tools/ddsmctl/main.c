@@ -72,7 +72,7 @@ static const struct command *find_command(const char *name)
 
 int main(int argc, char **argv)
 {
-    ctl c = {NULL, NULL, NULL};
+    ctl c = {NULL, NULL, NULL, DDSM_ROLE_ANY};
     int i = 1;
     int rc;
 

@@ -35,7 +35,7 @@ int ctl_store_open(ctl *c, bool audited, ddsm_store **st)
     if (rc != CTL_EXIT_OK)
         goto out;
     ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
-                            "ddsmctl"};
+                            "ddsmctl", audited ? DDSM_ROLE_ADMIN : c->store_role};
     ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, st);
     if (e != DDSM_OK) {
         ctl_err("store: %s", ddsm_err_str(e));
@@ -60,6 +60,8 @@ int ctl_store_fail(ddsm_store *st, ddsm_err e, const char *what)
     const char *detail = ddsm_store_errmsg(st);
     if (e == DDSM_E_STORE_DOWN)
         ctl_err("%s: PostgreSQL is unavailable: %s", what, detail);
+    else if (e == DDSM_E_PRIVILEGE || e == DDSM_E_DURABILITY)
+        ctl_err("%s: %s", what, detail);
     else
         ctl_err("%s: %s%s%s", what, ddsm_err_str(e), detail[0] != '\0' ? ": " : "", detail);
     return ctl_exit_for(e);

@@ -204,6 +204,8 @@ int ctl_exit_for(ddsm_err e)
     case DDSM_E_CRYPTO:
     case DDSM_E_IO:
     case DDSM_E_TIMEOUT:
+    case DDSM_E_PRIVILEGE:
+    case DDSM_E_DURABILITY:
     case DDSM_E__COUNT:
         break;
     }

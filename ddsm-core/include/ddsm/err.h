@@ -23,6 +23,8 @@ typedef enum ddsm_err {
     DDSM_E_CRYPTO,      /* an OpenSSL call failed */
     DDSM_E_IO,          /* file I/O */
     DDSM_E_TIMEOUT,     /* a bounded wait expired */
+    DDSM_E_PRIVILEGE,   /* the store role lacks a privilege the operation needs */
+    DDSM_E_DURABILITY,  /* the store session cannot make commits durable (synchronous_commit) */
     DDSM_E__COUNT
 } ddsm_err;
 

@@ -43,11 +43,30 @@ typedef struct ddsm_asset {
 
 typedef struct ddsm_store ddsm_store;
 
+/* What a connection is for (sql/006_roles.sql, docs/audit.md "Database roles"). Every new
+ * connection with a role other than DDSM_ROLE_ANY checks, before the caller's first statement,
+ * that the session user has every privilege that work needs, and fails with DDSM_E_PRIVILEGE
+ * naming the user and the first privilege missing. */
+typedef enum ddsm_store_role {
+    DDSM_ROLE_ANY = 0, /* no check: migrations (the owner), tests, and reads that map errors */
+    DDSM_ROLE_MODULE,  /* the PKCS#11 module: ddsm_module */
+    DDSM_ROLE_ADMIN,   /* ddsmctl lifecycle commands: ddsm_admin */
+    DDSM_ROLE_AUDITOR, /* ddsmctl audit verify, reconcile, status, metrics: ddsm_auditor */
+} ddsm_store_role;
+
 typedef struct ddsm_store_opts {
     unsigned connect_timeout_s;    /* 0: default 5 */
     unsigned statement_timeout_ms; /* 0: default 5000 */
     const char *application_name;  /* NULL: "ddsm" */
+    ddsm_store_role role;          /* 0: DDSM_ROLE_ANY */
 } ddsm_store_opts;
+
+/* Every connection of every store (and listener) runs with synchronous_commit at least "on": at
+ * connect the session sets it to "on" unless it is already "remote_apply" (kept: stronger), then
+ * reads it back, and the connection fails with DDSM_E_DURABILITY when it is anything else (behind
+ * a transaction pooler, where no session setting is made, the role's or database's default must
+ * say so). A commit is thus flushed locally, and on the synchronous standbys when
+ * synchronous_standby_names names any, before its answer (and the key it stands for) is used. */
 
 /* The conninfo of stores opened from now on in this process goes through a transaction-pooling
  * PgBouncer ([store] transaction_pooler): they send every statement unnamed (PgBouncer 1.18 cannot
@@ -66,6 +85,14 @@ const char *ddsm_store_errmsg(const ddsm_store *st);
 
 /* Apply the embedded migrations not yet recorded, in order, each in its own transaction. */
 DDSM_WUR ddsm_err ddsm_store_migrate(ddsm_store *st, unsigned *applied);
+
+/* One privilege held by ddsm_module, ddsm_admin or ddsm_auditor in this database: kind is
+ * "database", "schema", "table", "sequence" or "function". Nonzero from the callback stops. */
+typedef int (*ddsm_grant_cb)(const char *role, const char *privilege, const char *kind,
+                             const char *object, void *arg);
+/* Every such privilege, read from the catalog (what the migrations granted, and anything granted
+ * by hand since), ordered by role, kind, object and privilege. */
+DDSM_WUR ddsm_err ddsm_store_role_grants(ddsm_store *st, ddsm_grant_cb cb, void *arg);
 
 /* Register an INITIALIZED asset with counter 0. id NULL: random v4. default_path NULL: "m/0".
  * label must be 1..128 printable characters, no '/' (labels appear in "<label>/<path>").
