@@ -63,7 +63,8 @@ struct worker {
     atomic_int *phase; /* 0 before the stop, 1 while down, 2 after the restart */
     char (*ok_tags)[24];
     uint64_t *ok_counter;
-    int n_ok, ok_after_restart, down, other;
+    int n_ok, down, other;
+    atomic_int ok_after_restart; /* the main thread polls it while the worker runs */
     char other_msg[256], down_msg[256];
 };
 
@@ -143,7 +144,7 @@ static void test_batch__server_stopped_mid_batch_fails_callers_closed_and_writes
     while (pgs_now_ms() - t0 < 15000) {
         after = 0;
         for (int i = 0; i < THREADS; i++)
-            after += w[i].ok_after_restart;
+            after += atomic_load(&w[i].ok_after_restart);
         if (after >= 200)
             break;
         usleep(50000);
