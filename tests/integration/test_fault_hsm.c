@@ -295,15 +295,16 @@ test_fault_hsm__when_every_worker_is_stuck_derivations_fail_fast_without_a_row(v
         assert_rv(CKR_DEVICE_ERROR, derive_path(s, path, &h));
         assert_int_equal(device_error(s), DDSM_DEVERR_TIMEOUT);
     }
-    /* Every worker is stuck: refused at once, before anything is written. */
+    /* Every worker is stuck: refused at once, before anything is written. "At once" is shown by
+     * what did not happen, not by a clock (a slow host, or a sanitizer, would fail a time bound):
+     * the HSM was not asked (the wrapper logs each call as it starts). */
     long audit = p11_audit_count();
+    long signs = fs_log_count("C_Sign");
     h = 0;
-    int64_t t0 = fs_now_ms();
     assert_rv(CKR_DEVICE_ERROR, derive_path(s, "m/11/9", &h));
-    int64_t took = fs_now_ms() - t0;
     assert_int_equal(h, 0);
     assert_int_equal(device_error(s), DDSM_DEVERR_TIMEOUT);
-    assert_true(took < CALL_TIMEOUT_MS / 2);
+    assert_int_equal(fs_log_count("C_Sign"), signs);
     assert_int_equal(p11_audit_count(), audit);
     assert_int_equal(rows("m/11/9"), 0);
 
