@@ -10,16 +10,23 @@
 #define CHUNK_BITS 10
 #define CHUNK_SIZE (1U << CHUNK_BITS)
 
-/* A slot's contents (e, gen, live, retired) change only under the table's lock, inside a write
- * section of the slot's sequence counter (odd while it changes). Lookups (every C_SignInit) take
- * no lock: they copy the contents and retry when the counter moved meanwhile (a seqlock). */
+/* A slot's contents (the entry, gen, live, retired) change only under the table's lock, inside a
+ * write section of the slot's sequence counter (odd while it changes). Lookups (every C_SignInit)
+ * take no lock: they copy the contents and retry when the counter moved meanwhile (a seqlock).
+ * Every field a lookup reads is atomic, so a lookup that overlaps a write is a retry, never a data
+ * race (C11 7.17; ThreadSanitizer checks it). Writes inside a section are release stores and
+ * lookups read them with acquire loads: a lookup that sees any byte of a newer write is then
+ * ordered after that write's odd counter, so its closing read of the counter sees the change. No
+ * fences: ThreadSanitizer does not model them, and on x86 these orders cost nothing. */
+#define ENTRY_WORDS ((sizeof(ddsm_hentry) + sizeof(uint64_t) - 1) / sizeof(uint64_t))
+
 typedef struct hslot {
     atomic_uint seq;
-    ddsm_hentry e;
-    uint32_t gen; /* generation of the current (or next) occupant */
-    bool live;
-    bool retired;  /* generation exhausted: never reused */
-    uint32_t next; /* hash chain (index + 1, 0 = end) */
+    atomic_uint_least64_t entry[ENTRY_WORDS]; /* a ddsm_hentry, word by word */
+    atomic_uint gen;   /* generation of the current (or next) occupant */
+    atomic_bool live;
+    bool retired;      /* generation exhausted: never reused (lock only) */
+    uint32_t next;     /* hash chain (index + 1, 0 = end; lock only) */
     uint32_t next_free;
 } hslot;
 
@@ -68,13 +75,28 @@ static void slot_write_begin(hslot *s)
 {
     atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
 }
 
 static void slot_write_end(hslot *s)
 {
     atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
                           memory_order_release);
+}
+
+static void slot_store_entry(hslot *s, const ddsm_hentry *e)
+{
+    uint64_t w[ENTRY_WORDS] = {0};
+    memcpy(w, e, sizeof(*e));
+    for (size_t i = 0; i < ENTRY_WORDS; i++)
+        atomic_store_explicit(&s->entry[i], w[i], memory_order_release);
+}
+
+static void slot_load_entry(hslot *s, memory_order order, ddsm_hentry *out)
+{
+    uint64_t w[ENTRY_WORDS];
+    for (size_t i = 0; i < ENTRY_WORDS; i++)
+        w[i] = atomic_load_explicit(&s->entry[i], order);
+    memcpy(out, w, sizeof(*out));
 }
 
 static CK_OBJECT_HANDLE make_handle(uint32_t gen, uint32_t idx)
@@ -125,9 +147,9 @@ void ddsm_htab_free(ddsm_htab *t)
 }
 
 /* Unlink slot idx from its hash chain. */
-static void unhash_locked(ddsm_htab *t, uint32_t idx, hslot *s)
+static void unhash_locked(ddsm_htab *t, uint32_t idx, const ddsm_hentry *e)
 {
-    uint32_t *link = &t->buckets[entry_hash(&s->e) & (t->n_buckets - 1)];
+    uint32_t *link = &t->buckets[entry_hash(e) & (t->n_buckets - 1)];
     while (*link != 0) {
         hslot *cur = slot_at(t, *link - 1);
         if (*link - 1 == idx) {
@@ -144,17 +166,22 @@ static uint32_t reclaim_locked(ddsm_htab *t, ddsm_htab_reclaimable_fn reclaimabl
     uint32_t freed = 0;
     for (uint32_t idx = 0; idx < t->used; idx++) {
         hslot *s = slot_at(t, idx);
-        if (s == NULL || !s->live || !reclaimable(&s->e, arg))
+        ddsm_hentry e;
+        if (s == NULL || !atomic_load_explicit(&s->live, memory_order_relaxed))
             continue;
-        unhash_locked(t, idx, s);
+        slot_load_entry(s, memory_order_relaxed, &e);
+        if (!reclaimable(&e, arg))
+            continue;
+        unhash_locked(t, idx, &e);
         slot_write_begin(s);
-        s->live = false;
+        atomic_store_explicit(&s->live, false, memory_order_release);
         /* The next occupant gets a new generation; a slot about to reach the reserved maximum
          * is retired instead of wrapping around, so an old handle can never match again. */
-        if (s->gen + 1 >= DDSM_HANDLE_GEN_MAX) {
+        uint32_t gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
+        if (gen + 1 >= DDSM_HANDLE_GEN_MAX) {
             s->retired = true;
         } else {
-            s->gen++;
+            atomic_store_explicit(&s->gen, gen + 1, memory_order_release);
         }
         slot_write_end(s);
         t->live--;
@@ -177,9 +204,13 @@ CK_RV ddsm_htab_intern(ddsm_htab *t, const ddsm_hentry *e, ddsm_htab_reclaimable
 
     ddsm_mutex_lock(t->lock);
     for (uint32_t link = t->buckets[bucket]; link != 0; link = s->next) {
+        ddsm_hentry have;
         s = slot_at(t, link - 1);
-        if (s->live && entry_same(&s->e, e)) {
-            *out = make_handle(s->gen, link - 1);
+        if (!atomic_load_explicit(&s->live, memory_order_relaxed))
+            continue;
+        slot_load_entry(s, memory_order_relaxed, &have);
+        if (entry_same(&have, e)) {
+            *out = make_handle(atomic_load_explicit(&s->gen, memory_order_relaxed), link - 1);
             goto out;
         }
     }
@@ -207,13 +238,13 @@ CK_RV ddsm_htab_intern(ddsm_htab *t, const ddsm_hentry *e, ddsm_htab_reclaimable
         t->used++;
     }
     slot_write_begin(s);
-    s->e = *e;
-    s->live = true;
+    slot_store_entry(s, e);
+    atomic_store_explicit(&s->live, true, memory_order_release);
     slot_write_end(s);
     s->next = t->buckets[bucket];
     t->buckets[bucket] = idx + 1;
     t->live++;
-    *out = make_handle(s->gen, idx);
+    *out = make_handle(atomic_load_explicit(&s->gen, memory_order_relaxed), idx);
 out:
     ddsm_mutex_unlock(t->lock);
     return rv;
@@ -240,11 +271,10 @@ CK_RV ddsm_htab_get(ddsm_htab *t, CK_OBJECT_HANDLE h, ddsm_hentry *out)
             sched_yield(); /* an intern or a reclaim is writing this very slot */
             continue;
         }
-        live = s->live;
-        have_gen = s->gen;
+        live = atomic_load_explicit(&s->live, memory_order_acquire);
+        have_gen = atomic_load_explicit(&s->gen, memory_order_acquire);
         if (live && have_gen == gen)
-            memcpy(&copy, &s->e, sizeof(copy));
-        atomic_thread_fence(memory_order_acquire);
+            slot_load_entry(s, memory_order_acquire, &copy);
         if (atomic_load_explicit(&s->seq, memory_order_relaxed) == before)
             break;
     }

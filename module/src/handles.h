@@ -46,7 +46,8 @@ typedef struct ddsm_htab ddsm_htab;
 /* Whether h has the shape of one of our handles (bit 31 set, nothing above bit 31). */
 static inline bool ddsm_handle_is_virtual(CK_ULONG h)
 {
-    return (h & DDSM_HANDLE_TOP) != 0 && (h >> 32) == 0;
+    /* Widened first: shifting a 32-bit CK_ULONG by 32 is undefined. */
+    return (h & DDSM_HANDLE_TOP) != 0 && ((uint64_t)h >> 32) == 0;
 }
 
 /* Whether h may be passed to the backend unchanged (below 2^31). */

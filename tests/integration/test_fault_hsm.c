@@ -294,7 +294,9 @@ test_fault_hsm__when_every_worker_is_stuck_derivations_fail_fast_without_a_row(v
         assert_rv(CKR_DEVICE_ERROR, derive_path(s, path, &h));
         assert_int_equal(device_error(s), DDSM_DEVERR_TIMEOUT);
     }
-    /* Every worker is stuck: refused at once, before anything is written. */
+    /* Every worker is stuck: refused at once, before anything is written. "At once" is shown by
+     * what did not happen, not by a clock (a slow host, or a sanitizer, would fail a time bound):
+     * the HSM was not asked (the wrapper logs each call as it starts). */
     long audit = p11_audit_count();
     long signs = fs_log_count("C_Sign");
     h = 0;

@@ -7,6 +7,7 @@
 
 #include "audit_support.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -14,7 +15,7 @@
 #include "ddsm/derive.h"
 #include "pg_support.h"
 
-static unsigned g_unique_seq;
+static atomic_uint g_unique_seq; /* writer threads of the audit tests name assets too */
 
 int aus_key(uint8_t seed_first, ddsm_audit_key **key)
 {
@@ -66,7 +67,7 @@ void aus_close(ddsm_audit_key *key, ddsm_store *st, PGconn *pg)
 
 void aus_unique(const char *prefix, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s-%u-%u", prefix, (unsigned)getpid(), ++g_unique_seq);
+    snprintf(out, cap, "%s-%u-%u", prefix, (unsigned)getpid(), atomic_fetch_add(&g_unique_seq, 1) + 1);
 }
 
 /* Fail the test with the store's message unless e is DDSM_OK. */

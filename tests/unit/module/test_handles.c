@@ -8,6 +8,9 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -138,6 +141,50 @@ static void test_handles__a_slot_is_retired_before_its_generation_wraps(void **s
     ddsm_htab_free(t);
 }
 
+struct lookup {
+    ddsm_htab *t;
+    CK_OBJECT_HANDLE h;
+    CK_RV rv;
+    ddsm_hentry out;
+    atomic_int done;
+};
+
+static void *lookup_main(void *arg)
+{
+    struct lookup *l = arg;
+    l->rv = ddsm_htab_get(l->t, l->h, &l->out);
+    /* Relaxed on purpose: it orders nothing, so no happens-before edge leads from this lookup to
+     * the reuse below, as between a signing thread and an unrelated intern in the module. */
+    atomic_store_explicit(&l->done, 1, memory_order_relaxed);
+    return NULL;
+}
+
+/* A lock-free lookup in one thread, then the reuse of the same slot in another with no
+ * synchronisation between them. Every field the lookup reads must therefore be atomic: a plain
+ * read here is a data race, which ThreadSanitizer reports whatever the interleaving (the tsan pass
+ * of scripts/test). In every build the lookup sees the old entry and the reuse invalidates it. */
+static void test_handles__lookup_and_slot_reuse_in_other_threads_do_not_race(void **state)
+{
+    ddsm_htab *t = NULL;
+    assert_int_equal(ddsm_htab_new(1, &t), CKR_OK);
+    ddsm_hentry a = entry(5, "m/0", 0, 6), b = entry(5, "m/0", 1, 6), out;
+    CK_OBJECT_HANDLE ha, hb;
+    assert_int_equal(ddsm_htab_intern(t, &a, NULL, NULL, &ha), CKR_OK);
+    struct lookup l = {.t = t, .h = ha};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, lookup_main, &l), 0);
+    while (atomic_load_explicit(&l.done, memory_order_relaxed) == 0)
+        sched_yield();
+    assert_int_equal(ddsm_htab_intern(t, &b, reclaim_all, NULL, &hb), CKR_OK);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(l.rv, CKR_OK);
+    assert_int_equal(l.out.counter, 0);
+    assert_int_equal(ddsm_htab_get(t, ha, &out), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(ddsm_htab_get(t, hb, &out), CKR_OK);
+    assert_int_equal(out.counter, 1);
+    ddsm_htab_free(t);
+}
+
 static void test_handles__rejects_bad_capacities(void **state)
 {
     ddsm_htab *t = NULL;
@@ -155,6 +202,7 @@ int main(void)
         cmocka_unit_test(test_handles__forged_handles_are_invalid),
         cmocka_unit_test(test_handles__full_table_reclaims_only_what_the_owner_allows),
         cmocka_unit_test(test_handles__a_slot_is_retired_before_its_generation_wraps),
+        cmocka_unit_test(test_handles__lookup_and_slot_reuse_in_other_threads_do_not_race),
         cmocka_unit_test(test_handles__rejects_bad_capacities),
     };
     return cmocka_run_group_tests_name("handles", tests, NULL, NULL);
