@@ -303,7 +303,6 @@ test_fault_hsm__when_every_worker_is_stuck_derivations_fail_fast_without_a_row(v
     assert_rv(CKR_DEVICE_ERROR, derive_path(s, "m/11/9", &h));
     assert_int_equal(h, 0);
     assert_int_equal(device_error(s), DDSM_DEVERR_TIMEOUT);
-    /* At once: the HSM was not asked (no worker to ask it), so nothing waited for a bound. */
     assert_int_equal(fs_log_count("C_Sign"), signs);
     assert_int_equal(p11_audit_count(), audit);
     assert_int_equal(rows("m/11/9"), 0);
