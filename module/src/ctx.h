@@ -81,6 +81,9 @@ typedef struct ddsm_ctx {
     _Atomic CK_OBJECT_HANDLE root; /* cached root seed key handle on root_slot, 0 = unknown */
     _Atomic CK_OBJECT_HANDLE
         app_root; /* the root's handle as seen by the application, 0 = unknown */
+    /* What root lookups last logged (rootfind.c), plus one; 0 = nothing yet. */
+    _Atomic unsigned root_logged_ignored;
+    _Atomic CK_ULONG root_logged_detail;
 
     /* the LISTEN thread */
     bool listener_started;
