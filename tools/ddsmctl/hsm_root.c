@@ -151,10 +151,17 @@ int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *
     for (size_t i = 0; i < got; i++) {
         ddsm_hsm_prf_ctx pctx;
         ddsm_prf prf;
+        CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
+        CK_BBOOL priv = CK_FALSE;
+        CK_ATTRIBUTE a[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_PRIVATE, &priv, sizeof(priv)}};
         out[i].handle = found[i];
+        /* As the module does: only a private generic secret can be the root (a public object
+         * anyone can make is never a candidate), and one that cannot HMAC (an impostor need
+         * not) has no fingerprint. */
+        out[i].has_fp = h->fl->C_GetAttributeValue(h->session, found[i], a, 2) == CKR_OK &&
+                        kt == CKK_GENERIC_SECRET && priv == CK_TRUE;
         ddsm_hsm_prf_init(&pctx, h->hsm, h->session, found[i], &prf);
-        /* An object that cannot HMAC (an impostor need not) has no fingerprint. */
-        out[i].has_fp = ddsm_root_fingerprint(&prf, out[i].fp) == DDSM_OK;
+        out[i].has_fp = out[i].has_fp && ddsm_root_fingerprint(&prf, out[i].fp) == DDSM_OK;
         if (!out[i].has_fp)
             out[i].fp[0] = '\0';
     }
@@ -172,22 +179,9 @@ int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root)
         return rc;
     ctl_root_pins_read(h->c, &pins, false);
     *exists = false;
-    if (pins.count == 0) {
-        /* Nothing pinned (a store from before the pin, or none reachable): the label alone, as
-         * before, which cannot tell an impostor from the root. */
-        if (n > 1) {
-            ctl_err("token \"%s\" holds more than one secret key labelled \"%s\" and the store "
-                    "pins no root: see `ddsmctl root pin --help`",
-                    h->token_label, h->key_label);
-            return CTL_EXIT_REFUSED;
-        }
-        *exists = n == 1;
-        if (n == 1)
-            *root = cand[0].handle;
-        return CTL_EXIT_OK;
-    }
+    h->found_fp[0] = '\0';
     size_t ignored = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && pins.count > 0; i++) {
         if (cand[i].has_fp && ddsm_root_pins_has(&pins, cand[i].fp)) {
             if (*exists && strcmp(cand[i].fp, h->found_fp) != 0) {
                 ctl_err("token \"%s\" holds two different pinned roots (%s and %s)",
@@ -203,10 +197,25 @@ int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root)
             ignored++;
         }
     }
-    if (ignored > 0)
-        ctl_warn("ignoring %zu secret key%s labelled \"%s\" on token \"%s\" whose fingerprint "
-                 "the store does not pin",
-                 ignored, ignored == 1 ? "" : "s", h->key_label, h->token_label);
+    if (*exists) {
+        if (ignored > 0)
+            ctl_warn("ignoring %zu secret key%s labelled \"%s\" on token \"%s\" whose "
+                     "fingerprint the store does not pin",
+                     ignored, ignored == 1 ? "" : "s", h->key_label, h->token_label);
+        return CTL_EXIT_OK;
+    }
+    /* None pinned (a store from before the pin, none reachable, or an unpinned root): the
+     * label alone, as before, which cannot tell an impostor from the root. The module refuses
+     * such a root; `root info` says so. */
+    if (n > 1) {
+        ctl_err("token \"%s\" holds more than one secret key labelled \"%s\" and the store pins "
+                "none of them: see `ddsmctl root pin --help`",
+                h->token_label, h->key_label);
+        return CTL_EXIT_REFUSED;
+    }
+    *exists = n == 1;
+    if (n == 1)
+        *root = cand[0].handle;
     return CTL_EXIT_OK;
 }
 
@@ -231,14 +240,19 @@ void ctl_root_pins_read(ctl *c, ddsm_root_pins *pins, bool loud)
 
 int ctl_hsm_require_no_root(ctl_hsm *h)
 {
-    bool exists = false;
-    CK_OBJECT_HANDLE obj;
-    int rc = ctl_hsm_find_root(h, &exists, &obj);
-    if (rc != CTL_EXIT_OK)
-        return rc;
-    if (exists) {
-        ctl_err("token \"%s\" already holds a root key labelled \"%s\"; nothing was changed",
-                h->token_label, h->key_label);
+    /* Any key carrying the label, pinned or not: a second one would only make the token harder
+     * to read (the module would ignore it, or refuse to choose between two pinned ones). */
+    CK_OBJECT_HANDLE found[1];
+    size_t n = 0;
+    bool more = false;
+    CK_RV rv = labelled_keys(h, found, 1, &n, &more);
+    if (rv != CKR_OK) {
+        hsm_fail(h, "cannot search for the root key", rv);
+        return ctl_exit_for_rv(rv);
+    }
+    if (n > 0) {
+        ctl_err("token \"%s\" already holds a root key labelled \"%s\"%s; nothing was changed",
+                h->token_label, h->key_label, more ? " (several keys carry that label)" : "");
         return CTL_EXIT_REFUSED;
     }
     return CTL_EXIT_OK;
