@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "names.h"
 #include "policy.h"
+#include "rootfind.h"
 #include "rv.h"
 #include "sesstab.h"
 #include "vkey.h"
@@ -715,20 +716,12 @@ out:
     return rv;
 }
 
-/* Find the root seed key through rs->s and cache its handle. */
+/* Find the root seed key through rs->s (by label and pinned fingerprint) and cache its handle. */
 static CK_RV root_lookup(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
 {
-    unsigned count = 0;
-    CK_RV rv = ddsm_hsm_find_object(ctx->hsm, rs->s, CKO_SECRET_KEY,
-                                    ctx->cfg->backend.root_key_label, &rs->root, &count);
+    CK_RV rv = ddsm_root_find(ctx, rs, detail);
     if (rv != CKR_OK)
-        return ddsm_rv_from_backend(rv, detail);
-    if (count != 1) {
-        ddsm_log(DDSM_LOG_ERROR, "%s secret key labelled \"%s\" on the root token",
-                 count == 0 ? "no" : "more than one", ctx->cfg->backend.root_key_label);
-        *detail = count == 0 ? DDSM_DEVERR_ROOT_MISSING : DDSM_DEVERR_ROOT_AMBIGUOUS;
-        return CKR_DEVICE_ERROR;
-    }
+        return rv;
     atomic_store(&ctx->root, rs->root);
     return CKR_OK;
 }
@@ -854,8 +847,11 @@ CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
 
     rs.root = atomic_load(&ctx->root);
     if (rs.root == 0 && (rv = root_lookup(ctx, &rs, detail)) != CKR_OK) {
-        ddsm_ctx_root_release(
-            ctx, &rs, *detail != DDSM_DEVERR_ROOT_MISSING && *detail != DDSM_DEVERR_ROOT_AMBIGUOUS);
+        /* A session whose only fault is the token's content (or the store's pin) is kept. */
+        bool kept = *detail == DDSM_DEVERR_ROOT_MISSING || *detail == DDSM_DEVERR_ROOT_AMBIGUOUS ||
+                    *detail == DDSM_DEVERR_ROOT_UNPINNED || *detail == DDSM_DEVERR_ROOT_MISMATCH ||
+                    *detail == DDSM_DEVERR_STORE_DOWN || *detail == DDSM_DEVERR_STORE_FAILED;
+        ddsm_ctx_root_release(ctx, &rs, !kept);
         return rv;
     }
     *out = rs;

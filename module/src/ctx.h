@@ -83,6 +83,9 @@ typedef struct ddsm_ctx {
     /* [backend] extra_mechanisms, resolved (mechallow.h) */
     CK_MECHANISM_TYPE extra_mechs[DDSM_BACKEND_MAX_EXTRA_MECHANISMS];
     size_t n_extra_mechs;
+    /* What root lookups last logged (rootfind.c), plus one; 0 = nothing yet. */
+    _Atomic unsigned root_logged_ignored;
+    _Atomic CK_ULONG root_logged_detail;
 
     /* the LISTEN thread */
     bool listener_started;

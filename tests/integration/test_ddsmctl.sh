@@ -13,7 +13,7 @@ unset DDSM_PIN
 
 echo "== help for every command"
 for args in "" "db" "db migrate" "root" "root create" "root import" "root recover" "root info" \
-    "asset" "asset register" "asset activate" "asset rotate" "asset retire" "asset show" \
+    "root pin" "asset" "asset register" "asset activate" "asset rotate" "asset retire" "asset show" \
     "asset list"; do
     # shellcheck disable=SC2086
     expect 0 "$C" $args --help
@@ -207,7 +207,10 @@ out_has "sensitive:         true"
 out_has "extractable:       false"
 out_has "never extractable: true"
 out_has "modifiable:        false"
-out_has "usage:             sign derive"
+out_has "copyable:          false"
+out_has "mechanisms:        CKM_SHA256_HMAC"
+[[ "$OUT" == *$'usage:             sign\n'* ]] || fail "the root has usages besides sign: $OUT"
+out_has "pinned:            yes"
 same "$(fingerprint)" "$fp_create" "root info fingerprint"
 # The key must really be unreadable: the HSM refuses to reveal CKA_VALUE.
 if softhsm_user --read-object --type secrkey --label ddsm-root >/dev/null 2>&1; then

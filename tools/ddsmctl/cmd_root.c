@@ -13,8 +13,10 @@
 
 #include "ctl.h"
 #include "ddsm/derive.h"
+#include "ddsm/rootpin.h"
 #include "ddsm/secmem.h"
 #include "share.h"
+#include "tool.h"
 
 #define SEED_LEN SHARE_SECRET_LEN
 #define MAX_SHARES 255
@@ -32,7 +34,8 @@ const ctl_help cmd_root_help = {
     "             locked memory, split into N share files of which any K recover it\n"
     "  import     import a known seed from a hex file (recovery drills, test vectors)\n"
     "  recover    combine K or more share files into this HSM\n"
-    "  info       show the root key's attributes and fingerprint\n"
+    "  info       show the root key's attributes, fingerprint and pin\n"
+    "  pin        record the fingerprint of an existing root in the store\n"
     "\n"
     "Share files (DDSM-SHARE-V1) are text, printable and typeable like a paper backup:\n"
     "    # ddsm root seed share 2 of 5: any 3 shares recover the seed. Keep it offline.\n"
@@ -92,12 +95,29 @@ static const ctl_help recover_help = {
 
 static const ctl_help info_help = {
     "root info",
-    "ddsmctl root info",
-    "Show the root key: token, label, key type, CKA_VALUE_LEN, whether it is sensitive and\n"
-    "extractable, its usages, and its fingerprint computed by the HSM (an HMAC under the root\n"
-    "key), which custodians compare with the fingerprint line of their shares. Exit 1 when the\n"
-    "token holds no root key.",
-    NULL,
+    "ddsmctl root info [--json]",
+    "Show the root key: token, label, key type, CKA_VALUE_LEN, the attributes the HSM enforces\n"
+    "(sensitive, extractable, modifiable, copyable, destroyable, allowed mechanisms), its\n"
+    "usages, CKA_UNIQUE_ID and CKA_CHECK_VALUE when the backend gives them, whether the store\n"
+    "pins it, and its fingerprint computed by the HSM (an HMAC under the root key), which\n"
+    "custodians compare with the fingerprint line of their shares. Warns about a root that lacks\n"
+    "the HSM-enforced limits (made before ddsmctl set them: recover it from its shares into a new\n"
+    "token) and about an unpinned one (`ddsmctl root pin`). With a root pinned in the store, keys\n"
+    "that carry the root's label with another fingerprint are ignored. Exit 1 when the token\n"
+    "holds no root key.",
+    "  --json               one JSON object instead of text\n",
+};
+
+static const ctl_help pin_help = {
+    "root pin",
+    "ddsmctl root pin [--fingerprint FP]",
+    "Record the fingerprint of the root key already on the token in the store's root pin, for a\n"
+    "root made before the pin existed or while the store was out of reach (`root create`,\n"
+    "`import` and `recover` pin the root they make). The module derives only with a pinned root\n"
+    "and ignores every other key carrying its label. When several keys carry the label, name the\n"
+    "root with --fingerprint (compare with the fingerprint line of its share files). Exit 1 when\n"
+    "no such key exists or the store is not migrated; pinning a pinned root changes nothing.",
+    "  --fingerprint FP     the root's fingerprint (32 lower-case hex digits)\n",
 };
 
 /* Fill buf from the OS CSPRNG (it becomes a secret when it is the seed): true, or false with
@@ -169,13 +189,57 @@ static int seed_fingerprint_secret(const uint8_t seed[SEED_LEN], char fp[DDSM_FI
     return CTL_EXIT_OK;
 }
 
+/* A byte-string attribute of obj as lower-case hex into out (false when the backend has none). */
+static bool hex_attr(ctl_hsm *h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE t, char *out, size_t cap)
+{
+    uint8_t buf[64];
+    CK_ATTRIBUTE a = {t, buf, sizeof(buf)};
+    if (h->fl->C_GetAttributeValue(h->session, obj, &a, 1) != CKR_OK || a.ulValueLen == 0 ||
+        a.ulValueLen > sizeof(buf) || 2 * a.ulValueLen + 1 > cap)
+        return false;
+    for (CK_ULONG i = 0; i < a.ulValueLen; i++)
+        snprintf(out + 2 * i, 3, "%02x", buf[i]);
+    return true;
+}
+
+/* Record obj's fingerprint in the store's root pin. A store out of reach (a ceremony may run
+ * offline) or from before the pin leaves the root unpinned, with a warning naming the remedy: the
+ * module refuses to derive with an unpinned root, so this fails closed. */
+static void pin_record(ctl *c, ctl_hsm *h, CK_OBJECT_HANDLE obj, const char *fp,
+                       ddsm_pin_event ev, const char *not_enforced)
+{
+    char unique_id[129], check_value[129];
+    ddsm_store *st = NULL;
+    ddsm_root_pin pin = {ev, "", h->token_label, h->key_label, NULL, NULL, not_enforced};
+    memcpy(pin.fingerprint, fp, DDSM_FINGERPRINT_HEX + 1);
+    if (hex_attr(h, obj, CKA_UNIQUE_ID, unique_id, sizeof(unique_id)))
+        pin.unique_id = unique_id;
+    if (hex_attr(h, obj, CKA_CHECK_VALUE, check_value, sizeof(check_value)))
+        pin.check_value = check_value;
+    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
+                            "ddsmctl"};
+    ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, &st);
+    if (e == DDSM_OK)
+        e = ddsm_store_root_pin_record(st, &pin);
+    if (e == DDSM_OK) {
+        printf("pinned: fingerprint %s recorded in the store\n", fp);
+    } else {
+        ctl_warn("the root is NOT pinned (%s): the module refuses to derive with it until "
+                 "`ddsmctl root pin` runs where the store is reachable and migrated",
+                 st != NULL ? ddsm_store_errmsg(st) : ddsm_err_str(e));
+    }
+    ddsm_store_close(st);
+}
+
 /* Import seed (a secret) and check that the HSM computes the fingerprint we expect; print it. */
-static int import_and_check_secret(ctl_hsm *h, const uint8_t seed[SEED_LEN], const char *expect_fp,
-                                   const char *how)
+static int import_and_check_secret(ctl *c, ctl_hsm *h, const uint8_t seed[SEED_LEN],
+                                   const char *expect_fp, ddsm_pin_event ev)
 {
     char fp[DDSM_FINGERPRINT_HEX + 1];
+    char not_enforced[CTL_NOT_ENFORCED_MAX];
     CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
-    int rc = ctl_hsm_import_root_secret(h, seed, &obj);
+    const char *how = ev == DDSM_PIN_RECOVER ? "recovered" : "imported";
+    int rc = ctl_hsm_import_root_secret(h, seed, &obj, not_enforced);
     if (rc != CTL_EXIT_OK)
         return rc;
     rc = ctl_hsm_fingerprint(h, obj, fp);
@@ -190,6 +254,7 @@ static int import_and_check_secret(ctl_hsm *h, const uint8_t seed[SEED_LEN], con
     printf("%s root key \"%s\" on token \"%s\" (not extractable)\n", how, h->key_label,
            h->token_label);
     printf("fingerprint: %s\n", fp);
+    pin_record(c, h, obj, fp, ev, not_enforced);
     return CTL_EXIT_OK;
 }
 
@@ -474,7 +539,7 @@ static int root_create_shares(ctl *c, const char *n_text, const char *k_text, co
     }
     sync_dir(dir);
 
-    rc = import_and_check_secret(&h, seed, fp, "imported");
+    rc = import_and_check_secret(c, &h, seed, fp, DDSM_PIN_CREATE);
     if (rc != CTL_EXIT_OK)
         goto out;
     printf("ceremony: ");
@@ -522,6 +587,7 @@ static int root_create(ctl *c, int argc, char **argv)
     bool hsm_open = false;
     CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
     char fp[DDSM_FINGERPRINT_HEX + 1];
+    char not_enforced[CTL_NOT_ENFORCED_MAX];
 
     int rc = ctl_parse(c, &create_help, argc, argv, opts, 3, pos, 0, 0, &npos);
     if (rc != CTL_EXIT_OK)
@@ -533,7 +599,7 @@ static int root_create(ctl *c, int argc, char **argv)
     }
     rc = open_token_without_root(c, &h, &hsm_open);
     if (rc == CTL_EXIT_OK)
-        rc = ctl_hsm_generate_root(&h, &obj);
+        rc = ctl_hsm_generate_root(&h, &obj, not_enforced);
     if (rc == CTL_EXIT_OK) {
         rc = ctl_hsm_fingerprint(&h, obj, fp);
         if (rc != CTL_EXIT_OK)
@@ -544,6 +610,7 @@ static int root_create(ctl *c, int argc, char **argv)
                "backup)\n",
                h.key_label, h.token_label);
         printf("fingerprint: %s\n", fp);
+        pin_record(c, &h, obj, fp, DDSM_PIN_CREATE, not_enforced);
     }
     if (hsm_open)
         ctl_hsm_close(&h);
@@ -618,7 +685,7 @@ static int root_import(ctl *c, int argc, char **argv)
         goto out;
     rc = open_token_without_root(c, &h, &hsm_open);
     if (rc == CTL_EXIT_OK)
-        rc = import_and_check_secret(&h, seed, fp, "imported");
+        rc = import_and_check_secret(c, &h, seed, fp, DDSM_PIN_IMPORT);
 out:
     if (hsm_open)
         ctl_hsm_close(&h);
@@ -730,7 +797,7 @@ static int root_recover(ctl *c, int argc, char **argv)
         rc = CTL_EXIT_USAGE;
         goto out;
     }
-    rc = import_and_check_secret(&h, seed, fp, "recovered");
+    rc = import_and_check_secret(c, &h, seed, fp, DDSM_PIN_RECOVER);
     if (rc == CTL_EXIT_OK)
         printf("from %zu shares of ceremony %s\n", nfiles, a_cer);
 out:
@@ -747,26 +814,136 @@ static bool get_ulong_attr(ctl_hsm *h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE t, 
     return h->fl->C_GetAttributeValue(h->session, o, &a, 1) == CKR_OK && a.ulValueLen == sizeof(*v);
 }
 
-static const char *bool_attr(ctl_hsm *h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE t)
+/* 1 true, 0 false, -1 the backend does not say. */
+static int bool_attr(ctl_hsm *h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE t)
 {
     CK_BBOOL b = CK_FALSE;
     CK_ATTRIBUTE a = {t, &b, sizeof(b)};
     if (h->fl->C_GetAttributeValue(h->session, o, &a, 1) != CKR_OK || a.ulValueLen != sizeof(b))
-        return "unknown";
-    return b ? "true" : "false";
+        return -1;
+    return b ? 1 : 0;
+}
+
+static const char *tri(int v)
+{
+    return v < 0 ? "unknown" : v ? "true" : "false";
+}
+
+#define MECHS_MAX 16
+
+/* The root's attributes as `root info` shows them. */
+struct root_attrs {
+    char label[257];
+    bool have_kt, have_len;
+    CK_ULONG kt, vlen;
+    int sensitive, extractable, always_sensitive, never_extractable, modifiable, copyable,
+        destroyable, private_, derive;
+    int mechs_known; /* 1: mechs[0..n_mechs) lists them; 0: not restricted; -1: unknown */
+    CK_MECHANISM_TYPE mechs[MECHS_MAX];
+    size_t n_mechs;
+    char usage[80];
+    bool have_uid, have_kcv;
+    char unique_id[129], check_value[129];
+};
+
+static void root_attrs_read(ctl_hsm *h, CK_OBJECT_HANDLE root, struct root_attrs *r)
+{
+    memset(r, 0, sizeof(*r));
+    CK_ATTRIBUTE la = {CKA_LABEL, r->label, sizeof(r->label) - 1};
+    if (h->fl->C_GetAttributeValue(h->session, root, &la, 1) != CKR_OK ||
+        la.ulValueLen >= sizeof(r->label))
+        la.ulValueLen = 0;
+    r->label[la.ulValueLen] = '\0';
+    r->have_kt = get_ulong_attr(h, root, CKA_KEY_TYPE, &r->kt);
+    r->have_len = get_ulong_attr(h, root, CKA_VALUE_LEN, &r->vlen);
+    r->sensitive = bool_attr(h, root, CKA_SENSITIVE);
+    r->extractable = bool_attr(h, root, CKA_EXTRACTABLE);
+    r->always_sensitive = bool_attr(h, root, CKA_ALWAYS_SENSITIVE);
+    r->never_extractable = bool_attr(h, root, CKA_NEVER_EXTRACTABLE);
+    r->modifiable = bool_attr(h, root, CKA_MODIFIABLE);
+    r->copyable = bool_attr(h, root, CKA_COPYABLE);
+    r->destroyable = bool_attr(h, root, CKA_DESTROYABLE);
+    r->private_ = bool_attr(h, root, CKA_PRIVATE);
+    r->derive = bool_attr(h, root, CKA_DERIVE);
+    CK_ATTRIBUTE ma = {CKA_ALLOWED_MECHANISMS, r->mechs, sizeof(r->mechs)};
+    CK_RV rv = h->fl->C_GetAttributeValue(h->session, root, &ma, 1);
+    if (rv == CKR_OK && ma.ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+        ma.ulValueLen % sizeof(CK_MECHANISM_TYPE) == 0) {
+        r->n_mechs = ma.ulValueLen / sizeof(CK_MECHANISM_TYPE);
+        /* An empty list is PKCS#11's "any mechanism". */
+        r->mechs_known = r->n_mechs > 0 ? 1 : 0;
+    } else {
+        r->mechs_known = -1;
+    }
+    static const struct {
+        CK_ATTRIBUTE_TYPE t;
+        const char *name;
+    } uses[] = {{CKA_SIGN, "sign"},       {CKA_VERIFY, "verify"},   {CKA_DERIVE, "derive"},
+                {CKA_ENCRYPT, "encrypt"}, {CKA_DECRYPT, "decrypt"}, {CKA_WRAP, "wrap"},
+                {CKA_UNWRAP, "unwrap"}};
+    for (size_t i = 0; i < sizeof(uses) / sizeof(uses[0]); i++) {
+        if (bool_attr(h, root, uses[i].t) != 1)
+            continue;
+        size_t len = strlen(r->usage);
+        snprintf(r->usage + len, sizeof(r->usage) - len, "%s%s", len ? " " : "", uses[i].name);
+    }
+    r->have_uid = hex_attr(h, root, CKA_UNIQUE_ID, r->unique_id, sizeof(r->unique_id));
+    r->have_kcv = hex_attr(h, root, CKA_CHECK_VALUE, r->check_value, sizeof(r->check_value));
+}
+
+/* The HSM-enforced limits of docs/root.md this root lacks, comma-separated ("" when none). */
+static void root_weaknesses(const struct root_attrs *r, char *out, size_t cap)
+{
+    out[0] = '\0';
+#define WEAK(cond, text)                                                                           \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            size_t len_ = strlen(out);                                                             \
+            snprintf(out + len_, cap - len_, "%s%s", len_ ? ", " : "", text);                      \
+        }                                                                                          \
+    } while (0)
+    WEAK(r->sensitive != 1, "not sensitive");
+    WEAK(r->extractable != 0, "extractable");
+    /* Not CKA_NEVER_EXTRACTABLE: an imported or recovered root existed outside the HSM by
+     * design (in the shares), and backends report that honestly. */
+    WEAK(r->modifiable != 0, "modifiable");
+    WEAK(r->copyable != 0, "copyable");
+    WEAK(r->derive != 0, "CKA_DERIVE");
+    WEAK(!(r->mechs_known == 1 && r->n_mechs == 1 && r->mechs[0] == CKM_SHA256_HMAC),
+         "mechanisms not limited to CKM_SHA256_HMAC");
+#undef WEAK
+}
+
+static void json_kv_str(const char *key, const char *v, bool comma)
+{
+    printf("  \"%s\": ", key);
+    if (v == NULL)
+        printf("null");
+    else
+        tool_json_str(stdout, v);
+    printf("%s\n", comma ? "," : "");
+}
+
+static void json_kv_tri(const char *key, int v)
+{
+    printf("  \"%s\": %s,\n", key, v < 0 ? "null" : v ? "true" : "false");
 }
 
 static int root_info(ctl *c, int argc, char **argv)
 {
     const char *pos[1];
     size_t npos = 0;
+    bool json = false;
+    const ctl_opt opts[] = {{"--json", NULL, &json, NULL, 0, NULL}};
     ctl_hsm h;
     bool exists = false;
     CK_OBJECT_HANDLE root = CK_INVALID_HANDLE;
     char fp[DDSM_FINGERPRINT_HEX + 1];
-    char label[256];
+    char weak[256];
+    struct root_attrs r;
+    ddsm_root_pins pins;
 
-    int rc = ctl_parse(c, &info_help, argc, argv, NULL, 0, pos, 0, 0, &npos);
+    int rc = ctl_parse(c, &info_help, argc, argv, opts, 1, pos, 0, 0, &npos);
     if (rc != CTL_EXIT_OK)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     rc = ctl_hsm_open_root(c, &h);
@@ -784,40 +961,195 @@ static int root_info(ctl *c, int argc, char **argv)
     rc = ctl_hsm_fingerprint(&h, root, fp);
     if (rc != CTL_EXIT_OK)
         goto out;
+    root_attrs_read(&h, root, &r);
+    root_weaknesses(&r, weak, sizeof(weak));
+    ctl_root_pins_read(c, &pins, true);
+    bool pinned = ddsm_root_pins_has(&pins, fp);
 
-    CK_ATTRIBUTE la = {CKA_LABEL, label, sizeof(label) - 1};
-    if (h.fl->C_GetAttributeValue(h.session, root, &la, 1) != CKR_OK ||
-        la.ulValueLen >= sizeof(label))
-        la.ulValueLen = 0;
-    label[la.ulValueLen] = '\0';
-    CK_ULONG kt = 0;
-    CK_ULONG vlen = 0;
-    printf("token:             %s\n", h.token_label);
-    printf("label:             %s\n", label);
-    if (get_ulong_attr(&h, root, CKA_KEY_TYPE, &kt))
-        printf("key type:          %s\n",
-               kt == CKK_GENERIC_SECRET ? "CKK_GENERIC_SECRET" : "other (not a generic secret)");
-    if (get_ulong_attr(&h, root, CKA_VALUE_LEN, &vlen))
-        printf("value length:      %lu\n", (unsigned long)vlen);
-    printf("sensitive:         %s\n", bool_attr(&h, root, CKA_SENSITIVE));
-    printf("extractable:       %s\n", bool_attr(&h, root, CKA_EXTRACTABLE));
-    printf("always sensitive:  %s\n", bool_attr(&h, root, CKA_ALWAYS_SENSITIVE));
-    printf("never extractable: %s\n", bool_attr(&h, root, CKA_NEVER_EXTRACTABLE));
-    printf("modifiable:        %s\n", bool_attr(&h, root, CKA_MODIFIABLE));
-    static const struct {
-        CK_ATTRIBUTE_TYPE t;
-        const char *name;
-    } uses[] = {{CKA_SIGN, "sign"},       {CKA_VERIFY, "verify"},   {CKA_DERIVE, "derive"},
-                {CKA_ENCRYPT, "encrypt"}, {CKA_DECRYPT, "decrypt"}, {CKA_WRAP, "wrap"},
-                {CKA_UNWRAP, "unwrap"}};
-    printf("usage:            ");
-    for (size_t i = 0; i < sizeof(uses) / sizeof(uses[0]); i++)
-        if (strcmp(bool_attr(&h, root, uses[i].t), "true") == 0)
-            printf(" %s", uses[i].name);
-    printf("\nfingerprint:       %s\n", fp);
+    char mechs[160] = "";
+    if (r.mechs_known < 0)
+        snprintf(mechs, sizeof(mechs), "unknown");
+    else if (r.mechs_known == 0)
+        snprintf(mechs, sizeof(mechs), "any (not restricted)");
+    for (size_t i = 0; r.mechs_known == 1 && i < r.n_mechs; i++) {
+        size_t len = strlen(mechs);
+        snprintf(mechs + len, sizeof(mechs) - len, "%s%s", len ? " " : "",
+                 ddsm_mech_name(r.mechs[i]));
+    }
+    const char *kt = !r.have_kt                   ? NULL
+                     : r.kt == CKK_GENERIC_SECRET ? "CKK_GENERIC_SECRET"
+                                                  : "other (not a generic secret)";
+    if (json) {
+        printf("{\n");
+        json_kv_str("token", h.token_label, true);
+        json_kv_str("label", r.label, true);
+        json_kv_str("key_type", kt, true);
+        if (r.have_len)
+            printf("  \"value_length\": %lu,\n", (unsigned long)r.vlen);
+        json_kv_tri("private", r.private_);
+        json_kv_tri("sensitive", r.sensitive);
+        json_kv_tri("extractable", r.extractable);
+        json_kv_tri("always_sensitive", r.always_sensitive);
+        json_kv_tri("never_extractable", r.never_extractable);
+        json_kv_tri("modifiable", r.modifiable);
+        json_kv_tri("copyable", r.copyable);
+        json_kv_tri("destroyable", r.destroyable);
+        json_kv_tri("derive", r.derive);
+        printf("  \"allowed_mechanisms\": ");
+        if (r.mechs_known < 0) {
+            printf("null");
+        } else {
+            printf("[");
+            for (size_t i = 0; r.mechs_known == 1 && i < r.n_mechs; i++)
+                printf("%s\"%s\"", i ? ", " : "", ddsm_mech_name(r.mechs[i]));
+            printf("]");
+        }
+        printf(",\n");
+        json_kv_str("usage", r.usage, true);
+        json_kv_str("unique_id", r.have_uid ? r.unique_id : NULL, true);
+        json_kv_str("check_value", r.have_kcv ? r.check_value : NULL, true);
+        printf("  \"hsm_enforced\": %s,\n", weak[0] == '\0' ? "true" : "false");
+        json_kv_str("not_enforced", weak, true);
+        printf("  \"pinned\": %s,\n", pinned ? "true" : "false");
+        json_kv_str("fingerprint", fp, false);
+        printf("}\n");
+    } else {
+        printf("token:             %s\n", h.token_label);
+        printf("label:             %s\n", r.label);
+        if (kt != NULL)
+            printf("key type:          %s\n", kt);
+        if (r.have_len)
+            printf("value length:      %lu\n", (unsigned long)r.vlen);
+        printf("private:           %s\n", tri(r.private_));
+        printf("sensitive:         %s\n", tri(r.sensitive));
+        printf("extractable:       %s\n", tri(r.extractable));
+        printf("always sensitive:  %s\n", tri(r.always_sensitive));
+        printf("never extractable: %s\n", tri(r.never_extractable));
+        printf("modifiable:        %s\n", tri(r.modifiable));
+        printf("copyable:          %s\n", tri(r.copyable));
+        printf("destroyable:       %s\n", tri(r.destroyable));
+        printf("mechanisms:        %s\n", mechs);
+        printf("usage:             %s\n", r.usage);
+        if (r.have_uid)
+            printf("unique id:         %s\n", r.unique_id);
+        if (r.have_kcv)
+            printf("check value:       %s\n", r.check_value);
+        printf("hsm-enforced:      %s\n", weak[0] == '\0' ? "yes" : "no");
+        printf("pinned:            %s\n", pinned ? "yes" : "no");
+        printf("fingerprint:       %s\n", fp);
+    }
+    if (weak[0] != '\0')
+        ctl_warn("the root lacks HSM-enforced limits (%s): it was made before ddsmctl set them, or "
+                 "by hand. Remedy: recover it from its shares into a new token (`ddsmctl root "
+                 "recover`), point [backend] at that token, and remove this one",
+                 weak);
+    if (!pinned)
+        ctl_warn("the store does not pin this root: the module refuses to derive with it; run "
+                 "`ddsmctl root pin` (after `ddsmctl db migrate`)");
     rc = CTL_EXIT_OK;
 out:
     ctl_hsm_close(&h);
+    return rc;
+}
+
+/* Pin the root that already exists on the token (made before the pin, or while the store was out
+ * of reach). */
+static int root_pin(ctl *c, int argc, char **argv)
+{
+    const char *want = NULL;
+    const ctl_opt opts[] = {{"--fingerprint", &want, NULL, NULL, 0, NULL}};
+    const char *pos[1];
+    size_t npos = 0;
+    ctl_hsm h;
+    bool hsm_open = false;
+    ctl_root_candidate cand[CTL_ROOT_CANDIDATES_MAX];
+    size_t n = 0;
+    ddsm_store *st = NULL;
+    ddsm_root_pins pins;
+    const ctl_root_candidate *pick = NULL;
+    size_t with_fp = 0;
+
+    int rc = ctl_parse(c, &pin_help, argc, argv, opts, 1, pos, 0, 0, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    if (want != NULL) {
+        bool ok = strlen(want) == DDSM_FINGERPRINT_HEX;
+        for (size_t i = 0; ok && i < DDSM_FINGERPRINT_HEX; i++)
+            ok = (want[i] >= '0' && want[i] <= '9') || (want[i] >= 'a' && want[i] <= 'f');
+        if (!ok)
+            return ctl_usage_error(&pin_help, "--fingerprint takes 32 lower-case hex digits, not "
+                                              "'%s'",
+                                   want);
+    }
+    rc = ctl_store_open(c, false, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    ddsm_err e = ddsm_store_root_pins(st, &pins);
+    if (e != DDSM_OK) {
+        rc = ctl_store_fail(st, e, "read the root pin");
+        goto out;
+    }
+    if (!pins.table) {
+        ctl_err("the store predates the root pin: run `ddsmctl db migrate` first");
+        rc = CTL_EXIT_REFUSED;
+        goto out;
+    }
+    rc = ctl_hsm_open_root(c, &h);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    hsm_open = true;
+    rc = ctl_hsm_candidates(&h, cand, CTL_ROOT_CANDIDATES_MAX, &n);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (!cand[i].has_fp)
+            continue;
+        with_fp++;
+        if (want != NULL ? strcmp(cand[i].fp, want) == 0 : pick == NULL)
+            pick = &cand[i];
+    }
+    if (pick == NULL || (want == NULL && with_fp > 1)) {
+        if (want != NULL)
+            ctl_err("token \"%s\" holds no key labelled \"%s\" with fingerprint %s", h.token_label,
+                    h.key_label, want);
+        else if (with_fp == 0)
+            ctl_err("token \"%s\" holds no root key labelled \"%s\"", h.token_label, h.key_label);
+        else
+            ctl_err("token \"%s\" holds %zu keys labelled \"%s\": name the root with --fingerprint "
+                    "(compare with the fingerprint line of its share files)",
+                    h.token_label, with_fp, h.key_label);
+        for (size_t i = 0; i < n; i++)
+            if (cand[i].has_fp)
+                fprintf(stderr, "  fingerprint %s\n", cand[i].fp);
+        rc = CTL_EXIT_REFUSED;
+        goto out;
+    }
+    if (ddsm_root_pins_has(&pins, pick->fp)) {
+        printf("already pinned: fingerprint %s\n", pick->fp);
+        rc = CTL_EXIT_OK;
+        goto out;
+    }
+    char unique_id[129], check_value[129];
+    ddsm_root_pin pin = {DDSM_PIN_PIN, "", h.token_label, h.key_label, NULL, NULL, NULL};
+    memcpy(pin.fingerprint, pick->fp, sizeof(pin.fingerprint));
+    if (hex_attr(&h, pick->handle, CKA_UNIQUE_ID, unique_id, sizeof(unique_id)))
+        pin.unique_id = unique_id;
+    if (hex_attr(&h, pick->handle, CKA_CHECK_VALUE, check_value, sizeof(check_value)))
+        pin.check_value = check_value;
+    e = ddsm_store_root_pin_record(st, &pin);
+    if (e != DDSM_OK) {
+        rc = ctl_store_fail(st, e, "record the root pin");
+        goto out;
+    }
+    if (pins.count > 0)
+        ctl_warn("the store already pins %zu other root%s: keys derived under each differ",
+                 pins.count, pins.count == 1 ? "" : "s");
+    printf("pinned: fingerprint %s recorded in the store\n", pick->fp);
+    rc = CTL_EXIT_OK;
+out:
+    if (hsm_open)
+        ctl_hsm_close(&h);
+    ddsm_store_close(st);
     return rc;
 }
 
@@ -826,6 +1158,7 @@ int cmd_root(ctl *c, int argc, char **argv)
     static const ctl_sub subs[] = {{"create", root_create},
                                    {"import", root_import},
                                    {"recover", root_recover},
-                                   {"info", root_info}};
+                                   {"info", root_info},
+                                   {"pin", root_pin}};
     return ctl_run_sub(c, &cmd_root_help, subs, sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

@@ -126,20 +126,40 @@ typedef struct ctl_hsm {
     bool have_session;
     const char *token_label; /* from the configuration */
     const char *key_label;
+    ctl *c;                                   /* for the store's root pin */
+    char found_fp[DDSM_FINGERPRINT_HEX + 1]; /* the pinned root ctl_hsm_find_root found */
 } ctl_hsm;
 /* Load the backend, find the root token ([backend] root_token_label with root_pin_file, else
  * token_label with the user PIN), open a read-write session and log in. The PIN (a secret) is
  * wiped before it returns. Returns an exit code. */
 DDSM_WUR int ctl_hsm_open_root(ctl *c, ctl_hsm *h);
 void ctl_hsm_close(ctl_hsm *h);
-/* Whether the root key exists; *root set when it does. More than one is an error. */
+/* Whether the root key exists; *root set when it does. With a root pinned in the store, the key
+ * labelled [backend] root_key_label whose fingerprint is pinned (others ignored, with a warning);
+ * with none (or no store), the only key carrying the label: more than one is then an error. */
 DDSM_WUR int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root);
+/* The secret keys labelled [backend] root_key_label and their fingerprints computed by the HSM. */
+#define CTL_ROOT_CANDIDATES_MAX 64
+typedef struct ctl_root_candidate {
+    CK_OBJECT_HANDLE handle;
+    bool has_fp; /* false: the HSM would not HMAC with it (not a root) */
+    char fp[DDSM_FINGERPRINT_HEX + 1];
+} ctl_root_candidate;
+DDSM_WUR int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *n);
+/* The store's root pin; none (count 0) when the store is unreachable or predates it (a warning
+ * when loud). */
+struct ddsm_root_pins;
+void ctl_root_pins_read(ctl *c, struct ddsm_root_pins *pins, bool loud);
 /* Refuse (CTL_EXIT_REFUSED, message printed) when the root key already exists. */
 DDSM_WUR int ctl_hsm_require_no_root(ctl_hsm *h);
-/* Generate the root seed inside the HSM (non-extractable). */
-DDSM_WUR int ctl_hsm_generate_root(ctl_hsm *h, CK_OBJECT_HANDLE *out);
-/* Import a 32-byte root seed (a secret) as the non-extractable root key. */
-DDSM_WUR int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_OBJECT_HANDLE *out);
+/* Generate the root seed inside the HSM, or import a 32-byte one (a secret), with the
+ * HSM-enforced attributes of docs/root.md; not_enforced gets the names of those the backend
+ * refused (comma-separated, "" for none; a warning was printed). */
+#define CTL_NOT_ENFORCED_MAX 128
+DDSM_WUR int ctl_hsm_generate_root(ctl_hsm *h, CK_OBJECT_HANDLE *out,
+                                   char not_enforced[CTL_NOT_ENFORCED_MAX]);
+DDSM_WUR int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_OBJECT_HANDLE *out,
+                                        char not_enforced[CTL_NOT_ENFORCED_MAX]);
 /* The root fingerprint computed by the HSM (its HMAC under the root key). */
 DDSM_WUR int ctl_hsm_fingerprint(ctl_hsm *h, CK_OBJECT_HANDLE root,
                                  char fp[DDSM_FINGERPRINT_HEX + 1]);

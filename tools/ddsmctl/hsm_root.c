@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "ddsm/rootpin.h"
 #include "ddsm/secmem.h"
 
 static void hsm_fail(const ctl_hsm *h, const char *what, CK_RV rv)
@@ -26,6 +27,7 @@ int ctl_hsm_open_root(ctl *c, ctl_hsm *h)
     CK_RV rv;
 
     memset(h, 0, sizeof(*h));
+    h->c = c;
     if (rc != CTL_EXIT_OK)
         return rc;
     const ddsm_config *cfg = c->cfg;
@@ -101,95 +103,298 @@ void ctl_hsm_close(ctl_hsm *h)
     }
 }
 
-int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root)
+/* Every secret key labelled like the root (at most max; *n how many, *more when there were
+ * further ones). */
+static CK_RV labelled_keys(ctl_hsm *h, CK_OBJECT_HANDLE *out, size_t max, size_t *n, bool *more)
 {
-    CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
-    unsigned count = 0;
-    CK_RV rv = ddsm_hsm_find_object(h->hsm, h->session, CKO_SECRET_KEY, h->key_label, &obj, &count);
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_LABEL, (void *)h->key_label, strlen(h->key_label)},
+    };
+    CK_OBJECT_HANDLE extra;
+    CK_ULONG got = 0, more_n = 0;
+    CK_RV rv = h->fl->C_FindObjectsInit(h->session, t, 2);
+    if (rv != CKR_OK)
+        return rv;
+    rv = h->fl->C_FindObjects(h->session, out, max, &got);
+    if (rv == CKR_OK)
+        rv = h->fl->C_FindObjects(h->session, &extra, 1, &more_n);
+    CK_RV rv2 = h->fl->C_FindObjectsFinal(h->session);
+    if (rv == CKR_OK)
+        rv = rv2;
+    if (rv != CKR_OK)
+        return rv;
+    *n = got;
+    *more = more_n > 0;
+    return CKR_OK;
+}
+
+int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *n)
+{
+    CK_OBJECT_HANDLE found[CTL_ROOT_CANDIDATES_MAX];
+    size_t got = 0;
+    bool more = false;
+    if (max > CTL_ROOT_CANDIDATES_MAX)
+        max = CTL_ROOT_CANDIDATES_MAX;
+    CK_RV rv = labelled_keys(h, found, max, &got, &more);
     if (rv != CKR_OK) {
         hsm_fail(h, "cannot search for the root key", rv);
         return ctl_exit_for_rv(rv);
     }
-    if (count > 1) {
-        ctl_err("token \"%s\" holds more than one secret key labelled \"%s\"", h->token_label,
-                h->key_label);
+    if (more) {
+        ctl_err("token \"%s\" holds more than %zu secret keys labelled \"%s\": remove the ones that "
+                "are not the root",
+                h->token_label, max, h->key_label);
         return CTL_EXIT_REFUSED;
     }
-    *exists = count == 1;
-    if (count == 1)
-        *root = obj;
+    for (size_t i = 0; i < got; i++) {
+        ddsm_hsm_prf_ctx pctx;
+        ddsm_prf prf;
+        CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
+        CK_BBOOL priv = CK_FALSE;
+        CK_ATTRIBUTE a[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_PRIVATE, &priv, sizeof(priv)}};
+        out[i].handle = found[i];
+        /* As the module does: only a private generic secret can be the root (a public object
+         * anyone can make is never a candidate), and one that cannot HMAC (an impostor need
+         * not) has no fingerprint. */
+        out[i].has_fp = h->fl->C_GetAttributeValue(h->session, found[i], a, 2) == CKR_OK &&
+                        kt == CKK_GENERIC_SECRET && priv == CK_TRUE;
+        ddsm_hsm_prf_init(&pctx, h->hsm, h->session, found[i], &prf);
+        out[i].has_fp = out[i].has_fp && ddsm_root_fingerprint(&prf, out[i].fp) == DDSM_OK;
+        if (!out[i].has_fp)
+            out[i].fp[0] = '\0';
+    }
+    *n = got;
     return CTL_EXIT_OK;
+}
+
+int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root)
+{
+    ctl_root_candidate cand[CTL_ROOT_CANDIDATES_MAX];
+    size_t n = 0;
+    ddsm_root_pins pins;
+    int rc = ctl_hsm_candidates(h, cand, CTL_ROOT_CANDIDATES_MAX, &n);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    ctl_root_pins_read(h->c, &pins, false);
+    *exists = false;
+    h->found_fp[0] = '\0';
+    size_t ignored = 0;
+    for (size_t i = 0; i < n && pins.count > 0; i++) {
+        if (cand[i].has_fp && ddsm_root_pins_has(&pins, cand[i].fp)) {
+            if (*exists && strcmp(cand[i].fp, h->found_fp) != 0) {
+                ctl_err("token \"%s\" holds two different pinned roots (%s and %s)",
+                        h->token_label, h->found_fp, cand[i].fp);
+                return CTL_EXIT_REFUSED;
+            }
+            if (!*exists) {
+                *root = cand[i].handle;
+                memcpy(h->found_fp, cand[i].fp, sizeof(h->found_fp));
+            }
+            *exists = true;
+        } else {
+            ignored++;
+        }
+    }
+    if (*exists) {
+        if (ignored > 0)
+            ctl_warn("ignoring %zu secret key%s labelled \"%s\" on token \"%s\" whose "
+                     "fingerprint the store does not pin",
+                     ignored, ignored == 1 ? "" : "s", h->key_label, h->token_label);
+        return CTL_EXIT_OK;
+    }
+    /* None pinned (a store from before the pin, none reachable, or an unpinned root): the
+     * label alone, as before, which cannot tell an impostor from the root. The module refuses
+     * such a root; `root info` says so. */
+    if (n > 1) {
+        ctl_err("token \"%s\" holds more than one secret key labelled \"%s\" and the store pins "
+                "none of them: see `ddsmctl root pin --help`",
+                h->token_label, h->key_label);
+        return CTL_EXIT_REFUSED;
+    }
+    *exists = n == 1;
+    if (n == 1)
+        *root = cand[0].handle;
+    return CTL_EXIT_OK;
+}
+
+void ctl_root_pins_read(ctl *c, ddsm_root_pins *pins, bool loud)
+{
+    ddsm_store *st = NULL;
+    memset(pins, 0, sizeof(*pins));
+    if (c == NULL || ctl_config(c) != CTL_EXIT_OK)
+        return;
+    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
+                            "ddsmctl"};
+    if (ddsm_store_open(c->cfg->store.conninfo, &opts, &st) != DDSM_OK)
+        return;
+    ddsm_err e = ddsm_store_root_pins(st, pins);
+    if (e != DDSM_OK) {
+        if (loud)
+            ctl_warn("cannot read the root pin from the store: %s", ddsm_store_errmsg(st));
+        memset(pins, 0, sizeof(*pins));
+    }
+    ddsm_store_close(st);
 }
 
 int ctl_hsm_require_no_root(ctl_hsm *h)
 {
-    bool exists = false;
-    CK_OBJECT_HANDLE obj;
-    int rc = ctl_hsm_find_root(h, &exists, &obj);
-    if (rc != CTL_EXIT_OK)
-        return rc;
-    if (exists) {
-        ctl_err("token \"%s\" already holds a root key labelled \"%s\"; nothing was changed",
-                h->token_label, h->key_label);
+    /* Any key carrying the label, pinned or not: a second one would only make the token harder
+     * to read (the module would ignore it, or refuse to choose between two pinned ones). */
+    CK_OBJECT_HANDLE found[1];
+    size_t n = 0;
+    bool more = false;
+    CK_RV rv = labelled_keys(h, found, 1, &n, &more);
+    if (rv != CKR_OK) {
+        hsm_fail(h, "cannot search for the root key", rv);
+        return ctl_exit_for_rv(rv);
+    }
+    if (n > 0) {
+        ctl_err("token \"%s\" already holds a root key labelled \"%s\"%s; nothing was changed",
+                h->token_label, h->key_label, more ? " (several keys carry that label)" : "");
         return CTL_EXIT_REFUSED;
     }
     return CTL_EXIT_OK;
 }
 
-/* The attributes of the root key (DESIGN.md): a non-extractable generic secret that can only
- * HMAC-sign (what the module's KDF asks of it) and derive. */
-#define ROOT_TEMPLATE_COMMON(cls, kt, t, f, label)                                                 \
-    {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_TOKEN, &t, sizeof(t)},   \
-        {CKA_PRIVATE, &t, sizeof(t)}, {CKA_SENSITIVE, &t, sizeof(t)},                              \
-        {CKA_EXTRACTABLE, &f, sizeof(f)}, {CKA_SIGN, &t, sizeof(t)}, {CKA_VERIFY, &f, sizeof(f)},  \
-        {CKA_DERIVE, &t, sizeof(t)}, {CKA_ENCRYPT, &f, sizeof(f)}, {CKA_DECRYPT, &f, sizeof(f)},   \
-        {CKA_WRAP, &f, sizeof(f)}, {CKA_UNWRAP, &f, sizeof(f)}, {CKA_MODIFIABLE, &f, sizeof(f)},   \
-    {                                                                                              \
-        CKA_LABEL, (void *)label, strlen(label)                                                    \
-    }
+/* The attributes of a new root key (docs/root.md "HSM-enforced attributes"): a sensitive,
+ * never extractable generic secret that can do one thing, CKM_SHA256_HMAC signatures (the KDF of
+ * DESIGN.md and the fingerprint). No CKA_DERIVE: the module never asks the HSM to derive with it.
+ * CKA_DESTROYABLE stays true: nothing reaches the root through the module but CKM_DDSM_DERIVE,
+ * and an officer must be able to remove a root (a compromised one, or an impostor's twin) without
+ * re-initialising the token. */
+#define ROOT_BASE_MAX 20
+#define ROOT_OPTIONAL 2
 
-int ctl_hsm_generate_root(ctl_hsm *h, CK_OBJECT_HANDLE *out)
+static const CK_MECHANISM_TYPE root_mechanisms[] = {CKM_SHA256_HMAC};
+static const CK_BBOOL attr_true = CK_TRUE;
+static const CK_BBOOL attr_false = CK_FALSE;
+
+/* The attributes a backend may not know (PKCS#11 2.40 added them): probed, and a root made
+ * without them when refused, with a warning naming them. */
+static const struct {
+    CK_ATTRIBUTE a;
+    const char *name;
+} root_optional[ROOT_OPTIONAL] = {
+    {{CKA_COPYABLE, (void *)&attr_false, sizeof(attr_false)}, "CKA_COPYABLE"},
+    {{CKA_ALLOWED_MECHANISMS, (void *)root_mechanisms, sizeof(root_mechanisms)},
+     "CKA_ALLOWED_MECHANISMS"},
+};
+
+static size_t root_base(CK_ATTRIBUTE *t, const CK_OBJECT_CLASS *cls, const CK_KEY_TYPE *kt,
+                        const CK_BBOOL *token, const char *label)
 {
-    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
-    CK_BBOOL t = CK_TRUE;
-    CK_BBOOL f = CK_FALSE;
-    CK_ULONG value_len = 32;
-    CK_ATTRIBUTE tmpl[] = {
-        ROOT_TEMPLATE_COMMON(cls, kt, t, f, h->key_label),
-        {CKA_VALUE_LEN, &value_len, sizeof(value_len)},
-    };
-    CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
-    CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
-    CK_RV rv = h->fl->C_GenerateKey(h->session, &mech, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &obj);
-    if (rv != CKR_OK) {
-        hsm_fail(h, "cannot generate the root key", rv);
-        return ctl_exit_for_rv(rv);
-    }
-    *out = obj;
-    return CTL_EXIT_OK;
+    size_t n = 0;
+    t[n++] = (CK_ATTRIBUTE){CKA_CLASS, (void *)cls, sizeof(*cls)};
+    t[n++] = (CK_ATTRIBUTE){CKA_KEY_TYPE, (void *)kt, sizeof(*kt)};
+    t[n++] = (CK_ATTRIBUTE){CKA_TOKEN, (void *)token, sizeof(*token)};
+    t[n++] = (CK_ATTRIBUTE){CKA_PRIVATE, (void *)&attr_true, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_SENSITIVE, (void *)&attr_true, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_EXTRACTABLE, (void *)&attr_false, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_SIGN, (void *)&attr_true, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_VERIFY, (void *)&attr_false, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_DERIVE, (void *)&attr_false, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_ENCRYPT, (void *)&attr_false, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_DECRYPT, (void *)&attr_false, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_WRAP, (void *)&attr_false, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_UNWRAP, (void *)&attr_false, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_MODIFIABLE, (void *)&attr_false, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_DESTROYABLE, (void *)&attr_true, sizeof(CK_BBOOL)};
+    t[n++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)label, strlen(label)};
+    return n;
 }
 
-int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_OBJECT_HANDLE *out)
+/* The backend's answers that mean "this template names something I do not support". */
+static bool template_refused(CK_RV rv)
+{
+    return rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+           rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_ATTRIBUTE_READ_ONLY;
+}
+
+/* Whether the backend accepts optional attribute i on a throwaway session key. */
+static bool probe_optional(ctl_hsm *h, size_t i)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
-    CK_BBOOL t = CK_TRUE;
-    CK_BBOOL f = CK_FALSE;
-    /* No CKA_VALUE_LEN: PKCS#11 forbids it in C_CreateObject of a generic secret (the length
-     * is that of CKA_VALUE). */
-    CK_ATTRIBUTE tmpl[] = {
-        ROOT_TEMPLATE_COMMON(cls, kt, t, f, h->key_label),
-        {CKA_VALUE, (void *)seed, 32},
-    };
+    CK_ULONG value_len = 32;
+    CK_ATTRIBUTE t[ROOT_BASE_MAX + 2];
+    size_t n = root_base(t, &cls, &kt, &attr_false, "ddsm-root-probe");
+    t[n++] = (CK_ATTRIBUTE){CKA_VALUE_LEN, &value_len, sizeof(value_len)};
+    t[n++] = root_optional[i].a;
+    CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
     CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
-    CK_RV rv = h->fl->C_CreateObject(h->session, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &obj);
-    if (rv != CKR_OK) {
-        hsm_fail(h, "cannot import the root key", rv);
-        return ctl_exit_for_rv(rv);
+    CK_RV rv = h->fl->C_GenerateKey(h->session, &mech, t, (CK_ULONG)n, &obj);
+    if (rv == CKR_OK)
+        (void)h->fl->C_DestroyObject(h->session, obj);
+    return rv == CKR_OK;
+}
+
+/* Make the root: generated by the HSM (seed NULL) or imported. not_enforced receives the names of
+ * the attributes the backend refused, comma-separated ("" when none). */
+static int root_make(ctl_hsm *h, const uint8_t *seed, CK_OBJECT_HANDLE *out,
+                     char not_enforced[CTL_NOT_ENFORCED_MAX])
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_ULONG value_len = 32;
+    bool use[ROOT_OPTIONAL];
+    CK_RV rv = CKR_OK;
+    not_enforced[0] = '\0';
+    for (size_t i = 0; i < ROOT_OPTIONAL; i++)
+        use[i] = true;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        CK_ATTRIBUTE t[ROOT_BASE_MAX + ROOT_OPTIONAL + 1];
+        size_t n = root_base(t, &cls, &kt, &attr_true, h->key_label);
+        for (size_t i = 0; i < ROOT_OPTIONAL; i++)
+            if (use[i])
+                t[n++] = root_optional[i].a;
+        CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
+        if (seed == NULL) {
+            t[n++] = (CK_ATTRIBUTE){CKA_VALUE_LEN, &value_len, sizeof(value_len)};
+            CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+            rv = h->fl->C_GenerateKey(h->session, &mech, t, (CK_ULONG)n, &obj);
+        } else {
+            /* No CKA_VALUE_LEN: PKCS#11 forbids it in C_CreateObject of a generic secret (the
+             * length is that of CKA_VALUE). */
+            t[n++] = (CK_ATTRIBUTE){CKA_VALUE, (void *)seed, 32};
+            rv = h->fl->C_CreateObject(h->session, t, (CK_ULONG)n, &obj);
+        }
+        if (rv == CKR_OK) {
+            *out = obj;
+            return CTL_EXIT_OK;
+        }
+        if (attempt > 0 || !template_refused(rv))
+            break;
+        bool dropped = false;
+        for (size_t i = 0; i < ROOT_OPTIONAL; i++) {
+            if (probe_optional(h, i))
+                continue;
+            use[i] = false;
+            dropped = true;
+            size_t len = strlen(not_enforced);
+            snprintf(not_enforced + len, CTL_NOT_ENFORCED_MAX - len, "%s%s", len ? "," : "",
+                     root_optional[i].name);
+        }
+        if (!dropped)
+            break;
+        ctl_warn("the backend does not accept %s: the root key is made without %s", not_enforced,
+                 strchr(not_enforced, ',') != NULL ? "them" : "it");
     }
-    *out = obj;
-    return CTL_EXIT_OK;
+    hsm_fail(h, seed == NULL ? "cannot generate the root key" : "cannot import the root key", rv);
+    return ctl_exit_for_rv(rv);
+}
+
+int ctl_hsm_generate_root(ctl_hsm *h, CK_OBJECT_HANDLE *out,
+                          char not_enforced[CTL_NOT_ENFORCED_MAX])
+{
+    return root_make(h, NULL, out, not_enforced);
+}
+
+int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_OBJECT_HANDLE *out,
+                               char not_enforced[CTL_NOT_ENFORCED_MAX])
+{
+    return root_make(h, seed, out, not_enforced);
 }
 
 int ctl_hsm_fingerprint(ctl_hsm *h, CK_OBJECT_HANDLE root, char fp[DDSM_FINGERPRINT_HEX + 1])

@@ -1,0 +1,235 @@
+#include "rootfind.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ddsm/log.h"
+#include "ddsm/pkcs11-ddsm.h"
+#include "ddsm/rootpin.h"
+#include "ddsm/secmem.h"
+#include "hsmcall.h"
+#include "names.h"
+#include "rv.h"
+
+/* Objects carrying the root's label that one lookup examines. Past this many the lookup fails
+ * closed and says why (nobody without the token's user PIN can make private objects, and only
+ * private ones are fingerprinted, so this bounds the work an impostor can cause). */
+#define CANDIDATES_MAX 4096
+#define FIND_CHUNK 64
+
+/* A lookup runs at the first derivation and again after a login change or a stale handle, so a
+ * failing or crowded token is logged when what the lookup sees changes, not at every call. */
+static bool first_time_ignored(ddsm_ctx *ctx, unsigned n)
+{
+    return atomic_exchange(&ctx->root_logged_ignored, n + 1) != n + 1;
+}
+
+static bool first_time_detail(ddsm_ctx *ctx, CK_ULONG d)
+{
+    return atomic_exchange(&ctx->root_logged_detail, d + 1) != d + 1;
+}
+
+/* The backend's answers that say "this object cannot HMAC": the object is not the root. Any
+ * other failure (a lost session, a device error) fails the lookup: it proves nothing. */
+static bool not_this_key(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_KEY_TYPE_INCONSISTENT:
+    case CKR_KEY_FUNCTION_NOT_PERMITTED:
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_SIZE_RANGE:
+    case CKR_MECHANISM_INVALID:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static CK_RV pins_read(ddsm_ctx *ctx, ddsm_root_pins *pins, CK_ULONG *detail)
+{
+    ddsm_store *st = NULL;
+    ddsm_err e = ddsm_ctx_store_acquire(ctx, &st);
+    if (e == DDSM_OK) {
+        e = ddsm_store_root_pins(st, pins);
+        if (e != DDSM_OK)
+            ddsm_log(DDSM_LOG_ERROR, "cannot read the root pin: %s", ddsm_store_errmsg(st));
+        ddsm_ctx_store_release(ctx, st);
+    } else {
+        ddsm_log(DDSM_LOG_ERROR, "cannot read the root pin: no store connection: %s",
+                 ddsm_err_str(e));
+    }
+    if (e != DDSM_OK)
+        return ddsm_rv_from_err(e, DDSM_RVCTX_GENERAL, detail);
+    if (!pins->table || pins->count == 0) {
+        if (first_time_detail(ctx, DDSM_DEVERR_ROOT_UNPINNED))
+            ddsm_log(DDSM_LOG_ERROR,
+                     "the store pins no root seed key%s: derivations are refused until an "
+                     "administrator runs %s`ddsmctl root pin` (docs/root.md)",
+                     pins->table ? "" : " (its schema predates the root pin)",
+                     pins->table ? "" : "`ddsmctl db migrate`, then ");
+        *detail = DDSM_DEVERR_ROOT_UNPINNED;
+        return CKR_DEVICE_ERROR;
+    }
+    return CKR_OK;
+}
+
+/* Every secret key labelled like the root, visible through s (at most CANDIDATES_MAX). */
+static CK_RV candidates(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE **out, size_t *n,
+                        bool *more)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    const char *label = ctx->cfg->backend.root_key_label;
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_LABEL, (void *)label, strlen(label)},
+    };
+    CK_OBJECT_HANDLE *h = NULL;
+    size_t have = 0;
+    CK_RV rv = ctx->be->C_FindObjectsInit(s, t, 2);
+    if (rv != CKR_OK)
+        return rv;
+    *more = false;
+    for (;;) {
+        CK_ULONG got = 0;
+        CK_OBJECT_HANDLE *grown = realloc(h, (have + FIND_CHUNK) * sizeof(*h));
+        if (grown == NULL) {
+            rv = CKR_HOST_MEMORY;
+            break;
+        }
+        h = grown;
+        rv = ctx->be->C_FindObjects(s, h + have, FIND_CHUNK, &got);
+        if (rv != CKR_OK || got == 0)
+            break;
+        have += got;
+        if (have >= CANDIDATES_MAX) {
+            have = CANDIDATES_MAX;
+            *more = true;
+            break;
+        }
+    }
+    CK_RV rv2 = ctx->be->C_FindObjectsFinal(s);
+    if (rv == CKR_OK)
+        rv = rv2;
+    if (rv != CKR_OK) {
+        free(h);
+        return rv;
+    }
+    *out = h;
+    *n = have;
+    return CKR_OK;
+}
+
+/* Only a private generic secret can be a root made by ddsmctl: anything else is not fingerprinted
+ * (and an object nobody logged in could make is never asked to sign). */
+static bool root_shaped(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
+{
+    CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
+    CK_BBOOL priv = CK_FALSE;
+    CK_ATTRIBUTE t[] = {
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_PRIVATE, &priv, sizeof(priv)},
+    };
+    return ctx->be->C_GetAttributeValue(s, h, t, 2) == CKR_OK && kt == CKK_GENERIC_SECRET &&
+           priv == CK_TRUE;
+}
+
+CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
+{
+    ddsm_root_pins pins;
+    CK_OBJECT_HANDLE *cand = NULL;
+    size_t n = 0;
+    bool more = false;
+    CK_OBJECT_HANDLE found = CK_INVALID_HANDLE;
+    char found_fp[DDSM_FINGERPRINT_HEX + 1] = "";
+    unsigned ignored = 0;
+    CK_RV rv = pins_read(ctx, &pins, detail);
+    if (rv != CKR_OK)
+        return rv;
+    rv = candidates(ctx, rs->s, &cand, &n, &more);
+    if (rv != CKR_OK) {
+        rv = ddsm_rv_from_backend(rv, detail);
+        goto out;
+    }
+    ddsm_hsmcall *pool = ddsm_ctx_hsmcall(ctx);
+    for (size_t i = 0; i < n; i++) {
+        char fp[DDSM_FINGERPRINT_HEX + 1];
+        if (!root_shaped(ctx, rs->s, cand[i])) {
+            ignored++;
+            continue;
+        }
+        ddsm_hsmcall_prf_ctx pctx;
+        ddsm_prf prf;
+        ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, cand[i], &prf);
+        ddsm_err e = ddsm_root_fingerprint(&prf, fp);
+        if (e != DDSM_OK && pctx.status != DDSM_HSMCALL_ANSWERED) {
+            ddsm_log(DDSM_LOG_ERROR, "cannot fingerprint the root: the HSM did not answer in %u ms",
+                     ctx->cfg->backend.call_timeout_ms);
+            if (pctx.status == DDSM_HSMCALL_QUARANTINED)
+                ddsm_ctx_root_disown(ctx, rs);
+            *detail = DDSM_DEVERR_TIMEOUT;
+            rv = CKR_DEVICE_ERROR;
+            goto out;
+        }
+        if (e == DDSM_E_HSM && !not_this_key(pctx.last_rv)) {
+            ddsm_log(DDSM_LOG_ERROR, "cannot fingerprint the root: %s",
+                     ddsm_rv_name(pctx.last_rv));
+            rv = ddsm_rv_from_backend(pctx.last_rv, detail);
+            goto out;
+        }
+        if (e != DDSM_OK) {
+            if (e != DDSM_E_HSM) {
+                rv = ddsm_rv_from_err(e, DDSM_RVCTX_GENERAL, detail);
+                goto out;
+            }
+            ignored++; /* an object that cannot HMAC: an impostor need not be able to */
+            continue;
+        }
+        if (!ddsm_root_pins_has(&pins, fp)) {
+            ignored++;
+            continue;
+        }
+        if (found == CK_INVALID_HANDLE) {
+            found = cand[i];
+            memcpy(found_fp, fp, sizeof(fp));
+        } else if (!ddsm_ct_equal(found_fp, fp, DDSM_FINGERPRINT_HEX)) {
+            /* Two different roots this store accepts, on one token: an operator's mistake that
+             * no one without the store's admin role and the token's PIN can make. */
+            if (first_time_detail(ctx, DDSM_DEVERR_ROOT_AMBIGUOUS))
+                ddsm_log(DDSM_LOG_ERROR,
+                         "the root token holds two different pinned roots labelled \"%s\" "
+                         "(fingerprints %s and %s): refusing to choose",
+                         ctx->cfg->backend.root_key_label, found_fp, fp);
+            *detail = DDSM_DEVERR_ROOT_AMBIGUOUS;
+            rv = CKR_DEVICE_ERROR;
+            goto out;
+        }
+        /* else: the same root twice (a copy): either handle derives the same keys. */
+    }
+    if (ignored > 0 && first_time_ignored(ctx, ignored))
+        ddsm_log(DDSM_LOG_WARN,
+                 "ignoring %u object%s labelled \"%s\" on the root token whose fingerprint is "
+                 "not pinned (an impostor or a stale key: see docs/root.md)%s",
+                 ignored, ignored == 1 ? "" : "s", ctx->cfg->backend.root_key_label,
+                 more ? "; more were not examined" : "");
+    if (found == CK_INVALID_HANDLE) {
+        CK_ULONG d = n == 0 ? DDSM_DEVERR_ROOT_MISSING : DDSM_DEVERR_ROOT_MISMATCH;
+        if (first_time_detail(ctx, d))
+            ddsm_log(DDSM_LOG_ERROR,
+                     n == 0 ? "no secret key labelled \"%s\" on the root token"
+                            : "no secret key labelled \"%s\" on the root token has a fingerprint "
+                              "the store pins (`ddsmctl root info` shows both)",
+                     ctx->cfg->backend.root_key_label);
+        *detail = d;
+        rv = CKR_DEVICE_ERROR;
+        goto out;
+    }
+    atomic_store(&ctx->root_logged_detail, 0);
+    rs->root = found;
+    ddsm_log(DDSM_LOG_DEBUG, "root seed key is object 0x%lx (fingerprint %s)",
+             (unsigned long)found, found_fp);
+    rv = CKR_OK;
+out:
+    free(cand);
+    return rv;
+}
