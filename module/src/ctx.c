@@ -453,25 +453,140 @@ out:
 
 #define LISTEN_WAIT_MS 100
 
-static void on_notify(const ddsm_uuid *asset, uint64_t counter, ddsm_state state, void *arg)
-{
-    ddsm_ctx *ctx = arg;
-    char id[DDSM_UUID_TEXT_LEN + 1];
-    ddsm_uuid_format(asset, id);
-    ddsm_log(DDSM_LOG_INFO, "asset %s is now %s at counter %llu", id, ddsm_state_name(state),
-             (unsigned long long)counter);
-    ddsm_vkeys_on_notify(ctx->vkeys, asset, counter, state);
-    ddsm_batcher *b = atomic_load(&ctx->batcher);
-    if (b != NULL)
-        ddsm_batcher_invalidate(b, asset);
-}
-
 static void store_opts(const ddsm_ctx *ctx, ddsm_store_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->connect_timeout_s = ctx->cfg->store.connect_timeout_s;
     o->statement_timeout_ms = ctx->cfg->store.statement_timeout_ms;
     o->application_name = "ddsm-pkcs11";
+}
+
+/* Any role that can connect may NOTIFY on our channels, so a payload is never believed: a
+ * notification only names an asset this process holds something of, and the LISTEN thread then
+ * reads that asset (registry row and zone) from the store and acts on what the store says. The
+ * names heard in one round are collected first (one read per asset, however often it was named),
+ * then read on a connection of the LISTEN thread's own, one at a time; the reads are budgeted
+ * (a token bucket), so a flood costs at most HINT_READ_BURST + HINT_READS_PER_S per second. A
+ * name the budget cannot answer at once distrusts the asset's record instead: every use of its
+ * keys then asks the store itself, so a real rotation hidden in a flood still takes effect before
+ * the next use. Everything here runs on the LISTEN thread only. */
+#define HINT_READ_BURST 64
+#define HINT_READS_PER_S 64
+#define HINT_ROUND_MAX 256
+
+struct ddsm_hints {
+    ddsm_asset_rec *named[HINT_ROUND_MAX]; /* this round's, each once */
+    ddsm_uuid ids[HINT_ROUND_MAX];
+    unsigned n;
+    double tokens;
+    int64_t refill_ms;
+    ddsm_store *st; /* opened at the first read */
+    bool failing;   /* the last read failed: log the next failure at debug level only */
+};
+
+static void hint(ddsm_ctx *ctx, const ddsm_uuid *asset)
+{
+    struct ddsm_hints *h = ctx->hints; /* set while the LISTEN thread (our caller) runs */
+    atomic_fetch_add(&ctx->hints_heard, 1);
+    ddsm_asset_rec *r = ddsm_vkeys_asset_known(ctx->vkeys, asset);
+    if (r == NULL) {
+        /* No record: no key, handle or zone state of it here, nothing a read could correct. */
+        atomic_fetch_add(&ctx->hints_ignored, 1);
+        return;
+    }
+    for (unsigned i = 0; i < h->n; i++)
+        if (h->named[i] == r)
+            return;
+    if (h->n < HINT_ROUND_MAX) {
+        h->named[h->n] = r;
+        h->ids[h->n] = *asset;
+        h->n++;
+        return;
+    }
+    ddsm_asset_rec_distrust(r);
+    atomic_fetch_add(&ctx->hints_deferred, 1);
+}
+
+static void on_notify(const ddsm_uuid *asset, uint64_t counter, ddsm_state state, void *arg)
+{
+    (void)counter;
+    (void)state; /* claims, not facts: the store is asked */
+    hint(arg, asset);
+}
+
+static void on_zone_notify(const ddsm_uuid *asset, bool enabled, const char *zone, void *arg)
+{
+    (void)enabled;
+    (void)zone;
+    hint(arg, asset);
+}
+
+static bool hint_budget(struct ddsm_hints *h)
+{
+    int64_t now = ddsm_now_ms();
+    h->tokens += (double)(now - h->refill_ms) * HINT_READS_PER_S / 1000.0;
+    h->refill_ms = now;
+    if (h->tokens > HINT_READ_BURST)
+        h->tokens = HINT_READ_BURST;
+    if (h->tokens < 1.0)
+        return false;
+    h->tokens -= 1.0;
+    return true;
+}
+
+/* Read one named asset from the store and fold in what the store says. */
+static ddsm_err hint_read(ddsm_ctx *ctx, struct ddsm_hints *h, ddsm_asset_rec *r,
+                          const ddsm_uuid *id)
+{
+    ddsm_err err = DDSM_OK;
+    ddsm_asset a;
+    uint64_t gen = ddsm_asset_rec_hint_gen(r);
+    if (h->st == NULL) {
+        ddsm_store_opts opts;
+        store_opts(ctx, &opts);
+        err = ddsm_store_open(ctx->cfg->store.conninfo, &opts, &h->st);
+        if (err != DDSM_OK)
+            return err;
+    }
+    atomic_fetch_add(&ctx->hints_reread, 1);
+    err = ddsm_store_asset_get(h->st, id, &a);
+    if (err == DDSM_OK)
+        err = ddsm_mpolicy_zone_revalidate(ctx, h->st, id);
+    if (err == DDSM_OK) {
+        ddsm_asset_rec_update(ctx->vkeys, r, &a);
+        ddsm_asset_rec_trust_from(r, gen);
+    } else if (err == DDSM_E_NOT_FOUND) {
+        ddsm_vkeys_kill_asset(ctx->vkeys, id); /* the store no longer has it */
+    }
+    ddsm_batcher *b = atomic_load(&ctx->batcher);
+    if (b != NULL)
+        ddsm_batcher_invalidate(b, id);
+    return err;
+}
+
+/* Answer this round's names (inside the LISTEN thread's busy window, before a fence ends). */
+static void hints_answer(ddsm_ctx *ctx)
+{
+    struct ddsm_hints *h = ctx->hints;
+    for (unsigned i = 0; i < h->n; i++) {
+        ddsm_asset_rec *r = h->named[i];
+        if (!hint_budget(h)) {
+            ddsm_asset_rec_distrust(r);
+            atomic_fetch_add(&ctx->hints_deferred, 1);
+            continue;
+        }
+        ddsm_err err = hint_read(ctx, h, r, &h->ids[i]);
+        if (err != DDSM_OK && err != DDSM_E_NOT_FOUND) {
+            /* Uses ask the store themselves (and fail closed while it is down). */
+            ddsm_asset_rec_distrust(r);
+            ddsm_log(h->failing ? DDSM_LOG_DEBUG : DDSM_LOG_WARN,
+                     "re-reading an asset a notification named failed: %s (its keys re-validate "
+                     "at their next use)",
+                     ddsm_err_str(err));
+        }
+        h->failing = err != DDSM_OK && err != DDSM_E_NOT_FOUND;
+    }
+    h->n = 0;
 }
 
 /* One round of the LISTEN loop. The thread waits on the socket itself and flags the time it
@@ -486,6 +601,7 @@ static ddsm_err listen_round(ddsm_ctx *ctx, ddsm_listener *l)
         if (ctx->fence != NULL)
             ddsm_fence_end(ctx->fence, ddsm_fence_begin(ctx->fence), false);
         ddsm_err e = ddsm_listener_wait(l, LISTEN_WAIT_MS, on_notify, ctx);
+        hints_answer(ctx);
         atomic_store(&ctx->listen_fd, e == DDSM_OK ? ddsm_listener_socket(l) : -1);
         return e;
     }
@@ -504,11 +620,14 @@ static ddsm_err listen_round(ddsm_ctx *ctx, ddsm_listener *l)
         uint64_t target = ddsm_fence_begin(ctx->fence);
         if (target != 0) {
             e = ddsm_listener_fence(l, on_notify, ctx);
+            hints_answer(ctx);
             ddsm_fence_end(ctx->fence, target, e == DDSM_OK);
         }
     }
-    if (e == DDSM_OK && (n < 0 || p[0].revents != 0))
+    if (e == DDSM_OK && (n < 0 || p[0].revents != 0)) {
         e = ddsm_listener_wait(l, 1, on_notify, ctx);
+        hints_answer(ctx);
+    }
     if (e != DDSM_OK)
         atomic_store(&ctx->listen_fd, -1);
     atomic_store(&ctx->listen_busy, false);
@@ -523,14 +642,23 @@ static void *listener_main(void *arg)
     const char *ci = ctx->cfg->store.listen_conninfo != NULL ? ctx->cfg->store.listen_conninfo
                                                              : ctx->cfg->store.conninfo;
     long backoff_ms = 0;
+    struct ddsm_hints *hints = calloc(1, sizeof(*hints));
     store_opts(ctx, &opts);
+    if (hints == NULL) {
+        /* Without a way to answer notifications the link must not count as up. */
+        ddsm_log(DDSM_LOG_WARN, "out of memory for the LISTEN thread: re-validating instead");
+        return NULL;
+    }
+    hints->tokens = HINT_READ_BURST;
+    hints->refill_ms = ddsm_now_ms();
+    ctx->hints = hints;
 
     while (!atomic_load(&ctx->listener_stop)) {
         ddsm_err e = DDSM_E_STORE_DOWN;
         if (l == NULL) {
             e = ddsm_listener_open(ci, &opts, &l);
             ctx->link = l;
-            ddsm_listener_on_zone(l, ddsm_mpolicy_on_zone_notify, ctx);
+            ddsm_listener_on_zone(l, on_zone_notify, ctx);
         }
         if (l != NULL)
             e = listen_round(ctx, l);
@@ -557,6 +685,9 @@ static void *listener_main(void *arg)
     atomic_store(&ctx->listen_fd, -1);
     ctx->link = NULL;
     ddsm_listener_close(l);
+    ctx->hints = NULL;
+    ddsm_store_close(hints->st);
+    free(hints);
     ddsm_mac_thread_cleanup();
     return NULL;
 }

@@ -108,6 +108,13 @@ typedef struct ddsm_ctx {
      * state inherited from a fork parent, which a child must abandon (ctx_abandon). */
     ddsm_listener *link;
     struct ddsm_ctx *inherited;
+    /* Notifications are hints (ctx.c, "The LISTEN thread"): the LISTEN thread's own state for
+     * answering them with store reads, and what they cost, for the metrics. */
+    struct ddsm_hints *hints;
+    _Atomic uint64_t hints_heard;    /* well-formed notifications on our channels */
+    _Atomic uint64_t hints_ignored;  /* naming an asset this process holds nothing of */
+    _Atomic uint64_t hints_reread;   /* assets re-read from the store because of them */
+    _Atomic uint64_t hints_deferred; /* read budget spent: the record distrusted instead */
 
     /* The policy gate (policy.h: requester, rate limits, zones, mechanisms) and the metrics
      * (metrics.h); each may run a thread of its own, started lazily. */
