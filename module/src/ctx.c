@@ -802,51 +802,168 @@ void ddsm_ctx_store_release(ddsm_ctx *ctx, ddsm_store *st)
 /* The module's own backend sessions on the root token                                         */
 
 #define PIN_MAX 256
+#define PIN_FILE_MAX 4096
+/* After a refused custody login: the first wait, and its bound as it doubles. */
+#define CUSTODY_BACKOFF_MIN_MS 1000
+#define CUSTODY_BACKOFF_MAX_MS 300000
 
-/* Log in to the custody token with the PIN from root_pin_file (a secret: secure memory, wiped). */
+/* The PIN file's identity: a change (rewritten, replaced, touched) ends the latch's wait early. */
+static void pin_file_id(const char *file, char out[128])
+{
+    struct stat st;
+    if (stat(file, &st) != 0) {
+        snprintf(out, 128, "errno %d", errno);
+        return;
+    }
+    snprintf(out, 128, "%llu:%llu:%lld:%lld.%ld:%lld.%ld", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+             st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+}
+
+/* Log in to the custody token with the PIN from root_pin_file: its first line (a '\r' before the
+ * newline is dropped; further lines are ignored, as ddsmctl reads it). A secret: secure memory,
+ * wiped; logged as its length only. CKR_DEVICE_ERROR when the file is unusable. */
 static CK_RV custody_login_secret(ddsm_ctx *ctx, CK_SESSION_HANDLE s)
 {
     CK_RV rv = CKR_DEVICE_ERROR;
-    char *pin = ddsm_secure_alloc(PIN_MAX + 1);
-    ssize_t n = 0;
+    const char *file = ctx->cfg->backend.root_pin_file;
+    char *text = ddsm_secure_alloc(PIN_FILE_MAX + 1);
+    char untrusted[160];
+    struct stat st;
+    size_t got = 0;
     int fd = -1;
 
-    if (pin == NULL)
+    if (text == NULL)
         return CKR_HOST_MEMORY;
-    fd = open(ctx->cfg->backend.root_pin_file, O_RDONLY | O_CLOEXEC);
+    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        ddsm_log(DDSM_LOG_ERROR, "cannot open root_pin_file %s: %s",
-                 ctx->cfg->backend.root_pin_file, strerror(errno));
+        ddsm_log(DDSM_LOG_ERROR, "cannot open root_pin_file %s: %s", file, strerror(errno));
         goto out;
     }
-    for (size_t got = 0; got < PIN_MAX; got += (size_t)n) {
-        n = read(fd, pin + got, PIN_MAX - got);
-        if (n < 0 && errno == EINTR) {
-            n = 0;
+    /* Checked on the descriptor read, as the configuration is (it may have changed since). */
+    if (fstat(fd, &st) != 0 ||
+        ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK) {
+        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s refused: %s", file, untrusted);
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, text + got, PIN_FILE_MAX + 1 - got);
+        if (n < 0 && errno == EINTR)
             continue;
-        }
         if (n < 0) {
-            ddsm_log(DDSM_LOG_ERROR, "cannot read root_pin_file: %s", strerror(errno));
+            ddsm_log(DDSM_LOG_ERROR, "cannot read root_pin_file %s: %s", file, strerror(errno));
             goto out;
         }
         if (n == 0)
             break;
+        got += (size_t)n;
+        if (got > PIN_FILE_MAX) {
+            ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s is larger than %d bytes", file,
+                     PIN_FILE_MAX);
+            goto out;
+        }
     }
-    size_t len = strnlen(pin, PIN_MAX);
-    while (len > 0 && (pin[len - 1] == '\n' || pin[len - 1] == '\r'))
+    size_t len = 0;
+    while (len < got && text[len] != '\n')
+        len++;
+    if (len > 0 && text[len - 1] == '\r')
         len--;
     if (len == 0) {
-        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s is empty", ctx->cfg->backend.root_pin_file);
+        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s: the first line is empty", file);
         goto out;
     }
-    rv = ddsm_hsm_login_secret(ctx->hsm, s, pin, len);
+    if (len > PIN_MAX || memchr(text, '\0', len) != NULL) {
+        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s: the first line is %s", file,
+                 len > PIN_MAX ? "longer than 256 bytes" : "not text (a NUL byte)");
+        goto out;
+    }
+    rv = ddsm_hsm_login_secret(ctx->hsm, s, text, len);
     if (rv != CKR_OK)
-        ddsm_log(DDSM_LOG_ERROR, "custody token login refused: %s (PIN of %zu bytes)",
+        ddsm_log(DDSM_LOG_DEBUG, "custody token login refused: %s (PIN of %zu bytes)",
                  ddsm_rv_name(rv), len);
 out:
     if (fd >= 0)
         close(fd);
-    ddsm_secure_free(pin, PIN_MAX + 1);
+    ddsm_secure_free(text, PIN_FILE_MAX + 1);
+    return rv;
+}
+
+/* The custody login behind its latch. A refusal (wrong or locked PIN, unusable file) is latched:
+ * until the back-off ends (1 s, doubling up to 5 min) every derivation fails with
+ * CKR_DEVICE_ERROR and DDSM_DEVERR_CUSTODY_LOGIN without touching the token, so nothing burns its
+ * PIN retry counter; a change of the PIN file ends the wait early (at most one attempt a second),
+ * so fixing the file recovers without a restart. One attempt at a time: other threads wait for
+ * its answer. Logged once per change. */
+static CK_RV custody_login(ddsm_ctx *ctx, CK_SESSION_HANDLE s)
+{
+    const char *file = ctx->cfg->backend.root_pin_file;
+    char id[128];
+    for (;;) {
+        bool latched = false;
+        int64_t now = ddsm_now_ms();
+        ddsm_mutex_lock(ctx->lock);
+        if (!ctx->custody_latch.trying) {
+            latched = ctx->custody_latch.refused != CKR_OK && now < ctx->custody_latch.retry_ms;
+            if (!latched) {
+                ctx->custody_latch.trying = true;
+                ddsm_mutex_unlock(ctx->lock);
+                break;
+            }
+        }
+        ddsm_mutex_unlock(ctx->lock);
+        if (latched) {
+            /* Still refused, unless the file changed since (then, at most once a second). */
+            pin_file_id(file, id);
+            ddsm_mutex_lock(ctx->lock);
+            if (strcmp(id, ctx->custody_latch.file_id) != 0 &&
+                now - ctx->custody_latch.at_ms >= CUSTODY_BACKOFF_MIN_MS &&
+                ctx->custody_latch.retry_ms > now) {
+                ctx->custody_latch.retry_ms = now;
+                ddsm_mutex_unlock(ctx->lock);
+                continue;
+            }
+            ddsm_mutex_unlock(ctx->lock);
+            return CKR_DEVICE_ERROR;
+        }
+        sleep_us(1000); /* another thread's attempt: take its answer */
+    }
+
+    CK_RV rv = custody_login_secret(ctx, s);
+    pin_file_id(file, id);
+    int64_t now = ddsm_now_ms();
+    ddsm_mutex_lock(ctx->lock);
+    CK_RV before = ctx->custody_latch.refused;
+    unsigned refusals = ctx->custody_latch.refusals;
+    int64_t wait_ms = 0;
+    ctx->custody_latch.trying = false;
+    if (rv == CKR_OK || rv == CKR_HOST_MEMORY) {
+        ctx->custody_latch.refused = CKR_OK;
+        ctx->custody_latch.refusals = 0;
+        ctx->custody_latch.backoff_ms = 0;
+    } else {
+        wait_ms = ctx->custody_latch.backoff_ms > 0 ? ctx->custody_latch.backoff_ms
+                                                    : CUSTODY_BACKOFF_MIN_MS;
+        ctx->custody_latch.backoff_ms =
+            wait_ms * 2 > CUSTODY_BACKOFF_MAX_MS ? CUSTODY_BACKOFF_MAX_MS : wait_ms * 2;
+        ctx->custody_latch.refused = rv;
+        ctx->custody_latch.refusals++;
+        ctx->custody_latch.at_ms = now;
+        ctx->custody_latch.retry_ms = now + wait_ms;
+        snprintf(ctx->custody_latch.file_id, sizeof(ctx->custody_latch.file_id), "%s", id);
+    }
+    ddsm_mutex_unlock(ctx->lock);
+
+    if (rv != CKR_OK && rv != CKR_HOST_MEMORY && rv != before)
+        ddsm_log(DDSM_LOG_ERROR, "custody token \"%s\": login with root_pin_file %s refused: %s; "
+                 "derivations fail (CKR_DEVICE_ERROR, DDSM_DEVERR_CUSTODY_LOGIN) and the next "
+                 "attempt waits %lld ms, or for a change of the file",
+                 ctx->cfg->backend.root_token_label, file, ddsm_rv_name(rv), (long long)wait_ms);
+    else if (rv != CKR_OK && rv != CKR_HOST_MEMORY)
+        ddsm_log(DDSM_LOG_DEBUG, "custody token login refused again (%u in a row); next attempt "
+                 "in %lld ms", refusals + 1, (long long)wait_ms);
+    else if (rv == CKR_OK && before != CKR_OK)
+        ddsm_log(DDSM_LOG_WARN, "custody token \"%s\": logged in after %u refused attempt(s)",
+                 ctx->cfg->backend.root_token_label, refusals);
     return rv;
 }
 
@@ -978,7 +1095,7 @@ CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
             return rv;
         }
         if (ctx->custody) {
-            rv = custody_login_secret(ctx, rs.s);
+            rv = custody_login(ctx, rs.s);
             if (rv != CKR_OK) {
                 ddsm_ctx_root_release(ctx, &rs, true);
                 *detail = DDSM_DEVERR_CUSTODY_LOGIN;

@@ -121,6 +121,18 @@ typedef struct ddsm_ctx {
     struct ddsm_mpolicy *policy;
     struct ddsm_metrics *metrics;
 
+    /* The custody token's login with root_pin_file (ctx.c, "custody login"), under lock: a
+     * refusal latches until retry_ms, so no retry storm burns the token's PIN retry counter. */
+    struct {
+        bool trying;         /* one thread is logging in now: the others wait for its answer */
+        CK_RV refused;       /* the latched refusal; CKR_OK: none */
+        unsigned refusals;   /* in a row */
+        int64_t at_ms;       /* when it was refused */
+        int64_t retry_ms;    /* no attempt before this (unless the PIN file changed) */
+        int64_t backoff_ms;  /* the wait after the next refusal: doubles up to a bound */
+        char file_id[128];   /* the PIN file's identity (inode, size, times) when refused */
+    } custody_latch;
+
     /* The application's login on the fronted token as the module tracks it (login.h); zero is
      * "unknown": ask the backend once. */
     atomic_int login_state;
