@@ -590,6 +590,43 @@ static void check_whole(struct load *ld)
         fail_at(ld, 0, DDSM_E_NOMEM, "out of memory");
 }
 
+ddsm_err ddsm_config_file_trusted(const struct stat *st, char *why, size_t why_len)
+{
+    if (!S_ISREG(st->st_mode)) {
+        say(why, why_len, "not a regular file");
+        return DDSM_E_CONFIG;
+    }
+    if (st->st_uid != geteuid() && st->st_uid != 0) {
+        say(why, why_len, "owned by uid %lu, neither this user (uid %lu) nor root (chown it)",
+            (unsigned long)st->st_uid, (unsigned long)geteuid());
+        return DDSM_E_CONFIG;
+    }
+    if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        say(why, why_len, "writable by group or others (mode %04o; chmod go-w)",
+            (unsigned)(st->st_mode & 07777));
+        return DDSM_E_CONFIG;
+    }
+    return DDSM_OK;
+}
+
+/* The PIN file is a secret the module trusts like the configuration: checked as it is. */
+static void check_pin_file(struct load *ld)
+{
+    const char *f = ld->cfg->backend.root_pin_file;
+    struct stat st;
+    char untrusted[160];
+    if (f == NULL)
+        return;
+    if (stat(f, &st) != 0) {
+        fail_at(ld, line_of(ld, "backend", "root_pin_file"), ddsm_err_errno(errno),
+                "root_pin_file %s: %s", f, strerror(errno));
+        return;
+    }
+    if (ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK)
+        fail_at(ld, line_of(ld, "backend", "root_pin_file"), DDSM_E_CONFIG,
+                "root_pin_file %s refused: %s", f, untrusted);
+}
+
 const char *ddsm_config_default_path(void)
 {
     /* secure_getenv: a set-id program loading the module must not be steered by its caller. */
@@ -624,14 +661,10 @@ ddsm_err ddsm_config_load(const char *file, ddsm_config **out, char *why, size_t
         fail_at(&ld, 0, ddsm_err_errno(errno), "cannot stat: %s", strerror(errno));
         goto out;
     }
-    if (!S_ISREG(st.st_mode)) {
-        fail_at(&ld, 0, DDSM_E_CONFIG, "not a regular file");
-        goto out;
-    }
-    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-        fail_at(&ld, 0, DDSM_E_CONFIG, "refused: writable by group or others (mode %04o); it "
-                "decides which HSM and database are trusted (chmod go-w)",
-                (unsigned)(st.st_mode & 07777));
+    char untrusted[160];
+    if (ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK) {
+        fail_at(&ld, 0, DDSM_E_CONFIG, "refused: %s; it decides which HSM and database are "
+                "trusted", untrusted);
         goto out;
     }
     ld.f = fdopen(fd, "r");
@@ -665,6 +698,8 @@ ddsm_err ddsm_config_load(const char *file, ddsm_config **out, char *why, size_t
     }
     if (ld.err == DDSM_OK)
         check_whole(&ld);
+    if (ld.err == DDSM_OK)
+        check_pin_file(&ld);
     if (ld.err == DDSM_OK) {
         *out = ld.cfg;
         ld.cfg = NULL;

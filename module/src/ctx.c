@@ -449,19 +449,6 @@ out:
 
 #define LISTEN_WAIT_MS 100
 
-static void on_notify(const ddsm_uuid *asset, uint64_t counter, ddsm_state state, void *arg)
-{
-    ddsm_ctx *ctx = arg;
-    char id[DDSM_UUID_TEXT_LEN + 1];
-    ddsm_uuid_format(asset, id);
-    ddsm_log(DDSM_LOG_INFO, "asset %s is now %s at counter %llu", id, ddsm_state_name(state),
-             (unsigned long long)counter);
-    ddsm_vkeys_on_notify(ctx->vkeys, asset, counter, state);
-    ddsm_batcher *b = atomic_load(&ctx->batcher);
-    if (b != NULL)
-        ddsm_batcher_invalidate(b, asset);
-}
-
 static void store_opts(const ddsm_ctx *ctx, ddsm_store_opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -469,6 +456,134 @@ static void store_opts(const ddsm_ctx *ctx, ddsm_store_opts *o)
     o->statement_timeout_ms = ctx->cfg->store.statement_timeout_ms;
     o->application_name = "ddsm-pkcs11";
     o->role = DDSM_ROLE_MODULE;
+}
+
+/* Any role that can connect may NOTIFY on our channels, so a payload is never believed: a
+ * notification only names an asset this process holds something of, and the LISTEN thread then
+ * reads that asset (registry row and zone) from the store and acts on what the store says. The
+ * names heard in one round are collected first (one read per asset, however often it was named),
+ * then read on a connection of the LISTEN thread's own, one at a time; the reads are budgeted
+ * (a token bucket), so a flood costs at most HINT_READ_BURST + HINT_READS_PER_S per second. A
+ * name the budget cannot answer at once distrusts the asset's record instead: every use of its
+ * keys then asks the store itself, so a real rotation hidden in a flood still takes effect before
+ * the next use. Everything here runs on the LISTEN thread only. */
+#define HINT_READ_BURST 64
+#define HINT_READS_PER_S 64
+#define HINT_ROUND_MAX 256
+
+struct ddsm_hints {
+    ddsm_asset_rec *named[HINT_ROUND_MAX]; /* this round's, each once */
+    ddsm_uuid ids[HINT_ROUND_MAX];
+    unsigned n;
+    double tokens;
+    int64_t refill_ms;
+    ddsm_store *st; /* opened at the first read */
+    bool failing;   /* the last read failed: log the next failure at debug level only */
+};
+
+static void hint(ddsm_ctx *ctx, const ddsm_uuid *asset)
+{
+    struct ddsm_hints *h = ctx->hints; /* set while the LISTEN thread (our caller) runs */
+    atomic_fetch_add(&ctx->hints_heard, 1);
+    ddsm_asset_rec *r = ddsm_vkeys_asset_known(ctx->vkeys, asset);
+    if (r == NULL) {
+        /* No record: no key, handle or zone state of it here, nothing a read could correct. */
+        atomic_fetch_add(&ctx->hints_ignored, 1);
+        return;
+    }
+    for (unsigned i = 0; i < h->n; i++)
+        if (h->named[i] == r)
+            return;
+    if (h->n < HINT_ROUND_MAX) {
+        h->named[h->n] = r;
+        h->ids[h->n] = *asset;
+        h->n++;
+        return;
+    }
+    ddsm_asset_rec_distrust(r);
+    atomic_fetch_add(&ctx->hints_deferred, 1);
+}
+
+static void on_notify(const ddsm_uuid *asset, uint64_t counter, ddsm_state state, void *arg)
+{
+    (void)counter;
+    (void)state; /* claims, not facts: the store is asked */
+    hint(arg, asset);
+}
+
+static void on_zone_notify(const ddsm_uuid *asset, bool enabled, const char *zone, void *arg)
+{
+    (void)enabled;
+    (void)zone;
+    hint(arg, asset);
+}
+
+static bool hint_budget(struct ddsm_hints *h)
+{
+    int64_t now = ddsm_now_ms();
+    h->tokens += (double)(now - h->refill_ms) * HINT_READS_PER_S / 1000.0;
+    h->refill_ms = now;
+    if (h->tokens > HINT_READ_BURST)
+        h->tokens = HINT_READ_BURST;
+    if (h->tokens < 1.0)
+        return false;
+    h->tokens -= 1.0;
+    return true;
+}
+
+/* Read one named asset from the store and fold in what the store says. */
+static ddsm_err hint_read(ddsm_ctx *ctx, struct ddsm_hints *h, ddsm_asset_rec *r,
+                          const ddsm_uuid *id)
+{
+    ddsm_err err = DDSM_OK;
+    ddsm_asset a;
+    uint64_t gen = ddsm_asset_rec_hint_gen(r);
+    if (h->st == NULL) {
+        ddsm_store_opts opts;
+        store_opts(ctx, &opts);
+        err = ddsm_store_open(ctx->cfg->store.conninfo, &opts, &h->st);
+        if (err != DDSM_OK)
+            return err;
+    }
+    atomic_fetch_add(&ctx->hints_reread, 1);
+    err = ddsm_store_asset_get(h->st, id, &a);
+    if (err == DDSM_OK)
+        err = ddsm_mpolicy_zone_revalidate(ctx, h->st, id);
+    if (err == DDSM_OK) {
+        ddsm_asset_rec_update(ctx->vkeys, r, &a);
+        ddsm_asset_rec_trust_from(r, gen);
+    } else if (err == DDSM_E_NOT_FOUND) {
+        ddsm_vkeys_kill_asset(ctx->vkeys, id); /* the store no longer has it */
+    }
+    ddsm_batcher *b = atomic_load(&ctx->batcher);
+    if (b != NULL)
+        ddsm_batcher_invalidate(b, id);
+    return err;
+}
+
+/* Answer this round's names (inside the LISTEN thread's busy window, before a fence ends). */
+static void hints_answer(ddsm_ctx *ctx)
+{
+    struct ddsm_hints *h = ctx->hints;
+    for (unsigned i = 0; i < h->n; i++) {
+        ddsm_asset_rec *r = h->named[i];
+        if (!hint_budget(h)) {
+            ddsm_asset_rec_distrust(r);
+            atomic_fetch_add(&ctx->hints_deferred, 1);
+            continue;
+        }
+        ddsm_err err = hint_read(ctx, h, r, &h->ids[i]);
+        if (err != DDSM_OK && err != DDSM_E_NOT_FOUND) {
+            /* Uses ask the store themselves (and fail closed while it is down). */
+            ddsm_asset_rec_distrust(r);
+            ddsm_log(h->failing ? DDSM_LOG_DEBUG : DDSM_LOG_WARN,
+                     "re-reading an asset a notification named failed: %s (its keys re-validate "
+                     "at their next use)",
+                     ddsm_err_str(err));
+        }
+        h->failing = err != DDSM_OK && err != DDSM_E_NOT_FOUND;
+    }
+    h->n = 0;
 }
 
 /* One round of the LISTEN loop. The thread waits on the socket itself and flags the time it
@@ -483,6 +598,7 @@ static ddsm_err listen_round(ddsm_ctx *ctx, ddsm_listener *l)
         if (ctx->fence != NULL)
             ddsm_fence_end(ctx->fence, ddsm_fence_begin(ctx->fence), false);
         ddsm_err e = ddsm_listener_wait(l, LISTEN_WAIT_MS, on_notify, ctx);
+        hints_answer(ctx);
         atomic_store(&ctx->listen_fd, e == DDSM_OK ? ddsm_listener_socket(l) : -1);
         return e;
     }
@@ -501,11 +617,14 @@ static ddsm_err listen_round(ddsm_ctx *ctx, ddsm_listener *l)
         uint64_t target = ddsm_fence_begin(ctx->fence);
         if (target != 0) {
             e = ddsm_listener_fence(l, on_notify, ctx);
+            hints_answer(ctx);
             ddsm_fence_end(ctx->fence, target, e == DDSM_OK);
         }
     }
-    if (e == DDSM_OK && (n < 0 || p[0].revents != 0))
+    if (e == DDSM_OK && (n < 0 || p[0].revents != 0)) {
         e = ddsm_listener_wait(l, 1, on_notify, ctx);
+        hints_answer(ctx);
+    }
     if (e != DDSM_OK)
         atomic_store(&ctx->listen_fd, -1);
     atomic_store(&ctx->listen_busy, false);
@@ -520,14 +639,23 @@ static void *listener_main(void *arg)
     const char *ci = ctx->cfg->store.listen_conninfo != NULL ? ctx->cfg->store.listen_conninfo
                                                              : ctx->cfg->store.conninfo;
     long backoff_ms = 0;
+    struct ddsm_hints *hints = calloc(1, sizeof(*hints));
     store_opts(ctx, &opts);
+    if (hints == NULL) {
+        /* Without a way to answer notifications the link must not count as up. */
+        ddsm_log(DDSM_LOG_WARN, "out of memory for the LISTEN thread: re-validating instead");
+        return NULL;
+    }
+    hints->tokens = HINT_READ_BURST;
+    hints->refill_ms = ddsm_now_ms();
+    ctx->hints = hints;
 
     while (!atomic_load(&ctx->listener_stop)) {
         ddsm_err e = DDSM_E_STORE_DOWN;
         if (l == NULL) {
             e = ddsm_listener_open(ci, &opts, &l);
             ctx->link = l;
-            ddsm_listener_on_zone(l, ddsm_mpolicy_on_zone_notify, ctx);
+            ddsm_listener_on_zone(l, on_zone_notify, ctx);
         }
         if (l != NULL)
             e = listen_round(ctx, l);
@@ -554,6 +682,9 @@ static void *listener_main(void *arg)
     atomic_store(&ctx->listen_fd, -1);
     ctx->link = NULL;
     ddsm_listener_close(l);
+    ctx->hints = NULL;
+    ddsm_store_close(hints->st);
+    free(hints);
     ddsm_mac_thread_cleanup();
     return NULL;
 }
@@ -668,51 +799,168 @@ void ddsm_ctx_store_release(ddsm_ctx *ctx, ddsm_store *st)
 /* The module's own backend sessions on the root token                                         */
 
 #define PIN_MAX 256
+#define PIN_FILE_MAX 4096
+/* After a refused custody login: the first wait, and its bound as it doubles. */
+#define CUSTODY_BACKOFF_MIN_MS 1000
+#define CUSTODY_BACKOFF_MAX_MS 300000
 
-/* Log in to the custody token with the PIN from root_pin_file (a secret: secure memory, wiped). */
+/* The PIN file's identity: a change (rewritten, replaced, touched) ends the latch's wait early. */
+static void pin_file_id(const char *file, char out[128])
+{
+    struct stat st;
+    if (stat(file, &st) != 0) {
+        snprintf(out, 128, "errno %d", errno);
+        return;
+    }
+    snprintf(out, 128, "%llu:%llu:%lld:%lld.%ld:%lld.%ld", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+             st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+}
+
+/* Log in to the custody token with the PIN from root_pin_file: its first line (a '\r' before the
+ * newline is dropped; further lines are ignored, as ddsmctl reads it). A secret: secure memory,
+ * wiped; logged as its length only. CKR_DEVICE_ERROR when the file is unusable. */
 static CK_RV custody_login_secret(ddsm_ctx *ctx, CK_SESSION_HANDLE s)
 {
     CK_RV rv = CKR_DEVICE_ERROR;
-    char *pin = ddsm_secure_alloc(PIN_MAX + 1);
-    ssize_t n = 0;
+    const char *file = ctx->cfg->backend.root_pin_file;
+    char *text = ddsm_secure_alloc(PIN_FILE_MAX + 1);
+    char untrusted[160];
+    struct stat st;
+    size_t got = 0;
     int fd = -1;
 
-    if (pin == NULL)
+    if (text == NULL)
         return CKR_HOST_MEMORY;
-    fd = open(ctx->cfg->backend.root_pin_file, O_RDONLY | O_CLOEXEC);
+    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        ddsm_log(DDSM_LOG_ERROR, "cannot open root_pin_file %s: %s",
-                 ctx->cfg->backend.root_pin_file, strerror(errno));
+        ddsm_log(DDSM_LOG_ERROR, "cannot open root_pin_file %s: %s", file, strerror(errno));
         goto out;
     }
-    for (size_t got = 0; got < PIN_MAX; got += (size_t)n) {
-        n = read(fd, pin + got, PIN_MAX - got);
-        if (n < 0 && errno == EINTR) {
-            n = 0;
+    /* Checked on the descriptor read, as the configuration is (it may have changed since). */
+    if (fstat(fd, &st) != 0 ||
+        ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK) {
+        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s refused: %s", file, untrusted);
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, text + got, PIN_FILE_MAX + 1 - got);
+        if (n < 0 && errno == EINTR)
             continue;
-        }
         if (n < 0) {
-            ddsm_log(DDSM_LOG_ERROR, "cannot read root_pin_file: %s", strerror(errno));
+            ddsm_log(DDSM_LOG_ERROR, "cannot read root_pin_file %s: %s", file, strerror(errno));
             goto out;
         }
         if (n == 0)
             break;
+        got += (size_t)n;
+        if (got > PIN_FILE_MAX) {
+            ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s is larger than %d bytes", file,
+                     PIN_FILE_MAX);
+            goto out;
+        }
     }
-    size_t len = strnlen(pin, PIN_MAX);
-    while (len > 0 && (pin[len - 1] == '\n' || pin[len - 1] == '\r'))
+    size_t len = 0;
+    while (len < got && text[len] != '\n')
+        len++;
+    if (len > 0 && text[len - 1] == '\r')
         len--;
     if (len == 0) {
-        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s is empty", ctx->cfg->backend.root_pin_file);
+        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s: the first line is empty", file);
         goto out;
     }
-    rv = ddsm_hsm_login_secret(ctx->hsm, s, pin, len);
+    if (len > PIN_MAX || memchr(text, '\0', len) != NULL) {
+        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s: the first line is %s", file,
+                 len > PIN_MAX ? "longer than 256 bytes" : "not text (a NUL byte)");
+        goto out;
+    }
+    rv = ddsm_hsm_login_secret(ctx->hsm, s, text, len);
     if (rv != CKR_OK)
-        ddsm_log(DDSM_LOG_ERROR, "custody token login refused: %s (PIN of %zu bytes)",
+        ddsm_log(DDSM_LOG_DEBUG, "custody token login refused: %s (PIN of %zu bytes)",
                  ddsm_rv_name(rv), len);
 out:
     if (fd >= 0)
         close(fd);
-    ddsm_secure_free(pin, PIN_MAX + 1);
+    ddsm_secure_free(text, PIN_FILE_MAX + 1);
+    return rv;
+}
+
+/* The custody login behind its latch. A refusal (wrong or locked PIN, unusable file) is latched:
+ * until the back-off ends (1 s, doubling up to 5 min) every derivation fails with
+ * CKR_DEVICE_ERROR and DDSM_DEVERR_CUSTODY_LOGIN without touching the token, so nothing burns its
+ * PIN retry counter; a change of the PIN file ends the wait early (at most one attempt a second),
+ * so fixing the file recovers without a restart. One attempt at a time: other threads wait for
+ * its answer. Logged once per change. */
+static CK_RV custody_login(ddsm_ctx *ctx, CK_SESSION_HANDLE s)
+{
+    const char *file = ctx->cfg->backend.root_pin_file;
+    char id[128];
+    for (;;) {
+        bool latched = false;
+        int64_t now = ddsm_now_ms();
+        ddsm_mutex_lock(ctx->lock);
+        if (!ctx->custody_latch.trying) {
+            latched = ctx->custody_latch.refused != CKR_OK && now < ctx->custody_latch.retry_ms;
+            if (!latched) {
+                ctx->custody_latch.trying = true;
+                ddsm_mutex_unlock(ctx->lock);
+                break;
+            }
+        }
+        ddsm_mutex_unlock(ctx->lock);
+        if (latched) {
+            /* Still refused, unless the file changed since (then, at most once a second). */
+            pin_file_id(file, id);
+            ddsm_mutex_lock(ctx->lock);
+            if (strcmp(id, ctx->custody_latch.file_id) != 0 &&
+                now - ctx->custody_latch.at_ms >= CUSTODY_BACKOFF_MIN_MS &&
+                ctx->custody_latch.retry_ms > now) {
+                ctx->custody_latch.retry_ms = now;
+                ddsm_mutex_unlock(ctx->lock);
+                continue;
+            }
+            ddsm_mutex_unlock(ctx->lock);
+            return CKR_DEVICE_ERROR;
+        }
+        sleep_us(1000); /* another thread's attempt: take its answer */
+    }
+
+    CK_RV rv = custody_login_secret(ctx, s);
+    pin_file_id(file, id);
+    int64_t now = ddsm_now_ms();
+    ddsm_mutex_lock(ctx->lock);
+    CK_RV before = ctx->custody_latch.refused;
+    unsigned refusals = ctx->custody_latch.refusals;
+    int64_t wait_ms = 0;
+    ctx->custody_latch.trying = false;
+    if (rv == CKR_OK || rv == CKR_HOST_MEMORY) {
+        ctx->custody_latch.refused = CKR_OK;
+        ctx->custody_latch.refusals = 0;
+        ctx->custody_latch.backoff_ms = 0;
+    } else {
+        wait_ms = ctx->custody_latch.backoff_ms > 0 ? ctx->custody_latch.backoff_ms
+                                                    : CUSTODY_BACKOFF_MIN_MS;
+        ctx->custody_latch.backoff_ms =
+            wait_ms * 2 > CUSTODY_BACKOFF_MAX_MS ? CUSTODY_BACKOFF_MAX_MS : wait_ms * 2;
+        ctx->custody_latch.refused = rv;
+        ctx->custody_latch.refusals++;
+        ctx->custody_latch.at_ms = now;
+        ctx->custody_latch.retry_ms = now + wait_ms;
+        snprintf(ctx->custody_latch.file_id, sizeof(ctx->custody_latch.file_id), "%s", id);
+    }
+    ddsm_mutex_unlock(ctx->lock);
+
+    if (rv != CKR_OK && rv != CKR_HOST_MEMORY && rv != before)
+        ddsm_log(DDSM_LOG_ERROR, "custody token \"%s\": login with root_pin_file %s refused: %s; "
+                 "derivations fail (CKR_DEVICE_ERROR, DDSM_DEVERR_CUSTODY_LOGIN) and the next "
+                 "attempt waits %lld ms, or for a change of the file",
+                 ctx->cfg->backend.root_token_label, file, ddsm_rv_name(rv), (long long)wait_ms);
+    else if (rv != CKR_OK && rv != CKR_HOST_MEMORY)
+        ddsm_log(DDSM_LOG_DEBUG, "custody token login refused again (%u in a row); next attempt "
+                 "in %lld ms", refusals + 1, (long long)wait_ms);
+    else if (rv == CKR_OK && before != CKR_OK)
+        ddsm_log(DDSM_LOG_WARN, "custody token \"%s\": logged in after %u refused attempt(s)",
+                 ctx->cfg->backend.root_token_label, refusals);
     return rv;
 }
 
@@ -836,7 +1084,7 @@ CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
             return rv;
         }
         if (ctx->custody) {
-            rv = custody_login_secret(ctx, rs.s);
+            rv = custody_login(ctx, rs.s);
             if (rv != CKR_OK) {
                 ddsm_ctx_root_release(ctx, &rs, true);
                 *detail = DDSM_DEVERR_CUSTODY_LOGIN;

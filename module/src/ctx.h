@@ -113,11 +113,30 @@ typedef struct ddsm_ctx {
      * state inherited from a fork parent, which a child must abandon (ctx_abandon). */
     ddsm_listener *link;
     struct ddsm_ctx *inherited;
+    /* Notifications are hints (ctx.c, "The LISTEN thread"): the LISTEN thread's own state for
+     * answering them with store reads, and what they cost, for the metrics. */
+    struct ddsm_hints *hints;
+    _Atomic uint64_t hints_heard;    /* well-formed notifications on our channels */
+    _Atomic uint64_t hints_ignored;  /* naming an asset this process holds nothing of */
+    _Atomic uint64_t hints_reread;   /* assets re-read from the store because of them */
+    _Atomic uint64_t hints_deferred; /* read budget spent: the record distrusted instead */
 
     /* The policy gate (policy.h: requester, rate limits, zones, mechanisms) and the metrics
      * (metrics.h); each may run a thread of its own, started lazily. */
     struct ddsm_mpolicy *policy;
     struct ddsm_metrics *metrics;
+
+    /* The custody token's login with root_pin_file (ctx.c, "custody login"), under lock: a
+     * refusal latches until retry_ms, so no retry storm burns the token's PIN retry counter. */
+    struct {
+        bool trying;         /* one thread is logging in now: the others wait for its answer */
+        CK_RV refused;       /* the latched refusal; CKR_OK: none */
+        unsigned refusals;   /* in a row */
+        int64_t at_ms;       /* when it was refused */
+        int64_t retry_ms;    /* no attempt before this (unless the PIN file changed) */
+        int64_t backoff_ms;  /* the wait after the next refusal: doubles up to a bound */
+        char file_id[128];   /* the PIN file's identity (inode, size, times) when refused */
+    } custody_latch;
 
     /* The application's login on the fronted token as the module tracks it (login.h); zero is
      * "unknown": ask the backend once. */

@@ -320,6 +320,21 @@ char *ddsm_metrics_render(ddsm_ctx *ctx)
            "1 while the LISTEN connection that carries rotations and zone changes is up.",
            atomic_load(&ctx->link_up) ? 1 : 0);
 
+    sample(&b, inst, "ddsm_notify_hints_total", "counter",
+           "Notifications heard on the lifecycle and zone channels. Any role that can connect may "
+           "send one: each is a hint to re-read the asset it names, never believed.",
+           atomic_load(&ctx->hints_heard));
+    sample(&b, inst, "ddsm_notify_ignored_total", "counter",
+           "Notifications naming an asset this process holds nothing of (nothing to re-read).",
+           atomic_load(&ctx->hints_ignored));
+    sample(&b, inst, "ddsm_notify_rereads_total", "counter",
+           "Assets re-read from the store (registry row and zone) because a notification named "
+           "them: at most 64 at once and 64 per second, however many notifications arrive.",
+           atomic_load(&ctx->hints_reread));
+    sample(&b, inst, "ddsm_notify_deferred_total", "counter",
+           "Notifications past that budget: the asset's keys re-validate at their next use instead.",
+           atomic_load(&ctx->hints_deferred));
+
     sample(&b, inst, "ddsm_key_cache_hits_total", "counter",
            "Uses of a derived key served from the module's key cache.",
            cache_total(m, true));

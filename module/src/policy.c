@@ -24,7 +24,8 @@
 /* A derivation waits this long for another thread's lease before leasing itself. */
 #define LEASE_WAIT_MARGIN_MS 2000
 
-/* What a NOTIFY, a re-validation or a refusal told us about an asset's zone. */
+/* What the store told us about an asset's zone (a read after a notification named the asset, a
+ * re-validation, a refusal); a notification's own payload is never believed. */
 struct zentry {
     ddsm_uuid asset;
     bool off;
@@ -418,16 +419,6 @@ void ddsm_mpolicy_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled,
     ddsm_batcher *b = atomic_load(&ctx->batcher);
     if (b != NULL)
         ddsm_batcher_invalidate(b, asset);
-}
-
-void ddsm_mpolicy_on_zone_notify(const ddsm_uuid *asset, bool enabled, const char *zone, void *arg)
-{
-    ddsm_ctx *ctx = arg;
-    char id[DDSM_UUID_TEXT_LEN + 1];
-    ddsm_uuid_format(asset, id);
-    ddsm_log(DDSM_LOG_INFO, "asset %s: zone %s is now %s", id, zone,
-             enabled ? "enabled" : "disabled");
-    ddsm_mpolicy_zone_note(ctx, asset, enabled, zone);
 }
 
 CK_RV ddsm_mpolicy_zone_refused(ddsm_call *c, const ddsm_uuid *asset, const char *store_msg)

@@ -74,9 +74,8 @@ void ddsm_mpolicy_zone_note(struct ddsm_ctx *ctx, const ddsm_uuid *asset, bool e
  * answer CKR_FUNCTION_REJECTED with DDSM_DEVERR_POLICY_ZONE. */
 CK_RV ddsm_mpolicy_zone_refused(struct ddsm_call *c, const ddsm_uuid *asset,
                                 const char *store_msg) DDSM_WUR;
-/* The listener's zone callback (ddsm_listener_on_zone); arg is the ctx. */
-void ddsm_mpolicy_on_zone_notify(const ddsm_uuid *asset, bool enabled, const char *zone, void *arg);
-/* Ask the store for an asset's zone (re-validation while the LISTEN link does not cover it). */
+/* Ask the store for an asset's zone (re-validation while the LISTEN link does not cover it, and
+ * the LISTEN thread's read after a notification named the asset). */
 ddsm_err ddsm_mpolicy_zone_revalidate(struct ddsm_ctx *ctx, ddsm_store *st,
                                       const ddsm_uuid *asset) DDSM_WUR;
 

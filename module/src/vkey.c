@@ -39,6 +39,11 @@ struct ddsm_asset_rec {
      * timestamps. 0 = unknown. */
     _Atomic int64_t grace_end_us;
     _Atomic int ktype;              /* index in key_types + 1 (immutable in the store); 0 unknown */
+    /* A notification named the asset (a hint, never a fact: ddsm_asset_rec_distrust) hint_gen
+     * times; a store read that began after the hint_gen-th hint raised trusted_gen to it. The
+     * record is trusted only while trusted_gen >= hint_gen. */
+    _Atomic uint64_t hint_gen;
+    _Atomic uint64_t trusted_gen;
     struct ddsm_asset_rec *next;
     /* The label and default path as the store last gave them, and when (0: never); under
      * ddsm_vkeys.asset_lock. No NOTIFY announces a change of either (an administrator may
@@ -541,6 +546,8 @@ ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
         atomic_init(&r->validated_ms, 0);
         atomic_init(&r->grace_end_us, 0);
         atomic_init(&r->ktype, 0);
+        atomic_init(&r->hint_gen, 0);
+        atomic_init(&r->trusted_gen, 0);
         r->next = v->assets[b];
         v->assets[b] = r;
     }
@@ -612,12 +619,38 @@ void ddsm_vkeys_kill_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
     cache_drop(v, pred_asset, asset, true);
 }
 
-void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter, ddsm_state state)
+ddsm_asset_rec *ddsm_vkeys_asset_known(ddsm_vkeys *v, const ddsm_uuid *asset)
 {
-    ddsm_asset_rec *r = ddsm_vkeys_asset(v, asset);
-    if (r != NULL)
-        (void)rec_store(r, counter, state, -1);
-    kill_stale(v, asset, counter, state);
+    uint32_t b = fnv(2166136261u, asset->b, 16) % ASSET_BUCKETS;
+    ddsm_asset_rec *r;
+    ddsm_mutex_lock(v->asset_lock);
+    for (r = v->assets[b]; r != NULL; r = r->next)
+        if (memcmp(r->id.b, asset->b, 16) == 0)
+            break;
+    ddsm_mutex_unlock(v->asset_lock);
+    return r;
+}
+
+uint64_t ddsm_asset_rec_hint_gen(ddsm_asset_rec *r)
+{
+    return atomic_load(&r->hint_gen);
+}
+
+void ddsm_asset_rec_distrust(ddsm_asset_rec *r)
+{
+    atomic_fetch_add(&r->hint_gen, 1);
+}
+
+void ddsm_asset_rec_trust_from(ddsm_asset_rec *r, uint64_t gen)
+{
+    uint64_t old = atomic_load(&r->trusted_gen);
+    while (old < gen && !atomic_compare_exchange_weak(&r->trusted_gen, &old, gen)) {
+    }
+}
+
+static bool rec_distrusted(ddsm_asset_rec *r)
+{
+    return atomic_load(&r->trusted_gen) < atomic_load(&r->hint_gen);
 }
 
 static uint32_t label_bucket(const char *label)
@@ -703,7 +736,7 @@ bool ddsm_vkeys_asset_fresh(ddsm_call *c, const char *id_or_label, const ddsm_uu
     const char *type = rec_type(r);
     int64_t validated = atomic_load(&r->validated_ms);
     int64_t now = ddsm_now_ms();
-    if (type == NULL || validated == 0)
+    if (type == NULL || validated == 0 || rec_distrusted(r))
         return false;
     if (need_meta && (meta_ms == 0 || now - meta_ms > (int64_t)v->staleness_ms))
         return false;
@@ -848,6 +881,8 @@ static CK_RV revalidate(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
 {
     ddsm_store *st = NULL;
     ddsm_asset a;
+    /* Taken before the read: only a read that began after a hint answers it. */
+    uint64_t gen = ddsm_asset_rec_hint_gen(e->aux);
     ddsm_err err = ddsm_ctx_store_acquire(c->ctx, &st);
     if (err == DDSM_OK) {
         err = ddsm_store_asset_get(st, &e->asset, &a);
@@ -863,6 +898,7 @@ static CK_RV revalidate(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
         return ddsm_call_err(c, err, use_rvctx(use));
     }
     ddsm_asset_rec_update(c->ctx->vkeys, e->aux, &a);
+    ddsm_asset_rec_trust_from(e->aux, gen);
     return CKR_OK;
 }
 
@@ -912,7 +948,7 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
         int64_t validated = atomic_load(&r->validated_ms);
         bool due = !ddsm_ctx_listener_covers(c->ctx, validated) &&
                    ddsm_now_ms() - validated > (int64_t)c->ctx->vkeys->staleness_ms;
-        if (!caught_up)
+        if (!caught_up || rec_distrusted(r))
             due = true;
         /* The window's end is not in a NOTIFY: ask when it matters. */
         if (st == DDSM_STATE_ROTATING && grace_us == 0 && e->counter + 1 == counter)

@@ -70,9 +70,6 @@ void ddsm_vkeys_abandon(ddsm_vkeys *v);
 void ddsm_vkeys_wipe_all(ddsm_vkeys *v);
 /* Wipe keys whose TTL has passed. */
 void ddsm_vkeys_sweep(ddsm_vkeys *v);
-/* A lifecycle NOTIFY (or any fresher view of an asset): update the record, kill stale keys. */
-void ddsm_vkeys_on_notify(ddsm_vkeys *v, const ddsm_uuid *asset, uint64_t counter,
-                          ddsm_state state);
 /* Kill every cached key of an asset (its zone was disabled): operations holding one stop. */
 void ddsm_vkeys_kill_asset(ddsm_vkeys *v, const ddsm_uuid *asset);
 /* Number of keys in the cache (tests, logs). */
@@ -80,6 +77,16 @@ unsigned ddsm_vkeys_cached(ddsm_vkeys *v);
 
 /* The record of an asset, created on first sight. Records live until C_Finalize. */
 ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset);
+/* The record of an asset if this process has one; NULL otherwise (nothing is created, so a name
+ * from outside, such as a notification's, cannot grow the table). */
+ddsm_asset_rec *ddsm_vkeys_asset_known(ddsm_vkeys *v, const ddsm_uuid *asset);
+/* Notifications are hints (anyone who can connect may send one): a hint the LISTEN thread could
+ * not answer with a store read at once distrusts the record, and every use then asks the store
+ * (ddsm_vkey_check, ddsm_vkeys_asset_fresh) until a read that began after the hint folds in
+ * (ddsm_asset_rec_trust_from with the generation read before it). */
+uint64_t ddsm_asset_rec_hint_gen(ddsm_asset_rec *r);
+void ddsm_asset_rec_distrust(ddsm_asset_rec *r);
+void ddsm_asset_rec_trust_from(ddsm_asset_rec *r, uint64_t gen);
 /* Fold a fresh store view of the asset into its record (the counter never goes back, RETIRED is
  * final) and kill the cached keys it makes stale. */
 void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a);

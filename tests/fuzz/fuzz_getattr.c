@@ -316,7 +316,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(ddsm_vkeys_new(&cfg, &v) == CKR_OK, "ddsm_vkeys_new failed");
     e.aux = ddsm_vkeys_asset(v, &e.asset);
     FUZZ_CHECK(e.aux != NULL, "out of memory");
-    ddsm_vkeys_on_notify(v, &e.asset, counter, (ddsm_state)((hdr[1] >> 3) & 3));
+    ddsm_asset a;
+    memset(&a, 0, sizeof(a));
+    a.id = e.asset;
+    a.counter = counter;
+    a.state = (ddsm_state)((hdr[1] >> 3) & 3);
+    a.grace_until_us = -1;
+    ddsm_asset_rec_update(v, e.aux, &a);
 
     memset(t, 0, sizeof(t));
     size_t n = build(&in, &e, t);

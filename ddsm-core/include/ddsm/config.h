@@ -77,10 +77,16 @@ typedef struct ddsm_config {
 const char *ddsm_config_default_path(void);
 
 /* Load and validate file. On error returns DDSM_E_CONFIG (or DDSM_E_IO / DDSM_E_NOMEM) and writes
- * "file:line: reason" into why. Unknown sections/keys and bad values are errors. A file writable
- * by group or others is refused. */
+ * "file:line: reason" into why. Unknown sections/keys and bad values are errors. The file, and
+ * [backend] root_pin_file when set, are refused unless ddsm_config_file_trusted. */
 DDSM_WUR ddsm_err ddsm_config_load(const char *file, ddsm_config **out, char *why, size_t why_len);
 void ddsm_config_free(ddsm_config *cfg); /* NULL accepted */
+
+/* Whether a file (its fstat/stat) may decide what the module trusts, as OpenSSH's StrictModes
+ * decides: a regular file, owned by the effective user or root, writable by neither group nor
+ * others. DDSM_E_CONFIG with the problem in why (the caller names the file). */
+struct stat;
+DDSM_WUR ddsm_err ddsm_config_file_trusted(const struct stat *st, char *why, size_t why_len);
 
 /* Whether a canonical path matches one of the policy patterns ('*' matches one component's
  * number; a trailing ' in the pattern requires hardening). True when there are no patterns. */
