@@ -334,14 +334,15 @@ static int asset_retire(ctl *c, int argc, char **argv)
 struct key_names {
     char path[DDSM_PATH_TEXT_MAX];
     char label[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX];
-    char id_hex[2 * DDSM_KEY_ID_LEN + 1];
+    uint8_t id[DDSM_KEY_ID_MAX];
+    size_t id_len;
+    char id_hex[2 * DDSM_KEY_ID_MAX + 1];
 };
 
 static int key_names_of(const ddsm_asset *a, const char *path_text, struct key_names *k)
 {
     ddsm_path path;
     const char *why = NULL;
-    uint8_t id[DDSM_KEY_ID_LEN];
     char uuid[DDSM_UUID_TEXT_LEN + 1];
 
     if (ddsm_path_parse(path_text, strlen(path_text), &path, &why) != DDSM_OK) {
@@ -349,15 +350,15 @@ static int key_names_of(const ddsm_asset *a, const char *path_text, struct key_n
         return CTL_EXIT_USAGE;
     }
     ddsm_path_format(&path, k->path);
-    ddsm_err e = ddsm_key_id(&a->id, k->path, id);
+    ddsm_err e = ddsm_key_id(&a->id, k->path, k->id, &k->id_len);
     if (e != DDSM_OK) {
         ctl_err("cannot compute the key id: %s", ddsm_err_str(e));
         return ctl_exit_for(e);
     }
     ddsm_uuid_format(&a->id, uuid);
     snprintf(k->label, sizeof(k->label), "%s/%s", uuid, k->path);
-    for (size_t i = 0; i < DDSM_KEY_ID_LEN; i++)
-        snprintf(k->id_hex + 2 * i, 3, "%02x", id[i]);
+    for (size_t i = 0; i < k->id_len; i++)
+        snprintf(k->id_hex + 2 * i, 3, "%02x", k->id[i]);
     return CTL_EXIT_OK;
 }
 
