@@ -153,23 +153,35 @@ out:
     return e;
 }
 
-ddsm_err ddsm_key_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[DDSM_KEY_ID_LEN])
+ddsm_err ddsm_key_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[DDSM_KEY_ID_MAX],
+                     size_t *len)
 {
-    static const char tag[] = "DDSM-v1 id";
-    uint8_t md[32];
-    ddsm_err e = DDSM_OK;
-
-    if (asset == NULL || canon_path == NULL || out == NULL)
+    if (asset == NULL || canon_path == NULL || out == NULL || len == NULL)
         return DDSM_E_ARG;
-    EVP_MD_CTX *m = EVP_MD_CTX_new();
-    if (m == NULL || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(m, tag, sizeof(tag) - 1) != 1 ||
-        EVP_DigestUpdate(m, asset->b, sizeof(asset->b)) != 1 ||
-        EVP_DigestUpdate(m, canon_path, strlen(canon_path)) != 1 ||
-        EVP_DigestFinal_ex(m, md, NULL) != 1)
-        e = ddsm_err_openssl("CKA_ID digest");
-    EVP_MD_CTX_free(m);
-    if (e == DDSM_OK)
-        memcpy(out, md, DDSM_KEY_ID_LEN);
-    return e;
+    size_t n = strlen(canon_path);
+    if (n > DDSM_KEY_ID_MAX - sizeof(asset->b))
+        return DDSM_E_ARG;
+    memcpy(out, asset->b, sizeof(asset->b));
+    memcpy(out + sizeof(asset->b), canon_path, n);
+    *len = sizeof(asset->b) + n;
+    return DDSM_OK;
+}
+
+ddsm_err ddsm_key_id_parse(const void *id, size_t len, ddsm_uuid *asset, ddsm_path *path)
+{
+    ddsm_uuid a;
+    ddsm_path p;
+
+    if (id == NULL || asset == NULL || path == NULL)
+        return DDSM_E_ARG;
+    if (len <= sizeof(a.b) || len > DDSM_KEY_ID_MAX)
+        return DDSM_E_INPUT;
+    memcpy(a.b, id, sizeof(a.b));
+    if (ddsm_uuid_is_nil(&a))
+        return DDSM_E_INPUT;
+    if (ddsm_path_parse((const char *)id + sizeof(a.b), len - sizeof(a.b), &p, NULL) != DDSM_OK)
+        return DDSM_E_INPUT;
+    *asset = a;
+    *path = p;
+    return DDSM_OK;
 }

@@ -381,6 +381,12 @@ CK_RV ddsm_ec_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uu
                 return CKR_TEMPLATE_INCONSISTENT;
             continue;
         }
+        if (a->type == CKA_ID) {
+            /* Any hardening spelling of the path inside the id names the same key. */
+            if (!ddsm_vkey_id_names(a->pValue, a->ulValueLen, asset, canon_path))
+                return CKR_TEMPLATE_INCONSISTENT;
+            continue;
+        }
         uint8_t want[DDSM_VKEY_ATTR_MAX];
         CK_ULONG wlen = 0;
         CK_RV r = ddsm_vkey_attr(&e, a->type, want, &wlen);

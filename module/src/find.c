@@ -3,6 +3,9 @@
  * Virtual candidates (only for a session in a user state; none otherwise):
  *  - CKA_LABEL "<asset uuid>/<path>" or "<asset label>/<path>": that key at the asset's current
  *    counter (the label is the lookup key: any hardening spelling of the path is accepted);
+ *  - else CKA_ID (the asset UUID bytes then the path, ddsm_key_id): that key likewise; an id that
+ *    names no asset key (too short, the nil UUID, a malformed path) finds no virtual object and
+ *    costs no store round trip;
  *  - else CKA_DDSM_ASSET_ID (+ CKA_DDSM_PATH, default: the asset's default path): likewise;
  *  - else one object per ACTIVE/ROTATING asset at its default path.
  * An asset of an EC key type (ec.h) has two objects where others have one: its private key and
@@ -191,8 +194,9 @@ static bool hopeless(const CK_ATTRIBUTE *t, CK_ULONG n, bool extractable)
 static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n, cand_list *out,
                                 CK_ULONG *detail)
 {
-    const CK_ATTRIBUTE *label = NULL, *asset_id = NULL, *path_attr = NULL;
+    const CK_ATTRIBUTE *label = NULL, *asset_id = NULL, *path_attr = NULL, *key_id = NULL;
     char lookup[LOOKUP_MAX], path[DDSM_PATH_TEXT_MAX + 64];
+    ddsm_uuid id_asset = {{0}};
     ddsm_store *st = NULL;
     ddsm_asset a;
     ddsm_err err = DDSM_OK;
@@ -207,6 +211,8 @@ static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n,
             asset_id = &t[i];
         else if (t[i].type == CKA_DDSM_PATH)
             path_attr = &t[i];
+        else if (t[i].type == CKA_ID)
+            key_id = &t[i];
     }
     if (label != NULL) {
         /* "<uuid or asset label>/<path>": asset labels never contain '/'. */
@@ -220,11 +226,20 @@ static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n,
         *slash = '\0';
         r.path = slash + 1;
         r.by_label = true;
+    } else if (key_id != NULL) {
+        /* The id names its key (vattr.c still compares it, in canonical form). */
+        ddsm_path p;
+        if (key_id->pValue == NULL ||
+            ddsm_key_id_parse(key_id->pValue, key_id->ulValueLen, &id_asset, &p) != DDSM_OK)
+            return CKR_OK;
+        ddsm_path_format(&p, path);
+        r.path = path;
+        asset_id = NULL; /* a filter now, compared by value */
     } else if (asset_id != NULL) {
         if (asset_id->pValue == NULL || asset_id->ulValueLen != 16)
             return CKR_OK;
     }
-    if (path_attr != NULL && label == NULL) {
+    if (path_attr != NULL && label == NULL && key_id == NULL) {
         if (path_attr->pValue == NULL || path_attr->ulValueLen >= sizeof(path))
             return CKR_OK;
         memcpy(path, path_attr->pValue, path_attr->ulValueLen);
@@ -232,10 +247,10 @@ static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n,
         r.path = path;
     }
 
-    if (label != NULL || asset_id != NULL) {
+    if (label != NULL || key_id != NULL || asset_id != NULL) {
         /* One asset: the records kept current by NOTIFY answer without a round trip while they
          * are as fresh as signing requires (vkey.h ddsm_vkeys_asset_fresh). */
-        ddsm_uuid id;
+        ddsm_uuid id = id_asset;
         if (asset_id != NULL)
             memcpy(id.b, asset_id->pValue, 16);
         if (ddsm_vkeys_asset_fresh(c, label != NULL ? lookup : NULL, label != NULL ? NULL : &id,
@@ -245,12 +260,13 @@ static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n,
     err = ddsm_ctx_store_acquire(c->ctx, &st);
     if (err != DDSM_OK)
         goto out;
-    if (label != NULL || asset_id != NULL) {
+    if (label != NULL || key_id != NULL || asset_id != NULL) {
         if (label != NULL) {
             err = ddsm_store_asset_find(st, lookup, &a);
         } else {
-            ddsm_uuid id;
-            memcpy(id.b, asset_id->pValue, 16);
+            ddsm_uuid id = id_asset;
+            if (asset_id != NULL)
+                memcpy(id.b, asset_id->pValue, 16);
             err = ddsm_store_asset_get(st, &id, &a);
         }
         if (err == DDSM_E_NOT_FOUND || err == DDSM_E_UUID || err == DDSM_E_INPUT) {

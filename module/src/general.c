@@ -3,6 +3,7 @@
 
 #include "ctx.h"
 #include "ddsm/log.h"
+#include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/version.h"
 #include "entry.h"
 #include "ladder.h"
@@ -175,9 +176,9 @@ static CK_RV get_info(CK_INFO_PTR pInfo, CK_BYTE major, CK_BYTE minor)
     memset(pInfo, 0, sizeof(*pInfo));
     pInfo->cryptokiVersion.major = major;
     pInfo->cryptokiVersion.minor = minor;
-    blank_pad(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), "ddsm-pkcs11");
+    blank_pad(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), DDSM_LIBRARY_MANUFACTURER);
     blank_pad(pInfo->libraryDescription, sizeof(pInfo->libraryDescription),
-              "DDSM derived keys over a PKCS#11 HSM");
+              DDSM_LIBRARY_DESCRIPTION);
     pInfo->flags = 0;
     pInfo->libraryVersion.major = DDSM_VERSION_MAJOR;
     pInfo->libraryVersion.minor = DDSM_VERSION_MINOR;

@@ -101,6 +101,12 @@ bool ddsm_vattr_match(const ddsm_hentry *e, const CK_ATTRIBUTE *t, CK_ULONG n, b
                 return false;
             continue;
         }
+        if (a->type == CKA_ID) {
+            /* Likewise for the path inside an id: the object reports the canonical one. */
+            if (!ddsm_vkey_id_names(a->pValue, a->ulValueLen, &e->asset, e->path))
+                return false;
+            continue;
+        }
         uint8_t buf[DDSM_VKEY_ATTR_MAX];
         CK_ULONG len = 0;
         if (ddsm_vkey_attr(e, a->type, buf, &len) != CKR_OK)

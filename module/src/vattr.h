@@ -34,9 +34,10 @@ CK_RV ddsm_vattr_give(CK_ATTRIBUTE *a, const void *val, CK_ULONG len);
 CK_RV ddsm_vattr_worse(CK_RV worst, CK_RV r);
 
 /* The C_FindObjectsInit filter: whether every attribute of t has this value on e. skip_label:
- * CKA_LABEL was the lookup key and is not compared again. CKA_DDSM_PATH compares canonical forms
- * (any hardening spelling names the same path); an attribute the objects do not have, a NULL
- * pValue with a non-zero length, and a sensitive or secret value (CKA_VALUE) never match. */
+ * CKA_LABEL was the lookup key and is not compared again. CKA_DDSM_PATH and the path inside
+ * CKA_ID compare canonical forms (any hardening spelling names the same path); an attribute the
+ * objects do not have, a NULL pValue with a non-zero length, and a sensitive or secret value
+ * (CKA_VALUE) never match. */
 bool ddsm_vattr_match(const ddsm_hentry *e, const CK_ATTRIBUTE *t, CK_ULONG n, bool skip_label);
 
 #endif

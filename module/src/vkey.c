@@ -814,13 +814,27 @@ CK_RV ddsm_vkey_template_parse_typed(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const
     return CKR_OK;
 }
 
-void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16])
+size_t ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[DDSM_KEY_ID_MAX])
 {
-    if (ddsm_key_id(asset, canon_path, out) != DDSM_OK) {
-        /* Only when OpenSSL cannot allocate; the id is informational, never a key. */
-        memset(out, 0, DDSM_KEY_ID_LEN);
-        ddsm_log(DDSM_LOG_ERROR, "SHA-256 failed computing CKA_ID");
+    size_t len = 0;
+    if (ddsm_key_id(asset, canon_path, out, &len) != DDSM_OK) {
+        /* Only for a path no table entry can hold: an empty id names nothing. */
+        ddsm_log(DDSM_LOG_ERROR, "CKA_ID of an over-long path");
+        return 0;
     }
+    return len;
+}
+
+bool ddsm_vkey_id_names(const void *id, CK_ULONG len, const ddsm_uuid *asset,
+                        const char *canon_path)
+{
+    ddsm_uuid a;
+    ddsm_path p;
+    char canon[DDSM_PATH_TEXT_MAX];
+    if (id == NULL || ddsm_key_id_parse(id, len, &a, &p) != DDSM_OK)
+        return false;
+    ddsm_path_format(&p, canon);
+    return memcmp(a.b, asset->b, sizeof(a.b)) == 0 && strcmp(canon, canon_path) == 0;
 }
 
 void ddsm_vkey_label(const ddsm_uuid *asset, const char *canon_path,
@@ -1323,9 +1337,9 @@ CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM
         ddsm_vkey_label(&e->asset, e->path, text);
         return put_bytes(buf, len, text, strlen(text));
     case CKA_ID: {
-        uint8_t id[16];
-        ddsm_vkey_id(&e->asset, e->path, id);
-        return put_bytes(buf, len, id, sizeof(id));
+        uint8_t id[DDSM_KEY_ID_MAX];
+        size_t n = ddsm_vkey_id(&e->asset, e->path, id);
+        return put_bytes(buf, len, id, n);
     }
     case CKA_UNIQUE_ID: {
         char label[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX];
@@ -1412,12 +1426,10 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
 {
     tmpl_val v[T__N];
     char label[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX];
-    uint8_t id[16];
     CK_RV rv = CKR_OK;
 
     memset(v, 0, sizeof(v));
     ddsm_vkey_label(asset, canon_path, label);
-    ddsm_vkey_id(asset, canon_path, id);
     if (n > 0 && tmpl == NULL)
         return CKR_ARGUMENTS_BAD;
 
@@ -1479,8 +1491,8 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
                 rv = CKR_TEMPLATE_INCONSISTENT;
             break;
         case CKA_ID:
-            if (a->ulValueLen != sizeof(id) || a->pValue == NULL ||
-                memcmp(a->pValue, id, sizeof(id)) != 0)
+            /* Any hardening spelling of the path names the same key. */
+            if (!ddsm_vkey_id_names(a->pValue, a->ulValueLen, asset, canon_path))
                 rv = CKR_TEMPLATE_INCONSISTENT;
             break;
         case CKA_DDSM_ASSET_ID:

@@ -5,7 +5,7 @@
  *
  * Object attributes (DESIGN.md "Objects and handles"): CKO_SECRET_KEY, CKK_GENERIC_SECRET or
  * CKK_AES, CKA_VALUE_LEN 32, CKA_TOKEN/CKA_PRIVATE true, CKA_MODIFIABLE/COPYABLE/DESTROYABLE false,
- * CKA_LABEL "<uuid>/<canonical path>", CKA_ID = SHA-256("DDSM-v1 id" || uuid || path)[0..16),
+ * CKA_LABEL "<uuid>/<canonical path>", CKA_ID = uuid bytes || canonical path (ddsm_key_id),
  * CKA_UNIQUE_ID "<uuid>/<path>#<counter>", vendor CKA_DDSM_*. CKA_EXTRACTABLE follows the policy
  * ([policy] extractable, default false). Documented choice: CKA_SENSITIVE is the opposite of
  * CKA_EXTRACTABLE unless C_DeriveKey's template asks otherwise, so that "extractable" keys have a
@@ -157,8 +157,12 @@ CK_RV ddsm_vkey_intern(struct ddsm_call *c, const ddsm_uuid *asset, const char *
 CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM_VKEY_ATTR_MAX],
                      CK_ULONG *len) DDSM_WUR;
 
-/* CKA_ID: the first 16 bytes of SHA-256("DDSM-v1 id" || uuid bytes || canonical path). */
-void ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[16]);
+/* CKA_ID: the uuid bytes then the canonical path (ddsm_key_id). Returns its length. */
+size_t ddsm_vkey_id(const ddsm_uuid *asset, const char *canon_path, uint8_t out[DDSM_KEY_ID_MAX]);
+/* Whether len bytes at id (NULL: no) are an id of (asset, canonical path), in any hardening
+ * spelling of the path. */
+bool ddsm_vkey_id_names(const void *id, CK_ULONG len, const ddsm_uuid *asset,
+                        const char *canon_path);
 /* CKA_LABEL: "<uuid>/<canonical path>". */
 void ddsm_vkey_label(const ddsm_uuid *asset, const char *canon_path,
                      char out[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX]);

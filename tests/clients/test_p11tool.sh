@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GnuTLS's p11tool loads the module directly (--provider): it lists the token, lists every object
 # after login (the virtual key included, with its PKCS#11 URI), and resolves a URI that names the
-# key by "<asset label>/<path>".
+# key by "<asset label>/<path>", and takes the URIs ddsmctl prints unchanged: each finds exactly
+# its object, at default and other paths, secret and EC keys alike.
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
@@ -41,4 +42,33 @@ grep -q "Label: $ASSET/m/44'/0'/0'/0/0" <<<"$out" || fail "URI by asset label fo
 
 [ "$(sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")" -eq 0 ] ||
     fail "listing objects derived something"
+
+# The URIs `ddsmctl asset show`, `asset list` and `asset uri` print, unchanged. (Listing an EC
+# public key reads its point, which derives the key: after the check above.)
+asset_active k1 --type secp256k1 --default-path "m/44'/0'/0'/0/0"
+# finds_one URI LABEL TYPE-LINE: p11tool finds exactly one object, with that label and type.
+finds_one() {
+    local out
+    out=$(GNUTLS_PIN=$DDSM_TEST_PIN tool --login --list-all "$1" 2>&1)
+    echo "$out"
+    [ "$(grep -c '^Object ' <<<"$out")" -eq 1 ] || fail "URI $1 did not find exactly one object"
+    grep -q "Label: $2\$" <<<"$out" || fail "URI $1 found another object than $2"
+    grep -q "Type: $3" <<<"$out" || fail "URI $1 found no $3"
+}
+uri=$("$DDSM_CTL" asset show vec-a --json | json_get key uris secret-key)
+finds_one "$uri" "$ASSET/$PATH_A" "Secret key"
+uri=$("$DDSM_CTL" asset uri vec-a --path "m/7h/1/2H")
+finds_one "$uri" "$ASSET/m/7'/1/2'" "Secret key"
+k1=$("$DDSM_CTL" asset show k1 --json | json_get id)
+uri=$("$DDSM_CTL" asset show k1 --path m/3/4 | sed -n 's/^private uri: *//p')
+finds_one "$uri" "$k1/m/3/4" "Private key"
+uri=$("$DDSM_CTL" asset uri k1 --path m/3/4 --type public)
+finds_one "$uri" "$k1/m/3/4" "Public key"
+uri=$("$DDSM_CTL" asset list | awk -v l=k1 '$2 == l {print $NF}')
+finds_one "$uri" "$k1/m/44'/0'/0'/0/0" "Private key"
+# The URI names the module: another library's name finds nothing here.
+other=${uri/library-manufacturer=ddsm-pkcs11/library-manufacturer=SoftHSM}
+[ "$other" != "$uri" ] || fail "no library-manufacturer in $uri"
+out=$(GNUTLS_PIN=$DDSM_TEST_PIN tool --login --list-all "$other" 2>&1 || true)
+[ "$(grep -c '^Object ' <<<"$out")" -eq 0 ] || fail "a URI of another library found objects"
 echo "PASS"

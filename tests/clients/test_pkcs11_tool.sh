@@ -5,8 +5,10 @@
 #
 # pkcs11-tool 0.23 (Debian 12) selects the signing key by CKA_ID only (--label does not reach its
 # key lookup) and otherwise takes the first secret key, which is the root: the module refuses that
-# (checked below). So the sign step passes --id, the key's CKA_ID (the first 16 bytes of
-# SHA-256("DDSM-v1 id" || uuid || canonical path)), computed here with openssl, next to --label.
+# (checked below). So the sign step passes --id, the key's CKA_ID (the 16 uuid bytes then the
+# canonical path), computed here by hand, next to --label. The id names its key, so --id alone
+# reaches a key at any path: one at a non-default path signs by the id `ddsmctl asset show --path`
+# prints, checked against the key `openssl kdf` computes from the DESIGN.md root.
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
@@ -60,6 +62,30 @@ echo "openssl: $want"
 [ "$got" = "$want" ] || fail "HMAC differs from the DESIGN.md vector"
 [ "$(sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")" -eq 1 ] ||
     fail "first use did not write exactly one DERIVE audit row"
+
+# A key at a path that is not the asset's default, by the id ddsmctl prints (in another hardening
+# spelling: it reports the canonical one), checked against the KBKDF computed by openssl.
+P=m/7h/1/2H
+show=$("$DDSM_CTL" asset show vec-a --path "$P" --json)
+printed=$(json_get key id <<<"$show")
+[ "$printed" = "$(cka_id "$ASSET" "m/7'/1/2'")" ] || fail "asset show printed id $printed"
+p11_user --sign -m SHA256-HMAC --id "$printed" -i "$dir/data" -o "$dir/sig2"
+# The SP 800-108 Context: uuid || depth || indices (hardened | 0x80000000) || counter 0.
+context="${ASSET//-/}03""80000007""00000001""80000002""0000000000000000"
+root=$DESIGN_ROOT_SEED
+key=$(openssl kdf -keylen 32 -kdfopt mac:HMAC -kdfopt digest:SHA256 -kdfopt mode:COUNTER \
+    -kdfopt "hexkey:$root" -kdfopt hexsalt:4444534d2d7631 -kdfopt "hexinfo:$context" KBKDF |
+    tr -d ':\n' | tr 'A-F' 'a-f')
+want=$(openssl dgst -sha256 -mac HMAC -macopt "hexkey:$key" -r "$dir/data" | cut -d' ' -f1)
+got=$(xxd -p -c 64 "$dir/sig2")
+[ "$got" = "$want" ] || fail "HMAC by id at $P: module $got, openssl KBKDF $want"
+# An id that names nothing (a path the grammar refuses) finds no key and writes no audit row.
+rows=$(sql "SELECT count(*) FROM custody_audit_log")
+bad=$(cka_id "$ASSET" "m/7x")
+if p11_user --sign -m SHA256-HMAC --id "$bad" -i "$dir/data" -o "$dir/sig3" 2>/dev/null; then
+    fail "an id with a malformed path signed"
+fi
+[ "$(sql "SELECT count(*) FROM custody_audit_log")" -eq "$rows" ] || fail "a bad id wrote audit rows"
 
 # Without --id pkcs11-tool takes the first secret key: the root, which only derives.
 if out=$(p11_user --sign -m SHA256-HMAC -i "$dir/data" 2>&1); then

@@ -124,9 +124,9 @@ static bool own_value(CK_ATTRIBUTE *a, CK_ATTRIBUTE_TYPE t, uint8_t pick, const 
         return set_attr(a, t, label, strlen(label));
     }
     case CKA_ID: {
-        uint8_t id[16];
-        ddsm_vkey_id(asset, canon, id);
-        return set_attr(a, t, id, sizeof(id));
+        uint8_t id[DDSM_KEY_ID_MAX];
+        size_t n = ddsm_vkey_id(asset, canon, id);
+        return set_attr(a, t, id, n);
     }
     case CKA_DDSM_ASSET_ID:
         return set_attr(a, t, asset->b, sizeof(asset->b));

@@ -386,6 +386,78 @@ out_has "key label:    $alpha/m/7'/1"
 out_has "key id:       $(cka_id "$alpha" "m/7'/1")"
 expect 2 "$C" asset show alpha --path "m/01"
 err_has "--path 'm/01'"
+
+echo "== PKCS#11 URIs (RFC 7512), decoded here independently of p11-kit"
+# check_uri URI UUID CANONICAL-PATH TYPE: the module's C_GetInfo fields, the token, and the
+# object's id (uuid bytes then path), label and class.
+check_uri() {
+    python3 -c '
+import sys, urllib.parse
+uri, uuid, path, typ = sys.argv[1:5]
+assert uri.startswith("pkcs11:") and "?" not in uri, uri
+f = {}
+for part in uri[len("pkcs11:"):].split(";"):
+    k, v = part.split("=", 1)
+    assert k not in f, (k, uri)
+    f[k] = urllib.parse.unquote_to_bytes(v)
+want = {"library-manufacturer": b"ddsm-pkcs11",
+        "library-description": b"DDSM derived keys over an HSM",
+        "token": b"custody",
+        "id": bytes.fromhex(uuid.replace("-", "")) + path.encode(),
+        "object": (uuid + "/" + path).encode(),
+        "type": typ.encode()}
+assert f == want, (f, want)
+' "$@" || fail "URI $1 does not name $2/$3 ($4)"
+}
+expect 0 "$C" asset show alpha --path "m/7h/1"
+uri=$(sed -n 's/^key uri: *//p' <<<"$OUT")
+check_uri "$uri" "$alpha" "m/7'/1" secret-key
+expect 0 "$C" asset uri alpha --path "m/7'/1"
+same "$OUT" "$uri" "asset uri and asset show"
+expect 0 "$C" asset uri alpha --path "m/7H/1" --type secret-key
+same "$OUT" "$uri" "asset uri --type secret-key"
+expect 0 "$C" asset show alpha --json --path "m/7h/1"
+same "$(json_get key uris secret-key <<<"$OUT")" "$uri" "asset show --json uris"
+expect 0 "$C" asset uri "$alpha"
+check_uri "$OUT" "$alpha" "m/44'/0'/0'/0/5" secret-key
+# EC assets have a private and a public object; an ed25519 path with a normal index has none.
+expect 0 "$C" asset register --label ec-uri --type secp256k1 --default-path "m/44'/0'/0'/0/0"
+ec=$(sed -n 's/^id: *//p' <<<"$("$C" asset show ec-uri)")
+expect 0 "$C" asset show ec-uri --path m/1/2
+check_uri "$(sed -n 's/^private uri: *//p' <<<"$OUT")" "$ec" m/1/2 private
+check_uri "$(sed -n 's/^public uri: *//p' <<<"$OUT")" "$ec" m/1/2 public
+out_lacks "key uri:"
+expect 0 "$C" asset uri ec-uri --path m/1/2
+check_uri "$OUT" "$ec" m/1/2 private
+expect 0 "$C" asset uri ec-uri --path m/1/2 --type public
+check_uri "$OUT" "$ec" m/1/2 public
+expect 2 "$C" asset uri ec-uri --type secret-key
+err_has "no secret-key object"
+expect 2 "$C" asset uri alpha --type private
+err_has "no private object"
+expect 2 "$C" asset uri alpha --type cert
+err_has "--type 'cert'"
+expect 2 "$C" asset uri alpha --path m/x
+err_has "--path 'm/x'"
+expect 1 "$C" asset uri nosuch
+err_has "no asset"
+expect 0 "$C" asset register --label ed-uri --type ed25519 --default-path "m/44'/501'/0'"
+expect 2 "$C" asset uri ed-uri --path "m/44'/501'/0"
+err_has "has no PKCS#11 object"
+expect 0 "$C" asset show ed-uri --path "m/44'/501'/0" --json
+same "$(json_get key uris <<<"$OUT")" "{}" "ed25519 normal path URIs"
+expect 0 "$C" asset list --json
+python3 -c '
+import json, sys
+rows = {r["label"]: r for r in json.loads(sys.argv[1])}
+assert rows["ec-uri"]["key"]["path"] == "m/44'"'"'/0'"'"'/0'"'"'/0/0", rows["ec-uri"]
+assert sorted(rows["ec-uri"]["key"]["uris"]) == ["private", "public"], rows["ec-uri"]
+assert sorted(rows["alpha"]["key"]["uris"]) == ["secret-key"], rows["alpha"]
+' "$OUT" || fail "asset list --json URIs: $OUT"
+expect 0 "$C" asset uri ec-uri
+ec_uri=$OUT
+expect 0 "$C" asset list
+out_has "$ec_uri"
 expect 0 "$C" asset show "$alpha" --json
 python3 -c '
 import json, sys
@@ -402,21 +474,21 @@ import json, sys
 rows = json.loads(sys.argv[1])
 labels = [r["label"] for r in rows]
 assert labels == sorted(labels), labels
-assert set(labels) == {"alpha", "beta", "delta", sys.argv[2]}, labels
+assert set(labels) == {"alpha", "beta", "delta", "ec-uri", "ed-uri", sys.argv[2]}, labels
 w = [r for r in rows if r["label"] == sys.argv[2]][0]
 assert w["default_path"] == "m/7'"'"'/1" and w["state"] == "INITIALIZED", w
 b = [r for r in rows if r["label"] == "beta"][0]
 assert b["id"] == "6f9619ff-8b86-d011-b42d-00c04fc964ff" and b["key_type"] == "aes", b
 ' "$OUT" "$weird" || fail "asset list --json: $OUT"
-same "$(sql "SELECT count(*) FROM custody_keys")" 4 "asset count"
+same "$(sql "SELECT count(*) FROM custody_keys")" 6 "asset count"
 expect 0 "$C" asset list
 python3 -c '
 import sys
 lines = sys.argv[1].split("\n")
 head = lines[0]
-assert head.split() == ["ID", "LABEL", "TYPE", "STATE", "COUNTER", "DEFAULT", "PATH"], head
-assert len(lines) == 5, lines
-cols = [head.index(c) for c in ("LABEL", "TYPE", "STATE", "COUNTER", "DEFAULT PATH")]
+assert head.split() == ["ID", "LABEL", "TYPE", "STATE", "COUNTER", "DEFAULT", "PATH", "URI"], head
+assert len(lines) == 7, lines
+cols = [head.index(c) for c in ("LABEL", "TYPE", "STATE", "COUNTER", "DEFAULT PATH", "URI")]
 for l in lines[1:]:
     for c in cols:
         assert l[c - 2:c] == "  " and l[c] != " ", (l, c)

@@ -55,15 +55,15 @@ static void label_of(const char *who, const char *path, char out[256])
     snprintf(out, 256, "%s/%s", who, path);
 }
 
-static void key_id(const char *uuid_text, const char *path, uint8_t out[16])
+/* CKA_ID by hand (DESIGN.md): the UUID bytes, then the path as given (the tests give canonical
+ * ones unless they mean another spelling). */
+static size_t key_id(const char *uuid_text, const char *path, uint8_t out[256])
 {
     ddsm_uuid id;
-    ddsm_path p;
-    char canon[DDSM_PATH_TEXT_MAX];
     assert_int_equal(ddsm_uuid_parse(uuid_text, strlen(uuid_text), &id), DDSM_OK);
-    assert_int_equal(ddsm_path_parse(path, strlen(path), &p, NULL), DDSM_OK);
-    ddsm_path_format(&p, canon);
-    assert_int_equal(ddsm_key_id(&id, canon, out), DDSM_OK);
+    memcpy(out, id.b, 16);
+    memcpy(out + 16, path, strlen(path));
+    return 16 + strlen(path);
 }
 
 /* The bytes of attribute t (fails the test unless CKR_OK). */
@@ -96,18 +96,18 @@ static void test_ec__label_finds_private_then_public_key_with_the_same_label_and
 {
     for (size_t i = 0; i < N_ASSETS; i++) {
         char label[256], got[256];
-        uint8_t want_id[16], id[32];
+        uint8_t want_id[256], id[256];
         CK_OBJECT_HANDLE priv, pub;
         label_of(assets[i].id, assets[i].path, label);
         ec_find_pair(s, label, &priv, &pub);
-        key_id(assets[i].id, assets[i].path, want_id);
+        size_t id_len = key_id(assets[i].id, assets[i].path, want_id);
         for (int k = 0; k < 2; k++) {
             CK_OBJECT_HANDLE h = k == 0 ? priv : pub;
             size_t n = attr_bytes(h, CKA_LABEL, (uint8_t *)got, sizeof(got) - 1);
             got[n] = '\0';
             assert_string_equal(got, label);
-            assert_int_equal(attr_bytes(h, CKA_ID, id, sizeof(id)), 16);
-            assert_memory_equal(id, want_id, 16);
+            assert_int_equal(attr_bytes(h, CKA_ID, id, sizeof(id)), id_len);
+            assert_memory_equal(id, want_id, id_len);
             assert_int_equal(p11_attr_ulong(s, h, CKA_KEY_TYPE), assets[i].ckk);
         }
         /* The asset's label names the same objects, whatever the hardening spelling. */
@@ -140,11 +140,31 @@ static void test_ec__class_filtered_finds_return_only_that_class(void **state)
     t[1].pValue = &sec;
     assert_int_equal(p11_find(s, t, 2, h, 8), 0);
     /* By class and id, as pkcs11-tool --id and OpenSSL's engine look keys up. */
-    uint8_t id[16];
-    key_id(EC_K1_ID, EC_K1_PATH, id);
-    CK_ATTRIBUTE by_id[] = {{CKA_CLASS, &pub_cls, sizeof(pub_cls)}, {CKA_ID, id, sizeof(id)}};
+    uint8_t id[256];
+    size_t id_len = key_id(EC_K1_ID, EC_K1_PATH, id);
+    CK_ATTRIBUTE by_id[] = {{CKA_CLASS, &pub_cls, sizeof(pub_cls)}, {CKA_ID, id, id_len}};
     assert_int_equal(p11_find(s, by_id, 2, h, 8), 1);
     assert_int_equal(h[0], pub);
+    /* The id alone reaches a path that is not the default one: the private key, then the public
+     * key, paired by the same id, in any hardening spelling of the path. */
+    CK_OBJECT_HANDLE np, nq;
+    label_of(EC_K1_ID, "m/44'/0'/3'/1/9", label);
+    ec_find_pair(s, label, &np, &nq);
+    id_len = key_id(EC_K1_ID, "m/44h/0H/3'/1/9", id);
+    CK_ATTRIBUTE alone[] = {{CKA_ID, id, id_len}};
+    assert_int_equal(p11_find(s, alone, 1, h, 8), 2);
+    assert_int_equal(h[0], np);
+    assert_int_equal(h[1], nq);
+    uint8_t got[256], want[256];
+    size_t want_len = key_id(EC_K1_ID, "m/44'/0'/3'/1/9", want);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(attr_bytes(h[k], CKA_ID, got, sizeof(got)), want_len);
+        assert_memory_equal(got, want, want_len);
+    }
+    by_id[1].pValue = id;
+    by_id[1].ulValueLen = id_len;
+    assert_int_equal(p11_find(s, by_id, 2, h, 8), 1);
+    assert_int_equal(h[0], nq);
     /* A key type filter: the Edwards key alone among the EC keys listed at default paths. */
     CK_KEY_TYPE edw = CKK_EC_EDWARDS;
     CK_ATTRIBUTE by_type[] = {{CKA_KEY_TYPE, &edw, sizeof(edw)}};

@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "p11_support.h"
 
 #define LABEL_A VEC_A_ID "/" VEC_A_PATH
@@ -206,19 +204,102 @@ static void test_find__first_use_derives_and_audits_once(void **state)
     assert_int_equal(p11_audit_count(), audit_before + 1);
 }
 
-static void expected_id(const char *uuid_hex, const char *path, uint8_t out[16])
+/* CKA_ID as DESIGN.md defines it, built here by hand: the UUID bytes, then the path text. */
+static size_t expected_id(const char *uuid_hex, const char *path, uint8_t out[256])
 {
-    uint8_t buf[256], md[32];
-    size_t n = 0;
-    unsigned int md_len = 0;
-    memcpy(buf, "DDSM-v1 id", 10);
-    n = 10;
-    p11_unhex(uuid_hex, buf + n, 16);
-    n += 16;
-    memcpy(buf + n, path, strlen(path));
-    n += strlen(path);
-    assert_int_equal(EVP_Digest(buf, n, md, &md_len, EVP_sha256(), NULL), 1);
-    memcpy(out, md, 16);
+    p11_unhex(uuid_hex, out, 16);
+    memcpy(out + 16, path, strlen(path));
+    return 16 + strlen(path);
+}
+
+#define VEC_A_HEX "6f9619ff8b86d011b42d00c04fc964ff"
+
+/* pkcs11-tool --id and a URI's id= select by CKA_ID alone: any path of any live asset is
+ * reachable that way, in any hardening spelling, and reports its canonical id; the key behind it
+ * is the one the KDF gives for that path. */
+static void test_find__id_alone_finds_any_path_and_reports_the_canonical_id(void **state)
+{
+    static const char *const spellings[] = {"m/7'/1/2h", "m/7h/1/2H", "m/7H/1/2'"};
+    uint8_t id[256], canon_id[256], got[256], sig[32], want[32], key[32];
+    size_t canon_len = expected_id(VEC_A_HEX, "m/7'/1/2'", canon_id);
+    CK_OBJECT_HANDLE h[4], first = CK_INVALID_HANDLE;
+    for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+        size_t n = expected_id(VEC_A_HEX, spellings[i], id);
+        CK_ATTRIBUTE t[] = {{CKA_ID, id, n}};
+        assert_int_equal(find_n(t, 1, h, 4), 1);
+        assert_true((h[0] & 0x80000000UL) != 0);
+        if (i == 0)
+            first = h[0];
+        assert_int_equal(h[0], first);
+        CK_ATTRIBUTE a[] = {{CKA_ID, got, sizeof(got)}};
+        assert_rv(CKR_OK, p11->C_GetAttributeValue(s, h[0], a, 1));
+        assert_int_equal(a[0].ulValueLen, canon_len);
+        assert_memory_equal(got, canon_id, canon_len);
+    }
+    assert_int_equal(p11_find_label(s, VEC_A_ID "/m/7'/1/2'"), first);
+    /* Finding wrote nothing; the first use derives the key of that path, audited once. */
+    assert_int_equal(p11_audit_count(), audit_before);
+    assert_rv(CKR_OK, p11_hmac_sign(s, first, (const uint8_t *)"id", 2, sig));
+    p11_expected_key(VEC_A_ID, "m/7'/1/2'", 0, key);
+    p11_hmac_raw(key, (const uint8_t *)"id", 2, want);
+    assert_memory_equal(sig, want, 32);
+    assert_int_equal(p11_audit_count(), audit_before + 1);
+    /* With a class it still finds the key; with a class it is not, nothing. */
+    CK_OBJECT_CLASS sec = CKO_SECRET_KEY, pub = CKO_PUBLIC_KEY;
+    CK_ATTRIBUTE tc[] = {{CKA_CLASS, &sec, sizeof(sec)}, {CKA_ID, canon_id, canon_len}};
+    assert_int_equal(find_n(tc, 2, h, 4), 1);
+    assert_int_equal(h[0], first);
+    tc[0].pValue = &pub;
+    assert_int_equal(find_n(tc, 2, h, 4), 0);
+    /* A label and an id that name different keys find nothing. */
+    CK_ATTRIBUTE tl[] = {{CKA_LABEL, LABEL_A, strlen(LABEL_A)}, {CKA_ID, canon_id, canon_len}};
+    assert_int_equal(find_n(tl, 2, h, 4), 0);
+}
+
+/* An id that decodes to nothing valid finds nothing: no error, no audit row (not even DENY). */
+static void test_find__ids_that_name_nothing_find_nothing(void **state)
+{
+    static const char *const paths[] = {"m/0/", "m/01", "m/x", "m", "M/0", "m//0", "m/2147483648",
+                                        "m/0 ", "m/0\xe2\x80\x99", "m/\xc0\xaf" "0", "m/0\x80"};
+    uint8_t id[256];
+    CK_OBJECT_HANDLE h[64];
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        size_t n = expected_id(VEC_A_HEX, paths[i], id);
+        CK_ATTRIBUTE t[] = {{CKA_ID, id, n}};
+        if (count_virtual(h, find_n(t, 1, h, 64)) != 0)
+            fail_msg("id with path \"%s\" found an object", paths[i]);
+    }
+    /* Too short: nothing, the UUID alone, one byte short of it. */
+    expected_id(VEC_A_HEX, "m/0", id);
+    static const size_t lens[] = {0, 1, 15, 16};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        CK_ATTRIBUTE t[] = {{CKA_ID, id, lens[i]}};
+        assert_int_equal(count_virtual(h, find_n(t, 1, h, 64)), 0);
+    }
+    /* Unknown and nil assets, then assets not yet active and retired. */
+    static const char *const assets[] = {"99999999888847778666555555555555",
+                                         "00000000000000000000000000000000", NULL};
+    for (size_t i = 0; assets[i] != NULL; i++) {
+        size_t n = expected_id(assets[i], "m/0", id);
+        CK_ATTRIBUTE t[] = {{CKA_ID, id, n}};
+        assert_int_equal(count_virtual(h, find_n(t, 1, h, 64)), 0);
+    }
+    char hex[33];
+    static const char *const others[] = {FRESH_ID, RETIRED_ID};
+    for (size_t i = 0; i < 2; i++) {
+        size_t k = 0;
+        for (const char *c = others[i]; *c != '\0'; c++)
+            if (*c != '-')
+                hex[k++] = *c;
+        hex[k] = '\0';
+        size_t n = expected_id(hex, i == 0 ? "m/3" : "m/4", id);
+        CK_ATTRIBUTE t[] = {{CKA_ID, id, n}};
+        assert_int_equal(count_virtual(h, find_n(t, 1, h, 64)), 0);
+    }
+    /* A NULL value of a non-zero length. */
+    CK_ATTRIBUTE tn[] = {{CKA_ID, NULL, 19}};
+    assert_int_equal(count_virtual(h, find_n(tn, 1, h, 64)), 0);
+    assert_int_equal(p11_audit_count(), audit_before);
 }
 
 static void test_attr__virtual_objects_have_the_documented_attributes(void **state)
@@ -230,7 +311,7 @@ static void test_attr__virtual_objects_have_the_documented_attributes(void **sta
     CK_BBOOL token, priv, modifiable, destroyable, copyable, sensitive, extractable, sign, verify,
         encrypt, local, always, never, derive;
     char label[128], unique[160], path[64];
-    uint8_t id[16], asset[16], want_id[16], want_asset[16];
+    uint8_t id[256], asset[16], want_id[256], want_asset[16];
     CK_ATTRIBUTE t[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_KEY_TYPE, &kt, sizeof(kt)},
@@ -270,9 +351,9 @@ static void test_attr__virtual_objects_have_the_documented_attributes(void **sta
     assert_memory_equal(label, LABEL_A, strlen(LABEL_A));
     assert_int_equal(t[19].ulValueLen, strlen(LABEL_A "#0"));
     assert_memory_equal(unique, LABEL_A "#0", strlen(LABEL_A "#0"));
-    expected_id("6f9619ff8b86d011b42d00c04fc964ff", VEC_A_PATH, want_id);
-    assert_int_equal(t[20].ulValueLen, 16);
-    assert_memory_equal(id, want_id, 16);
+    size_t id_len = expected_id(VEC_A_HEX, VEC_A_PATH, want_id);
+    assert_int_equal(t[20].ulValueLen, id_len);
+    assert_memory_equal(id, want_id, id_len);
     p11_unhex("6f9619ff8b86d011b42d00c04fc964ff", want_asset, 16);
     assert_memory_equal(asset, want_asset, 16);
     assert_int_equal(t[22].ulValueLen, strlen(VEC_A_PATH));
@@ -280,7 +361,7 @@ static void test_attr__virtual_objects_have_the_documented_attributes(void **sta
     assert_int_equal(counter, 0);
     assert_int_equal(st, CK_DDSM_STATE_ACTIVE);
     /* The id finds the key too (PKCS#11 URI tooling selects by it). */
-    CK_ATTRIBUTE by_id[] = {{CKA_ID, id, 16}};
+    CK_ATTRIBUTE by_id[] = {{CKA_ID, id, id_len}};
     CK_OBJECT_HANDLE found[4];
     assert_int_equal(find_n(by_id, 1, found, 4), 1);
     assert_int_equal(found[0], h);
@@ -294,7 +375,7 @@ static void test_attr__get_attribute_value_follows_section_5_7(void **state)
     assert_rv(CKR_OK, p11->C_GetAttributeValue(s, h, q, 3));
     assert_int_equal(q[0].ulValueLen, strlen(LABEL_A));
     assert_int_equal(q[1].ulValueLen, sizeof(CK_OBJECT_CLASS));
-    assert_int_equal(q[2].ulValueLen, 16);
+    assert_int_equal(q[2].ulValueLen, 16 + strlen(VEC_A_PATH));
     /* Too small a buffer. */
     char small[4];
     CK_ATTRIBUTE ts[] = {{CKA_LABEL, small, sizeof(small)}};
@@ -389,6 +470,8 @@ int main(void)
         T(test_find__empty_template_lists_backend_objects_then_one_per_live_asset),
         T(test_find__class_and_type_filter_virtual_objects),
         T(test_find__labels_that_name_nothing_find_nothing),
+        T(test_find__id_alone_finds_any_path_and_reports_the_canonical_id),
+        T(test_find__ids_that_name_nothing_find_nothing),
         T(test_find__not_logged_in_finds_no_virtual_object),
         T(test_find__follows_the_operation_protocol),
         T(test_find__first_use_derives_and_audits_once),

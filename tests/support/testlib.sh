@@ -85,11 +85,10 @@ asset_active() {
 }
 # asset_key ASSET FIELD: a field of the asset's key (label, id) from `asset show --json`.
 asset_key() { "$DDSM_CTL" asset show "$1" --json | json_get key "$2"; }
-# cka_id UUID PATH: a virtual key's CKA_ID, computed independently of the module: the first 16
-# bytes of SHA-256("DDSM-v1 id" || uuid || canonical path), in hex.
+# cka_id UUID PATH: a virtual key's CKA_ID, computed independently of the module: the 16 uuid
+# bytes then the path's UTF-8 bytes (pass the canonical path for the id the module reports), in hex.
 cka_id() {
-    { printf 'DDSM-v1 id'; printf '%s' "${1//-/}" | xxd -r -p; printf '%s' "$2"; } |
-        openssl dgst -sha256 -binary | head -c 16 | od -An -tx1 -v | tr -d ' \n'
+    { printf '%s' "${1//-/}" | xxd -r -p; printf '%s' "$2"; } | od -An -tx1 -v | tr -d ' \n'
 }
 
 # p11 ARGS...: pkcs11-tool on the module; p11_user: logged in with the user PIN.

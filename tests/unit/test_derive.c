@@ -332,10 +332,66 @@ static void test_derive__prf_keeps_its_own_copy_of_the_seed(void **state)
     ddsm_prf_openssl_free(&prf);
 }
 
+/* CKA_ID: the UUID bytes then the canonical path, read back in any spelling, up to the longest
+ * path; anything that is no asset key's id is refused without writing the outputs. */
+static void test_derive__key_id_round_trips_and_refuses_what_names_no_key(void **state)
+{
+    ddsm_uuid a, got;
+    ddsm_path p, q;
+    char canon[DDSM_PATH_TEXT_MAX], longest[DDSM_PATH_TEXT_MAX];
+    uint8_t id[DDSM_KEY_ID_MAX + 8];
+    size_t len = 0;
+    assert_int_equal(ddsm_uuid_parse("6f9619ff-8b86-d011-b42d-00c04fc964ff", 36, &a), DDSM_OK);
+    assert_int_equal(ddsm_key_id(&a, "m/44'/0'/0'/0/0", id, &len), DDSM_OK);
+    assert_int_equal(len, 16 + 15);
+    assert_memory_equal(id, a.b, 16);
+    assert_memory_equal(id + 16, "m/44'/0'/0'/0/0", 15);
+    assert_int_equal(ddsm_key_id_parse(id, len, &got, &p), DDSM_OK);
+    ddsm_path_format(&p, canon);
+    assert_memory_equal(got.b, a.b, 16);
+    assert_string_equal(canon, "m/44'/0'/0'/0/0");
+    memcpy(id + 16, "m/44h/0H/0'/0/0", 15);
+    assert_int_equal(ddsm_key_id_parse(id, len, &got, &q), DDSM_OK);
+    assert_memory_equal(&q, &p, sizeof(p));
+
+    /* The longest canonical path: 16 hardened components of 10 digits. */
+    strcpy(longest, "m");
+    for (int i = 0; i < 16; i++)
+        strcat(longest, "/2147483647'");
+    assert_int_equal(strlen(longest), DDSM_PATH_TEXT_MAX - 1);
+    assert_int_equal(ddsm_key_id(&a, longest, id, &len), DDSM_OK);
+    assert_int_equal(len, DDSM_KEY_ID_MAX);
+    assert_int_equal(ddsm_key_id_parse(id, len, &got, &p), DDSM_OK);
+    assert_int_equal(p.depth, 16);
+    assert_int_equal(ddsm_key_id_parse(id, len + 1, &got, &p), DDSM_E_INPUT);
+
+    /* Refused: too short, the nil UUID, malformed paths; outputs untouched. */
+    memset(&q, 0xAB, sizeof(q));
+    memset(&got, 0xCD, sizeof(got));
+    assert_int_equal(ddsm_key_id(&a, "m/1", id, &len), DDSM_OK);
+    for (size_t n = 0; n <= 16; n++)
+        assert_int_equal(ddsm_key_id_parse(id, n, &got, &q), DDSM_E_INPUT);
+    static const char *const bad[] = {"m", "m/", "M/1", "m/01", "m/1/", "m//1", "m/1''", "m/-1",
+                                      "m/2147483648", "m/1\xe2\x80\x99", "m/\xff"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memcpy(id + 16, bad[i], strlen(bad[i]));
+        assert_int_equal(ddsm_key_id_parse(id, 16 + strlen(bad[i]), &got, &q), DDSM_E_INPUT);
+    }
+    memset(id, 0, 16);
+    memcpy(id + 16, "m/1", 3);
+    assert_int_equal(ddsm_key_id_parse(id, 19, &got, &q), DDSM_E_INPUT);
+    uint8_t q_bytes[sizeof(q)], got_bytes[sizeof(got)];
+    memset(q_bytes, 0xAB, sizeof(q_bytes));
+    memset(got_bytes, 0xCD, sizeof(got_bytes));
+    assert_memory_equal(&q, q_bytes, sizeof(q));
+    assert_memory_equal(&got, got_bytes, sizeof(got));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_derive__matches_design_vectors),
+        cmocka_unit_test(test_derive__key_id_round_trips_and_refuses_what_names_no_key),
         cmocka_unit_test(test_derive__builds_first_vector_message_exactly),
         cmocka_unit_test(test_derive__context_is_the_middle_of_the_message),
         cmocka_unit_test(test_derive__message_of_depth_zero_is_the_asset_seed_shape),

@@ -22,6 +22,7 @@ const ctl_help cmd_asset_help = {
     "  retire     ACTIVE or ROTATING -> RETIRED: no key of it is derived again\n"
     "  show       one asset\n"
     "  list       every asset\n"
+    "  uri        the PKCS#11 URI of one of an asset's key objects\n"
     "  xpub       the BIP-32 extended public key of a secp256k1 asset's node (audited)\n"
     "An asset is named by its UUID or its label. Audit rows record the requester\n"
     "\"ddsmctl:<login user>\".",
@@ -81,17 +82,34 @@ static const ctl_help show_help = {
     "ddsmctl asset show ID|LABEL [--path P] [--json]",
     "Show one asset: id, label, key type, state, counter, default path and timestamps (UTC),\n"
     "and how PKCS#11 applications name its key at path P (default: the default path): the\n"
-    "object label \"<asset uuid>/<canonical path>\" and CKA_ID (hex), which stays the same\n"
-    "across rotations. Exit 1 when there is no such asset.",
+    "object label \"<asset uuid>/<canonical path>\", CKA_ID (hex: the 16 UUID bytes then the\n"
+    "canonical path), which stay the same across rotations, and the RFC 7512 PKCS#11 URI of\n"
+    "each of its objects (a secret key, or an EC private and public key; none for an ed25519\n"
+    "path with a normal index). Exit 1 when there is no such asset.",
     "  --path P             the derivation path whose key to describe\n"
     "  --json               one JSON object instead of text\n",
+};
+
+static const ctl_help uri_help = {
+    "asset uri",
+    "ddsmctl asset uri ID|LABEL [--path P] [--type private|public|secret-key]",
+    "Print the RFC 7512 PKCS#11 URI of one object of the asset's key at path P (default: the\n"
+    "default path), for p11tool, OpenSSL and other PKCS#11 URI users. It names the module by\n"
+    "its library-manufacturer and library-description (the module's slot shows the backend's\n"
+    "token, so these keep it apart from the backend's own), the token label, and the object's\n"
+    "CKA_ID, label and class. The type defaults to secret-key for hmac and aes assets and to\n"
+    "private for EC assets. Exit 1 when there is no such asset, 2 when the key has no object of\n"
+    "that type.",
+    "  --path P             the derivation path of the key\n"
+    "  --type T             private, public or secret-key\n",
 };
 
 static const ctl_help list_help = {
     "asset list",
     "ddsmctl asset list [--json]",
-    "List every asset ordered by label, as an aligned table or a JSON array of the objects\n"
-    "`asset show --json` prints.",
+    "List every asset ordered by label, as an aligned table (its last column the PKCS#11 URI of\n"
+    "the key at the default path: the private key of EC assets) or a JSON array of the objects\n"
+    "`asset show --json` prints for the default path.",
     "  --json               a JSON array instead of a table\n",
 };
 
@@ -330,38 +348,65 @@ static int asset_retire(ctl *c, int argc, char **argv)
     return asset_transition(c, argc, argv, &retire_help, TR_RETIRE);
 }
 
-/* How PKCS#11 applications name an asset key: its object label and CKA_ID. */
+/* How PKCS#11 applications name an asset key: its object label, CKA_ID and the URIs of its
+ * objects. */
 struct key_names {
     char path[DDSM_PATH_TEXT_MAX];
     char label[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX];
-    char id_hex[2 * DDSM_KEY_ID_LEN + 1];
+    uint8_t id[DDSM_KEY_ID_MAX];
+    size_t id_len;
+    char id_hex[2 * DDSM_KEY_ID_MAX + 1];
+    size_t n_objs;
+    ctl_obj_type obj[2];
+    char *uri[2]; /* malloc'd */
 };
 
-static int key_names_of(const ddsm_asset *a, const char *path_text, struct key_names *k)
+static void key_names_free(struct key_names *k)
+{
+    for (size_t i = 0; i < k->n_objs; i++) {
+        free(k->uri[i]);
+        k->uri[i] = NULL;
+    }
+    k->n_objs = 0;
+}
+
+/* Usage errors (exit 2) name --path: only a user-given path can be malformed. */
+static int key_names_of(const ctl *c, const ddsm_asset *a, const char *path_text,
+                        struct key_names *k)
 {
     ddsm_path path;
     const char *why = NULL;
-    uint8_t id[DDSM_KEY_ID_LEN];
     char uuid[DDSM_UUID_TEXT_LEN + 1];
+    int rc = CTL_EXIT_OK;
 
+    memset(k, 0, sizeof(*k));
     if (ddsm_path_parse(path_text, strlen(path_text), &path, &why) != DDSM_OK) {
         ctl_err("--path '%s': %s", path_text, why != NULL ? why : "malformed path");
         return CTL_EXIT_USAGE;
     }
     ddsm_path_format(&path, k->path);
-    ddsm_err e = ddsm_key_id(&a->id, k->path, id);
+    ddsm_err e = ddsm_key_id(&a->id, k->path, k->id, &k->id_len);
     if (e != DDSM_OK) {
         ctl_err("cannot compute the key id: %s", ddsm_err_str(e));
         return ctl_exit_for(e);
     }
     ddsm_uuid_format(&a->id, uuid);
     snprintf(k->label, sizeof(k->label), "%s/%s", uuid, k->path);
-    for (size_t i = 0; i < DDSM_KEY_ID_LEN; i++)
-        snprintf(k->id_hex + 2 * i, 3, "%02x", id[i]);
-    return CTL_EXIT_OK;
+    for (size_t i = 0; i < k->id_len; i++)
+        snprintf(k->id_hex + 2 * i, 3, "%02x", k->id[i]);
+    size_t n = ctl_key_objects(a->key_type, &path, k->obj);
+    for (size_t i = 0; i < n && rc == CTL_EXIT_OK; i++) {
+        rc = ctl_key_uri(c->cfg->backend.token_label, k->id, k->id_len, k->label, k->obj[i],
+                         &k->uri[i]);
+        if (rc == CTL_EXIT_OK)
+            k->n_objs++;
+    }
+    if (rc != CTL_EXIT_OK)
+        key_names_free(k);
+    return rc;
 }
 
-/* key: the key names to include (asset show), or NULL (asset list). */
+/* key: the key names to include, or NULL (none could be computed). */
 static void json_asset(const ddsm_asset *a, const struct key_names *key, const char *indent)
 {
     char id[DDSM_UUID_TEXT_LEN + 1];
@@ -390,7 +435,12 @@ static void json_asset(const ddsm_asset *a, const struct key_names *key, const c
         tool_json_str(stdout, key->path);
         printf(", \"label\": ");
         tool_json_str(stdout, key->label);
-        printf(", \"id\": \"%s\"}", key->id_hex);
+        printf(", \"id\": \"%s\", \"uris\": {", key->id_hex);
+        for (size_t i = 0; i < key->n_objs; i++) {
+            printf("%s\"%s\": ", i == 0 ? "" : ", ", ctl_obj_type_name(key->obj[i]));
+            tool_json_str(stdout, key->uri[i]);
+        }
+        printf("}}");
     }
     printf("}");
 }
@@ -406,6 +456,7 @@ static int asset_show(ctl *c, int argc, char **argv)
     ddsm_store *st = NULL;
     ddsm_asset a;
     struct key_names key;
+    bool have_key = false;
 
     int rc = ctl_parse(c, &show_help, argc, argv, opts, 2, pos, 1, 1, &npos);
     if (rc != CTL_EXIT_OK)
@@ -425,9 +476,10 @@ static int asset_show(ctl *c, int argc, char **argv)
     rc = ctl_asset_find(st, pos[0], &a);
     if (rc != CTL_EXIT_OK)
         goto out;
-    rc = key_names_of(&a, path_text != NULL ? path_text : a.default_path, &key);
+    rc = key_names_of(c, &a, path_text != NULL ? path_text : a.default_path, &key);
     if (rc != CTL_EXIT_OK)
         goto out;
+    have_key = true;
     if (json) {
         json_asset(&a, &key, "");
         putchar('\n');
@@ -452,9 +504,17 @@ static int asset_show(ctl *c, int argc, char **argv)
         printf("key path:     %s\n", key.path);
         printf("key label:    %s\n", key.label);
         printf("key id:       %s\n", key.id_hex);
+        for (size_t i = 0; i < key.n_objs; i++)
+            printf("%-14s%s\n",
+                   key.obj[i] == CTL_OBJ_PRIVATE  ? "private uri:"
+                   : key.obj[i] == CTL_OBJ_PUBLIC ? "public uri:"
+                                                  : "key uri:",
+                   key.uri[i]);
     }
     rc = CTL_EXIT_OK;
 out:
+    if (have_key)
+        key_names_free(&key);
     ddsm_store_close(st);
     return rc;
 }
@@ -488,6 +548,8 @@ static int asset_list(ctl *c, int argc, char **argv)
     bool json = false;
     ddsm_store *st = NULL;
     ctl_vec vec = {sizeof(ddsm_asset), NULL, 0, 0, false};
+    struct key_names *keys = NULL;
+    bool *have = NULL;
 
     int rc = ctl_list_open(c, &list_help, argc, argv, &json, &st);
     if (rc != CTL_EXIT_OK)
@@ -500,18 +562,30 @@ static int asset_list(ctl *c, int argc, char **argv)
         rc = ctl_store_fail(st, e, "cannot list assets");
         goto out;
     }
+    /* Each asset's key at its default path (a default path the store holds is well formed; one
+     * edited in SQL into something else is reported and listed without its key). */
+    keys = calloc(vec.n + 1, sizeof(*keys));
+    have = calloc(vec.n + 1, sizeof(*have));
+    if (keys == NULL || have == NULL) {
+        ctl_err("out of memory");
+        rc = CTL_EXIT_UNAVAILABLE;
+        goto out;
+    }
+    for (size_t i = 0; i < vec.n; i++)
+        have[i] = key_names_of(c, &assets[i], assets[i].default_path, &keys[i]) == CTL_EXIT_OK;
     if (json) {
         printf("[");
         for (size_t i = 0; i < vec.n; i++) {
             printf(i == 0 ? "\n" : ",\n");
-            json_asset(&assets[i], NULL, "  ");
+            json_asset(&assets[i], have[i] ? &keys[i] : NULL, "  ");
         }
         printf(vec.n == 0 ? "]\n" : "\n]\n");
     } else {
-        static const char *const head[] = {"ID",    "LABEL",   "TYPE",
-                                           "STATE", "COUNTER", "DEFAULT PATH"};
-        size_t w[6];
-        for (size_t k = 0; k < 6; k++)
+        /* The last column: the URI of the key's first object (the private key of EC assets). */
+        static const char *const head[] = {"ID",      "LABEL",        "TYPE", "STATE",
+                                           "COUNTER", "DEFAULT PATH", "URI"};
+        size_t w[7];
+        for (size_t k = 0; k < 7; k++)
             w[k] = strlen(head[k]);
         w[0] = DDSM_UUID_TEXT_LEN;
         for (size_t i = 0; i < vec.n; i++) {
@@ -525,9 +599,11 @@ static int asset_list(ctl *c, int argc, char **argv)
             w[2] = tw > w[2] ? tw : w[2];
             w[3] = sw > w[3] ? sw : w[3];
             w[4] = cw > w[4] ? cw : w[4];
+            size_t pw = text_width(a->default_path);
+            w[5] = pw > w[5] ? pw : w[5];
         }
-        for (size_t k = 0; k < 6; k++)
-            print_cell(head[k], w[k], k == 5);
+        for (size_t k = 0; k < 7; k++)
+            print_cell(head[k], w[k], k == 6);
         putchar('\n');
         for (size_t i = 0; i < vec.n; i++) {
             const ddsm_asset *a = &assets[i];
@@ -540,13 +616,93 @@ static int asset_list(ctl *c, int argc, char **argv)
             print_cell(a->key_type, w[2], false);
             print_cell(ddsm_state_name(a->state), w[3], false);
             print_cell(num, w[4], false);
-            print_cell(a->default_path, w[5], true);
+            print_cell(a->default_path, w[5], false);
+            print_cell(have[i] && keys[i].n_objs > 0 ? keys[i].uri[0] : "-", w[6], true);
             putchar('\n');
         }
     }
     rc = CTL_EXIT_OK;
 out:
+    for (size_t i = 0; have != NULL && keys != NULL && i < vec.n; i++)
+        if (have[i])
+            key_names_free(&keys[i]);
+    free(have);
+    free(keys);
     free(vec.items);
+    ddsm_store_close(st);
+    return rc;
+}
+
+static int asset_uri(ctl *c, int argc, char **argv)
+{
+    const char *path_text = NULL, *type_text = NULL;
+    const ctl_opt opts[] = {{"--path", &path_text, NULL, NULL, 0, NULL},
+                            {"--type", &type_text, NULL, NULL, 0, NULL}};
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_store *st = NULL;
+    ddsm_asset a;
+    struct key_names key;
+    bool have_key = false;
+    ctl_obj_type want = CTL_OBJ_SECRET;
+    bool typed = false;
+
+    int rc = ctl_parse(c, &uri_help, argc, argv, opts, 2, pos, 1, 1, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    if (pos[0][0] == '\0')
+        return ctl_usage_error(&uri_help, "empty asset id or label");
+    if (type_text != NULL) {
+        static const ctl_obj_type all[] = {CTL_OBJ_SECRET, CTL_OBJ_PRIVATE, CTL_OBJ_PUBLIC};
+        for (size_t i = 0; i < 3 && !typed; i++) {
+            if (strcmp(type_text, ctl_obj_type_name(all[i])) == 0) {
+                want = all[i];
+                typed = true;
+            }
+        }
+        if (!typed)
+            return ctl_usage_error(&uri_help, "--type '%s': expected private, public or secret-key",
+                                   type_text);
+    }
+    if (path_text != NULL) {
+        ddsm_path p;
+        const char *why = NULL;
+        if (ddsm_path_parse(path_text, strlen(path_text), &p, &why) != DDSM_OK)
+            return ctl_usage_error(&uri_help, "--path '%s': %s", path_text,
+                                   why != NULL ? why : "malformed path");
+    }
+    rc = ctl_store_open(c, false, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    rc = ctl_asset_find(st, pos[0], &a);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    rc = key_names_of(c, &a, path_text != NULL ? path_text : a.default_path, &key);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    have_key = true;
+    if (key.n_objs == 0) {
+        ctl_err("the %s key at %s has no PKCS#11 object (SLIP-10 ed25519 paths are hardened "
+                "throughout)",
+                a.key_type, key.path);
+        rc = CTL_EXIT_USAGE;
+        goto out;
+    }
+    size_t pick = 0;
+    if (typed) {
+        for (pick = 0; pick < key.n_objs && key.obj[pick] != want; pick++)
+            ;
+        if (pick == key.n_objs) {
+            ctl_err("a %s asset's key has no %s object", a.key_type, ctl_obj_type_name(want));
+            rc = CTL_EXIT_USAGE;
+            goto out;
+        }
+    }
+    printf("%s\n", key.uri[pick]);
+    rc = CTL_EXIT_OK;
+out:
+    if (have_key)
+        key_names_free(&key);
     ddsm_store_close(st);
     return rc;
 }
@@ -556,6 +712,6 @@ int cmd_asset(ctl *c, int argc, char **argv)
     static const ctl_sub subs[] = {{"register", asset_register}, {"activate", asset_activate},
                                    {"rotate", asset_rotate},     {"retire", asset_retire},
                                    {"show", asset_show},         {"list", asset_list},
-                                   {"xpub", cmd_asset_xpub}};
+                                   {"uri", asset_uri},           {"xpub", cmd_asset_xpub}};
     return ctl_run_sub(c, &cmd_asset_help, subs, sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

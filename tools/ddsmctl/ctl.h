@@ -10,6 +10,7 @@
 #include "ddsm/audit.h"
 #include "ddsm/config.h"
 #include "ddsm/err.h"
+#include "ddsm/path.h"
 #include "ddsm/store.h"
 #include "hsm.h"
 
@@ -212,5 +213,19 @@ typedef struct ctl_sub {
  * h on -h/--help; a usage error (exit 2) when it is missing or unknown. */
 int ctl_run_sub(ctl *c, const ctl_help *h, const ctl_sub *subs, size_t nsubs, int argc,
                 char **argv);
+
+/* PKCS#11 URIs of asset keys (uri.c). */
+typedef enum ctl_obj_type { CTL_OBJ_SECRET, CTL_OBJ_PRIVATE, CTL_OBJ_PUBLIC } ctl_obj_type;
+/* The URI's type= value: "secret-key", "private", "public". */
+const char *ctl_obj_type_name(ctl_obj_type t);
+/* The objects the module shows for a key of this registry key type at this path: a secret key
+ * (hmac, aes), a private then a public key (EC types), none (an ed25519 path with a normal
+ * index). Returns how many, written to out. */
+size_t ctl_key_objects(const char *key_type, const ddsm_path *path, ctl_obj_type out[2]);
+/* The RFC 7512 URI of one object: the module (library-manufacturer, library-description as its
+ * C_GetInfo reports them), the token label, the object's CKA_ID, CKA_LABEL and class. *out is
+ * malloc'd (free it). Returns an exit code (message printed). */
+DDSM_WUR int ctl_key_uri(const char *token_label, const uint8_t *id, size_t id_len,
+                         const char *label, ctl_obj_type type, char **out);
 
 #endif

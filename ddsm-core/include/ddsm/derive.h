@@ -47,11 +47,20 @@ void ddsm_prf_openssl_free(ddsm_prf *prf);
 #define DDSM_FINGERPRINT_HEX 32
 DDSM_WUR ddsm_err ddsm_root_fingerprint(const ddsm_prf *prf, char out[DDSM_FINGERPRINT_HEX + 1]);
 
-/* The stable public id of an asset key, CKA_ID: the first 16 bytes of
- * SHA-256("DDSM-v1 id" || asset uuid bytes || canonical path). Not secret; independent of the
+/* The public id of an asset key, CKA_ID: the 16 asset UUID bytes followed by the canonical path
+ * in UTF-8 (no terminator), the same bytes as the CKM_DDSM_DERIVE parameter, so that an id names
+ * its key reversibly and a find by id alone reaches any path. Not secret; independent of the
  * counter, so tools that pair objects by id keep working across rotations. */
-#define DDSM_KEY_ID_LEN 16
+#define DDSM_KEY_ID_MAX (16 + DDSM_PATH_TEXT_MAX - 1)
+/* Writes the id of (asset, canonical path) into out and its length into *len. DDSM_E_ARG for a
+ * NULL argument or a path longer than a canonical path can be. */
 DDSM_WUR ddsm_err ddsm_key_id(const ddsm_uuid *asset, const char *canon_path,
-                              uint8_t out[DDSM_KEY_ID_LEN]);
+                              uint8_t out[DDSM_KEY_ID_MAX], size_t *len);
+/* Read an id back: the asset and the path (any hardening spelling, so the caller formats the
+ * canonical one). DDSM_E_INPUT when the bytes name no asset key: fewer than 17 bytes, the nil
+ * UUID (the module's own keys), a path that is not well formed (which covers any byte outside
+ * the path grammar's ASCII, so malformed UTF-8 too). The outputs are written only on success. */
+DDSM_WUR ddsm_err ddsm_key_id_parse(const void *id, size_t len, ddsm_uuid *asset,
+                                    ddsm_path *path);
 
 #endif

@@ -30,6 +30,12 @@
 
 #define DDSM_DERIVE_PARAM_MAX (16 + 256)
 
+/* What C_GetInfo reports (blank-padded to 32 bytes each): the module's slot shows the backend's
+ * own token info, so a PKCS#11 URI tells the module from the backend by these
+ * (library-manufacturer=, library-description=). At most 32 characters each. */
+#define DDSM_LIBRARY_MANUFACTURER "ddsm-pkcs11"
+#define DDSM_LIBRARY_DESCRIPTION "DDSM derived keys over an HSM"
+
 /* The base key of CKM_DDSM_DERIVE may be given as this handle instead of the root seed key's own
  * backend handle. It is the only way to name the root when it lives on a separate custody token
  * ([backend] root_token_label), which the module does not expose as a slot. Never a real object:

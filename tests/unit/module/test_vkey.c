@@ -8,9 +8,8 @@
 
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "ddsm/pkcs11-ddsm.h"
+#include "vattr.h"
 #include "vkey.h"
 
 static ddsm_uuid asset(void)
@@ -56,17 +55,27 @@ static void test_vkey__label_id_and_vendor_attributes_must_name_this_key(void **
     uint32_t v = 0;
     ddsm_uuid a = asset();
     char label[DDSM_UUID_TEXT_LEN + 1 + DDSM_PATH_TEXT_MAX];
-    uint8_t id[16];
+    uint8_t id[DDSM_KEY_ID_MAX];
     ddsm_vkey_label(&a, "m/44'/0'/0'/0/0", label);
-    ddsm_vkey_id(&a, "m/44'/0'/0'/0/0", id);
+    size_t id_len = ddsm_vkey_id(&a, "m/44'/0'/0'/0/0", id);
+    assert_int_equal(id_len, 16 + 15);
     CK_ATTRIBUTE good[] = {{CKA_LABEL, label, strlen(label)},
-                           {CKA_ID, id, 16},
+                           {CKA_ID, id, id_len},
                            {CKA_DDSM_ASSET_ID, a.b, 16},
                            {CKA_DDSM_PATH, "m/44h/0h/0h/0/0", 15}};
     assert_int_equal(parse(good, 4, false, &v), CKR_OK);
     id[0] ^= 1;
     assert_int_equal(parse(good, 4, false, &v), CKR_TEMPLATE_INCONSISTENT);
     id[0] ^= 1;
+    /* Another hardening spelling of the same path names the same key; another path does not. */
+    memcpy(id + 16, "m/44h/0H/0'/0/0", 15);
+    assert_int_equal(parse(good, 4, false, &v), CKR_OK);
+    id[16 + 14] = '1';
+    assert_int_equal(parse(good, 4, false, &v), CKR_TEMPLATE_INCONSISTENT);
+    id[16 + 14] = '0';
+    good[1].ulValueLen = 16;
+    assert_int_equal(parse(good, 4, false, &v), CKR_TEMPLATE_INCONSISTENT);
+    good[1].ulValueLen = id_len;
     good[0].ulValueLen--;
     assert_int_equal(parse(good, 4, false, &v), CKR_TEMPLATE_INCONSISTENT);
     good[0].ulValueLen++;
@@ -77,21 +86,73 @@ static void test_vkey__label_id_and_vendor_attributes_must_name_this_key(void **
     assert_int_equal(parse(good, 4, false, &v), CKR_ATTRIBUTE_VALUE_INVALID);
 }
 
-static void test_vkey__id_is_the_documented_hash(void **state)
+/* CKA_ID is the CKM_DDSM_DERIVE parameter's bytes: the UUID, then the canonical path. */
+static void test_vkey__id_is_the_uuid_then_the_canonical_path(void **state)
 {
     ddsm_uuid a = asset();
-    uint8_t id[16], md[32], buf[64];
-    unsigned int md_len = 0;
-    size_t n = 0;
-    memcpy(buf, "DDSM-v1 id", 10);
-    n = 10;
-    memcpy(buf + n, a.b, 16);
-    n += 16;
-    memcpy(buf + n, "m/0", 3);
-    n += 3;
-    assert_int_equal(EVP_Digest(buf, n, md, &md_len, EVP_sha256(), NULL), 1);
-    ddsm_vkey_id(&a, "m/0", id);
-    assert_memory_equal(id, md, 16);
+    uint8_t id[DDSM_KEY_ID_MAX], want[16 + 3];
+    memcpy(want, a.b, 16);
+    memcpy(want + 16, "m/0", 3);
+    assert_int_equal(ddsm_vkey_id(&a, "m/0", id), sizeof(want));
+    assert_memory_equal(id, want, sizeof(want));
+
+    ddsm_hentry e;
+    memset(&e, 0, sizeof(e));
+    e.asset = a;
+    strcpy(e.path, "m/44'/0'/0'/0/0");
+    e.variant = DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_SENSITIVE;
+    uint8_t buf[DDSM_VKEY_ATTR_MAX];
+    CK_ULONG len = 0;
+    assert_int_equal(ddsm_vkey_attr(&e, CKA_ID, buf, &len), CKR_OK);
+    assert_int_equal(len, 16 + 15);
+    assert_memory_equal(buf, a.b, 16);
+    assert_memory_equal(buf + 16, "m/44'/0'/0'/0/0", 15);
+}
+
+/* The find filter: an id matches its key in any hardening spelling, and an id that decodes to
+ * nothing valid, or to another key, matches nothing. */
+static void test_vkey__find_by_id_matches_any_spelling_and_nothing_else(void **state)
+{
+    ddsm_hentry e;
+    memset(&e, 0, sizeof(e));
+    e.asset = asset();
+    strcpy(e.path, "m/44'/0'/0'/0/0");
+    e.variant = DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_SENSITIVE;
+    static const char *const same[] = {"m/44'/0'/0'/0/0", "m/44h/0h/0h/0/0", "m/44H/0'/0h/0/0"};
+    static const char *const other[] = {"m/44'/0'/0'/0/1", "m/44/0'/0'/0/0", "m/44'/0'/0'/0/00",
+                                        "m/44'/0'/0'/0/0/", "M/44'/0'/0'/0/0", "m/44\xe2\x80\x99/0"};
+    uint8_t id[16 + 64];
+    memcpy(id, e.asset.b, 16);
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        memcpy(id + 16, same[i], strlen(same[i]));
+        CK_ATTRIBUTE t = {CKA_ID, id, 16 + strlen(same[i])};
+        assert_true(ddsm_vattr_match(&e, &t, 1, false));
+    }
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+        memcpy(id + 16, other[i], strlen(other[i]));
+        CK_ATTRIBUTE t = {CKA_ID, id, 16 + strlen(other[i])};
+        assert_false(ddsm_vattr_match(&e, &t, 1, false));
+    }
+    /* Invalid UTF-8 (a lone continuation byte, an overlong slash) is no path. */
+    static const uint8_t bad_utf8[][4] = {{'m', '/', 0x80, '0'}, {'m', 0xc0, 0xaf, '0'}};
+    for (size_t i = 0; i < 2; i++) {
+        memcpy(id + 16, bad_utf8[i], 4);
+        CK_ATTRIBUTE t = {CKA_ID, id, 20};
+        assert_false(ddsm_vattr_match(&e, &t, 1, false));
+    }
+    /* Too short (the UUID alone, less), another asset, the nil UUID, a NULL value. */
+    memcpy(id + 16, same[0], strlen(same[0]));
+    CK_ATTRIBUTE t = {CKA_ID, id, 16};
+    assert_false(ddsm_vattr_match(&e, &t, 1, false));
+    t.ulValueLen = 3;
+    assert_false(ddsm_vattr_match(&e, &t, 1, false));
+    t.ulValueLen = 16 + strlen(same[0]);
+    id[15] ^= 1;
+    assert_false(ddsm_vattr_match(&e, &t, 1, false));
+    memset(id, 0, 16);
+    assert_false(ddsm_vattr_match(&e, &t, 1, false));
+    t.pValue = NULL;
+    assert_false(ddsm_vattr_match(&e, &t, 1, false));
 }
 
 static void test_vkey__attribute_values_follow_the_variant(void **state)
@@ -139,7 +200,8 @@ int main(void)
         cmocka_unit_test(test_vkey__empty_template_gives_a_sensitive_hmac_key),
         cmocka_unit_test(test_vkey__aes_keys_encrypt_and_never_sign),
         cmocka_unit_test(test_vkey__label_id_and_vendor_attributes_must_name_this_key),
-        cmocka_unit_test(test_vkey__id_is_the_documented_hash),
+        cmocka_unit_test(test_vkey__id_is_the_uuid_then_the_canonical_path),
+        cmocka_unit_test(test_vkey__find_by_id_matches_any_spelling_and_nothing_else),
         cmocka_unit_test(test_vkey__attribute_values_follow_the_variant),
         cmocka_unit_test(test_vkey__found_variant_follows_the_asset_key_type),
     };
