@@ -314,6 +314,7 @@ BEGIN
             ('ddsm_module',  'SELECT, INSERT, UPDATE', 'TABLE',    'custody_audit_chain_heads'),
             ('ddsm_module',  'EXECUTE',                'FUNCTION', 'ddsm_effective_state'),
             ('ddsm_module',  'EXECUTE',                'FUNCTION', 'ddsm_rate_lease'),
+            ('ddsm_module',  'SELECT',                 'TABLE',    'custody_root_pins'),
             ('ddsm_admin',   'SELECT',                 'TABLE',    'custody_keys'),
             ('ddsm_admin',   'SELECT',                 'TABLE',    'custody_zones'),
             ('ddsm_admin',   'SELECT',                 'TABLE',    'custody_rotations'),
@@ -325,6 +326,8 @@ BEGIN
             ('ddsm_admin',   'EXECUTE',                'FUNCTION', 'ddsm_zone_set'),
             ('ddsm_admin',   'EXECUTE',                'FUNCTION', 'ddsm_zone_assign'),
             ('ddsm_admin',   'EXECUTE',                'FUNCTION', 'ddsm_audit_ensure_partition'),
+            ('ddsm_admin',   'SELECT, INSERT',         'TABLE',    'custody_root_pins'),
+            ('ddsm_admin',   'USAGE',                  'SEQUENCE', 'custody_root_pins_id_seq'),
             ('ddsm_auditor', 'SELECT',                 'TABLE',    'custody_keys'),
             ('ddsm_auditor', 'SELECT',                 'TABLE',    'custody_zones'),
             ('ddsm_auditor', 'SELECT',                 'TABLE',    'custody_lifecycle'),
@@ -334,6 +337,7 @@ BEGIN
             ('ddsm_auditor', 'SELECT',                 'TABLE',    'custody_audit_chain_heads'),
             ('ddsm_auditor', 'SELECT',                 'TABLE',    'custody_audit_meta'),
             ('ddsm_auditor', 'SELECT',                 'TABLE',    'ddsm_schema_migrations'),
+            ('ddsm_auditor', 'SELECT',                 'TABLE',    'custody_root_pins'),
             ('ddsm_auditor', 'EXECUTE',                'FUNCTION', 'ddsm_effective_state')
         ) AS v(grantee, privileges, kind, object)
     LOOP
