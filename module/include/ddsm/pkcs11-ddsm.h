@@ -56,16 +56,13 @@
 #define DDSM_DEVERR_TIMEOUT        (DDSM_DEVERR_BASE | 0x07UL) /* a bounded wait expired */
 #define DDSM_DEVERR_CRYPTO         (DDSM_DEVERR_BASE | 0x08UL) /* an in-process OpenSSL call failed */
 #define DDSM_DEVERR_INTERNAL       (DDSM_DEVERR_BASE | 0x09UL) /* a bug: see the log */
-<<<<<<< HEAD
 /* The database role lacks a privilege the module needs (the log names the role and privilege). */
 #define DDSM_DEVERR_STORE_PRIVILEGE  (DDSM_DEVERR_BASE | 0x0AUL)
 /* synchronous_commit could not be made at least "on" on the module's session: no key is released. */
 #define DDSM_DEVERR_STORE_DURABILITY (DDSM_DEVERR_BASE | 0x0BUL)
-=======
 /* The root pin (docs/root.md): the store records the fingerprints of the roots it accepts. */
 #define DDSM_DEVERR_ROOT_UNPINNED  (DDSM_DEVERR_BASE | 0x20UL) /* none pinned: `ddsmctl root pin` */
 #define DDSM_DEVERR_ROOT_MISMATCH  (DDSM_DEVERR_BASE | 0x21UL) /* no labelled key has a pinned one */
->>>>>>> rootpin
 
 /* Refusals by the configured policy (docs/policy.md): the call returns CKR_FUNCTION_REJECTED,
  * changes nothing, and is recorded as a DENY audit row whose detail gives the reason. */
