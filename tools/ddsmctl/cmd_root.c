@@ -216,8 +216,12 @@ static void pin_record(ctl *c, ctl_hsm *h, CK_OBJECT_HANDLE obj, const char *fp,
         pin.unique_id = unique_id;
     if (hex_attr(h, obj, CKA_CHECK_VALUE, check_value, sizeof(check_value)))
         pin.check_value = check_value;
-    ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
-                            "ddsmctl"};
+    /* No role check at connect: pinning needs INSERT on custody_root_pins (granted to
+     * ddsm_admin), and a refusal names the role and the table. */
+    ddsm_store_opts opts = {.connect_timeout_s = c->cfg->store.connect_timeout_s,
+                            .statement_timeout_ms = c->cfg->store.statement_timeout_ms,
+                            .application_name = "ddsmctl",
+                            .role = DDSM_ROLE_ANY};
     ddsm_err e = ddsm_store_open(c->cfg->store.conninfo, &opts, &st);
     if (e == DDSM_OK)
         e = ddsm_store_root_pin_record(st, &pin);

@@ -226,7 +226,7 @@ void ctl_root_pins_read(ctl *c, ddsm_root_pins *pins, bool loud)
     if (c == NULL || ctl_config(c) != CTL_EXIT_OK)
         return;
     ddsm_store_opts opts = {c->cfg->store.connect_timeout_s, c->cfg->store.statement_timeout_ms,
-                            "ddsmctl"};
+                            "ddsmctl", DDSM_ROLE_ANY};
     if (ddsm_store_open(c->cfg->store.conninfo, &opts, &st) != DDSM_OK)
         return;
     ddsm_err e = ddsm_store_root_pins(st, pins);
