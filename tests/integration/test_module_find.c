@@ -259,8 +259,18 @@ static void test_find__id_alone_finds_any_path_and_reports_the_canonical_id(void
 /* An id that decodes to nothing valid finds nothing: no error, no audit row (not even DENY). */
 static void test_find__ids_that_name_nothing_find_nothing(void **state)
 {
-    static const char *const paths[] = {"m/0/", "m/01", "m/x", "m", "M/0", "m//0", "m/2147483648",
-                                        "m/0 ", "m/0\xe2\x80\x99", "m/\xc0\xaf" "0", "m/0\x80"};
+    static const char *const paths[] = {"m/0/",
+                                        "m/01",
+                                        "m/x",
+                                        "m",
+                                        "M/0",
+                                        "m//0",
+                                        "m/2147483648",
+                                        "m/0 ",
+                                        "m/0\xe2\x80\x99",
+                                        "m/\xc0\xaf"
+                                        "0",
+                                        "m/0\x80"};
     uint8_t id[256];
     CK_OBJECT_HANDLE h[64];
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {

@@ -371,8 +371,9 @@ static void test_derive__key_id_round_trips_and_refuses_what_names_no_key(void *
     assert_int_equal(ddsm_key_id(&a, "m/1", id, &len), DDSM_OK);
     for (size_t n = 0; n <= 16; n++)
         assert_int_equal(ddsm_key_id_parse(id, n, &got, &q), DDSM_E_INPUT);
-    static const char *const bad[] = {"m", "m/", "M/1", "m/01", "m/1/", "m//1", "m/1''", "m/-1",
-                                      "m/2147483648", "m/1\xe2\x80\x99", "m/\xff"};
+    static const char *const bad[] = {"m",     "m/",    "M/1",  "m/01",         "m/1/",
+                                      "m//1",  "m/1''", "m/-1", "m/2147483648", "m/1\xe2\x80\x99",
+                                      "m/\xff"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         memcpy(id + 16, bad[i], strlen(bad[i]));
         assert_int_equal(ddsm_key_id_parse(id, 16 + strlen(bad[i]), &got, &q), DDSM_E_INPUT);

@@ -60,7 +60,6 @@ DDSM_WUR ddsm_err ddsm_key_id(const ddsm_uuid *asset, const char *canon_path,
  * canonical one). DDSM_E_INPUT when the bytes name no asset key: fewer than 17 bytes, the nil
  * UUID (the module's own keys), a path that is not well formed (which covers any byte outside
  * the path grammar's ASCII, so malformed UTF-8 too). The outputs are written only on success. */
-DDSM_WUR ddsm_err ddsm_key_id_parse(const void *id, size_t len, ddsm_uuid *asset,
-                                    ddsm_path *path);
+DDSM_WUR ddsm_err ddsm_key_id_parse(const void *id, size_t len, ddsm_uuid *asset, ddsm_path *path);
 
 #endif

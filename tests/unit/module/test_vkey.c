@@ -119,8 +119,9 @@ static void test_vkey__find_by_id_matches_any_spelling_and_nothing_else(void **s
     strcpy(e.path, "m/44'/0'/0'/0/0");
     e.variant = DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_SENSITIVE;
     static const char *const same[] = {"m/44'/0'/0'/0/0", "m/44h/0h/0h/0/0", "m/44H/0'/0h/0/0"};
-    static const char *const other[] = {"m/44'/0'/0'/0/1", "m/44/0'/0'/0/0", "m/44'/0'/0'/0/00",
-                                        "m/44'/0'/0'/0/0/", "M/44'/0'/0'/0/0", "m/44\xe2\x80\x99/0"};
+    static const char *const other[] = {"m/44'/0'/0'/0/1",  "m/44/0'/0'/0/0",
+                                        "m/44'/0'/0'/0/00", "m/44'/0'/0'/0/0/",
+                                        "M/44'/0'/0'/0/0",  "m/44\xe2\x80\x99/0"};
     uint8_t id[16 + 64];
     memcpy(id, e.asset.b, 16);
     for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
