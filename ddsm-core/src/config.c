@@ -615,13 +615,9 @@ static void check_pin_file(struct load *ld)
     const char *f = ld->cfg->backend.root_pin_file;
     struct stat st;
     char untrusted[160];
-    if (f == NULL)
+    /* One that cannot be looked at now (not there yet) is checked again at every login. */
+    if (f == NULL || stat(f, &st) != 0)
         return;
-    if (stat(f, &st) != 0) {
-        fail_at(ld, line_of(ld, "backend", "root_pin_file"), ddsm_err_errno(errno),
-                "root_pin_file %s: %s", f, strerror(errno));
-        return;
-    }
     if (ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK)
         fail_at(ld, line_of(ld, "backend", "root_pin_file"), DDSM_E_CONFIG,
                 "root_pin_file %s refused: %s", f, untrusted);
