@@ -77,7 +77,8 @@ CREATE TYPE ddsm_asset_row AS (
     state              text,
     created_us         bigint,
     updated_us         bigint,
-    grace_until_us     bigint
+    grace_until_us     bigint,
+    grace_left_us      bigint
 );
 
 CREATE FUNCTION ddsm_asset_row(k custody_keys) RETURNS ddsm_asset_row
@@ -89,7 +90,11 @@ SELECT k.asset_id::text, k.label, k.key_type, k.default_path, k.derivation_count
        (extract(epoch FROM k.created_at) * 1000000)::bigint,
        (extract(epoch FROM k.updated_at) * 1000000)::bigint,
        CASE WHEN ddsm_effective_state(k.state, k.grace_until) = 'ROTATING'
-            THEN (extract(epoch FROM k.grace_until) * 1000000)::bigint ELSE 0 END
+            THEN (extract(epoch FROM k.grace_until) * 1000000)::bigint ELSE 0 END,
+       -- What is left of the grace window, on the server's clock alone (never the client's).
+       CASE WHEN ddsm_effective_state(k.state, k.grace_until) = 'ROTATING'
+            THEN greatest(1, (extract(epoch FROM k.grace_until - clock_timestamp()) * 1000000)
+                             ::bigint) ELSE 0 END
 $$;
 
 -- Register an asset (INITIALIZED, counter 0) with its REGISTER row, sealed by the caller's chain
