@@ -253,9 +253,10 @@ static ddsm_kref *kref_new_secret(ddsm_vkeys *v, const ddsm_uuid *asset, const c
     ddsm_kref *k = calloc(1, sizeof(*k));
     if (k == NULL)
         return NULL;
-    k->key = ddsm_secure_alloc(DDSM_KEY_LEN);
+    /* Cached keys: a fork child sees zeros here (secmem.h), whatever it does with the handles. */
+    k->key = ddsm_secure_alloc_fork_wiped(DDSM_KEY_LEN);
     if (hmac)
-        k->hmac = ddsm_secure_alloc(sizeof(*k->hmac));
+        k->hmac = ddsm_secure_alloc_fork_wiped(sizeof(*k->hmac));
     bool hmac_ok = !hmac || (k->hmac != NULL &&
                              ddsm_hmac_state_init_secret(k->hmac, key, DDSM_KEY_LEN) == DDSM_OK);
     if (k->key == NULL || !hmac_ok) {
