@@ -68,6 +68,8 @@ static const struct key_def keys[] = {
     {"policy", "rate_per_requester_asset", K_RATE, F(policy.rate_per_requester_asset), 0, 0},
     {"policy", "rate_per_requester", K_RATE, F(policy.rate_per_requester), 0, 0},
     {"policy", "mechanism", K_MECH, F(policy.mechanisms), 0, 0},
+    {"policy", "deny_burst", K_UINT, F(policy.deny_burst), 0, 1000000},
+    {"policy", "deny_per_minute", K_UINT, F(policy.deny_per_minute), 0, 6000000},
     {"audit", "batch_max", K_UINT, F(audit.batch_max), 1, 4096},
     {"audit", "batch_wait_us", K_UINT, F(audit.batch_wait_us), 0, 1000000},
     {"audit", "connections", K_UINT, F(audit.connections), 1, 64},
@@ -541,6 +543,8 @@ static void config_defaults(ddsm_config *cfg)
     cfg->store.statement_timeout_ms = 5000;
     cfg->store.pool_size = 8;
     cfg->policy.extractable = false;
+    cfg->policy.deny_burst = 100;
+    cfg->policy.deny_per_minute = 600;
     cfg->audit.batch_max = 64;
     cfg->audit.batch_wait_us = 200;
     cfg->audit.connections = 2;

@@ -4,11 +4,13 @@
  * page (and five system calls) per key. Larger buffers get a mapping of their own. Slots are wiped
  * when freed; a freed slot holds only the free-list link.
  *
- * Every mapping is also MADV_WIPEONFORK where the kernel offers it (Linux 4.14 and later): a fork
- * child sees zeros in place of every key the parent held, so no code path in the child (a stale
- * handle, a missed fork-generation check) can use the parent's key bytes. The slabs' own headers
- * are zeros in the child too, so the child starts with no slab of its own and abandons the
- * parent's (their slots are leaked, never reused). */
+ * Memory from ddsm_secure_alloc_fork_wiped (the module's derived-key cache) comes from slabs and
+ * mappings of its own that are also MADV_WIPEONFORK where the kernel offers it (Linux 4.14 and
+ * later): a fork child sees zeros in place of those keys, so no code path in the child (a stale
+ * handle, a missed fork-generation check) can use them. Those slabs' own headers are zeros in the
+ * child too, so the child starts with none of them and abandons the parent's (their slots are
+ * leaked, never reused). Other secret memory is inherited as usual (a library user may fork and
+ * go on with its keys). */
 #include "ddsm/secmem.h"
 
 #include <openssl/crypto.h>
@@ -34,10 +36,11 @@ struct slab {
     uint32_t first_off; /* offset of slot 0: the header rounded up to a slot */
     uint32_t nslots;
     uint32_t nfree;
+    uint32_t wof; /* one of the MADV_WIPEONFORK slabs */
 };
 
 static pthread_mutex_t sec_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct slab *avail[N_CLASSES]; /* slabs with at least one free slot */
+static struct slab *avail[2][N_CLASSES]; /* slabs with a free slot; [1]: wiped on fork */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static atomic_bool mlock_refusal_logged;
 static atomic_bool forked; /* this process is a fork child of one that used secret memory */
@@ -59,7 +62,7 @@ static void sec_child(void)
     /* The inherited slabs read as zeros here (a header without its magic): never allocate from
      * them. Where the kernel refused the advice they are intact, but dropping them is harmless. */
     for (unsigned c = 0; c < N_CLASSES; c++)
-        avail[c] = NULL;
+        avail[1][c] = NULL;
     atomic_store(&forked, true);
 #endif
     pthread_mutex_unlock(&sec_lock);
@@ -98,11 +101,14 @@ static size_t round_up(size_t n, size_t to)
 
 /* Lock and exclude from core dumps. Refused mlock (RLIMIT_MEMLOCK, no CAP_IPC_LOCK) is not fatal:
  * the memory is still wiped and undumpable; it is logged once. */
-static void protect_region(void *p, size_t len)
+static void protect_region(void *p, size_t len, bool wof)
 {
     (void)madvise(p, len, MADV_DONTDUMP);
 #ifdef MADV_WIPEONFORK
-    (void)madvise(p, len, MADV_WIPEONFORK); /* EINVAL before Linux 4.14: the fork checks remain */
+    if (wof) /* EINVAL before Linux 4.14: the module's fork generation check remains */
+        (void)madvise(p, len, MADV_WIPEONFORK);
+#else
+    (void)wof;
 #endif
     if (mlock(p, len) != 0 && !atomic_exchange(&mlock_refusal_logged, true))
         ddsm_log(DDSM_LOG_DEBUG, "secure memory: mlock refused (RLIMIT_MEMLOCK?): continuing "
@@ -126,7 +132,7 @@ static int class_of(size_t n)
     return -1;
 }
 
-static struct slab *slab_new_locked(unsigned cls)
+static struct slab *slab_new_locked(unsigned cls, bool wof)
 {
     /* Over-map, then trim to a SLAB_SIZE-aligned window so a slot's slab is found by masking. */
     size_t span = 2 * SLAB_SIZE;
@@ -142,8 +148,9 @@ static struct slab *slab_new_locked(unsigned cls)
         (void)munmap((uint8_t *)base + SLAB_SIZE, tail);
 
     struct slab *s = (struct slab *)base;
-    protect_region(s, SLAB_SIZE);
+    protect_region(s, SLAB_SIZE, wof);
     s->magic = SLAB_MAGIC;
+    s->wof = wof;
     s->slot_size = MIN_SLOT << cls;
     s->first_off = (uint32_t)round_up(sizeof(*s), s->slot_size);
     s->nslots = (uint32_t)((SLAB_SIZE - s->first_off) / s->slot_size);
@@ -162,11 +169,12 @@ static struct slab *slab_new_locked(unsigned cls)
 
 static void avail_push_locked(unsigned cls, struct slab *s)
 {
+    struct slab **head = &avail[s->wof ? 1 : 0][cls];
     s->prev = NULL;
-    s->next = avail[cls];
-    if (avail[cls] != NULL)
-        avail[cls]->prev = s;
-    avail[cls] = s;
+    s->next = *head;
+    if (*head != NULL)
+        (*head)->prev = s;
+    *head = s;
 }
 
 static void avail_remove_locked(unsigned cls, struct slab *s)
@@ -174,14 +182,14 @@ static void avail_remove_locked(unsigned cls, struct slab *s)
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
-        avail[cls] = s->next;
+        avail[s->wof ? 1 : 0][cls] = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
     s->prev = NULL;
     s->next = NULL;
 }
 
-static void *large_alloc(size_t n)
+static void *large_alloc(size_t n, bool wof)
 {
     if (n > SIZE_MAX - page_size())
         return NULL;
@@ -189,11 +197,11 @@ static void *large_alloc(size_t n)
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    protect_region(p, len);
+    protect_region(p, len, wof);
     return p; /* anonymous mappings are zero-filled */
 }
 
-void *ddsm_secure_alloc(size_t n)
+static void *secure_alloc(size_t n, bool wof)
 {
     void *p = NULL;
 
@@ -202,12 +210,12 @@ void *ddsm_secure_alloc(size_t n)
     (void)pthread_once(&atfork_once, register_atfork);
     int cls = class_of(n);
     if (cls < 0)
-        return large_alloc(n);
+        return large_alloc(n, wof);
 
     pthread_mutex_lock(&sec_lock);
-    struct slab *s = avail[cls];
+    struct slab *s = avail[wof ? 1 : 0][cls];
     if (s == NULL) {
-        s = slab_new_locked((unsigned)cls);
+        s = slab_new_locked((unsigned)cls, wof);
         if (s == NULL)
             goto out;
         avail_push_locked((unsigned)cls, s);
@@ -220,6 +228,16 @@ void *ddsm_secure_alloc(size_t n)
 out:
     pthread_mutex_unlock(&sec_lock);
     return p;
+}
+
+void *ddsm_secure_alloc(size_t n)
+{
+    return secure_alloc(n, false);
+}
+
+void *ddsm_secure_alloc_fork_wiped(size_t n)
+{
+    return secure_alloc(n, true);
 }
 
 void ddsm_secure_free(void *p, size_t n)

@@ -71,7 +71,7 @@ static CK_RV ddsm_derive(ddsm_call *c, const CK_MECHANISM *m, CK_OBJECT_HANDLE b
     if (key_type == NULL) {
         /* No such asset: the same DENY row the derivation statement writes for one, without
          * guessing a key type for an asset that might be registered a moment later. */
-        ddsm_vkey_record_denial(c, &asset, canon, "no such asset");
+        ddsm_vkey_record_denial_bounded(c, &asset, canon, "no such asset");
         return CKR_MECHANISM_PARAM_INVALID;
     }
     if (ddsm_ec_key_type(key_type, &curve)) {

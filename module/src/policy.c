@@ -45,6 +45,14 @@ struct ddsm_mpolicy {
     ddsm_rate rate[DDSM_RATE__SCOPES];
     int lease_wait_ms;
 
+    /* The DENY-row bucket (ddsm_mpolicy_deny_row) */
+    ddsm_mutex *deny_lock;
+    double deny_tokens;
+    int64_t deny_at_ms; /* last refill */
+    unsigned deny_burst, deny_per_minute;
+    uint64_t deny_left_out; /* rows left out since the last one written */
+    uint64_t deny_left_out_total;
+
     ddsm_mutex *zone_lock; /* zones[] */
     struct zentry *zones[ZONE_BUCKETS];
     atomic_uint n_off; /* entries with off set: 0 lets key uses skip the lookup */
@@ -70,8 +78,13 @@ CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, ddsm_mpolicy **o
     pthread_cond_init(&p->thr_cond, &ca);
     pthread_condattr_destroy(&ca);
     if ((rv = ddsm_mutex_new(&p->req_lock)) != CKR_OK ||
-        (rv = ddsm_mutex_new(&p->zone_lock)) != CKR_OK)
+        (rv = ddsm_mutex_new(&p->zone_lock)) != CKR_OK ||
+        (rv = ddsm_mutex_new(&p->deny_lock)) != CKR_OK)
         goto fail;
+    p->deny_burst = cfg->policy.deny_burst;
+    p->deny_per_minute = cfg->policy.deny_per_minute;
+    p->deny_tokens = (double)p->deny_burst;
+    p->deny_at_ms = ddsm_now_ms();
     for (size_t i = 0; i < cfg->policy.n_mechanisms; i++) {
         if (!ddsm_mech_from_name(cfg->policy.mechanisms[i], &p->mechs[p->n_mechs])) {
             ddsm_log(DDSM_LOG_ERROR,
@@ -125,6 +138,7 @@ void ddsm_mpolicy_free(ddsm_mpolicy *p)
     ddsm_ratelimit_free(p->rl);
     ddsm_mutex_free(p->req_lock);
     ddsm_mutex_free(p->zone_lock);
+    ddsm_mutex_free(p->deny_lock);
     pthread_cond_destroy(&p->thr_cond);
     pthread_mutex_destroy(&p->thr_lock);
     free(p);
@@ -202,6 +216,35 @@ static CK_ULONG detail_of(ddsm_deny_reason why)
     }
 }
 
+bool ddsm_mpolicy_deny_row(ddsm_mpolicy *p, uint64_t *left_out)
+{
+    bool ok;
+    ddsm_mutex_lock(p->deny_lock);
+    int64_t now = ddsm_now_ms();
+    if (now > p->deny_at_ms) {
+        p->deny_tokens += (double)(now - p->deny_at_ms) * p->deny_per_minute / 60000.0;
+        if (p->deny_tokens > p->deny_burst)
+            p->deny_tokens = p->deny_burst;
+        p->deny_at_ms = now;
+    }
+    ok = p->deny_tokens >= 1.0;
+    if (ok) {
+        p->deny_tokens -= 1.0;
+        *left_out = p->deny_left_out;
+        p->deny_left_out = 0;
+    } else {
+        /* Logged at the first row left out and then once per 1000: the log is bounded too. */
+        if (p->deny_left_out_total % 1000 == 0)
+            ddsm_log(DDSM_LOG_WARN, "policy: DENY rows beyond [policy] deny_burst / "
+                                    "deny_per_minute are left out (%" PRIu64 " so far)",
+                     p->deny_left_out_total + 1);
+        p->deny_left_out++;
+        p->deny_left_out_total++;
+    }
+    ddsm_mutex_unlock(p->deny_lock);
+    return ok;
+}
+
 CK_RV ddsm_mpolicy_refuse(ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
                           ddsm_deny_reason why, const char *reason)
 {
@@ -211,7 +254,10 @@ CK_RV ddsm_mpolicy_refuse(ddsm_call *c, const ddsm_uuid *asset, const char *cano
              canon_path != NULL ? canon_path : "-", reason);
     c->detail = detail_of(why);
     ddsm_metrics_denied(c->ctx->metrics, why, DDSM_STATE__COUNT);
-    ddsm_vkey_record_denial(c, asset, canon_path, reason);
+    if (why == DDSM_DENY_PATH)
+        ddsm_vkey_record_denial_bounded(c, asset, canon_path, reason);
+    else
+        ddsm_vkey_record_denial(c, asset, canon_path, reason);
     return CKR_FUNCTION_REJECTED;
 }
 

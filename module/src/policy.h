@@ -48,6 +48,12 @@ void ddsm_mpolicy_clear_user(ddsm_mpolicy *p);
 CK_RV ddsm_mpolicy_refuse(struct ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
                           ddsm_deny_reason why, const char *reason) DDSM_WUR;
 
+/* Whether one more DENY row for an unknown asset or a refused path may be written: a per-process
+ * bucket of [policy] deny_burst rows refilled at deny_per_minute, so that a logged-in caller
+ * cannot flood the audit log with refusals it provokes. When true, *left_out is the number of such
+ * rows left out since the last one written (to say so in this one). */
+bool ddsm_mpolicy_deny_row(ddsm_mpolicy *p, uint64_t *left_out);
+
 /* In front of every derivation (C_DeriveKey, first use of a found key): take a token of each
  * configured rate limit for (requester, asset). May lease tokens from the database (only when
  * the local bucket is empty: the first derivation of a window, or a burst faster than the

@@ -258,9 +258,10 @@ static ddsm_kref *kref_new_secret(ddsm_vkeys *v, const ddsm_uuid *asset, const c
     ddsm_kref *k = calloc(1, sizeof(*k));
     if (k == NULL)
         return NULL;
-    k->key = ddsm_secure_alloc(DDSM_KEY_LEN);
+    /* Cached keys: a fork child sees zeros here (secmem.h), whatever it does with the handles. */
+    k->key = ddsm_secure_alloc_fork_wiped(DDSM_KEY_LEN);
     if (hmac)
-        k->hmac = ddsm_secure_alloc(sizeof(*k->hmac));
+        k->hmac = ddsm_secure_alloc_fork_wiped(sizeof(*k->hmac));
     bool hmac_ok = !hmac || (k->hmac != NULL &&
                              ddsm_hmac_state_init_secret(k->hmac, key, DDSM_KEY_LEN) == DDSM_OK);
     if (k->key == NULL || !hmac_ok) {
@@ -531,6 +532,19 @@ void ddsm_vkeys_abandon(ddsm_vkeys *v)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Asset records                                                                               */
+
+/* The record of asset, or NULL: never makes one. */
+static ddsm_asset_rec *rec_find(ddsm_vkeys *v, const ddsm_uuid *asset)
+{
+    uint32_t b = fnv(2166136261u, asset->b, 16) % ASSET_BUCKETS;
+    ddsm_asset_rec *r;
+    ddsm_mutex_lock(v->asset_lock);
+    for (r = v->assets[b]; r != NULL; r = r->next)
+        if (memcmp(r->id.b, asset->b, 16) == 0)
+            break;
+    ddsm_mutex_unlock(v->asset_lock);
+    return r;
+}
 
 ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
 {
@@ -918,10 +932,10 @@ static CK_RV revalidate(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
 
 CK_RV ddsm_vkey_asset_key_type(ddsm_call *c, const ddsm_uuid *asset, const char **out)
 {
-    ddsm_asset_rec *r = ddsm_vkeys_asset(c->ctx->vkeys, asset);
-    if (r == NULL)
-        return CKR_HOST_MEMORY;
-    const char *t = rec_type(r);
+    /* A record is made only for an asset the store knows: any caller may name random UUIDs, and
+     * each would otherwise stay in memory for the life of the process. */
+    ddsm_asset_rec *r = rec_find(c->ctx->vkeys, asset);
+    const char *t = r != NULL ? rec_type(r) : NULL;
     if (t == NULL) {
         ddsm_store *st = NULL;
         ddsm_asset a;
@@ -936,6 +950,8 @@ CK_RV ddsm_vkey_asset_key_type(ddsm_call *c, const ddsm_uuid *asset, const char 
         }
         if (err != DDSM_OK)
             return ddsm_call_err(c, err, DDSM_RVCTX_DERIVE);
+        if (r == NULL && (r = ddsm_vkeys_asset(c->ctx->vkeys, asset)) == NULL)
+            return CKR_HOST_MEMORY;
         ddsm_asset_rec_update(c->ctx->vkeys, r, &a);
         t = rec_type(r);
     }
@@ -1155,6 +1171,22 @@ void ddsm_vkey_record_denial(ddsm_call *c, const ddsm_uuid *asset, const char *c
     if (e != DDSM_OK)
         ddsm_log(DDSM_LOG_WARN, "could not record a DENY row (%s): %s", reason,
                  rv == CKR_OK ? ddsm_batcher_errmsg() : ddsm_rv_name(rv));
+}
+
+void ddsm_vkey_record_denial_bounded(ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
+                                     const char *reason)
+{
+    uint64_t left_out = 0;
+    if (!ddsm_mpolicy_deny_row(c->ctx->policy, &left_out))
+        return;
+    if (left_out == 0) {
+        ddsm_vkey_record_denial(c, asset, canon_path, reason);
+        return;
+    }
+    char text[256];
+    snprintf(text, sizeof(text), "%s (and %" PRIu64 " such refusals not recorded before this one)",
+             reason, left_out);
+    ddsm_vkey_record_denial(c, asset, canon_path, text);
 }
 
 CK_RV ddsm_vkey_materialise(ddsm_call *c, const ddsm_hentry *e, ddsm_use use, ddsm_kref **out)

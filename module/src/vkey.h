@@ -144,6 +144,10 @@ CK_RV ddsm_vkey_derive_new(struct ddsm_call *c, const ddsm_uuid *asset, const dd
  * to write it is logged: the call is refused either way. */
 void ddsm_vkey_record_denial(struct ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
                              const char *reason);
+/* The same for refusals any caller can provoke at will (an unknown asset, a refused path): the row
+ * is written only as ddsm_mpolicy_deny_row allows, and then names how many were left out. */
+void ddsm_vkey_record_denial_bounded(struct ddsm_call *c, const ddsm_uuid *asset,
+                                     const char *canon_path, const char *reason);
 
 /* The handle of (asset, path, counter, variant), for objects found with C_FindObjects. */
 CK_RV ddsm_vkey_intern(struct ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,

@@ -51,6 +51,11 @@ typedef struct ddsm_config {
          * module; none: every mechanism the key type supports */
         char *mechanisms[DDSM_POLICY_MAX_MECHANISMS];
         size_t n_mechanisms;
+        /* DENY rows for unknown assets and refused paths, per process: a bucket of deny_burst
+         * rows (default 100) refilled at deny_per_minute (default 600); beyond it the refusal
+         * stands and only its row is left out (counted in the next row written). */
+        unsigned deny_burst;
+        unsigned deny_per_minute;
     } policy;
     struct {
         unsigned batch_max;     /* default 64 rows per group-commit statement */

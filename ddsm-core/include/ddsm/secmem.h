@@ -9,9 +9,11 @@
 void ddsm_wipe(void *p, size_t n);
 
 /* Allocate n zeroed bytes of secret memory: mlock'ed where the limit allows, excluded from core
- * dumps (MADV_DONTDUMP), and zeros in a fork child (MADV_WIPEONFORK, where the kernel offers it).
- * NULL on failure. Free only with ddsm_secure_free. */
+ * dumps (MADV_DONTDUMP). NULL on failure. Free only with ddsm_secure_free. */
 void *ddsm_secure_alloc(size_t n);
+/* The same, and zeros in a fork child (MADV_WIPEONFORK, where the kernel offers it): for keys a
+ * fork child must never use (the module's derived-key cache). */
+void *ddsm_secure_alloc_fork_wiped(size_t n);
 /* Wipe, unlock and free. NULL is accepted. */
 void ddsm_secure_free(void *p, size_t n);
 
