@@ -123,7 +123,7 @@ typedef struct ctl_hsm {
     bool have_session;
     const char *token_label; /* from the configuration */
     const char *key_label;
-    ctl *c;                                   /* for the store's root pin */
+    ctl *c;                                  /* for the store's root pin */
     char found_fp[DDSM_FINGERPRINT_HEX + 1]; /* the pinned root ctl_hsm_find_root found */
 } ctl_hsm;
 /* Load the backend, find the root token ([backend] root_token_label with root_pin_file, else

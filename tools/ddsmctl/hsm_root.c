@@ -143,9 +143,10 @@ int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *
         return ctl_exit_for_rv(rv);
     }
     if (more) {
-        ctl_err("token \"%s\" holds more than %zu secret keys labelled \"%s\": remove the ones that "
-                "are not the root",
-                h->token_label, max, h->key_label);
+        ctl_err(
+            "token \"%s\" holds more than %zu secret keys labelled \"%s\": remove the ones that "
+            "are not the root",
+            h->token_label, max, h->key_label);
         return CTL_EXIT_REFUSED;
     }
     for (size_t i = 0; i < got; i++) {
@@ -184,8 +185,8 @@ int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root)
     for (size_t i = 0; i < n && pins.count > 0; i++) {
         if (cand[i].has_fp && ddsm_root_pins_has(&pins, cand[i].fp)) {
             if (*exists && strcmp(cand[i].fp, h->found_fp) != 0) {
-                ctl_err("token \"%s\" holds two different pinned roots (%s and %s)",
-                        h->token_label, h->found_fp, cand[i].fp);
+                ctl_err("token \"%s\" holds two different pinned roots (%s and %s)", h->token_label,
+                        h->found_fp, cand[i].fp);
                 return CTL_EXIT_REFUSED;
             }
             if (!*exists) {
