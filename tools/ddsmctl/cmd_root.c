@@ -1099,7 +1099,8 @@ static int root_pin(ctl *c, int argc, char **argv)
     if (rc != CTL_EXIT_OK)
         goto out;
     hsm_open = true;
-    rc = ctl_hsm_candidates(&h, cand, CTL_ROOT_CANDIDATES_MAX, &n);
+    size_t n_public = 0;
+    rc = ctl_hsm_candidates(&h, cand, CTL_ROOT_CANDIDATES_MAX, &n, &n_public);
     if (rc != CTL_EXIT_OK)
         goto out;
     for (size_t i = 0; i < n; i++) {
