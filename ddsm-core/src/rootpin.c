@@ -48,8 +48,8 @@ static bool fp_well_formed(const char *fp)
 static ddsm_err has_table(ddsm_store *st, bool *out)
 {
     PGresult *res = NULL;
-    ddsm_err err =
-        ddsm_store_run_params(st, "look for the root pin", has_table_sql, 0, NULL, true, &res, NULL);
+    ddsm_err err = ddsm_store_run_params(st, "look for the root pin", has_table_sql, 0, NULL, true,
+                                         &res, NULL);
     if (err == DDSM_OK) {
         if (PQntuples(res) != 1)
             err = ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STORE, "store: root pin: no row");
@@ -75,9 +75,9 @@ ddsm_err ddsm_store_root_pins(ddsm_store *st, ddsm_root_pins *out)
         goto out;
     int n = PQntuples(res);
     if (n > DDSM_ROOT_PINS_MAX) {
-        err = ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STATE,
-                           "the store pins %d different roots, more than %d", n,
-                           DDSM_ROOT_PINS_MAX);
+        err =
+            ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STATE,
+                         "the store pins %d different roots, more than %d", n, DDSM_ROOT_PINS_MAX);
         goto out;
     }
     for (int i = 0; i < n; i++) {
@@ -113,10 +113,12 @@ ddsm_err ddsm_store_root_pin_record(ddsm_store *st, const ddsm_root_pin *pin)
         return ddsm_pq_fail(ddsm_store_pq(st), DDSM_E_STATE,
                             "the store has no root pin table (migration 005_root_pin): run "
                             "`ddsmctl db migrate`");
-    const char *values[7] = {pin->fingerprint, ddsm_pin_event_name(pin->event), pin->token_label,
-                             pin->key_label,   pin->unique_id,
-                             pin->check_value, pin->not_enforced};
-    err = ddsm_store_run_params(st, "record the root pin", record_sql, 7, values, false, &res, NULL);
+    const char *values[7] = {pin->fingerprint, ddsm_pin_event_name(pin->event),
+                             pin->token_label, pin->key_label,
+                             pin->unique_id,   pin->check_value,
+                             pin->not_enforced};
+    err =
+        ddsm_store_run_params(st, "record the root pin", record_sql, 7, values, false, &res, NULL);
     PQclear(res);
     return err;
 }

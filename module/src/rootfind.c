@@ -11,9 +11,10 @@
 #include "names.h"
 #include "rv.h"
 
-/* Objects carrying the root's label that one lookup examines. Past this many the lookup fails
- * closed and says why (nobody without the token's user PIN can make private objects, and only
- * private ones are fingerprinted, so this bounds the work an impostor can cause). */
+/* Private objects carrying the root's label that one lookup examines. Only someone holding the
+ * token's user PIN can make private objects, so a caller without it cannot push the root past this
+ * bound; past it the lookup fails closed and says why. Public objects with the label, which anyone
+ * can make, are only counted for the log (up to the same bound), never fingerprinted. */
 #define CANDIDATES_MAX 4096
 #define FIND_CHUNK 64
 
@@ -74,39 +75,46 @@ static CK_RV pins_read(ddsm_ctx *ctx, ddsm_root_pins *pins, CK_ULONG *detail)
     return CKR_OK;
 }
 
-/* Every secret key labelled like the root, visible through s (at most CANDIDATES_MAX). */
-static CK_RV candidates(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE **out, size_t *n,
-                        bool *more)
+/* The secret keys labelled like the root whose CKA_PRIVATE is priv, visible through s (at most
+ * CANDIDATES_MAX; *more when there were further ones). out NULL: only count them. */
+static CK_RV labelled(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_BBOOL priv, CK_OBJECT_HANDLE **out,
+                      size_t *n, bool *more)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     const char *label = ctx->cfg->backend.root_key_label;
     CK_ATTRIBUTE t[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_PRIVATE, &priv, sizeof(priv)},
     };
+    CK_OBJECT_HANDLE chunk[FIND_CHUNK];
     CK_OBJECT_HANDLE *h = NULL;
     size_t have = 0;
-    CK_RV rv = ctx->be->C_FindObjectsInit(s, t, 2);
+    *more = false;
+    CK_RV rv = ctx->be->C_FindObjectsInit(s, t, 3);
     if (rv != CKR_OK)
         return rv;
-    *more = false;
     for (;;) {
         CK_ULONG got = 0;
-        CK_OBJECT_HANDLE *grown = realloc(h, (have + FIND_CHUNK) * sizeof(*h));
-        if (grown == NULL) {
-            rv = CKR_HOST_MEMORY;
-            break;
-        }
-        h = grown;
-        rv = ctx->be->C_FindObjects(s, h + have, FIND_CHUNK, &got);
+        rv = ctx->be->C_FindObjects(s, chunk, FIND_CHUNK, &got);
         if (rv != CKR_OK || got == 0)
             break;
-        have += got;
-        if (have >= CANDIDATES_MAX) {
-            have = CANDIDATES_MAX;
+        if (have + got > CANDIDATES_MAX) {
             *more = true;
-            break;
+            got = CANDIDATES_MAX - have;
         }
+        if (out != NULL) {
+            CK_OBJECT_HANDLE *grown = realloc(h, (have + got + 1) * sizeof(*h));
+            if (grown == NULL) {
+                rv = CKR_HOST_MEMORY;
+                break;
+            }
+            h = grown;
+            memcpy(h + have, chunk, got * sizeof(*h));
+        }
+        have += got;
+        if (*more)
+            break;
     }
     CK_RV rv2 = ctx->be->C_FindObjectsFinal(s);
     if (rv == CKR_OK)
@@ -115,7 +123,10 @@ static CK_RV candidates(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE **o
         free(h);
         return rv;
     }
-    *out = h;
+    if (out != NULL)
+        *out = h;
+    else
+        free(h);
     *n = have;
     return CKR_OK;
 }
@@ -146,11 +157,16 @@ CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
     CK_RV rv = pins_read(ctx, &pins, detail);
     if (rv != CKR_OK)
         return rv;
-    rv = candidates(ctx, rs->s, &cand, &n, &more);
+    size_t n_public = 0;
+    bool more_public = false;
+    rv = labelled(ctx, rs->s, CK_TRUE, &cand, &n, &more);
+    if (rv == CKR_OK)
+        rv = labelled(ctx, rs->s, CK_FALSE, NULL, &n_public, &more_public);
     if (rv != CKR_OK) {
         rv = ddsm_rv_from_backend(rv, detail);
         goto out;
     }
+    ignored = (unsigned)n_public;
     ddsm_hsmcall *pool = ddsm_ctx_hsmcall(ctx);
     for (size_t i = 0; i < n; i++) {
         char fp[DDSM_FINGERPRINT_HEX + 1];
@@ -172,8 +188,7 @@ CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
             goto out;
         }
         if (e == DDSM_E_HSM && !not_this_key(pctx.last_rv)) {
-            ddsm_log(DDSM_LOG_ERROR, "cannot fingerprint the root: %s",
-                     ddsm_rv_name(pctx.last_rv));
+            ddsm_log(DDSM_LOG_ERROR, "cannot fingerprint the root: %s", ddsm_rv_name(pctx.last_rv));
             rv = ddsm_rv_from_backend(pctx.last_rv, detail);
             goto out;
         }
@@ -211,14 +226,15 @@ CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
                  "ignoring %u object%s labelled \"%s\" on the root token whose fingerprint is "
                  "not pinned (an impostor or a stale key: see docs/root.md)%s",
                  ignored, ignored == 1 ? "" : "s", ctx->cfg->backend.root_key_label,
-                 more ? "; more were not examined" : "");
+                 more || more_public ? "; more were not examined" : "");
     if (found == CK_INVALID_HANDLE) {
-        CK_ULONG d = n == 0 ? DDSM_DEVERR_ROOT_MISSING : DDSM_DEVERR_ROOT_MISMATCH;
+        CK_ULONG d = n == 0 && n_public == 0 ? DDSM_DEVERR_ROOT_MISSING : DDSM_DEVERR_ROOT_MISMATCH;
         if (first_time_detail(ctx, d))
             ddsm_log(DDSM_LOG_ERROR,
-                     n == 0 ? "no secret key labelled \"%s\" on the root token"
-                            : "no secret key labelled \"%s\" on the root token has a fingerprint "
-                              "the store pins (`ddsmctl root info` shows both)",
+                     d == DDSM_DEVERR_ROOT_MISSING
+                         ? "no secret key labelled \"%s\" on the root token"
+                         : "no secret key labelled \"%s\" on the root token has a fingerprint "
+                           "the store pins (`ddsmctl root info` shows both)",
                      ctx->cfg->backend.root_key_label);
         *detail = d;
         rv = CKR_DEVICE_ERROR;
@@ -226,8 +242,8 @@ CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
     }
     atomic_store(&ctx->root_logged_detail, 0);
     rs->root = found;
-    ddsm_log(DDSM_LOG_DEBUG, "root seed key is object 0x%lx (fingerprint %s)",
-             (unsigned long)found, found_fp);
+    ddsm_log(DDSM_LOG_DEBUG, "root seed key is object 0x%lx (fingerprint %s)", (unsigned long)found,
+             found_fp);
     rv = CKR_OK;
 out:
     free(cand);

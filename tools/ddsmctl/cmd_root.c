@@ -205,8 +205,8 @@ static bool hex_attr(ctl_hsm *h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE t, char
 /* Record obj's fingerprint in the store's root pin. A store out of reach (a ceremony may run
  * offline) or from before the pin leaves the root unpinned, with a warning naming the remedy: the
  * module refuses to derive with an unpinned root, so this fails closed. */
-static void pin_record(ctl *c, ctl_hsm *h, CK_OBJECT_HANDLE obj, const char *fp,
-                       ddsm_pin_event ev, const char *not_enforced)
+static void pin_record(ctl *c, ctl_hsm *h, CK_OBJECT_HANDLE obj, const char *fp, ddsm_pin_event ev,
+                       const char *not_enforced)
 {
     char unique_id[129], check_value[129];
     ddsm_store *st = NULL;
@@ -1081,8 +1081,9 @@ static int root_pin(ctl *c, int argc, char **argv)
         for (size_t i = 0; ok && i < DDSM_FINGERPRINT_HEX; i++)
             ok = (want[i] >= '0' && want[i] <= '9') || (want[i] >= 'a' && want[i] <= 'f');
         if (!ok)
-            return ctl_usage_error(&pin_help, "--fingerprint takes 32 lower-case hex digits, not "
-                                              "'%s'",
+            return ctl_usage_error(&pin_help,
+                                   "--fingerprint takes 32 lower-case hex digits, not "
+                                   "'%s'",
                                    want);
     }
     rc = ctl_store_open(c, false, &st);
@@ -1102,7 +1103,8 @@ static int root_pin(ctl *c, int argc, char **argv)
     if (rc != CTL_EXIT_OK)
         goto out;
     hsm_open = true;
-    rc = ctl_hsm_candidates(&h, cand, CTL_ROOT_CANDIDATES_MAX, &n);
+    size_t n_public = 0;
+    rc = ctl_hsm_candidates(&h, cand, CTL_ROOT_CANDIDATES_MAX, &n, &n_public);
     if (rc != CTL_EXIT_OK)
         goto out;
     for (size_t i = 0; i < n; i++) {

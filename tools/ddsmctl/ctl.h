@@ -127,7 +127,7 @@ typedef struct ctl_hsm {
     bool have_session;
     const char *token_label; /* from the configuration */
     const char *key_label;
-    ctl *c;                                   /* for the store's root pin */
+    ctl *c;                                  /* for the store's root pin */
     char found_fp[DDSM_FINGERPRINT_HEX + 1]; /* the pinned root ctl_hsm_find_root found */
 } ctl_hsm;
 /* Load the backend, find the root token ([backend] root_token_label with root_pin_file, else
@@ -139,14 +139,16 @@ void ctl_hsm_close(ctl_hsm *h);
  * labelled [backend] root_key_label whose fingerprint is pinned (others ignored, with a warning);
  * with none (or no store), the only key carrying the label: more than one is then an error. */
 DDSM_WUR int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root);
-/* The secret keys labelled [backend] root_key_label and their fingerprints computed by the HSM. */
+/* The private secret keys labelled [backend] root_key_label and their fingerprints computed by
+ * the HSM; *n_public counts the public ones (never candidates: anyone can make them). */
 #define CTL_ROOT_CANDIDATES_MAX 64
 typedef struct ctl_root_candidate {
     CK_OBJECT_HANDLE handle;
     bool has_fp; /* false: the HSM would not HMAC with it (not a root) */
     char fp[DDSM_FINGERPRINT_HEX + 1];
 } ctl_root_candidate;
-DDSM_WUR int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *n);
+DDSM_WUR int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *n,
+                                size_t *n_public);
 /* The store's root pin; none (count 0) when the store is unreachable or predates it (a warning
  * when loud). */
 struct ddsm_root_pins;

@@ -103,18 +103,20 @@ void ctl_hsm_close(ctl_hsm *h)
     }
 }
 
-/* Every secret key labelled like the root (at most max; *n how many, *more when there were
- * further ones). */
-static CK_RV labelled_keys(ctl_hsm *h, CK_OBJECT_HANDLE *out, size_t max, size_t *n, bool *more)
+/* The secret keys labelled like the root, whose CKA_PRIVATE is *priv unless priv is NULL (at most
+ * max; *n how many, *more when there were further ones). */
+static CK_RV labelled_keys(ctl_hsm *h, const CK_BBOOL *priv, CK_OBJECT_HANDLE *out, size_t max,
+                           size_t *n, bool *more)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_ATTRIBUTE t[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_LABEL, (void *)h->key_label, strlen(h->key_label)},
+        {CKA_PRIVATE, (void *)priv, sizeof(CK_BBOOL)},
     };
     CK_OBJECT_HANDLE extra;
     CK_ULONG got = 0, more_n = 0;
-    CK_RV rv = h->fl->C_FindObjectsInit(h->session, t, 2);
+    CK_RV rv = h->fl->C_FindObjectsInit(h->session, t, priv != NULL ? 3 : 2);
     if (rv != CKR_OK)
         return rv;
     rv = h->fl->C_FindObjects(h->session, out, max, &got);
@@ -130,22 +132,30 @@ static CK_RV labelled_keys(ctl_hsm *h, CK_OBJECT_HANDLE *out, size_t max, size_t
     return CKR_OK;
 }
 
-int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *n)
+int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *n, size_t *n_public)
 {
     CK_OBJECT_HANDLE found[CTL_ROOT_CANDIDATES_MAX];
     size_t got = 0;
     bool more = false;
+    const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     if (max > CTL_ROOT_CANDIDATES_MAX)
         max = CTL_ROOT_CANDIDATES_MAX;
-    CK_RV rv = labelled_keys(h, found, max, &got, &more);
+    /* Public objects, which anyone can make, are never candidates: only counted, so that a flood
+     * of them cannot hide the root. */
+    CK_RV rv = labelled_keys(h, &no, found, max, &got, &more);
+    if (rv == CKR_OK)
+        *n_public = got + (more ? 1 : 0);
+    if (rv == CKR_OK)
+        rv = labelled_keys(h, &yes, found, max, &got, &more);
     if (rv != CKR_OK) {
         hsm_fail(h, "cannot search for the root key", rv);
         return ctl_exit_for_rv(rv);
     }
     if (more) {
-        ctl_err("token \"%s\" holds more than %zu secret keys labelled \"%s\": remove the ones that "
-                "are not the root",
-                h->token_label, max, h->key_label);
+        ctl_err(
+            "token \"%s\" holds more than %zu secret keys labelled \"%s\": remove the ones that "
+            "are not the root",
+            h->token_label, max, h->key_label);
         return CTL_EXIT_REFUSED;
     }
     for (size_t i = 0; i < got; i++) {
@@ -172,20 +182,20 @@ int ctl_hsm_candidates(ctl_hsm *h, ctl_root_candidate *out, size_t max, size_t *
 int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root)
 {
     ctl_root_candidate cand[CTL_ROOT_CANDIDATES_MAX];
-    size_t n = 0;
+    size_t n = 0, n_public = 0;
     ddsm_root_pins pins;
-    int rc = ctl_hsm_candidates(h, cand, CTL_ROOT_CANDIDATES_MAX, &n);
+    int rc = ctl_hsm_candidates(h, cand, CTL_ROOT_CANDIDATES_MAX, &n, &n_public);
     if (rc != CTL_EXIT_OK)
         return rc;
     ctl_root_pins_read(h->c, &pins, false);
     *exists = false;
     h->found_fp[0] = '\0';
-    size_t ignored = 0;
+    size_t ignored = n_public;
     for (size_t i = 0; i < n && pins.count > 0; i++) {
         if (cand[i].has_fp && ddsm_root_pins_has(&pins, cand[i].fp)) {
             if (*exists && strcmp(cand[i].fp, h->found_fp) != 0) {
-                ctl_err("token \"%s\" holds two different pinned roots (%s and %s)",
-                        h->token_label, h->found_fp, cand[i].fp);
+                ctl_err("token \"%s\" holds two different pinned roots (%s and %s)", h->token_label,
+                        h->found_fp, cand[i].fp);
                 return CTL_EXIT_REFUSED;
             }
             if (!*exists) {
@@ -207,6 +217,10 @@ int ctl_hsm_find_root(ctl_hsm *h, bool *exists, CK_OBJECT_HANDLE *root)
     /* None pinned (a store from before the pin, none reachable, or an unpinned root): the
      * label alone, as before, which cannot tell an impostor from the root. The module refuses
      * such a root; `root info` says so. */
+    if (n_public > 0)
+        ctl_warn("ignoring %zu public secret key%s labelled \"%s\" on token \"%s\" (anyone can "
+                 "make those; a root is private)",
+                 n_public, n_public == 1 ? "" : "s", h->key_label, h->token_label);
     if (n > 1) {
         ctl_err("token \"%s\" holds more than one secret key labelled \"%s\" and the store pins "
                 "none of them: see `ddsmctl root pin --help`",
@@ -245,7 +259,7 @@ int ctl_hsm_require_no_root(ctl_hsm *h)
     CK_OBJECT_HANDLE found[1];
     size_t n = 0;
     bool more = false;
-    CK_RV rv = labelled_keys(h, found, 1, &n, &more);
+    CK_RV rv = labelled_keys(h, NULL, found, 1, &n, &more);
     if (rv != CKR_OK) {
         hsm_fail(h, "cannot search for the root key", rv);
         return ctl_exit_for_rv(rv);
