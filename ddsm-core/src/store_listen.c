@@ -69,6 +69,9 @@ ddsm_err ddsm_listener_open(const char *conninfo, const ddsm_store_opts *opts,
         free(l);
         return err;
     }
+    /* LISTEN needs no privilege, and listen_conninfo may name another server than the store's
+     * (a replica, a direct link past a pooler) where the schema's grants do not apply. */
+    l->pq.role = DDSM_ROLE_ANY;
     /* Listen at once, so that nothing sent after open returns is missed. A server that is down
      * now is not an error: the first wait reports DDSM_E_STORE_DOWN and keeps trying. */
     if (listen_now(l) != DDSM_OK)

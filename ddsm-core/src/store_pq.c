@@ -414,19 +414,12 @@ out:
     return err;
 }
 
-/* DDSM_E_DURABILITY unless this session's commits wait for their WAL flush (ddsm_store_opts). */
-static ddsm_err check_durability(struct ddsm_pq *pq)
+/* DDSM_E_DURABILITY unless this session's commits wait for their WAL flush (ddsm_store_opts):
+ * res's column col holds the session's synchronous_commit as the server reports it. */
+static ddsm_err check_durability(struct ddsm_pq *pq, const PGresult *res, int col)
 {
-    const struct ddsm_pq_query q = {
-        .mode = DDSM_PQ_PARAMS,
-        .what = "check synchronous_commit",
-        .sql = "SELECT pg_catalog.current_setting('synchronous_commit')",
-    };
-    PGresult *res = NULL;
-    ddsm_err err = ddsm_pq_exec(pq, &q, &res, NULL);
-    if (err != DDSM_OK)
-        goto out;
-    const char *v = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "?";
+    ddsm_err err = DDSM_OK;
+    const char *v = PQntuples(res) == 1 && PQnfields(res) > col ? PQgetvalue(res, 0, col) : "?";
     if (strcmp(v, "on") != 0 && strcmp(v, "remote_apply") != 0)
         err = ddsm_pq_fail(pq, DDSM_E_DURABILITY,
                            "store: synchronous_commit is \"%s\" on this session of role \"%s\", "
@@ -435,8 +428,6 @@ static ddsm_err check_durability(struct ddsm_pq *pq)
                            pq->pooled ? "behind a transaction pooler set it on the role: "
                                         "ALTER ROLE ... SET synchronous_commit = on"
                                       : "setting it to \"on\" did not take effect");
-out:
-    PQclear(res);
     return err;
 }
 
@@ -449,28 +440,31 @@ static ddsm_err set_session(struct ddsm_pq *pq)
      * another: none is made. The client-side bound of ddsm_pq_exec still holds; the server-side
      * statement_timeout and synchronous_commit come from the role or database (ALTER ROLE ...
      * SET), and check_durability refuses a pooled session whose default is weaker than "on". */
-    if (!pq->pooled) {
-        char ms[24];
-        snprintf(ms, sizeof ms, "%u", pq->statement_timeout_ms);
-        const char *values[] = {ms};
-        /* "remote_apply" is stronger than "on" (the standby has applied the commit): kept. */
-        const struct ddsm_pq_query q = {
-            .mode = DDSM_PQ_PARAMS,
-            .what = "set statement_timeout and synchronous_commit",
-            .sql = "SELECT pg_catalog.set_config('statement_timeout', $1, false),"
-                   " pg_catalog.set_config('synchronous_commit', CASE"
-                   "   WHEN pg_catalog.current_setting('synchronous_commit') = 'remote_apply'"
-                   "   THEN 'remote_apply' ELSE 'on' END, false)",
-            .nparams = 1,
-            .values = values,
-        };
-        err = ddsm_pq_exec(pq, &q, &res, NULL);
-        PQclear(res);
-        res = NULL;
-        if (err != DDSM_OK)
-            return err;
-    }
-    err = check_durability(pq);
+    char ms[24];
+    snprintf(ms, sizeof ms, "%u", pq->statement_timeout_ms);
+    const char *values[] = {ms};
+    /* One round trip. set_config answers the value now in force, which is what is checked;
+     * "remote_apply" is stronger than "on" (the standby has applied the commit) and is kept. */
+    const struct ddsm_pq_query set = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "set statement_timeout and synchronous_commit",
+        .sql = "SELECT pg_catalog.set_config('statement_timeout', $1, false),"
+               " pg_catalog.set_config('synchronous_commit', CASE"
+               "   WHEN pg_catalog.current_setting('synchronous_commit') = 'remote_apply'"
+               "   THEN 'remote_apply' ELSE 'on' END, false)",
+        .nparams = 1,
+        .values = values,
+    };
+    const struct ddsm_pq_query show = {
+        .mode = DDSM_PQ_PARAMS,
+        .what = "read synchronous_commit",
+        .sql = "SELECT NULL, pg_catalog.current_setting('synchronous_commit')",
+    };
+    err = ddsm_pq_exec(pq, pq->pooled ? &show : &set, &res, NULL);
+    if (err == DDSM_OK)
+        err = check_durability(pq, res, 1);
+    PQclear(res);
+    res = NULL;
     if (err == DDSM_OK)
         err = check_privileges(pq);
     if (err != DDSM_OK || pq->pooled || !pq->generic_plans)

@@ -631,7 +631,8 @@ static void test_audit__verify_names_duplicates_and_moved_checkpoints(void **s)
 struct writer {
     char instance[64];
     atomic_int *stop;
-    unsigned n;
+    atomic_uint n;
+    atomic_bool done; /* the writer stopped (error or stop) */
     char err[256];
 };
 
@@ -649,6 +650,7 @@ static void *writer_main(void *arg)
         }
         w->n++;
     }
+    atomic_store(&w->done, true);
     ddsm_store_close(st);
     return NULL;
 }
@@ -666,6 +668,11 @@ static void test_audit__verify_is_consistent_while_writers_append(void **s)
         w[i].stop = &stop;
         assert_int_equal(pthread_create(&th[i], NULL, writer_main, &w[i]), 0);
     }
+    /* The writers' set-up (connect, register, activate) is not what this measures: the window
+     * starts once each has written its first row (or stopped). */
+    for (int i = 0; i < 3; i++)
+        while (atomic_load(&w[i].n) == 0 && !atomic_load(&w[i].done))
+            usleep(1000);
     usleep(200000);
     for (int round = 0; round < 5; round++) {
         for (int i = 0; i < 3; i++) {

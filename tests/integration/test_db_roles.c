@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ddsm/store.h"
+#include "ddsm/uuid.h"
 #include "p11_support.h"
 #include "pg_support.h"
 
@@ -245,6 +246,18 @@ static void test_db_roles__module_as_the_auditor_is_refused_before_writing(void 
     if (strstr(ddsm_store_errmsg(st), want) == NULL)
         fail_msg("message lacks '%s': %s", want, ddsm_store_errmsg(st));
     ddsm_store_close(st);
+
+    /* Without the check at connect, PostgreSQL's refusal is mapped the same way, with the role. */
+    ddsm_store_opts any = {.role = DDSM_ROLE_ANY};
+    assert_int_equal(ddsm_store_open(ci, &any, &st), DDSM_OK);
+    assert_int_equal(ddsm_store_asset_register(st, NULL, "by-the-auditor", NULL, NULL, "t", &a),
+                     DDSM_E_PRIVILEGE);
+    snprintf(want, sizeof want, "role \"%s\" lacks a privilege: permission denied for table",
+             r_auditor);
+    if (strstr(ddsm_store_errmsg(st), want) == NULL)
+        fail_msg("message lacks '%s': %s", want, ddsm_store_errmsg(st));
+    ddsm_store_close(st);
+    assert_int_equal(p11_audit_count(), rows);
 }
 
 /* A probe, written by the superuser: every audit row records, from inside the session that
@@ -295,6 +308,27 @@ test_db_roles__module_sessions_commit_synchronously_whatever_the_role_default(vo
     assert_int_equal(off, 0);
     assert_string_equal(app, "ddsm-pkcs11");
     free(app);
+
+    /* A default stronger than "on" is kept (the same session set-up, through ddsm-core). */
+    char sql[256];
+    snprintf(sql, sizeof sql, "ALTER ROLE \"%s\" SET synchronous_commit = remote_apply", r_lazy);
+    su_script(sql);
+    probe_install();
+    ddsm_store *st = NULL;
+    ddsm_store_opts o = {.role = DDSM_ROLE_MODULE, .application_name = "roles-apply"};
+    ddsm_derive_req req = {.path = VEC_B_PATH, .requester = "t"};
+    assert_int_equal(ddsm_uuid_parse(VEC_B_ID, strlen(VEC_B_ID), &req.asset), DDSM_OK);
+    assert_int_equal(ddsm_store_open(ci, &o, &st), DDSM_OK);
+    ddsm_err e = ddsm_store_deny(st, &req, "probe");
+    ddsm_store_close(st);
+    char *setting =
+        pgs_text(su, "SELECT string_agg(setting || ' ' || app, ',') FROM roles_probe", 0, NULL);
+    probe_remove();
+    snprintf(sql, sizeof sql, "ALTER ROLE \"%s\" SET synchronous_commit = off", r_lazy);
+    su_script(sql);
+    assert_int_equal(e, DDSM_OK);
+    assert_string_equal(setting, "remote_apply roles-apply");
+    free(setting);
 }
 
 static void test_db_roles__pooled_session_with_a_weak_default_releases_no_key(void **state)

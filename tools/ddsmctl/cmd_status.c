@@ -175,7 +175,6 @@ int cmd_status(ctl *c, int argc, char **argv)
         return rc;
     printf("%-11s %-4s %s\n", "config", "", c->cfg->file);
 
-    c->store_role = DDSM_ROLE_AUDITOR; /* read only: ddsm_auditor suffices */
     rc = ctl_store_open(c, false, &st);
     ddsm_err e = rc == CTL_EXIT_OK ? ddsm_overview_get(st, &o) : DDSM_E_STORE_DOWN;
     if (e != DDSM_OK) {
