@@ -973,6 +973,7 @@ struct worker {
     atomic_int *stop;
     struct obs *obs;
     size_t n, cap;
+    atomic_size_t pushed; /* n, for the main thread while the worker runs */
     int errors;
     char msg[256];
 };
@@ -988,6 +989,7 @@ static void obs_push(struct worker *w, long long t, uint64_t c)
     w->obs[w->n].t_ns = t;
     w->obs[w->n].counter = c;
     w->n++;
+    atomic_store(&w->pushed, w->n);
 }
 
 static void *deriver(void *arg)
@@ -1055,6 +1057,17 @@ static void test_store__derive_started_after_a_rotation_returned_never_uses_an_o
     }
     struct timespec run = {.tv_sec = RUN_NS / 1000000000LL, .tv_nsec = RUN_NS % 1000000000LL};
     nanosleep(&run, NULL);
+    /* Then until the counts checked below are reached: a slow host (or a sanitizer) only makes
+     * the run longer, not the test fail. */
+    for (int ticks = 0; ticks < 6000; ticks++) { /* 60 s more at most: a broken store fails */
+        size_t derived = 0;
+        for (int i = 0; i < DERIVERS; i++)
+            derived += atomic_load(&w[i].pushed);
+        if (atomic_load(&w[DERIVERS].pushed) >= 20 && derived >= 200)
+            break;
+        struct timespec tick = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
+        nanosleep(&tick, NULL);
+    }
     atomic_store(&stop, 1);
     for (int i = 0; i <= DERIVERS; i++)
         pthread_join(th[i], NULL);
