@@ -29,6 +29,7 @@
 #define WORKERS 2 /* [store] pool_size: also the number of HSM workers */
 /* A "hung" C_Sign: longer than the bound, shorter than C_Finalize's grace for stuck calls. */
 #define STUCK_MS 1500
+#define SATURATED_MS 8000
 
 static uint8_t g_asset_a[16];
 
@@ -285,7 +286,10 @@ test_fault_hsm__when_every_worker_is_stuck_derivations_fail_fast_without_a_row(v
     CK_OBJECT_HANDLE h = 0;
     assert_rv(CKR_OK, derive_path(s, "m/11/0", &h));
     char rule[64];
-    snprintf(rule, sizeof(rule), "C_Sign delay=%d\n", STUCK_MS);
+    /* Stuck far longer than the WORKERS timeouts that fill the pool take, so that no stuck call
+     * has come back (freeing a worker) by the time the refused derivation is tried, even on a
+     * loaded host or under a sanitizer. */
+    snprintf(rule, sizeof(rule), "C_Sign delay=%d\n", SATURATED_MS);
     fs_faults(rule);
     /* Each of these leaves one worker stuck in the HSM. */
     for (int i = 0; i < WORKERS; i++) {

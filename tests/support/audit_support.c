@@ -67,7 +67,8 @@ void aus_close(ddsm_audit_key *key, ddsm_store *st, PGconn *pg)
 
 void aus_unique(const char *prefix, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s-%u-%u", prefix, (unsigned)getpid(), atomic_fetch_add(&g_unique_seq, 1) + 1);
+    snprintf(out, cap, "%s-%u-%u", prefix, (unsigned)getpid(),
+             atomic_fetch_add(&g_unique_seq, 1) + 1);
 }
 
 /* Fail the test with the store's message unless e is DDSM_OK. */
