@@ -205,6 +205,12 @@ int main(void)
     PGconn *su = pgs_connect(pgs_conninfo());
     pgs_exec(su, "DROP ROLE IF EXISTS ddsm_forger", 0, NULL);
     pgs_exec(su, "CREATE ROLE ddsm_forger LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", 0, NULL);
+    /* The migrations take CONNECT from PUBLIC; a deployment lets its own roles connect, and any
+     * of them can NOTIFY: the forger is one of those, with nothing else. */
+    pgs_exec(su,
+             "DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO ddsm_forger',"
+             " current_database()); END $$",
+             0, NULL);
     PQfinish(su);
     snprintf(forger_conninfo, sizeof(forger_conninfo), "%s user=ddsm_forger", pgs_conninfo());
 
