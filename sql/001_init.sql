@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- 001_init: the asset registry, the audit log, rotations, and the lifecycle guard.
 --
 -- Applied by ddsm_store_migrate (`ddsmctl db migrate`) in one transaction together with its row

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- 002_audit: the audit log that holds up (docs/audit.md).
 --
 -- * custody_audit_log becomes range-partitioned by month on ts (native partitioning, primary key

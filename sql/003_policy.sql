@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- 003_policy: compliance zones and the shared rate-limit windows (docs/policy.md).
 --
 -- * custody_zones: named zones an asset belongs to (every asset starts in "default"). A disabled

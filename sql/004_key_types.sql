@@ -1,4 +1,5 @@
--- 004_key_types: the key types of signing keys (DESIGN.md "Signing keys").
+-- SPDX-License-Identifier: Apache-2.0
+-- 004_key_types: the key types of signing keys (docs/design.md "Signing keys").
 --
 -- An asset's key type says what its keys are: 'hmac' and 'aes' secret keys derived directly,
 -- or 'secp256k1' (BIP-32), 'ed25519' and 'p256' (SLIP-10) signing keys whose HD tree is seeded

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- 005_root_pin: the roots this store accepts (docs/root.md "The root pin").
 --
 -- The module finds its root seed key by label AND fingerprint: the fingerprint is computed inside

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- 006_roles: least privilege (docs/audit.md, "Database roles").
 --
 -- * Three group roles (NOLOGIN), created here when the cluster lacks them: ddsm_module (what the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The tamper-evident audit log (docs/audit.md): canonical row encoding, the audit key, chains,
  * and verify / reconcile / maintain over a store. The audit key is a secret: it lives in secure
  * memory (ddsm_audit_key, ddsm_audit_chain) and is wiped when they are freed. */
@@ -65,7 +66,7 @@ ddsm_err ddsm_audit_key_derive(const ddsm_prf *prf, ddsm_audit_key **out)
     ddsm_err e = key_alloc(&k);
     if (e != DDSM_OK)
         return e;
-    /* DESIGN.md "Reserved derivations": (nil UUID, depth 0, counter 0) is the audit MAC key. */
+    /* docs/design.md "Reserved derivations": (nil UUID, depth 0, counter 0) is the audit MAC key. */
     e = ddsm_derive_secret(prf, &nil, &depth0, 0, k->secret);
     if (e != DDSM_OK) {
         ddsm_audit_key_free(k);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Base58Check (Bitcoin alphabet, double-SHA-256 checksum) for BIP-32 extended keys. The payload
  * can be an xprv, a secret: every temporary is wiped before return. Quadratic base conversion is
  * fine for the ~82-byte payloads we carry. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Group commit: leader/follower batching of derivations over a few chained connections.
  *
  * One mutex guards the queue, the connections' busy flags, the asset cache and the stats; it is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Configuration: an INI file read with libinih, validated key by key.
  *
  * Precedence is resolved here and only here: the environment ($DDSM_CONF) chooses the file, the

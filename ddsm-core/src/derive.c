@@ -1,4 +1,5 @@
-/* Derivation, version 1 (DESIGN.md): the SP 800-108r1 counter-mode KDF with HMAC-SHA256, one
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Derivation, version 1 (docs/design.md): the SP 800-108r1 counter-mode KDF with HMAC-SHA256, one
  * iteration, L = 256. The message is built here and only here. */
 #include "ddsm/derive.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* EC signing primitives: ECDSA on secp256k1 with libsecp256k1, ECDSA on P-256 and Ed25519 with
  * OpenSSL 3 EVP. Signatures in the PKCS#11 raw form (r || s). Private keys are only ever read
  * here: libsecp256k1 takes them by pointer, OpenSSL copies them into its own key objects, which

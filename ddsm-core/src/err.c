@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Names of the core's errors, and the translation of foreign error domains (OpenSSL, errno) into
  * ddsm_err: each domain is translated here and nowhere else. */
 #include "ddsm/err.h"

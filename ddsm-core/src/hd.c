@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* HD derivation of signing keys: BIP-32 (secp256k1, with libsecp256k1) and SLIP-10 (Ed25519 and
  * NIST P-256, with OpenSSL), the BIP-32 extended-key serialisation and its parser.
  *

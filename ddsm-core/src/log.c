@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One line per event: "ddsm[pid]: LEVEL: message" on stderr, written with a single write(2) so
  * lines from concurrent threads never interleave, or syslog(3), which is thread-safe itself.
  *

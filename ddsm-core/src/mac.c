@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* In-process HMAC-SHA256 for derived keys (never the root seed, which stays in the HSM).
  *
  * One EVP_MAC_CTX per thread, found through a pthread key whose destructor frees it at thread

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Read-only views for operators (ddsm/opsview.h). */
 #include "ddsm/opsview.h"
 

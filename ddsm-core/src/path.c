@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* BIP-32 style paths: the one parser of user-supplied path text (and of policy patterns, which
  * are the same grammar with '*'). It reads text[0..len) only: callers pass PKCS#11 byte strings
  * that are not NUL-terminated. */

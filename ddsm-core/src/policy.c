@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Rate limits shared through leases of tokens, and compliance zones (ddsm/policy.h,
  * docs/policy.md). The buckets are pure in-memory logic (one mutex, never held across a round
  * trip); the database side is three small statements (a lease, a zone change, an asset's move)

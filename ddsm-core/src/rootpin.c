@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The root pin: reads and appends custody_root_pins (sql/005_root_pin.sql). */
 #include "ddsm/rootpin.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Secret memory. Small buffers (derived keys, seeds) come from 64 KiB slabs of fixed-size slots;
  * each slab is one page-aligned mapping, mlock'ed where RLIMIT_MEMLOCK allows and marked
  * MADV_DONTDUMP, so a cache of thousands of 32-byte keys costs a few locked pages instead of one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The asset lifecycle: INITIALIZED -> ACTIVE <-> ROTATING -> RETIRED, as one table. A cell holding
  * NO_TRANSITION is a refused (state, event) pair. */
 #include "ddsm/state.h"

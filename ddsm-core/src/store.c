@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The PostgreSQL store: migrations, the asset registry, lifecycle transitions and the derivation
  * bookkeeping. Every statement is parameterised; each operation is one statement (one round trip)
  * except migrations. Connection handling and error translation live in store_pq.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Private to the store side (store.c, audit.c, batch.c): chain sealing, the optimistic
  * multi-row audit statement, and the small asset cache that feeds its expectations. */
 #ifndef DDSM_STORE_AUDIT_H

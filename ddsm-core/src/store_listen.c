@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The LISTEN side of the store: its own connection on DDSM_NOTIFY_CHANNEL, so that lifecycle
  * changes reach every module instance at once. Notifications sent while the link is down are lost
  * (PostgreSQL does not queue them for absent listeners): ddsm_listener_generation() changes on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The store's libpq layer: lazy (re)connect, bounded waits, and the one place where libpq and
  * PostgreSQL errors become ddsm_err. Never logs or echoes the conninfo (it may hold a password). */
 #include "store_pq.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* UTF-8 well-formedness (RFC 3629), for text that goes into audit rows and JSON. */
 #include "ddsm/utf8.h"
 

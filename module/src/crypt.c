@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Encryption and decryption. Virtual keys of type CKK_AES do AES-256-GCM (CKM_AES_GCM with
  * CK_GCM_PARAMS: a 12-byte IV, a 128-bit tag, optional AAD), single-part, in-process with OpenSSL
  * EVP; the ciphertext is data || tag. Multi-part calls on a virtual operation end it with

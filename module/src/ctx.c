@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "ctx.h"
 
 #include <errno.h>
@@ -981,7 +982,7 @@ CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
     return root_lookup(ctx, rs, detail);
 }
 
-/* The audit key: the reserved derivation of DESIGN.md, computed by the HSM through the root. */
+/* The audit key: the reserved derivation of docs/design.md, computed by the HSM through the root. */
 static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key **out,
                               CK_ULONG *detail)
 {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Global module state: lock wrappers, the fork generation, the backend, the lazy store pool with
  * its listener thread, and the pool of the module's own backend sessions used for derivation.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Key derivation, wrapping and unwrapping.
  *
  * C_DeriveKey(CKM_DDSM_DERIVE) on the root seed key (its handle, or CK_DDSM_ROOT_HANDLE): the

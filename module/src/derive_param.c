@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "derive_param.h"
 
 #include <stdint.h>

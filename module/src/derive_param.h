@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The parameter of CKM_DDSM_DERIVE (pkcs11-ddsm.h), parsed by one pure function so that it can be
  * fuzzed on its own (tests/fuzz/fuzz_derive_param.c): flat bytes, the 16-byte asset UUID then the
  * path in UTF-8, no terminator. */

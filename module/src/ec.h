@@ -1,4 +1,5 @@
-/* EC signing keys (DESIGN.md "Signing keys"): virtual CKO_PRIVATE_KEY / CKO_PUBLIC_KEY pairs for
+/* SPDX-License-Identifier: Apache-2.0 */
+/* EC signing keys (docs/design.md "Signing keys"): virtual CKO_PRIVATE_KEY / CKO_PUBLIC_KEY pairs for
  * assets of key type secp256k1 (BIP-32), ed25519 and p256 (SLIP-10), and their mechanisms.
  *
  * Objects. For such an asset, label "<asset uuid or label>/<path>" finds two objects with the
@@ -15,7 +16,7 @@
  * private key and "<label>#<counter>.pub" for the public one.
  *
  * Materialisation. The key of (asset, path, counter) is HD(asset seed, path), the asset seed being
- * the KDF of (asset, depth 0, counter) computed in the HSM (DESIGN.md "Reserved derivations").
+ * the KDF of (asset, depth 0, counter) computed in the HSM (docs/design.md "Reserved derivations").
  * Documented choice: it is derived, with its DERIVE audit row (detail "key type <type>"), at first
  * use: C_SignInit on the private key, C_VerifyInit on the public key, or reading the public key's
  * CKA_EC_POINT (which needs the key: a public key is a function of the private one). Finding the

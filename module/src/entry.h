@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The module's entry points: ddsm_C_<Name> mirrors C_<Name> (grep maps one to the other). Only
  * C_GetFunctionList, C_GetInterfaceList and C_GetInterface are exported (ddsm-pkcs11.map). */
 #ifndef DDSM_ENTRY_H

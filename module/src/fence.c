@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The rotation fence (see fence.h). Requests are numbered; the LISTEN thread reads the highest
  * number before it sends a fence, so the fence started after every request up to it, and
  * publishes that number as done (or failed) when the fence returns. */

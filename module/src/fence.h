@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The rotation fence ([cache] rotation_fence): a signing or encrypting operation with a cached key
  * first waits for a round trip on the LISTEN connection that started after the operation did.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Finding objects: the backend's objects first, then virtual ones.
  *
  * Virtual candidates (only for a session in a user state; none otherwise):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Single flight (see flight.h). One mutex guards the table; each flight has its own condition
  * variable. A flight is freed by whoever leaves it last: the leader when nobody followed, else
  * the last follower to wake. */

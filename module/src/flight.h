@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Single flight: concurrent callers that need the same materialisation (the key of one
  * (asset, path, counter)) share one store round trip and one HSM call. The first caller leads the
  * flight and does the work; the others wait for it to land and share its outcome: its CK_RV and

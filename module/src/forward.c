@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Generated pass-through forwarders: see forward.h. C_InitPIN and C_SetPIN (the slot/token family)
  * and C_CreateObject are plain forwards too, so they come from the same list: the PINs go to the
  * backend untouched and are never logged. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The pass-through functions, generated from one list (forward.c): every function that touches
  * neither virtual objects nor the root is forwarded to the backend unchanged behind a shared
  * prologue (initialised? fork generation valid? one of the application's sessions? the backend

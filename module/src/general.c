@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* General-purpose functions and the three exported symbols. */
 #include <string.h>
 

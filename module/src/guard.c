@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "guard.h"
 
 #include <string.h>
@@ -75,7 +76,7 @@ static CK_RV classify(ddsm_call *c, CK_OBJECT_HANDLE h, key_kind *kind)
 
 /* A virtual handle: CKR_OK while its object lives; else CKR_KEY_HANDLE_INVALID (key_ctx) or
  * CKR_OBJECT_HANDLE_INVALID for a forged or reused handle and for one whose counter was rotated
- * away or retired (DESIGN.md "Lifecycle"): a refusal must not tell a dead key from a live one.
+ * away or retired (docs/design.md "Lifecycle"): a refusal must not tell a dead key from a live one.
  * Virtual objects are private: a session that is not logged in as the user gets the same answer
  * as for a handle that names nothing (as C_GetAttributeValue does), before anything else is
  * looked at, so that the refusal of a live object does not confirm that it exists. */

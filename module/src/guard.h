@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Guarding the root seed key: it is usable through the module only by CKM_DDSM_DERIVE. Every
  * other use of its handle is refused: key-using calls with CKR_KEY_FUNCTION_NOT_PERMITTED, object
  * management with CKR_ACTION_PROHIBITED, reading CKA_VALUE with CKR_ATTRIBUTE_SENSITIVE.

@@ -1,4 +1,5 @@
-/* The handle table of virtual objects (DESIGN.md "Objects and handles").
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The handle table of virtual objects (docs/design.md "Objects and handles").
  *
  * A virtual handle is 32 bits: the top bit set (it marks our objects), an 11-bit generation tag,
  * and a 20-bit slot index:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend (real HSM) adapter: loads the configured PKCS#11 library and offers the few
  * composite operations the module and ddsmctl need. Shared by both (static library ddsm-hsm). */
 #ifndef DDSM_HSM_H

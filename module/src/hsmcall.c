@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Bounded HSM calls on a worker pool (see hsmcall.h for the contract).
  *
  * One pthread mutex guards the queue and the counters; each job has its own condition variable on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Bounded HSM calls: the derivation HMAC (C_SignInit + C_Sign on one of the module's own backend
  * sessions) runs on a small pool of module worker threads, and the calling application thread
  * waits at most [backend] call_timeout_ms for it (pthread_cond_timedwait).

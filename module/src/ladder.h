@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The one check ladder every entry point runs, in this order:
  *   initialised -> fork generation valid -> session lookup -> NULL pointer arguments
  *   (CKR_ARGUMENTS_BAD) -> login / session state -> operation state -> work.

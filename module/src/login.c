@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "login.h"
 
 void ddsm_login_note(ddsm_ctx *ctx, CK_USER_TYPE userType, CK_RV rv)

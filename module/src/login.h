@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The application's login state on the fronted token, tracked by the module so that the hot path
  * (C_SignInit on a virtual key, C_FindObjectsInit) never asks the backend: SoftHSMv2 answers
  * C_GetSessionInfo under a mutex shared by every session, which serialised every thread's sign.

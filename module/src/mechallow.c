@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The mechanism allowlist (mechallow.h). Each entry was checked against PKCS#11 2.40 / 3.0: its
  * parameter is absent, or bytes, lengths, flags and enumerations, never a CK_OBJECT_HANDLE. What
  * is left out on purpose: CKM_CONCATENATE_BASE_AND_KEY (the parameter is a key handle),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The mechanism allowlist: the only mechanisms the module passes to the backend (C_DeriveKey,
  * C_WrapKey, C_UnwrapKey, the encrypt/decrypt/sign/verify/recover inits, C_DigestInit,
  * C_GenerateKey, C_GenerateKeyPair) and reports in C_GetMechanismList / C_GetMechanismInfo.

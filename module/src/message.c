@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* PKCS#11 3.0 additions of the 3.0 function list besides C_LoginUser (session.c) and the
  * interface functions (general.c): C_SessionCancel, and the message-based functions, which the
  * module does not offer (CKR_FUNCTION_NOT_SUPPORTED after the usual checks: no mechanism of ours

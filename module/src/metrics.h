@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The module's metrics (docs/policy.md "Metrics"): counters and histograms kept with atomics on
  * the hot path, rendered as Prometheus text exposition, and written to a node_exporter
  * textfile-collector file ([metrics] textfile) every [metrics] interval_ms by a thread started

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Names of CK_RV, mechanism and attribute values (logs, test messages). Never NULL; unknown
  * values come back as "CKR_0x..." in a thread-local buffer. */
 #ifndef DDSM_NAMES_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Object management. Backend objects pass through (behind the root guard); virtual objects are
  * read-only token objects:
  *  - C_GetAttributeValue follows PKCS#11 2.40 section 5.7 to the letter: every attribute is

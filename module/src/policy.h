@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The module's policy gate (docs/policy.md): who asks (the requester, with the user named by
  * C_LoginUser), the rate limits in front of every derivation, the compliance zone in front of
  * every derivation and every use of a derived key, and the mechanisms derived keys may serve.

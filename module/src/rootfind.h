@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Which backend object is the root seed key: the secret key labelled [backend] root_key_label
  * whose fingerprint, computed inside the HSM, the store pins (docs/root.md). */
 #ifndef DDSM_ROOTFIND_H

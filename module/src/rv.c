@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The ddsm_err -> CK_RV table. Choices worth knowing (they are part of the module's contract):
  *
  *  - Unknown asset in C_DeriveKey's parameter: CKR_MECHANISM_PARAM_INVALID (the parameter names
@@ -5,7 +6,7 @@
  *    CKR_KEY_HANDLE_INVALID (crypto) / CKR_OBJECT_HANDLE_INVALID (attributes).
  *  - Asset not derivable (INITIALIZED, RETIRED) in C_DeriveKey: CKR_KEY_FUNCTION_NOT_PERMITTED
  *    (the root may not derive that key now). For an existing handle: the handle is dead,
- *    CKR_KEY_HANDLE_INVALID / CKR_OBJECT_HANDLE_INVALID, as DESIGN.md "Lifecycle" says.
+ *    CKR_KEY_HANDLE_INVALID / CKR_OBJECT_HANDLE_INVALID, as docs/design.md "Lifecycle" says.
  *  - Policy refusal (path patterns): CKR_FUNCTION_REJECTED.
  *  - Store unreachable: CKR_DEVICE_ERROR + DDSM_DEVERR_STORE_DOWN; the store answering with an
  *    unexpected error (e.g. the audit insert refused): CKR_DEVICE_ERROR + DDSM_DEVERR_STORE_FAILED.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* THE one place where ddsm-core's errors become CK_RVs (and ulDeviceError detail codes). */
 #ifndef DDSM_RV_H
 #define DDSM_RV_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Session management. Sessions are the backend's, their handles pass through unchanged; we keep a
  * record of each (sesstab.h). Login goes to the backend: the application's PIN reaches the HSM and
  * nowhere else (never logged). When the application logs out or closes its last session, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Per-session records, keyed by the backend session handle (which passes through unchanged).
  * Every session the application opened through us has one; it holds our operation state (find
  * merge, sign/verify/encrypt/decrypt on virtual keys), whether a backend operation of each kind is

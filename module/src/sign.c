@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Signing and verifying: CKM_SHA256_HMAC and CKM_SHA256_HMAC_GENERAL (CK_MAC_GENERAL_PARAMS,
  * 1..32 bytes) on virtual secret keys, computed in-process (ddsm/mac.h, OpenSSL 3 EVP_MAC);
  * CKM_ECDSA, CKM_ECDSA_SHA256 and CKM_EDDSA on virtual EC keys (ec.h); every other key goes to

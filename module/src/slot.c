@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Slot and token management. One slot, numbered 0 (DDSM_SLOT_ID), is the configured backend
  * token's slot; every other slot id is CKR_SLOT_ID_INVALID. Slot, token and mechanism information
  * come from the backend. The mechanism list is the backend's, narrowed to the mechanisms the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Templates against virtual objects, without side effects (no store, no HSM, no lock): the
  * attribute side of C_GetAttributeValue (section 5.7) and the filter of C_FindObjectsInit, so that
  * both can be fuzzed on their own (tests/fuzz/fuzz_getattr.c). The object's attribute values come

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "vkey.h"
 
 #include <inttypes.h>
@@ -1026,7 +1027,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     char type_detail[48];
     ddsm_curve curve = DDSM_CURVE_SECP256K1;
     const bool ec = ddsm_ec_variant_curve(variant, &curve);
-    /* The asset seed (DESIGN.md "Reserved derivations"). */
+    /* The asset seed (docs/design.md "Reserved derivations"). */
     const ddsm_path seed_path = {.depth = 0};
     const char *key_type = rec_type(ddsm_vkeys_asset(ctx->vkeys, asset));
 

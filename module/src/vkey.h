@@ -1,9 +1,10 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Virtual derived-key objects: their attributes, the asset records that say whether a handle is
  * still good (kept current by the LISTEN thread, re-validated after cache.staleness_ms when the
  * link is down), the derived-key cache keyed by (asset, path, counter), and materialisation
  * (store round trip with its DERIVE audit row, then HMAC in the HSM).
  *
- * Object attributes (DESIGN.md "Objects and handles"): CKO_SECRET_KEY, CKK_GENERIC_SECRET or
+ * Object attributes (docs/design.md "Objects and handles"): CKO_SECRET_KEY, CKK_GENERIC_SECRET or
  * CKK_AES, CKA_VALUE_LEN 32, CKA_TOKEN/CKA_PRIVATE true, CKA_MODIFIABLE/COPYABLE/DESTROYABLE false,
  * CKA_LABEL "<uuid>/<canonical path>", CKA_ID = uuid bytes || canonical path (ddsm_key_id),
  * CKA_UNIQUE_ID "<uuid>/<path>#<counter>", vendor CKA_DDSM_*. CKA_EXTRACTABLE follows the policy

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "vop.h"
 
 #include "ddsm/pkcs11-ddsm.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Cryptographic operations that may run on a virtual key (in-process) or on a backend key
  * (forwarded): routing, explicit operation state, and the standard's termination rules.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Shared by scripts/test, scripts/demo and the test wrappers: dependencies and the build.
 # Source it; it defines functions only (plus DDSM_ROOT).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Demo step: an application holds a derived key while an operator rotates the asset.
 
 usage: demo_rotate.py MODULE PIN LABEL DDSMCTL ASSET

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # python3-ecdsa (Debian's, pure Python: independent of libsecp256k1, OpenSSL and ddsm-core)
 # checks the module's secp256k1 keys end to end:
-#  - it recomputes, from the DESIGN.md root seed alone, the asset seed (the SP 800-108 KDF of the
+#  - it recomputes, from the docs/design.md root seed alone, the asset seed (the SP 800-108 KDF of the
 #    depth-0 path) and the BIP-32 key of the path, and finds the public key the module exposes;
 #  - it verifies ECDSA signatures made through the module (pkcs11-tool -m ECDSA, raw r || s) and
 #    checks they are low-S;
@@ -41,7 +42,7 @@ n, G = SECP256k1.order, SECP256k1.generator
 def fail(msg):
     sys.exit("FAIL: " + msg)
 
-# DESIGN.md "Derivation, version 1" with depth 0: the asset seed.
+# docs/design.md "Derivation, version 1" with depth 0: the asset seed.
 root = bytes(range(32))
 msg = (struct.pack(">I", 1) + b"DDSM-v1" + b"\x00" + uuid.UUID(asset).bytes + b"\x00"
        + struct.pack(">Q", 0) + struct.pack(">I", 256))

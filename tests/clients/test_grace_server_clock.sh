@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The grace window of a rotation is measured against the server's clock only: a module host whose
 # wall clock is off (libfaketime, from Debian's faketime, shifts the application's CLOCK_REALTIME
 # and leaves its monotonic clock alone) neither closes the window early nor keeps it open late.

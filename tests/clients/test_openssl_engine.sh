@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # OpenSSL 3 with Debian's PKCS#11 engine (libengine-pkcs11-openssl, libp11 0.4.12) on top of the
 # module, configured by conf/openssl-pkcs11.cnf exactly as the README shows: `openssl pkeyutl
 # -engine pkcs11 -keyform engine -sign` signs a SHA-256 digest with secp256k1 and P-256 keys named

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # GnuTLS's p11tool loads the module directly (--provider): it lists the token, lists every object
 # after login (the virtual key included, with its PKCS#11 URI), and resolves a URI that names the
 # key by "<asset label>/<path>", and takes the URIs ddsmctl prints unchanged: each finds exactly

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # OpenSC's pkcs11-tool drives the module as any application would: slots, mechanisms, objects
 # (virtual ones included), login, and an HMAC signature checked against openssl with the
-# DESIGN.md vector key.
+# docs/design.md vector key.
 #
 # pkcs11-tool 0.23 (Debian 12) selects the signing key by CKA_ID only (--label does not reach its
 # key lookup) and otherwise takes the first secret key, which is the root: the module refuses that
 # (checked below). So the sign step passes --id, the key's CKA_ID (the 16 uuid bytes then the
 # canonical path), computed here by hand, next to --label. The id names its key, so --id alone
 # reaches a key at any path: one at a non-default path signs by the id `ddsmctl asset show --path`
-# prints, checked against the key `openssl kdf` computes from the DESIGN.md root.
+# prints, checked against the key `openssl kdf` computes from the docs/design.md root.
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
@@ -59,7 +60,7 @@ got=$(xxd -p -c 64 "$dir/sig")
 want=$(openssl dgst -sha256 -mac HMAC -macopt "hexkey:$KEY0" -r "$dir/data" | cut -d' ' -f1)
 echo "module: $got"
 echo "openssl: $want"
-[ "$got" = "$want" ] || fail "HMAC differs from the DESIGN.md vector"
+[ "$got" = "$want" ] || fail "HMAC differs from the docs/design.md vector"
 [ "$(sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'")" -eq 1 ] ||
     fail "first use did not write exactly one DERIVE audit row"
 

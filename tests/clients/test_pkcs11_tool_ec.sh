@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # OpenSC's pkcs11-tool with the module's virtual EC signing keys (module/src/ec.h): the
 # mechanisms, the private and public key objects of secp256k1, P-256 and Ed25519 assets,
 # --read-object --type pubkey, --sign -m ECDSA / ECDSA-SHA256 / EDDSA, every signature verified

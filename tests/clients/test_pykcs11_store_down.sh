@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # PyKCS11 (Debian's python3-pykcs11) with the store going down and coming back. PyKCS11's
 # findObjects calls C_FindObjectsInit, C_FindObjects until it returns nothing, then
 # C_FindObjectsFinal, and raises at the first error without ever calling C_FindObjectsFinal. A find

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A fault-injecting PKCS#11 wrapper, for tests only. It sits between our module and the real HSM
  * library and makes chosen calls fail or stall.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Generated from p11-kit's pkcs11.h by gen.py: every v2.40 function, in function-list order.
  * X(name, (parameters), (arguments)) */
 #define FAULT_FUNCS(X) \

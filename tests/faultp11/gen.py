@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Regenerate faultp11_funcs.h from the system pkcs11.h: python3 gen.py > faultp11_funcs.h"""
 import re
 import sys

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Shared by the libFuzzer targets: the entry point's prototype and the invariant check. A failed
  * check prints what broke and aborts, which libFuzzer records as a crash with its input. */
 #ifndef DDSM_FUZZ_H

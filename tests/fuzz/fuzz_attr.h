@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Shared by the fuzz targets that build PKCS#11 templates from their input (fuzz_getattr,
  * fuzz_template): the input read front to back, the header and type of each attribute, freeing
  * the values, every variant bit, and the canonical paths the input picks from. */

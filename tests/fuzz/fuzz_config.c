@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm_config_load over arbitrary file contents. The config unit reads only from a file (it checks
  * the file's mode on the descriptor it reads), so the input is written to a 0600 in-memory file
  * (memfd) opened through /proc/self/fd/N; nothing touches the disk.

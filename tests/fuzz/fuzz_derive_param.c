@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm_derive_param_parse (module/src/derive_param.c): the parameter of C_DeriveKey with
  * CKM_DDSM_DERIVE, straight from the application. The input is the parameter itself, copied into
  * an allocation of exactly its length (ASan catches any read past ulParameterLen); it is also

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Templates against a virtual object (module/src/vattr.c): ddsm_vattr_get, the attribute side of
  * C_GetAttributeValue (PKCS#11 2.40 section 5.7), and ddsm_vattr_match, the filter of
  * C_FindObjectsInit, over a template built from the input. Every buffer is its own allocation of

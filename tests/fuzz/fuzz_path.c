@@ -1,9 +1,10 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm_path_parse / ddsm_path_format / ddsm_path_pattern_parse / ddsm_path_pattern_match over
  * arbitrary bytes (text, len), not NUL-terminated: libFuzzer's buffer is exactly len bytes, so
  * ASan catches any read past it.
  *
  * Checked for every input: the parser agrees with an independent reading of the grammar in
- * DESIGN.md (split at '/', check each piece) on acceptance and on every index; a rejection is
+ * docs/design.md (split at '/', check each piece) on acceptance and on every index; a rejection is
  * DDSM_E_PATH with a reason and leaves the output untouched; an accepted path has depth 1..16,
  * formats to canonical text that re-parses to the identical path and formats to itself; a path
  * is also a pattern without wildcards that matches it; a pattern matches exactly the paths of its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* share_parse, the share-file parser of the root seed ceremony (tools/ddsmctl/share.c), over
  * arbitrary bytes (text, len), not NUL-terminated; and share_format_secret on shares built from
  * the input.

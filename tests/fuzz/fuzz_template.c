@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm_vkey_template_parse (module/src/vkey.c): C_DeriveKey's template for CKM_DDSM_DERIVE, built
  * from the input. Every attribute value is its own allocation of exactly ulValueLen bytes (or
  * NULL), so ASan catches a read past what the caller gave.

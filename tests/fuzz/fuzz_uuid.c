@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm_uuid_parse / ddsm_uuid_format over arbitrary bytes (text, len), not NUL-terminated.
  *
  * Checked: acceptance is exactly the canonical 8-4-4-4-12 hex form of 36 bytes in either case

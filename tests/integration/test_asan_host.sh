@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The sanitizer pass's wrapper for foreign hosts (scripts/lib/asan-host) fails a host that hits
 # an AddressSanitizer error in our module, and lets one whose report holds no frame of ours go on.
 # Meaningful only in that pass (DDSM_ASAN_PRELOAD set, the module instrumented): skipped elsewhere.

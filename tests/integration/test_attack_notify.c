@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Attack: any role that can connect to the database may NOTIFY on the module's channels
  * (PostgreSQL does not restrict NOTIFY), so a payload is a hint, never a fact. A role with nothing
  * but LOGIN forges "retired" and "zone off" notifications and floods the channels; the running

@@ -1,8 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The attack "anyone can stop every derivation": a token secret key labelled like the root,
  * created directly on the backend token (never through the module) by someone without a login
  * (a public object) and by the token's user, must not stop derivations. A module process started
  * before the impostors (which looks its root up again after a new login) and one started after
- * them derive the DESIGN.md vector key, each derivation with its one audit row, and the impostors
+ * them derive the docs/design.md vector key, each derivation with its one audit row, and the impostors
  * are logged.
  *
  * The program runs itself for the other processes:
@@ -40,7 +41,7 @@ static long derive_rows(void)
                         "asset_id = '" VEC_A_ID "'");
 }
 
-/* HMAC(vec-a's counter-0 key, "data") as DESIGN.md's vector gives it. */
+/* HMAC(vec-a's counter-0 key, "data") as docs/design.md's vector gives it. */
 static void expected_mac(uint8_t out[32])
 {
     p11_hmac_expected(VEC_A_KEY0, (const uint8_t *)DATA, strlen(DATA), out);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Attacks on the custody boundary at the module's entry, each performed through the module as an
  * application would. The backend is SoftHSM behind the project's fault wrapper ($DDSM_FAULTP11),
  * whose call log shows what reached the HSM: a refused call must never appear there. SoftHSM 2.6

@@ -1,9 +1,10 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The audit chain against a real server: migration 002 over a 001 database, chained store
  * writes (lifecycle, derivations, refusals), verify on a clean log, tampering with psql (edit,
  * delete, swap, truncate, forge a MAC without the key, duplicate, move a checkpoint) with the
  * rows named, a consistent walk under concurrent writes, flat memory on a long walk, partition
  * pruning by time, and `db maintain`. The audit key here is the reserved derivation under the
- * DESIGN.md vector seed, computed in-process (the HSM path is covered by test_audit_ctl.sh). */
+ * docs/design.md vector seed, computed in-process (the HSM path is covered by test_audit_ctl.sh). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ddsmctl audit verify / reconcile / db maintain end to end (scripts/lib/run-integration): a root
 # key in the test token, chained rows written under the audit key the HSM derives (the
 # integration_test_batch helper), then tampering with psql as a database administrator would,

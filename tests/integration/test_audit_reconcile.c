@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Reconcile against a real server: silent on a clean log, even one written by 8 threads while an
  * asset was rotated under them; finds injected drift of each kind (registry counter moved by hand,
  * a rotation's ROTATE row deleted, a derivation with a counter already rotated away, an audit row

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Group commit against a real server: 16 threads each get their own correct counter with exactly
  * one row each while rotations happen, batches of more than one row form, a lone caller makes one
  * round trip and never waits, refusals in a batch fail only their own callers, a stale belief

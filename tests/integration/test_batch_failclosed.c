@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Group commit fails closed: PostgreSQL stopped in the middle of busy batches fails their callers
  * with DDSM_E_STORE_DOWN, writes no partial batch (every chain still verifies, checkpoints
  * included), every key a caller received has its row, and the batcher carries on by itself once

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ddsm-bench keeps working (scripts/lib/run-integration): on a fresh database and token with a
 # known root, every scenario runs for one second at 1 and 2 threads and the JSON is well formed:
 # each scenario present with ops > 0, numeric ordered percentiles, the ratios and the machine
@@ -12,7 +13,7 @@ require_env DDSM_BENCH DDSM_CTL
 scratch_dir bench
 unset DDSM_PIN
 
-echo "== set-up with ddsmctl: migrate, the DESIGN.md root, two of the bench's assets"
+echo "== set-up with ddsmctl: migrate, the docs/design.md root, two of the bench's assets"
 import_design_root
 # bench-0 exists, ACTIVE, counter 1: reused as it is. bench-1 is INITIALIZED: the bench activates
 # it. bench-2 does not exist: the bench registers it.

@@ -1,8 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Derivation through the backend HSM's root key, for the root seed ceremony.
  *
- * Run without arguments (ctest integration.test_ceremony_derive): imports the DESIGN.md vector
+ * Run without arguments (ctest integration.test_ceremony_derive): imports the docs/design.md vector
  * seed 00..1f into the test token with `ddsmctl root import`, then checks that the HSM-keyed PRF
- * (ddsm_hsm_prf + ddsm_derive_secret) gives DESIGN.md's vector keys and fingerprint, and that the
+ * (ddsm_hsm_prf + ddsm_derive_secret) gives docs/design.md's vector keys and fingerprint, and that the
  * HSM refuses to reveal the imported key.
  *
  * Run as a helper by tests/integration/test_root_ceremony.sh:
@@ -254,7 +255,7 @@ out:
 }
 
 /* ----------------------------------------------------------------------------------------- */
-/* Self-test: the DESIGN.md vectors through the HSM. */
+/* Self-test: the docs/design.md vectors through the HSM. */
 
 static int import_vector_seed(void **state)
 {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The custody token's PIN ([backend] root_pin_file) cannot lock the token out: a refused login
  * latches (derivations fail with CKR_DEVICE_ERROR, detail DDSM_DEVERR_CUSTODY_LOGIN) and retries
  * back off, so the token's PIN retry counter is not burnt (C_Login calls counted through the

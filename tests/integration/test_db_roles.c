@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Least privilege in PostgreSQL (sql/006_roles.sql, docs/audit.md "Database roles"), against the
  * real test cluster: what each role is refused when it connects on its own, that the allowed
  * paths work (the module .so connected as a ddsm_module member derives), that a module run with

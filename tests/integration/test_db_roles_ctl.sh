@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ddsmctl under the database roles of sql/006_roles.sql (docs/audit.md "Database roles"): the
 # owner migrates and `db migrate` prints what the roles were granted; lifecycle commands
 # (register, activate, rotate, retire, zones) work as a ddsm_admin member; audit verify,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ddsmctl end to end on a fresh database and token (scripts/lib/run-integration): help, usage
 # errors and bad input (exit 2), migrations, PIN sources, the root key, the asset lifecycle with
 # every illegal transition refused (exit 1) and nothing changed, listing, and an unreachable
@@ -294,7 +295,7 @@ expect 0 "$C" --conf "$T/policy.conf" asset register --label delta --default-pat
 state_of() {
     sql "SELECT state || ' ' || derivation_counter FROM custody_keys WHERE asset_id = '$1'"
 }
-# Refusals are audited as DENY rows (issue 3); everything else must stay as it was.
+# Refusals are audited as DENY rows; everything else must stay as it was.
 audit_rows() {
     sql "SELECT count(*) FROM custody_audit_log WHERE asset_id = '$1' AND event <> 'DENY'"
 }

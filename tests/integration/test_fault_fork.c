@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fork() and the parent's connections (fills the gaps of test_module_fork.c, which covers the
  * refusal of a few calls in a child, a child that re-initialises, and the parent's session and
  * key afterwards):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The HSM failing under the module, through the fault-injecting wrapper ($DDSM_FAULTP11 in front
  * of SoftHSM): C_Sign (the derivation HMAC) failing with CKR_DEVICE_ERROR under load, losing the
  * module's session (CKR_SESSION_HANDLE_INVALID), and answering too late. The module fails closed
@@ -57,7 +58,7 @@ static CK_RV sign(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, uint8_t out[32])
     return rv;
 }
 
-/* The key behind h signs as the DESIGN.md seed says (asset A, path, the counter h reports). */
+/* The key behind h signs as the docs/design.md seed says (asset A, path, the counter h reports). */
 static bool key_is_right(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const char *path)
 {
     uint8_t got[32], key[32], want[32];

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Rotation storm: one thread of this process rotates two assets continuously through the store
  * API (each ROTATE row chained under the audit key, which the test computes from the known
  * imported root), while 16 threads sign through the module with keys found by label, finding
@@ -17,7 +18,7 @@
  * may start in the short window between the rotation's return and that delivery (measured: well
  * under a millisecond on an idle machine, up to ~15 ms with these 16 threads saturating two
  * cores). That test asserts the window stays under NOTIFY_DELIVERY_MS and prints the worst case;
- * DESIGN.md "Lifecycle and rotation" states this ("once the module has heard of the rotation"). */
+ * docs/design.md "Lifecycle and rotation" states this ("once the module has heard of the rotation"). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* PostgreSQL failing under load: 16 threads derive fresh paths (C_DeriveKey) and sign (with the
  * keys they derived and with a found key) while the test kills the module's server connections
  * (pg_terminate_backend), stops the server, and starts it again. The test runs its own private

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The module's [metrics] textfile (docs/policy.md "Metrics"): a live process (PyKCS11) derives,
 # signs from the cache, is refused by policy and by an asset's state; its file, replaced every
 # interval_ms, is valid Prometheus text exposition (a strict parser here, and promtool when

@@ -1,4 +1,5 @@
-/* API misuse (issue 5, "Bad input"): every function of the v2.40 function list, found by walking
+/* SPDX-License-Identifier: Apache-2.0 */
+/* API misuse ("Bad input"): every function of the v2.40 function list, found by walking
  * the CK_FUNCTION_LIST that C_GetFunctionList returns, and C_GetInterfaceList / C_GetInterface,
  * driven with NULL pointers, bad handles (0, unknown, forged with the top bit, wider than 32 bits,
  * of closed sessions, of the module's own sessions, of keys rotated away or retired), bad slots,

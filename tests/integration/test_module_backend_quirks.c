@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Backends that behave legally but unusually, played by the fault-injecting wrapper
  * ($DDSM_FAULTP11, tests/faultp11/faultp11.c):
  *  - C_WaitForSlotEvent reports events of slots the module does not expose: the module keeps

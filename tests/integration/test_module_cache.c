@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The derived-key cache: its size bound and TTL come from [cache]; an evicted or expired key is
  * derived (and audited) again on its next use, a cached one is not. */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Ordinary use of the backend's own objects through the module is unchanged by the guard and
  * the mechanism allowlist: generating, signing, verifying, encrypting, decrypting, wrapping,
  * unwrapping, deriving and digesting with RSA, EC, AES and generic secret keys of the backend, as

@@ -1,4 +1,5 @@
-/* AES-256-GCM on virtual CKK_AES keys, checked against OpenSSL with the DESIGN.md vector key. */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* AES-256-GCM on virtual CKK_AES keys, checked against OpenSSL with the docs/design.md vector key. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

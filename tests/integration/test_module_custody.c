@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The root on a separate custody token ([backend] root_token_label + root_pin_file): the module
  * logs in there itself, the application's token holds no root and its PIN never reaches it, and
- * derivation still gives the DESIGN.md vectors. */
+ * derivation still gives the docs/design.md vectors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A logged-in caller provoking refusals at will (derivations of random, unregistered UUIDs; paths
  * the policy refuses) cannot flood the audit log: their DENY rows go through a per-process bucket
  * ([policy] deny_burst, deny_per_minute). The refusals themselves are unchanged, and refusals of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* C_DeriveKey with CKM_DDSM_DERIVE: the known vectors, the audit row, and every refusal (which
  * writes nothing to the store). */
 #include <setjmp.h>

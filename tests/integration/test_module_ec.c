@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Virtual EC signing keys (module/src/ec.h): the private and public key objects of secp256k1,
  * ed25519 and p256 assets, their attributes (DER forms checked byte for byte against the keys
- * computed here from the DESIGN.md root), finds by label and class, C_DeriveKey, the Ed25519 rule,
+ * computed here from the docs/design.md root), finds by label and class, C_DeriveKey, the Ed25519 rule,
  * materialisation and its audit rows, rotation and retirement, and `ddsmctl asset xpub` checked by
  * a watch-only derivation. Signing is test_module_ec_sign.c's. */
 #include <setjmp.h>
@@ -55,7 +56,7 @@ static void label_of(const char *who, const char *path, char out[256])
     snprintf(out, 256, "%s/%s", who, path);
 }
 
-/* CKA_ID by hand (DESIGN.md): the UUID bytes, then the path as given (the tests give canonical
+/* CKA_ID by hand (docs/design.md): the UUID bytes, then the path as given (the tests give canonical
  * ones unless they mean another spelling). */
 static size_t key_id(const char *uuid_text, const char *path, uint8_t out[256])
 {

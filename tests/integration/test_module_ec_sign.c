@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* C_Sign / C_Verify with virtual EC keys (module/src/ec.h): CKM_ECDSA and CKM_ECDSA_SHA256 on
  * secp256k1 and P-256, CKM_EDDSA on Ed25519, every signature checked with OpenSSL's EVP against
  * the public key the module exposes (which test_module_ec.c checks against the HD derivation);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Bounded staleness fails closed: with PostgreSQL stopped (so the LISTEN link is down too), a
  * cached key older than cache.staleness_ms is not used without re-validation, which fails:
  * CKR_DEVICE_ERROR with DDSM_DEVERR_STORE_DOWN. Once the server is back the module recovers by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Finding virtual objects (merged after the backend's), their attributes per PKCS#11 2.40
  * section 5.7, and object management refusals. */
 #include <setjmp.h>
@@ -204,7 +205,7 @@ static void test_find__first_use_derives_and_audits_once(void **state)
     assert_int_equal(p11_audit_count(), audit_before + 1);
 }
 
-/* CKA_ID as DESIGN.md defines it, built here by hand: the UUID bytes, then the path text. */
+/* CKA_ID as docs/design.md defines it, built here by hand: the UUID bytes, then the path text. */
 static size_t expected_id(const char *uuid_hex, const char *path, uint8_t out[256])
 {
     p11_unhex(uuid_hex, out, 16);

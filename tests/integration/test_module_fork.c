@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fork(): in the child every call but C_Initialize / C_GetFunctionList / C_GetInterface* says
  * CKR_CRYPTOKI_NOT_INITIALIZED and nothing of the parent's is touched; C_Initialize in the child
  * gives fresh, working state; the parent carries on unharmed. */

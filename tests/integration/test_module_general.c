@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* General-purpose functions, slot and token functions, and the exported symbols. */
 #include <setjmp.h>
 #include <stdarg.h>

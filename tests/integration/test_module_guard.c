@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The root seed key is usable through the module only by CKM_DDSM_DERIVE: every other use of its
  * handle is refused, and a refused call changes nothing in the store or on the token. */
 #include <dlfcn.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend HSM failing under the module (through the fault-injecting wrapper $DDSM_FAULTP11),
  * and a token without the root: precise CK_RVs, ulDeviceError detail codes, and no audit row
  * when the HSM fails before the store is asked. */

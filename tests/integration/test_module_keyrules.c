@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Smaller custody rules, each tried as an attacker would through the module:
  *  - virtual objects are private: without a login no call answers differently for a live virtual
  *    handle than for a handle that names nothing (C_DestroyObject, C_CopyObject,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The root pin (docs/root.md): the module derives only with a root whose fingerprint the store
  * pins. A store from before the pin is refused with DDSM_DEVERR_ROOT_UNPINNED until
  * `ddsmctl db migrate` and `ddsmctl root pin`, after which the same module process derives; a key
@@ -152,7 +153,7 @@ static void test_rootpin__root_with_another_fingerprint_is_refused(void **state)
     assert_int_equal(p11_end_session(s), 0);
 }
 
-/* Runs after the test above: the store pins both the DESIGN.md root and the other one. */
+/* Runs after the test above: the store pins both the docs/design.md root and the other one. */
 static void test_rootpin__two_different_pinned_roots_on_the_token_are_refused(void **state)
 {
     (void)state;

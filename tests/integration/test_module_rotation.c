@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Rotation and retirement reach a running module: `ddsmctl asset rotate` in another process, the
  * old handle fails within the staleness bound (at once with the LISTEN link, within
  * cache.staleness_ms without it), a fresh find gives the new counter and the new key; during a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Session management, login, operation state and the generated forwarders. */
 #include <setjmp.h>
 #include <stdarg.h>

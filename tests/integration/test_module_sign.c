@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Signing and verifying with virtual keys: the known vector through a label-found key, the
  * standard's output-size protocol and termination rules, multi-part operations,
  * CKM_SHA256_HMAC_GENERAL, and every refusal. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The CK_RV mapping when PostgreSQL cannot be reached (a conninfo pointing at a closed port; the
  * stop/restart behaviour of the store itself is tested by the store's own tests): derivation fails
  * closed with CKR_DEVICE_ERROR and ulDeviceError DDSM_DEVERR_STORE_DOWN, a find that needs the

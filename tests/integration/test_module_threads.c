@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Several threads signing and deriving at once, each in its own session, with the module's own
  * locking (CKF_OS_LOCKING_OK): every signature is right and every derivation is audited once. */
 #include <setjmp.h>

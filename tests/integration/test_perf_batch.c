@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Group commit groups (docs/benchmark.md): structure, never speed, and nothing here depends on
  * scheduling or timing. How often batches hold several rows under a free-running load is a
  * measurement, printed here and reported by ddsm-bench; the assertions are about what the

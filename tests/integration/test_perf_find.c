@@ -1,4 +1,5 @@
-/* A find of one asset answered from the module's records (issue 4, docs/benchmark.md): no store
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A find of one asset answered from the module's records (docs/benchmark.md): no store
  * round trip while the LISTEN link covers the record, the staleness rule when it does not.
  *
  * The probe: the module's LISTEN link is pointed at a second, private PostgreSQL cluster

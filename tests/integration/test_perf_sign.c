@@ -1,4 +1,5 @@
-/* The sign path without the backend (issue 4, docs/benchmark.md), through the fault-injecting
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The sign path without the backend (docs/benchmark.md), through the fault-injecting
  * wrapper's call log ($DDSM_FAULTP11, DDSM_FAULT_LOG): structure and correctness, never speed.
  *  - C_SignInit + C_Sign on a virtual key and a find of one asset by label never ask the backend
  *    for C_GetSessionInfo (SoftHSM answers it under a mutex every session shares); the backend's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The policy gate through the module (docs/policy.md): each rule's refusal is
  * CKR_FUNCTION_REJECTED with its DDSM_DEVERR_POLICY_* detail in ulDeviceError and one DENY audit
  * row naming the reason, and changes nothing else (no DERIVE row, no registry change, no new

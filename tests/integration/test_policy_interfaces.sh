@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The PKCS#11 3.0 interface as a client sees it: pkcs11-tool --list-interfaces shows both
 # interfaces named "PKCS 11" (3.0 first, then 2.40), and pkcs11-tool — which takes the default
 # interface through C_GetInterface, i.e. the 3.0 list — still lists, logs in and finds the

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Logs at [log] level = debug, from the module (driven by PyKCS11 and pkcs11-tool) and from
 # ddsmctl: one line per event in the documented shape, and never a PIN nor key bytes: the root
-# seed, a derived key and the audit key of the DESIGN.md vectors are known here, and neither
+# seed, a derived key and the audit key of the docs/design.md vectors are known here, and neither
 # they (hex, either case, or any 16-digit piece of them) nor the user PIN appear anywhere.
 set -euo pipefail
 

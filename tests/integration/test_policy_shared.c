@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The policy across processes (docs/policy.md): a rate limit shared by two processes (two forked
  * children each deriving as fast as they can: together they get the limit, never more, and at
  * most one lease chunk per process less), and a zone disabled while another process derives and

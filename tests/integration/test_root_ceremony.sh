@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 6, the root seed ceremony: `root create --shares 5 --threshold 3` on the test token, then
+# SPDX-License-Identifier: Apache-2.0
+# The root seed ceremony: `root create --shares 5 --threshold 3` on the test token, then
 # recovery into three fresh tokens from three different 3-share subsets. Every recovered token
 # has the same fingerprint and derives the same keys (through the HSM, with the helper
 # test_ceremony_derive). Refusals (exit 2 for bad shares, 1 for a token that has a root) name the
@@ -116,7 +117,7 @@ k0=$("$H" derive "$asset" "$path" 0)
 [ "$(on other "$H" derive "$asset" "$path" 0)" != "$k0" ] ||
     fail "another root derived the same key"
 [ "$("$H" derive "$asset" "$path" 1)" != "$k0" ] || fail "another counter derived the same key"
-# And it computes what DESIGN.md says: a token holding the vector seed 00..1f.
+# And it computes what docs/design.md says: a token holding the vector seed 00..1f.
 new_token vec
 python3 -c 'print(bytes(range(32)).hex())' >"$T/vector.hex"
 expect 0 on vec "$C" root import --hex-file "$T/vector.hex"
@@ -124,7 +125,7 @@ want=$(python3 -c 'import hmac, hashlib
 k = bytes.fromhex("7d2fcaa0c736ca65b7610c465a197a7440b55fd6017280b2d7817a530c28d61c")
 print(hmac.new(k, b"data", hashlib.sha256).hexdigest())')
 same "$(on vec "$H" derive 6f9619ff-8b86-d011-b42d-00c04fc964ff "m/44'/0'/0'/0/0" 0)" "$want" \
-    "the first DESIGN.md vector through the HSM"
+    "the first docs/design.md vector through the HSM"
 
 # Through the module as an application would use it, when it is built: C_DeriveKey with
 # CKM_DDSM_DERIVE on each token gives the key that the HSM computes directly (counter 0 of an

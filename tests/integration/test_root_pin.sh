@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The root pin and the HSM-enforced attributes, from ddsmctl (docs/root.md):
 #  - root import pins the root, with the fingerprint of the reserved message computed here with
 #    openssl (the docs' vector);
@@ -61,11 +62,11 @@ EOF
 
 expect 0 "$C" db migrate
 
-echo "== root import pins the DESIGN.md root with the documented fingerprint"
+echo "== root import pins the docs/design.md root with the documented fingerprint"
 printf '%s\n' "$DESIGN_ROOT_SEED" >"$T/design.hex"
 want_fp=$(printf 'DDSM-v1 root fingerprint' |
     openssl mac -digest SHA256 -macopt "hexkey:$DESIGN_ROOT_SEED" HMAC | tr 'A-F' 'a-f' | cut -c1-32)
-same "$want_fp" 5d02c5c109fe45418ef5953cf6b4788e "openssl's fingerprint of the DESIGN.md root"
+same "$want_fp" 5d02c5c109fe45418ef5953cf6b4788e "openssl's fingerprint of the docs/design.md root"
 expect 0 "$C" root import --hex-file "$T/design.hex"
 same "$(fingerprint)" "$want_fp" "imported root's fingerprint"
 out_has "pinned: fingerprint $want_fp recorded in the store"

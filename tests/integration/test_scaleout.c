@@ -1,4 +1,5 @@
-/* Scale-out (issue 5): two processes (two module instances, each with its own instance id, as two
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Scale-out: two processes (two module instances, each with its own instance id, as two
  * hosts would have) share one database.
  *
  * Each child process initialises the module, signs with vec-b's key (derived and audited under its

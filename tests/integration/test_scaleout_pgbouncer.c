@@ -1,4 +1,5 @@
-/* Scale-out (issue 5): the module's hot path through PgBouncer in transaction pooling mode
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Scale-out: the module's hot path through PgBouncer in transaction pooling mode
  * (Debian's pgbouncer, started here by scripts/lib/pgbouncer with fewer server connections than
  * the module has clients, so that consecutive transactions of one client run on different server
  * connections), with the LISTEN connection going direct ([store] listen_conninfo) and

@@ -1,4 +1,5 @@
-/* Security (issue 5): no secret in logs, error messages, the database or core dumps.
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Security: no secret in logs, error messages, the database or core dumps.
  *
  *  - Key memory is excluded from core dumps: after a derivation, every copy of the derived key in
  *    this process (module, its OpenSSL, SoftHSM: all in-process) lies in a mapping whose VmFlags
@@ -7,7 +8,7 @@
  *  - With [log] level = debug, the module and ddsmctl go through derivations, signatures, AES-GCM,
  *    a rotation, refusals and a database that cannot be reached, their stderr captured; then the
  *    database is dumped with pg_dump. Neither the logs nor the dump contain the test root seed
- *    (00 01 .. 1f), a derived key (DESIGN.md vectors, the rotated and AES keys), the audit MAC key,
+ *    (00 01 .. 1f), a derived key (docs/design.md vectors, the rotated and AES keys), the audit MAC key,
  *    the user PIN or the database password, in hex (both cases) or base64 (standard and URL-safe,
  *    at each of the three alignments a key can have inside a longer base64 text). */
 #include <setjmp.h>

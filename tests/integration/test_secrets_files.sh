@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Security (issue 5): files the tools write get restrictive modes, whatever the umask, and a
+# SPDX-License-Identifier: Apache-2.0
+# Security: files the tools write get restrictive modes, whatever the umask, and a
 # configuration writable by group or others is refused by ddsmctl (the module's C_Initialize is
 # checked in test_secrets.c).
 #  - `ddsmctl root create --shares` writes each share 0400 in a directory it creates 0700, even

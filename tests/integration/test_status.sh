@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # `ddsmctl status` on a healthy installation and on broken ones: exit 0 healthy, 1 findings
 # (reconcile drift, rows in the default partition, no root key, an unmigrated database), 3 the
 # store or the HSM unavailable; every line names what it checked; red only on a terminal.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The PostgreSQL store against a real server: schema, registry, lifecycle, derivation
  * bookkeeping, the guard trigger, NOTIFY, plans, timeouts and concurrency. Runs through
  * scripts/lib/run-integration, which gives it its own database ($DDSM_TEST_CONNINFO). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The store fails closed and recovers by itself. It runs its own private PostgreSQL cluster
  * (scripts/lib/services start/halt/stop on $DDSM_TEST_DIR/pg) so that stopping, restarting and
  * freezing the server never disturbs the tests running in parallel. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ddsmctl zone: list / enable / disable / assign / of and `asset register --zone`; every change
 # is one chained audit row (ZONE_ENABLE, ZONE_DISABLE, ZONE_ASSIGN) that `audit verify` accepts,
 # and one NOTIFY per asset on channel ddsm_zone (seen by a psql LISTEN); bad input changes

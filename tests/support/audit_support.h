@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fixture for the integration tests that drive ddsm-core's chained store and batcher directly (no
  * module, no HSM): an audit key derived in-process from a test seed, a migrated store on
  * $DDSM_TEST_CONNINFO with that key's chain attached, a libpq connection for checks, and assets

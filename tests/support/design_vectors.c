@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "design_vectors.h"
 
 const struct design_vector design_vectors[DESIGN_VECTORS_COUNT] = {

@@ -1,4 +1,5 @@
-/* The DESIGN.md derivation test vectors (root seed 00 01 .. 1f), for every test that checks a
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The docs/design.md derivation test vectors (root seed 00 01 .. 1f), for every test that checks a
  * derivation against them: ddsm-core's KDF, the HSM path, the module. */
 #ifndef DDSM_DESIGN_VECTORS_H
 #define DDSM_DESIGN_VECTORS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers for the tests of virtual EC signing keys (module/src/ec.h): the assets they register,
  * the keys and public points the module must expose, computed here independently of the module
  * (ddsm-core's KDF with an in-memory OpenSSL PRF for the asset seed, then ddsm-core's BIP-32 /
@@ -31,7 +32,7 @@
 /* Register (secp256k1, ed25519, p256, and the secp256k1 asset for rotations) and activate. */
 void ec_setup_store(void);
 
-/* The asset seed of (asset, counter) under the DESIGN.md test root 00..1f: the KDF of the depth-0
+/* The asset seed of (asset, counter) under the docs/design.md test root 00..1f: the KDF of the depth-0
  * path, and the HD private key of path under it. */
 void ec_expected_seed(const char *uuid_text, uint64_t counter, uint8_t seed[32]);
 void ec_expected_key(ddsm_curve curve, const char *uuid_text, const char *path, uint64_t counter,

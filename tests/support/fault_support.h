@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers for the fault tests (tests/integration/test_fault_*.c): a private PostgreSQL cluster a
  * test may stop and restart (scripts/lib/services on a directory of its own), configuration files
  * with chosen timeouts and backend library, the fault-injecting wrapper's control and call log,
@@ -31,7 +32,7 @@ const char *fs_write_conf(const char *name, const char *module, const char *conn
 int64_t fs_now_ns(void);
 int64_t fs_now_ms(void);
 
-/* The key of (asset, path, counter) under the DESIGN.md test seed 00..1f, computed in-process
+/* The key of (asset, path, counter) under the docs/design.md test seed 00..1f, computed in-process
  * with ddsm-core. false on any failure (bad input). Thread-safe, no assertion. */
 bool fs_expected_key(const char *uuid_text, const char *path, uint64_t counter, uint8_t out[32]);
 /* The same for a parsed path (any depth, 0 included: the asset seed of the EC keys). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Hex text for the C tests: test vectors in, computed bytes out. The decoders fail the running
  * cmocka test on malformed input. Include after <cmocka.h>. */
 #ifndef DDSM_HEX_SUPPORT_H

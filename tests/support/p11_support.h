@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers for C tests that drive libddsm-pkcs11.so as an application would: dlopen the module
  * named by $DDSM_MODULE, sessions, login, finds, the store set up with ddsmctl ($DDSM_CTL), the
- * audit row count read with libpq ($DDSM_TEST_CONNINFO), and the DESIGN.md test vectors.
+ * audit row count read with libpq ($DDSM_TEST_CONNINFO), and the docs/design.md test vectors.
  * Include after <cmocka.h>. Every helper fails the running test on an unexpected error. */
 #ifndef DDSM_P11_SUPPORT_H
 #define DDSM_P11_SUPPORT_H
@@ -11,7 +12,7 @@
 
 #include "ddsm/pkcs11-compat.h"
 #include "ddsm/pkcs11-ddsm.h"
-#include "design_vectors.h" /* VEC_A_ID ...: the DESIGN.md vectors */
+#include "design_vectors.h" /* VEC_A_ID ...: the docs/design.md vectors */
 #include "names.h"
 
 /* The module's function list (after p11_load). */
@@ -46,7 +47,7 @@ const char *p11_write_conf(const char *name, const char *conninfo, const char *e
  */
 int p11_ctl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Migrate the database, import the DESIGN.md root seed, register and activate the vector assets
+/* Migrate the database, import the docs/design.md root seed, register and activate the vector assets
  * (labels "vec-a", "vec-b"), and the FRESH/RETIRED/AES assets above. */
 void p11_setup_store(void);
 
@@ -91,7 +92,7 @@ CK_RV p11_hmac_sign(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const uint8_t *data
 /* HMAC-SHA256 computed here with OpenSSL, for comparison. */
 void p11_hmac_expected(const char *key_hex, const uint8_t *data, size_t len, uint8_t out[32]);
 void p11_unhex(const char *hex, uint8_t *out, size_t n);
-/* The key of (asset, path, counter) under the DESIGN.md test seed, computed here with ddsm-core's
+/* The key of (asset, path, counter) under the docs/design.md test seed, computed here with ddsm-core's
  * in-memory PRF (OpenSSL), for keys the vector table does not list. */
 void p11_expected_key(const char *uuid_text, const char *path, uint64_t counter, uint8_t out[32]);
 /* HMAC-SHA256 with raw key bytes. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Test helpers for raw SQL against the test's own database (DDSM_TEST_CONNINFO): setting up
  * fixtures the API cannot (illegal rows, plans) and checking what the store wrote. Every helper
  * fails the current cmocka test on an unexpected result. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # Sourced by the shell tests (tests/integration/*.sh, tests/clients/*.sh), which run through
 # scripts/lib/run-integration: what they all need, written once. Defines variables and functions
@@ -16,7 +17,7 @@ require_env() {
 }
 require_env DDSM_CONF DDSM_TEST_DIR DDSM_TEST_PIN DDSM_TEST_SO_PIN DDSM_TEST_PGBIN
 
-# The root seed of the DESIGN.md test vectors (00 01 .. 1f).
+# The root seed of the docs/design.md test vectors (00 01 .. 1f).
 DESIGN_ROOT_SEED=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 # The backend HSM the tests' configurations name.
 SOFTHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so
@@ -72,7 +73,7 @@ print(d)' "$@"; }
 with_pin() { DDSM_PIN=$DDSM_TEST_PIN "$@"; }
 # ctl ARGS...: ddsmctl with the user PIN.
 ctl() { with_pin "$DDSM_CTL" "$@"; }
-# The DESIGN.md root imported into the test token, on a migrated database.
+# The docs/design.md root imported into the test token, on a migrated database.
 import_design_root() {
     printf '%s\n' "$DESIGN_ROOT_SEED" >"$DDSM_TEST_DIR/design-root.hex"
     ctl db migrate >/dev/null

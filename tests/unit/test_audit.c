@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The audit log's pure parts: the canonical row encoding (golden bytes from docs/audit.md), the
  * audit key (the reserved derivation, checked against an independent SP 800-108 computation),
  * row MACs and chains (sequence, chaining, and what happens after a write whose outcome is
@@ -20,7 +21,7 @@
 #include "hex_support.h"
 
 /* Computed independently (Python hmac/struct following docs/audit.md; the key also with
- * `openssl kdf ... KBKDF` on the DESIGN.md vector seed 00..1f and an all-zero context). */
+ * `openssl kdf ... KBKDF` on the docs/design.md vector seed 00..1f and an all-zero context). */
 #define AUDIT_KEY_HEX "bda64921dc9cd76526ffcd8c3d314e5d160dd46e0e4cc334293c49c538cf53d2"
 #define ROW1_HEX                                                                                   \
     "4444534d41554431010000000644455249564501000000106f9619ff8b86d011b42d00c04fc964ff010000000f"   \

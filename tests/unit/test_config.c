@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Configuration loading: defaults, every key, every kind of bad input reported as
  * "file:line: reason", file permission checks, the shipped example, and path policy matching. */
 #include <setjmp.h>

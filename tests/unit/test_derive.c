@@ -1,4 +1,5 @@
-/* Derivation, version 1: the DESIGN.md vectors, the whole first message, agreement with OpenSSL's
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Derivation, version 1: the docs/design.md vectors, the whole first message, agreement with OpenSSL's
  * own SP 800-108 KBKDF over many random inputs, and injectivity where the original scheme
  * collided. */
 #include <setjmp.h>
@@ -243,7 +244,7 @@ static void derive_hex(const ddsm_prf *prf, const char *asset, const char *path,
     hexs_encode(key, sizeof(key), out);
 }
 
-/* DESIGN.md "Known flaws we fix": path || decimal(counter) made .../0/1 at counter 23 and
+/* docs/design.md "Known flaws we fix": path || decimal(counter) made .../0/1 at counter 23 and
  * .../0/12 at counter 3 the same key; leaving the asset out made assets share keys. */
 static void test_derive__path_and_counter_encoding_is_injective(void **state)
 {

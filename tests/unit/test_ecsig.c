@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* EC signing primitives: ECDSA on secp256k1 (libsecp256k1) and P-256 (OpenSSL), Ed25519.
  * Published vectors: RFC 8032 section 7.1 TEST 1 (Ed25519) and RFC 6979 appendix A.2.5 (P-256,
  * SHA-256, message "sample"), values copied from the RFCs. Signatures are also checked by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* HD signing-key derivation: every official BIP-32 (1-5) and SLIP-10 vector, read from
  * tests/unit/vectors/, plus the edge cases of our API (Ed25519 normal index, depths, seeds,
  * serialisation, public derivation). */

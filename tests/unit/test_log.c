@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Logging: the stderr line format, level filtering, one event per line, and whole lines under
  * concurrency. stderr is redirected to a temporary file for each test. */
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* In-process HMAC-SHA256: RFC 4231 vectors through the one-shot and streaming APIs, re-keying of
  * the per-thread context, and concurrent use from several threads. */
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* HMAC-SHA256 from a keyed state (ddsm_hmac_state, the sign path's): the same MACs as OpenSSL's
  * one-shot HMAC for keys shorter than, as long as, and longer than a block (hashed first, RFC
  * 2104) and for any message length, the state unchanged by use (many threads share one), and

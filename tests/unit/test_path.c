@@ -1,4 +1,5 @@
-/* Path grammar and canonical form (DESIGN.md "Derivation, version 1"): every acceptance and every
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Path grammar and canonical form (docs/design.md "Derivation, version 1"): every acceptance and every
  * rejection rule, and the promise never to read past len. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The policy gate's pure logic (ddsm/policy.h): rate syntax, the local token buckets against a
  * simulated database shared by several "processes" (limiters), windows, refusals, the refill
  * plan, concurrency; zone names and notifications; the new configuration keys. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Secret memory: zeroed, distinct, locked where allowed, never in core dumps, wiped on free. */
 #include <pthread.h>
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The share file format of the root seed ceremony (tools/ddsmctl/share.c): round trips, every
  * corruption and truncation named precisely, case and blank tolerance. */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The lifecycle table, one test per (state, event) pair: 4 states x 5 events. The expected table
  * is written out here independently of the implementation's. */
 #include <setjmp.h>

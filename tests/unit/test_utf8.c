@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm_utf8_seq: what RFC 3629 calls well-formed, and nothing else. */
 #include <setjmp.h>
 #include <stdarg.h>

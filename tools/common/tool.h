@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Pieces that ddsmctl and ddsm-bench both need, with the same behaviour in both. */
 #ifndef DDSM_TOOL_H
 #define DDSM_TOOL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The PIN prompt. Every byte read here is a secret: it goes straight into the caller's secure
  * buffer and the one-byte staging variable is cleared. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm-bench internals: the run context, the scenario table, the thread runner, latency
  * histograms, machine facts and the report. See docs/benchmark.md for what each scenario
  * measures. The module is reached only through its PKCS#11 function list (dlopen +

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* After the runs: `ddsmctl audit verify` (and `ddsmctl reconcile`) when this ddsmctl has them, so a
  * rotate-storm result comes with the audit's own verdict. The PIN reaches the child through
  * DDSM_PIN in the child's environment only (built in secure memory, wiped after the spawn), or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Log-linear latency histogram: values below HIST_SUB nanoseconds have a bucket each; above, every
  * power of two [2^e, 2^(e+1)) is split into HIST_SUB equal buckets. Recording is a few shifts, the
  * memory is fixed (30 KiB per thread) whatever the run length, and merging is addition. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The machine a run was made on, printed with every result: figures mean nothing without it. */
 #include <libpq-fe.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm-bench: the module against the backend HSM, in-process OpenSSL and the design it replaces,
  * side by side in one invocation (docs/benchmark.md). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* PKCS#11 plumbing: the module loaded as an application loads it (dlopen, C_GetFunctionList,
  * C_Initialize, C_Login, C_FindObjects), and the backend HSM loaded directly through ddsm-hsm for
  * the baselines. The PIN is a secret: it stays in secure memory and is never printed. */

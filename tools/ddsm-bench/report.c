@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The report: one table (or one JSON document) with the machine, every result, the ratio of each
  * scenario to its baselines at the same thread count, and the issue's targets at the largest
  * thread count. The targets are goals to read, never assertions: nothing here fails a run. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The thread runner: N workers set up outside the clock, released together by a barrier, each
  * timing every operation into its own histogram (no shared cache line on the hot path but its own
  * progress counter), stopped together after the configured seconds. Throughput is the operations

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The baselines: in-process OpenSSL HMAC (the ceiling for `sign`), the backend HSM's own HMAC on
  * the root key (the floor under `derive`), and the design this project replaces (`seed-design`).
  *

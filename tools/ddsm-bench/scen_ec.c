@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The EC signing-key scenario (module/src/ec.h), driven through the module's function list only:
  *   ec-sign   C_SignInit + C_Sign with virtual EC private keys derived before the clock starts,
  *             alternating CKM_ECDSA over a 32-byte digest with a secp256k1 key (libsecp256k1,

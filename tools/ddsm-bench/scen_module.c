@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The module's scenarios, driven through its PKCS#11 function list only, one session per thread:
  *   derive        C_DeriveKey(CKM_DDSM_DERIVE) of a fresh (asset, path) + one C_Sign with it;
  *                 paths m/<run>/<thread>/<i> are never repeated in a process, so no derivation

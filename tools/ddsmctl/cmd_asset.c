@@ -1,4 +1,5 @@
-/* ddsmctl asset ...: the asset registry and its lifecycle (DESIGN.md "Lifecycle and rotation"). */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ddsmctl asset ...: the asset registry and its lifecycle (docs/design.md "Lifecycle and rotation"). */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl audit verify, ddsmctl reconcile, ddsmctl db maintain: the audit log (docs/audit.md).
  * The work is done by ddsm-core (ddsm/audit.h); this file parses, reports and picks exit codes. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl db ...: the PostgreSQL schema. */
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl metrics: the database-side view as Prometheus text exposition, for a scrape (e.g. a
  * node_exporter textfile written from cron, or a script exporter). The module's own metrics
  * (latencies, cache, batches) come from each process's [metrics] textfile. */

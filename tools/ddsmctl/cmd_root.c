@@ -1,4 +1,5 @@
-/* ddsmctl root ...: the root seed ceremony (DESIGN.md "Root seed ceremony"). The seed exists
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ddsmctl root ...: the root seed ceremony (docs/design.md "Root seed ceremony"). The seed exists
  * outside the HSM only in this process's secure memory while it is split (create --shares),
  * combined (recover) or read (import), and is wiped before the command returns. */
 #include <errno.h>

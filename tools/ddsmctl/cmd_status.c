@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl status: one screen on the whole installation (docs/policy.md "Operator view"). */
 #include <stdarg.h>
 #include <stdlib.h>

@@ -1,4 +1,5 @@
-/* ddsmctl asset xpub: the BIP-32 extended public key of a secp256k1 asset's node (DESIGN.md
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ddsmctl asset xpub: the BIP-32 extended public key of a secp256k1 asset's node (docs/design.md
  * "Signing keys"), so that a watch-only wallet derives the same public keys (normal children)
  * without the module.
  *
@@ -89,7 +90,7 @@ static int hsm_fail(const xpub_hsm *x, const char *what, ddsm_err e)
 static int compute_xpub(xpub_hsm *x, const ddsm_uuid *asset, uint64_t counter,
                         const ddsm_path *path, char out[DDSM_HD_XKEY_TEXT_MAX])
 {
-    const ddsm_path seed_path = {.depth = 0}; /* DESIGN.md "Reserved derivations" */
+    const ddsm_path seed_path = {.depth = 0}; /* docs/design.md "Reserved derivations" */
     const char *why = NULL;
     ddsm_hd_pub_node pub;
     int rc = CTL_EXIT_OK;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl zone ...: compliance zones (docs/policy.md "Zones"). */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl internals shared by the command families (main.c, cmd_*.c). */
 #ifndef DDSMCTL_CTL_H
 #define DDSMCTL_CTL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The root seed key on the backend HSM: session, lookup, creation, fingerprint. Built on the
  * shared adapter (module/src/hsm.h) and its function list; nothing here sees the seed except
  * ctl_hsm_import_root_secret, which hands it to C_CreateObject. */
@@ -274,7 +275,7 @@ int ctl_hsm_require_no_root(ctl_hsm *h)
 
 /* The attributes of a new root key (docs/root.md "HSM-enforced attributes"): a sensitive,
  * never extractable generic secret that can do one thing, CKM_SHA256_HMAC signatures (the KDF of
- * DESIGN.md and the fingerprint). No CKA_DERIVE: the module never asks the HSM to derive with it.
+ * docs/design.md and the fingerprint). No CKA_DERIVE: the module never asks the HSM to derive with it.
  * CKA_DESTROYABLE stays true: nothing reaches the root through the module but CKM_DDSM_DERIVE,
  * and an officer must be able to remove a root (a compromised one, or an impostor's twin) without
  * re-initialising the token. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl: the administration tool of ddsm-pkcs11. */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The HSM PIN: from a file, the environment or the terminal. Every buffer here holds a secret: it
  * lives in secure memory and is wiped; the PIN is never printed, only its absence reported. */
 #include <errno.h>

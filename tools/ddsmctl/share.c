@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Share files: one custodian's part of the root seed as text that can be printed on paper and
  * typed back in. `ddsmctl root create --shares N --threshold K` writes them, `root recover` reads
@@ -13,7 +14,7 @@
  *
  * - ceremony: 8 random bytes naming one ceremony; all of its shares carry the same id.
  * - threshold K, shares N (1 <= K <= N <= 255), index: this share's x coordinate (1..N).
- * - fingerprint: ddsm_root_fingerprint of the whole seed (DESIGN.md); checked after combining and
+ * - fingerprint: ddsm_root_fingerprint of the whole seed (docs/design.md); checked after combining and
  *   shown by `ddsmctl root info` so custodians can compare.
  * - data lines 1 and 2: the 32 share bytes (libgfshare's Shamir scheme over GF(256), one byte per
  *   seed byte), 16 per line, as 32 hex digits in any grouping.

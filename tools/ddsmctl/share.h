@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One custodian's share of the root seed, and its printable text form (format in share.c). */
 #ifndef DDSMCTL_SHARE_H
 #define DDSMCTL_SHARE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl's store: opening it (audited or not), reporting its errors, finding assets in it. */
 #include "ctl.h"
 

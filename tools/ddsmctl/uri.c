@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* PKCS#11 URIs (RFC 7512) of asset keys, built with libp11-kit's URI functions so that the
  * encoding is the one p11-kit-based tools parse. The module's slot shows the backend's own token
  * info, so a URI names the module by its C_GetInfo (library-manufacturer, library-description):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl plumbing: messages, argument parsing, exit codes, small parsers. */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The tamper-evident audit log (docs/audit.md): the canonical row encoding, the HSM-derived audit
  * key, per-writer MAC chains, and the verify / reconcile / partition-maintenance logic that runs
  * over a store. No PKCS#11 types here. */
@@ -25,7 +26,7 @@
 
 typedef struct ddsm_audit_key ddsm_audit_key;
 
-/* The reserved derivation DESIGN.md names: ddsm_derive_secret(prf, nil UUID, depth 0, counter 0),
+/* The reserved derivation docs/design.md names: ddsm_derive_secret(prf, nil UUID, depth 0, counter 0),
  * computed by prf (the HSM through the root key). */
 DDSM_WUR ddsm_err ddsm_audit_key_derive(const ddsm_prf *prf, ddsm_audit_key **out);
 /* From raw key bytes (a secret; copied): for tests and tools that already hold the key. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Group commit (docs/audit.md "Group commit"): concurrent derivations in one process share one
  * multi-row statement that checks every asset's state and counter, inserts all their chained
  * audit rows and moves the chain's checkpoint, in one round trip and one transaction.

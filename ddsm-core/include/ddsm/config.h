@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Configuration (INI via libinih). Precedence: environment ($DDSM_CONF picks the file) > file >
  * built-in defaults; resolved in ddsm_config_load only. Every key is documented in
  * conf/ddsm.conf.example. */

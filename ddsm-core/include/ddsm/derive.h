@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Derivation, version 1: the SP 800-108 counter-mode KDF message and the key it yields. */
 #ifndef DDSM_DERIVE_H
 #define DDSM_DERIVE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* EC signing primitives for HD signing keys: ECDSA on secp256k1 (libsecp256k1: constant time,
  * RFC 6979 nonces, low-S) and P-256 (OpenSSL EVP), Ed25519 (OpenSSL EVP, pure EdDSA). Signatures
  * use the PKCS#11 raw form: r || s, 32 bytes each, for ECDSA; R || S for Ed25519.

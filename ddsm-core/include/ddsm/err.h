@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The core's own small error enum. The module maps it to CK_RV in exactly one place
  * (module/src/rv.c); the tools map it to exit codes in one place. */
 #ifndef DDSM_ERR_H

@@ -1,4 +1,5 @@
-/* HD signing keys (DESIGN.md "Signing keys"): the asset seed seeds a standard tree, BIP-32 for
+/* SPDX-License-Identifier: Apache-2.0 */
+/* HD signing keys (docs/design.md "Signing keys"): the asset seed seeds a standard tree, BIP-32 for
  * secp256k1 and SLIP-10 for Ed25519 ("ed25519 seed") and NIST P-256 ("Nist256p1 seed"). Also
  * the BIP-32 extended-key serialisation (xprv/xpub, Base58Check) so watch-only wallets can check
  * our public keys.

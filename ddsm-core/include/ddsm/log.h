@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One line per event to stderr or syslog. Never pass key bytes or PINs: log their length. */
 #ifndef DDSM_LOG_H
 #define DDSM_LOG_H

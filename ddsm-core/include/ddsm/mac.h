@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* In-process HMAC-SHA256 with OpenSSL 3 EVP_MAC, for derived keys (never the root). */
 #ifndef DDSM_MAC_H
 #define DDSM_MAC_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The operator's view of the database (`ddsmctl status`, `ddsmctl metrics`): read-only queries,
  * each one statement, none of them touching the derivation path's rows under lock. */
 #ifndef DDSM_OPSVIEW_H

@@ -1,4 +1,5 @@
-/* BIP-32 style derivation paths (DESIGN.md "Derivation, version 1"). */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* BIP-32 style derivation paths (docs/design.md "Derivation, version 1"). */
 #ifndef DDSM_PATH_H
 #define DDSM_PATH_H
 

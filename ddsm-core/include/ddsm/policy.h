@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The policy gate's shared state (docs/policy.md): rate limits enforced across every module
  * instance and host that share the database, and compliance zones. No PKCS#11 types here.
  *

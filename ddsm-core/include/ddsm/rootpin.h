@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The root pin (docs/root.md): the fingerprints of the root seed keys this store accepts,
  * computed inside the HSM and recorded by ddsmctl (sql/005_root_pin.sql). */
 #ifndef DDSM_ROOTPIN_H

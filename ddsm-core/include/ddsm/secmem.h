@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Secret memory: every buffer that holds key bytes comes from here or is wiped with ddsm_wipe. */
 #ifndef DDSM_SECMEM_H
 #define DDSM_SECMEM_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The asset lifecycle as a pure (state, event) -> next-state table. */
 #ifndef DDSM_STATE_H
 #define DDSM_STATE_H

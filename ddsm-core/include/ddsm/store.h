@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The PostgreSQL store (libpq): asset registry, lifecycle, derivation bookkeeping, audit rows.
  * Every statement is parameterised. A ddsm_store is one connection, used by one thread at a time;
  * it connects lazily and reconnects by itself after the server comes back. */

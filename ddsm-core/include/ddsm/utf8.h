@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #ifndef DDSM_UTF8_H
 #define DDSM_UTF8_H
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #ifndef DDSM_UUID_H
 #define DDSM_UUID_H
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The few PKCS#11 3.0 definitions the system header (p11-kit's, v2.40) lacks, copied by value from
  * the OASIS PKCS#11 3.0 specification. Each is guarded so that a newer system header wins. */
 #ifndef DDSM_PKCS11_COMPAT_H

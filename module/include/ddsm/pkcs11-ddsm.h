@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ddsm-pkcs11 public vendor definitions. Installed for applications (pkg-config ddsm-pkcs11). It
  * needs only the C library: use it with any pkcs11.h, included before or after it.
  *

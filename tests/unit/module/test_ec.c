@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* EC signing-key internals without services (module/src/ec.h): variants, DER forms against the
  * published BIP-32 / SLIP-10 vectors, HD keys from a seed, attributes per class, C_DeriveKey
  * templates, and which objects a key type lists. */

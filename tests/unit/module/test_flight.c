@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Single flight (module/src/flight.h) and the rotation fence's bookkeeping (module/src/fence.h):
  * followers share the leader's outcome and hold their own reference to its result; different
  * keys never share; a flight ends when it lands; a fence covers exactly the requests made before

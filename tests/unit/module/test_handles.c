@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The virtual handle table: handles are never 0, have the top bit, are stable, and a stale or
  * forged handle is detected; slot reuse bumps the generation and a slot whose generation would
  * wrap is retired. */

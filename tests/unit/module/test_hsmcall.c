@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The bounded HSM call pool (module/src/hsmcall.h) against a fake backend whose C_Sign can be
  * made slow or failing: answers in time pass through, a call past the bound is abandoned and its
  * session closed when it returns, a saturated pool fails at once, and a pool freed while a call

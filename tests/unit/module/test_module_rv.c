@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* rv.c, the one ddsm_err -> CK_RV table: every error maps in every context, never to
  * CKR_GENERAL_ERROR, and coarse codes carry a detail. */
 #include <setjmp.h>

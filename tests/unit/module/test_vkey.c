@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Virtual key internals without services: C_DeriveKey template rules, attribute values, CKA_ID. */
 #include <setjmp.h>
 #include <stdarg.h>
