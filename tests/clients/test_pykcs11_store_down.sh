@@ -28,7 +28,10 @@ import_design_root
 asset_active vec-a --id 6f9619ff-8b86-d011-b42d-00c04fc964ff --default-path "m/44'/0'/0'/0/0"
 
 $PY - "$DDSM_MODULE" "$DDSM_TEST_PIN" "$svc" "$pg" <<'EOF'
-import subprocess, sys, time
+import os, subprocess, sys, time
+# The cluster's tools run without this host's preloads: under the sanitizer pass the runtime is
+# preloaded here (scripts/lib/asan-host), and pg_ctl hangs with it.
+clean = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 import PyKCS11
 from PyKCS11 import LowLevel
 
@@ -60,7 +63,7 @@ def labels_text(vals):
 if labels_text(virtual_labels()) != [label]:
     fail("the asset is not listed while the store is up")
 
-subprocess.run([svc, "halt", pg], check=True, stdout=subprocess.DEVNULL)
+subprocess.run([svc, "halt", pg], check=True, stdout=subprocess.DEVNULL, env=clean)
 for attempt in range(2):
     try:
         s.findObjects(template)
@@ -80,7 +83,7 @@ if rv != PyKCS11.CKR_OPERATION_NOT_INITIALIZED:
     fail("C_FindObjects after the failed init: %s, expected CKR_OPERATION_NOT_INITIALIZED"
          % PyKCS11.CKR[rv])
 
-subprocess.run([svc, "start", pg], check=True, stdout=subprocess.DEVNULL)
+subprocess.run([svc, "start", pg], check=True, stdout=subprocess.DEVNULL, env=clean)
 # The module reconnects by itself; until it has, a find may still report the store down (never
 # anything else). The bound is generous: no assertion depends on how soon.
 for attempt in range(240):
