@@ -408,6 +408,32 @@ static int key_names_of(const ctl *c, const ddsm_asset *a, const char *path_text
 }
 
 /* key: the key names to include, or NULL (none could be computed). */
+/* --path P, when given, must be a path: a usage error of the command (help h) otherwise. */
+static int check_path_opt(const ctl_help *h, const char *path_text)
+{
+    if (path_text == NULL)
+        return CTL_EXIT_OK;
+    ddsm_path p;
+    const char *why = NULL;
+    if (ddsm_path_parse(path_text, strlen(path_text), &p, &why) != DDSM_OK)
+        return ctl_usage_error(h, "--path '%s': %s", path_text,
+                               why != NULL ? why : "malformed path");
+    return CTL_EXIT_OK;
+}
+
+/* Open the store, find the asset id_or_label names and the names of its key at path_text (its
+ * default path when NULL). *st is set as soon as the store is open: the caller closes it. */
+static int asset_key_open(ctl *c, const char *id_or_label, const char *path_text,
+                          ddsm_store **st, ddsm_asset *a, struct key_names *key)
+{
+    int rc = ctl_store_open(c, false, st);
+    if (rc == CTL_EXIT_OK)
+        rc = ctl_asset_find(*st, id_or_label, a);
+    if (rc == CTL_EXIT_OK)
+        rc = key_names_of(c, a, path_text != NULL ? path_text : a->default_path, key);
+    return rc;
+}
+
 static void json_asset(const ddsm_asset *a, const struct key_names *key, const char *indent)
 {
     char id[DDSM_UUID_TEXT_LEN + 1];
@@ -464,20 +490,10 @@ static int asset_show(ctl *c, int argc, char **argv)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     if (pos[0][0] == '\0')
         return ctl_usage_error(&show_help, "empty asset id or label");
-    if (path_text != NULL) {
-        ddsm_path p;
-        const char *why = NULL;
-        if (ddsm_path_parse(path_text, strlen(path_text), &p, &why) != DDSM_OK)
-            return ctl_usage_error(&show_help, "--path '%s': %s", path_text,
-                                   why != NULL ? why : "malformed path");
-    }
-    rc = ctl_store_open(c, false, &st);
+    rc = check_path_opt(&show_help, path_text);
     if (rc != CTL_EXIT_OK)
-        goto out;
-    rc = ctl_asset_find(st, pos[0], &a);
-    if (rc != CTL_EXIT_OK)
-        goto out;
-    rc = key_names_of(c, &a, path_text != NULL ? path_text : a.default_path, &key);
+        return rc;
+    rc = asset_key_open(c, pos[0], path_text, &st, &a, &key);
     if (rc != CTL_EXIT_OK)
         goto out;
     have_key = true;
@@ -665,20 +681,10 @@ static int asset_uri(ctl *c, int argc, char **argv)
             return ctl_usage_error(&uri_help, "--type '%s': expected private, public or secret-key",
                                    type_text);
     }
-    if (path_text != NULL) {
-        ddsm_path p;
-        const char *why = NULL;
-        if (ddsm_path_parse(path_text, strlen(path_text), &p, &why) != DDSM_OK)
-            return ctl_usage_error(&uri_help, "--path '%s': %s", path_text,
-                                   why != NULL ? why : "malformed path");
-    }
-    rc = ctl_store_open(c, false, &st);
+    rc = check_path_opt(&uri_help, path_text);
     if (rc != CTL_EXIT_OK)
-        goto out;
-    rc = ctl_asset_find(st, pos[0], &a);
-    if (rc != CTL_EXIT_OK)
-        goto out;
-    rc = key_names_of(c, &a, path_text != NULL ? path_text : a.default_path, &key);
+        return rc;
+    rc = asset_key_open(c, pos[0], path_text, &st, &a, &key);
     if (rc != CTL_EXIT_OK)
         goto out;
     have_key = true;
