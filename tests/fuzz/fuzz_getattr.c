@@ -307,6 +307,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!fuzz_take(&in, hdr, sizeof(hdr)) || !fuzz_take(&in, &counter, sizeof(counter)) ||
         !fuzz_take(&in, e.asset.b, sizeof(e.asset.b)))
         return 0;
+    if (ddsm_uuid_is_nil(&e.asset))
+        return 0; /* the nil UUID is never an asset (reserved derivations): no object has it */
     counter &= (UINT64_C(1) << 48) - 1;
     e.variant = hdr[0] & VK_ALL;
     snprintf(e.path, sizeof(e.path), "%s", fuzz_paths[hdr[1] & 7]);

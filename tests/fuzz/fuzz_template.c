@@ -251,6 +251,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (!fuzz_take(&in, &flags, 1) || !fuzz_take(&in, asset.b, sizeof(asset.b)))
         return 0;
+    if (ddsm_uuid_is_nil(&asset))
+        return 0; /* the nil UUID is never an asset (reserved derivations): no object has it */
     bool policy_extractable = flags & 1;
     const char *canon = fuzz_paths[(flags >> 1) & 7];
 
