@@ -534,27 +534,23 @@ void ddsm_vkeys_abandon(ddsm_vkeys *v)
 /* ------------------------------------------------------------------------------------------ */
 /* Asset records                                                                               */
 
-/* The record of asset, or NULL: never makes one. */
-static ddsm_asset_rec *rec_find(ddsm_vkeys *v, const ddsm_uuid *asset)
+/* The record of asset in its bucket (*bucket), or NULL. Expects v->asset_lock held. */
+static ddsm_asset_rec *rec_find_locked(ddsm_vkeys *v, const ddsm_uuid *asset, uint32_t *bucket)
 {
     uint32_t b = fnv(2166136261u, asset->b, 16) % ASSET_BUCKETS;
     ddsm_asset_rec *r;
-    ddsm_mutex_lock(v->asset_lock);
     for (r = v->assets[b]; r != NULL; r = r->next)
         if (memcmp(r->id.b, asset->b, 16) == 0)
             break;
-    ddsm_mutex_unlock(v->asset_lock);
+    *bucket = b;
     return r;
 }
 
 ddsm_asset_rec *ddsm_vkeys_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
 {
-    uint32_t b = fnv(2166136261u, asset->b, 16) % ASSET_BUCKETS;
-    ddsm_asset_rec *r;
+    uint32_t b;
     ddsm_mutex_lock(v->asset_lock);
-    for (r = v->assets[b]; r != NULL; r = r->next)
-        if (memcmp(r->id.b, asset->b, 16) == 0)
-            break;
+    ddsm_asset_rec *r = rec_find_locked(v, asset, &b);
     if (r == NULL && (r = calloc(1, sizeof(*r))) != NULL) {
         r->id = *asset;
         atomic_init(&r->cs, cs_pack(0, DDSM_STATE_INITIALIZED));
@@ -636,12 +632,9 @@ void ddsm_vkeys_kill_asset(ddsm_vkeys *v, const ddsm_uuid *asset)
 
 ddsm_asset_rec *ddsm_vkeys_asset_known(ddsm_vkeys *v, const ddsm_uuid *asset)
 {
-    uint32_t b = fnv(2166136261u, asset->b, 16) % ASSET_BUCKETS;
-    ddsm_asset_rec *r;
+    uint32_t b;
     ddsm_mutex_lock(v->asset_lock);
-    for (r = v->assets[b]; r != NULL; r = r->next)
-        if (memcmp(r->id.b, asset->b, 16) == 0)
-            break;
+    ddsm_asset_rec *r = rec_find_locked(v, asset, &b);
     ddsm_mutex_unlock(v->asset_lock);
     return r;
 }
@@ -935,7 +928,7 @@ CK_RV ddsm_vkey_asset_key_type(ddsm_call *c, const ddsm_uuid *asset, const char 
 {
     /* A record is made only for an asset the store knows: any caller may name random UUIDs, and
      * each would otherwise stay in memory for the life of the process. */
-    ddsm_asset_rec *r = rec_find(c->ctx->vkeys, asset);
+    ddsm_asset_rec *r = ddsm_vkeys_asset_known(c->ctx->vkeys, asset);
     const char *t = r != NULL ? rec_type(r) : NULL;
     if (t == NULL) {
         ddsm_store *st = NULL;
