@@ -310,6 +310,24 @@ static bool mechanism_ok(const char *value)
     return ok;
 }
 
+/* Append a copy of the checked mechanism name item to list (n entries, at most max), for the
+ * key `what`: 1, or 0 with the error recorded. */
+static int push_mechanism(struct load *ld, char **list, size_t *n, size_t max, const char *item,
+                          const char *what)
+{
+    if (*n == max) {
+        fail_at(ld, ld->lineno, DDSM_E_CONFIG, "too many %s (at most %zu)", what, max);
+        return 0;
+    }
+    char *copy = strdup(item);
+    if (copy == NULL) {
+        fail_at(ld, ld->lineno, DDSM_E_NOMEM, "out of memory");
+        return 0;
+    }
+    list[(*n)++] = copy;
+    return 1;
+}
+
 static int set_mechanism(struct load *ld, const char *value)
 {
     ddsm_config *cfg = ld->cfg;
@@ -319,18 +337,8 @@ static int set_mechanism(struct load *ld, const char *value)
                 "\"%s\"", value);
         return 0;
     }
-    if (cfg->policy.n_mechanisms == DDSM_POLICY_MAX_MECHANISMS) {
-        fail_at(ld, ld->lineno, DDSM_E_CONFIG, "too many \"mechanism\" lines in [policy] (at "
-                "most %d)", DDSM_POLICY_MAX_MECHANISMS);
-        return 0;
-    }
-    char *copy = strdup(value);
-    if (copy == NULL) {
-        fail_at(ld, ld->lineno, DDSM_E_NOMEM, "out of memory");
-        return 0;
-    }
-    cfg->policy.mechanisms[cfg->policy.n_mechanisms++] = copy;
-    return 1;
+    return push_mechanism(ld, cfg->policy.mechanisms, &cfg->policy.n_mechanisms,
+                          DDSM_POLICY_MAX_MECHANISMS, value, "\"mechanism\" lines in [policy]");
 }
 
 /* [backend] extra_mechanisms: "0x80001234, CKM_FOO", items separated by commas and blanks. */
@@ -355,17 +363,10 @@ static int set_mechanism_list(struct load *ld, const char *value)
                     "0x followed by 1..8 hex digits, not \"%s\"", value);
             return 0;
         }
-        if (cfg->backend.n_extra_mechanisms == DDSM_BACKEND_MAX_EXTRA_MECHANISMS) {
-            fail_at(ld, ld->lineno, DDSM_E_CONFIG, "too many \"extra_mechanisms\" in [backend] "
-                    "(at most %d)", DDSM_BACKEND_MAX_EXTRA_MECHANISMS);
+        if (!push_mechanism(ld, cfg->backend.extra_mechanisms, &cfg->backend.n_extra_mechanisms,
+                            DDSM_BACKEND_MAX_EXTRA_MECHANISMS, item,
+                            "\"extra_mechanisms\" in [backend]"))
             return 0;
-        }
-        char *copy = strdup(item);
-        if (copy == NULL) {
-            fail_at(ld, ld->lineno, DDSM_E_NOMEM, "out of memory");
-            return 0;
-        }
-        cfg->backend.extra_mechanisms[cfg->backend.n_extra_mechanisms++] = copy;
         p += n;
         while (*p == ' ' || *p == '\t')
             p++;
