@@ -213,22 +213,36 @@ static void await_lock_wait(void)
         usleep(2000);
 }
 
+/* A batcher of `connections` over a new active asset (*a) whose first connection has written its
+ * chain's head: a first, lone derivation always goes there. Its instance id in inst[128], the
+ * first connection's chain in chain0[160]. */
+static ddsm_batcher *warm_batcher(const char *tag, unsigned connections, ddsm_asset *a,
+                                  char *inst, char *chain0)
+{
+    char prefix[64], warm[64];
+    *a = new_active_asset(tag);
+    snprintf(prefix, sizeof prefix, "test_perf_batch-%s/", tag);
+    assert_int_equal(ddsm_audit_instance_id(prefix, inst, 128), DDSM_OK);
+    ddsm_store_opts opts = {.application_name = "test_perf_batch"};
+    ddsm_batcher *b = NULL;
+    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), &opts, 64, 200, connections, g_key, inst, &b),
+                    DDSM_OK, ddsm_batcher_errmsg());
+    snprintf(warm, sizeof warm, "%s-warm", tag);
+    ddsm_derive_req req = {.asset = a->id, .path = "m/5", .requester = warm};
+    uint64_t counter = 9;
+    assert_ddsm_err(ddsm_batcher_derive(b, &req, &counter, NULL), DDSM_OK, ddsm_batcher_errmsg());
+    snprintf(chain0, 160, "%s/c0", inst);
+    return b;
+}
+
 static void test_perf_batch__requests_queued_beside_a_batch_in_flight_go_in_one_batch(
     void **state)
 {
     (void)state;
     enum { LATE = THREADS - 1 };
     char inst[128], chain0[160];
-    ddsm_asset a = new_active_asset("group");
-    assert_int_equal(ddsm_audit_instance_id("test_perf_batch-group/", inst, sizeof inst), DDSM_OK);
-    ddsm_store_opts opts = {.application_name = "test_perf_batch"};
-    ddsm_batcher *b = NULL;
-    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), &opts, 64, 200, 1, g_key, inst, &b), DDSM_OK,
-                    ddsm_batcher_errmsg());
-    ddsm_derive_req req = {.asset = a.id, .path = "m/5", .requester = "group-warm"};
-    uint64_t counter = 9;
-    assert_ddsm_err(ddsm_batcher_derive(b, &req, &counter, NULL), DDSM_OK, ddsm_batcher_errmsg());
-    snprintf(chain0, sizeof chain0, "%s/c0", inst);
+    ddsm_asset a;
+    ddsm_batcher *b = warm_batcher("group", 1, &a, inst, chain0);
 
     /* One batch in flight, stuck behind the head's lock; then fifteen more requests queue. */
     hold_head(chain0);
@@ -268,17 +282,8 @@ static void test_perf_batch__a_batch_stuck_behind_a_lock_does_not_hold_up_the_ne
 {
     (void)state;
     char inst[128], chain0[160];
-    ddsm_asset a = new_active_asset("stuck");
-    assert_int_equal(ddsm_audit_instance_id("test_perf_batch-stuck/", inst, sizeof inst), DDSM_OK);
-    ddsm_store_opts opts = {.application_name = "test_perf_batch"};
-    ddsm_batcher *b = NULL;
-    assert_ddsm_err(ddsm_batcher_new(pgs_conninfo(), &opts, 64, 200, 2, g_key, inst, &b), DDSM_OK,
-                    ddsm_batcher_errmsg());
-    /* A first, lone derivation: on the first connection, which writes its chain's head. */
-    ddsm_derive_req req = {.asset = a.id, .path = "m/5", .requester = "stuck-warm"};
-    uint64_t counter = 9;
-    assert_ddsm_err(ddsm_batcher_derive(b, &req, &counter, NULL), DDSM_OK, ddsm_batcher_errmsg());
-    snprintf(chain0, sizeof chain0, "%s/c0", inst);
+    ddsm_asset a;
+    ddsm_batcher *b = warm_batcher("stuck", 2, &a, inst, chain0);
     const char *p[] = {chain0};
     assert_int_equal(
         pgs_int(g_pg, "SELECT count(*) FROM custody_audit_chain_heads WHERE instance_id = $1", 1,
