@@ -23,8 +23,12 @@
 #include "ddsm/secmem.h"
 #include "store_audit.h"
 
+enum key_kind { KEY_LEGACY, KEY_WRITER, KEY_CHECKPOINT };
+
 struct ddsm_audit_key {
     uint8_t *secret; /* DDSM_AUDIT_KEY_LEN bytes of secure memory */
+    enum key_kind kind;
+    char writer[DDSM_AUDIT_WRITER_MAX + 1]; /* KEY_WRITER: whose */
 };
 
 struct ddsm_audit_chain {
@@ -74,6 +78,135 @@ ddsm_err ddsm_audit_key_derive(const ddsm_prf *prf, ddsm_audit_key **out)
     }
     *out = k;
     return DDSM_OK;
+}
+
+static bool writer_ok(const char *w)
+{
+    size_t n = w != NULL ? strlen(w) : 0;
+    if (n == 0 || n > DDSM_AUDIT_WRITER_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)w[i] < 0x20 || (unsigned char)w[i] > 0x7e || w[i] == '#')
+            return false;
+    return true;
+}
+
+/* SP 800-108 counter mode, one iteration: [1]4 || label || 00 || context || [256]4. */
+static size_t kdf_message(const char *label, const char *context, uint8_t *out, size_t cap)
+{
+    size_t ll = strlen(label), cl = strlen(context);
+    size_t n = 4 + ll + 1 + cl + 4;
+    if (n > cap)
+        return 0;
+    static const uint8_t one[4] = {0, 0, 0, 1}, bits[4] = {0, 0, 1, 0};
+    memcpy(out, one, 4);
+    memcpy(out + 4, label, ll);
+    out[4 + ll] = 0;
+    memcpy(out + 5 + ll, context, cl);
+    memcpy(out + 5 + ll + cl, bits, 4);
+    return n;
+}
+
+size_t ddsm_audit_writer_message(const char *writer, uint8_t *out, size_t cap)
+{
+    if (!writer_ok(writer) || out == NULL)
+        return 0;
+    return kdf_message(DDSM_AUDIT_WRITER_LABEL, writer, out, cap);
+}
+
+static ddsm_err key_from_message(const ddsm_prf *prf, const uint8_t *msg, size_t len,
+                                 ddsm_audit_key **out)
+{
+    ddsm_audit_key *k = NULL;
+    ddsm_err e = key_alloc(&k);
+    if (e != DDSM_OK)
+        return e;
+    e = prf->hmac_root(prf->ctx, msg, len, k->secret);
+    if (e != DDSM_OK) {
+        ddsm_audit_key_free(k);
+        return e;
+    }
+    *out = k;
+    return DDSM_OK;
+}
+
+ddsm_err ddsm_audit_writer_key_derive(const ddsm_prf *prf, const char *writer,
+                                      ddsm_audit_key **out)
+{
+    uint8_t msg[DDSM_AUDIT_KDF_MSG_MAX];
+    if (prf == NULL || prf->hmac_root == NULL || out == NULL)
+        return DDSM_E_ARG;
+    size_t len = ddsm_audit_writer_message(writer, msg, sizeof msg);
+    if (len == 0)
+        return DDSM_E_INPUT;
+    ddsm_audit_key *k = NULL;
+    ddsm_err e = key_from_message(prf, msg, len, &k);
+    if (e != DDSM_OK)
+        return e;
+    k->kind = KEY_WRITER;
+    snprintf(k->writer, sizeof k->writer, "%s", writer);
+    *out = k;
+    return DDSM_OK;
+}
+
+ddsm_err ddsm_audit_checkpoint_key_derive(const ddsm_prf *prf, ddsm_audit_key **out)
+{
+    uint8_t msg[DDSM_AUDIT_KDF_MSG_MAX];
+    if (prf == NULL || prf->hmac_root == NULL || out == NULL)
+        return DDSM_E_ARG;
+    size_t len = kdf_message(DDSM_AUDIT_CHECKPOINT_LABEL, "", msg, sizeof msg);
+    ddsm_audit_key *k = NULL;
+    ddsm_err e = key_from_message(prf, msg, len, &k);
+    if (e != DDSM_OK)
+        return e;
+    k->kind = KEY_CHECKPOINT;
+    *out = k;
+    return DDSM_OK;
+}
+
+ddsm_err ddsm_audit_checkpoint_mac(const ddsm_audit_key *k, const uint8_t *msg, size_t len,
+                                   uint8_t out[DDSM_AUDIT_MAC_LEN])
+{
+    if (k == NULL || k->kind != KEY_CHECKPOINT || (msg == NULL && len > 0) || out == NULL)
+        return DDSM_E_ARG;
+    return ddsm_hmac_sha256(k->secret, DDSM_AUDIT_KEY_LEN, msg, len, out);
+}
+
+const char *ddsm_audit_key_writer(const ddsm_audit_key *k)
+{
+    return k != NULL && k->kind == KEY_WRITER ? k->writer : NULL;
+}
+
+bool ddsm_audit_writer_of(const char *instance, char *out, size_t cap)
+{
+    if (instance == NULL || out == NULL || cap == 0)
+        return false;
+    size_t n = strlen(instance);
+    const char *hash = strchr(instance, '#');
+    if (hash != NULL) {
+        /* "#<e>", e decimal without a leading zero, ends the name. */
+        const char *d = hash + 1;
+        if (*d < '1' || *d > '9')
+            return false;
+        while (*d >= '0' && *d <= '9')
+            d++;
+        if (*d != '\0')
+            return false;
+        n = (size_t)(hash - instance);
+    }
+    /* Then "/c<n>". */
+    size_t i = n;
+    while (i > 0 && instance[i - 1] >= '0' && instance[i - 1] <= '9')
+        i--;
+    if (i == n || (n - i > 1 && instance[i] == '0') || i < 3 || instance[i - 1] != 'c' ||
+        instance[i - 2] != '/')
+        return false;
+    size_t wl = i - 2;
+    if (wl == 0 || wl >= cap || wl > DDSM_AUDIT_WRITER_MAX)
+        return false;
+    memcpy(out, instance, wl);
+    out[wl] = '\0';
+    return writer_ok(out);
 }
 
 ddsm_err ddsm_audit_key_from_secret(const uint8_t key_secret[DDSM_AUDIT_KEY_LEN],
@@ -236,10 +369,17 @@ static bool instance_ok(const char *s)
 
 ddsm_err ddsm_audit_chain_new(const ddsm_audit_key *k, const char *instance, ddsm_audit_chain **out)
 {
-    if (k == NULL || out == NULL)
+    if (k == NULL || out == NULL || k->kind == KEY_CHECKPOINT)
         return DDSM_E_ARG;
     if (!instance_ok(instance))
         return DDSM_E_INPUT;
+    if (k->kind == KEY_WRITER) {
+        /* verify reads the writer off the name: a chain may only bear its own key's writer. */
+        char w[DDSM_AUDIT_WRITER_MAX + 1];
+        if (strchr(instance, '#') != NULL || !ddsm_audit_writer_of(instance, w, sizeof w) ||
+            strcmp(w, k->writer) != 0)
+            return DDSM_E_INPUT;
+    }
     ddsm_audit_chain *c = calloc(1, sizeof *c);
     if (c == NULL)
         return DDSM_E_NOMEM;
@@ -336,7 +476,7 @@ ddsm_err ddsm_audit_instance_id(const char *prefix, char *out, size_t cap)
         snprintf(host, sizeof host, "unknown-host");
     host[sizeof host - 1] = '\0';
     for (char *p = host; *p != '\0'; p++)
-        if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e || *p == '/')
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e || *p == '/' || *p == '#')
             *p = '_';
     while (got < sizeof rnd) {
         ssize_t r = getrandom(rnd + got, sizeof rnd - got, 0);
@@ -449,8 +589,9 @@ static ddsm_err fetch(struct ddsm_pq *pq, const char *cursor_sql, const char *wh
 const char *ddsm_audit_kind_name(ddsm_audit_kind k)
 {
     static const char *const names[DDSM_AUDIT__KINDS] = {
-        "EDITED",    "DELETED",    "REORDERED",       "DUPLICATE",
-        "TRUNCATED", "CHECKPOINT", "UNAUTHENTICATED", "PRE_CHAIN",
+        "EDITED",    "DELETED",    "REORDERED",       "DUPLICATE",  "TRUNCATED",
+        "CHECKPOINT", "UNAUTHENTICATED", "PRE_CHAIN", "LEGACY_KEY", "ROLLED_BACK",
+        "CHAIN_GONE", "ANCHOR",
     };
     return (unsigned)k < DDSM_AUDIT__KINDS ? names[k] : "?";
 }
@@ -505,7 +646,55 @@ struct vwalk {
     PGresult *heads;
     int head_i;
     bool heads_done;
+    /* per-writer keys (opts->prf): rows with id >= cutoff are checked under their writer's key */
+    int64_t cutoff; /* INT64_MAX: none (every row under k) */
+    bool has_writer;                       /* the chain being walked names a writer */
+    char writer[DDSM_AUDIT_WRITER_MAX + 1]; /* ... this one */
+    ddsm_audit_key *wkey;                   /* the key of wkey->writer, derived once */
 };
+
+/* custody_audit_meta.writer_keys_from_id, read so that a store from before migration 007 (no such
+ * column) answers NULL: every row is then a legacy row. */
+static const char verify_cutoff_sql[] =
+    "SELECT (pg_catalog.to_jsonb(m) ->> 'writer_keys_from_id')::bigint FROM custody_audit_meta m";
+
+static ddsm_err read_cutoff(struct vwalk *w)
+{
+    PGresult *r = NULL;
+    w->cutoff = INT64_MAX;
+    if (w->o->prf == NULL)
+        return DDSM_OK;
+    ddsm_err e = ddsm_pq_exec_sql(w->pq, "verify: read where per-writer keys begin",
+                                  verify_cutoff_sql, 0, NULL, WALK_CLIENT_TIMEOUT_MS, &r);
+    if (e != DDSM_OK)
+        return e;
+    int64_t v = 0;
+    if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && ddsm_pq_get_i64(r, 0, 0, &v))
+        w->cutoff = v;
+    PQclear(r);
+    return DDSM_OK;
+}
+
+/* The key row id of the chain being walked must verify under: NULL when the chain names no
+ * writer (its rows cannot verify). */
+static ddsm_err row_key(struct vwalk *w, int64_t id, const ddsm_audit_key **out)
+{
+    *out = w->k;
+    if (id < w->cutoff)
+        return DDSM_OK;
+    *out = NULL;
+    if (!w->has_writer)
+        return DDSM_OK;
+    if (w->wkey == NULL || strcmp(w->wkey->writer, w->writer) != 0) {
+        ddsm_audit_key_free(w->wkey);
+        w->wkey = NULL;
+        ddsm_err e = ddsm_audit_writer_key_derive(w->o->prf, w->writer, &w->wkey);
+        if (e != DDSM_OK)
+            return ddsm_pq_fail(w->pq, e, "verify: cannot derive the key of writer %s", w->writer);
+    }
+    *out = w->wkey;
+    return DDSM_OK;
+}
 
 static void report(struct vwalk *w, ddsm_audit_kind kind, const char *instance, int64_t row_id,
                    int64_t other_id, int64_t seq_from, int64_t seq_to, int64_t count,
@@ -680,6 +869,7 @@ static ddsm_err walk_row(struct vwalk *w, const PGresult *r, int i)
             return DDSM_E_NOMEM;
         w->stats.chains++;
         w->prev_failed = false;
+        w->has_writer = ddsm_audit_writer_of(inst, w->writer, sizeof w->writer);
         if (seq == 1) {
             memset(w->prev, 0, sizeof w->prev);
             w->prev_ok = true;
@@ -713,11 +903,37 @@ static ddsm_err walk_row(struct vwalk *w, const PGresult *r, int i)
         report(w, DDSM_AUDIT_EDITED, inst, id, 0, seq, seq, 1,
                "chain %s: row id %" PRId64 " (seq %" PRId64 ") has no valid MAC", inst, id, seq);
     } else if (w->prev_ok) {
-        ddsm_err e = ddsm_audit_row_mac(w->k, w->prev, &row, want);
+        const ddsm_audit_key *key = NULL;
+        ddsm_err e = row_key(w, id, &key);
         if (e != DDSM_OK)
-            return ddsm_pq_fail(w->pq, e, "verify: cannot compute the MAC of row %" PRId64, id);
-        bool bad = !ddsm_ct_equal(want, mac, DDSM_AUDIT_MAC_LEN);
-        if (bad && w->prev_failed)
+            return e;
+        bool bad = true;
+        if (key != NULL) {
+            e = ddsm_audit_row_mac(key, w->prev, &row, want);
+            if (e != DDSM_OK)
+                return ddsm_pq_fail(w->pq, e, "verify: cannot compute the MAC of row %" PRId64, id);
+            bad = !ddsm_ct_equal(want, mac, DDSM_AUDIT_MAC_LEN);
+        }
+        bool legacy = false;
+        if (bad && key != w->k) {
+            e = ddsm_audit_row_mac(w->k, w->prev, &row, want);
+            if (e != DDSM_OK)
+                return ddsm_pq_fail(w->pq, e, "verify: cannot compute the MAC of row %" PRId64, id);
+            legacy = ddsm_ct_equal(want, mac, DDSM_AUDIT_MAC_LEN);
+        }
+        if (legacy) {
+            report(w, DDSM_AUDIT_LEGACY_KEY, inst, id, 0, seq, seq, 1,
+                   "chain %s: row id %" PRId64 " (seq %" PRId64 ", %s) is MACed under the legacy "
+                   "shared key, but per-writer keys began at row id %" PRId64 ": a writer not "
+                   "upgraded, or a forgery by a holder of that key",
+                   inst, id, seq, row.event, w->cutoff);
+            bad = false;
+        } else if (bad && key == NULL)
+            report(w, DDSM_AUDIT_EDITED, inst, id, 0, seq, seq, 1,
+                   "chain %s: row id %" PRId64 " (seq %" PRId64 ", %s) does not match its MAC: "
+                   "its chain names no writer, so no writer's key can have made it",
+                   inst, id, seq, row.event);
+        else if (bad && w->prev_failed)
             /* A replaced MAC breaks the next row's link too: say so rather than guess. */
             report(w, DDSM_AUDIT_EDITED, inst, id, w->last_id, seq, seq, 1,
                    "chain %s: row id %" PRId64 " (seq %" PRId64 ", %s) does not chain from row "
@@ -805,6 +1021,7 @@ ddsm_err ddsm_audit_verify(ddsm_store *st, const ddsm_audit_key *k,
     w.cb = cb;
     w.arg = arg;
     w.page = w.o->page_rows != 0 ? w.o->page_rows : 2000;
+    w.cutoff = INT64_MAX;
     snprintf(w.fetch_rows, sizeof w.fetch_rows, "FETCH FORWARD %u FROM ddsm_verify_rows", w.page);
     snprintf(w.fetch_heads, sizeof w.fetch_heads, "FETCH FORWARD 1000 FROM ddsm_verify_heads");
     if (w.o->instance != NULL && !instance_ok(w.o->instance))
@@ -822,6 +1039,9 @@ ddsm_err ddsm_audit_verify(ddsm_store *st, const ddsm_audit_key *k,
     PGresult *r = NULL;
 
     ddsm_err e = tx_begin(st);
+    if (e != DDSM_OK)
+        goto out;
+    e = read_cutoff(&w);
     if (e != DDSM_OK)
         goto out;
     e = ddsm_pq_exec_sql(w.pq, "verify: open the chain walk", verify_rows_sql, 2, params,
@@ -869,6 +1089,7 @@ out:
     PQclear(r);
     PQclear(w.heads);
     free(w.inst);
+    ddsm_audit_key_free(w.wkey);
     tx_end(st, e);
     if (e == DDSM_OK && stats != NULL)
         *stats = w.stats;

@@ -49,6 +49,10 @@ void ddsm_audit_chain_settle(ddsm_audit_chain *c, size_t n,
                              const uint8_t last_mac[DDSM_AUDIT_MAC_LEN],
                              enum ddsm_chain_outcome outcome);
 
+/* HMAC-SHA256 of msg under a checkpoint key (DDSM_E_ARG for any other key). (audit.c) */
+DDSM_WUR ddsm_err ddsm_audit_checkpoint_mac(const ddsm_audit_key *k, const uint8_t *msg,
+                                            size_t len, uint8_t out[DDSM_AUDIT_MAC_LEN]);
+
 /* Current UTC time in microseconds (the ts of rows a chain writes). */
 int64_t ddsm_audit_now_us(void);
 /* ts as a timestamptz literal "YYYY-MM-DD HH:MM:SS.ffffff+00" (exact to the microsecond). */

@@ -982,7 +982,8 @@ CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
     return root_lookup(ctx, rs, detail);
 }
 
-/* The audit key: the reserved derivation of docs/design.md, computed by the HSM through the root. */
+/* This writer's audit key (docs/audit.md "The audit keys"): the reserved derivation of
+ * docs/design.md for its instance id, computed by the HSM through the root. */
 static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key **out,
                               CK_ULONG *detail)
 {
@@ -990,12 +991,12 @@ static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key *
     ddsm_prf prf;
     ddsm_hsmcall *pool = ddsm_ctx_hsmcall(ctx);
     ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, rs->root, &prf);
-    ddsm_err e = ddsm_audit_key_derive(&prf, out);
+    ddsm_err e = ddsm_audit_writer_key_derive(&prf, ctx->instance, out);
     if (e == DDSM_E_HSM && pctx.status == DDSM_HSMCALL_ANSWERED &&
         (pctx.last_rv == CKR_KEY_HANDLE_INVALID || pctx.last_rv == CKR_OBJECT_HANDLE_INVALID) &&
         ddsm_ctx_root_refresh(ctx, rs, detail) == CKR_OK) {
         ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, rs->root, &prf);
-        e = ddsm_audit_key_derive(&prf, out);
+        e = ddsm_audit_writer_key_derive(&prf, ctx->instance, out);
     }
     if (e == DDSM_OK)
         return CKR_OK;

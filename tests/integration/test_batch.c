@@ -676,23 +676,24 @@ static int write_chain_helper(unsigned n)
     ddsm_hsm_prf_ctx pctx;
     ddsm_prf prf;
     ddsm_hsm_prf_init(&pctx, hsm, s, root, &prf);
-    if (ddsm_audit_key_derive(&prf, &key) != DDSM_OK) {
+    /* A writer like the module: its own key, its chains "<writer>/c<n>" (docs/audit.md). */
+    char writer[128], inst[160], label[64];
+    if (ddsm_audit_instance_id("write-chain/", writer, sizeof writer) != DDSM_OK ||
+        ddsm_audit_writer_key_derive(&prf, writer, &key) != DDSM_OK) {
         fprintf(stderr, "write-chain: cannot derive the audit key in the HSM\n");
         goto out;
     }
-    char inst[128], label[64];
     ddsm_asset a;
     snprintf(label, sizeof label, "helper-%ld-%ld", (long)getpid(), (long)time(NULL));
-    if (ddsm_audit_instance_id("write-chain/", inst, sizeof inst) != DDSM_OK ||
-        ddsm_store_open(cfg->store.conninfo, NULL, &st) != DDSM_OK ||
+    snprintf(inst, sizeof inst, "%s/c1", writer);
+    if (ddsm_store_open(cfg->store.conninfo, NULL, &st) != DDSM_OK ||
         ddsm_store_attach_audit(st, key, inst) != DDSM_OK ||
         ddsm_store_asset_register(st, NULL, label, "hmac", "m/0", "helper", &a) != DDSM_OK ||
         ddsm_store_asset_transition(st, &a.id, DDSM_EV_ACTIVATE, 0, "helper", &a) != DDSM_OK) {
         fprintf(stderr, "write-chain: store: %s\n", ddsm_store_errmsg(st));
         goto out;
     }
-    strncat(inst, "/batch", sizeof inst - strlen(inst) - 1);
-    if (ddsm_batcher_new(cfg->store.conninfo, NULL, 16, 0, 1, key, inst, &b) != DDSM_OK) {
+    if (ddsm_batcher_new(cfg->store.conninfo, NULL, 16, 0, 1, key, writer, &b) != DDSM_OK) {
         fprintf(stderr, "write-chain: %s\n", ddsm_batcher_errmsg());
         goto out;
     }

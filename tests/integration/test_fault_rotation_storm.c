@@ -101,9 +101,12 @@ static void *rotator_main(void *arg)
         return NULL;
     }
     ddsm_uuid ids[N_ASSETS];
-    bool ok = ddsm_audit_key_derive(&prf, &key) == DDSM_OK &&
-              ddsm_audit_instance_id("test-rotator/", inst, sizeof(inst)) == DDSM_OK &&
-              ddsm_store_attach_audit(st, key, inst) == DDSM_OK;
+    /* A writer's own key and chain "<writer>/c0" (docs/audit.md "The audit keys"). */
+    char chain[sizeof(inst) + 8];
+    bool ok = ddsm_audit_instance_id("test-rotator/", inst, sizeof(inst)) == DDSM_OK &&
+              ddsm_audit_writer_key_derive(&prf, inst, &key) == DDSM_OK &&
+              snprintf(chain, sizeof(chain), "%s/c0", inst) < (int)sizeof(chain) &&
+              ddsm_store_attach_audit(st, key, chain) == DDSM_OK;
     for (int a = 0; a < N_ASSETS; a++)
         ok = ok && ddsm_uuid_parse(g_ids[a], strlen(g_ids[a]), &ids[a]) == DDSM_OK;
     ddsm_prf_openssl_free(&prf);

@@ -310,9 +310,122 @@ static void test_audit__timestamps_format_exactly_in_utc(void **state)
     assert_string_equal(t, "1969-12-31 23:59:59.999999+00");
 }
 
+/* Per-writer keys and the checkpoint key (docs/design.md "Reserved derivations"). The vectors
+ * were computed from the spec, not from this code: the keys with Python hmac and with
+ * `openssl kdf -keylen 32 -kdfopt mac:HMAC -kdfopt digest:SHA256 -kdfopt mode:COUNTER
+ * -kdfopt hexkey:<seed 00..1f> -kdfopt hexsalt:<label> -kdfopt hexinfo:<writer> KBKDF`, the MACs
+ * with Python hmac over the encoding of docs/audit.md (tests/support/audit_forge.py). */
+#define WRITER_MSG_HEX                                                                             \
+    "000000014444534d2d61756469742d7772697465722d763100686f73742f34322f616263643132333400000100"
+#define WRITER_ROW1_MAC_HEX "b2deee05bc424b62ce56f68bf5c2767871d4f9e30048bdb3c55e684784b48975"
+#define CHECKPOINT_MAC_HEX "5fa97b432ce1e080d7ff1881f25a671a7aa0a75def769ecd003a52566dce3d05"
+
+static void vector_prf(ddsm_prf *prf)
+{
+    uint8_t seed[32];
+    for (int i = 0; i < 32; i++)
+        seed[i] = (uint8_t)i;
+    assert_int_equal(ddsm_prf_openssl_new(seed, sizeof seed, prf), DDSM_OK);
+}
+
+static void test_audit__writer_key_matches_the_spec_vector(void **state)
+{
+    (void)state;
+    uint8_t msg[DDSM_AUDIT_KDF_MSG_MAX], mac[DDSM_AUDIT_MAC_LEN], zero[DDSM_AUDIT_MAC_LEN] = {0};
+    size_t n = ddsm_audit_writer_message("host/42/abcd1234", msg, sizeof msg);
+    assert_hex(msg, n, WRITER_MSG_HEX);
+    /* Never a derivation message ("DDSM-v1" label) nor the fingerprint message ('D' first). */
+    assert_memory_not_equal(msg + 4, DDSM_LABEL "\0", 8);
+    assert_int_equal(msg[0], 0);
+
+    ddsm_prf prf;
+    ddsm_audit_key *k = NULL, *legacy = NULL;
+    vector_prf(&prf);
+    assert_int_equal(ddsm_audit_writer_key_derive(&prf, "host/42/abcd1234", &k), DDSM_OK);
+    assert_int_equal(ddsm_audit_key_derive(&prf, &legacy), DDSM_OK);
+    assert_string_equal(ddsm_audit_key_writer(k), "host/42/abcd1234");
+    assert_null(ddsm_audit_key_writer(legacy));
+    ddsm_audit_row r = row1();
+    r.instance = "host/42/abcd1234/c0";
+    assert_int_equal(ddsm_audit_row_mac(k, zero, &r, mac), DDSM_OK);
+    assert_hex(mac, sizeof mac, WRITER_ROW1_MAC_HEX);
+
+    /* Bad writer ids derive nothing. */
+    ddsm_audit_key *bad = NULL;
+    assert_int_equal(ddsm_audit_writer_key_derive(&prf, "", &bad), DDSM_E_INPUT);
+    assert_int_equal(ddsm_audit_writer_key_derive(&prf, "a#b", &bad), DDSM_E_INPUT);
+    assert_int_equal(ddsm_audit_writer_key_derive(&prf, "tab\there", &bad), DDSM_E_INPUT);
+    char longw[DDSM_AUDIT_WRITER_MAX + 2];
+    memset(longw, 'w', sizeof longw - 1);
+    longw[sizeof longw - 1] = '\0';
+    assert_int_equal(ddsm_audit_writer_key_derive(&prf, longw, &bad), DDSM_E_INPUT);
+    assert_null(bad);
+    ddsm_audit_key_free(k);
+    ddsm_audit_key_free(legacy);
+    ddsm_prf_openssl_free(&prf);
+}
+
+static void test_audit__checkpoint_key_matches_the_spec_vector(void **state)
+{
+    (void)state;
+    ddsm_prf prf;
+    ddsm_audit_key *ck = NULL, *legacy = NULL;
+    ddsm_audit_chain *c = NULL;
+    uint8_t mac[DDSM_AUDIT_MAC_LEN];
+    static const char line[] = "DDSM-AUDIT-CHECKPOINT 1\n";
+    vector_prf(&prf);
+    assert_int_equal(ddsm_audit_checkpoint_key_derive(&prf, &ck), DDSM_OK);
+    assert_int_equal(ddsm_audit_key_derive(&prf, &legacy), DDSM_OK);
+    assert_int_equal(ddsm_audit_checkpoint_mac(ck, (const uint8_t *)line, sizeof line - 1, mac),
+                     DDSM_OK);
+    assert_hex(mac, sizeof mac, CHECKPOINT_MAC_HEX);
+    /* The checkpoint key chains nothing, and no other key MACs a checkpoint. */
+    assert_int_equal(ddsm_audit_chain_new(ck, "x/c0", &c), DDSM_E_ARG);
+    assert_int_equal(ddsm_audit_checkpoint_mac(legacy, (const uint8_t *)line, 1, mac), DDSM_E_ARG);
+    assert_null(c);
+    ddsm_audit_key_free(ck);
+    ddsm_audit_key_free(legacy);
+    ddsm_prf_openssl_free(&prf);
+}
+
+static void test_audit__writer_is_read_off_the_chain_name(void **state)
+{
+    (void)state;
+    char w[DDSM_AUDIT_WRITER_MAX + 1];
+    assert_true(ddsm_audit_writer_of("host/42/abcd1234/c0", w, sizeof w));
+    assert_string_equal(w, "host/42/abcd1234");
+    assert_true(ddsm_audit_writer_of("host/42/abcd1234/c12#3", w, sizeof w));
+    assert_string_equal(w, "host/42/abcd1234");
+    assert_true(ddsm_audit_writer_of("ddsmctl/h/1/c1234567/c0", w, sizeof w));
+    assert_string_equal(w, "ddsmctl/h/1/c1234567");
+    static const char *const none[] = {"host/42/abcd1234", "x/c01", "x/c", "/c0", "x/c0#0",
+                                       "x/c0#", "x/c0#2#3", "a#b/c0", "x/c0x", "c0"};
+    for (size_t i = 0; i < sizeof none / sizeof none[0]; i++)
+        assert_false(ddsm_audit_writer_of(none[i], w, sizeof w));
+
+    /* A per-writer key chains only its own writer's names. */
+    ddsm_prf prf;
+    ddsm_audit_key *k = NULL;
+    ddsm_audit_chain *c = NULL;
+    vector_prf(&prf);
+    assert_int_equal(ddsm_audit_writer_key_derive(&prf, "host/42/abcd1234", &k), DDSM_OK);
+    assert_int_equal(ddsm_audit_chain_new(k, "host/42/abcd1234", &c), DDSM_E_INPUT);
+    assert_int_equal(ddsm_audit_chain_new(k, "host/42/other/c0", &c), DDSM_E_INPUT);
+    assert_int_equal(ddsm_audit_chain_new(k, "host/42/abcd1234/c0#2", &c), DDSM_E_INPUT);
+    assert_null(c);
+    assert_int_equal(ddsm_audit_chain_new(k, "host/42/abcd1234/c3", &c), DDSM_OK);
+    ddsm_audit_chain_free(c);
+    ddsm_audit_key_free(k);
+    ddsm_prf_openssl_free(&prf);
+}
+
 static void test_audit__kind_names_are_stable(void **state)
 {
     (void)state;
+    assert_string_equal(ddsm_audit_kind_name(DDSM_AUDIT_LEGACY_KEY), "LEGACY_KEY");
+    assert_string_equal(ddsm_audit_kind_name(DDSM_AUDIT_ROLLED_BACK), "ROLLED_BACK");
+    assert_string_equal(ddsm_audit_kind_name(DDSM_AUDIT_CHAIN_GONE), "CHAIN_GONE");
+    assert_string_equal(ddsm_audit_kind_name(DDSM_AUDIT_ANCHOR), "ANCHOR");
     assert_string_equal(ddsm_audit_kind_name(DDSM_AUDIT_EDITED), "EDITED");
     assert_string_equal(ddsm_audit_kind_name(DDSM_AUDIT_DELETED), "DELETED");
     assert_string_equal(ddsm_audit_kind_name(DDSM_AUDIT_REORDERED), "REORDERED");
@@ -333,6 +446,9 @@ int main(void)
         cmocka_unit_test(test_audit__chain_refuses_bad_instance_ids),
         cmocka_unit_test(test_audit__instance_ids_name_host_pid_and_differ),
         cmocka_unit_test(test_audit__timestamps_format_exactly_in_utc),
+        cmocka_unit_test(test_audit__writer_key_matches_the_spec_vector),
+        cmocka_unit_test(test_audit__checkpoint_key_matches_the_spec_vector),
+        cmocka_unit_test(test_audit__writer_is_read_off_the_chain_name),
         cmocka_unit_test(test_audit__kind_names_are_stable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

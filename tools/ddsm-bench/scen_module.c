@@ -10,6 +10,8 @@
  *                 CKR_KEY_HANDLE_INVALID because a rotation landed after its derive is counted, not
  *                 an error.
  * Virtual keys are not destroyable: handles are simply dropped. */
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +23,11 @@ bool bench_audit_key(bench *b, char *why, size_t why_len)
     ddsm_hsm_prf_ctx pctx;
     ddsm_prf prf;
     ddsm_hsm_prf_init(&pctx, b->hsm, b->be_login, b->be_root, &prf);
-    ddsm_err e = ddsm_audit_key_derive(&prf, &b->audit_key);
+    /* A writer of its own (docs/audit.md "The audit keys"): its chains are "<writer>/c<n>". */
+    char writer[DDSM_AUDIT_WRITER_MAX + 1];
+    ddsm_err e = ddsm_audit_instance_id("ddsm-bench/", writer, sizeof(writer));
+    if (e == DDSM_OK)
+        e = ddsm_audit_writer_key_derive(&prf, writer, &b->audit_key);
     if (e != DDSM_OK)
         snprintf(why, why_len, "deriving the audit key: %s%s%s", ddsm_err_str(e),
                  pctx.last_rv != CKR_OK ? ": " : "",
@@ -33,10 +39,13 @@ bool bench_store_open(bench *b, ddsm_store **out, char *why, size_t why_len)
 {
     ddsm_store_opts so = {b->cfg->store.connect_timeout_s, b->cfg->store.statement_timeout_ms,
                           "ddsm-bench", DDSM_ROLE_ANY};
+    static atomic_uint next_chain;
     char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
     ddsm_store *st = NULL;
-    ddsm_err e = ddsm_audit_instance_id("ddsm-bench/", instance, sizeof(instance));
-    if (e == DDSM_OK)
+    ddsm_err e = DDSM_E_INPUT;
+    const char *writer = ddsm_audit_key_writer(b->audit_key);
+    if (writer != NULL && snprintf(instance, sizeof(instance), "%s/c%u", writer,
+                                   atomic_fetch_add(&next_chain, 1)) < (int)sizeof(instance))
         e = ddsm_store_open(b->cfg->store.conninfo, &so, &st);
     if (e == DDSM_OK)
         e = ddsm_store_attach_audit(st, b->audit_key, instance);

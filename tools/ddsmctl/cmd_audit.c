@@ -10,35 +10,62 @@
 
 #include "ctl.h"
 #include "ddsm/audit.h"
+#include "ddsm/audit_checkpoint.h"
 #include "tool.h"
 
 const ctl_help cmd_audit_help = {
     "audit",
     "ddsmctl audit <subcommand> [options]",
     "The tamper-evident audit log. Subcommands:\n"
-    "  verify     walk every MAC chain and report edited, deleted, reordered, duplicated and\n"
-    "             truncated rows, and rows without a MAC",
+    "  verify       walk every MAC chain and report edited, deleted, reordered, duplicated and\n"
+    "               truncated rows, and rows without a MAC\n"
+    "  checkpoint   write the chain heads, MACed under an HSM-derived key, for storage outside\n"
+    "               the database",
     NULL,
 };
 
 static const ctl_help verify_help = {
     "audit verify",
-    "ddsmctl audit verify [--since TIME] [--instance ID] [--allow-pre-chain]",
+    "ddsmctl audit verify [--since TIME] [--instance ID] [--allow-pre-chain] [--checkpoint FILE]",
     "Walk every writer's chain in the audit log, in one consistent snapshot, streaming (memory\n"
     "stays flat however long the log), and report with row ids: rows whose MAC does not verify\n"
-    "(EDITED), gaps in a chain's sequence (DELETED), rows stored out of their chain's order\n"
-    "(REORDERED), repeated sequence numbers (DUPLICATE), rows missing after a chain's last row\n"
-    "that its checkpoint proves (TRUNCATED), missing or inconsistent checkpoints (CHECKPOINT),\n"
-    "rows without a MAC written since migration 002 (UNAUTHENTICATED) and rows written before it\n"
-    "(PRE_CHAIN). The MAC key is derived in the HSM from the root key, so this command needs the\n"
-    "user PIN. Progress goes to stderr when it is a terminal.\n"
+    "under their writer's key (EDITED), gaps in a chain's sequence (DELETED), rows stored out of\n"
+    "their chain's order (REORDERED), repeated sequence numbers (DUPLICATE), rows missing after a\n"
+    "chain's last row that its checkpoint proves (TRUNCATED), missing or inconsistent checkpoints\n"
+    "(CHECKPOINT), rows without a MAC written since migration 002 (UNAUTHENTICATED), rows written\n"
+    "before it (PRE_CHAIN), and rows written since migration 007 under the legacy shared key\n"
+    "(LEGACY_KEY). Each writer's key is derived in the HSM from the root key and the writer id, so\n"
+    "this command needs the user PIN. Progress goes to stderr when it is a terminal.\n"
     "\n"
-    "Exit status: 0 when everything verifies, 1 when there is any finding, 2 for bad input,\n"
-    "3 when PostgreSQL or the HSM is unavailable.",
+    "With --checkpoint FILE (a file of `ddsmctl audit checkpoint`), also check the log against\n"
+    "it: a file whose MAC does not verify, or whose per-writer key boundary moved (ANCHOR); a\n"
+    "chain now behind the seq the file anchors, or with another row there (ROLLED_BACK); a chain\n"
+    "of the file with no row left (CHAIN_GONE).\n"
+    "\n"
+    "Exit status: 0 when everything verifies, 1 when there is any finding, 2 for bad input\n"
+    "(including an unreadable or malformed checkpoint file), 3 when PostgreSQL or the HSM is\n"
+    "unavailable.",
     "  --since TIME         only rows from TIME on (UTC: 2026-11-01, 2026-11-01T08:00:00Z, or a\n"
     "                       duration back from now: 7d, 12h); older partitions are not read\n"
     "  --instance ID        only the chain of this writer instance id\n"
-    "  --allow-pre-chain    report rows from before migration 002 but do not fail on them\n",
+    "  --allow-pre-chain    report rows from before migration 002 but do not fail on them\n"
+    "  --checkpoint FILE    also check every chain head the checkpoint file anchors\n",
+};
+
+static const ctl_help checkpoint_help = {
+    "audit checkpoint",
+    "ddsmctl audit checkpoint [--out FILE]",
+    "Write the head of every audit chain (instance id, last seq, its MAC, when it moved) and the\n"
+    "row id where per-writer keys begin, MACed under the checkpoint key the HSM derives from the\n"
+    "root key, as text, to FILE or stdout. Keep it outside PostgreSQL (a WORM bucket, a ticket, a\n"
+    "git repository): `ddsmctl audit verify --checkpoint FILE` then detects a chain's tail rolled\n"
+    "back together with its in-database checkpoint, a whole chain deleted, and an edited or\n"
+    "forged file. Run `ddsmctl audit verify` first: a checkpoint anchors the heads as they are.\n"
+    "Needs the user PIN (the HSM) and reads only (ddsm_auditor suffices).\n"
+    "\n"
+    "Exit status: 0 when written, 2 for bad input (FILE cannot be written), 3 when PostgreSQL or\n"
+    "the HSM is unavailable.",
+    "  --out FILE           write to FILE (replaced when it exists) instead of stdout\n",
 };
 
 const ctl_help cmd_reconcile_help = {
@@ -156,8 +183,11 @@ static int on_finding(const ddsm_audit_finding *f, void *arg)
     }
     if (!accepted)
         r->counted++;
-    printf("%-16s row %-10" PRId64 " %s%s\n", ddsm_audit_kind_name(f->kind), f->row_id, f->detail,
-           accepted ? " (accepted: --allow-pre-chain)" : "");
+    if (f->row_id == 0)
+        printf("%-16s %s\n", ddsm_audit_kind_name(f->kind), f->detail);
+    else
+        printf("%-16s row %-10" PRId64 " %s%s\n", ddsm_audit_kind_name(f->kind), f->row_id,
+               f->detail, accepted ? " (accepted: --allow-pre-chain)" : "");
     return 0;
 }
 
@@ -169,18 +199,79 @@ static void on_progress(uint64_t rows, uint64_t chains, void *arg)
 }
 
 
+/* The whole of FILE (at most DDSM_CHECKPOINT_FILE_MAX bytes) into *text. An exit code (message
+ * printed). */
+static int read_checkpoint_file(const char *file, char **text, size_t *len)
+{
+    FILE *f = fopen(file, "rb");
+    *text = NULL;
+    *len = 0;
+    if (f == NULL) {
+        ctl_err("--checkpoint %s: %s", file, strerror(errno));
+        return CTL_EXIT_USAGE;
+    }
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    int rc = CTL_EXIT_OK;
+    while (b != NULL) {
+        if (n == cap) {
+            if (cap > DDSM_CHECKPOINT_FILE_MAX) {
+                ctl_err("--checkpoint %s: larger than %u bytes: not a checkpoint file", file,
+                        DDSM_CHECKPOINT_FILE_MAX);
+                rc = CTL_EXIT_USAGE;
+                break;
+            }
+            char *g = realloc(b, cap * 2);
+            if (g == NULL) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = g;
+            cap *= 2;
+        }
+        size_t got = fread(b + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                ctl_err("--checkpoint %s: %s", file, strerror(errno));
+                rc = CTL_EXIT_USAGE;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    if (b == NULL) {
+        ctl_err("--checkpoint %s: out of memory", file);
+        return CTL_EXIT_UNAVAILABLE;
+    }
+    if (rc != CTL_EXIT_OK) {
+        free(b);
+        return rc;
+    }
+    *text = b;
+    *len = n;
+    return CTL_EXIT_OK;
+}
+
 static int audit_verify(ctl *c, int argc, char **argv)
 {
-    const char *since = NULL, *instance = NULL;
-    bool allow_pre = false;
+    const char *since = NULL, *instance = NULL, *checkpoint = NULL;
+    bool allow_pre = false, have_hsm = false;
     const char *pos[1];
     size_t npos = 0;
     ddsm_store *st = NULL;
-    ddsm_audit_key *key = NULL;
+    ddsm_audit_key *key = NULL, *ckey = NULL;
+    char *ck_text = NULL;
+    size_t ck_len = 0;
+    ctl_hsm h;
+    ddsm_hsm_prf_ctx pctx;
+    ddsm_prf prf;
     const ctl_opt opts[] = {
         {"--since", &since, NULL, NULL, 0, NULL},
         {"--instance", &instance, NULL, NULL, 0, NULL},
         {"--allow-pre-chain", NULL, &allow_pre, NULL, 0, NULL},
+        {"--checkpoint", &checkpoint, NULL, NULL, 0, NULL},
     };
     int rc = ctl_parse(c, &verify_help, argc, argv, opts, sizeof opts / sizeof opts[0], pos, 0, 0,
                        &npos);
@@ -195,13 +286,28 @@ static int audit_verify(ctl *c, int argc, char **argv)
         return ctl_usage_error(&verify_help, "--instance must be 1..%d characters",
                                DDSM_AUDIT_INSTANCE_MAX);
     vo.instance = instance;
+    if (checkpoint != NULL) {
+        rc = read_checkpoint_file(checkpoint, &ck_text, &ck_len);
+        if (rc != CTL_EXIT_OK)
+            return rc;
+    }
     c->store_role = DDSM_ROLE_AUDITOR; /* read only: ddsm_auditor suffices */
     rc = ctl_store_open(c, false, &st);
     if (rc != CTL_EXIT_OK)
         goto out;
-    rc = ctl_audit_key_secret(c, &key);
+    /* The HSM stays open for the walk: each writer's key is derived when its chain comes up. */
+    rc = ctl_root_prf(c, &h, &pctx, &prf);
     if (rc != CTL_EXIT_OK)
         goto out;
+    have_hsm = true;
+    ddsm_err e = ddsm_audit_key_derive(&prf, &key);
+    if (e == DDSM_OK && ck_text != NULL)
+        e = ddsm_audit_checkpoint_key_derive(&prf, &ckey);
+    if (e != DDSM_OK) {
+        rc = ctl_key_fail(&pctx, "the audit keys", e);
+        goto out;
+    }
+    vo.prf = &prf;
 
     struct vreport rep = {.allow_pre_chain = allow_pre};
     if (isatty(STDERR_FILENO)) {
@@ -209,17 +315,34 @@ static int audit_verify(ctl *c, int argc, char **argv)
         vo.progress_arg = &rep;
     }
     ddsm_audit_verify_stats stats;
-    ddsm_err e = ddsm_audit_verify(st, key, &vo, on_finding, &rep, &stats);
+    e = ddsm_audit_verify(st, key, &vo, on_finding, &rep, &stats);
     if (rep.progress_shown)
         fputs("\r\033[K", stderr);
     if (e != DDSM_OK) {
-        rc = store_fail(st, "audit verify", e);
+        rc = pctx.last_rv != CKR_OK ? ctl_key_fail(&pctx, "a writer's audit key", e)
+                                    : store_fail(st, "audit verify", e);
         goto out;
+    }
+    if (ck_text != NULL) {
+        char why[256];
+        e = ddsm_audit_checkpoint_check(st, ckey, ck_text, ck_len, on_finding, &rep, &stats, why,
+                                        sizeof why);
+        if (e == DDSM_E_INPUT) {
+            ctl_err("--checkpoint %s: not a checkpoint file: %s", checkpoint, why);
+            rc = CTL_EXIT_USAGE;
+            goto out;
+        }
+        if (e != DDSM_OK) {
+            rc = store_fail(st, "audit verify --checkpoint", e);
+            goto out;
+        }
     }
     uint64_t total = 0;
     for (int k = 0; k < DDSM_AUDIT__KINDS; k++)
         total += stats.findings[k];
     printf("verified %" PRIu64 " chained rows in %" PRIu64 " chains", stats.rows, stats.chains);
+    if (ck_text != NULL)
+        printf(" and the checkpoint file");
     if (total == 0) {
         printf(": everything verifies\n");
     } else {
@@ -237,13 +360,101 @@ static int audit_verify(ctl *c, int argc, char **argv)
     rc = rep.counted == 0 ? CTL_EXIT_OK : CTL_EXIT_REFUSED;
 out:
     ddsm_audit_key_free(key);
+    ddsm_audit_key_free(ckey);
+    if (have_hsm)
+        ctl_hsm_close(&h);
+    ddsm_store_close(st);
+    free(ck_text);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* audit checkpoint */
+
+static int audit_checkpoint(ctl *c, int argc, char **argv)
+{
+    const char *out_file = NULL;
+    const char *pos[1];
+    size_t npos = 0;
+    ddsm_store *st = NULL;
+    ddsm_audit_key *ckey = NULL;
+    FILE *f = NULL;
+    bool have_hsm = false;
+    ctl_hsm h;
+    ddsm_hsm_prf_ctx pctx;
+    ddsm_prf prf;
+    char tmp[4096];
+    tmp[0] = '\0';
+    const ctl_opt opts[] = {{"--out", &out_file, NULL, NULL, 0, NULL}};
+    int rc = ctl_parse(c, &checkpoint_help, argc, argv, opts, 1, pos, 0, 0, &npos);
+    if (rc != CTL_EXIT_OK)
+        return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
+    if (out_file != NULL &&
+        (out_file[0] == '\0' ||
+         snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out_file, (long)getpid()) >= (int)sizeof tmp))
+        return ctl_usage_error(&checkpoint_help, "--out needs a file name (at most %zu bytes)",
+                               sizeof tmp - 32);
+    c->store_role = DDSM_ROLE_AUDITOR;
+    rc = ctl_store_open(c, false, &st);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    rc = ctl_root_prf(c, &h, &pctx, &prf);
+    if (rc != CTL_EXIT_OK)
+        goto out;
+    have_hsm = true;
+    ddsm_err e = ddsm_audit_checkpoint_key_derive(&prf, &ckey);
+    if (e != DDSM_OK) {
+        rc = ctl_key_fail(&pctx, "the checkpoint key", e);
+        goto out;
+    }
+    /* To a file beside FILE, renamed over it once complete: a reader never sees half a file. */
+    if (out_file != NULL) {
+        f = fopen(tmp, "wx");
+        if (f == NULL) {
+            ctl_err("--out %s: %s", out_file, strerror(errno));
+            rc = CTL_EXIT_USAGE;
+            goto out;
+        }
+    }
+    uint64_t chains = 0;
+    e = ddsm_audit_checkpoint_write(st, ckey, f != NULL ? f : stdout, &chains);
+    if (e == DDSM_E_IO) {
+        ctl_err("%s: %s", out_file != NULL ? out_file : "stdout", strerror(errno));
+        rc = CTL_EXIT_USAGE;
+        goto out;
+    }
+    if (e != DDSM_OK) {
+        rc = store_fail(st, "audit checkpoint", e);
+        goto out;
+    }
+    if (f != NULL) {
+        int closed = fclose(f);
+        f = NULL;
+        if (closed != 0 || rename(tmp, out_file) != 0) {
+            ctl_err("--out %s: %s", out_file, strerror(errno));
+            rc = CTL_EXIT_USAGE;
+            goto out;
+        }
+        tmp[0] = '\0';
+        fprintf(stderr, "checkpoint of %" PRIu64 " chain%s written to %s\n", chains,
+                chains == 1 ? "" : "s", out_file);
+    }
+    rc = CTL_EXIT_OK;
+out:
+    if (f != NULL)
+        fclose(f);
+    if (tmp[0] != '\0')
+        unlink(tmp);
+    ddsm_audit_key_free(ckey);
+    if (have_hsm)
+        ctl_hsm_close(&h);
     ddsm_store_close(st);
     return rc;
 }
 
 int cmd_audit(ctl *c, int argc, char **argv)
 {
-    static const ctl_sub subs[] = {{"verify", audit_verify}};
+    static const ctl_sub subs[] = {{"verify", audit_verify}, {"checkpoint", audit_checkpoint}};
     return ctl_run_sub(c, &cmd_audit_help, subs, sizeof(subs) / sizeof(subs[0]), argc, argv);
 }
 

@@ -215,11 +215,9 @@ int cmd_asset_xpub(ctl *c, int argc, char **argv)
     have_hsm = true;
     if (rc != CTL_EXIT_OK)
         goto out;
-    ddsm_err e = ddsm_audit_key_derive(&x.prf, &key);
-    if (e != DDSM_OK) {
-        rc = hsm_fail(&x, "the audit key", e);
+    rc = ctl_writer_key_prf(&x.prf, &x.pctx, &key);
+    if (rc != CTL_EXIT_OK)
         goto out;
-    }
     rc = ctl_store_attach_audit(st, key);
     if (rc != CTL_EXIT_OK)
         goto out;

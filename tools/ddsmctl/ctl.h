@@ -167,8 +167,16 @@ DDSM_WUR int ctl_hsm_import_root_secret(ctl_hsm *h, const uint8_t seed[32], CK_O
 /* The root fingerprint computed by the HSM (its HMAC under the root key). */
 DDSM_WUR int ctl_hsm_fingerprint(ctl_hsm *h, CK_OBJECT_HANDLE root,
                                  char fp[DDSM_FINGERPRINT_HEX + 1]);
-/* The audit key (a secret): the reserved derivation, computed by the HSM through the root key.
- * Needs the root token's PIN like every other root use. Returns an exit code (message printed). */
+/* The root PRF of the HSM (docs/audit.md "The audit keys"): opens the HSM and finds the root;
+ * the caller closes h when done with prf. Needs the root token's PIN like every other root use. */
+DDSM_WUR int ctl_root_prf(ctl *c, ctl_hsm *h, ddsm_hsm_prf_ctx *pctx, ddsm_prf *prf);
+/* Report a failed derivation of what (the HSM's answer when it gave one); the exit code. */
+DDSM_WUR int ctl_key_fail(const ddsm_hsm_prf_ctx *pctx, const char *what, ddsm_err e);
+/* A fresh writer id "ddsmctl/<host>/<pid>/<random>" and its audit key (a secret), through prf. */
+DDSM_WUR int ctl_writer_key_prf(const ddsm_prf *prf, const ddsm_hsm_prf_ctx *pctx,
+                                ddsm_audit_key **out);
+/* The audit key of a writing run (ctl_writer_key_prf), the HSM closed after. Returns an exit code
+ * (message printed). */
 DDSM_WUR int ctl_audit_key_secret(ctl *c, ddsm_audit_key **out);
 /* Remove a root key just created (when a later check fails). */
 void ctl_hsm_destroy(ctl_hsm *h, CK_OBJECT_HANDLE obj);
@@ -198,8 +206,8 @@ DDSM_WUR int ctl_store_open(ctl *c, bool audited, ddsm_store **st);
  * (message printed) with *st NULL. */
 DDSM_WUR int ctl_list_open(ctl *c, const ctl_help *h, int argc, char **argv, bool *json,
                            ddsm_store **st);
-/* Chain st's audit rows under key, as a fresh "ddsmctl/..." writer instance. Returns an exit code
- * (message printed); st is left open either way. */
+/* Chain st's audit rows under key (a writer key of ctl_writer_key_prf), as its writer's chain
+ * "<writer>/c0". Returns an exit code (message printed); st is left open either way. */
 DDSM_WUR int ctl_store_attach_audit(ddsm_store *st, const ddsm_audit_key *key);
 /* Report a store error (message printed); returns its exit code. */
 int ctl_store_fail(ddsm_store *st, ddsm_err e, const char *what);

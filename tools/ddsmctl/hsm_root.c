@@ -439,36 +439,57 @@ void ctl_hsm_destroy(ctl_hsm *h, CK_OBJECT_HANDLE obj)
 }
 
 /* The audit key: the reserved derivation, computed by the HSM through the root key. */
+int ctl_root_prf(ctl *c, ctl_hsm *h, ddsm_hsm_prf_ctx *pctx, ddsm_prf *prf)
+{
+    bool exists = false;
+    CK_OBJECT_HANDLE root = CK_INVALID_HANDLE;
+    int rc = ctl_hsm_open_root(c, h);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    rc = ctl_hsm_find_root(h, &exists, &root);
+    if (rc == CTL_EXIT_OK && !exists) {
+        ctl_err("token \"%s\" holds no root key labelled \"%s\": the audit keys derive from it",
+                h->token_label, h->key_label);
+        rc = CTL_EXIT_REFUSED;
+    }
+    if (rc != CTL_EXIT_OK) {
+        ctl_hsm_close(h);
+        return rc;
+    }
+    ddsm_hsm_prf_init(pctx, h->hsm, h->session, root, prf);
+    return CTL_EXIT_OK;
+}
+
+int ctl_key_fail(const ddsm_hsm_prf_ctx *pctx, const char *what, ddsm_err e)
+{
+    int rc;
+    if (pctx->last_rv != CKR_OK) {
+        ctl_err("the HSM cannot derive %s: %s", what, ddsm_rv_name(pctx->last_rv));
+        rc = ctl_exit_for_rv(pctx->last_rv);
+        return rc == CTL_EXIT_OK ? CTL_EXIT_UNAVAILABLE : rc;
+    }
+    ctl_err("cannot derive %s: %s", what, ddsm_err_str(e));
+    return ctl_exit_for(e);
+}
+
+int ctl_writer_key_prf(const ddsm_prf *prf, const ddsm_hsm_prf_ctx *pctx, ddsm_audit_key **out)
+{
+    char writer[DDSM_AUDIT_WRITER_MAX + 1];
+    ddsm_err e = ddsm_audit_instance_id("ddsmctl/", writer, sizeof(writer));
+    if (e == DDSM_OK)
+        e = ddsm_audit_writer_key_derive(prf, writer, out);
+    return e == DDSM_OK ? CTL_EXIT_OK : ctl_key_fail(pctx, "this run's audit key", e);
+}
+
 int ctl_audit_key_secret(ctl *c, ddsm_audit_key **out)
 {
     ctl_hsm h;
-    bool exists = false;
-    CK_OBJECT_HANDLE root = CK_INVALID_HANDLE;
-    int rc = ctl_hsm_open_root(c, &h);
+    ddsm_hsm_prf_ctx pctx;
+    ddsm_prf prf;
+    int rc = ctl_root_prf(c, &h, &pctx, &prf);
     if (rc != CTL_EXIT_OK)
         return rc;
-    rc = ctl_hsm_find_root(&h, &exists, &root);
-    if (rc == CTL_EXIT_OK && !exists) {
-        ctl_err("token \"%s\" holds no root key labelled \"%s\": the audit key derives from it",
-                h.token_label, h.key_label);
-        rc = CTL_EXIT_REFUSED;
-    }
-    if (rc == CTL_EXIT_OK) {
-        ddsm_hsm_prf_ctx pctx;
-        ddsm_prf prf;
-        ddsm_hsm_prf_init(&pctx, h.hsm, h.session, root, &prf);
-        ddsm_err e = ddsm_audit_key_derive(&prf, out);
-        if (e != DDSM_OK) {
-            if (pctx.last_rv != CKR_OK) {
-                ctl_err("the HSM cannot derive the audit key: %s", ddsm_rv_name(pctx.last_rv));
-                rc = ctl_exit_for_rv(pctx.last_rv);
-                rc = rc == CTL_EXIT_OK ? CTL_EXIT_UNAVAILABLE : rc;
-            } else {
-                ctl_err("cannot derive the audit key: %s", ddsm_err_str(e));
-                rc = ctl_exit_for(e);
-            }
-        }
-    }
+    rc = ctl_writer_key_prf(&prf, &pctx, out);
     ctl_hsm_close(&h);
     return rc;
 }

@@ -22,13 +22,43 @@
 #define DDSM_AUDIT_MAGIC "DDSMAUD1"
 
 /* ------------------------------------------------------------------------------------------ */
-/* The audit key: HMAC-SHA256 key of every chain, held in secure memory only (a secret). */
+/* An audit key: the HMAC-SHA256 key of a writer's chains (or the legacy shared key, or the
+ * checkpoint key), held in secure memory only (a secret). */
 
 typedef struct ddsm_audit_key ddsm_audit_key;
 
 /* The reserved derivation docs/design.md names: ddsm_derive_secret(prf, nil UUID, depth 0, counter 0),
  * computed by prf (the HSM through the root key). */
 DDSM_WUR ddsm_err ddsm_audit_key_derive(const ddsm_prf *prf, ddsm_audit_key **out);
+/* Since migration 007 it is the legacy shared key: writers no longer use it, verify checks rows
+ * written before per-writer keys began with it. */
+/* Per-writer keys (docs/audit.md "The audit keys"): each writer chains its rows under its own key,
+ * the reserved derivation of docs/design.md with the SP 800-108 Label DDSM_AUDIT_WRITER_LABEL and
+ * the writer id as the Context:
+ *   HMAC-SHA256(root, 00000001 || "DDSM-audit-writer-v1" || 00 || writer || 00000100)
+ * A writer id is 1..DDSM_AUDIT_WRITER_MAX printable ASCII characters without '#'; the chains of
+ * writer W are named "W/c<n>" (n decimal, no leading zero), "#<e>" appended after an unknown
+ * outcome, so the writer of every chain is read off its instance id (ddsm_audit_writer_of). */
+#define DDSM_AUDIT_WRITER_LABEL "DDSM-audit-writer-v1"
+#define DDSM_AUDIT_WRITER_MAX (DDSM_AUDIT_INSTANCE_MAX - 16)
+/* The key of checkpoint files (ddsm/audit_checkpoint.h): Label DDSM_AUDIT_CHECKPOINT_LABEL, an empty
+ * Context. No writer ever derives it. */
+#define DDSM_AUDIT_CHECKPOINT_LABEL "DDSM-audit-checkpoint-v1"
+/* Longest reserved-derivation message: [i]4 || label || 00 || writer || [L]4. */
+#define DDSM_AUDIT_KDF_MSG_MAX (4 + sizeof(DDSM_AUDIT_CHECKPOINT_LABEL) + DDSM_AUDIT_WRITER_MAX + 4)
+
+/* The whole PRF input of writer's key into out (cap >= DDSM_AUDIT_KDF_MSG_MAX); returns its
+ * length, 0 when writer is not a valid writer id. */
+size_t ddsm_audit_writer_message(const char *writer, uint8_t *out, size_t cap);
+DDSM_WUR ddsm_err ddsm_audit_writer_key_derive(const ddsm_prf *prf, const char *writer,
+                                               ddsm_audit_key **out);
+DDSM_WUR ddsm_err ddsm_audit_checkpoint_key_derive(const ddsm_prf *prf, ddsm_audit_key **out);
+/* The writer a per-writer key belongs to; NULL for the legacy shared key and the checkpoint key. */
+const char *ddsm_audit_key_writer(const ddsm_audit_key *k);
+/* The writer of the chain named instance ("W/c<n>" or "W/c<n>#<e>") into out; false when the
+ * name has no such form (a legacy chain, or not a chain of a per-writer key). */
+bool ddsm_audit_writer_of(const char *instance, char *out, size_t cap);
+
 /* From raw key bytes (a secret; copied): for tests and tools that already hold the key. */
 DDSM_WUR ddsm_err ddsm_audit_key_from_secret(const uint8_t key_secret[DDSM_AUDIT_KEY_LEN],
                                              ddsm_audit_key **out);
@@ -72,7 +102,9 @@ DDSM_WUR ddsm_err ddsm_audit_row_mac(const ddsm_audit_key *k,
 typedef struct ddsm_audit_chain ddsm_audit_chain;
 
 /* instance: 1..DDSM_AUDIT_INSTANCE_MAX printable ASCII characters, unique to this writer (make one
- * with ddsm_audit_instance_id). The chain starts at seq 1. */
+ * with ddsm_audit_instance_id). With a per-writer key it must be "<writer>/c<n>" of that key's
+ * writer (DDSM_E_INPUT otherwise); a checkpoint key chains nothing (DDSM_E_ARG). The chain starts
+ * at seq 1. */
 DDSM_WUR ddsm_err ddsm_audit_chain_new(const ddsm_audit_key *k, const char *instance,
                                        ddsm_audit_chain **out);
 void ddsm_audit_chain_free(ddsm_audit_chain *c); /* wipes; NULL accepted */
@@ -99,6 +131,10 @@ typedef enum ddsm_audit_kind {
     DDSM_AUDIT_CHECKPOINT,      /* a checkpoint missing, behind its chain, or not its last MAC */
     DDSM_AUDIT_UNAUTHENTICATED, /* rows without a chain written after migration 002 */
     DDSM_AUDIT_PRE_CHAIN,       /* rows from before migration 002 (never authenticated) */
+    DDSM_AUDIT_LEGACY_KEY,      /* a row after migration 007 MACed under the legacy shared key */
+    DDSM_AUDIT_ROLLED_BACK,     /* a chain behind (or off) its anchor in a checkpoint file */
+    DDSM_AUDIT_CHAIN_GONE,      /* a chain of a checkpoint file with no row left */
+    DDSM_AUDIT_ANCHOR,          /* a checkpoint file that does not verify, or a moved key boundary */
     DDSM_AUDIT__KINDS
 } ddsm_audit_kind;
 
@@ -127,6 +163,10 @@ typedef struct ddsm_audit_verify_opts {
     unsigned page_rows;   /* rows per FETCH; 0: 2000 */
     ddsm_audit_progress_cb progress; /* called after every page; may be NULL */
     void *progress_arg;
+    /* The HSM's root PRF: rows from custody_audit_meta.writer_keys_from_id on (migration 007) are
+     * checked under their writer's key, derived through it; rows before it under the key given to
+     * ddsm_audit_verify (the legacy shared key). NULL: every row under that key (tests). */
+    const ddsm_prf *prf;
 } ddsm_audit_verify_opts;
 
 typedef struct ddsm_audit_verify_stats {

@@ -29,9 +29,9 @@ typedef struct ddsm_batcher ddsm_batcher;
 #define DDSM_BATCH_SIZE_BUCKETS 13
 
 /* batch_max 1..4096 rows per statement (config [audit] batch_max), batch_wait_us 0..1000000
- * (config [audit] batch_wait_us), connections 1..64. key: the audit key (copied into each
- * chain). instance: this process's instance id (ddsm_audit_instance_id); connection n writes the
- * chain "<instance>/c<n>". Connects lazily. DDSM_E_INPUT for a value out of range. */
+ * (config [audit] batch_wait_us), connections 1..64. key: the writer's audit key (copied into
+ * each chain). instance: this process's writer id (ddsm_audit_instance_id), the key's writer for a
+ * per-writer key; connection n writes the chain "<instance>/c<n>". Connects lazily. DDSM_E_INPUT for a value out of range. */
 DDSM_WUR ddsm_err ddsm_batcher_new(const char *conninfo, const ddsm_store_opts *opts,
                                    unsigned batch_max, unsigned batch_wait_us, unsigned connections,
                                    const ddsm_audit_key *key, const char *instance,
