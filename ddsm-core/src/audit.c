@@ -130,8 +130,7 @@ static ddsm_err key_from_message(const ddsm_prf *prf, const uint8_t *msg, size_t
     return DDSM_OK;
 }
 
-ddsm_err ddsm_audit_writer_key_derive(const ddsm_prf *prf, const char *writer,
-                                      ddsm_audit_key **out)
+ddsm_err ddsm_audit_writer_key_derive(const ddsm_prf *prf, const char *writer, ddsm_audit_key **out)
 {
     uint8_t msg[DDSM_AUDIT_KDF_MSG_MAX];
     if (prf == NULL || prf->hmac_root == NULL || out == NULL)
@@ -589,9 +588,8 @@ static ddsm_err fetch(struct ddsm_pq *pq, const char *cursor_sql, const char *wh
 const char *ddsm_audit_kind_name(ddsm_audit_kind k)
 {
     static const char *const names[DDSM_AUDIT__KINDS] = {
-        "EDITED",    "DELETED",    "REORDERED",       "DUPLICATE",  "TRUNCATED",
-        "CHECKPOINT", "UNAUTHENTICATED", "PRE_CHAIN", "LEGACY_KEY", "ROLLED_BACK",
-        "CHAIN_GONE", "ANCHOR",
+        "EDITED",          "DELETED",   "REORDERED",  "DUPLICATE",   "TRUNCATED",  "CHECKPOINT",
+        "UNAUTHENTICATED", "PRE_CHAIN", "LEGACY_KEY", "ROLLED_BACK", "CHAIN_GONE", "ANCHOR",
     };
     return (unsigned)k < DDSM_AUDIT__KINDS ? names[k] : "?";
 }
@@ -647,8 +645,8 @@ struct vwalk {
     int head_i;
     bool heads_done;
     /* per-writer keys (opts->prf): rows with id >= cutoff are checked under their writer's key */
-    int64_t cutoff; /* INT64_MAX: none (every row under k) */
-    bool has_writer;                       /* the chain being walked names a writer */
+    int64_t cutoff;                         /* INT64_MAX: none (every row under k) */
+    bool has_writer;                        /* the chain being walked names a writer */
     char writer[DDSM_AUDIT_WRITER_MAX + 1]; /* ... this one */
     ddsm_audit_key *wkey;                   /* the key of wkey->writer, derived once */
 };

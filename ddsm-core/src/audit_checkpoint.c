@@ -104,9 +104,8 @@ static const char heads_sql[] =
 static ddsm_err read_cutoff(struct ddsm_pq *pq, bool *has, int64_t *cutoff)
 {
     PGresult *r = NULL;
-    ddsm_err e =
-        ddsm_pq_exec_sql(pq, "checkpoint: where per-writer keys begin", cutoff_sql, 0, NULL,
-                         CHECK_TIMEOUT_MS, &r);
+    ddsm_err e = ddsm_pq_exec_sql(pq, "checkpoint: where per-writer keys begin", cutoff_sql, 0,
+                                  NULL, CHECK_TIMEOUT_MS, &r);
     if (e != DDSM_OK)
         return e;
     *has = PQntuples(r) == 1 && ddsm_pq_get_i64(r, 0, 0, cutoff);
@@ -150,12 +149,25 @@ ddsm_err ddsm_audit_checkpoint_write(ddsm_store *st, const ddsm_audit_key *ckey,
     int n = PQntuples(r);
     for (int i = 0; i < n; i++) {
         int64_t seq = 0;
+        const char *inst = PQgetvalue(r, i, 0);
+        size_t il = strlen(inst);
+        bool printable = il > 0 && il <= DDSM_AUDIT_INSTANCE_MAX;
+        for (size_t j = 0; printable && j < il; j++)
+            printable = (unsigned char)inst[j] >= 0x20 && (unsigned char)inst[j] <= 0x7e;
+        /* No writer makes such a name; one put there by hand would break the file's lines. */
+        if (!printable) {
+            e = ddsm_pq_fail(pq, DDSM_E_STORE,
+                             "checkpoint: custody_audit_chain_heads holds an instance id that is "
+                             "not 1..%d printable characters (%zu bytes): no chain of a writer",
+                             DDSM_AUDIT_INSTANCE_MAX, il);
+            goto out;
+        }
         if (!ddsm_pq_get_i64(r, i, 1, &seq) || strlen(PQgetvalue(r, i, 2)) != 64) {
             e = ddsm_pq_fail(pq, DDSM_E_STORE, "checkpoint: a chain head does not parse");
             goto out;
         }
         putf(&b, "chain %" PRId64 " %s %s ", seq, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
-        put(&b, PQgetvalue(r, i, 0), strlen(PQgetvalue(r, i, 0)));
+        put(&b, inst, il);
         put(&b, "\n", 1);
     }
     putf(&b, "end %d\n", n);
@@ -254,8 +266,8 @@ static int parse(char *copy, size_t len, struct anchor **out, size_t *n_out, siz
         if (ln == 1) {
             if (strcmp(p, DDSM_CHECKPOINT_MAGIC) != 0) {
                 free(a);
-                return bad(why, cap, ln, "not a checkpoint file (expected \"" DDSM_CHECKPOINT_MAGIC
-                                         "\")");
+                return bad(why, cap, ln,
+                           "not a checkpoint file (expected \"" DDSM_CHECKPOINT_MAGIC "\")");
             }
         } else if (ln == 2) {
             if (strncmp(p, "taken ", 6) != 0 || !all_of(p + 6, l - 6, TIMECHARS) ||
@@ -336,8 +348,9 @@ static int parse(char *copy, size_t len, struct anchor **out, size_t *n_out, siz
             return 0;
         } else {
             free(a);
-            return bad(why, cap, ln, ended ? "expected \"mac <64 hex digits>\" as the last line"
-                                           : "unexpected line");
+            return bad(why, cap, ln,
+                       ended ? "expected \"mac <64 hex digits>\" as the last line"
+                             : "unexpected line");
         }
         p = nl + 1;
     }
@@ -486,11 +499,11 @@ ddsm_err ddsm_audit_checkpoint_check(ddsm_store *st, const ddsm_audit_key *ckey,
                           " (head of %s) but no row of it is left: the whole chain was deleted",
                           a[i].inst, a[i].seq, a[i].time);
         else if (!row && last < a[i].seq)
-            stop = report(cb, arg, stats, DDSM_AUDIT_ROLLED_BACK, a[i].inst, a[i].seq,
-                          "chain %s: the checkpoint file anchors it at seq %" PRId64
-                          " (head of %s) but it now ends at seq %" PRId64
-                          ": its tail was rolled back",
-                          a[i].inst, a[i].seq, a[i].time, last);
+            stop =
+                report(cb, arg, stats, DDSM_AUDIT_ROLLED_BACK, a[i].inst, a[i].seq,
+                       "chain %s: the checkpoint file anchors it at seq %" PRId64
+                       " (head of %s) but it now ends at seq %" PRId64 ": its tail was rolled back",
+                       a[i].inst, a[i].seq, a[i].time, last);
         else if (!row)
             stop = report(cb, arg, stats, DDSM_AUDIT_ROLLED_BACK, a[i].inst, a[i].seq,
                           "chain %s: the row at seq %" PRId64

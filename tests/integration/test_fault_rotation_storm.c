@@ -18,7 +18,8 @@
  * may start in the short window between the rotation's return and that delivery (measured: well
  * under a millisecond on an idle machine, up to ~15 ms with these 16 threads saturating two
  * cores). That test asserts the window stays under NOTIFY_DELIVERY_MS and prints the worst case;
- * docs/design.md "Lifecycle and rotation" states this ("once the module has heard of the rotation"). */
+ * docs/design.md "Lifecycle and rotation" states this ("once the module has heard of the
+ * rotation"). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

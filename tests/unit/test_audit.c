@@ -398,8 +398,9 @@ static void test_audit__writer_is_read_off_the_chain_name(void **state)
     assert_string_equal(w, "host/42/abcd1234");
     assert_true(ddsm_audit_writer_of("ddsmctl/h/1/c1234567/c0", w, sizeof w));
     assert_string_equal(w, "ddsmctl/h/1/c1234567");
-    static const char *const none[] = {"host/42/abcd1234", "x/c01", "x/c", "/c0", "x/c0#0",
-                                       "x/c0#", "x/c0#2#3", "a#b/c0", "x/c0x", "c0"};
+    static const char *const none[] = {
+        "host/42/abcd1234", "x/c01",  "x/c",   "/c0", "x/c0#0", "x/c0#",
+        "x/c0#2#3",         "a#b/c0", "x/c0x", "c0"};
     for (size_t i = 0; i < sizeof none / sizeof none[0]; i++)
         assert_false(ddsm_audit_writer_of(none[i], w, sizeof w));
 

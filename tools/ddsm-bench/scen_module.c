@@ -58,8 +58,8 @@ bool bench_store_open(bench *b, ddsm_store **out, char *why, size_t why_len)
     return true;
 }
 
-ddsm_err bench_asset_ensure(bench *b, const char *label, const char *type,
-                            const char *default_path, ddsm_asset *a)
+ddsm_err bench_asset_ensure(bench *b, const char *label, const char *type, const char *default_path,
+                            ddsm_asset *a)
 {
     ddsm_err e = ddsm_store_asset_find(b->store, label, a);
     if (e == DDSM_E_NOT_FOUND)

@@ -34,8 +34,8 @@ static const ctl_help verify_help = {
     "chain's last row that its checkpoint proves (TRUNCATED), missing or inconsistent checkpoints\n"
     "(CHECKPOINT), rows without a MAC written since migration 002 (UNAUTHENTICATED), rows written\n"
     "before it (PRE_CHAIN), and rows written since migration 007 under the legacy shared key\n"
-    "(LEGACY_KEY). Each writer's key is derived in the HSM from the root key and the writer id, so\n"
-    "this command needs the user PIN. Progress goes to stderr when it is a terminal.\n"
+    "(LEGACY_KEY). Each writer's key is derived in the HSM from the root key and its writer id,\n"
+    "so this command needs the user PIN. Progress goes to stderr when it is a terminal.\n"
     "\n"
     "With --checkpoint FILE (a file of `ddsmctl audit checkpoint`), also check the log against\n"
     "it: a file whose MAC does not verify, or whose per-writer key boundary moved (ANCHOR); a\n"
@@ -197,7 +197,6 @@ static void on_progress(uint64_t rows, uint64_t chains, void *arg)
     fprintf(stderr, "\r\033[Kverifying: %" PRIu64 " rows in %" PRIu64 " chains", rows, chains);
     r->progress_shown = true;
 }
-
 
 /* The whole of FILE (at most DDSM_CHECKPOINT_FILE_MAX bytes) into *text. An exit code (message
  * printed). */

@@ -7,7 +7,8 @@ int ctl_store_attach_audit(ddsm_store *st, const ddsm_audit_key *key)
     char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
     const char *writer = ddsm_audit_key_writer(key);
     ddsm_err e = DDSM_E_ARG;
-    if (writer != NULL && snprintf(instance, sizeof(instance), "%s/c0", writer) < (int)sizeof(instance))
+    if (writer != NULL &&
+        snprintf(instance, sizeof(instance), "%s/c0", writer) < (int)sizeof(instance))
         e = ddsm_store_attach_audit(st, key, instance);
     if (e != DDSM_OK) {
         ctl_err("cannot set up the audit chain: %s", ddsm_err_str(e));

@@ -41,8 +41,8 @@ DDSM_WUR ddsm_err ddsm_audit_key_derive(const ddsm_prf *prf, ddsm_audit_key **ou
  * outcome, so the writer of every chain is read off its instance id (ddsm_audit_writer_of). */
 #define DDSM_AUDIT_WRITER_LABEL "DDSM-audit-writer-v1"
 #define DDSM_AUDIT_WRITER_MAX (DDSM_AUDIT_INSTANCE_MAX - 16)
-/* The key of checkpoint files (ddsm/audit_checkpoint.h): Label DDSM_AUDIT_CHECKPOINT_LABEL, an empty
- * Context. No writer ever derives it. */
+/* The key of checkpoint files (ddsm/audit_checkpoint.h): Label DDSM_AUDIT_CHECKPOINT_LABEL, an
+ * empty Context. No writer ever derives it. */
 #define DDSM_AUDIT_CHECKPOINT_LABEL "DDSM-audit-checkpoint-v1"
 /* Longest reserved-derivation message: [i]4 || label || 00 || writer || [L]4. */
 #define DDSM_AUDIT_KDF_MSG_MAX (4 + sizeof(DDSM_AUDIT_CHECKPOINT_LABEL) + DDSM_AUDIT_WRITER_MAX + 4)
@@ -134,7 +134,7 @@ typedef enum ddsm_audit_kind {
     DDSM_AUDIT_LEGACY_KEY,      /* a row after migration 007 MACed under the legacy shared key */
     DDSM_AUDIT_ROLLED_BACK,     /* a chain behind (or off) its anchor in a checkpoint file */
     DDSM_AUDIT_CHAIN_GONE,      /* a chain of a checkpoint file with no row left */
-    DDSM_AUDIT_ANCHOR,          /* a checkpoint file that does not verify, or a moved key boundary */
+    DDSM_AUDIT_ANCHOR,          /* a checkpoint file that does not verify, or a moved boundary */
     DDSM_AUDIT__KINDS
 } ddsm_audit_kind;
 

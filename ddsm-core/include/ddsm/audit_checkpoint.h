@@ -20,8 +20,8 @@
 /* Reads every chain head (custody_audit_chain_heads) and where per-writer keys begin, in one
  * snapshot, and writes the MACed file to out. *chains (may be NULL) gets the number of chains.
  * A store error leaves out untouched (the text is built first). */
-DDSM_WUR ddsm_err ddsm_audit_checkpoint_write(ddsm_store *st, const ddsm_audit_key *ckey,
-                                              FILE *out, uint64_t *chains);
+DDSM_WUR ddsm_err ddsm_audit_checkpoint_write(ddsm_store *st, const ddsm_audit_key *ckey, FILE *out,
+                                              uint64_t *chains);
 
 /* Check the store against the file text[0..len): its MAC first (a file that does not verify is
  * one ANCHOR finding and nothing else is read from it), then, for each chain it anchors, that
