@@ -13,6 +13,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
 require_env DDSM_MODULE DDSM_CTL DDSM_SOURCE_DIR
 FORGE=$DDSM_SOURCE_DIR/tests/support/audit_forge.py
+# The uninstrumented interpreter: it loads no module, and in the sanitizer pass the python3 on
+# PATH preloads the runtimes, which hang the psql it runs at exit (tests/CMakeLists.txt).
+PY=/usr/bin/python3
 scratch_dir attack_audit_writer
 export DDSM_PIN=$DDSM_TEST_PIN
 
@@ -39,14 +42,14 @@ expect 0 ctl audit verify
 out_has "everything verifies"
 
 echo "== the attacker's key: what writer B's process holds"
-kb=$(python3 "$FORGE" key-of "$DESIGN_ROOT_SEED" "$B") || fail "no key a writer can hold verifies B's chain"
-ka=$(python3 "$FORGE" key-of "$DESIGN_ROOT_SEED" "$A") || fail "no key a writer can hold verifies A's chain"
+kb=$("$PY" "$FORGE" key-of "$DESIGN_ROOT_SEED" "$B") || fail "no key a writer can hold verifies B's chain"
+ka=$("$PY" "$FORGE" key-of "$DESIGN_ROOT_SEED" "$A") || fail "no key a writer can hold verifies A's chain"
 if [ "$ka" = "$kb" ]; then
     echo "writers A and B hold the same audit key"
 fi
 
 echo "== B rewrites A's chain and checkpoint under its own key"
-n=$(python3 "$FORGE" rewrite "$kb" "$A" mallory)
+n=$("$PY" "$FORGE" rewrite "$kb" "$A" mallory)
 [ "$n" -ge 1 ] || fail "no row of A rewritten"
 [ "$(sql "SELECT count(*) FROM custody_audit_log WHERE instance_id = '$A' AND requester = 'mallory'")" = "$n" ] ||
     fail "the rewrite did not take"
@@ -57,8 +60,8 @@ out_has "does not match its MAC"
 out_lacks "chain $B:"
 
 echo "== the same under the legacy shared key"
-legacy=$(python3 "$FORGE" legacy-key "$DESIGN_ROOT_SEED")
-python3 "$FORGE" rewrite "$legacy" "$A" mallory >/dev/null
+legacy=$("$PY" "$FORGE" legacy-key "$DESIGN_ROOT_SEED")
+"$PY" "$FORGE" rewrite "$legacy" "$A" mallory >/dev/null
 expect 1 ctl audit verify
 out_has "LEGACY_KEY"
 out_has "chain $A: row id "
@@ -69,7 +72,7 @@ echo "== each writer's key is the one docs/design.md specifies for its writer id
 for chain in "$A" "$B"; do
     writer=${chain%/c0}
     [ "$writer" != "$chain" ] || fail "chain $chain is not named <writer>/c0"
-    [ "$(python3 "$FORGE" writer-key "$DESIGN_ROOT_SEED" "$writer")" = "$([ "$chain" = "$A" ] && echo "$ka" || echo "$kb")" ] ||
+    [ "$("$PY" "$FORGE" writer-key "$DESIGN_ROOT_SEED" "$writer")" = "$([ "$chain" = "$A" ] && echo "$ka" || echo "$kb")" ] ||
         fail "chain $chain is not MACed under the spec's key of writer $writer"
 done
 

@@ -11,6 +11,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../support/testlib.sh"
 require_env DDSM_MODULE DDSM_CTL DDSM_SOURCE_DIR DDSM_BUILD_DIR
 FORGE=$DDSM_SOURCE_DIR/tests/support/audit_forge.py
+# The uninstrumented interpreter: it loads no module, and in the sanitizer pass the python3 on
+# PATH preloads the runtimes, which hang the psql it runs at exit (tests/CMakeLists.txt).
+PY=/usr/bin/python3
 scratch_dir audit_checkpoint
 export DDSM_PIN=$DDSM_TEST_PIN
 
@@ -71,8 +74,8 @@ expect 2 ctl audit checkpoint --out "$T/nodir/c.ckpt"
 err_has "$T/nodir/c.ckpt"
 
 echo "== its MAC, checked independently: HMAC-SHA256 under the spec's checkpoint key"
-ck=$(python3 "$FORGE" checkpoint-key "$DESIGN_ROOT_SEED")
-python3 - "$T/c1.ckpt" "$ck" <<'PY'
+ck=$("$PY" "$FORGE" checkpoint-key "$DESIGN_ROOT_SEED")
+"$PY" - "$T/c1.ckpt" "$ck" <<'PY'
 import hashlib, hmac, sys
 data = open(sys.argv[1], "rb").read()
 body, _, last = data[:-1].rpartition(b"\n")
@@ -94,8 +97,8 @@ expect 1 ctl audit verify --checkpoint "$T/edited.ckpt"
 out_has "ANCHOR"
 out_has "the checkpoint file's MAC does not verify"
 # A file made under another key (here: the legacy shared audit key, as a writer could hold it).
-legacy=$(python3 "$FORGE" legacy-key "$DESIGN_ROOT_SEED")
-python3 - "$T/c1.ckpt" "$legacy" "$T/forged.ckpt" <<'PY'
+legacy=$("$PY" "$FORGE" legacy-key "$DESIGN_ROOT_SEED")
+"$PY" - "$T/c1.ckpt" "$legacy" "$T/forged.ckpt" <<'PY'
 import hashlib, hmac, sys
 data = open(sys.argv[1], "rb").read()
 body = data[: data.rindex(b"\nmac ") + 1]
