@@ -6,5 +6,6 @@
 #include <stdint.h>
 
 int64_t ddsm_now_ms(void); /* monotonic clock */
+int64_t ddsm_now_us(void); /* the same clock in microseconds (grace windows) */
 
 #endif
