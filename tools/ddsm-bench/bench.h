@@ -112,6 +112,12 @@ typedef struct bench {
     unsigned n_assets;
     bool json;
     bool progress; /* stderr is a terminal */
+    /* --hsm-latency-us: the backend behind the fault wrapper (hsmnet.c). */
+    bool hsm_net;
+    unsigned hsm_latency_us;
+    unsigned hsm_concurrency; /* 0: no limit */
+    const char *fault_lib;
+    char net_conf[64]; /* the private configuration naming the wrapper; "" when none */
 
     /* The module, loaded as an application loads it. */
     void *mod_dl;
@@ -271,6 +277,12 @@ ddsm_err bench_asset_ensure(bench *b, const char *label, const char *type,
                             const char *default_path, ddsm_asset *a);
 /* Reuse or register and activate the assets bench-0 .. bench-<n-1>. */
 bool bench_assets_setup(bench *b, char *why, size_t why_len);
+
+/* ---- the networked-HSM model (hsmnet.c) ---- */
+/* After the configuration is loaded and before the module or the backend is: point both at the
+ * fault wrapper with b->hsm_latency_us and b->hsm_concurrency. false with why. */
+bool bench_hsmnet_setup(bench *b, char *why, size_t why_len);
+void bench_hsmnet_cleanup(bench *b); /* removes the private configuration */
 
 /* ---- the report (report.c) ---- */
 typedef struct bench_check {

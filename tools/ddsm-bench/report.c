@@ -154,6 +154,13 @@ static void print_machine(FILE *f, const bench *b)
                 m->hsm_info[0] ? m->hsm_info : "not loaded");
     if (m->module_path[0])
         fprintf(f, "module:     %s (%s)\n", m->module_path, m->module_info);
+    if (b->hsm_net) {
+        char conc[32] = "no limit";
+        if (b->hsm_concurrency > 0)
+            snprintf(conc, sizeof(conc), "at most %u", b->hsm_concurrency);
+        fprintf(f, "hsm model:  every backend call waits %u us first, %s in flight (fault wrapper %s)\n",
+                b->hsm_latency_us, conc, b->cfg->backend.module);
+    }
     fprintf(f, "config:     %s; %g s per scenario and thread count; %u asset%s\n", b->conf_path,
             b->seconds, b->n_assets, b->n_assets == 1 ? "" : "s");
 }
@@ -336,7 +343,16 @@ void bench_report_json(FILE *f, const bench_report *r)
     for (unsigned i = 0; i < b->n_counts; i++)
         fprintf(f, "%s%u", i ? "," : "", b->threads[i]);
     fputs("],", f);
-    jkv_num(f, "assets", b->n_assets, false);
+    jkv_num(f, "assets", b->n_assets, true);
+    jkey(f, "hsm_model");
+    if (b->hsm_net) {
+        fputc('{', f);
+        jkv_num(f, "latency_us", b->hsm_latency_us, true);
+        jkv_num(f, "concurrency", b->hsm_concurrency, false);
+        fputc('}', f);
+    } else {
+        fputs("null", f);
+    }
     fputs("},", f);
 
     jkey(f, "results");
