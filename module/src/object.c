@@ -77,12 +77,20 @@ CK_RV ddsm_C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
     DDSM_CALL(c, "C_DestroyObject");
     DDSM_LADDER_SESSION(c, hSession, 1);
     if (is_virtual(hObject)) {
+        ddsm_hentry e;
         /* Private objects: without a user login they do not exist for the session. */
         rv = ddsm_require_user(&c);
         if (rv == CKR_USER_NOT_LOGGED_IN)
             rv = CKR_OBJECT_HANDLE_INVALID;
-        if (rv == CKR_OK)
-            rv = ddsm_htab_release(c.ctx->handles, hObject);
+        if (rv != CKR_OK || (rv = ddsm_vkey_lookup(&c, hObject, false, &e)) != CKR_OK)
+            goto out;
+        /* The handle of a counter rotated away or a retired asset is already no object
+         * (CKR_OBJECT_HANDLE_INVALID), but its slot is freed all the same. */
+        rv = ddsm_vkey_check(&c, &e, DDSM_USE_OBJECT);
+        if (rv == CKR_OK || rv == CKR_OBJECT_HANDLE_INVALID) {
+            CK_RV rrv = ddsm_htab_release(c.ctx->handles, hObject);
+            rv = rv == CKR_OK ? rrv : rv;
+        }
         goto out;
     }
     if ((rv = ddsm_guard_object(&c, hObject)) != CKR_OK)

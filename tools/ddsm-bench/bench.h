@@ -144,6 +144,15 @@ typedef struct bench {
     char asset_text[BENCH_MAX_ASSETS][DDSM_UUID_TEXT_LEN + 1];
 
     unsigned run_seq; /* bumped per scenario run: derivation paths are never reused */
+    /* soak (scen_soak.c): derivations handed out, the total and the warm-up point, failures,
+     * resident memory (kB) after the warm-up and at the end. */
+    _Atomic uint64_t soak_next;
+    uint64_t soak_target;
+    uint64_t soak_warm;
+    _Atomic uint64_t soak_failures;
+    char soak_first_failure[128];
+    _Atomic uint64_t soak_rss_warm_kb;
+    uint64_t soak_rss_end_kb;
     bool seed_table;  /* custody_audit_log_seed exists and must be dropped at the end */
     bench_machine machine;
 } bench;
@@ -153,6 +162,7 @@ typedef enum bench_rc {
     BENCH_OP_OK = 0,   /* one operation done: counted and timed */
     BENCH_OP_EXPECTED, /* an expected, counted outcome that is not an operation (rotate-storm) */
     BENCH_OP_FAIL,     /* an error: why is set, the run stops */
+    BENCH_OP_DONE,     /* this thread's share of an until_done scenario is done */
 } bench_rc;
 
 typedef struct bench_thread {
@@ -177,6 +187,8 @@ struct bench_scenario {
     bool needs_module;  /* through libddsm-pkcs11.so */
     bool needs_backend; /* the backend HSM loaded directly */
     bool needs_store;   /* PostgreSQL and the bench assets */
+    /* Runs until every thread's op says BENCH_OP_DONE, not for --seconds (soak). */
+    bool until_done;
     /* Once per run before any thread starts; false with why on failure. May be NULL. */
     bool (*prepare)(bench *b, char *why, size_t why_len);
     /* Per thread, before the clock starts (sessions, keys); false with t->why on failure. */
@@ -197,6 +209,11 @@ typedef struct bench_result {
     uint64_t expected; /* rotate-storm: operations that met CKR_KEY_HANDLE_INVALID */
     uint64_t retries;  /* seed-design: serialization failures retried */
     uint64_t side_ops; /* rotate-storm: rotations */
+    /* soak: failed derivations or signs (the first one's reason), resident memory in kB after
+     * the warm-up and at the end */
+    uint64_t failures;
+    char first_failure[128];
+    uint64_t rss_warm_kb, rss_end_kb;
     double ops_s;
     double mean_ns;
     uint64_t p50_ns, p99_ns, p999_ns, min_ns, max_ns;
@@ -220,6 +237,9 @@ extern const bench_scenario bench_sc_openssl, bench_sc_hsm_direct, bench_sc_seed
 extern const bench_scenario bench_sc_derive, bench_sc_sign, bench_sc_find_sign,
     bench_sc_rotate_storm;
 extern const bench_scenario bench_sc_ec_sign; /* scen_ec.c */
+extern const bench_scenario bench_sc_soak;    /* scen_soak.c */
+/* The process's resident set (VmRSS) in kB; 0 when unknown. */
+uint64_t bench_rss_kb(void);
 /* Every scenario in the order runs use: baselines first. */
 extern const bench_scenario *const bench_scenarios[];
 extern const size_t bench_scenarios_count;

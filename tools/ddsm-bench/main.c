@@ -28,7 +28,7 @@ static void help(void)
            "then one table (or with --json one JSON document) gives ops/s, p50/p99/p99.9 latency,\n"
            "each scenario's ratio to its baselines at the same thread count, and the machine.\n"
            "\n"
-           "Scenarios (default: all, in this order):\n");
+           "Scenarios (default: all but soak, in this order; soak runs only when named):\n");
     for (size_t i = 0; i < bench_scenarios_count; i++)
         printf("  %-13s %s\n", bench_scenarios[i]->name, bench_scenarios[i]->about);
     printf(
@@ -119,7 +119,9 @@ static bool select_scenarios(const char *list, bool sel[], char *bad, size_t bad
     for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         bool known = false;
         for (size_t i = 0; i < bench_scenarios_count; i++) {
-            if (strcmp(tok, "all") == 0 || strcmp(tok, bench_scenarios[i]->name) == 0) {
+            /* "all" is every timed scenario; soak runs only when named (it is not timed). */
+            if ((strcmp(tok, "all") == 0 && !bench_scenarios[i]->until_done) ||
+                strcmp(tok, bench_scenarios[i]->name) == 0) {
                 sel[i] = true;
                 known = true;
             }
@@ -324,7 +326,7 @@ static int parse_args(bench *b, int argc, char **argv, bool sel[])
     if ((b->hsm_concurrency > 0 || b->fault_lib != NULL) && !b->hsm_net)
         return usage_error("--hsm-concurrency and --fault-lib go with --hsm-latency-us");
     for (size_t i = 0; !any_sel && i < bench_scenarios_count; i++)
-        sel[i] = true;
+        sel[i] = !bench_scenarios[i]->until_done;
     return BENCH_EXIT_OK;
 }
 

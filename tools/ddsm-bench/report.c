@@ -65,7 +65,7 @@ typedef struct target {
     const char *name;
     char goal[64];
     double value;     /* NAN: not measured */
-    const char *unit; /* "x" or "ms" */
+    const char *unit; /* "x", "ms" or "" (a count) */
     bool met;
 } target;
 
@@ -79,7 +79,7 @@ static void set_target(target *t, const char *name, const char *goal, double val
     t->met = met;
 }
 
-static size_t targets(const bench_report *r, target out[8])
+static size_t targets(const bench_report *r, target out[12])
 {
     const bench *b = r->b;
     unsigned t = max_threads(b), t0 = min_threads(b);
@@ -114,6 +114,17 @@ static size_t targets(const bench_report *r, target out[8])
     set_target(&out[n++], "sign scales with threads", goal, v, "x", v >= 0.75 * ideal);
     v = rs != NULL ? ratio(r, rs, "derive") : NAN;
     set_target(&out[n++], "rotate-storm vs derive", ">= 0.50x", v, "x", v >= 0.50);
+    /* soak runs only when named: its goals are listed only then. */
+    const bench_result *sk = find(r, "soak", t);
+    if (sk != NULL) {
+        v = (double)sk->failures;
+        set_target(&out[n++], "soak failures", "= 0", v, "", v == 0);
+        v = sk->rss_warm_kb > 0 && sk->rss_end_kb > 0
+                ? (double)sk->rss_end_kb / (double)sk->rss_warm_kb
+                : NAN;
+        set_target(&out[n++], "soak RSS end / after warm-up", "<= 1.10x (flat)", v, "x",
+                   v <= 1.10);
+    }
     return n;
 }
 
@@ -214,13 +225,21 @@ void bench_report_table(FILE *f, const bench_report *r)
         if (x->sc == &bench_sc_rotate_storm)
             fprintf(f, " %llu rotations, %llu CKR_KEY_HANDLE_INVALID",
                     (unsigned long long)x->side_ops, (unsigned long long)x->expected);
+        if (x->sc == &bench_sc_soak) {
+            fprintf(f, " %llu failures%s%s, RSS %.1f MiB after warm-up, %.1f MiB at the end",
+                    (unsigned long long)x->failures, x->failures > 0 ? " (first: " : "",
+                    x->failures > 0 ? x->first_failure : "", (double)x->rss_warm_kb / 1024.0,
+                    (double)x->rss_end_kb / 1024.0);
+            if (x->failures > 0)
+                fputc(')', f);
+        }
         fputc('\n', f);
     }
     fputc('\n', f);
     print_check(f, "audit verify", r->verify);
     print_check(f, "reconcile", r->reconcile);
 
-    target t[8];
+    target t[12];
     size_t n = targets(r, t);
     fprintf(f, "\ntargets at %u threads (goals, not assertions):\n", max_threads(r->b));
     for (size_t i = 0; i < n; i++) {
@@ -228,7 +247,7 @@ void bench_report_table(FILE *f, const bench_report *r)
             fprintf(f, "  %-30s %-40s %10s  not measured\n", t[i].name, t[i].goal, "-");
         else
             fprintf(f, "  %-30s %-40s %9.2f%s  %s\n", t[i].name, t[i].goal, t[i].value,
-                    strcmp(t[i].unit, "x") == 0 ? "x" : "ms", t[i].met ? "met" : "MISSED");
+                    t[i].unit, t[i].met ? "met" : "MISSED");
     }
     if (r->verify != NULL)
         fprintf(f, "  %-30s %-40s %10s  %s\n", "audit verifies after storm", "ddsmctl audit verify",
@@ -385,6 +404,17 @@ void bench_report_json(FILE *f, const bench_report *r)
         jkv_num(f, "serialization_retries", (double)x->retries, true);
         jkv_num(f, "key_handle_invalid", (double)x->expected, true);
         jkv_num(f, "rotations", (double)x->side_ops, true);
+        jkey(f, "soak");
+        if (x->sc == &bench_sc_soak) {
+            fputc('{', f);
+            jkv_num(f, "failures", (double)x->failures, true);
+            jkv_str(f, "first_failure", x->first_failure, true);
+            jkv_num(f, "rss_after_warmup_kb", (double)x->rss_warm_kb, true);
+            jkv_num(f, "rss_end_kb", (double)x->rss_end_kb, false);
+            fputs("},", f);
+        } else {
+            fputs("null,", f);
+        }
         jkv_num(f, "scale", x->failed ? NAN : scale(r, x), true);
         jkey(f, "ratios");
         fputc('{', f);
@@ -413,7 +443,7 @@ void bench_report_json(FILE *f, const bench_report *r)
     json_check(f, "reconcile", r->reconcile);
     fputc(',', f);
 
-    target t[8];
+    target t[12];
     size_t n = targets(r, t);
     jkey(f, "targets");
     fputc('{', f);

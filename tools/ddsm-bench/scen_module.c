@@ -283,5 +283,6 @@ const bench_scenario bench_sc_rotate_storm = {
 const bench_scenario *const bench_scenarios[] = {
     &bench_sc_openssl, &bench_sc_hsm_direct, &bench_sc_seed_design,  &bench_sc_derive,
     &bench_sc_sign,    &bench_sc_find_sign,  &bench_sc_rotate_storm, &bench_sc_ec_sign,
+    &bench_sc_soak,
 };
 const size_t bench_scenarios_count = sizeof(bench_scenarios) / sizeof(bench_scenarios[0]);
