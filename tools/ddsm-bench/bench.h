@@ -146,6 +146,7 @@ typedef struct bench {
     unsigned run_seq; /* bumped per scenario run: derivation paths are never reused */
     /* soak (scen_soak.c): derivations handed out, the total and the warm-up point, failures,
      * resident memory (kB) after the warm-up and at the end. */
+    struct ddsm_batcher *roof_batcher; /* store-only (scen_roof.c) */
     _Atomic uint64_t soak_next;
     uint64_t soak_target;
     uint64_t soak_warm;
@@ -238,6 +239,7 @@ extern const bench_scenario bench_sc_derive, bench_sc_sign, bench_sc_find_sign,
     bench_sc_rotate_storm;
 extern const bench_scenario bench_sc_ec_sign; /* scen_ec.c */
 extern const bench_scenario bench_sc_soak;    /* scen_soak.c */
+extern const bench_scenario bench_sc_store_only; /* scen_roof.c */
 /* The process's resident set (VmRSS) in kB; 0 when unknown. */
 uint64_t bench_rss_kb(void);
 /* Every scenario in the order runs use: baselines first. */

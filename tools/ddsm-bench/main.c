@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "ddsm/batch.h"
 #include "ddsm/log.h"
 #include "ddsm/secmem.h"
 #include "tool.h"
@@ -466,6 +467,7 @@ out:
         bench_module_close(b);
         bench_seed_cleanup(b);
         bench_hsmnet_cleanup(b);
+        ddsm_batcher_free(b->roof_batcher);
         ddsm_store_close(b->store);
         ddsm_audit_key_free(b->audit_key);
         if (b->pin_secret != NULL)
