@@ -27,11 +27,10 @@ static bool roof_prepare(bench *b, char *why, size_t why_len)
     b->roof_batcher = NULL;
     ddsm_err e = ddsm_audit_instance_id("ddsm-bench/", instance, sizeof(instance));
     if (e == DDSM_OK)
-        e = ddsm_batcher_new(b->cfg->store.conninfo, &so,
-                             b->cfg->audit.batch_max ? b->cfg->audit.batch_max : 64,
-                             b->cfg->audit.batch_wait_us,
-                             b->cfg->audit.connections ? b->cfg->audit.connections : 2,
-                             b->audit_key, instance, &b->roof_batcher);
+        e = ddsm_batcher_new(
+            b->cfg->store.conninfo, &so, b->cfg->audit.batch_max ? b->cfg->audit.batch_max : 64,
+            b->cfg->audit.batch_wait_us, b->cfg->audit.connections ? b->cfg->audit.connections : 2,
+            b->audit_key, instance, &b->roof_batcher);
     if (e != DDSM_OK) {
         snprintf(why, why_len, "store-only: the batcher: %s", ddsm_err_str(e));
         return false;
