@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "bench.h"
-#include "names.h"
+#include "ddsm/names.h"
 
 #define SOAK_FACTOR 10
 
