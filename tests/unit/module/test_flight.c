@@ -12,17 +12,24 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fence.h"
 #include "flight.h"
 
-static void sleep_ms(int ms)
+/* Until n callers follow flights of f: they are inside ddsm_flight_join, waiting or about to. */
+static void await_followers(ddsm_flights *f, unsigned long n)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
+    for (;;) {
+        unsigned long led, followed;
+        ddsm_flights_stats(f, &led, &followed);
+        if (followed >= n)
+            return;
+        sched_yield();
     }
 }
 
@@ -85,7 +92,7 @@ test_flight__followers_share_the_leaders_result_with_references_of_their_own(voi
     assert_non_null(lead);
     follower w[6];
     start_followers(w, 6, f, "k1");
-    sleep_ms(50); /* they are all waiting */
+    await_followers(f, 6);
     obj o = {1};  /* the leader's own reference */
     ddsm_flight_land(f, lead, CKR_OK, 0, &o);
     for (int i = 0; i < 6; i++) {
@@ -118,7 +125,7 @@ static void test_flight__a_failure_reaches_every_follower_with_its_detail(void *
     assert_true(ddsm_flight_join(f, "k2", 2, &lead, &rv, &detail, &res));
     follower w[3];
     start_followers(w, 3, f, "k2");
-    sleep_ms(50);
+    await_followers(f, 3);
     ddsm_flight_land(f, lead, CKR_DEVICE_ERROR, 0x44530001UL, NULL);
     for (int i = 0; i < 3; i++) {
         pthread_join(w[i].th, NULL);
@@ -181,35 +188,46 @@ static void start_waiter(waiter *w, ddsm_fence *f, unsigned timeout_ms)
     assert_int_equal(pthread_create(&w->th, NULL, wait_main, w), 0);
 }
 
-/* The LISTEN thread's side: wait until a fence is wanted. */
-static bool wanted(ddsm_fence *f, int timeout_ms)
+/* The LISTEN thread's side: whether a fence is wanted now. */
+static bool wanted(ddsm_fence *f)
 {
     struct pollfd p = {.fd = ddsm_fence_wakefd(f), .events = POLLIN, .revents = 0};
-    return poll(&p, 1, timeout_ms) == 1;
+    return poll(&p, 1, 0) == 1;
+}
+
+/* Until n more requests have been made (each adds one to the wake-up descriptor's counter, which
+ * this consumes as ddsm_fence_begin would). */
+static void await_requests(ddsm_fence *f, uint64_t n)
+{
+    uint64_t seen = 0;
+    while (seen < n) {
+        struct pollfd p = {.fd = ddsm_fence_wakefd(f), .events = POLLIN, .revents = 0};
+        uint64_t v;
+        if (poll(&p, 1, -1) == 1 && read(p.fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+            seen += v;
+    }
 }
 
 static void test_fence__covers_the_requests_made_before_it_began_and_only_those(void **state)
 {
     ddsm_fence *f = NULL;
     assert_int_equal(ddsm_fence_new(&f), CKR_OK);
-    assert_false(wanted(f, 0));
+    assert_false(wanted(f));
     waiter a, b, c;
-    start_waiter(&a, f, 5000);
-    start_waiter(&b, f, 5000);
-    assert_true(wanted(f, 1000));
-    sleep_ms(30); /* both requests are in */
+    /* Bounds far beyond any run: a wait that ends must end because a fence covered it. */
+    start_waiter(&a, f, 600000);
+    start_waiter(&b, f, 600000);
+    await_requests(f, 2); /* both requests are in */
     uint64_t t1 = ddsm_fence_begin(f);
     assert_int_equal(t1, 2);
-    start_waiter(&c, f, 5000); /* after the fence began: not covered by it */
-    sleep_ms(30);
+    start_waiter(&c, f, 600000); /* after the fence began: not covered by it */
+    await_requests(f, 1);
     ddsm_fence_end(f, t1, true);
     pthread_join(a.th, NULL);
     pthread_join(b.th, NULL);
     assert_true(a.ok);
     assert_true(b.ok);
-    sleep_ms(30);
     assert_false(atomic_load(&c.finished));
-    assert_true(wanted(f, 1000));
     uint64_t t2 = ddsm_fence_begin(f);
     assert_int_equal(t2, 3);
     ddsm_fence_end(f, t2, true);
@@ -225,8 +243,8 @@ static void test_fence__a_failed_or_missing_fence_is_reported(void **state)
     ddsm_fence *f = NULL;
     assert_int_equal(ddsm_fence_new(&f), CKR_OK);
     waiter a;
-    start_waiter(&a, f, 5000);
-    assert_true(wanted(f, 1000));
+    start_waiter(&a, f, 600000);
+    await_requests(f, 1);
     ddsm_fence_end(f, ddsm_fence_begin(f), false);
     pthread_join(a.th, NULL);
     assert_false(a.ok);
