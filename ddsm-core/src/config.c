@@ -75,6 +75,7 @@ static const struct key_def keys[] = {
     {"audit", "batch_wait_us", K_UINT, F(audit.batch_wait_us), 0, 1000000},
     {"audit", "connections", K_UINT, F(audit.connections), 1, 64},
     {"cache", "size", K_UINT, F(cache.size), 1, 1048576},
+    {"cache", "handles", K_UINT, F(cache.handles), 1, 1048576},
     {"cache", "ttl_ms", K_UINT, F(cache.ttl_ms), 1, 86400000},
     {"cache", "staleness_ms", K_UINT, F(cache.staleness_ms), 0, 3600000},
     {"cache", "rotation_fence", K_BOOL, F(cache.rotation_fence), 0, 0},
@@ -551,6 +552,7 @@ static void config_defaults(ddsm_config *cfg)
     cfg->audit.batch_wait_us = 200;
     cfg->audit.connections = 2;
     cfg->cache.size = 4096;
+    cfg->cache.handles = 1048576;
     cfg->cache.ttl_ms = 300000;
     cfg->cache.staleness_ms = 1000;
     cfg->log.level = DDSM_LOG_WARN;

@@ -215,7 +215,7 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
 
     if ((rv = ddsm_mech_extra_load(ctx->cfg, ctx->extra_mechs, &ctx->n_extra_mechs)) != CKR_OK ||
         (rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK ||
-        (rv = ddsm_htab_new(DDSM_HANDLE_CAP_MAX, &ctx->handles)) != CKR_OK ||
+        (rv = ddsm_htab_new(ctx->cfg->cache.handles, &ctx->handles)) != CKR_OK ||
         (rv = ddsm_vkeys_new(ctx->cfg, &ctx->vkeys)) != CKR_OK ||
         (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK ||
         (rv = ddsm_mpolicy_new(ctx->cfg,

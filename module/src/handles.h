@@ -1,18 +1,29 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The handle table of virtual objects (docs/design.md "Objects and handles").
  *
- * A virtual handle is 32 bits: the top bit set (it marks our objects), an 11-bit generation tag,
- * and a 20-bit slot index:
+ * A virtual handle is 32 bits: the top bit set (it marks our objects), a generation tag, and a slot
+ * index of as many bits as the table's capacity needs (20 for the largest table, 2^20 slots; the
+ * generation gets the other 31 - index bits):
  *
- *     1 | gggggggggggg (11) | iiiiiiiiiiiiiiiiiiii (20)
+ *     1 | generation (31 - b bits) | index (b bits)
  *
- * Handles are never 0, stable for the life of the table (interning the same entry twice gives the
+ * Handles are never 0, stable while their entry lives (interning the same entry twice gives the
  * same handle), and a stale or forged handle is detected, never misread: a slot's generation is
- * bumped every time the slot is reused, and a slot whose generation would reach DDSM_HANDLE_GEN_MAX
- * is retired for good instead of wrapping around (so 0xFFFFFFFF is never issued: it is
+ * bumped every time the slot is reused, and a slot whose generation would reach the field's
+ * maximum is retired for good instead of wrapping around (so 0xFFFFFFFF is never issued: it is
  * CK_DDSM_ROOT_HANDLE). Values above 32 bits are never ours. Backend handles are below 2^31.
  *
- * Thread safety: interning and reclaiming take the table's mutex; looking a handle up takes no
+ * The table never runs out while it holds token objects: when every slot is taken, the least
+ * recently used token object's entry is dropped (its slot gets the next generation, so its old
+ * handle is CKR_OBJECT_HANDLE_INVALID, never another key; a find or a derivation makes a new
+ * handle for the same key). Recency is the order of interning, with a second chance for an entry
+ * looked up since it last reached the end of that order (CLOCK), so that lookups take no lock.
+ * Session objects (an owner session set) are never dropped that way: they live until their
+ * session closes (ddsm_htab_release_owner) or they are destroyed (ddsm_htab_release). Each slot
+ * takes at most 2^(31 - b) - 1 occupants in its life, so a process can issue about 2^31 handles in
+ * all, whatever the capacity.
+ *
+ * Thread safety: interning and releasing take the table's mutex; looking a handle up takes no
  * lock at all (each slot has a sequence counter: a seqlock), so that signing threads share
  * nothing here. */
 #ifndef DDSM_HANDLES_H
@@ -26,6 +37,8 @@
 #include "ddsm/uuid.h"
 
 #define DDSM_HANDLE_TOP 0x80000000UL
+/* The layout of the largest table (DDSM_HANDLE_CAP_MAX slots); smaller ones use fewer index bits
+ * and more generation bits. */
 #define DDSM_HANDLE_IDX_BITS 20
 #define DDSM_HANDLE_CAP_MAX (1UL << DDSM_HANDLE_IDX_BITS)
 #define DDSM_HANDLE_GEN_BITS 11
@@ -39,6 +52,9 @@ typedef struct ddsm_hentry {
     char path[DDSM_PATH_TEXT_MAX]; /* canonical */
     uint64_t counter;
     uint32_t variant;
+    /* The session of a session object (CKA_TOKEN false), 0 for a token object. Part of the
+     * identity: each session's session objects are its own. */
+    CK_SESSION_HANDLE owner;
     void *aux;
 } ddsm_hentry;
 
@@ -59,17 +75,31 @@ static inline bool ddsm_handle_is_backend(CK_ULONG h)
 
 /* capacity: number of slots, 1..DDSM_HANDLE_CAP_MAX. */
 CK_RV ddsm_htab_new(uint32_t capacity, ddsm_htab **out) __attribute__((warn_unused_result));
+/* The same with gen_bits generation bits (1..31 - the index bits; 0: all the others), so that a
+ * test can reach the end of a slot's generations. */
+CK_RV ddsm_htab_new_gen(uint32_t capacity, unsigned gen_bits, ddsm_htab **out)
+    __attribute__((warn_unused_result));
 void ddsm_htab_free(ddsm_htab *t); /* NULL accepted */
 
-/* Called while the table is full: may the entry in this slot be dropped (its object can never be
- * used again, e.g. its counter is retired)? */
+/* May the entry in this slot be dropped ahead of its turn (its object can never be used again,
+ * e.g. its counter is retired)? */
 typedef bool (*ddsm_htab_reclaimable_fn)(const ddsm_hentry *e, void *arg);
 
-/* The handle of the entry equal to e (asset, path, counter, variant), inserting it when new. When
- * every slot is taken, slots whose entry reclaimable() accepts are freed first; CKR_HOST_MEMORY
- * when none is. reclaimable may be NULL. */
+/* The handle of the entry equal to e (asset, path, counter, variant, owner), inserting it when new
+ * and making it the most recently used. When every slot is taken, the least recently used token
+ * object's entry is dropped (one whose reclaimable() is true goes without a second chance);
+ * CKR_HOST_MEMORY only when every live entry is a session object (or every slot is retired).
+ * reclaimable may be NULL. */
 CK_RV ddsm_htab_intern(ddsm_htab *t, const ddsm_hentry *e, ddsm_htab_reclaimable_fn reclaimable,
                        void *arg, CK_OBJECT_HANDLE *out) __attribute__((warn_unused_result));
+
+/* Drop the entry of h now (C_DestroyObject): its slot gets the next generation.
+ * CKR_OBJECT_HANDLE_INVALID when h is not a live handle of this table. */
+CK_RV ddsm_htab_release(ddsm_htab *t, CK_OBJECT_HANDLE h) __attribute__((warn_unused_result));
+
+/* Drop every session object of owner (its session closed). Costs nothing while the table holds no
+ * session object; otherwise a walk over the slots in use. */
+void ddsm_htab_release_owner(ddsm_htab *t, CK_SESSION_HANDLE owner);
 
 /* Copy out the entry of h. CKR_OBJECT_HANDLE_INVALID when h is not a live handle of this table
  * (forged, out of range, or its slot was reused since). */
@@ -78,5 +108,7 @@ CK_RV ddsm_htab_get(ddsm_htab *t, CK_OBJECT_HANDLE h, ddsm_hentry *out)
 
 /* Number of live entries (tests, logs). */
 uint32_t ddsm_htab_live(ddsm_htab *t);
+/* Number of entries dropped to make room since the table was made (tests, metrics). */
+uint64_t ddsm_htab_evictions(ddsm_htab *t);
 
 #endif

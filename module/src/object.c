@@ -7,8 +7,11 @@
  *    CKR_BUFFER_TOO_SMALL / CKR_ATTRIBUTE_SENSITIVE / CKR_ATTRIBUTE_TYPE_INVALID (sensitive
  *    first, then type, then size, when several happen). CKA_VALUE of an extractable,
  *    non-sensitive key is derived (and audited) on first read.
- *  - C_SetAttributeValue, C_CopyObject, C_DestroyObject: CKR_ACTION_PROHIBITED (CKA_MODIFIABLE,
- *    CKA_COPYABLE and CKA_DESTROYABLE are false; retire keys through ddsmctl).
+ *  - C_SetAttributeValue, C_CopyObject: CKR_ACTION_PROHIBITED (CKA_MODIFIABLE and CKA_COPYABLE
+ *    are false; retire keys through ddsmctl).
+ *  - C_DestroyObject releases the handle (handles.h), never the key nor its registry row: the old
+ *    value is CKR_OBJECT_HANDLE_INVALID from then on, and a find or a derivation gives the key a
+ *    new handle. The key cannot be destroyed (CKA_DESTROYABLE false): retire it through ddsmctl.
  *  - C_GetObjectSize: CKR_OK with CK_UNAVAILABLE_INFORMATION (the standard's answer for a size
  *    that is not meaningful; no key material is involved).
  * Backend objects: a template carrying the root's label (C_CopyObject, C_SetAttributeValue) is
@@ -73,6 +76,23 @@ CK_RV ddsm_C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
 {
     DDSM_CALL(c, "C_DestroyObject");
     DDSM_LADDER_SESSION(c, hSession, 1);
+    if (is_virtual(hObject)) {
+        ddsm_hentry e;
+        /* Private objects: without a user login they do not exist for the session. */
+        rv = ddsm_require_user(&c);
+        if (rv == CKR_USER_NOT_LOGGED_IN)
+            rv = CKR_OBJECT_HANDLE_INVALID;
+        if (rv != CKR_OK || (rv = ddsm_vkey_lookup(&c, hObject, false, &e)) != CKR_OK)
+            goto out;
+        /* The handle of a counter rotated away or a retired asset is already no object
+         * (CKR_OBJECT_HANDLE_INVALID), but its slot is freed all the same. */
+        rv = ddsm_vkey_check(&c, &e, DDSM_USE_OBJECT);
+        if (rv == CKR_OK || rv == CKR_OBJECT_HANDLE_INVALID) {
+            CK_RV rrv = ddsm_htab_release(c.ctx->handles, hObject);
+            rv = rv == CKR_OK ? rrv : rv;
+        }
+        goto out;
+    }
     if ((rv = ddsm_guard_object(&c, hObject)) != CKR_OK)
         goto out;
     rv = c.ctx->be->C_DestroyObject(hSession, hObject);

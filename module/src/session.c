@@ -9,6 +9,7 @@
 #include "ddsm/log.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "entry.h"
+#include "handles.h"
 #include "guard.h"
 #include "ladder.h"
 #include "login.h"
@@ -79,6 +80,7 @@ CK_RV ddsm_C_CloseSession(CK_SESSION_HANDLE hSession)
     rv = c.ctx->be->C_CloseSession(hSession);
     if (rv == CKR_OK || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
         ddsm_sesstab_remove(c.ctx->sessions, hSession);
+        ddsm_htab_release_owner(c.ctx->handles, hSession); /* its session objects */
         if (ddsm_sesstab_count(c.ctx->sessions) == 0)
             forget_user_keys(c.ctx);
     }
@@ -105,6 +107,7 @@ CK_RV ddsm_C_CloseAllSessions(CK_SLOT_ID slotID)
         if (r != CKR_OK && r != CKR_SESSION_HANDLE_INVALID && r != CKR_SESSION_CLOSED)
             rv = r;
         ddsm_sesstab_remove(c.ctx->sessions, list[i]);
+        ddsm_htab_release_owner(c.ctx->handles, list[i]);
     }
     forget_user_keys(c.ctx);
 out:

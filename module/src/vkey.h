@@ -38,6 +38,9 @@
  * not this one), so no handle of the key claims CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE.
  * Every handle of the key in a process has it or none has (the policy is fixed per process). */
 #define DDSM_VK_KEY_READABLE 0x400u
+/* A session object (C_DeriveKey with CKA_TOKEN false): its handle belongs to the session that
+ * derived it (handles.h) and is released when that session closes; the key is the token key. */
+#define DDSM_VK_SESSION 0x800u
 
 /* The variant of objects found with C_FindObjects, from the asset's key type: "hmac" gives a
  * CKK_GENERIC_SECRET that signs and verifies, "aes" a CKK_AES that encrypts and decrypts. false

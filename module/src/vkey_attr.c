@@ -159,6 +159,7 @@ CK_RV ddsm_vkey_attr(const ddsm_hentry *e, CK_ATTRIBUTE_TYPE t, uint8_t buf[DDSM
     case CKA_KEY_TYPE:
         return put_ulong(buf, len, aes ? CKK_AES : CKK_GENERIC_SECRET);
     case CKA_TOKEN:
+        return put_bool(buf, len, (v & DDSM_VK_SESSION) == 0);
     case CKA_PRIVATE:
         return put_bool(buf, len, true);
     case CKA_MODIFIABLE:
@@ -285,7 +286,7 @@ static CK_RV note(tmpl_val *slot, CK_ULONG ul, bool b)
     return CKR_OK;
 }
 
-enum { T_CLASS, T_KEYTYPE, T_LEN, T_SIGN, T_VERIFY, T_ENC, T_DEC, T_EXTR, T_SENS, T__N };
+enum { T_CLASS, T_KEYTYPE, T_LEN, T_SIGN, T_VERIFY, T_ENC, T_DEC, T_EXTR, T_SENS, T_TOKEN, T__N };
 
 CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uuid *asset,
                                const char *canon_path, bool policy_extractable, uint32_t *variant)
@@ -334,8 +335,13 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
             break;
         }
         case CKA_TOKEN:
+            /* CKA_TOKEN false: a session object's handle, released when the session closes (the
+             * key itself is the same token key: the registry is persistent). */
+            if ((rv = read_bool(a, &b)) == CKR_OK)
+                rv = note(&v[T_TOKEN], 0, b);
+            break;
         case CKA_PRIVATE:
-            /* Derived keys are token objects (the registry is persistent) and private. */
+            /* Derived keys are private. */
             if ((rv = read_bool(a, &b)) == CKR_OK && !b)
                 rv = CKR_TEMPLATE_INCONSISTENT;
             break;
@@ -416,6 +422,7 @@ CK_RV ddsm_vkey_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_
     *variant = (aes ? DDSM_VK_AES : 0) | (sign ? DDSM_VK_SIGN : 0) | (verify ? DDSM_VK_VERIFY : 0) |
                (enc ? DDSM_VK_ENCRYPT : 0) | (dec ? DDSM_VK_DECRYPT : 0) |
                (extractable ? DDSM_VK_EXTRACTABLE : 0) | (sensitive ? DDSM_VK_SENSITIVE : 0) |
-               (policy_extractable ? DDSM_VK_KEY_READABLE : 0);
+               (policy_extractable ? DDSM_VK_KEY_READABLE : 0) |
+               (v[T_TOKEN].seen && !v[T_TOKEN].b ? DDSM_VK_SESSION : 0);
     return CKR_OK;
 }

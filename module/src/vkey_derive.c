@@ -59,6 +59,8 @@ CK_RV ddsm_vkey_intern(ddsm_call *c, const ddsm_uuid *asset, const char *canon_p
     snprintf(e.path, sizeof(e.path), "%s", canon_path);
     e.counter = counter;
     e.variant = variant;
+    if ((variant & DDSM_VK_SESSION) != 0)
+        e.owner = c->sess->h;
     e.aux = ddsm_vkeys_asset(c->ctx->vkeys, asset);
     if (e.aux == NULL)
         return CKR_HOST_MEMORY;

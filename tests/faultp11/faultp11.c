@@ -19,14 +19,23 @@
  *                                  a backend that does not know attribute <type>: the call fails
  *                                  with rv when its template names it, and is forwarded otherwise
  *   DDSM_FAULT_LOG     optional: a file to which every call's name is appended (call counting).
+ *   DDSM_FAULT_LATENCY_US   optional: a networked HSM's round trip. Every call (after its fault
+ *                      rules) waits this many microseconds before the real library answers it.
+ *   DDSM_FAULT_CONCURRENCY  optional, with the latency: at most this many calls are in flight
+ *                      (waiting or in the real library) at once, as an HSM's session or thread
+ *                      limit allows; the others queue. 0 or unset: no limit.
+ *                      Both are read once, when the wrapper is loaded (ddsm-bench --hsm-latency-us).
  * C_GetFunctionList itself is never faulted. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -57,6 +66,14 @@ static struct rule rules[MAX_RULES];
 static size_t n_rules;
 static struct timespec ctl_mtime;
 static off_t ctl_size = -1;
+/* Whether any rule is loaded: without a control file and rules, a call takes no lock (the bench's
+ * latency model must not add a process-wide mutex to every HSM call). */
+static atomic_int have_rules;
+
+/* The networked-HSM model (fixed at load). */
+static unsigned long net_latency_ns;
+static unsigned long net_concurrency;
+static sem_t net_slots;
 
 static const struct {
     const char *name;
@@ -101,6 +118,7 @@ static void reload_locked(void)
     if (path == NULL || stat(path, &st) != 0) {
         n_rules = 0;
         ctl_size = -1;
+        atomic_store(&have_rules, 0);
         return;
     }
     if (st.st_size == ctl_size && st.st_mtim.tv_sec == ctl_mtime.tv_sec &&
@@ -155,6 +173,7 @@ static void reload_locked(void)
             fprintf(stderr, "faultp11: ignoring bad rule for %s\n", r.fn);
     }
     fclose(f);
+    atomic_store(&have_rules, n_rules > 0);
 }
 
 static void log_call(const char *fn)
@@ -175,6 +194,8 @@ static int fault(const char *fn, ck_rv_t *rv)
     unsigned long delay = 0;
     int fail = 0;
     log_call(fn);
+    if (atomic_load(&have_rules) == 0 && getenv("DDSM_FAULT_CTL") == NULL)
+        return 0;
     pthread_mutex_lock(&lock);
     reload_locked();
     for (size_t i = 0; i < n_rules; i++) {
@@ -226,6 +247,34 @@ static int behaviour_if(const char *fn, int kind, int (*match)(unsigned long, co
     return found;
 }
 
+/* A round trip to a networked HSM: a slot among its concurrency limit, then the latency (to an
+ * absolute deadline, so a late wake-up is not added twice). The real call runs inside the slot. */
+static void net_enter(void)
+{
+    if (net_latency_ns == 0 && net_concurrency == 0)
+        return;
+    if (net_concurrency > 0)
+        while (sem_wait(&net_slots) != 0 && errno == EINTR)
+            ;
+    if (net_latency_ns == 0)
+        return;
+    /* The default 50 us timer slack would be a tenth of a 500 us round trip. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+    struct timespec at;
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    unsigned long long ns = (unsigned long long)at.tv_nsec + net_latency_ns;
+    at.tv_sec += (time_t)(ns / 1000000000ULL);
+    at.tv_nsec = (long)(ns % 1000000000ULL);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
+        ;
+}
+
+static void net_leave(void)
+{
+    if (net_concurrency > 0)
+        sem_post(&net_slots);
+}
+
 static int behaviour(const char *fn, int kind, unsigned long *arg)
 {
     return behaviour_if(fn, kind, NULL, NULL, arg, NULL);
@@ -262,7 +311,14 @@ static int refused_attr(const char *fn, struct ck_attribute *t, unsigned long n,
         ck_rv_t frv;                                                                                \
         if (fault(#name, &frv))                                                                   \
             return frv;                                                                           \
-        return real->name args;                                                                   \
+        /* A blocking wait for a slot event is no round trip (and would hold a slot). */          \
+        int net = strcmp(#name, "C_WaitForSlotEvent") != 0;                                       \
+        if (net)                                                                                  \
+            net_enter();                                                                          \
+        frv = real->name args;                                                                    \
+        if (net)                                                                                  \
+            net_leave();                                                                          \
+        return frv;                                                                               \
     }
 FAULT_FUNCS(WRAP)
 
@@ -334,6 +390,12 @@ EXPORT ck_rv_t C_GetFunctionList(struct ck_function_list **list)
             return CKR_GENERAL_ERROR;
         }
         wrapped = *real;
+        const char *lat = getenv("DDSM_FAULT_LATENCY_US");
+        const char *conc = getenv("DDSM_FAULT_CONCURRENCY");
+        net_latency_ns = lat != NULL ? strtoul(lat, NULL, 10) * 1000UL : 0;
+        net_concurrency = conc != NULL ? strtoul(conc, NULL, 10) : 0;
+        if (net_concurrency > 0 && sem_init(&net_slots, 0, (unsigned)net_concurrency) != 0)
+            net_concurrency = 0;
 #define ASSIGN(name, params, args) wrapped.name = w_##name;
         FAULT_FUNCS(ASSIGN)
         wrapped.C_WaitForSlotEvent = b_C_WaitForSlotEvent;

@@ -23,7 +23,8 @@ ctl asset register --label bench-1 >/dev/null
 
 echo "== usage errors: exit 2, nothing run"
 for args in "--threads 0" "--threads 1,,2" "--threads 2,2" "--seconds 0" "--seconds x" \
-    "--assets 0" "--scenario nope" "--bogus" "extra"; do
+    "--assets 0" "--scenario nope" "--bogus" "extra" "--hsm-latency-us x" \
+    "--hsm-latency-us 1000001" "--hsm-concurrency 2" "--hsm-latency-us 5 --hsm-concurrency 0"; do
     # shellcheck disable=SC2086
     run "$DDSM_BENCH" $args
     [ "$RC" = 2 ] || fail "ddsm-bench $args exited $RC, expected 2: $ERR"
@@ -34,7 +35,8 @@ run "$DDSM_BENCH" --seconds 1 --scenario derive
 [ "$RC" = 2 ] || fail "no PIN: exit $RC, expected 2"
 grep -q "no HSM PIN" "$T/err" || fail "no PIN: $ERR"
 "$DDSM_BENCH" --help >"$T/help" || fail "--help exited $?"
-for sc in openssl hsm-direct seed-design derive sign find-sign rotate-storm ec-sign "Exit status"; do
+for sc in openssl hsm-direct seed-design store-only derive sign find-sign rotate-storm ec-sign soak \
+    --hsm-latency-us --hsm-concurrency "Exit status"; do
     grep -q -- "$sc" "$T/help" || fail "--help lacks $sc"
 done
 
@@ -72,8 +74,8 @@ def check(cond, msg):
 def num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-scenarios = ["openssl", "hsm-direct", "seed-design", "derive", "sign", "find-sign",
-             "rotate-storm", "ec-sign"]
+scenarios = ["openssl", "hsm-direct", "seed-design", "store-only", "derive", "sign",
+             "find-sign", "rotate-storm", "ec-sign"]
 m = doc["machine"]
 check(isinstance(m["cores"], int) and m["cores"] > 0, "machine.cores")
 for k in ("cpu", "kernel", "date", "load_before", "load_after"):
@@ -116,6 +118,8 @@ for sc in scenarios:
             check(isinstance(r[k], int) and r[k] >= 0, name + " " + k)
         if sc in ("derive", "rotate-storm"):
             derivations += r["ops"] + r["key_handle_invalid"]
+        if sc == "store-only":
+            derivations += r["ops"]  # the batcher's rows alone, requester ddsm-bench:store-only
         if sc in ("sign", "find-sign"):
             derivations += th  # one key per thread, derived before the clock starts
         if sc == "ec-sign":
@@ -124,7 +128,8 @@ for sc in scenarios:
             check(r["rotations"] > 0, name + " rotations")
         else:
             check(r["rotations"] == 0 and r["key_handle_invalid"] == 0, name + " storm counters")
-        want = {"derive": ["seed-design", "hsm-direct"], "sign": ["openssl"],
+        want = {"derive": ["seed-design", "hsm-direct", "store-only", "roofline"],
+                "sign": ["openssl"],
                 "find-sign": ["sign"], "rotate-storm": ["derive"]}.get(sc, [])
         check(sorted(r["ratios"]) == sorted(want), name + " ratios %s" % r["ratios"])
         for k, v in r["ratios"].items():
@@ -138,7 +143,7 @@ av = doc["audit_verify"]
 check(av["status"] == "passed", "audit verify: %s" % av)
 check(doc["reconcile"]["status"] == "passed", "reconcile: %s" % doc["reconcile"])
 t = doc["targets"]
-check(t["threads"] == 2 and len(t["items"]) == 6, "targets")
+check(t["threads"] == 2 and len(t["items"]) == 7, "targets")
 for it in t["items"]:
     check(num(it["value"]) and isinstance(it["met"], bool), "target %s" % it)
 
@@ -167,4 +172,43 @@ done
 if grep -Eq '^ +1  (sign|find-sign|rotate-storm|ec-sign) ' "$T/table.txt"; then
     fail "a scenario that was not selected ran: $(cat "$T/table.txt")"
 fi
+echo "== soak: ten times a 32-slot handle table, in one process, no failure"
+cp "$DDSM_CONF" "$T/soak.conf"
+printf '\n[cache]\nhandles = 32\n' >>"$T/soak.conf"
+DDSM_PIN=$DDSM_TEST_PIN "$DDSM_BENCH" --conf "$T/soak.conf" --threads 2 --scenario soak --json \
+    </dev/null >"$T/soak.json" 2>"$T/soak.err" || {
+    cat "$T/soak.err" >&2
+    fail "soak run failed"
+}
+python3 - "$T/soak.json" <<'EOF' || fail "soak: $(cat "$T/soak.json")"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+rs = doc["results"]
+assert [r["scenario"] for r in rs] == ["soak"], rs
+r = rs[0]
+assert r["error"] is None, r
+assert r["ops"] == 320, r
+assert r["soak"]["failures"] == 0, r
+assert r["soak"]["rss_after_warmup_kb"] > 0 and r["soak"]["rss_end_kb"] > 0, r
+names = [t["name"] for t in doc["targets"]["items"]]
+assert "soak failures" in names, names
+EOF
+
+echo "== a networked HSM: every backend call waits in the fault wrapper"
+DDSM_PIN=$DDSM_TEST_PIN "$DDSM_BENCH" --threads 2 --seconds 0.5 --scenario hsm-direct,derive \
+    --hsm-latency-us 300 --hsm-concurrency 2 --json </dev/null >"$T/net.json" 2>"$T/net.err" || {
+    cat "$T/net.err" >&2
+    fail "--hsm-latency-us run failed"
+}
+python3 - "$T/net.json" <<'EOF' || fail "networked HSM: $(cat "$T/net.json")"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["config"]["hsm_model"] == {"latency_us": 300, "concurrency": 2}, doc["config"]
+rs = {r["scenario"]: r for r in doc["results"]}
+for sc in ("hsm-direct", "derive"):
+    assert rs[sc]["error"] is None and rs[sc]["ops"] > 0, rs[sc]
+# A floor that the wrapper's sleep guarantees whatever the load: C_SignInit and C_Sign each wait
+# at least 300 us before the backend answers them.
+assert rs["hsm-direct"]["latency_us"]["min"] >= 600, rs["hsm-direct"]
+EOF
 echo "PASS"

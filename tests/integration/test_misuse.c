@@ -1127,7 +1127,9 @@ test_misuse__the_root_and_virtual_keys_are_refused_where_they_do_not_belong(void
         v.obj = key;
         expect(row("CopyObject"), CKR_ACTION_PROHIBITED, f_CopyObject(&v), what);
         expect(row("SetAttributeValue"), CKR_ACTION_PROHIBITED, f_SetAttributeValue(&v), what);
-        expect(row("DestroyObject"), CKR_ACTION_PROHIBITED, f_DestroyObject(&v), what);
+        /* On a virtual key it releases the handle only (test_handles_live.c). */
+        if (k == 0)
+            expect(row("DestroyObject"), CKR_ACTION_PROHIBITED, f_DestroyObject(&v), what);
     }
     assert_int_equal(out, 0);
     /* CKM_DDSM_DERIVE takes the root only. */

@@ -257,7 +257,6 @@ static void test_derive__rejects_contradictory_or_unsupported_templates(void **s
         {{{CKA_ENCRYPT, &yes, 1}}, 1, CKR_TEMPLATE_INCONSISTENT},
         {{{CKA_EXTRACTABLE, &yes, 1}}, 1, CKR_TEMPLATE_INCONSISTENT},
         {{{CKA_SENSITIVE, &no, 1}}, 1, CKR_TEMPLATE_INCONSISTENT},
-        {{{CKA_TOKEN, &no, 1}}, 1, CKR_TEMPLATE_INCONSISTENT},
         {{{CKA_PRIVATE, &no, 1}}, 1, CKR_TEMPLATE_INCONSISTENT},
         {{{CKA_MODIFIABLE, &yes, 1}}, 1, CKR_TEMPLATE_INCONSISTENT},
         {{{CKA_DERIVE, &yes, 1}}, 1, CKR_TEMPLATE_INCONSISTENT},

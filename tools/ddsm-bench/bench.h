@@ -112,6 +112,12 @@ typedef struct bench {
     unsigned n_assets;
     bool json;
     bool progress; /* stderr is a terminal */
+    /* --hsm-latency-us: the backend behind the fault wrapper (hsmnet.c). */
+    bool hsm_net;
+    unsigned hsm_latency_us;
+    unsigned hsm_concurrency; /* 0: no limit */
+    const char *fault_lib;
+    char net_conf[64]; /* the private configuration naming the wrapper; "" when none */
 
     /* The module, loaded as an application loads it. */
     void *mod_dl;
@@ -138,6 +144,16 @@ typedef struct bench {
     char asset_text[BENCH_MAX_ASSETS][DDSM_UUID_TEXT_LEN + 1];
 
     unsigned run_seq; /* bumped per scenario run: derivation paths are never reused */
+    /* soak (scen_soak.c): derivations handed out, the total and the warm-up point, failures,
+     * resident memory (kB) after the warm-up and at the end. */
+    struct ddsm_batcher *roof_batcher; /* store-only (scen_roof.c) */
+    _Atomic uint64_t soak_next;
+    uint64_t soak_target;
+    uint64_t soak_warm;
+    _Atomic uint64_t soak_failures;
+    char soak_first_failure[128];
+    _Atomic uint64_t soak_rss_warm_kb;
+    uint64_t soak_rss_end_kb;
     bool seed_table;  /* custody_audit_log_seed exists and must be dropped at the end */
     bench_machine machine;
 } bench;
@@ -147,6 +163,7 @@ typedef enum bench_rc {
     BENCH_OP_OK = 0,   /* one operation done: counted and timed */
     BENCH_OP_EXPECTED, /* an expected, counted outcome that is not an operation (rotate-storm) */
     BENCH_OP_FAIL,     /* an error: why is set, the run stops */
+    BENCH_OP_DONE,     /* this thread's share of an until_done scenario is done */
 } bench_rc;
 
 typedef struct bench_thread {
@@ -171,6 +188,8 @@ struct bench_scenario {
     bool needs_module;  /* through libddsm-pkcs11.so */
     bool needs_backend; /* the backend HSM loaded directly */
     bool needs_store;   /* PostgreSQL and the bench assets */
+    /* Runs until every thread's op says BENCH_OP_DONE, not for --seconds (soak). */
+    bool until_done;
     /* Once per run before any thread starts; false with why on failure. May be NULL. */
     bool (*prepare)(bench *b, char *why, size_t why_len);
     /* Per thread, before the clock starts (sessions, keys); false with t->why on failure. */
@@ -191,6 +210,11 @@ typedef struct bench_result {
     uint64_t expected; /* rotate-storm: operations that met CKR_KEY_HANDLE_INVALID */
     uint64_t retries;  /* seed-design: serialization failures retried */
     uint64_t side_ops; /* rotate-storm: rotations */
+    /* soak: failed derivations or signs (the first one's reason), resident memory in kB after
+     * the warm-up and at the end */
+    uint64_t failures;
+    char first_failure[128];
+    uint64_t rss_warm_kb, rss_end_kb;
     double ops_s;
     double mean_ns;
     uint64_t p50_ns, p99_ns, p999_ns, min_ns, max_ns;
@@ -214,6 +238,10 @@ extern const bench_scenario bench_sc_openssl, bench_sc_hsm_direct, bench_sc_seed
 extern const bench_scenario bench_sc_derive, bench_sc_sign, bench_sc_find_sign,
     bench_sc_rotate_storm;
 extern const bench_scenario bench_sc_ec_sign; /* scen_ec.c */
+extern const bench_scenario bench_sc_soak;    /* scen_soak.c */
+extern const bench_scenario bench_sc_store_only; /* scen_roof.c */
+/* The process's resident set (VmRSS) in kB; 0 when unknown. */
+uint64_t bench_rss_kb(void);
 /* Every scenario in the order runs use: baselines first. */
 extern const bench_scenario *const bench_scenarios[];
 extern const size_t bench_scenarios_count;
@@ -271,6 +299,12 @@ ddsm_err bench_asset_ensure(bench *b, const char *label, const char *type,
                             const char *default_path, ddsm_asset *a);
 /* Reuse or register and activate the assets bench-0 .. bench-<n-1>. */
 bool bench_assets_setup(bench *b, char *why, size_t why_len);
+
+/* ---- the networked-HSM model (hsmnet.c) ---- */
+/* After the configuration is loaded and before the module or the backend is: point both at the
+ * fault wrapper with b->hsm_latency_us and b->hsm_concurrency. false with why. */
+bool bench_hsmnet_setup(bench *b, char *why, size_t why_len);
+void bench_hsmnet_cleanup(bench *b); /* removes the private configuration */
 
 /* ---- the report (report.c) ---- */
 typedef struct bench_check {

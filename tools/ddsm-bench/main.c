@@ -11,13 +11,15 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "ddsm/batch.h"
 #include "ddsm/log.h"
 #include "ddsm/secmem.h"
 #include "tool.h"
 
 static const char usage_text[] =
     "Usage: ddsm-bench [--conf FILE] [--pin-file FILE] [--threads N[,N...]] [--seconds S]\n"
-    "                  [--assets A] [--scenario NAME ...] [--module PATH] [--ctl PATH] [--json]\n";
+    "                  [--assets A] [--scenario NAME ...] [--module PATH] [--ctl PATH] [--json]\n"
+    "                  [--hsm-latency-us N [--hsm-concurrency C] [--fault-lib PATH]]\n";
 
 static void help(void)
 {
@@ -27,7 +29,7 @@ static void help(void)
            "then one table (or with --json one JSON document) gives ops/s, p50/p99/p99.9 latency,\n"
            "each scenario's ratio to its baselines at the same thread count, and the machine.\n"
            "\n"
-           "Scenarios (default: all, in this order):\n");
+           "Scenarios (default: all but soak, in this order; soak runs only when named):\n");
     for (size_t i = 0; i < bench_scenarios_count; i++)
         printf("  %-13s %s\n", bench_scenarios[i]->name, bench_scenarios[i]->about);
     printf(
@@ -47,6 +49,10 @@ static void help(void)
         "  --ctl PATH           ddsmctl, for `audit verify` after rotate-storm (default:\n"
         "                       $DDSM_CTL, else beside this program, else the PATH)\n"
         "  --json               one JSON document on stdout instead of the table\n"
+        "  --hsm-latency-us N   model a networked HSM: every backend call, the baselines' too,\n"
+        "                       waits N microseconds (0..1000000) in the fault wrapper first\n"
+        "  --hsm-concurrency C  with it: at most C backend calls in flight (default: no limit)\n"
+        "  --fault-lib PATH     the fault wrapper (default: $DDSM_FAULTP11, else the build tree's)\n"
         "  -h, --help           this help;  --version  the version\n"
         "\n"
         "Progress goes to stderr when it is a terminal. The seed-design baseline writes its audit\n"
@@ -114,7 +120,9 @@ static bool select_scenarios(const char *list, bool sel[], char *bad, size_t bad
     for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         bool known = false;
         for (size_t i = 0; i < bench_scenarios_count; i++) {
-            if (strcmp(tok, "all") == 0 || strcmp(tok, bench_scenarios[i]->name) == 0) {
+            /* "all" is every timed scenario; soak runs only when named (it is not timed). */
+            if ((strcmp(tok, "all") == 0 && !bench_scenarios[i]->until_done) ||
+                strcmp(tok, bench_scenarios[i]->name) == 0) {
                 sel[i] = true;
                 known = true;
             }
@@ -207,6 +215,9 @@ enum {
     OPT_SCENARIO,
     OPT_JSON,
     OPT_VERSION,
+    OPT_HSM_LATENCY,
+    OPT_HSM_CONCURRENCY,
+    OPT_FAULT_LIB,
 };
 #define HELP_SHOWN (-1)
 
@@ -225,6 +236,9 @@ static int parse_args(bench *b, int argc, char **argv, bool sel[])
         {"json", no_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"hsm-latency-us", required_argument, NULL, OPT_HSM_LATENCY},
+        {"hsm-concurrency", required_argument, NULL, OPT_HSM_CONCURRENCY},
+        {"fault-lib", required_argument, NULL, OPT_FAULT_LIB},
         {NULL, 0, NULL, 0},
     };
     bool any_sel = false;
@@ -284,6 +298,18 @@ static int parse_args(bench *b, int argc, char **argv, bool sel[])
         case OPT_JSON:
             b->json = true;
             break;
+        case OPT_HSM_LATENCY:
+            if (!parse_uint(optarg, 0, 1000000, &b->hsm_latency_us))
+                return usage_error("bad --hsm-latency-us '%s': 0..1000000", optarg);
+            b->hsm_net = true;
+            break;
+        case OPT_HSM_CONCURRENCY:
+            if (!parse_uint(optarg, 1, 65536, &b->hsm_concurrency))
+                return usage_error("bad --hsm-concurrency '%s': 1..65536", optarg);
+            break;
+        case OPT_FAULT_LIB:
+            b->fault_lib = optarg;
+            break;
         case 'h':
             help();
             return HELP_SHOWN;
@@ -298,8 +324,10 @@ static int parse_args(bench *b, int argc, char **argv, bool sel[])
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
+    if ((b->hsm_concurrency > 0 || b->fault_lib != NULL) && !b->hsm_net)
+        return usage_error("--hsm-concurrency and --fault-lib go with --hsm-latency-us");
     for (size_t i = 0; !any_sel && i < bench_scenarios_count; i++)
-        sel[i] = true;
+        sel[i] = !bench_scenarios[i]->until_done;
     return BENCH_EXIT_OK;
 }
 
@@ -327,11 +355,15 @@ static int open_all(bench *b, const bool sel[])
     }
     /* The module reads $DDSM_CONF: make it read the same file as the bench. */
     setenv("DDSM_CONF", b->conf_path, 1);
+    snprintf(b->machine.hsm_path, sizeof(b->machine.hsm_path), "%s", b->cfg->backend.module);
+    if (b->hsm_net && !bench_hsmnet_setup(b, why, sizeof(why))) {
+        fprintf(stderr, "ddsm-bench: %s\n", why);
+        return BENCH_EXIT_UNAVAILABLE;
+    }
     if ((need_module || need_backend) && (rc = get_pin_secret(b)) != BENCH_EXIT_OK)
         return rc;
 
     bench_machine_host(&b->machine);
-    snprintf(b->machine.hsm_path, sizeof(b->machine.hsm_path), "%s", b->cfg->backend.module);
     if (!bench_machine_pg(&b->machine, b->cfg->store.conninfo, why, sizeof(why)) && need_store)
         goto unavailable;
     /* The module first: it initialises the backend library, which the baselines then share
@@ -434,6 +466,8 @@ out:
         bench_backend_close(b);
         bench_module_close(b);
         bench_seed_cleanup(b);
+        bench_hsmnet_cleanup(b);
+        ddsm_batcher_free(b->roof_batcher);
         ddsm_store_close(b->store);
         ddsm_audit_key_free(b->audit_key);
         if (b->pin_secret != NULL)

@@ -33,6 +33,7 @@ typedef struct run_shared {
     pthread_barrier_t barrier;
     atomic_bool stop;
     atomic_bool failed;
+    atomic_uint finished; /* workers that left their loop (until_done scenarios) */
     pthread_mutex_t lock; /* guards error */
     char error[BENCH_WHY];
 } run_shared;
@@ -76,6 +77,8 @@ static void *worker(void *arg)
                 atomic_store_explicit(&t->progress, t->ops, memory_order_relaxed);
             } else if (rc == BENCH_OP_EXPECTED) {
                 t->expected++;
+            } else if (rc == BENCH_OP_DONE) {
+                break;
             } else {
                 run_fail(sh, who, t->why);
                 break;
@@ -86,6 +89,7 @@ static void *worker(void *arg)
     /* Always called: thread_init leaves nothing half-made behind when it fails. */
     if (t->sc->thread_fini != NULL)
         t->sc->thread_fini(t);
+    atomic_fetch_add(&sh->finished, 1);
     return NULL;
 }
 
@@ -184,10 +188,10 @@ void bench_run(bench *b, const bench_scenario *sc, unsigned nthreads, bench_resu
         else
             run_fail(&sh, "set-up", "cannot start the side thread");
     }
-    int64_t deadline = start + (int64_t)(b->seconds * 1e9);
+    int64_t deadline = sc->until_done ? INT64_MAX : start + (int64_t)(b->seconds * 1e9);
     while (!atomic_load(&sh.stop) && !bench_interrupted) {
         int64_t now = bench_now_ns();
-        if (now >= deadline)
+        if (now >= deadline || (sc->until_done && atomic_load(&sh.finished) == started))
             break;
         if (b->progress)
             progress_line(b, sc, nthreads, (double)(now - start) / 1e9, ts);
@@ -228,6 +232,12 @@ void bench_run(bench *b, const bench_scenario *sc, unsigned nthreads, bench_resu
     out->ran = true;
     if (sc->finish != NULL && !atomic_load(&sh.failed) && !sc->finish(b, why, sizeof(why)))
         run_fail(&sh, "after the run", why);
+    if (sc == &bench_sc_soak) {
+        out->failures = atomic_load(&b->soak_failures);
+        snprintf(out->first_failure, sizeof(out->first_failure), "%s", b->soak_first_failure);
+        out->rss_warm_kb = atomic_load(&b->soak_rss_warm_kb);
+        out->rss_end_kb = b->soak_rss_end_kb;
+    }
 out:
     if (!atomic_load(&sh.failed) && bench_interrupted)
         run_fail(&sh, "run", "interrupted");

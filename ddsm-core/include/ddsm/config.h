@@ -65,6 +65,7 @@ typedef struct ddsm_config {
     } audit;
     struct {
         unsigned size;         /* default 4096 derived keys */
+        unsigned handles;      /* default 1048576: slots of the virtual handle table */
         unsigned ttl_ms;       /* default 300000 */
         unsigned staleness_ms; /* default 1000: re-validate when the LISTEN link is down */
         bool rotation_fence;   /* default false: sign/encrypt wait for a LISTEN round trip */
