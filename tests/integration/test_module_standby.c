@@ -105,6 +105,8 @@ static int group_setup(void **state)
     snprintf(dir, sizeof(dir), "%s", getenv("DDSM_TEST_DIR"));
     snprintf(ctlf, sizeof(ctlf), "%s/faults", dir);
     setenv("DDSM_FAULT_CTL", ctlf, 1);
+    snprintf(ctlf, sizeof(ctlf), "%s/calls", dir);
+    setenv("DDSM_FAULT_LOG", ctlf, 1);
     fs_faults("");
     p11_setup_store(); /* the seed 00..1f imported into the test token, and pinned */
 
@@ -200,10 +202,12 @@ static void test_standby__derivations_continue_across_a_dead_primary_hsm(void **
     CK_SESSION_INFO info;
     assert_rv(CKR_DEVICE_ERROR, p11->C_GetSessionInfo(s, &info));
 
-    /* It comes back: derivations stay where they are (no failback while the standby answers)
-     * and go on giving the same keys. */
+    /* It comes back: derivations stay where they are (no failback while the standby answers:
+     * no HMAC reaches the primary) and go on giving the same keys. */
     fs_faults("");
+    fs_log_reset();
     derive_and_check(s, 6);
+    assert_int_equal(fs_log_count("C_Sign"), 0);
     assert_int_equal(device_error(s), 0);
     assert_rv(CKR_OK, p11->C_CloseSession(s));
     assert_rv(CKR_OK, p11->C_Finalize(NULL));
@@ -218,7 +222,9 @@ static void test_standby__a_primary_that_does_not_answer_fails_over(void **state
     derive_and_check(s, 10);
     /* The next HMAC on the primary hangs past call_timeout_ms: the standby answers instead. */
     fs_faults("C_Sign delay=1000 count=1\n");
+    fs_log_reset();
     derive_and_check(s, 11);
+    assert_int_equal(fs_log_count("C_Sign"), 1); /* the one that hung */
     derive_and_check(s, 12);
     fs_faults("");
     assert_rv(CKR_OK, p11->C_CloseSession(s));
