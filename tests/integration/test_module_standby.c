@@ -201,6 +201,9 @@ static void test_standby__derivations_continue_across_a_dead_primary_hsm(void **
     /* Pass-through calls still go to the primary's slot, and get its answer. */
     CK_SESSION_INFO info;
     assert_rv(CKR_DEVICE_ERROR, p11->C_GetSessionInfo(s, &info));
+    CK_SESSION_HANDLE s2 = CK_INVALID_HANDLE;
+    assert_rv(CKR_DEVICE_ERROR, p11->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                                                   NULL, NULL, &s2));
 
     /* It comes back: derivations stay where they are (no failback while the standby answers:
      * no HMAC reaches the primary) and go on giving the same keys. */
