@@ -49,7 +49,7 @@ struct ddsm_standby {
     atomic_int active;     /* PRIMARY or STANDBY: which token derivations go to */
     atomic_bool verified[2];
     atomic_bool mismatch;  /* latched: every derivation is refused */
-    atomic_bool checked;   /* the pairing check of the first derivation ran */
+    atomic_bool checked;   /* the pairing check of the first derivation has ended */
 };
 
 static const char *token_name(ddsm_ctx *ctx, int which)
@@ -472,12 +472,14 @@ static CK_RV check_pairing(ddsm_ctx *ctx, ddsm_rootsess *primary, CK_ULONG *deta
     CK_RV rv = verify(ctx, primary, detail);
     if (rv != CKR_OK)
         return rv;
-    if (atomic_load(&sb->checked) || atomic_exchange(&sb->checked, true) ||
-        atomic_load(&sb->verified[STANDBY]))
+    if (atomic_load(&sb->checked) || atomic_load(&sb->verified[STANDBY]))
         return CKR_OK;
+    /* Every derivation that starts before the first check has ended runs one itself: none
+     * proceeds on a pairing nobody has checked. */
     ddsm_rootsess rs;
     CK_ULONG d = DDSM_DEVERR_NONE;
     rv = standby_acquire(ctx, &rs, &d);
+    atomic_store(&sb->checked, true);
     if (rv == CKR_OK) {
         ddsm_standby_release(ctx, &rs, false);
         ddsm_log(DDSM_LOG_INFO, "standby token \"%s\" holds the same root as token \"%s\"",
