@@ -535,8 +535,8 @@ CK_RV ddsm_standby_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *det
     CK_ULONG first_detail = *detail;
     rv = acquire_on(ctx, !which, out, detail);
     if (rv == CKR_OK) {
-        switch_to(ctx, !which, *detail == DDSM_DEVERR_TIMEOUT ? "no answer in time"
-                                                               : "a device error");
+        switch_to(ctx, !which, first_detail == DDSM_DEVERR_TIMEOUT ? "no answer in time"
+                                                                   : "a device error");
         return CKR_OK;
     }
     if (*detail == DDSM_DEVERR_STANDBY_MISMATCH)
