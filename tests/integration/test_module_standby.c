@@ -235,6 +235,24 @@ static void test_standby__a_primary_that_does_not_answer_fails_over(void **state
     assert_rv(CKR_OK, p11->C_Finalize(NULL));
 }
 
+static void test_standby__a_primary_that_gives_no_session_at_the_first_derivation(void **state)
+{
+    (void)state;
+    standby_conf("standby", 5000);
+    assert_rv(CKR_OK, p11->C_Initialize(NULL));
+    CK_SESSION_HANDLE s = p11_open_user();
+    /* The module cannot open a session of its own on the primary: the first derivation of the
+     * process is served by the standby, whose root the store pins. */
+    fs_faults("C_OpenSession rv=CKR_DEVICE_ERROR\n");
+    fs_log_reset();
+    derive_and_check(s, 30);
+    derive_and_check(s, 31);
+    assert_int_equal(fs_log_count("C_Sign"), 0);
+    fs_faults("");
+    assert_rv(CKR_OK, p11->C_CloseSession(s));
+    assert_rv(CKR_OK, p11->C_Finalize(NULL));
+}
+
 static void test_standby__a_standby_with_another_root_is_refused(void **state)
 {
     (void)state;
@@ -288,6 +306,8 @@ int main(void)
                                   teardown),
         cmocka_unit_test_teardown(test_standby__a_primary_that_does_not_answer_fails_over,
                                   teardown),
+        cmocka_unit_test_teardown(
+            test_standby__a_primary_that_gives_no_session_at_the_first_derivation, teardown),
         cmocka_unit_test_teardown(test_standby__a_standby_with_another_root_is_refused, teardown),
     };
     return cmocka_run_group_tests_name("standby", tests, group_setup, NULL);
