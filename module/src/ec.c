@@ -13,6 +13,7 @@
 #include "ddsm/log.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
+#include "ecop.h"
 #include "rv.h"
 #include "sesstab.h"
 #include "vattr.h"
@@ -415,20 +416,6 @@ CK_RV ddsm_ec_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uu
 
 /* ------------------------------------------------------------------------------------------ */
 /* Mechanisms                                                                                  */
-
-struct ddsm_ec_op {
-    EVP_MD_CTX *md;               /* CKM_ECDSA_SHA256, created at the first update */
-    uint8_t pub[DDSM_HD_PUB_MAX]; /* the public key, computed at the first verification */
-    size_t pub_len;
-};
-
-void ddsm_ec_op_free(struct ddsm_ec_op *x)
-{
-    if (x == NULL)
-        return;
-    EVP_MD_CTX_free(x->md);
-    free(x);
-}
 
 const CK_MECHANISM_TYPE ddsm_ec_mechs[DDSM_EC_MECHS] = {CKM_ECDSA, CKM_ECDSA_SHA256, CKM_EDDSA};
 

@@ -129,10 +129,7 @@ CK_RV ddsm_ec_mech(const CK_MECHANISM *m, const ddsm_hentry *e, ddsm_vop *op) DD
 /* Whether the operation's mechanism is single-part only (CKM_ECDSA, CKM_EDDSA). */
 bool ddsm_ec_single_part(const ddsm_vop *op);
 
-/* Per-operation state (op->ec): the SHA-256 context of CKM_ECDSA_SHA256 and the public key of a
- * verification. Holds no secret. */
-struct ddsm_ec_op;
-void ddsm_ec_op_free(struct ddsm_ec_op *x); /* NULL accepted */
+/* Per-operation state (op->ec): ecop.h. */
 
 /* The steps, with the session lock held and op->kref materialised. They read the private key in
  * op->kref (a secret), never copy it, and leave no copy on their stack; signatures are 64 bytes. */

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "ddsm/secmem.h"
-#include "ec.h"
+#include "ecop.h"
 
 #define N_SHARDS 32
 #define N_BUCKETS 64 /* per shard */

@@ -12,10 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ctx.h"
 #include "ddsm/mac.h"
 #include "handles.h"
+#include "lock.h"
 #include "vkey.h"
+
+typedef struct ddsm_sesstab ddsm_sesstab;
 
 /* One operation on a virtual key. */
 typedef struct ddsm_vop {
@@ -26,7 +28,7 @@ typedef struct ddsm_vop {
     size_t out_len;           /* MAC length (HMAC_GENERAL may truncate) */
     bool updated;             /* a multi-part step happened: single-part calls are refused */
     ddsm_hmac_stream *stream; /* multi-part HMAC, created at the first *Update */
-    struct ddsm_ec_op *ec;    /* EC signature state (ec.h), NULL for secret keys */
+    struct ddsm_ec_op *ec;    /* EC signature state (ecop.h), NULL for secret keys */
     /* AES-GCM */
     uint8_t iv[12];
     uint8_t *aad;

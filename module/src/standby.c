@@ -18,7 +18,7 @@
 #include "ddsm/log.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
-#include "names.h"
+#include "ddsm/names.h"
 #include "rootfind.h"
 #include "rv.h"
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* ddsm_vkey_template_parse (module/src/vkey.c): C_DeriveKey's template for CKM_DDSM_DERIVE, built
- * from the input. Every attribute value is its own allocation of exactly ulValueLen bytes (or
+/* ddsm_vkey_template_parse (module/src/vkey_attr.c): C_DeriveKey's template for CKM_DDSM_DERIVE,
+ * built from the input. Every attribute value is its own allocation of exactly ulValueLen bytes (or
  * NULL), so ASan catches a read past what the caller gave.
  *
  * Input: byte 0 = flags (bit 0: the policy allows extractable keys; bits 1-3: which canonical path

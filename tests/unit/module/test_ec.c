@@ -156,7 +156,7 @@ static void test_ec__attributes_follow_the_object_class(void **state)
     assert_int_equal(buf[0], CK_FALSE);
     assert_int_equal(attr(&pub, CKA_UNIQUE_ID, buf, &len), CKR_OK);
     assert_true(len > 4 && memcmp(buf + len - 4, ".pub", 4) == 0);
-    /* Common attributes are the caller's (vkey.c). */
+    /* Common attributes are the caller's (vkey_attr.c). */
     bool handled = true;
     assert_int_equal(ddsm_ec_attr(&priv, CKA_LABEL, buf, &len, &handled), CKR_OK);
     assert_false(handled);
