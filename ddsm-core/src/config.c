@@ -55,6 +55,10 @@ static const struct key_def keys[] = {
     {"backend", "root_key_label", K_STRING, F(backend.root_key_label), 1, LABEL_MAX},
     {"backend", "root_token_label", K_STRING, F(backend.root_token_label), 1, LABEL_MAX},
     {"backend", "root_pin_file", K_STRING, F(backend.root_pin_file), 1, PATH_MAX_LEN},
+    {"backend", "standby_module", K_STRING, F(backend.standby_module), 1, PATH_MAX_LEN},
+    {"backend", "standby_token_label", K_STRING, F(backend.standby_token_label), 1, LABEL_MAX},
+    {"backend", "standby_root_pin_file", K_STRING, F(backend.standby_root_pin_file), 1,
+     PATH_MAX_LEN},
     {"backend", "call_timeout_ms", K_UINT, F(backend.call_timeout_ms), 1, 600000},
     {"backend", "extra_mechanisms", K_MECHLIST, F(backend.extra_mechanisms), 0, 0},
     {"store", "conninfo", K_SECRET, F(store.conninfo), 1, 8192},
@@ -588,6 +592,19 @@ static void check_whole(struct load *ld)
     if (cfg->backend.root_pin_file != NULL && cfg->backend.root_token_label == NULL)
         fail_at(ld, line_of(ld, "backend", "root_pin_file"), DDSM_E_CONFIG,
                 "\"root_pin_file\" is only used with \"root_token_label\" in [backend]");
+    if (cfg->backend.standby_token_label != NULL && cfg->backend.standby_root_pin_file == NULL)
+        fail_at(ld, line_of(ld, "backend", "standby_token_label"), DDSM_E_CONFIG,
+                "\"standby_token_label\" needs \"standby_root_pin_file\" in [backend] (the "
+                "module logs in to the standby token itself)");
+    if (cfg->backend.standby_token_label == NULL &&
+        (cfg->backend.standby_root_pin_file != NULL || cfg->backend.standby_module != NULL))
+        fail_at(ld,
+                line_of(ld, "backend",
+                        cfg->backend.standby_module != NULL ? "standby_module"
+                                                            : "standby_root_pin_file"),
+                DDSM_E_CONFIG,
+                "\"%s\" is only used with \"standby_token_label\" in [backend]",
+                cfg->backend.standby_module != NULL ? "standby_module" : "standby_root_pin_file");
     if (ld->err != DDSM_OK)
         return;
     if (cfg->backend.root_key_label == NULL)
@@ -624,11 +641,15 @@ static void check_pin_file(struct load *ld)
     struct stat st;
     char untrusted[160];
     /* One that cannot be looked at now (not there yet) is checked again at every login. */
-    if (f == NULL || stat(f, &st) != 0)
-        return;
-    if (ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK)
+    if (f != NULL && stat(f, &st) == 0 &&
+        ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK)
         fail_at(ld, line_of(ld, "backend", "root_pin_file"), DDSM_E_CONFIG,
                 "root_pin_file %s refused: %s", f, untrusted);
+    f = ld->cfg->backend.standby_root_pin_file;
+    if (f != NULL && stat(f, &st) == 0 &&
+        ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK)
+        fail_at(ld, line_of(ld, "backend", "standby_root_pin_file"), DDSM_E_CONFIG,
+                "standby_root_pin_file %s refused: %s", f, untrusted);
 }
 
 const char *ddsm_config_default_path(void)
@@ -739,6 +760,9 @@ void ddsm_config_free(ddsm_config *cfg)
     free(cfg->backend.root_key_label);
     free(cfg->backend.root_token_label);
     free(cfg->backend.root_pin_file);
+    free(cfg->backend.standby_module);
+    free(cfg->backend.standby_token_label);
+    free(cfg->backend.standby_root_pin_file);
     free_secret_string(cfg->store.conninfo);
     free_secret_string(cfg->store.listen_conninfo);
     for (size_t i = 0; i < cfg->policy.n_path_patterns && i < DDSM_POLICY_MAX_PATTERNS; i++)

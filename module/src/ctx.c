@@ -26,7 +26,10 @@
 #include "rootfind.h"
 #include "rv.h"
 #include "sesstab.h"
+#include "standby.h"
 #include "vkey.h"
+
+static CK_RV root_acquire_primary(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail);
 
 static void sleep_us(long us)
 {
@@ -75,6 +78,7 @@ static void ctx_abandon(ddsm_ctx *ctx)
      * close the parent's connections). */
     ddsm_audit_key_free(ctx->audit_key);
     ctx->audit_key = NULL;
+    ddsm_standby_abandon(ctx);
     ddsm_hsm_abandon(ctx->hsm);
     ddsm_log(DDSM_LOG_INFO, "fork child: abandoned the parent's module state");
 }
@@ -117,6 +121,7 @@ static void ctx_free(ddsm_ctx *ctx)
     ddsm_sesstab_free(ctx->sessions);
     ddsm_vkeys_free(ctx->vkeys);
     ddsm_htab_free(ctx->handles);
+    ddsm_standby_free(ctx); /* before the primary backend: they may share one library */
     /* HSM calls stuck past their bound get one more bound to return; if they still do not, the
      * backend stays loaded (never finalised or unmapped under a thread inside it). */
     if (ddsm_hsmcall_free(atomic_load(&ctx->hsmcall),
@@ -192,6 +197,8 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         goto out;
     }
     ctx->root_slot = ctx->slot;
+    if ((rv = ddsm_standby_open(ctx, root_acquire_primary)) != CKR_OK)
+        goto out;
     if (ctx->cfg->backend.root_token_label != NULL) {
         ctx->custody = true;
         rv = ddsm_hsm_find_token(ctx->hsm, ctx->cfg->backend.root_token_label, &ctx->root_slot);
@@ -801,6 +808,8 @@ static CK_RV root_lookup(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
 
 CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
 {
+    if (rs->standby)
+        return ddsm_standby_root_refresh(ctx, rs, detail);
     ddsm_ctx_root_forget(ctx, rs->root);
     *detail = DDSM_DEVERR_NONE;
     return root_lookup(ctx, rs, detail);
@@ -813,13 +822,12 @@ static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key *
 {
     ddsm_hsmcall_prf_ctx pctx;
     ddsm_prf prf;
-    ddsm_hsmcall *pool = ddsm_ctx_hsmcall(ctx);
-    ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, rs->root, &prf);
+    ddsm_rootsess_prf_init(ctx, rs, rs->root, &pctx, &prf);
     ddsm_err e = ddsm_audit_writer_key_derive(&prf, ctx->instance, out);
     if (e == DDSM_E_HSM && pctx.status == DDSM_HSMCALL_ANSWERED &&
         (pctx.last_rv == CKR_KEY_HANDLE_INVALID || pctx.last_rv == CKR_OBJECT_HANDLE_INVALID) &&
         ddsm_ctx_root_refresh(ctx, rs, detail) == CKR_OK) {
-        ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, rs->root, &prf);
+        ddsm_rootsess_prf_init(ctx, rs, rs->root, &pctx, &prf);
         e = ddsm_audit_writer_key_derive(&prf, ctx->instance, out);
     }
     if (e == DDSM_OK)
@@ -883,8 +891,15 @@ CK_RV ddsm_ctx_batcher(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_batcher **out, CK_
 
 CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
 {
+    if (ctx->standby != NULL)
+        return ddsm_standby_root_acquire(ctx, out, detail);
+    return root_acquire_primary(ctx, out, detail);
+}
+
+static CK_RV root_acquire_primary(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
+{
     CK_RV rv = CKR_OK;
-    ddsm_rootsess rs = {0, 0, 0};
+    ddsm_rootsess rs = {0, 0, 0, false};
     bool fresh = false;
 
     *detail = DDSM_DEVERR_NONE;
@@ -936,6 +951,10 @@ void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
 {
     unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
     bool keep = false;
+    if (rs->standby) {
+        ddsm_standby_release(ctx, rs, broken);
+        return;
+    }
     if (rs->s == CK_INVALID_HANDLE)
         return; /* disowned: quarantined by the HSM call pool */
     ddsm_mutex_lock(ctx->lock);
@@ -952,6 +971,10 @@ void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
 
 void ddsm_ctx_root_disown(ddsm_ctx *ctx, ddsm_rootsess *rs)
 {
+    if (rs->standby) {
+        ddsm_standby_disown(ctx, rs);
+        return;
+    }
     if (rs->s == CK_INVALID_HANDLE)
         return;
     ddsm_mutex_lock(ctx->lock);

@@ -120,6 +120,10 @@ typedef struct ddsm_ctx {
         char file_id[128];   /* the PIN file's identity (inode, size, times) when refused */
     } custody_latch;
 
+    /* [backend] standby_token_label: the standby token and which token derives (standby.h);
+     * NULL when none is configured. */
+    struct ddsm_standby *standby;
+
     /* The application's login on the fronted token as the module tracks it (login.h); zero is
      * "unknown": ask the backend once. */
     atomic_int login_state;
@@ -145,6 +149,7 @@ typedef struct ddsm_rootsess {
     CK_SESSION_HANDLE s;
     CK_OBJECT_HANDLE root;
     unsigned gen;
+    bool standby; /* a session on the standby token (standby.h), not on root_slot */
 } ddsm_rootsess;
 CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail) DDSM_WUR;
 /* broken: the session failed in a way that makes it unfit for reuse. */

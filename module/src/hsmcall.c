@@ -22,6 +22,7 @@
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
 #include "rv.h"
+#include "standby.h"
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE } job_state;
 
@@ -458,19 +459,39 @@ CK_RV ddsm_hsmcall_derive_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, const ddsm_uu
                                  const ddsm_path *path, uint64_t counter, uint8_t key[DDSM_KEY_LEN],
                                  CK_ULONG *detail, bool *broken)
 {
-    ddsm_hsmcall *pool = ddsm_ctx_hsmcall(ctx);
     ddsm_hsmcall_prf_ctx pctx;
     ddsm_prf prf;
-    bool refreshed = false, reopened = false;
+    bool refreshed = false, reopened = false, failed_over = false;
     ddsm_err e;
 
     *broken = false;
     *detail = DDSM_DEVERR_NONE;
     for (;;) {
-        ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, rs->root, &prf);
+        ddsm_rootsess_prf_init(ctx, rs, rs->root, &pctx, &prf);
         e = ddsm_derive_secret(&prf, asset, path, counter, key);
         if (e == DDSM_OK)
             return CKR_OK;
+        if (e == DDSM_E_HSM && !failed_over && !(session_lost(pctx.last_rv) && !reopened) &&
+            ddsm_standby_may_fail_over(ctx, pctx.status == DDSM_HSMCALL_ANSWERED,
+                                       pctx.last_rv)) {
+            /* The other token holds the same root: the same message gives the same key, under
+             * the audit row already written. Tried once per derivation. */
+            failed_over = true;
+            bool answered = pctx.status == DDSM_HSMCALL_ANSWERED;
+            if (pctx.status == DDSM_HSMCALL_QUARANTINED)
+                ddsm_ctx_root_disown(ctx, rs);
+            if (ddsm_standby_fail_over(ctx, rs, answered, pctx.last_rv) == CKR_OK) {
+                refreshed = reopened = false;
+                continue;
+            }
+            /* rs is gone (CK_INVALID_HANDLE): report the first failure. */
+            *broken = true;
+            if (!answered) {
+                *detail = DDSM_DEVERR_TIMEOUT;
+                return CKR_DEVICE_ERROR;
+            }
+            return ddsm_rv_from_backend(pctx.last_rv, detail);
+        }
         if (e != DDSM_E_HSM || pctx.status != DDSM_HSMCALL_ANSWERED)
             break;
         if (root_handle_stale(pctx.last_rv) && !refreshed) {

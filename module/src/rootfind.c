@@ -11,6 +11,7 @@
 #include "ddsm/secmem.h"
 #include "hsmcall.h"
 #include "rv.h"
+#include "standby.h"
 
 /* Private objects carrying the root's label that one lookup examines. Only someone holding the
  * token's user PIN can make private objects, so a caller without it cannot push the root past this
@@ -78,8 +79,8 @@ static CK_RV pins_read(ddsm_ctx *ctx, ddsm_root_pins *pins, CK_ULONG *detail)
 
 /* The secret keys labelled like the root whose CKA_PRIVATE is priv, visible through s (at most
  * CANDIDATES_MAX; *more when there were further ones). out NULL: only count them. */
-static CK_RV labelled(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_BBOOL priv, CK_OBJECT_HANDLE **out,
-                      size_t *n, bool *more)
+static CK_RV labelled(ddsm_ctx *ctx, CK_FUNCTION_LIST_PTR be, CK_SESSION_HANDLE s, CK_BBOOL priv,
+                      CK_OBJECT_HANDLE **out, size_t *n, bool *more)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     const char *label = ctx->cfg->backend.root_key_label;
@@ -92,12 +93,12 @@ static CK_RV labelled(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_BBOOL priv, CK_OBJE
     CK_OBJECT_HANDLE *h = NULL;
     size_t have = 0;
     *more = false;
-    CK_RV rv = ctx->be->C_FindObjectsInit(s, t, 3);
+    CK_RV rv = be->C_FindObjectsInit(s, t, 3);
     if (rv != CKR_OK)
         return rv;
     for (;;) {
         CK_ULONG got = 0;
-        rv = ctx->be->C_FindObjects(s, chunk, FIND_CHUNK, &got);
+        rv = be->C_FindObjects(s, chunk, FIND_CHUNK, &got);
         if (rv != CKR_OK || got == 0)
             break;
         if (have + got > CANDIDATES_MAX) {
@@ -117,7 +118,7 @@ static CK_RV labelled(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_BBOOL priv, CK_OBJE
         if (*more)
             break;
     }
-    CK_RV rv2 = ctx->be->C_FindObjectsFinal(s);
+    CK_RV rv2 = be->C_FindObjectsFinal(s);
     if (rv == CKR_OK)
         rv = rv2;
     if (rv != CKR_OK) {
@@ -134,7 +135,7 @@ static CK_RV labelled(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_BBOOL priv, CK_OBJE
 
 /* Only a private generic secret can be a root made by ddsmctl: anything else is not fingerprinted
  * (and an object nobody logged in could make is never asked to sign). */
-static bool root_shaped(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
+static bool root_shaped(CK_FUNCTION_LIST_PTR be, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
 {
     CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
     CK_BBOOL priv = CK_FALSE;
@@ -142,7 +143,7 @@ static bool root_shaped(ddsm_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
         {CKA_KEY_TYPE, &kt, sizeof(kt)},
         {CKA_PRIVATE, &priv, sizeof(priv)},
     };
-    return ctx->be->C_GetAttributeValue(s, h, t, 2) == CKR_OK && kt == CKK_GENERIC_SECRET &&
+    return be->C_GetAttributeValue(s, h, t, 2) == CKR_OK && kt == CKK_GENERIC_SECRET &&
            priv == CK_TRUE;
 }
 
@@ -160,24 +161,25 @@ CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
         return rv;
     size_t n_public = 0;
     bool more_public = false;
-    rv = labelled(ctx, rs->s, CK_TRUE, &cand, &n, &more);
+    /* The primary's root token, or the standby token (standby.h). */
+    CK_FUNCTION_LIST_PTR be = ddsm_rootsess_be(ctx, rs);
+    rv = labelled(ctx, be, rs->s, CK_TRUE, &cand, &n, &more);
     if (rv == CKR_OK)
-        rv = labelled(ctx, rs->s, CK_FALSE, NULL, &n_public, &more_public);
+        rv = labelled(ctx, be, rs->s, CK_FALSE, NULL, &n_public, &more_public);
     if (rv != CKR_OK) {
         rv = ddsm_rv_from_backend(rv, detail);
         goto out;
     }
     ignored = (unsigned)n_public;
-    ddsm_hsmcall *pool = ddsm_ctx_hsmcall(ctx);
     for (size_t i = 0; i < n; i++) {
         char fp[DDSM_FINGERPRINT_HEX + 1];
-        if (!root_shaped(ctx, rs->s, cand[i])) {
+        if (!root_shaped(be, rs->s, cand[i])) {
             ignored++;
             continue;
         }
         ddsm_hsmcall_prf_ctx pctx;
         ddsm_prf prf;
-        ddsm_hsmcall_prf_init(&pctx, pool, ctx->hsm, rs->s, cand[i], &prf);
+        ddsm_rootsess_prf_init(ctx, rs, cand[i], &pctx, &prf);
         ddsm_err e = ddsm_root_fingerprint(&prf, fp);
         if (e != DDSM_OK && pctx.status != DDSM_HSMCALL_ANSWERED) {
             ddsm_log(DDSM_LOG_ERROR, "cannot fingerprint the root: the HSM did not answer in %u ms",

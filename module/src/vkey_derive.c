@@ -37,6 +37,7 @@
 #include "ladder.h"
 #include "policy.h"
 #include "rv.h"
+#include "standby.h"
 
 static bool reclaimable(const ddsm_hentry *e, void *arg)
 {
@@ -246,7 +247,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
         c->detail = detail;
         goto out;
     }
-    if (ddsm_hsmcall_saturated(ddsm_ctx_hsmcall(ctx))) {
+    if (ddsm_hsmcall_saturated(ddsm_rootsess_pool(ctx, &rs))) {
         /* Every HSM worker is stuck in a call that never came back: refuse before writing a row
          * whose key could not be computed. */
         c->detail = DDSM_DEVERR_TIMEOUT;

@@ -442,6 +442,23 @@ static void test_config__root_token_label_and_root_pin_file_go_together(void **s
                    "\"root_pin_file\" is only used with \"root_token_label\"");
 }
 
+static void test_config__standby_keys_go_together(void **state)
+{
+    (void)state;
+    assert_refused(MINIMAL "[backend]\nstandby_token_label = spare\n", 7,
+                   "\"standby_token_label\" needs \"standby_root_pin_file\"");
+    assert_refused(MINIMAL "[backend]\nstandby_root_pin_file = /etc/pin\n", 7,
+                   "\"standby_root_pin_file\" is only used with \"standby_token_label\"");
+    assert_refused(MINIMAL "[backend]\nstandby_module = /m2.so\n", 7,
+                   "\"standby_module\" is only used with \"standby_token_label\"");
+    ddsm_config *cfg = load_ok(MINIMAL "[backend]\nstandby_token_label = spare\n"
+                                       "standby_root_pin_file = /nonexistent/spare.pin\n");
+    assert_string_equal(cfg->backend.standby_token_label, "spare");
+    assert_string_equal(cfg->backend.standby_root_pin_file, "/nonexistent/spare.pin");
+    assert_null(cfg->backend.standby_module); /* the module uses [backend] module */
+    ddsm_config_free(cfg);
+}
+
 static void test_config__reports_libinih_syntax_errors_with_their_line(void **state)
 {
     (void)state;
@@ -633,7 +650,8 @@ static void test_config__example_documents_every_key(void **state)
         {"audit", "batch_max"},         {"audit", "batch_wait_us"},
         {"cache", "size"},              {"cache", "ttl_ms"},
         {"cache", "staleness_ms"},      {"log", "level"},
-        {"log", "syslog"},
+        {"log", "syslog"},              {"backend", "standby_token_label"},
+        {"backend", "standby_module"},  {"backend", "standby_root_pin_file"},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         char header[32], set[64], commented[64];
@@ -669,6 +687,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config__minimal_file_gets_documented_defaults),
         cmocka_unit_test(test_config__reads_every_key),
+        cmocka_unit_test(test_config__standby_keys_go_together),
         cmocka_unit_test(test_config__accepts_comments_blank_lines_crlf_and_spaced_headers),
         cmocka_unit_test(test_config__indented_line_is_a_key_not_a_continuation),
         cmocka_unit_test(test_config__rejects_unknown_section),

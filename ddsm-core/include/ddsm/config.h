@@ -25,6 +25,11 @@ typedef struct ddsm_config {
         char *root_key_label;     /* default "ddsm-root" */
         char *root_token_label;   /* optional separate custody token holding the root */
         char *root_pin_file;      /* required when root_token_label is set */
+        /* optional standby token holding the same root (docs/standby.md): derivations fail over
+         * to it; its library defaults to module, its PIN file is required */
+        char *standby_module;
+        char *standby_token_label;
+        char *standby_root_pin_file;
         unsigned call_timeout_ms; /* default 5000: bound on one HSM call */
         /* mechanisms passed to the backend besides the module's allowlist ("CKM_..." or
          * "0x..."), resolved by the module; default none */

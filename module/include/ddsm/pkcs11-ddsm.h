@@ -64,6 +64,9 @@
 /* The root pin (docs/root.md): the store records the fingerprints of the roots it accepts. */
 #define DDSM_DEVERR_ROOT_UNPINNED  (DDSM_DEVERR_BASE | 0x20UL) /* none pinned: `ddsmctl root pin` */
 #define DDSM_DEVERR_ROOT_MISMATCH  (DDSM_DEVERR_BASE | 0x21UL) /* no labelled key has a pinned one */
+/* [backend] standby_token_label (docs/standby.md): the standby token's root is not the primary's
+ * (different fingerprints, or no pinned root there). Every derivation is refused until restart. */
+#define DDSM_DEVERR_STANDBY_MISMATCH (DDSM_DEVERR_BASE | 0x22UL)
 
 /* Refusals by the configured policy (docs/policy.md): the call returns CKR_FUNCTION_REJECTED,
  * changes nothing, and is recorded as a DENY audit row whose detail gives the reason. */
