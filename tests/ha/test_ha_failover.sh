@@ -108,7 +108,8 @@ every_process_ok_after() {
 until_true "the load starting" every_process_ok_after 0
 
 first_refusal() { # first_refusal MS: start time of the first CKR_DEVICE_ERROR at or after MS
-    logs | awk -v t="$1" -v e="$DEVICE_ERROR" '$2 == e && $7 >= t { print $7 }' | sort -n | head -n 1
+    logs | awk -v t="$1" -v e="$DEVICE_ERROR" '$2 == e && $7 >= t && (m == "" || $7 < m) { m = $7 }
+        END { if (m != "") print m }'
 }
 has_refusal() { [ -n "$(first_refusal "$1")" ]; }
 other() { if [ "$1" = node1 ]; then echo node2; else echo node1; fi; }
@@ -133,9 +134,9 @@ crash_primary() {
     # The window: first refusal to the first success of a derivation started after the last
     # refusal before the promotion was seen.
     t_last=$(logs | awk -v a="$t_kill" -v b="$t_promoted" -v e="$DEVICE_ERROR" \
-        '$2 == e && $7 >= a && $7 <= b { print $7 }' | sort -n | tail -n 1)
-    t_resumed=$(logs | awk -v t="$t_last" '$1 == "OK" && $4 == "L" && $7 > t { print $8 }' |
-        sort -n | head -n 1)
+        '$2 == e && $7 >= a && $7 <= b && $7 > m { m = $7 } END { print m }')
+    t_resumed=$(logs | awk -v t="$t_last" '$1 == "OK" && $4 == "L" && $7 > t && (m == "" || $8 < m) { m = $8 }
+        END { print m }')
     windows+=($((t_resumed - t_refused)))
     echo "failover window (first refusal to first success): $((t_resumed - t_refused)) ms"
     echo "== the old primary ($old) rejoins as the standby"
@@ -187,7 +188,7 @@ bad=$(logs | awk -v e="$DEVICE_ERROR" -v r="$FUNCTION_REJECTED" -v dr="$DEVERR_R
     $2 == e { next }
     $2 == r && $4 == "L" && $3 == dr { next }
     $2 == r && $4 == "Z" && ($3 == dz || $3 == dr) { next }
-    { print }' | head -5)
+    { if (++n <= 5) print }')
 [ -z "$bad" ] || fail "unexpected outcomes: $bad"
 
 echo "== every acknowledged derivation has its one DERIVE row on the primary, row by row"
