@@ -10,7 +10,7 @@ DDSM_DEBS=(
     libssl-dev openssl libpq-dev postgresql postgresql-client libinih-dev libcmocka-dev
     libp11-kit-dev libgfshare-dev libsecp256k1-dev
     softhsm2 opensc gnutls-bin
-    pgbouncer
+    pgbouncer postgresql-15-auto-failover pg-auto-failover-cli
     valgrind clang python3 python3-pykcs11 xxd procps iproute2 util-linux faketime
     libengine-pkcs11-openssl python3-ecdsa
     prometheus
