@@ -21,11 +21,12 @@ ddsm_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 ddsm_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 ddsm_install_deps() {
-    local missing=() p
+    local missing=() p provided
+    provided=$(dpkg-query -W -f='${Provides}\n' 2>/dev/null)
     for p in "${DDSM_DEBS[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' && continue
         # Provided by an installed package (NodeSource's nodejs provides npm): present too.
-        dpkg-query -W -f='${Provides}\n' 2>/dev/null | grep -qE "(^|, )$p( |,|$)" && continue
+        grep -qE "(^|, )$p( |,|$)" <<<"$provided" && continue
         missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && { ddsm_install_backports; return 0; }
