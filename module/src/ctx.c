@@ -16,6 +16,7 @@
 #include "ddsm/mac.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
+#include "exiting.h"
 #include "fence.h"
 #include "handles.h"
 #include "hsmcall.h"
@@ -286,7 +287,7 @@ static void ctx_free(ddsm_ctx *ctx)
     for (unsigned i = 0; i < ctx->n_store_free; i++)
         ddsm_store_close(ctx->store_free[i]);
     free(ctx->store_free);
-    if (ctx->hsm != NULL)
+    if (ctx->hsm != NULL && !ddsm_exiting())
         for (unsigned i = 0; i < ctx->n_hs_free; i++)
             (void)ctx->be->C_CloseSession(ctx->hs_free[i]);
     free(ctx->hs_free);
@@ -296,7 +297,8 @@ static void ctx_free(ddsm_ctx *ctx)
     /* HSM calls stuck past their bound get one more bound to return; if they still do not, the
      * backend stays loaded (never finalised or unmapped under a thread inside it). */
     if (ddsm_hsmcall_free(atomic_load(&ctx->hsmcall),
-                          ctx->cfg != NULL ? ctx->cfg->backend.call_timeout_ms + 1000 : 0))
+                          ctx->cfg != NULL ? ctx->cfg->backend.call_timeout_ms + 1000 : 0) &&
+        !ddsm_exiting()) /* exiting.h: the backend may be half destroyed */
         ddsm_hsm_unload(ctx->hsm);
     else
         ddsm_hsm_abandon(ctx->hsm);
@@ -360,6 +362,7 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         goto out;
     }
     ctx->be = ddsm_hsm_functions(ctx->hsm);
+    ddsm_exiting_watch();
     rv = ddsm_hsm_find_token(ctx->hsm, ctx->cfg->backend.token_label, &ctx->slot);
     if (rv != CKR_OK) {
         ddsm_log(DDSM_LOG_ERROR, "C_Initialize: backend token \"%s\": %s",
@@ -1187,7 +1190,7 @@ void ddsm_ctx_drain_sessions(ddsm_ctx *ctx)
         ddsm_mutex_unlock(ctx->lock);
         if (n == 0)
             break;
-        for (unsigned i = 0; i < n; i++)
+        for (unsigned i = 0; i < n && !ddsm_exiting(); i++)
             (void)ctx->be->C_CloseSession(idle[i]);
     }
 }
