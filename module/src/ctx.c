@@ -17,6 +17,7 @@
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
 #include "exiting.h"
+#include "ossl_host.h"
 #include "fence.h"
 #include "handles.h"
 #include "hsmcall.h"
@@ -314,6 +315,7 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
     char why[512] = "";
 
     pthread_once(&g_once, register_atfork);
+    ddsm_ossl_load_host_config();
     pthread_mutex_lock(&g_init_lock);
     ddsm_ctx *old = atomic_load(&g_ctx);
     if (old != NULL) {
