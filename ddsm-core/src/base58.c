@@ -3,6 +3,7 @@
  * can be an xprv, a secret: every temporary is wiped before return. Quadratic base conversion is
  * fine for the ~82-byte payloads we carry. */
 #include "ddsm/hd.h"
+#include "ddsm/ossl.h"
 
 #include <openssl/evp.h>
 #include <string.h>
@@ -28,8 +29,8 @@ static ddsm_err checksum(const uint8_t *data, size_t len, uint8_t out[CHECKSUM_L
     uint8_t h1[32], h2[32];
     ddsm_err e = DDSM_OK;
 
-    if (EVP_Digest(data, len, h1, NULL, EVP_sha256(), NULL) != 1 ||
-        EVP_Digest(h1, sizeof(h1), h2, NULL, EVP_sha256(), NULL) != 1) {
+    if (EVP_Digest(data, len, h1, NULL, ddsm_ossl_sha256(), NULL) != 1 ||
+        EVP_Digest(h1, sizeof(h1), h2, NULL, ddsm_ossl_sha256(), NULL) != 1) {
         e = ddsm_err_openssl("base58check checksum");
         goto out;
     }

@@ -4,6 +4,7 @@
  * here: libsecp256k1 takes them by pointer, OpenSSL copies them into its own key objects, which
  * clear them when freed. */
 #include "ddsm/ecsig.h"
+#include "ddsm/ossl.h"
 
 #include <openssl/bn.h>
 #include <openssl/decoder.h>
@@ -39,7 +40,7 @@ static secp256k1_context *secp_new(void)
         goto out;
     }
     /* Randomisation blinds the signing and key-generation scalar multiplications. */
-    if (RAND_priv_bytes(seed, sizeof(seed)) != 1) {
+    if (RAND_priv_bytes_ex(ddsm_ossl_ctx(), seed, sizeof(seed), 0) != 1) {
         (void)ddsm_err_openssl("secp256k1 context randomisation");
         secp256k1_context_destroy(ctx);
         ctx = NULL;
@@ -104,8 +105,8 @@ static ddsm_err p256_public_secret(const uint8_t priv_secret[SCALAR_LEN], bool u
     EC_POINT *point = NULL;
     ddsm_err e = DDSM_OK;
 
-    group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
-    bn = BN_CTX_secure_new();
+    group = EC_GROUP_new_by_curve_name_ex(ddsm_ossl_ctx(), NULL, NID_X9_62_prime256v1);
+    bn = BN_CTX_secure_new_ex(ddsm_ossl_ctx());
     k = BN_secure_new();
     point = (group != NULL) ? EC_POINT_new(group) : NULL;
     if (group == NULL || bn == NULL || k == NULL || point == NULL ||
@@ -195,7 +196,7 @@ static ddsm_err p256_pkey(const uint8_t *priv_secret, const uint8_t *pub, size_t
 
     dctx = OSSL_DECODER_CTX_new_for_pkey(
         &pkey, "DER", priv_secret != NULL ? "type-specific" : "SubjectPublicKeyInfo", "EC",
-        priv_secret != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, NULL, NULL);
+        priv_secret != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, ddsm_ossl_ctx(), NULL);
     const unsigned char *p = der;
     size_t left = n;
     if (dctx == NULL || OSSL_DECODER_from_data(dctx, &p, &left) != 1 || pkey == NULL) {
@@ -230,7 +231,7 @@ static ddsm_err p256_sign_secret(const uint8_t priv_secret[SCALAR_LEN],
     e = p256_pkey(priv_secret, pub, pub_len, &pkey);
     if (e != DDSM_OK)
         goto out;
-    sctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    sctx = EVP_PKEY_CTX_new_from_pkey(ddsm_ossl_ctx(), pkey, NULL);
     /* No signature digest set: the input is taken as the hash, as CKM_ECDSA wants. */
     if (sctx == NULL || EVP_PKEY_sign_init(sctx) != 1 ||
         EVP_PKEY_sign(sctx, der, &der_len, digest, DDSM_ECDSA_DIGEST_LEN) != 1)
@@ -257,7 +258,7 @@ out:
 /* 1 <= x < n for a 32-byte big-endian x and P-256's order. */
 static ddsm_err p256_scalar_in_range(const uint8_t x[SCALAR_LEN], bool *in_range)
 {
-    EC_GROUP *group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    EC_GROUP *group = EC_GROUP_new_by_curve_name_ex(ddsm_ossl_ctx(), NULL, NID_X9_62_prime256v1);
     BIGNUM *v = BN_new();
     ddsm_err e = DDSM_OK;
 
@@ -287,7 +288,7 @@ static ddsm_err p256_verify(const uint8_t *pub, size_t pub_len,
     ddsm_err e = DDSM_OK;
 
     /* The public key first: a point that is not on the curve is the caller's input error. */
-    group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    group = EC_GROUP_new_by_curve_name_ex(ddsm_ossl_ctx(), NULL, NID_X9_62_prime256v1);
     point = (group != NULL) ? EC_POINT_new(group) : NULL;
     if (point == NULL) {
         e = ddsm_err_openssl("P-256 verify");
@@ -317,7 +318,7 @@ static ddsm_err p256_verify(const uint8_t *pub, size_t pub_len,
         goto fail;
     r = s = NULL; /* owned by es now */
     int der_len = i2d_ECDSA_SIG(es, &der);
-    vctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    vctx = EVP_PKEY_CTX_new_from_pkey(ddsm_ossl_ctx(), pkey, NULL);
     if (der_len <= 0 || vctx == NULL || EVP_PKEY_verify_init(vctx) != 1)
         goto fail;
     int rc = EVP_PKEY_verify(vctx, der, (size_t)der_len, digest, DDSM_ECDSA_DIGEST_LEN);
@@ -475,7 +476,7 @@ ddsm_err ddsm_ec_public_from_secret(ddsm_curve curve, const uint8_t priv_secret[
         break;
     case DDSM_CURVE_ED25519: {
         EVP_PKEY *pkey =
-            EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, priv_secret, DDSM_EC_PRIV_LEN);
+            EVP_PKEY_new_raw_private_key_ex(ddsm_ossl_ctx(), "ED25519", NULL, priv_secret, DDSM_EC_PRIV_LEN);
         out_len = DDSM_HD_ED25519_PUB_LEN;
         if (pkey == NULL || EVP_PKEY_get_raw_public_key(pkey, out, &out_len) != 1 ||
             out_len != DDSM_HD_ED25519_PUB_LEN)
@@ -505,10 +506,10 @@ ddsm_err ddsm_ed25519_sign_secret(const uint8_t priv_secret[DDSM_EC_PRIV_LEN], c
 
     if (priv_secret == NULL || (msg == NULL && len > 0) || sig == NULL)
         return DDSM_E_ARG;
-    pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, priv_secret, DDSM_EC_PRIV_LEN);
+    pkey = EVP_PKEY_new_raw_private_key_ex(ddsm_ossl_ctx(), "ED25519", NULL, priv_secret, DDSM_EC_PRIV_LEN);
     md = EVP_MD_CTX_new();
     /* Pure EdDSA: no digest in the init, the whole message in one EVP_DigestSign. */
-    if (pkey == NULL || md == NULL || EVP_DigestSignInit(md, NULL, NULL, NULL, pkey) != 1 ||
+    if (pkey == NULL || md == NULL || EVP_DigestSignInit_ex(md, NULL, NULL, ddsm_ossl_ctx(), NULL, pkey, NULL) != 1 ||
         EVP_DigestSign(md, out, &out_len, msg != NULL ? msg : empty, len) != 1 ||
         out_len != DDSM_ED25519_SIG_LEN) {
         e = ddsm_err_openssl("Ed25519 sign");
@@ -531,9 +532,9 @@ ddsm_err ddsm_ed25519_verify(const uint8_t pub[DDSM_HD_ED25519_PUB_LEN], const u
 
     if (pub == NULL || (msg == NULL && len > 0) || sig == NULL || valid == NULL)
         return DDSM_E_ARG;
-    pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, DDSM_HD_ED25519_PUB_LEN);
+    pkey = EVP_PKEY_new_raw_public_key_ex(ddsm_ossl_ctx(), "ED25519", NULL, pub, DDSM_HD_ED25519_PUB_LEN);
     md = EVP_MD_CTX_new();
-    if (pkey == NULL || md == NULL || EVP_DigestVerifyInit(md, NULL, NULL, NULL, pkey) != 1) {
+    if (pkey == NULL || md == NULL || EVP_DigestVerifyInit_ex(md, NULL, NULL, ddsm_ossl_ctx(), NULL, pkey, NULL) != 1) {
         e = ddsm_err_openssl("Ed25519 verify");
         goto out;
     }

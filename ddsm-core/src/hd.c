@@ -5,6 +5,7 @@
  * Everything named *_secret, every I = HMAC-SHA512(...) and every node handled here is key
  * material: local copies are wiped before each return, on every path. */
 #include "ddsm/hd.h"
+#include "ddsm/ossl.h"
 
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -93,7 +94,7 @@ static ddsm_err hmac_sha512_secret(const void *key, size_t key_len, const uint8_
 {
     size_t out_len = 0;
 
-    if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA512", NULL, key, key_len, data, data_len, out, I_LEN,
+    if (EVP_Q_mac(ddsm_ossl_ctx(), "HMAC", NULL, "SHA512", NULL, key, key_len, data, data_len, out, I_LEN,
                   &out_len) == NULL ||
         out_len != I_LEN)
         return ddsm_err_openssl("HMAC-SHA512");
@@ -134,10 +135,10 @@ static ddsm_err slip10_retry_secret(const uint8_t c_par[HALF], uint32_t index, i
 static ddsm_err hash160(const uint8_t *data, size_t len, uint8_t out[HASH160_LEN])
 {
     uint8_t h[32];
-    EVP_MD *ripemd = EVP_MD_fetch(NULL, "RIPEMD160", NULL);
+    EVP_MD *ripemd = EVP_MD_fetch(ddsm_ossl_ctx(), "RIPEMD160", NULL);
     ddsm_err e = DDSM_OK;
 
-    if (ripemd == NULL || EVP_Digest(data, len, h, NULL, EVP_sha256(), NULL) != 1 ||
+    if (ripemd == NULL || EVP_Digest(data, len, h, NULL, ddsm_ossl_sha256(), NULL) != 1 ||
         EVP_Digest(h, sizeof(h), out, NULL, ripemd, NULL) != 1)
         e = ddsm_err_openssl("HASH160");
     EVP_MD_free(ripemd);
@@ -176,8 +177,8 @@ struct p256 {
 
 static ddsm_err p256_open(struct p256 *p)
 {
-    p->group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
-    p->bn = BN_CTX_secure_new();
+    p->group = EC_GROUP_new_by_curve_name_ex(ddsm_ossl_ctx(), NULL, NID_X9_62_prime256v1);
+    p->bn = BN_CTX_secure_new_ex(ddsm_ossl_ctx());
     p->order = (p->group != NULL) ? EC_GROUP_get0_order(p->group) : NULL;
     if (p->group == NULL || p->bn == NULL || p->order == NULL)
         return ddsm_err_openssl("P-256 group");

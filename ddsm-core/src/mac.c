@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ddsm/ossl.h"
 #include "ddsm/secmem.h"
 
 static pthread_mutex_t mac_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -84,7 +85,7 @@ static ddsm_err mac_setup(void)
     pthread_mutex_lock(&mac_lock);
     if (atomic_load_explicit(&mac_ready, memory_order_relaxed))
         goto out;
-    hmac_alg = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    hmac_alg = EVP_MAC_fetch(ddsm_ossl_ctx(), OSSL_MAC_NAME_HMAC, NULL);
     if (hmac_alg == NULL) {
         e = ddsm_err_openssl("EVP_MAC_fetch(HMAC)");
         goto out;
@@ -303,7 +304,7 @@ ddsm_err ddsm_hmac_state_init_secret(ddsm_hmac_state *st, const uint8_t *key_sec
     const uint8_t *key = key_secret;
     if (key_len > HMAC_BLOCK) {
         /* RFC 2104: a key longer than a block is hashed first. */
-        if (SHA256(key_secret, key_len, k) == NULL) {
+        if (EVP_Digest(key_secret, key_len, k, NULL, ddsm_ossl_sha256(), NULL) != 1) {
             e = ddsm_err_openssl("SHA256");
             goto out;
         }

@@ -10,6 +10,7 @@
 
 #include <openssl/evp.h>
 
+#include "ddsm/ossl.h"
 #include "ddsm/secmem.h"
 #include "entry.h"
 #include "rv.h"
@@ -57,9 +58,9 @@ static CK_RV gcm_secret(ddsm_call *c, const ddsm_vop *op, bool enc, const CK_BYT
     EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
     if (x == NULL)
         return CKR_HOST_MEMORY;
-    if (EVP_CipherInit_ex(x, EVP_aes_256_gcm(), NULL, NULL, NULL, enc ? 1 : 0) != 1 ||
+    if (EVP_CipherInit_ex2(x, ddsm_ossl_aes_256_gcm(), NULL, NULL, enc ? 1 : 0, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_SET_IVLEN, GCM_IV_LEN, NULL) != 1 ||
-        EVP_CipherInit_ex(x, NULL, NULL, ddsm_kref_bytes(op->kref), op->iv, -1) != 1 ||
+        EVP_CipherInit_ex2(x, NULL, ddsm_kref_bytes(op->kref), op->iv, -1, NULL) != 1 ||
         (op->aad_len > 0 && EVP_CipherUpdate(x, NULL, &n, op->aad, (int)op->aad_len) != 1) ||
         (body > 0 && EVP_CipherUpdate(x, out, &n, in, (int)body) != 1)) {
         rv = ddsm_call_err(c, DDSM_E_CRYPTO, DDSM_RVCTX_KEY);

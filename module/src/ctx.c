@@ -17,6 +17,8 @@
 #include "ddsm/names.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
+#include "exiting.h"
+#include "ossl_host.h"
 #include "fence.h"
 #include "handles.h"
 #include "hsmcall.h"
@@ -114,7 +116,7 @@ static void ctx_free(ddsm_ctx *ctx)
     for (unsigned i = 0; i < ctx->n_store_free; i++)
         ddsm_store_close(ctx->store_free[i]);
     free(ctx->store_free);
-    if (ctx->hsm != NULL)
+    if (ctx->hsm != NULL && !ddsm_exiting())
         for (unsigned i = 0; i < ctx->n_hs_free; i++)
             (void)ctx->be->C_CloseSession(ctx->hs_free[i]);
     free(ctx->hs_free);
@@ -125,7 +127,8 @@ static void ctx_free(ddsm_ctx *ctx)
     /* HSM calls stuck past their bound get one more bound to return; if they still do not, the
      * backend stays loaded (never finalised or unmapped under a thread inside it). */
     if (ddsm_hsmcall_free(atomic_load(&ctx->hsmcall),
-                          ctx->cfg != NULL ? ctx->cfg->backend.call_timeout_ms + 1000 : 0))
+                          ctx->cfg != NULL ? ctx->cfg->backend.call_timeout_ms + 1000 : 0) &&
+        !ddsm_exiting()) /* exiting.h: the backend may be half destroyed */
         ddsm_hsm_unload(ctx->hsm);
     else
         ddsm_hsm_abandon(ctx->hsm);
@@ -141,6 +144,7 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
     char why[512] = "";
 
     pthread_once(&g_once, register_atfork);
+    ddsm_ossl_load_host_config();
     pthread_mutex_lock(&g_init_lock);
     ddsm_ctx *old = atomic_load(&g_ctx);
     if (old != NULL) {
@@ -189,6 +193,7 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         goto out;
     }
     ctx->be = ddsm_hsm_functions(ctx->hsm);
+    ddsm_exiting_watch();
     rv = ddsm_hsm_find_token(ctx->hsm, ctx->cfg->backend.token_label, &ctx->slot);
     if (rv != CKR_OK) {
         ddsm_log(DDSM_LOG_ERROR, "C_Initialize: backend token \"%s\": %s",
@@ -1035,7 +1040,7 @@ void ddsm_ctx_drain_sessions(ddsm_ctx *ctx)
         ddsm_mutex_unlock(ctx->lock);
         if (n == 0)
             break;
-        for (unsigned i = 0; i < n; i++)
+        for (unsigned i = 0; i < n && !ddsm_exiting(); i++)
             (void)ctx->be->C_CloseSession(idle[i]);
     }
 }

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 
 #include "ddsm/derive.h"
+#include "ddsm/ossl.h"
 #include "ddsm/ecsig.h"
 #include "ddsm/log.h"
 #include "ddsm/pkcs11-ddsm.h"
@@ -492,7 +493,7 @@ static CK_RV ecdsa_digest(ddsm_call *c, const ddsm_vop *op, const CK_BYTE *data,
         return CKR_OK;
     }
     unsigned int dlen = 0;
-    if (EVP_Digest(data, len, digest, &dlen, EVP_sha256(), NULL) != 1 ||
+    if (EVP_Digest(data, len, digest, &dlen, ddsm_ossl_sha256(), NULL) != 1 ||
         dlen != DDSM_ECDSA_DIGEST_LEN)
         return crypto_fail(c, ddsm_err_openssl("SHA-256"));
     return CKR_OK;
@@ -527,7 +528,7 @@ CK_RV ddsm_ec_update_locked(ddsm_call *c, ddsm_vop *op, const CK_BYTE *part, CK_
     op->updated = true;
     if (op->ec->md == NULL) {
         op->ec->md = EVP_MD_CTX_new();
-        if (op->ec->md == NULL || EVP_DigestInit_ex(op->ec->md, EVP_sha256(), NULL) != 1)
+        if (op->ec->md == NULL || EVP_DigestInit_ex2(op->ec->md, ddsm_ossl_sha256(), NULL) != 1)
             return crypto_fail(c, ddsm_err_openssl("SHA-256 init"));
     }
     if (len > 0 && EVP_DigestUpdate(op->ec->md, part, len) != 1)

@@ -3,13 +3,14 @@
 # Source it; it defines functions only (plus DDSM_ROOT).
 
 DDSM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+. "$DDSM_ROOT/scripts/lib/backports.sh"
 
 # Every Debian package the build, the tests and the demo need. Nothing else may be assumed.
 DDSM_DEBS=(
     build-essential cmake pkg-config git ca-certificates
     libssl-dev openssl libpq-dev postgresql postgresql-client libinih-dev libcmocka-dev
     libp11-kit-dev libgfshare-dev libsecp256k1-dev
-    softhsm2 opensc gnutls-bin
+    softhsm2 opensc gnutls-bin p11-kit openssh-client openssh-server nodejs npm
     pgbouncer postgresql-15-auto-failover pg-auto-failover-cli
     valgrind clang python3 python3-pykcs11 xxd procps iproute2 util-linux faketime
     libengine-pkcs11-openssl python3-ecdsa
@@ -20,11 +21,15 @@ ddsm_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 ddsm_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 ddsm_install_deps() {
-    local missing=() p
+    local missing=() p provided
+    provided=$(dpkg-query -W -f='${Provides}\n' 2>/dev/null)
     for p in "${DDSM_DEBS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' && continue
+        # Provided by an installed package (NodeSource's nodejs provides npm): present too.
+        grep -qE "(^|, )$p( |,|$)" <<<"$provided" && continue
+        missing+=("$p")
     done
-    [ ${#missing[@]} -eq 0 ] && return 0
+    [ ${#missing[@]} -eq 0 ] && { ddsm_install_backports; return 0; }
     [ "$(id -u)" -eq 0 ] || ddsm_die "missing Debian packages (${missing[*]}); run as root to install them"
     ddsm_say "installing: ${missing[*]}"
     # We never use the system-wide cluster: keep the postgresql package from creating one.
@@ -34,6 +39,7 @@ ddsm_install_deps() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq </dev/null
     apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+    ddsm_install_backports
 }
 
 # ddsm_build BUILD_DIR [cmake args...]
