@@ -200,9 +200,13 @@ want=$(openssl dgst -sha256 -mac HMAC -macopt "hexkey:$KEY0" -r "$APPDIR/data" |
 same "$(xxd -p -c 64 "$APPDIR/sig")" "$want" "HMAC by id through p11-kit server"
 same "$(derives)" 1 "DERIVE rows after the first use"
 # The requester of audit rows in this mode: the module's process is p11-kit-remote, forked by the
-# server for each connection and running as SRV; p11-kit passes nothing of its client.
-same "$(sql "SELECT requester FROM custody_audit_log WHERE event = 'DERIVE'")" "p11-kit-remote" \
-    "requester of the DERIVE row"
+# server for each connection and running as SRV, and p11-kit passes nothing of its client; the
+# module reads the connection's peer credentials itself (the kernel's, from connect time) and
+# names the client's uid, never the server's.
+app_uid=$(id -u "$APP")
+[ "$app_uid" != "$(id -u "$SRV")" ] || fail "APP and SRV share a uid"
+same "$(sql "SELECT requester FROM custody_audit_log WHERE event = 'DERIVE'")" \
+    "p11-kit-remote/uid=$app_uid" "requester of the DERIVE row"
 
 # A refused request still leaves its DENY row: a key of an asset whose zone is disabled (found,
 # and refused at its use: docs/policy.md).
@@ -215,7 +219,7 @@ run app --login --pin "$DDSM_TEST_PIN" --sign -m SHA256-HMAC --id "$id_b" \
 [[ "$ERR" == *"C_SignInit failed: rv = "*"(0x200)"* ]] || fail "refusal is not CKR_FUNCTION_REJECTED: $ERR"
 same "$(denies)" "$((deny0 + 1))" "DENY rows after the refused use"
 same "$(sql "SELECT requester FROM custody_audit_log WHERE event = 'DENY' ORDER BY id DESC LIMIT 1")" \
-    "p11-kit-remote" "requester of the DENY row"
+    "p11-kit-remote/uid=$app_uid" "requester of the DENY row"
 
 # By label (PyKCS11 finds the key by CKA_LABEL alone), and what the RPC layer carries.
 cat >"$APPDIR/probe.py" <<'EOF'
