@@ -37,6 +37,8 @@ scratch_dir p11srv
 
 # The accounts, as conf/sysusers.d makes ddsm and ddsm-clients, under names of this run.
 SRV=ddsmt-srv$$ APP=ddsmt-app$$ STRANGER=ddsmt-out$$ CLI=ddsmt-cli$$
+# The module's database login role (a member of ddsm_module), which needs its password.
+DBROLE=ddsmt_mod$$ hba=
 server_pid=
 cleanup() {
     if [ -n "$server_pid" ]; then
@@ -49,6 +51,11 @@ cleanup() {
         groupdel "$u" 2>/dev/null || true
     done
     groupdel "$CLI" 2>/dev/null || true
+    if [ -n "$hba" ] && [ -f "$hba.p11srv-$$" ]; then
+        mv "$hba.p11srv-$$" "$hba"
+        sql "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
+    fi
+    sql "DROP ROLE IF EXISTS $DBROLE" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 groupadd --system "$CLI"
@@ -90,10 +97,9 @@ softhsm2-util --init-token --free --label custody --pin "$DDSM_TEST_PIN" \
 softhsm2-util --init-token --free --label vault --pin "$VAULT_PIN" \
     --so-pin "$DDSM_TEST_SO_PIN" >/dev/null
 printf '%s\n' "$VAULT_PIN" >"$ETC/custody.pin"
-# The database password file: PGPASSFILE of the unit. This fixture's cluster trusts local
-# connections, so the password is not what admits SRV here; what is shown is that APP cannot
-# read the file.
-printf '*:*:*:*:not-a-real-password\n' >"$ETC/pgpass"
+# The database password file (PGPASSFILE of the unit), with the password of the module's role.
+DBPASS=$(openssl rand -hex 24)
+printf '*:*:*:%s:%s\n' "$DBROLE" "$DBPASS" >"$ETC/pgpass"
 sed -e "/^root_key_label/a root_token_label = vault\nroot_pin_file = $ETC/custody.pin" \
     "$DDSM_CONF" >"$ETC/ddsm.conf"
 # The custody user owns them all, alone (conf/tmpfiles.d: /etc/ddsm root:ddsm 0750).
@@ -131,6 +137,32 @@ ASSET_B=00000000-0000-4000-8000-0000000000bb
 expect 0 srv_ctl asset register --label vec-b --id "$ASSET_B" --default-path "$PATH_A" --zone frozen
 expect 0 srv_ctl asset activate vec-b
 expect 0 srv_ctl zone disable frozen
+
+# From here on the module connects as its own login role, which must give its password: this
+# fixture's cluster trusts every local connection, so pg_hba.conf gets a rule for this role
+# alone (kept until exit; other tests' roles are untouched). The administrator's steps above ran
+# as the fixture's superuser.
+sql "CREATE ROLE $DBROLE LOGIN PASSWORD '$DBPASS' IN ROLE ddsm_module" >/dev/null
+hba=$DDSM_PG_ROOT/data/pg_hba.conf
+cp -p "$hba" "$hba.p11srv-$$"
+{
+    printf 'local all %s scram-sha-256\nhost all %s 127.0.0.1/32 scram-sha-256\n' "$DBROLE" "$DBROLE"
+    cat "$hba.p11srv-$$"
+} >"$hba"
+sql "SELECT pg_reload_conf()" >/dev/null
+role_conninfo="host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=$DBROLE"
+# The postmaster reads the rules on its own time after the reload signal: wait (bounded) until a
+# connection of the role without the password is refused.
+for i in $(seq 1 300); do
+    if ! PGPASSWORD= PGPASSFILE=/dev/null "$DDSM_TEST_PGBIN/psql" -XAtq -w -d "$role_conninfo" \
+        -c 'SELECT 1' >/dev/null 2>&1; then
+        break
+    fi
+    [ "$i" -lt 300 ] || fail "pg_hba.conf's rule for $DBROLE did not take effect"
+    sleep 0.1
+done
+sed -i "s#^conninfo = .*#conninfo = $role_conninfo#" "$ETC/ddsm.conf"
+grep -q "^conninfo = .*user=$DBROLE\$" "$ETC/ddsm.conf" || fail "conninfo not switched"
 
 mapfile -t starts < <(unit_lines ExecStart)
 mapfile -t posts < <(unit_lines ExecStartPost)
@@ -186,6 +218,10 @@ for f in "$ETC/ddsm.conf" "$ETC/custody.pin" "$ETC/pgpass" "$LIB/softhsm2.conf";
 done
 run as "$APP" ls "$LIB/tokens"
 [ "$RC" -ne 0 ] || fail "APP listed the HSM's token directory"
+# Nor can it connect to the database as the module's role: it lacks the password.
+run as "$APP" "$DDSM_TEST_PGBIN/psql" -XAtq -w -d "$role_conninfo" -c 'SELECT 1'
+[ "$RC" -ne 0 ] || fail "APP connected to the database as $DBROLE"
+err_has "no password supplied"
 
 # By id (pkcs11-tool 0.23 --sign selects its key by CKA_ID only): the docs/design.md key.
 derives() { sql "SELECT count(*) FROM custody_audit_log WHERE event = 'DERIVE'"; }
