@@ -37,7 +37,7 @@ struct zentry {
 
 struct ddsm_mpolicy {
     char app[DDSM_MPOLICY_APP_CAP]; /* room for "/<user>" */
-    ddsm_mutex *req_lock;                    /* user */
+    ddsm_mutex *req_lock;           /* user */
     char user[USER_MAX + 1];
 
     CK_MECHANISM_TYPE mechs[DDSM_POLICY_MAX_MECHANISMS];
