@@ -266,8 +266,7 @@ lib.load(sys.argv[1])
 label, asset, data = sys.argv[2], bytes.fromhex(sys.argv[3]), open(sys.argv[4], "rb").read()
 slot = lib.getSlotList(tokenPresent=True)[0]
 mechs = lib.getMechanismList(slot)
-print("mech_ddsm_derive_listed", any(m == "CKM_VENDOR_DEFINED_0x44530001" or m == 0xC4530001
-                                     for m in mechs))
+print("mech_ddsm_derive_listed", any(P.CKM.get(m) == 0xC4530001 for m in mechs))
 print("mech_hmac_listed", "CKM_SHA256_HMAC" in mechs)
 s = lib.openSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION)
 s.login(os.environ["PIN"])
@@ -301,8 +300,9 @@ chmod 0644 "$APPDIR/probe.py"
 derive_rows=$(derives) deny0=$(denies)
 expect 0 as "$APP" "$ADDR" "PIN=$DDSM_TEST_PIN" "$PY" "$APPDIR/probe.py" "$CLIENT" \
     "$ASSET/$PATH_A" "${ASSET//-/}" "$APPDIR/data" "$ASSET_B/$PATH_A"
-echo "$OUT"
-val() { awk -v k="$1" '$1 == k { print $2 }' <<<"$OUT"; }
+PROBE=$OUT
+echo "$PROBE"
+val() { awk -v k="$1" '$1 == k { print $2 }' <<<"$PROBE"; }
 same "$(val found_by_label)" 1 "keys found by label through p11-kit server"
 same "$(val sig)" "$want" "HMAC by label through p11-kit server"
 # Vendor attributes pass (p11-kit sends unknown attribute types as byte arrays).
@@ -317,6 +317,15 @@ same "$(denies)" "$((deny0 + 1))" "DENY rows after the probe's refused use"
 # CKM_DDSM_DERIVE does not pass: p11-kit 0.24 sends only mechanisms whose parameters it knows how
 # to serialise, so the client library drops it from the mechanism list and refuses it itself.
 same "$(val mech_hmac_listed)" True "CKM_SHA256_HMAC listed through RPC"
+# ... while the module itself, loaded in-process by the custody user, lists it.
+expect 0 srv "$PY" -c 'import os, sys
+import PyKCS11 as P
+lib = P.PyKCS11Lib()
+lib.load(sys.argv[1])
+mechs = lib.getMechanismList(lib.getSlotList(tokenPresent=True)[0])
+print(any(P.CKM.get(m) == 0xC4530001 for m in mechs), flush=True)
+os._exit(0)' "$DDSM_MODULE"
+same "$OUT" True "CKM_DDSM_DERIVE listed by the module in-process"
 same "$(val mech_ddsm_derive_listed)" False "CKM_DDSM_DERIVE listed through RPC"
 same "$(val derive_rv)" CKR_MECHANISM_INVALID "C_DeriveKey(CKM_DDSM_DERIVE) through RPC"
 # The find by label reused the key derived for the first signature or derived it again; either
