@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Global module state: lock wrappers, the fork generation, the backend, the lazy store pool with
+/* Global module state: the fork generation, the backend, the lazy store pool with
  * its listener thread, and the pool of the module's own backend sessions used for derivation.
  *
  * Slot numbering (documented choice): the module exposes exactly one slot, numbered 0, mapped to
@@ -19,29 +19,10 @@
 #include "ddsm/hsm.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
+#include "clock.h"
+#include "lock.h"
 
 #define DDSM_SLOT_ID 0UL
-
-/* ---- lock wrappers: pthreads, or the application's CK_C_INITIALIZE_ARGS callbacks ---- */
-typedef struct ddsm_mutex ddsm_mutex;
-CK_RV ddsm_mutex_new(ddsm_mutex **out) DDSM_WUR;
-void ddsm_mutex_free(ddsm_mutex *m); /* NULL accepted */
-void ddsm_mutex_lock(ddsm_mutex *m);
-void ddsm_mutex_unlock(ddsm_mutex *m);
-/* From now on create mutexes with the application's callbacks (args != NULL) or pthreads (NULL).
- * Mutexes remember how they were made. */
-void ddsm_mutex_use_app(const CK_C_INITIALIZE_ARGS *args);
-
-/* Readers-writer lock for read-mostly tables (the derived-key cache): pthreads, or, when the
- * application's callbacks are in use, one of its mutexes for readers and writers alike. */
-typedef struct ddsm_rwlock ddsm_rwlock;
-CK_RV ddsm_rwlock_new(ddsm_rwlock **out) DDSM_WUR;
-void ddsm_rwlock_free(ddsm_rwlock *l); /* NULL accepted */
-void ddsm_rwlock_rdlock(ddsm_rwlock *l);
-void ddsm_rwlock_wrlock(ddsm_rwlock *l);
-void ddsm_rwlock_unlock(ddsm_rwlock *l);
-
-int64_t ddsm_now_ms(void);  /* monotonic clock */
 
 typedef struct ddsm_htab ddsm_htab;
 typedef struct ddsm_vkeys ddsm_vkeys;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctx.h"
+#include "lock.h"
 
 #define CHUNK_BITS 10
 #define CHUNK_SIZE (1U << CHUNK_BITS)

@@ -12,10 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ctx.h"
 #include "ddsm/mac.h"
 #include "handles.h"
+#include "lock.h"
 #include "vkey.h"
+
+typedef struct ddsm_sesstab ddsm_sesstab;
 
 /* One operation on a virtual key. */
 typedef struct ddsm_vop {
