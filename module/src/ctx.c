@@ -24,6 +24,7 @@
 #include "hsmcall.h"
 #include "mechallow.h"
 #include "metrics.h"
+#include "peer.h"
 #include "policy.h"
 #include "rootfind.h"
 #include "rv.h"
@@ -221,19 +222,23 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         rv = CKR_FUNCTION_FAILED;
         goto out;
     }
-    snprintf(ctx->requester, sizeof(ctx->requester), "%s",
-             ctx->cfg->policy.requester != NULL ? ctx->cfg->policy.requester
-                                                : program_invocation_short_name);
+    const char *app = ctx->cfg->policy.requester != NULL ? ctx->cfg->policy.requester
+                                                         : program_invocation_short_name;
+    /* Behind p11-kit server, the client's uid (peer.h). */
+    char peer_app[DDSM_MPOLICY_APP_CAP];
+    if (ddsm_peer_requester(app, program_invocation_short_name, STDIN_FILENO, peer_app,
+                            sizeof(peer_app))) {
+        app = peer_app;
+        ddsm_log(DDSM_LOG_INFO, "C_Initialize: behind p11-kit server: requester %s", app);
+    }
+    snprintf(ctx->requester, sizeof(ctx->requester), "%.*s", (int)sizeof(ctx->requester) - 1, app);
 
     if ((rv = ddsm_mech_extra_load(ctx->cfg, ctx->extra_mechs, &ctx->n_extra_mechs)) != CKR_OK ||
         (rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK ||
         (rv = ddsm_htab_new(ctx->cfg->cache.handles, &ctx->handles)) != CKR_OK ||
         (rv = ddsm_vkeys_new(ctx->cfg, &ctx->vkeys)) != CKR_OK ||
         (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK ||
-        (rv = ddsm_mpolicy_new(ctx->cfg,
-                               ctx->cfg->policy.requester != NULL ? ctx->cfg->policy.requester
-                                                                  : program_invocation_short_name,
-                               &ctx->policy)) != CKR_OK ||
+        (rv = ddsm_mpolicy_new(ctx->cfg, app, &ctx->policy)) != CKR_OK ||
         (rv = ddsm_metrics_new(ctx->cfg, &ctx->metrics)) != CKR_OK)
         goto out;
     /* The fences run on the LISTEN thread: without threads there is none to run them. */

@@ -18,6 +18,7 @@
 #include "rv.h"
 
 #define USER_MAX 64
+_Static_assert(DDSM_MPOLICY_APP_CAP == DDSM_REQUESTER_MAX - USER_MAX, "app + user fit");
 #define ZONE_BUCKETS 256
 /* Lease requests the refill thread makes per round, and how often it looks. */
 #define REFILL_BATCH 32
@@ -35,8 +36,8 @@ struct zentry {
 };
 
 struct ddsm_mpolicy {
-    char app[DDSM_REQUESTER_MAX - USER_MAX]; /* room for "/<user>" */
-    ddsm_mutex *req_lock;                    /* user */
+    char app[DDSM_MPOLICY_APP_CAP]; /* room for "/<user>" */
+    ddsm_mutex *req_lock;           /* user */
     char user[USER_MAX + 1];
 
     CK_MECHANISM_TYPE mechs[DDSM_POLICY_MAX_MECHANISMS];

@@ -35,6 +35,8 @@ ddsm_ratelimit *ddsm_mpolicy_ratelimit(const ddsm_mpolicy *p); /* NULL when p is
 /* "<application>" or, after C_LoginUser, "<application>/<user>". Login state is the
  * application's (PKCS#11: per application and token), so the user names every derivation of
  * every session until the logout or the last session closes. */
+/* Bytes (NUL included) of the program part of the requester, "<app>" of "<app>/<user>". */
+#define DDSM_MPOLICY_APP_CAP (DDSM_REQUESTER_MAX - 64)
 void ddsm_mpolicy_requester(ddsm_mpolicy *p, char out[DDSM_REQUESTER_MAX + 1]);
 /* The user name of C_LoginUser: 1..64 bytes of UTF-8 without control characters.
  * CKR_ARGUMENTS_BAD otherwise (nothing changes). */
