@@ -23,7 +23,7 @@ const ctl_help cmd_audit_help = {
 
 static const ctl_help verify_help = {
     "audit verify",
-    "ddsmctl audit verify [--since TIME] [--instance ID] [--allow-pre-chain]",
+    "ddsmctl audit verify [--since TIME] [--instance ID] [--allow-pre-chain] [--json]",
     "Walk every writer's chain in the audit log, in one consistent snapshot, streaming (memory\n"
     "stays flat however long the log), and report with row ids: rows whose MAC does not verify\n"
     "(EDITED), gaps in a chain's sequence (DELETED), rows stored out of their chain's order\n"
@@ -33,12 +33,19 @@ static const ctl_help verify_help = {
     "(PRE_CHAIN). The MAC key is derived in the HSM from the root key, so this command needs the\n"
     "user PIN. Progress goes to stderr when it is a terminal.\n"
     "\n"
+    "With --json one JSON object: {\"findings\": [{\"kind\", \"row_id\", \"detail\", "
+    "\"accepted\"}...],\n"
+    "\"rows\": N, \"chains\": N, \"counts\": {KIND: N}, \"verified\": true|false, \"complete\": "
+    "true},\n"
+    "or {\"findings\": [...], \"complete\": false} when the store cut the walk short.\n"
+    "\n"
     "Exit status: 0 when everything verifies, 1 when there is any finding, 2 for bad input,\n"
     "3 when PostgreSQL or the HSM is unavailable.",
     "  --since TIME         only rows from TIME on (UTC: 2026-11-01, 2026-11-01T08:00:00Z, or a\n"
     "                       duration back from now: 7d, 12h); older partitions are not read\n"
     "  --instance ID        only the chain of this writer instance id\n"
-    "  --allow-pre-chain    report rows from before migration 002 but do not fail on them\n",
+    "  --allow-pre-chain    report rows from before migration 002 but do not fail on them\n"
+    "  --json               one JSON object instead of text\n",
 };
 
 const ctl_help cmd_reconcile_help = {
@@ -143,6 +150,8 @@ static int since_option(const ctl_help *h, const char *since, bool *has, int64_t
 struct vreport {
     bool allow_pre_chain;
     bool progress_shown;
+    bool json;
+    uint64_t printed; /* findings printed (JSON: the separator) */
     uint64_t counted; /* findings that fail the run */
 };
 
@@ -156,6 +165,15 @@ static int on_finding(const ddsm_audit_finding *f, void *arg)
     }
     if (!accepted)
         r->counted++;
+    if (r->json) {
+        printf("%s\n    {\"kind\": \"%s\", \"row_id\": %" PRId64 ", \"detail\": ",
+               r->printed == 0 ? "" : ",", ddsm_audit_kind_name(f->kind), f->row_id);
+        tool_json_str(stdout, f->detail);
+        printf(", \"accepted\": %s}", accepted ? "true" : "false");
+        r->printed++;
+        return 0;
+    }
+    r->printed++;
     printf("%-16s row %-10" PRId64 " %s%s\n", ddsm_audit_kind_name(f->kind), f->row_id, f->detail,
            accepted ? " (accepted: --allow-pre-chain)" : "");
     return 0;
@@ -168,11 +186,11 @@ static void on_progress(uint64_t rows, uint64_t chains, void *arg)
     r->progress_shown = true;
 }
 
-
 static int audit_verify(ctl *c, int argc, char **argv)
 {
     const char *since = NULL, *instance = NULL;
     bool allow_pre = false;
+    bool json = false;
     const char *pos[1];
     size_t npos = 0;
     ddsm_store *st = NULL;
@@ -181,6 +199,7 @@ static int audit_verify(ctl *c, int argc, char **argv)
         {"--since", &since, NULL, NULL, 0, NULL},
         {"--instance", &instance, NULL, NULL, 0, NULL},
         {"--allow-pre-chain", NULL, &allow_pre, NULL, 0, NULL},
+        {"--json", NULL, &json, NULL, 0, NULL},
     };
     int rc = ctl_parse(c, &verify_help, argc, argv, opts, sizeof opts / sizeof opts[0], pos, 0, 0,
                        &npos);
@@ -203,15 +222,19 @@ static int audit_verify(ctl *c, int argc, char **argv)
     if (rc != CTL_EXIT_OK)
         goto out;
 
-    struct vreport rep = {.allow_pre_chain = allow_pre};
+    struct vreport rep = {.allow_pre_chain = allow_pre, .json = json};
     if (isatty(STDERR_FILENO)) {
         vo.progress = on_progress;
         vo.progress_arg = &rep;
     }
     ddsm_audit_verify_stats stats;
+    if (json)
+        printf("{\"findings\": [");
     ddsm_err e = ddsm_audit_verify(st, key, &vo, on_finding, &rep, &stats);
     if (rep.progress_shown)
         fputs("\r\033[K", stderr);
+    if (json && e != DDSM_OK)
+        printf("%s], \"complete\": false}\n", rep.printed == 0 ? "" : "\n  ");
     if (e != DDSM_OK) {
         rc = store_fail(st, "audit verify", e);
         goto out;
@@ -219,6 +242,21 @@ static int audit_verify(ctl *c, int argc, char **argv)
     uint64_t total = 0;
     for (int k = 0; k < DDSM_AUDIT__KINDS; k++)
         total += stats.findings[k];
+    rc = rep.counted == 0 ? CTL_EXIT_OK : CTL_EXIT_REFUSED;
+    if (json) {
+        printf("%s],\n  \"rows\": %" PRIu64 ", \"chains\": %" PRIu64 ", \"counts\": {",
+               rep.printed == 0 ? "" : "\n  ", stats.rows, stats.chains);
+        const char *sep = "";
+        for (int k = 0; k < DDSM_AUDIT__KINDS; k++) {
+            if (stats.findings[k] == 0)
+                continue;
+            printf("%s\"%s\": %" PRIu64, sep, ddsm_audit_kind_name((ddsm_audit_kind)k),
+                   stats.findings[k]);
+            sep = ", ";
+        }
+        printf("}, \"verified\": %s, \"complete\": true}\n", rc == CTL_EXIT_OK ? "true" : "false");
+        goto out;
+    }
     printf("verified %" PRIu64 " chained rows in %" PRIu64 " chains", stats.rows, stats.chains);
     if (total == 0) {
         printf(": everything verifies\n");
@@ -234,7 +272,6 @@ static int audit_verify(ctl *c, int argc, char **argv)
         }
         printf(")%s\n", rep.counted == 0 ? "; pre-chain rows accepted" : "");
     }
-    rc = rep.counted == 0 ? CTL_EXIT_OK : CTL_EXIT_REFUSED;
 out:
     ddsm_audit_key_free(key);
     ddsm_store_close(st);
