@@ -14,6 +14,7 @@ DDSM_DEBS=(
     valgrind clang python3 python3-pykcs11 xxd procps iproute2 util-linux faketime
     libengine-pkcs11-openssl python3-ecdsa
     prometheus
+    help2man man-db systemd bash-completion
 )
 
 ddsm_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
