@@ -96,6 +96,9 @@ module=$(pkg-config --variable=module ddsm-pkcs11)
 same "$module" "$(pkg-config --variable=p11_module_path p11-kit-1)/libddsm-pkcs11.so" "module path"
 [ -f "$module" ] || fail "$module missing"
 ctl=/usr/sbin/ddsmctl
+# The installed ddsmctl, also for testlib's helpers (ctl, asset_key).
+DDSM_CTL=$ctl
+ctl() { DDSM_PIN=$DDSM_TEST_PIN "$ctl" "$@"; }
 version=$(pkg-config --modversion ddsm-pkcs11)
 expect 0 "$ctl" --version
 same "$OUT" "ddsmctl $version" "ddsmctl --version"
@@ -164,7 +167,7 @@ while IFS= read -r f; do
 done <"$T/files"
 same "${left[*]:-}" "" "files left after purge"
 for f in /etc/ddsm /var/lib/ddsm; do
-    [ -e "$f" ] && fail "$f left after purge: $(ls -la "$f")"
+    if [ -e "$f" ]; then fail "$f left after purge: $(ls -la "$f")"; fi
 done
 ls /var/lib/systemd/deb-systemd-helper-enabled/ 2>/dev/null | grep -q ddsm &&
     fail "systemd state of the units left after purge"
