@@ -16,9 +16,9 @@
 #include "ddsm/audit.h"
 #include "ddsm/batch.h"
 #include "ddsm/config.h"
+#include "ddsm/hsm.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
-#include "hsm.h"
 
 #define DDSM_SLOT_ID 0UL
 

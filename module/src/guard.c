@@ -4,9 +4,9 @@
 #include <string.h>
 
 #include "ddsm/log.h"
+#include "ddsm/names.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "handles.h"
-#include "names.h"
 
 #define LABEL_MAX 256 /* longer than any root_key_label the config accepts */
 

@@ -18,9 +18,9 @@
 
 #include "ctx.h"
 #include "ddsm/log.h"
+#include "ddsm/names.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
-#include "names.h"
 #include "rv.h"
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE } job_state;

@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hsm.h"
+#include "ddsm/hsm.h"
 
 typedef struct ddsm_hsmcall ddsm_hsmcall;
 

@@ -2,8 +2,8 @@
 #include "ladder.h"
 
 #include "ddsm/log.h"
+#include "ddsm/names.h"
 #include "login.h"
-#include "names.h"
 #include "rv.h"
 
 CK_RV ddsm_require_user(ddsm_call *c)

@@ -8,7 +8,7 @@
 #include "mechallow.h"
 
 #include "ddsm/log.h"
-#include "names.h"
+#include "ddsm/names.h"
 
 static const CK_MECHANISM_TYPE allowed[] = {
     /* digests */

@@ -11,10 +11,10 @@
 
 #include "ctx.h"
 #include "ddsm/log.h"
+#include "ddsm/names.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/utf8.h"
 #include "ladder.h"
-#include "names.h"
 #include "rv.h"
 
 #define USER_MAX 64

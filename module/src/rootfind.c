@@ -5,11 +5,11 @@
 #include <string.h>
 
 #include "ddsm/log.h"
+#include "ddsm/names.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/rootpin.h"
 #include "ddsm/secmem.h"
 #include "hsmcall.h"
-#include "names.h"
 #include "rv.h"
 
 /* Private objects carrying the root's label that one lookup examines. Only someone holding the

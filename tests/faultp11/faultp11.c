@@ -15,6 +15,9 @@
  *                          C_FindObjects topbit=<n> [count=N]       a batch of n (at most the
  *                                  caller's maximum) object handles with the top bit set, before
  *                                  the real search's objects
+ *                          C_GenerateKey|C_CreateObject attr=<type> rv=<CKR> [count=N]
+ *                                  a backend that does not know attribute <type>: the call fails
+ *                                  with rv when its template names it, and is forwarded otherwise
  *   DDSM_FAULT_LOG     optional: a file to which every call's name is appended (call counting).
  * C_GetFunctionList itself is never faulted. */
 #include <dlfcn.h>
@@ -36,13 +39,13 @@
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_RULES 32
 
-enum { KIND_FAULT, KIND_SLOT, KIND_TOPBIT }; /* KIND_FAULT: rv= or delay= */
+enum { KIND_FAULT, KIND_SLOT, KIND_TOPBIT, KIND_ATTR }; /* KIND_FAULT: rv= or delay= */
 
 struct rule {
     char fn[48];
     int is_delay;
     int kind;
-    unsigned long arg; /* KIND_SLOT: the slot; KIND_TOPBIT: how many handles */
+    unsigned long arg; /* KIND_SLOT: the slot; KIND_TOPBIT: how many handles; KIND_ATTR: type */
     ck_rv_t rv;
     unsigned long delay_ms;
     long remaining; /* -1: unlimited */
@@ -136,6 +139,9 @@ static void reload_locked(void)
                 r.kind = KIND_TOPBIT;
                 r.arg = strtoul(tok + 7, NULL, 0);
                 ok = 1;
+            } else if (strncmp(tok, "attr=", 5) == 0) {
+                r.kind = KIND_ATTR;
+                r.arg = strtoul(tok + 5, NULL, 0);
             } else if (strncmp(tok, "count=", 6) == 0) {
                 r.remaining = strtol(tok + 6, NULL, 10);
             } else {
@@ -175,7 +181,7 @@ static int fault(const char *fn, ck_rv_t *rv)
         struct rule *r = &rules[i];
         if (strcmp(r->fn, "*") != 0 && strcmp(r->fn, fn) != 0)
             continue;
-        if (r->remaining == 0 || r->kind == KIND_SLOT || r->kind == KIND_TOPBIT)
+        if (r->remaining == 0 || r->kind != KIND_FAULT)
             continue;
         if (r->remaining > 0)
             r->remaining--;
@@ -195,8 +201,10 @@ static int fault(const char *fn, ck_rv_t *rv)
     return fail;
 }
 
-/* The first rule of that kind for fn that is not used up: uses it and gives its argument. */
-static int behaviour(const char *fn, int kind, unsigned long *arg)
+/* The first rule of that kind for fn that is not used up (and, with match, whose argument match
+ * accepts): uses it and gives its argument and rv. */
+static int behaviour_if(const char *fn, int kind, int (*match)(unsigned long, const void *),
+                        const void *cookie, unsigned long *arg, ck_rv_t *rv)
 {
     int found = 0;
     pthread_mutex_lock(&lock);
@@ -205,13 +213,47 @@ static int behaviour(const char *fn, int kind, unsigned long *arg)
         struct rule *r = &rules[i];
         if (r->kind != kind || strcmp(r->fn, fn) != 0 || r->remaining == 0)
             continue;
+        if (match != NULL && !match(r->arg, cookie))
+            continue;
         if (r->remaining > 0)
             r->remaining--;
         *arg = r->arg;
+        if (rv != NULL)
+            *rv = r->rv;
         found = 1;
     }
     pthread_mutex_unlock(&lock);
     return found;
+}
+
+static int behaviour(const char *fn, int kind, unsigned long *arg)
+{
+    return behaviour_if(fn, kind, NULL, NULL, arg, NULL);
+}
+
+struct tmpl {
+    struct ck_attribute *t;
+    unsigned long n;
+};
+
+static int tmpl_names(unsigned long type, const void *cookie)
+{
+    const struct tmpl *tp = cookie;
+    for (unsigned long i = 0; tp->t != NULL && i < tp->n; i++)
+        if (tp->t[i].type == type)
+            return 1;
+    return 0;
+}
+
+/* A KIND_ATTR rule of fn naming an attribute of the template: its rv. */
+static int refused_attr(const char *fn, struct ck_attribute *t, unsigned long n, ck_rv_t *rv)
+{
+    struct tmpl tp = {t, n};
+    unsigned long type;
+    if (!behaviour_if(fn, KIND_ATTR, tmpl_names, &tp, &type, rv))
+        return 0;
+    log_call(fn);
+    return 1;
 }
 
 #define WRAP(name, params, args)                                                                  \
@@ -254,6 +296,25 @@ static ck_rv_t b_C_FindObjects(ck_session_handle_t session, ck_object_handle_t *
     return w_C_FindObjects(session, object, max_object_count, object_count);
 }
 
+static ck_rv_t b_C_GenerateKey(ck_session_handle_t session, struct ck_mechanism *mechanism,
+                               struct ck_attribute *templ, unsigned long count,
+                               ck_object_handle_t *key)
+{
+    ck_rv_t rv;
+    if (refused_attr("C_GenerateKey", templ, count, &rv))
+        return rv;
+    return w_C_GenerateKey(session, mechanism, templ, count, key);
+}
+
+static ck_rv_t b_C_CreateObject(ck_session_handle_t session, struct ck_attribute *templ,
+                                unsigned long count, ck_object_handle_t *object)
+{
+    ck_rv_t rv;
+    if (refused_attr("C_CreateObject", templ, count, &rv))
+        return rv;
+    return w_C_CreateObject(session, templ, count, object);
+}
+
 EXPORT ck_rv_t C_GetFunctionList(struct ck_function_list **list)
 {
     if (list == NULL)
@@ -277,6 +338,8 @@ EXPORT ck_rv_t C_GetFunctionList(struct ck_function_list **list)
         FAULT_FUNCS(ASSIGN)
         wrapped.C_WaitForSlotEvent = b_C_WaitForSlotEvent;
         wrapped.C_FindObjects = b_C_FindObjects;
+        wrapped.C_GenerateKey = b_C_GenerateKey;
+        wrapped.C_CreateObject = b_C_CreateObject;
         wrapped.C_GetFunctionList = C_GetFunctionList;
     }
     pthread_mutex_unlock(&lock);

@@ -25,8 +25,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ddsm/hsm.h"
 #include "hex_support.h"
-#include "hsm.h"
 #include "p11_support.h"
 
 extern char **environ;

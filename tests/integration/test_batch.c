@@ -30,14 +30,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit_support.h"
 #include "ddsm/audit.h"
 #include "ddsm/batch.h"
 #include "ddsm/config.h"
 #include "ddsm/derive.h"
+#include "ddsm/hsm.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
-#include "hsm.h"
-#include "audit_support.h"
 #include "pg_support.h"
 
 static ddsm_audit_key *g_key;

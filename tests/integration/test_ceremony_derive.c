@@ -30,14 +30,14 @@
 
 #include "ddsm/config.h"
 #include "ddsm/derive.h"
+#include "ddsm/hsm.h"
 #include "ddsm/mac.h"
 #include "ddsm/path.h"
-#include "ddsm/secmem.h"
 #include "ddsm/pkcs11-ddsm.h"
+#include "ddsm/secmem.h"
 #include "ddsm/uuid.h"
 #include "design_vectors.h"
 #include "hex_support.h"
-#include "hsm.h"
 
 extern char **environ;
 

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hsm.h"
+#include "ddsm/hsm.h"
 #include "p11_support.h"
 
 #define BACKEND "/usr/lib/softhsm/libsofthsm2.so"

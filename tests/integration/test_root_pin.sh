@@ -139,6 +139,32 @@ expect 0 on copy "$C" root info
 out_has "hsm-enforced:      yes"
 out_has "pinned:            yes"
 
+echo "== a backend that does not know CKA_ALLOWED_MECHANISMS: the root is made without it, said so"
+# The fault wrapper stands for such a backend: templates naming the attribute are refused as an
+# unknown attribute type, every other call reaches SoftHSM.
+new_token weak
+sed "s|^module *=.*|module = $DDSM_FAULTP11|" "$DDSM_CONF" >"$T/weak.conf"
+printf '%s\n' "C_GenerateKey attr=0x40000600 rv=0x12" "C_CreateObject attr=0x40000600 rv=0x12" \
+    >"$T/weak.ctl"
+weak() {
+    DDSM_CONF=$T/weak.conf DDSM_FAULT_CTL=$T/weak.ctl DDSM_FAULT_TARGET=/usr/lib/softhsm/libsofthsm2.so \
+        on weak "$@"
+}
+printf '%s\n' "$(printf '%064d' 5)" >"$T/weak.hex"
+expect 0 weak "$C" root import --hex-file "$T/weak.hex"
+err_has "the backend does not accept CKA_ALLOWED_MECHANISMS: the root key is made without it"
+weak_fp=$(fingerprint)
+same "$(sql "SELECT not_enforced FROM custody_root_pins WHERE fingerprint = '$weak_fp'")" \
+    CKA_ALLOWED_MECHANISMS "not_enforced recorded with the pin"
+expect 0 weak "$C" root info
+out_has "hsm-enforced:      no"
+out_has "copyable:          false"
+out_has "mechanisms:        any (not restricted)"
+err_has "mechanisms not limited to CKM_SHA256_HMAC"
+expect 0 weak "$C" root info --json
+same "$(json_get not_enforced <<<"$OUT")" "mechanisms not limited to CKM_SHA256_HMAC" \
+    "root info --json not_enforced of the weak root"
+
 echo "== the pin history is append-only"
 if sql "DELETE FROM custody_root_pins" 2>/dev/null; then
     fail "a pin row could be deleted"

@@ -10,10 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ddsm/names.h"
 #include "ddsm/pkcs11-compat.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "design_vectors.h" /* VEC_A_ID ...: the docs/design.md vectors */
-#include "names.h"
 
 /* The module's function list (after p11_load). */
 extern CK_FUNCTION_LIST_PTR p11;

@@ -17,12 +17,12 @@
 
 #include "ddsm/audit.h"
 #include "ddsm/config.h"
+#include "ddsm/hsm.h"
 #include "ddsm/pkcs11-compat.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/store.h"
 #include "ddsm/uuid.h"
 #include "ddsm/version.h"
-#include "hsm.h"
 
 #define BENCH_MAX_THREADS 256
 #define BENCH_MAX_COUNTS 16 /* thread counts in one --threads list */

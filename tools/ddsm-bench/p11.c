@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "ddsm/names.h"
 #include "ddsm/secmem.h"
-#include "names.h"
 
 #define LINE_FILE_MAX 4096
 

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "bench.h"
-#include "names.h"
+#include "ddsm/names.h"
 
 bool bench_audit_key(bench *b, char *why, size_t why_len)
 {

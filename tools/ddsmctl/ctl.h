@@ -11,9 +11,9 @@
 #include "ddsm/audit.h"
 #include "ddsm/config.h"
 #include "ddsm/err.h"
+#include "ddsm/hsm.h"
 #include "ddsm/path.h"
 #include "ddsm/store.h"
-#include "hsm.h"
 
 /* Exit codes (documented in `ddsmctl --help`). */
 enum {

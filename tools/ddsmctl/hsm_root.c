@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The root seed key on the backend HSM: session, lookup, creation, fingerprint. Built on the
- * shared adapter (module/src/hsm.h) and its function list; nothing here sees the seed except
+ * shared adapter (hsm/include/ddsm/hsm.h) and its function list; nothing here sees the seed except
  * ctl_hsm_import_root_secret, which hands it to C_CreateObject. */
 #include <string.h>
 

@@ -8,8 +8,8 @@
 
 #include <cmocka.h>
 
+#include "ddsm/names.h"
 #include "ddsm/pkcs11-ddsm.h"
-#include "names.h"
 #include "rv.h"
 
 static void test_rv__no_known_cause_is_a_general_error(void **state)

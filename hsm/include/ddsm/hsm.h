@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The backend (real HSM) adapter: loads the configured PKCS#11 library and offers the few
- * composite operations the module and ddsmctl need. Shared by both (static library ddsm-hsm). */
+ * composite operations the module, ddsmctl and ddsm-bench need (static library ddsm-hsm). */
 #ifndef DDSM_HSM_H
 #define DDSM_HSM_H
 
@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 #include "ddsm/derive.h"
+#include "ddsm/names.h"
 #include "ddsm/pkcs11-compat.h"
-#include "names.h"
 
 typedef struct ddsm_hsm ddsm_hsm;
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One table of names for CK_RV, mechanisms and attributes, for logs and test failure messages.
  * Generated once from p11-kit's pkcs11.h; duplicates (aliases) resolve to the first name. */
-#include "names.h"
+#include "ddsm/names.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "hsm.h"
+#include "ddsm/hsm.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
