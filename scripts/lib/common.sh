@@ -15,7 +15,7 @@ DDSM_DEBS=(
     valgrind clang python3 python3-pykcs11 xxd procps iproute2 util-linux faketime
     libengine-pkcs11-openssl python3-ecdsa
     prometheus
-    p11-kit p11-kit-modules passwd systemd
+    p11-kit p11-kit-modules passwd systemd help2man man-db bash-completion
 )
 
 ddsm_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -20,7 +20,7 @@ require_env DDSM_MODULE DDSM_CTL DDSM_SOURCE_DIR
 SERVER=/usr/libexec/p11-kit/p11-kit-server
 CLIENT=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
 UNIT=$DDSM_SOURCE_DIR/conf/systemd/ddsm-p11-kit-server.service
-TMPFILES=$DDSM_SOURCE_DIR/conf/tmpfiles.d/ddsm-pkcs11.conf
+TMPFILES=$DDSM_SOURCE_DIR/conf/tmpfiles.d/ddsm.conf
 PY=/usr/bin/python3
 [ -x "$SERVER" ] || fail "$SERVER is missing (Debian package p11-kit, scripts/lib/common.sh)"
 [ -f "$CLIENT" ] || fail "$CLIENT is missing (Debian package p11-kit-modules)"

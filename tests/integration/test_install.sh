@@ -20,6 +20,10 @@ libdir=$(cache CMAKE_INSTALL_LIBDIR)
 moddir=$(cache DDSM_P11_MODULE_DIR)
 cfgdir=$(cache DDSM_P11_CONFIGS_DIR)
 sanitize=$(cache DDSM_SANITIZE)
+unitdir=$(cache DDSM_SYSTEMD_UNIT_DIR)
+sysusersdir=$(cache DDSM_SYSUSERS_DIR)
+tmpfilesdir=$(cache DDSM_TMPFILES_DIR)
+compldir=$(cache DDSM_BASH_COMPLETION_DIR)
 hardening=$(cache DDSM_HARDENING)
 version=$(sed -n 's/^project(ddsm-pkcs11 VERSION \([0-9.]*\) .*/\1/p' "$DDSM_SOURCE_DIR/CMakeLists.txt")
 [ -n "$version" ] || fail "no project(VERSION) in CMakeLists.txt"
@@ -43,6 +47,15 @@ $prefix/$libdir/pkgconfig/ddsm-pkcs11.pc
 $prefix/sbin/ddsmctl
 /etc/ddsm/ddsm.conf.example
 /etc/ddsm/openssl-pkcs11.cnf
+$sysusersdir/ddsm.conf
+$tmpfilesdir/ddsm.conf
+$compldir/ddsmctl
+$(cd "$DDSM_SOURCE_DIR/conf/systemd" && for u in *; do echo "$unitdir/$u"; done)
+$(if [ "$sanitize" = OFF ]; then
+    echo "$prefix/share/man/man8/ddsmctl.8"
+    echo "$prefix/share/man/man5/ddsm.conf.5"
+    echo "$prefix/share/man/man7/ddsm-pkcs11.7"
+fi)
 EOF
 )
 same "$got" "$want" "installed files"
@@ -53,7 +66,9 @@ done
 # ddsm-bench creates and drops tables: installed only when asked for, beside no admin tool.
 bench_stage=$T/bench
 expect 0 env DESTDIR="$bench_stage" cmake --install "$DDSM_BUILD_DIR" --component bench
-same "$(cd "$bench_stage" && find . -type f | sed 's|^\.||')" "$prefix/bin/ddsm-bench" "bench component"
+want=$prefix/bin/ddsm-bench
+[ "$sanitize" = OFF ] && want=$(printf '%s\n' "$want" "$prefix/share/man/man1/ddsm-bench.1" | sort)
+same "$(cd "$bench_stage" && find . -type f | sed 's|^\.||' | sort)" "$want" "bench component"
 
 module=$stage$prefix/$moddir/libddsm-pkcs11.so
 ctl=$stage$prefix/sbin/ddsmctl

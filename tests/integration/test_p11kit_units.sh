@@ -5,7 +5,7 @@
 #    programs it runs exist), and a unit with a broken line does not (the check can fail);
 #  - conf/sysusers.d and conf/tmpfiles.d applied to an empty root directory (--root) make the
 #    user ddsm, the groups ddsm and ddsm-clients, /run/ddsm 2750 ddsm:ddsm-clients and
-#    /var/lib/ddsm 0700 ddsm:ddsm, the owners checked by number against that root's passwd.
+#    /var/lib/ddsm 0711 ddsm:ddsm, the owners checked by number against that root's passwd.
 # No systemd needs to run (PID 1 may be anything).
 set -euo pipefail
 
@@ -40,7 +40,7 @@ gid() { awk -F: -v n="$1" '$1 == n { print $3 }' "$R/etc/group"; }
 same "$(awk -F: '$1 == "ddsm" { print $4 ":" $7 }' "$R/etc/passwd")" "$(gid ddsm):/usr/sbin/nologin" \
     "ddsm's primary group and shell"
 same "$(stat -c '%u:%g %a' "$R/run/ddsm")" "$(uid ddsm):$(gid ddsm-clients) 2750" "/run/ddsm"
-same "$(stat -c '%u:%g %a' "$R/var/lib/ddsm")" "$(uid ddsm):$(gid ddsm) 700" "/var/lib/ddsm"
+same "$(stat -c '%u:%g %a' "$R/var/lib/ddsm")" "$(uid ddsm):$(gid ddsm) 711" "/var/lib/ddsm"
 # /etc/ddsm is the packages' (z: adjusted when present, never created here).
 [ ! -e "$R/etc/ddsm" ] || fail "tmpfiles.d created /etc/ddsm"
 mkdir -m 0755 "$R/etc/ddsm"

@@ -26,7 +26,8 @@ const ctl_help cmd_audit_help = {
 
 static const ctl_help verify_help = {
     "audit verify",
-    "ddsmctl audit verify [--since TIME] [--instance ID] [--allow-pre-chain] [--checkpoint FILE]",
+    "ddsmctl audit verify [--since TIME] [--instance ID] [--allow-pre-chain]"
+    " [--checkpoint FILE] [--json]",
     "Walk every writer's chain in the audit log, in one consistent snapshot, streaming (memory\n"
     "stays flat however long the log), and report with row ids: rows whose MAC does not verify\n"
     "under their writer's key (EDITED), gaps in a chain's sequence (DELETED), rows stored out of\n"
@@ -42,6 +43,12 @@ static const ctl_help verify_help = {
     "chain now behind the seq the file anchors, or with another row there (ROLLED_BACK); a chain\n"
     "of the file with no row left (CHAIN_GONE).\n"
     "\n"
+    "With --json one JSON object: {\"findings\": [{\"kind\", \"row_id\", \"detail\", "
+    "\"accepted\"}...],\n"
+    "\"rows\": N, \"chains\": N, \"counts\": {KIND: N}, \"verified\": true|false, \"complete\": "
+    "true},\n"
+    "or {\"findings\": [...], \"complete\": false} when the store cut the walk short.\n"
+    "\n"
     "Exit status: 0 when everything verifies, 1 when there is any finding, 2 for bad input\n"
     "(including an unreadable or malformed checkpoint file), 3 when PostgreSQL or the HSM is\n"
     "unavailable.",
@@ -49,7 +56,8 @@ static const ctl_help verify_help = {
     "                       duration back from now: 7d, 12h); older partitions are not read\n"
     "  --instance ID        only the chain of this writer instance id\n"
     "  --allow-pre-chain    report rows from before migration 002 but do not fail on them\n"
-    "  --checkpoint FILE    also check every chain head the checkpoint file anchors\n",
+    "  --checkpoint FILE    also check every chain head the checkpoint file anchors\n"
+    "  --json               one JSON object instead of text\n",
 };
 
 static const ctl_help checkpoint_help = {
@@ -170,6 +178,8 @@ static int since_option(const ctl_help *h, const char *since, bool *has, int64_t
 struct vreport {
     bool allow_pre_chain;
     bool progress_shown;
+    bool json;
+    uint64_t printed; /* findings printed (JSON: the separator) */
     uint64_t counted; /* findings that fail the run */
 };
 
@@ -183,6 +193,15 @@ static int on_finding(const ddsm_audit_finding *f, void *arg)
     }
     if (!accepted)
         r->counted++;
+    if (r->json) {
+        printf("%s\n    {\"kind\": \"%s\", \"row_id\": %" PRId64 ", \"detail\": ",
+               r->printed == 0 ? "" : ",", ddsm_audit_kind_name(f->kind), f->row_id);
+        tool_json_str(stdout, f->detail);
+        printf(", \"accepted\": %s}", accepted ? "true" : "false");
+        r->printed++;
+        return 0;
+    }
+    r->printed++;
     if (f->row_id == 0)
         printf("%-16s %s\n", ddsm_audit_kind_name(f->kind), f->detail);
     else
@@ -257,6 +276,7 @@ static int audit_verify(ctl *c, int argc, char **argv)
 {
     const char *since = NULL, *instance = NULL, *checkpoint = NULL;
     bool allow_pre = false, have_hsm = false;
+    bool json = false;
     const char *pos[1];
     size_t npos = 0;
     ddsm_store *st = NULL;
@@ -271,6 +291,7 @@ static int audit_verify(ctl *c, int argc, char **argv)
         {"--instance", &instance, NULL, NULL, 0, NULL},
         {"--allow-pre-chain", NULL, &allow_pre, NULL, 0, NULL},
         {"--checkpoint", &checkpoint, NULL, NULL, 0, NULL},
+        {"--json", NULL, &json, NULL, 0, NULL},
     };
     int rc = ctl_parse(c, &verify_help, argc, argv, opts, sizeof opts / sizeof opts[0], pos, 0, 0,
                        &npos);
@@ -308,15 +329,19 @@ static int audit_verify(ctl *c, int argc, char **argv)
     }
     vo.prf = &prf;
 
-    struct vreport rep = {.allow_pre_chain = allow_pre};
+    struct vreport rep = {.allow_pre_chain = allow_pre, .json = json};
     if (isatty(STDERR_FILENO)) {
         vo.progress = on_progress;
         vo.progress_arg = &rep;
     }
     ddsm_audit_verify_stats stats;
+    if (json)
+        printf("{\"findings\": [");
     e = ddsm_audit_verify(st, key, &vo, on_finding, &rep, &stats);
     if (rep.progress_shown)
         fputs("\r\033[K", stderr);
+    if (json && e != DDSM_OK)
+        printf("%s], \"complete\": false}\n", rep.printed == 0 ? "" : "\n  ");
     if (e != DDSM_OK) {
         rc = pctx.last_rv != CKR_OK ? ctl_key_fail(&pctx, "a writer's audit key", e)
                                     : store_fail(st, "audit verify", e);
@@ -339,6 +364,21 @@ static int audit_verify(ctl *c, int argc, char **argv)
     uint64_t total = 0;
     for (int k = 0; k < DDSM_AUDIT__KINDS; k++)
         total += stats.findings[k];
+    rc = rep.counted == 0 ? CTL_EXIT_OK : CTL_EXIT_REFUSED;
+    if (json) {
+        printf("%s],\n  \"rows\": %" PRIu64 ", \"chains\": %" PRIu64 ", \"counts\": {",
+               rep.printed == 0 ? "" : "\n  ", stats.rows, stats.chains);
+        const char *sep = "";
+        for (int k = 0; k < DDSM_AUDIT__KINDS; k++) {
+            if (stats.findings[k] == 0)
+                continue;
+            printf("%s\"%s\": %" PRIu64, sep, ddsm_audit_kind_name((ddsm_audit_kind)k),
+                   stats.findings[k]);
+            sep = ", ";
+        }
+        printf("}, \"verified\": %s, \"complete\": true}\n", rc == CTL_EXIT_OK ? "true" : "false");
+        goto out;
+    }
     printf("verified %" PRIu64 " chained rows in %" PRIu64 " chains", stats.rows, stats.chains);
     if (ck_text != NULL)
         printf(" and the checkpoint file");
@@ -356,7 +396,6 @@ static int audit_verify(ctl *c, int argc, char **argv)
         }
         printf(")%s\n", rep.counted == 0 ? "; pre-chain rows accepted" : "");
     }
-    rc = rep.counted == 0 ? CTL_EXIT_OK : CTL_EXIT_REFUSED;
 out:
     ddsm_audit_key_free(key);
     ddsm_audit_key_free(ckey);

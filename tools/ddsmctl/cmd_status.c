@@ -7,10 +7,11 @@
 
 #include "ctl.h"
 #include "ddsm/opsview.h"
+#include "tool.h"
 
 const ctl_help cmd_status_help = {
     "status",
-    "ddsmctl status [--reconcile-since DURATION]",
+    "ddsmctl status [--reconcile-since DURATION] [--json]",
     "One screen on the installation: the store (reachable, PostgreSQL version, migrations), the\n"
     "HSM (the token present; with a PIN from --pin-file or $DDSM_PIN, or a custody token's\n"
     "root_pin_file, also the root key and its fingerprint; otherwise \"not checked\", never a\n"
@@ -19,13 +20,23 @@ const ctl_help cmd_status_help = {
     "seq, age), the audit partitions and the reconcile findings (audit rows since DURATION,\n"
     "default 24h). Anything wrong is shown in red when stdout is a terminal.\n"
     "Exit 0 healthy, 1 findings (pending migrations, no root key, reconcile findings, rows in the\n"
-    "default partition, missing partitions), 2 usage error, 3 the store or the HSM unavailable.",
-    "  --reconcile-since DURATION  audit rows reconcile reads (30s, 5m, 2h, 1d; default 1d)\n",
+    "default partition, missing partitions), 2 usage error, 3 the store or the HSM unavailable.\n"
+    "With --json the same checks as one JSON object: {\"config\": FILE, \"checks\": [{\"check\",\n"
+    "\"status\" (\"ok\", \"fail\" or null), \"detail\"}...], \"chain_heads\": [{\"instance\", "
+    "\"seq\",\n"
+    "\"updated\"}...], \"assets\": {STATE: N} (null when the store is unavailable), \"exit\": N}; "
+    "the\n"
+    "exit status is the same.",
+    "  --reconcile-since DURATION  audit rows reconcile reads (30s, 5m, 2h, 1d; default 1d)\n"
+    "  --json                      one JSON object instead of the screen\n",
 };
 
 struct screen {
     bool tty;
-    int rc; /* worst so far */
+    bool json;
+    unsigned lines; /* checks printed so far (JSON: the separator) */
+    unsigned heads; /* chain heads printed so far (JSON) */
+    int rc;         /* worst so far */
 };
 
 static void worse(struct screen *s, int rc)
@@ -45,6 +56,18 @@ static void line(struct screen *s, const char *what, const char *mark, bool bad,
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
+    if (s->json) {
+        /* The heads printed before this line close their array in the first check after them. */
+        printf("%s\n    {\"check\": ", s->lines == 0 ? "" : ",");
+        tool_json_str(stdout, what);
+        printf(", \"status\": %s, \"detail\": ", strcmp(mark, "OK") == 0     ? "\"ok\""
+                                                 : strcmp(mark, "FAIL") == 0 ? "\"fail\""
+                                                                             : "null");
+        tool_json_str(stdout, text);
+        printf("}");
+        s->lines++;
+        return;
+    }
     if (bad && s->tty)
         printf("%-11s \033[1;31m%-4s %s\033[0m\n", what, mark, text);
     else
@@ -143,11 +166,26 @@ static int count_finding(const ddsm_reconcile_finding *f, void *arg)
     return 0;
 }
 
+struct heads {
+    int64_t now_us;
+    FILE *json; /* --json: the chain_heads array's items go here; NULL: to the screen */
+    unsigned n;
+};
+
 static int heads_line(const ddsm_chain_head *h, void *arg)
 {
-    const int64_t *now = arg;
+    struct heads *hs = arg;
+    if (hs->json != NULL) {
+        char t[40];
+        ctl_format_time(h->updated_us, t);
+        fprintf(hs->json, "%s\n    {\"instance\": ", hs->n == 0 ? "" : ",");
+        tool_json_str(hs->json, h->instance);
+        fprintf(hs->json, ", \"seq\": %lld, \"updated\": \"%s\"}", (long long)h->seq, t);
+        hs->n++;
+        return 0;
+    }
     char age[32];
-    age_text(*now, h->updated_us, age, sizeof(age));
+    age_text(hs->now_us, h->updated_us, age, sizeof(age));
     printf("%-11s %-4s   %s: seq %lld, %s\n", "", "", h->instance, (long long)h->seq, age);
     return 0;
 }
@@ -155,15 +193,22 @@ static int heads_line(const ddsm_chain_head *h, void *arg)
 int cmd_status(ctl *c, int argc, char **argv)
 {
     const char *since_text = NULL;
-    const ctl_opt opts[] = {{"--reconcile-since", &since_text, NULL, NULL, 0, NULL}};
     const char *pos[1];
     size_t npos = 0;
     int64_t since_s = 86400;
     ddsm_store *st = NULL;
     ddsm_overview o;
-    struct screen s = {isatty(STDOUT_FILENO) == 1, CTL_EXIT_OK};
+    memset(&o, 0, sizeof o);
+    bool json = false;
+    bool have_overview = false;
+    char *heads_buf = NULL;
+    size_t heads_len = 0;
+    struct heads hs = {0, NULL, 0};
+    struct screen s = {isatty(STDOUT_FILENO) == 1, false, 0, 0, CTL_EXIT_OK};
+    const ctl_opt opts[] = {{"--reconcile-since", &since_text, NULL, NULL, 0, NULL},
+                            {"--json", NULL, &json, NULL, 0, NULL}};
 
-    int rc = ctl_parse(c, &cmd_status_help, argc, argv, opts, 1, pos, 0, 0, &npos);
+    int rc = ctl_parse(c, &cmd_status_help, argc, argv, opts, 2, pos, 0, 0, &npos);
     if (rc != CTL_EXIT_OK)
         return rc == CTL_HELP_SHOWN ? CTL_EXIT_OK : rc;
     if (since_text != NULL) {
@@ -174,7 +219,19 @@ int cmd_status(ctl *c, int argc, char **argv)
     rc = ctl_config(c);
     if (rc != CTL_EXIT_OK)
         return rc;
-    printf("%-11s %-4s %s\n", "config", "", c->cfg->file);
+    s.json = json;
+    if (json) {
+        hs.json = open_memstream(&heads_buf, &heads_len);
+        if (hs.json == NULL) {
+            ctl_err("out of memory");
+            return CTL_EXIT_UNAVAILABLE;
+        }
+        printf("{\"config\": ");
+        tool_json_str(stdout, c->cfg->file);
+        printf(", \"checks\": [");
+    } else {
+        printf("%-11s %-4s %s\n", "config", "", c->cfg->file);
+    }
 
     rc = ctl_store_open(c, false, &st);
     ddsm_err e = rc == CTL_EXIT_OK ? ddsm_overview_get(st, &o) : DDSM_E_STORE_DOWN;
@@ -194,6 +251,8 @@ int cmd_status(ctl *c, int argc, char **argv)
     if (pending)
         worse(&s, CTL_EXIT_REFUSED);
     hsm_status(c, &s);
+    have_overview = true;
+    hs.now_us = o.now_us;
 
     uint64_t total = 0;
     for (int i = 0; i < DDSM_STATE__COUNT; i++)
@@ -226,7 +285,7 @@ int cmd_status(ctl *c, int argc, char **argv)
              "%llu chain%s; longest at seq %lld; checkpoints moved %s (newest), %s (oldest)",
              (unsigned long long)o.chains, o.chains == 1 ? "" : "s", (long long)o.chain_seq_max,
              newest, oldest);
-        e = ddsm_overview_chain_heads(st, 3, heads_line, &o.now_us);
+        e = ddsm_overview_chain_heads(st, 3, heads_line, &hs);
         if (e != DDSM_OK)
             worse(&s, ctl_store_fail(st, e, "cannot read the chain heads"));
     } else {
@@ -258,5 +317,22 @@ int cmd_status(ctl *c, int argc, char **argv)
     }
 out:
     ddsm_store_close(st);
+    if (json) {
+        /* memstream: its text is valid once closed. */
+        fclose(hs.json);
+        printf("%s],\n  \"chain_heads\": [%s%s],\n  \"assets\": ", s.lines == 0 ? "" : "\n  ",
+               heads_buf != NULL ? heads_buf : "", hs.n == 0 ? "" : "\n  ");
+        free(heads_buf);
+        if (have_overview)
+            printf("{\"ACTIVE\": %llu, \"ROTATING\": %llu, \"INITIALIZED\": %llu, "
+                   "\"RETIRED\": %llu}",
+                   (unsigned long long)o.assets[DDSM_STATE_ACTIVE],
+                   (unsigned long long)o.assets[DDSM_STATE_ROTATING],
+                   (unsigned long long)o.assets[DDSM_STATE_INITIALIZED],
+                   (unsigned long long)o.assets[DDSM_STATE_RETIRED]);
+        else
+            printf("null");
+        printf(",\n  \"exit\": %d}\n", s.rc);
+    }
     return s.rc;
 }
