@@ -27,39 +27,13 @@
 
 #include "ddsm/mac.h"
 #include "store_audit.h"
+#include "textbuf.h"
 
 #define TIME_TEXT_MAX 40
 #define CHECK_TIMEOUT_MS 120000
 
-struct buf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap != 0 ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void putf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(struct buf *b, const char *fmt, ...)
+static void putf(ddsm_textbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(ddsm_textbuf *b, const char *fmt, ...)
 {
     char line[512];
     va_list ap;
@@ -69,7 +43,7 @@ static void putf(struct buf *b, const char *fmt, ...)
     if (n < 0 || (size_t)n >= sizeof line)
         b->oom = true;
     else
-        put(b, line, (size_t)n);
+        ddsm_textbuf_putn(b, line, (size_t)n);
 }
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -116,7 +90,7 @@ static ddsm_err read_cutoff(struct ddsm_pq *pq, bool *has, int64_t *cutoff)
 ddsm_err ddsm_audit_checkpoint_write(ddsm_store *st, const ddsm_audit_key *ckey, FILE *out,
                                      uint64_t *chains)
 {
-    struct buf b = {NULL, 0, 0, false};
+    ddsm_textbuf b = {NULL, 0, 0, false};
     PGresult *r = NULL;
     uint8_t mac[DDSM_AUDIT_MAC_LEN];
     char mac_hex[2 * DDSM_AUDIT_MAC_LEN + 1], t[TIME_TEXT_MAX];
@@ -167,8 +141,8 @@ ddsm_err ddsm_audit_checkpoint_write(ddsm_store *st, const ddsm_audit_key *ckey,
             goto out;
         }
         putf(&b, "chain %" PRId64 " %s %s ", seq, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
-        put(&b, inst, il);
-        put(&b, "\n", 1);
+        ddsm_textbuf_putn(&b, inst, il);
+        ddsm_textbuf_putn(&b, "\n", 1);
     }
     putf(&b, "end %d\n", n);
     if (b.oom) {
@@ -387,18 +361,6 @@ static const char anchors_sql[] =
     "  FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS f(inst, seq, ord)"
     " ORDER BY f.ord";
 
-static void arr_elem(struct buf *b, size_t i, const char *s)
-{
-    if (i > 0)
-        put(b, ",", 1);
-    put(b, "\"", 1);
-    for (const char *p = s; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            put(b, "\\", 1);
-        put(b, p, 1);
-    }
-    put(b, "\"", 1);
-}
 
 ddsm_err ddsm_audit_checkpoint_check(ddsm_store *st, const ddsm_audit_key *ckey, const char *text,
                                      size_t len, ddsm_audit_finding_cb cb, void *arg,
@@ -411,7 +373,7 @@ ddsm_err ddsm_audit_checkpoint_check(ddsm_store *st, const ddsm_audit_key *ckey,
     uint8_t want[DDSM_AUDIT_MAC_LEN];
     bool has_cutoff = false, db_has_cutoff = false;
     int64_t cutoff = 0, db_cutoff = 0;
-    struct buf insts = {NULL, 0, 0, false}, seqs = {NULL, 0, 0, false};
+    ddsm_textbuf insts = {NULL, 0, 0, false}, seqs = {NULL, 0, 0, false};
     PGresult *r = NULL;
     ddsm_err e = DDSM_E_ARG;
     if (st == NULL || ckey == NULL || text == NULL || why == NULL || why_cap == 0)
@@ -465,16 +427,16 @@ ddsm_err ddsm_audit_checkpoint_check(ddsm_store *st, const ddsm_audit_key *ckey,
     }
     if (n == 0)
         goto out;
-    put(&insts, "{", 1);
-    put(&seqs, "{", 1);
+    ddsm_textbuf_putn(&insts, "{", 1);
+    ddsm_textbuf_putn(&seqs, "{", 1);
     for (size_t i = 0; i < n; i++) {
         char s[24];
         snprintf(s, sizeof s, "%" PRId64, a[i].seq);
-        arr_elem(&insts, i, a[i].inst);
-        arr_elem(&seqs, i, s);
+        ddsm_textbuf_array_elem(&insts, i, a[i].inst);
+        ddsm_textbuf_array_elem(&seqs, i, s);
     }
-    put(&insts, "}", 1);
-    put(&seqs, "}", 1);
+    ddsm_textbuf_putn(&insts, "}", 1);
+    ddsm_textbuf_putn(&seqs, "}", 1);
     if (insts.oom || seqs.oom) {
         e = DDSM_E_NOMEM;
         goto out;

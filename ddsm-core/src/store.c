@@ -16,6 +16,7 @@
 #include "ddsm/uuid.h"
 #include "store_audit.h"
 #include "store_pq.h"
+#include "textbuf.h"
 
 /* The prepared statements, by index into prepared[] below. */
 enum { PREP_DERIVE, PREP_BATCH, PREP__COUNT };
@@ -987,66 +988,6 @@ void ddsm_asset_cache_forget(struct ddsm_asset_cache *c, const ddsm_uuid *a)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Array parameters (text form of PostgreSQL arrays: values, never SQL) */
-
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_putn(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap != 0 ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
-}
-
-/* One array element: NULL, or a double-quoted string with '"' and '\' escaped. */
-static void sb_elem(struct sbuf *b, size_t i, const char *s)
-{
-    if (i > 0)
-        sb_putn(b, ",", 1);
-    if (s == NULL) {
-        sb_puts(b, "NULL");
-        return;
-    }
-    sb_putn(b, "\"", 1);
-    for (const char *p = s; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            sb_putn(b, "\\", 1);
-        sb_putn(b, p, 1);
-    }
-    sb_putn(b, "\"", 1);
-}
-
-static void sb_elem_i64(struct sbuf *b, size_t i, bool present, int64_t v)
-{
-    char t[24];
-    snprintf(t, sizeof t, "%" PRId64, v);
-    sb_elem(b, i, present ? t : NULL);
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* The optimistic multi-row statement */
 
 /* $1 asset, $2 path, $3 requester, $4 kind, $5 expected state, $6 expected counter, $7 event,
@@ -1155,7 +1096,7 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
     ddsm_audit_row *rows = calloc(n, sizeof *rows);
     uint8_t(*macs)[DDSM_AUDIT_MAC_LEN] = calloc(n, DDSM_AUDIT_MAC_LEN);
     char *idtext = calloc(n, DDSM_UUID_TEXT_LEN + 1);
-    struct sbuf a[11];
+    ddsm_textbuf a[11];
     PGresult *res = NULL;
     bool sealed = false, sent = false;
     char ts_text[40], head_seq[24], head_mac[2 + 2 * DDSM_AUDIT_MAC_LEN + 1];
@@ -1209,27 +1150,27 @@ ddsm_err ddsm_store_batch_exec(ddsm_store *st, ddsm_audit_chain *chain,
                                  [DDSM_EXPECT_MISSING] = 'U', [DDSM_EXPECT_NONE] = 'P',
                                  [DDSM_EXPECT_ZONE_OFF] = 'Z'};
     for (size_t k = 0; k < 11; k++)
-        sb_putn(&a[k], "{", 1);
+        ddsm_textbuf_putn(&a[k], "{", 1);
     for (size_t i = 0; i < n; i++) {
         const ddsm_audit_row *r = &rows[i];
         char *idt = idtext + i * (DDSM_UUID_TEXT_LEN + 1);
         char kind[2] = {kinds[items[i].expect], '\0'};
         ddsm_uuid_format(&r->asset, idt);
         ddsm_pq_bytea_hex(macs[i], DDSM_AUDIT_MAC_LEN, mac_text);
-        sb_elem(&a[0], i, idt);
-        sb_elem(&a[1], i, r->path);
-        sb_elem(&a[2], i, r->requester);
-        sb_elem(&a[3], i, kind);
-        sb_elem(&a[4], i, r->state);
-        sb_elem_i64(&a[5], i, r->has_counter, r->counter);
-        sb_elem(&a[6], i, r->event);
-        sb_elem(&a[7], i, r->detail);
-        sb_elem(&a[8], i, ts_text);
-        sb_elem_i64(&a[9], i, true, r->seq);
-        sb_elem(&a[10], i, mac_text);
+        ddsm_textbuf_array_elem(&a[0], i, idt);
+        ddsm_textbuf_array_elem(&a[1], i, r->path);
+        ddsm_textbuf_array_elem(&a[2], i, r->requester);
+        ddsm_textbuf_array_elem(&a[3], i, kind);
+        ddsm_textbuf_array_elem(&a[4], i, r->state);
+        ddsm_textbuf_array_i64(&a[5], i, r->has_counter, r->counter);
+        ddsm_textbuf_array_elem(&a[6], i, r->event);
+        ddsm_textbuf_array_elem(&a[7], i, r->detail);
+        ddsm_textbuf_array_elem(&a[8], i, ts_text);
+        ddsm_textbuf_array_i64(&a[9], i, true, r->seq);
+        ddsm_textbuf_array_elem(&a[10], i, mac_text);
     }
     for (size_t k = 0; k < 11; k++) {
-        sb_putn(&a[k], "}", 1);
+        ddsm_textbuf_putn(&a[k], "}", 1);
         if (a[k].oom) {
             err = DDSM_E_NOMEM;
             goto out;
@@ -1570,26 +1511,26 @@ static ddsm_err transition_chained(ddsm_store *st, const ddsm_uuid *id, ddsm_eve
             goto out;
         }
 
-        struct sbuf a[7];
+        ddsm_textbuf a[7];
         char ts_text[40], mac_text[2 + 2 * DDSM_AUDIT_MAC_LEN + 1];
         char cnt[24], bumpt[24], head_seq[24], head_mac[2 + 2 * DDSM_AUDIT_MAC_LEN + 1];
         memset(a, 0, sizeof a);
         ddsm_audit_format_ts(ts, ts_text);
         for (size_t k = 0; k < 7; k++)
-            sb_putn(&a[k], "{", 1);
+            ddsm_textbuf_putn(&a[k], "{", 1);
         for (size_t i = 0; i < n; i++) {
             ddsm_pq_bytea_hex(macs[i], DDSM_AUDIT_MAC_LEN, mac_text);
-            sb_elem_i64(&a[0], i, true, rows[i].counter);
-            sb_elem(&a[1], i, rows[i].state);
-            sb_elem(&a[2], i, ts_text);
-            sb_elem(&a[3], i, rows[i].event);
-            sb_elem_i64(&a[4], i, true, rows[i].seq);
-            sb_elem(&a[5], i, rows[i].detail);
-            sb_elem(&a[6], i, mac_text);
+            ddsm_textbuf_array_i64(&a[0], i, true, rows[i].counter);
+            ddsm_textbuf_array_elem(&a[1], i, rows[i].state);
+            ddsm_textbuf_array_elem(&a[2], i, ts_text);
+            ddsm_textbuf_array_elem(&a[3], i, rows[i].event);
+            ddsm_textbuf_array_i64(&a[4], i, true, rows[i].seq);
+            ddsm_textbuf_array_elem(&a[5], i, rows[i].detail);
+            ddsm_textbuf_array_elem(&a[6], i, mac_text);
         }
         bool oom = false;
         for (size_t k = 0; k < 7; k++) {
-            sb_putn(&a[k], "}", 1);
+            ddsm_textbuf_putn(&a[k], "}", 1);
             oom = oom || a[k].oom;
         }
         snprintf(cnt, sizeof cnt, "%" PRId64, counter);

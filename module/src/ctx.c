@@ -25,6 +25,7 @@
 #include "mechallow.h"
 #include "metrics.h"
 #include "peer.h"
+#include "pinfile.h"
 #include "policy.h"
 #include "rootfind.h"
 #include "rv.h"
@@ -640,8 +641,6 @@ void ddsm_ctx_store_release(ddsm_ctx *ctx, ddsm_store *st)
 /* ------------------------------------------------------------------------------------------ */
 /* The module's own backend sessions on the root token                                         */
 
-#define PIN_MAX 256
-#define PIN_FILE_MAX 4096
 /* After a refused custody login: the first wait, and its bound as it doubles. */
 #define CUSTODY_BACKOFF_MIN_MS 1000
 #define CUSTODY_BACKOFF_MAX_MS 300000
@@ -659,71 +658,16 @@ static void pin_file_id(const char *file, char out[128])
              st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
 }
 
-/* Log in to the custody token with the PIN from root_pin_file: its first line (a '\r' before the
- * newline is dropped; further lines are ignored, as ddsmctl reads it). A secret: secure memory,
- * wiped; logged as its length only. CKR_DEVICE_ERROR when the file is unusable. */
+/* Log in to the custody token with the PIN from root_pin_file (pinfile.h). Touches a secret
+ * (through pinfile.c). CKR_DEVICE_ERROR when the file is unusable. */
 static CK_RV custody_login_secret(ddsm_ctx *ctx, CK_SESSION_HANDLE s)
 {
-    CK_RV rv = CKR_DEVICE_ERROR;
-    const char *file = ctx->cfg->backend.root_pin_file;
-    char *text = ddsm_secure_alloc(PIN_FILE_MAX + 1);
-    char untrusted[160];
-    struct stat st;
-    size_t got = 0;
-    int fd = -1;
-
-    if (text == NULL)
-        return CKR_HOST_MEMORY;
-    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        ddsm_log(DDSM_LOG_ERROR, "cannot open root_pin_file %s: %s", file, strerror(errno));
-        goto out;
-    }
-    /* Checked on the descriptor read, as the configuration is (it may have changed since). */
-    if (fstat(fd, &st) != 0 ||
-        ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK) {
-        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s refused: %s", file, untrusted);
-        goto out;
-    }
-    for (;;) {
-        ssize_t n = read(fd, text + got, PIN_FILE_MAX + 1 - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            ddsm_log(DDSM_LOG_ERROR, "cannot read root_pin_file %s: %s", file, strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-        if (got > PIN_FILE_MAX) {
-            ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s is larger than %d bytes", file,
-                     PIN_FILE_MAX);
-            goto out;
-        }
-    }
-    size_t len = 0;
-    while (len < got && text[len] != '\n')
-        len++;
-    if (len > 0 && text[len - 1] == '\r')
-        len--;
-    if (len == 0) {
-        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s: the first line is empty", file);
-        goto out;
-    }
-    if (len > PIN_MAX || memchr(text, '\0', len) != NULL) {
-        ddsm_log(DDSM_LOG_ERROR, "root_pin_file %s: the first line is %s", file,
-                 len > PIN_MAX ? "longer than 256 bytes" : "not text (a NUL byte)");
-        goto out;
-    }
-    rv = ddsm_hsm_login_secret(ctx->hsm, s, text, len);
-    if (rv != CKR_OK)
+    size_t len;
+    CK_RV rv = ddsm_pinfile_login_secret(ctx->hsm, s, ctx->cfg->backend.root_pin_file,
+                                         "root_pin_file", &len);
+    if (rv != CKR_OK && len > 0)
         ddsm_log(DDSM_LOG_DEBUG, "custody token login refused: %s (PIN of %zu bytes)",
                  ddsm_rv_name(rv), len);
-out:
-    if (fd >= 0)
-        close(fd);
-    ddsm_secure_free(text, PIN_FILE_MAX + 1);
     return rv;
 }
 

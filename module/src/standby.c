@@ -19,11 +19,10 @@
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
 #include "ddsm/names.h"
+#include "pinfile.h"
 #include "rootfind.h"
 #include "rv.h"
 
-#define PIN_MAX 256
-#define PIN_FILE_MAX 4096
 /* After a refused standby login, no attempt for this long: the HSM counts failed logins. */
 #define LOGIN_BACKOFF_MS 30000
 
@@ -171,62 +170,19 @@ void ddsm_rootsess_prf_init(ddsm_ctx *ctx, const ddsm_rootsess *rs, CK_OBJECT_HA
 /* ------------------------------------------------------------------------------------------ */
 /* The standby's sessions                                                                      */
 
-/* Log in with standby_root_pin_file's first line (as root_pin_file is read). The PIN is a secret:
- * secure memory, wiped, logged as its length only. */
+/* Log in with standby_root_pin_file (pinfile.h), as root_pin_file is read. Touches a secret
+ * (through pinfile.c). */
 static CK_RV login_secret(ddsm_ctx *ctx, ddsm_standby *sb, CK_SESSION_HANDLE s)
 {
-    CK_RV rv = CKR_DEVICE_ERROR;
     const char *file = ctx->cfg->backend.standby_root_pin_file;
-    char *text = ddsm_secure_alloc(PIN_FILE_MAX + 1);
-    char untrusted[160];
-    struct stat st;
-    size_t got = 0;
-    int fd = -1;
-
-    if (text == NULL)
-        return CKR_HOST_MEMORY;
-    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        ddsm_log(DDSM_LOG_ERROR, "cannot open standby_root_pin_file %s: %s", file,
-                 strerror(errno));
-        goto out;
-    }
-    if (fstat(fd, &st) != 0 ||
-        ddsm_config_file_trusted(&st, untrusted, sizeof(untrusted)) != DDSM_OK) {
-        ddsm_log(DDSM_LOG_ERROR, "standby_root_pin_file %s refused: %s", file, untrusted);
-        goto out;
-    }
-    for (;;) {
-        ssize_t n = read(fd, text + got, PIN_FILE_MAX + 1 - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-        if (got > PIN_FILE_MAX)
-            break;
-    }
-    size_t len = 0;
-    while (len < got && text[len] != '\n')
-        len++;
-    if (len > 0 && text[len - 1] == '\r')
-        len--;
-    if (got > PIN_FILE_MAX || len == 0 || len > PIN_MAX || memchr(text, '\0', len) != NULL) {
-        ddsm_log(DDSM_LOG_ERROR, "standby_root_pin_file %s: no usable PIN on its first line",
-                 file);
-        goto out;
-    }
-    rv = ddsm_hsm_login_secret(sb->hsm, s, text, len);
-    if (rv != CKR_OK)
+    size_t len;
+    CK_RV rv = ddsm_pinfile_login_secret(sb->hsm, s, file, "standby_root_pin_file", &len);
+    if (rv != CKR_OK && len > 0)
         ddsm_log(DDSM_LOG_ERROR,
                  "standby token \"%s\": login with standby_root_pin_file %s refused: %s (PIN of "
                  "%zu bytes); no attempt for %d s",
                  ctx->cfg->backend.standby_token_label, file, ddsm_rv_name(rv), len,
                  LOGIN_BACKOFF_MS / 1000);
-out:
-    if (fd >= 0)
-        close(fd);
-    ddsm_secure_free(text, PIN_FILE_MAX + 1);
     return rv;
 }
 

@@ -19,7 +19,8 @@ cp "$src"/systemd/* "$T/units/"
 sed -i "s|/usr/sbin/ddsmctl|$DDSM_CTL|g" "$T/units"/*
 man_opt=--man=no
 if [ -s "$DDSM_BUILD_DIR/docs/man/ddsmctl.8" ]; then
-    # Documentation=man:ddsmctl(8) is looked up: the build's pages stand in for the installed.
+    # Documentation=man:ddsmctl(8) is looked up: the build's pages stand in for the installed
+    # (MANPATH ending in ":" keeps the system's pages too: man:p11-kit(8)).
     mkdir -p "$T/man/man8"
     cp "$DDSM_BUILD_DIR/docs/man/ddsmctl.8" "$T/man/man8/"
     man_opt=--man=yes
@@ -36,7 +37,7 @@ echo "== systemd-analyze verify: every unit and timer, silently"
 units=$(cd "$T/units" && ls)
 [ -n "$units" ] || fail "no units in conf/systemd"
 # shellcheck disable=SC2086
-(cd "$T/units" && MANPATH=$T/man SYSTEMD_LOG_LEVEL=notice \
+(cd "$T/units" && MANPATH=$T/man: SYSTEMD_LOG_LEVEL=notice \
     systemd-analyze verify $man_opt $units) >"$T/verify.out" 2>&1 ||
     fail "systemd-analyze verify failed: $(cat "$T/verify.out")"
 [ -s "$T/verify.out" ] && fail "systemd-analyze verify warns: $(cat "$T/verify.out")"

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "ddsm/batch.h"
 #include "ddsm/names.h"
 
 bool bench_audit_key(bench *b, char *why, size_t why_len)
@@ -39,7 +40,9 @@ bool bench_store_open(bench *b, ddsm_store **out, char *why, size_t why_len)
 {
     ddsm_store_opts so = {b->cfg->store.connect_timeout_s, b->cfg->store.statement_timeout_ms,
                           "ddsm-bench", DDSM_ROLE_ANY};
-    static atomic_uint next_chain;
+    /* Chains from c64 up: c0..c63 are those of a batcher holding the same writer key (the
+     * store-only scenario's), which numbers its connections from 0. */
+    static atomic_uint next_chain = DDSM_BATCH_CONNECTIONS_LIMIT;
     char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
     ddsm_store *st = NULL;
     ddsm_err e = DDSM_E_INPUT;

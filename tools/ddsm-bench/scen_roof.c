@@ -20,17 +20,23 @@
 
 static bool roof_prepare(bench *b, char *why, size_t why_len)
 {
-    char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
     ddsm_store_opts so = {b->cfg->store.connect_timeout_s, b->cfg->store.statement_timeout_ms,
                           "ddsm-bench", DDSM_ROLE_ANY};
-    ddsm_batcher_free(b->roof_batcher);
-    b->roof_batcher = NULL;
-    ddsm_err e = ddsm_audit_instance_id("ddsm-bench/", instance, sizeof(instance));
-    if (e == DDSM_OK)
-        e = ddsm_batcher_new(
-            b->cfg->store.conninfo, &so, b->cfg->audit.batch_max ? b->cfg->audit.batch_max : 64,
-            b->cfg->audit.batch_wait_us, b->cfg->audit.connections ? b->cfg->audit.connections : 2,
-            b->audit_key, instance, &b->roof_batcher);
+    /* One batcher for every run of the process (main.c frees it): it chains its rows as the writer
+     * whose key it holds, as the module's does, and a second batcher of the same writer would
+     * start its chains over. */
+    if (b->roof_batcher != NULL)
+        return true;
+    const char *writer = ddsm_audit_key_writer(b->audit_key);
+    ddsm_err e = writer == NULL ? DDSM_E_INPUT
+                                : ddsm_batcher_new(b->cfg->store.conninfo, &so,
+                                                   b->cfg->audit.batch_max ? b->cfg->audit.batch_max
+                                                                           : 64,
+                                                   b->cfg->audit.batch_wait_us,
+                                                   b->cfg->audit.connections
+                                                       ? b->cfg->audit.connections
+                                                       : 2,
+                                                   b->audit_key, writer, &b->roof_batcher);
     if (e != DDSM_OK) {
         snprintf(why, why_len, "store-only: the batcher: %s", ddsm_err_str(e));
         return false;
@@ -65,8 +71,6 @@ static bench_rc roof_op(bench_thread *t, uint64_t i)
 
 static bool roof_finish(bench *b, char *why, size_t why_len)
 {
-    ddsm_batcher_free(b->roof_batcher);
-    b->roof_batcher = NULL;
     return true;
 }
 
