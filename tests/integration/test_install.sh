@@ -39,7 +39,7 @@ expect 0 env DESTDIR="$stage" cmake --install "$DDSM_BUILD_DIR"
 
 # Exactly these files, nothing else (no internal header, no bench, nothing in plain lib/).
 got=$(cd "$stage" && find . -type f -o -type l | sed 's|^\.||' | sort)
-want=$(sort <<EOF
+want=$(sed '/^$/d' <<EOF | sort
 $prefix/$moddir/libddsm-pkcs11.so
 $prefix/$cfgdir/ddsm-pkcs11.module
 $prefix/include/ddsm/pkcs11-ddsm.h
