@@ -24,11 +24,14 @@
 static const uint8_t seed[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
                                  17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
+static OSSL_PROVIDER *g_null;
+
 static int default_context_without_default_provider(void **state)
 {
     (void)state;
     /* Loading any provider explicitly keeps OpenSSL from loading the default one implicitly. */
-    if (OSSL_PROVIDER_load(NULL, "null") == NULL)
+    g_null = OSSL_PROVIDER_load(NULL, "null");
+    if (g_null == NULL)
         return -1;
     EVP_MD *md = EVP_MD_fetch(NULL, "SHA256", NULL);
     if (md != NULL) { /* the premise: the default context can do nothing */
@@ -36,6 +39,12 @@ static int default_context_without_default_provider(void **state)
         return -1;
     }
     return 0;
+}
+
+static int unload_null_provider(void **state)
+{
+    (void)state;
+    return OSSL_PROVIDER_unload(g_null) == 1 ? 0 : -1;
 }
 
 static void test_ossl__private_context_has_the_default_provider(void **state)
@@ -104,5 +113,5 @@ int main(void)
         cmocka_unit_test(test_ossl__ed25519_works_without_the_default_context),
     };
     return cmocka_run_group_tests_name("ossl", tests, default_context_without_default_provider,
-                                       NULL);
+                                       unload_null_provider);
 }
