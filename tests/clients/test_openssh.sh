@@ -85,15 +85,18 @@ sshopts=(-F /dev/null -p "$port" -o UserKnownHostsFile="$dir/known_hosts"
     -o StrictHostKeyChecking=yes -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no
 )
 
+# OpenSSH 9.2 gives up on the whole token ("failed to fetch key"; ssh-agent exits) when it meets
+# a secp256k1 key, an EC key on a curve it does not know, before the P-256 one; the order of the
+# keys follows their random asset ids. So that asset is retired before ssh -I and ssh-add -s
+# (README: keep such keys out of OpenSSH's view).
+ctl asset retire ssh-k1 >/dev/null
+
 # ssh -I: the key in the module, the PIN from SSH_ASKPASS.
 out=$(env -u SSH_AUTH_SOCK ssh "${sshopts[@]}" -I "$DDSM_MODULE" root@127.0.0.1 \
     echo ddsm-ssh-ok </dev/null 2>"$dir/ssh.err") || fail "ssh -I failed: $(cat "$dir/ssh.err")"
 same "$out" ddsm-ssh-ok "ssh -I"
 
-# ssh-add -s into a private agent, which may load this module only (-P). OpenSSH 9.2's ssh-agent
-# exits ("communication with agent failed") when the token shows a secp256k1 key, an EC key on a
-# curve it does not know: that asset is retired first (README: keep such keys out of an agent's view).
-ctl asset retire ssh-k1 >/dev/null
+# ssh-add -s into a private agent, which may load this module only (-P).
 eval "$(ssh-agent -s -a "$dir/agent.sock" -P "$DDSM_MODULE")" >/dev/null
 pids+=("$SSH_AGENT_PID")
 ssh-add -s "$DDSM_MODULE" </dev/null >"$dir/add.out" 2>&1 || fail "ssh-add -s failed: $(cat "$dir/add.out")"

@@ -16,7 +16,7 @@
 
 #define VK_ALL                                                                                     \
     (DDSM_VK_AES | DDSM_VK_SIGN | DDSM_VK_VERIFY | DDSM_VK_ENCRYPT | DDSM_VK_DECRYPT |             \
-     DDSM_VK_EXTRACTABLE | DDSM_VK_SENSITIVE | DDSM_VK_KEY_READABLE)
+     DDSM_VK_EXTRACTABLE | DDSM_VK_SENSITIVE | DDSM_VK_KEY_READABLE | DDSM_VK_SESSION)
 
 static const char *const fuzz_paths[8] = {
     "m/0",    "m/44'/0'/0'/0/5",  "m/2147483647'", "m/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16",

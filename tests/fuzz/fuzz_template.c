@@ -222,12 +222,12 @@ static int spell(uint32_t v, const ddsm_uuid *asset, const char *canon, CK_ATTRI
     CK_ULONG cls = CKO_SECRET_KEY;
     CK_ULONG kt = (v & DDSM_VK_AES) ? CKK_AES : CKK_GENERIC_SECRET;
     CK_ULONG len = DDSM_KEY_LEN;
-    CK_BBOOL yes = CK_TRUE;
+    CK_BBOOL token = (v & DDSM_VK_SESSION) ? CK_FALSE : CK_TRUE; /* a session object */
     int n = 0;
     bool ok = set_attr(&out[n++], CKA_CLASS, &cls, sizeof(cls)) &&
               set_attr(&out[n++], CKA_KEY_TYPE, &kt, sizeof(kt)) &&
               set_attr(&out[n++], CKA_VALUE_LEN, &len, sizeof(len)) &&
-              set_attr(&out[n++], CKA_TOKEN, &yes, sizeof(yes)) &&
+              set_attr(&out[n++], CKA_TOKEN, &token, sizeof(token)) &&
               own_value(&out[n++], CKA_LABEL, 0, asset, canon) &&
               own_value(&out[n++], CKA_ID, 0, asset, canon) &&
               own_value(&out[n++], CKA_DDSM_ASSET_ID, 0, asset, canon) &&
