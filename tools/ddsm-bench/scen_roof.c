@@ -69,11 +69,6 @@ static bench_rc roof_op(bench_thread *t, uint64_t i)
     return BENCH_OP_OK;
 }
 
-static bool roof_finish(bench *b, char *why, size_t why_len)
-{
-    return true;
-}
-
 const bench_scenario bench_sc_store_only = {
     .name = "store-only",
     .about = "the module's audit batcher alone: one chained DERIVE row per fresh path, no HSM",
@@ -81,5 +76,4 @@ const bench_scenario bench_sc_store_only = {
     .prepare = roof_prepare,
     .thread_init = roof_init,
     .op = roof_op,
-    .finish = roof_finish,
 };
