@@ -42,7 +42,6 @@
 #include "guard.h"
 #include "handles.h"
 #include "ladder.h"
-#include "mechallow.h"
 #include "policy.h"
 #include "vkey.h"
 

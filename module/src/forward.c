@@ -6,7 +6,6 @@
 
 #include "guard.h"
 #include "ladder.h"
-#include "mechallow.h"
 
 /* C_GenerateKey (b NULL) and C_GenerateKeyPair: an allowed mechanism, no template carrying the
  * root's label. */

@@ -5,7 +5,6 @@
 #include "guard.h"
 #include "handles.h"
 #include "login.h"
-#include "mechallow.h"
 #include "policy.h"
 
 ddsm_vop *ddsm_sess_vop(ddsm_sess *s, ddsm_opkind k)
