@@ -18,7 +18,8 @@
  * asset (by label or CKA_DDSM_ASSET_ID) does not even read the store while the module's record of
  * the asset is as fresh as signing requires: kept current by NOTIFY while the LISTEN link is up,
  * else younger than [cache] staleness_ms (labels and default paths, which no NOTIFY announces,
- * are trusted for staleness_ms only).
+ * are trusted for staleness_ms only). Such a find allocates nothing either: its few candidates
+ * live in the session (DDSM_FIND_INLINE), and only a longer list goes to the heap.
  *
  * When the store is needed for a find and cannot answer, C_FindObjectsInit fails with
  * CKR_DEVICE_ERROR (ulDeviceError DDSM_DEVERR_STORE_DOWN) and leaves no operation active: an
@@ -40,15 +41,33 @@
 #include "entry.h"
 #include "ladder.h"
 #include "rv.h"
+#include "sesstab.h"
 #include "vattr.h"
 #include "vkey.h"
 
 #define LOOKUP_MAX (DDSM_ASSET_LABEL_MAX + 1 + DDSM_PATH_TEXT_MAX + 64)
 
+/* The candidates: in few while they fit (no allocation for the find of one asset), else on the
+ * heap. */
 typedef struct cand_list {
     CK_OBJECT_HANDLE *h;
     size_t n, cap;
+    CK_OBJECT_HANDLE few[DDSM_FIND_INLINE];
 } cand_list;
+
+static void cand_init(cand_list *l)
+{
+    l->h = l->few;
+    l->n = 0;
+    l->cap = DDSM_FIND_INLINE;
+}
+
+static void cand_free(cand_list *l)
+{
+    if (l->h != l->few)
+        free(l->h);
+    cand_init(l);
+}
 
 typedef struct find_req {
     ddsm_call *c;
@@ -78,10 +97,12 @@ static CK_RV cand_push(cand_list *l, CK_OBJECT_HANDLE h)
         if (l->h[i] == h)
             return CKR_OK;
     if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 8;
-        CK_OBJECT_HANDLE *bigger = realloc(l->h, cap * sizeof(*bigger));
+        size_t cap = 2 * l->cap;
+        CK_OBJECT_HANDLE *bigger = realloc(l->h != l->few ? l->h : NULL, cap * sizeof(*bigger));
         if (bigger == NULL)
             return CKR_HOST_MEMORY;
+        if (l->h == l->few)
+            memcpy(bigger, l->few, l->n * sizeof(*bigger));
         l->h = bigger;
         l->cap = cap;
     }
@@ -290,9 +311,10 @@ out:
 CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
                              CK_ULONG ulCount)
 {
-    cand_list cands = {NULL, 0, 0};
+    cand_list cands;
     CK_ULONG detail = 0;
     bool be_active = false;
+    cand_init(&cands);
     DDSM_CALL(c, "C_FindObjectsInit");
     DDSM_LADDER_SESSION(c, hSession, pTemplate != NULL || ulCount == 0);
 
@@ -326,17 +348,22 @@ CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTempl
         f->active = true;
         f->be_active = be_active;
         f->be_done = !be_active;
-        f->virt = cands.h;
         f->n_virt = cands.n;
         f->pos = 0;
-        cands.h = NULL;
+        if (cands.h == cands.few) {
+            memcpy(f->few, cands.few, cands.n * sizeof(f->few[0]));
+            f->virt = f->few;
+        } else {
+            f->virt = cands.h;
+            cand_init(&cands);
+        }
         be_active = false; /* the session owns it now */
     }
     ddsm_mutex_unlock(c.sess->lock);
 out:
     if (be_active)
         (void)c.ctx->be->C_FindObjectsFinal(hSession);
-    free(cands.h);
+    cand_free(&cands);
     return ddsm_call_end(&c, rv);
 }
 
