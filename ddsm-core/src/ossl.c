@@ -23,7 +23,22 @@ static void create(void)
     }
     g_sha256 = EVP_MD_fetch(ctx, "SHA256", NULL);
     g_aes_256_gcm = EVP_CIPHER_fetch(ctx, "AES-256-GCM", NULL);
+    if (g_sha256 == NULL || g_aes_256_gcm == NULL) {
+        ddsm_log(DDSM_LOG_ERROR, "OpenSSL: the default provider lacks SHA-256 or AES-256-GCM");
+        EVP_MD_free(g_sha256);
+        EVP_CIPHER_free(g_aes_256_gcm);
+        g_sha256 = NULL;
+        g_aes_256_gcm = NULL;
+        OSSL_LIB_CTX_free(ctx);
+        return;
+    }
     g_ctx = ctx;
+}
+
+bool ddsm_ossl_ready(void)
+{
+    pthread_once(&g_once, create);
+    return g_ctx != NULL;
 }
 
 OSSL_LIB_CTX *ddsm_ossl_ctx(void)

@@ -280,7 +280,8 @@ static bool conn_still_usable(struct ddsm_pq *pq)
 }
 
 /* Server notices (and a FATAL that arrives while idle) go to our log, not raw to stderr; a FATAL
- * or PANIC marks the session as ended by the server. */
+ * or PANIC marks the session as ended by the server; a WARNING is counted, and ddsm_pq_exec
+ * refuses to call a statement that drew one a success. */
 static void notice_received(void *arg, const PGresult *res)
 {
     struct ddsm_pq *pq = arg;
@@ -289,6 +290,10 @@ static void notice_received(void *arg, const PGresult *res)
         pq->ended = true;
     char line[DDSM_PQ_ERRMSG_MAX];
     one_line(line, sizeof line, PQresultErrorMessage(res));
+    if (sev != NULL && strcmp(sev, "WARNING") == 0) {
+        pq->warnings++;
+        memcpy(pq->warning, line, sizeof pq->warning);
+    }
     ddsm_log(DDSM_LOG_INFO, "store: server says: %s", line);
 }
 
@@ -564,6 +569,7 @@ ddsm_err ddsm_pq_exec(struct ddsm_pq *pq, const struct ddsm_pq_query *q, PGresul
     int timeout_ms = q->timeout_ms > 0 ? q->timeout_ms
                                        : (int)pq->statement_timeout_ms + CLIENT_MARGIN_MS;
     int64_t deadline = ddsm_pq_now_ms() + timeout_ms;
+    const unsigned warnings_before = pq->warnings;
 
     if (!send_query(pq->conn, q)) {
         /* Nothing (complete) reached a live server: a peer that can no longer read cannot
@@ -624,6 +630,19 @@ ddsm_err ddsm_pq_exec(struct ddsm_pq *pq, const struct ddsm_pq_query *q, PGresul
         goto out;
     }
     err = ddsm_pq_error(pq, q->what, keep);
+    if (err == DDSM_OK && pq->warnings != warnings_before) {
+        /* Allowlist: only a statement that ended without a warning succeeded. The one that
+         * matters is PostgreSQL's "canceling wait for synchronous replication" (someone cancelled
+         * this backend while its commit waited for the standby): the transaction has committed
+         * here but perhaps not on the standby, so a failover could lose it. Its SQLSTATE is the
+         * generic 01000 and its text is translated, so any WARNING counts: the outcome is
+         * unknown, as when the link dies before ReadyForQuery, and the caller fails closed. */
+        err = ddsm_pq_fail(pq, DDSM_E_STORE_DOWN,
+                           "store unavailable: %s: the server warned before confirming it (%s): "
+                           "outcome unknown",
+                           q->what, pq->warning);
+        ddsm_pq_reset(pq);
+    }
     if (err == DDSM_OK) {
         *out = keep;
         keep = NULL;

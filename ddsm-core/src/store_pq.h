@@ -26,6 +26,8 @@ struct ddsm_pq {
     ddsm_store_role role; /* privileges checked at connect (ddsm_store_opts) */
     PGconn *conn;        /* NULL while disconnected */
     bool ended;          /* the server sent this session a FATAL while it was idle */
+    unsigned warnings;   /* WARNING notices received on this connection (ddsm_pq_exec) */
+    char warning[DDSM_PQ_ERRMSG_MAX]; /* the last one, one line, for the error message */
     uint64_t generation; /* bumped by every successful connect (prepared statements, LISTEN) */
     char errmsg[DDSM_PQ_ERRMSG_MAX];
     char constraint[64]; /* the constraint the last error names, "" if none */

@@ -15,6 +15,7 @@
 #include "ddsm/log.h"
 #include "ddsm/mac.h"
 #include "ddsm/names.h"
+#include "ddsm/ossl.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
 #include "exiting.h"
@@ -147,6 +148,8 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
 
     pthread_once(&g_once, register_atfork);
     ddsm_ossl_load_host_config();
+    if (!ddsm_ossl_ready())
+        return CKR_GENERAL_ERROR; /* ddsm/ossl.h: never the host's default OpenSSL context */
     pthread_mutex_lock(&g_init_lock);
     ddsm_ctx *old = atomic_load(&g_ctx);
     if (old != NULL) {

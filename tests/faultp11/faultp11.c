@@ -18,6 +18,9 @@
  *                          C_GenerateKey|C_CreateObject attr=<type> rv=<CKR> [count=N]
  *                                  a backend that does not know attribute <type>: the call fails
  *                                  with rv when its template names it, and is forwarded otherwise
+ *                      Any rule may carry in=<file name>: it then applies only in the wrapper
+ *                      loaded from a file of that name. A copy of the wrapper under another name
+ *                      is a second, independent backend (a standby HSM) over the same library.
  *   DDSM_FAULT_LOG     optional: a file to which every call's name is appended (call counting).
  *   DDSM_FAULT_LATENCY_US   optional: a networked HSM's round trip. Every call (after its fault
  *                      rules) waits this many microseconds before the real library answers it.
@@ -52,6 +55,7 @@ enum { KIND_FAULT, KIND_SLOT, KIND_TOPBIT, KIND_ATTR }; /* KIND_FAULT: rv= or de
 
 struct rule {
     char fn[48];
+    char in[64]; /* "": every copy of the wrapper; else only the one loaded from that file name */
     int is_delay;
     int kind;
     unsigned long arg; /* KIND_SLOT: the slot; KIND_TOPBIT: how many handles; KIND_ATTR: type */
@@ -64,6 +68,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ck_function_list *real;
 static struct rule rules[MAX_RULES];
 static size_t n_rules;
+static char self_name[64]; /* the file name this copy of the wrapper was loaded from */
 static struct timespec ctl_mtime;
 static off_t ctl_size = -1;
 /* Whether any rule is loaded: without a control file and rules, a call takes no lock (the bench's
@@ -160,6 +165,8 @@ static void reload_locked(void)
             } else if (strncmp(tok, "attr=", 5) == 0) {
                 r.kind = KIND_ATTR;
                 r.arg = strtoul(tok + 5, NULL, 0);
+            } else if (strncmp(tok, "in=", 3) == 0) {
+                snprintf(r.in, sizeof(r.in), "%s", tok + 3);
             } else if (strncmp(tok, "count=", 6) == 0) {
                 r.remaining = strtol(tok + 6, NULL, 10);
             } else {
@@ -188,6 +195,11 @@ static void log_call(const char *fn)
     }
 }
 
+static int applies_here(const struct rule *r)
+{
+    return r->in[0] == '\0' || strcmp(r->in, self_name) == 0;
+}
+
 /* Returns 1 and sets *rv when the call must fail; sleeps for delay rules (outside the lock). */
 static int fault(const char *fn, ck_rv_t *rv)
 {
@@ -202,7 +214,7 @@ static int fault(const char *fn, ck_rv_t *rv)
         struct rule *r = &rules[i];
         if (strcmp(r->fn, "*") != 0 && strcmp(r->fn, fn) != 0)
             continue;
-        if (r->remaining == 0 || r->kind != KIND_FAULT)
+        if (r->remaining == 0 || r->kind != KIND_FAULT || !applies_here(r))
             continue;
         if (r->remaining > 0)
             r->remaining--;
@@ -232,7 +244,7 @@ static int behaviour_if(const char *fn, int kind, int (*match)(unsigned long, co
     reload_locked();
     for (size_t i = 0; i < n_rules && !found; i++) {
         struct rule *r = &rules[i];
-        if (r->kind != kind || strcmp(r->fn, fn) != 0 || r->remaining == 0)
+        if (r->kind != kind || strcmp(r->fn, fn) != 0 || r->remaining == 0 || !applies_here(r))
             continue;
         if (match != NULL && !match(r->arg, cookie))
             continue;
@@ -390,6 +402,14 @@ EXPORT ck_rv_t C_GetFunctionList(struct ck_function_list **list)
             return CKR_GENERAL_ERROR;
         }
         wrapped = *real;
+        /* Of an object of this copy's own: the name C_GetFunctionList may resolve to another
+         * library's (the module's, loaded first). */
+        Dl_info self;
+        if (dladdr((void *)self_name, &self) != 0 && self.dli_fname != NULL) {
+            const char *slash = strrchr(self.dli_fname, '/');
+            snprintf(self_name, sizeof(self_name), "%s",
+                     slash != NULL ? slash + 1 : self.dli_fname);
+        }
         const char *lat = getenv("DDSM_FAULT_LATENCY_US");
         const char *conc = getenv("DDSM_FAULT_CONCURRENCY");
         net_latency_ns = lat != NULL ? strtoul(lat, NULL, 10) * 1000UL : 0;

@@ -3,8 +3,9 @@
  * recover` filled from Shamir shares of the docs/design.md seed. The primary backend is the
  * fault-injecting wrapper ($DDSM_FAULTP11) over the test token; the standby is SoftHSM itself.
  * Derivations go on across a dead or silent primary with the keys computed here without the
- * module and one audit row each; a standby holding another root is refused before anything is
- * derived, and the log names both tokens. */
+ * module and one audit row each; when the standby dies in its turn, the recovered primary serves
+ * again (both behind their own copy of the wrapper); a standby holding another root is refused
+ * before anything is derived, and the log names both tokens. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +29,9 @@
 #define DESIGN_FP "5d02c5c109fe45418ef5953cf6b4788e" /* docs/root.md */
 
 static char dir[1024], pin_file[2048], standby_conf_extra[8192];
+/* A second copy of the fault wrapper, for a standby that can fail too (faultp11.c: in=). */
+static char standby_wrapper[2048];
+#define STANDBY_WRAPPER_NAME "libfaultp11-standby.so"
 
 static void write_file(const char *path, const char *text)
 {
@@ -126,17 +130,28 @@ static int group_setup(void **state)
 
     snprintf(pin_file, sizeof(pin_file), "%s/standby.pin", dir);
     write_file(pin_file, STANDBY_PIN "\n");
+
+    snprintf(standby_wrapper, sizeof(standby_wrapper), "%s/" STANDBY_WRAPPER_NAME, dir);
+    snprintf(args, sizeof(args), "cp '%s' '%s'", getenv("DDSM_FAULTP11"), standby_wrapper);
+    assert_int_equal(system(args), 0);
     return 0;
 }
 
-/* The wrapper as the primary backend, SoftHSM itself for the standby token standby_label. */
-static void standby_conf(const char *standby_label, unsigned timeout_ms)
+/* The wrapper as the primary backend, standby_module (SoftHSM itself unless given) for the
+ * standby token standby_label. */
+static void standby_conf_with(const char *standby_label, unsigned timeout_ms,
+                              const char *standby_module)
 {
     snprintf(standby_conf_extra, sizeof(standby_conf_extra),
-             "call_timeout_ms = %u\nstandby_module = /usr/lib/softhsm/libsofthsm2.so\n"
+             "call_timeout_ms = %u\nstandby_module = %s\n"
              "standby_token_label = %s\nstandby_root_pin_file = %s\n",
-             timeout_ms, standby_label, pin_file);
+             timeout_ms, standby_module, standby_label, pin_file);
     fs_write_conf("standby", getenv("DDSM_FAULTP11"), NULL, standby_conf_extra, NULL);
+}
+
+static void standby_conf(const char *standby_label, unsigned timeout_ms)
+{
+    standby_conf_with(standby_label, timeout_ms, "/usr/lib/softhsm/libsofthsm2.so");
 }
 
 static int teardown(void **state)
@@ -253,6 +268,85 @@ static void test_standby__a_primary_that_gives_no_session_at_the_first_derivatio
     assert_rv(CKR_OK, p11->C_Finalize(NULL));
 }
 
+/* The module's log goes to stderr: stderr_to(file) sends it there until stderr_back(), which
+ * returns what was written (and echoes it). */
+static int saved_stderr = -1;
+
+static void stderr_to(const char *name, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", dir, name);
+    fflush(stderr);
+    saved_stderr = dup(2);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved_stderr >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+}
+
+static void stderr_back(const char *path, char *text, size_t cap)
+{
+    fflush(stderr);
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    saved_stderr = -1;
+    text[0] = '\0';
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, cap - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    fputs(text, stderr);
+}
+
+static void test_standby__a_dead_standby_hands_back_to_the_recovered_primary(void **state)
+{
+    (void)state;
+    /* Both tokens behind their own copy of the fault wrapper: either can die alone. */
+    char primary_dead[256];
+    const char *primary = strrchr(getenv("DDSM_FAULTP11"), '/');
+    snprintf(primary_dead, sizeof(primary_dead), "* rv=CKR_DEVICE_ERROR in=%s\n",
+             primary != NULL ? primary + 1 : getenv("DDSM_FAULTP11"));
+    standby_conf_with("standby", 5000, standby_wrapper);
+    assert_rv(CKR_OK, p11->C_Initialize(NULL));
+    CK_SESSION_HANDLE s = p11_open_user();
+    derive_and_check(s, 40);
+
+    char log_path[2048], text[8192];
+    CK_SESSION_INFO info;
+    stderr_to("failback.log", log_path, sizeof(log_path));
+    /* The primary dies (the application's own session, on its slot, shows it): only the standby
+     * can have derived these. */
+    fs_faults(primary_dead);
+    CK_RV primary_rv = p11->C_GetSessionInfo(s, &info);
+    derive_and_check(s, 41);
+    derive_and_check(s, 42);
+
+    /* The primary is back and the standby dies: only the primary can have derived these. */
+    fs_faults("* rv=CKR_DEVICE_ERROR in=" STANDBY_WRAPPER_NAME "\n");
+    CK_RV back_rv = p11->C_GetSessionInfo(s, &info);
+    derive_and_check(s, 43);
+    derive_and_check(s, 44);
+    stderr_back(log_path, text, sizeof(text));
+    assert_rv(CKR_DEVICE_ERROR, primary_rv);
+    assert_rv(CKR_OK, back_rv);
+    const char *away = strstr(text, "fail over from token \"custody\" to token \"standby\"");
+    assert_non_null(away);
+    assert_non_null(strstr(away, "fail over from token \"standby\" to token \"custody\""));
+
+    /* Both dead: refused, no key. */
+    fs_faults("* rv=CKR_DEVICE_ERROR\n");
+    CK_OBJECT_HANDLE h = 0;
+    assert_rv(CKR_DEVICE_ERROR, derive(s, "m/7/45", &h));
+    assert_int_equal(h, 0);
+
+    /* The primary is back alone: it serves. */
+    fs_faults("* rv=CKR_DEVICE_ERROR in=" STANDBY_WRAPPER_NAME "\n");
+    derive_and_check(s, 46);
+    fs_faults("");
+    assert_rv(CKR_OK, p11->C_CloseSession(s));
+    assert_rv(CKR_OK, p11->C_Finalize(NULL));
+}
+
 static void test_standby__a_standby_with_another_root_is_refused(void **state)
 {
     (void)state;
@@ -308,6 +402,8 @@ int main(void)
                                   teardown),
         cmocka_unit_test_teardown(
             test_standby__a_primary_that_gives_no_session_at_the_first_derivation, teardown),
+        cmocka_unit_test_teardown(
+            test_standby__a_dead_standby_hands_back_to_the_recovered_primary, teardown),
         cmocka_unit_test_teardown(test_standby__a_standby_with_another_root_is_refused, teardown),
     };
     return cmocka_run_group_tests_name("standby", tests, group_setup, NULL);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ddsmctl: the administration tool of ddsm-pkcs11. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
 #include "ddsm/log.h"
+#include "ddsm/ossl.h"
 #include "ddsm/version.h"
 
 static const ctl_help top_help = {
@@ -79,6 +81,10 @@ int main(int argc, char **argv)
     int rc;
 
     ddsm_log_setup(DDSM_LOG_WARN, 0, "ddsmctl");
+    if (!ddsm_ossl_ready()) { /* ddsm/ossl.h: never the default OpenSSL context */
+        fprintf(stderr, "ddsmctl: error: OpenSSL: cannot create a private library context\n");
+        return CTL_EXIT_REFUSED;
+    }
     /* Global options before the command. */
     while (i < argc && argv[i][0] == '-') {
         const char *a = argv[i];

@@ -11,12 +11,17 @@
 #ifndef DDSM_OSSL_H
 #define DDSM_OSSL_H
 
+#include <stdbool.h>
+
 #include <openssl/evp.h>
 #include <openssl/types.h>
 
 /* The private context, created at first use (thread-safe) and kept for the life of the process.
- * NULL only when OpenSSL could not create it or load the default provider (out of memory): the
- * callers' *_ex functions then fail or fall back to OpenSSL's default context. */
+ * NULL only when OpenSSL could not create it, load the default provider or fetch SHA-256 and
+ * AES-256-GCM from it (out of memory); OpenSSL's *_ex functions would then fall back to the
+ * default context, so the module's C_Initialize and ddsmctl refuse to start unless
+ * ddsm_ossl_ready() (fail closed): nothing runs with a NULL context. */
+bool ddsm_ossl_ready(void);
 OSSL_LIB_CTX *ddsm_ossl_ctx(void);
 /* SHA-256, SHA-512 and AES-256-GCM fetched once from that context (NULL as above). */
 const EVP_MD *ddsm_ossl_sha256(void);
