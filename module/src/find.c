@@ -8,7 +8,9 @@
  *    names no asset key (too short, the nil UUID, a malformed path) finds no virtual object and
  *    costs no store round trip;
  *  - else CKA_DDSM_ASSET_ID (+ CKA_DDSM_PATH, default: the asset's default path): likewise;
- *  - else one object per ACTIVE/ROTATING asset at its default path.
+ *  - else one object per ACTIVE/ROTATING asset at its default path;
+ *  - then the session's own session objects (C_DeriveKey with CKA_TOKEN false) that match every
+ *    attribute of the template and whose counter is still usable.
  * An asset of an EC key type (ec.h) has two objects where others have one: its private key and
  * then its public key, with the same label and CKA_ID (an Ed25519 path with a normal index has
  * none). Every other template attribute filters the candidates by value (CKA_CLASS =
@@ -39,6 +41,7 @@
 #include "ddsm/state.h"
 #include "ec.h"
 #include "entry.h"
+#include "handles.h"
 #include "ladder.h"
 #include "rv.h"
 #include "sesstab.h"
@@ -212,6 +215,40 @@ static bool hopeless(const CK_ATTRIBUTE *t, CK_ULONG n, bool extractable)
     return true;
 }
 
+/* The session's own session objects (C_DeriveKey with CKA_TOKEN false) that match the template
+ * and are still usable, after the found ones. Every attribute filters here, CKA_LABEL included:
+ * a session object is not looked up by its label, only listed. */
+static CK_RV owned_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n, cand_list *out)
+{
+    CK_OBJECT_HANDLE few[DDSM_FIND_INLINE], *owned = few;
+    size_t count = ddsm_htab_owned(c->ctx->handles, c->sess->h, few, DDSM_FIND_INLINE);
+    CK_RV rv = CKR_OK;
+    if (count > DDSM_FIND_INLINE) {
+        /* Objects may come and go between the two walks: the second one's count is the list. */
+        size_t cap = count + DDSM_FIND_INLINE;
+        owned = malloc(cap * sizeof(*owned));
+        if (owned == NULL)
+            return CKR_HOST_MEMORY;
+        count = ddsm_htab_owned(c->ctx->handles, c->sess->h, owned, cap);
+        if (count > cap)
+            count = cap;
+    }
+    for (size_t i = 0; i < count && rv == CKR_OK; i++) {
+        ddsm_hentry e;
+        if (ddsm_htab_get(c->ctx->handles, owned[i], &e) != CKR_OK)
+            continue; /* destroyed meanwhile */
+        if (!ddsm_vattr_match(&e, t, n, false))
+            continue;
+        CK_RV use = ddsm_vkey_check(c, &e, DDSM_USE_OBJECT);
+        if (use == CKR_OBJECT_HANDLE_INVALID)
+            continue; /* rotated away or retired: no longer an object */
+        rv = use == CKR_OK ? cand_push(out, owned[i]) : use;
+    }
+    if (owned != few)
+        free(owned);
+    return rv;
+}
+
 /* Collect the virtual candidates. Store errors come back as (rv, detail) for C_FindObjects. */
 static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n, cand_list *out,
                                 CK_ULONG *detail)
@@ -335,6 +372,8 @@ CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTempl
         be_active = true;
     }
     rv = virtual_candidates(&c, pTemplate, ulCount, &cands, &detail);
+    if (rv == CKR_OK && ddsm_session_is_user(&c))
+        rv = owned_candidates(&c, pTemplate, ulCount, &cands);
     if (rv != CKR_OK) {
         c.detail = detail;
         goto out; /* the backend's part ends below: nothing is left active */
