@@ -153,7 +153,7 @@ const char *ddsm_activity_reason_name(unsigned i)
 }
 
 /* The classes of DENY details, in ddsm_activity_reason_name's order (the texts the module and
- * the store write: module/src/policy.c, store.c). */
+ * the store write: module/src/policy.c, policy_call.c; store_derive.c). */
 static const char activity_sql[] =
     "WITH a AS ("
     " SELECT event, state_at_derivation AS s, detail, instance_id FROM custody_audit_log"

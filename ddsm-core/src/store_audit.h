@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Private to the store side (store.c, audit.c, batch.c): chain sealing, the optimistic
- * multi-row audit statement, and the small asset cache that feeds its expectations. */
+/* Private to the store side (the store_*.c files, audit.c, batch.c): chain sealing, the
+ * optimistic multi-row audit statement, and the small asset cache that feeds its expectations. */
 #ifndef DDSM_STORE_AUDIT_H
 #define DDSM_STORE_AUDIT_H
 
@@ -42,7 +42,7 @@ enum ddsm_chain_outcome {
     DDSM_CHAIN_UNKNOWN,     /* maybe written: continue under a new instance id */
 };
 /* The outcome of a sealed statement that failed with err; sent: whether it may have reached the
- * server (ddsm_store_run). (store.c) */
+ * server (ddsm_store_run). (store_derive.c) */
 enum ddsm_chain_outcome ddsm_chain_failed_outcome(ddsm_err err, bool sent);
 /* End the seal: last_mac is the MAC of the last sealed row (used when COMMITTED). */
 void ddsm_audit_chain_settle(ddsm_audit_chain *c, size_t n,
@@ -59,7 +59,7 @@ int64_t ddsm_audit_now_us(void);
 void ddsm_audit_format_ts(int64_t us, char out[40]);
 
 /* ------------------------------------------------------------------------------------------ */
-/* The optimistic audit statement (store.c) */
+/* The optimistic audit statement (store_derive.c) */
 
 /* What the writer believes about an asset when it writes a row for it. */
 enum ddsm_expect {
@@ -108,7 +108,7 @@ DDSM_WUR ddsm_err ddsm_batch_item_result(const struct ddsm_batch_item *it, char 
                                          uint64_t *counter, ddsm_state *state);
 
 /* ------------------------------------------------------------------------------------------ */
-/* A small direct-mapped asset cache (not thread-safe: the owner locks) */
+/* A small direct-mapped asset cache (not thread-safe: the owner locks; store_cache.c) */
 
 /* Optimistic statements (derivations, transitions, batches) whose expectation keeps failing: the
  * asset changes under us faster than we can write. This many in a row and the write fails closed

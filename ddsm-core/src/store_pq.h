@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Private to the store (store.c, store_listen.c): one libpq connection with lazy (re)connect,
+/* Private to the store (the store_*.c files): one libpq connection with lazy (re)connect,
  * bounded waits, and the single translation of libpq/PostgreSQL errors into ddsm_err. */
 #ifndef DDSM_STORE_PQ_H
 #define DDSM_STORE_PQ_H

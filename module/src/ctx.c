@@ -236,14 +236,18 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         ddsm_log(DDSM_LOG_INFO, "C_Initialize: behind p11-kit server: requester %s", app);
     }
     snprintf(ctx->requester, sizeof(ctx->requester), "%.*s", (int)sizeof(ctx->requester) - 1, app);
+    ddsm_mpolicy_pool policy_pool;
+    ddsm_ctx_policy_pool(ctx, &policy_pool);
 
-    if ((rv = ddsm_mech_extra_load(ctx->cfg, ctx->extra_mechs, &ctx->n_extra_mechs)) != CKR_OK ||
+    if ((rv = ddsm_mech_extra_load(ctx->cfg, &ctx->mechs)) != CKR_OK ||
         (rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK ||
         (rv = ddsm_htab_new(ctx->cfg->cache.handles, &ctx->handles)) != CKR_OK ||
         (rv = ddsm_vkeys_new(ctx->cfg, &ctx->vkeys)) != CKR_OK ||
         (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK ||
-        (rv = ddsm_mpolicy_new(ctx->cfg, app, &ctx->policy)) != CKR_OK ||
-        (rv = ddsm_metrics_new(ctx->cfg, &ctx->metrics)) != CKR_OK)
+        (rv = ddsm_mpolicy_new(ctx->cfg, app, &policy_pool, ctx->can_thread, &ctx->policy)) !=
+            CKR_OK ||
+        (rv = ddsm_metrics_new(ctx->cfg, ctx->instance, ctx->can_thread, ddsm_ctx_metrics_view,
+                               ctx, &ctx->metrics)) != CKR_OK)
         goto out;
     /* The fences run on the LISTEN thread: without threads there is none to run them. */
     if (ctx->cfg->cache.rotation_fence && ctx->can_thread &&

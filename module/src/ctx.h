@@ -21,6 +21,7 @@
 #include "ddsm/uuid.h"
 #include "clock.h"
 #include "lock.h"
+#include "mechallow.h"
 
 #define DDSM_SLOT_ID 0UL
 
@@ -63,8 +64,7 @@ typedef struct ddsm_ctx {
     _Atomic CK_OBJECT_HANDLE
         app_root; /* the root's handle as seen by the application, 0 = unknown */
     /* [backend] extra_mechanisms, resolved (mechallow.h) */
-    CK_MECHANISM_TYPE extra_mechs[DDSM_BACKEND_MAX_EXTRA_MECHANISMS];
-    size_t n_extra_mechs;
+    ddsm_mechallow mechs;
     /* What root lookups last logged (rootfind.c), plus one; 0 = nothing yet. */
     _Atomic unsigned root_logged_ignored;
     _Atomic CK_ULONG root_logged_detail;
@@ -192,5 +192,13 @@ bool ddsm_ctx_listener_catch_up(ddsm_ctx *ctx);
  * this call (fence.h), so that every rotation that returned before the call has been processed.
  * false when the link is down or the fence failed or took too long: re-validate with the store. */
 bool ddsm_ctx_rotation_fence(ddsm_ctx *ctx);
+
+/* What the context hands to its parts at C_Initialize instead of itself (ctx_hooks.c), so that
+ * none of them includes this header: the metrics' view of the module (ctx is the ddsm_ctx), and
+ * the store pool as the policy gate's leases take it. */
+struct ddsm_metrics_view;
+struct ddsm_mpolicy_pool;
+void ddsm_ctx_metrics_view(void *ctx, struct ddsm_metrics_view *out);
+void ddsm_ctx_policy_pool(ddsm_ctx *ctx, struct ddsm_mpolicy_pool *out);
 
 #endif

@@ -4,6 +4,7 @@
 #include "ddsm/log.h"
 #include "ddsm/names.h"
 #include "login.h"
+#include "mechallow.h"
 #include "rv.h"
 
 CK_RV ddsm_require_user(ddsm_call *c)
@@ -78,4 +79,13 @@ CK_RV ddsm_call_end(ddsm_call *c, CK_RV rv)
         }
     }
     return rv;
+}
+
+CK_RV ddsm_mech_check(ddsm_call *c, const CK_MECHANISM *m)
+{
+    if (ddsm_mech_allowed(&c->ctx->mechs, m->mechanism))
+        return CKR_OK;
+    ddsm_log(DDSM_LOG_INFO, "%s: %s refused: not on the module's mechanism allowlist", c->fn,
+             ddsm_mech_name(m->mechanism));
+    return CKR_MECHANISM_INVALID;
 }

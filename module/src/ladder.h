@@ -80,4 +80,8 @@ CK_RV ddsm_call_err(ddsm_call *c, ddsm_err e, int rvctx);
 /* Record a backend failure during the module's own work (see rv.h). */
 CK_RV ddsm_call_backend(ddsm_call *c, CK_RV backend_rv);
 
+/* CKR_OK when m->mechanism is on the module's allowlist (mechallow.h), else
+ * CKR_MECHANISM_INVALID (logged with c->fn). */
+CK_RV ddsm_mech_check(ddsm_call *c, const CK_MECHANISM *m) DDSM_WUR;
+
 #endif

@@ -115,31 +115,22 @@ static const CK_MECHANISM_TYPE allowed[] = {
     CKM_DES3_CBC_ENCRYPT_DATA,
 };
 
-bool ddsm_mech_allowed(const ddsm_ctx *ctx, CK_MECHANISM_TYPE m)
+bool ddsm_mech_allowed(const ddsm_mechallow *a, CK_MECHANISM_TYPE m)
 {
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
         if (allowed[i] == m)
             return true;
-    for (size_t i = 0; i < ctx->n_extra_mechs; i++)
-        if (ctx->extra_mechs[i] == m)
+    for (size_t i = 0; i < a->n_extra; i++)
+        if (a->extra[i] == m)
             return true;
     return false;
 }
 
-CK_RV ddsm_mech_check(ddsm_call *c, const CK_MECHANISM *m)
-{
-    if (ddsm_mech_allowed(c->ctx, m->mechanism))
-        return CKR_OK;
-    ddsm_log(DDSM_LOG_INFO, "%s: %s refused: not on the module's mechanism allowlist", c->fn,
-             ddsm_mech_name(m->mechanism));
-    return CKR_MECHANISM_INVALID;
-}
-
-CK_RV ddsm_mech_extra_load(const ddsm_config *cfg, CK_MECHANISM_TYPE *out, size_t *n)
+CK_RV ddsm_mech_extra_load(const ddsm_config *cfg, ddsm_mechallow *a)
 {
     size_t k = 0;
     for (size_t i = 0; i < cfg->backend.n_extra_mechanisms; i++) {
-        if (!ddsm_mech_from_name(cfg->backend.extra_mechanisms[i], &out[k])) {
+        if (!ddsm_mech_from_name(cfg->backend.extra_mechanisms[i], &a->extra[k])) {
             ddsm_log(DDSM_LOG_ERROR,
                      "C_Initialize: %s: [backend] extra_mechanisms: %s is not a mechanism the "
                      "module knows (give its number as 0x...)",
@@ -149,9 +140,9 @@ CK_RV ddsm_mech_extra_load(const ddsm_config *cfg, CK_MECHANISM_TYPE *out, size_
         ddsm_log(DDSM_LOG_WARN,
                  "[backend] extra_mechanisms: %s is passed to the backend unchecked: its "
                  "parameters are not guarded",
-                 ddsm_mech_name(out[k]));
+                 ddsm_mech_name(a->extra[k]));
         k++;
     }
-    *n = k;
+    a->n_extra = k;
     return CKR_OK;
 }

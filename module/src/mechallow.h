@@ -16,17 +16,20 @@
 #include <stddef.h>
 
 #include "ddsm/config.h"
-#include "ladder.h"
+#include "ddsm/pkcs11-compat.h"
 
-/* Whether the module passes m to the backend (the built-in list or ctx's extra mechanisms). */
-bool ddsm_mech_allowed(const ddsm_ctx *ctx, CK_MECHANISM_TYPE m);
+/* [backend] extra_mechanisms, resolved: what the context adds to the built-in list. */
+typedef struct ddsm_mechallow {
+    CK_MECHANISM_TYPE extra[DDSM_BACKEND_MAX_EXTRA_MECHANISMS];
+    size_t n_extra;
+} ddsm_mechallow;
 
-/* CKR_OK when m->mechanism is allowed, else CKR_MECHANISM_INVALID (logged with c->fn). */
-CK_RV ddsm_mech_check(ddsm_call *c, const CK_MECHANISM *m) DDSM_WUR;
+/* Whether the module passes m to the backend (the built-in list or a's extra mechanisms). The
+ * check of an entry point's mechanism is ddsm_mech_check (ladder.h). */
+bool ddsm_mech_allowed(const ddsm_mechallow *a, CK_MECHANISM_TYPE m);
 
-/* Resolve cfg's [backend] extra_mechanisms into out (room for
- * DDSM_BACKEND_MAX_EXTRA_MECHANISMS) and *n. CKR_FUNCTION_FAILED, logged with the file, for a
- * name the module does not know. */
-CK_RV ddsm_mech_extra_load(const ddsm_config *cfg, CK_MECHANISM_TYPE *out, size_t *n) DDSM_WUR;
+/* Resolve cfg's [backend] extra_mechanisms into *out. CKR_FUNCTION_FAILED, logged with the file,
+ * for a name the module does not know. */
+CK_RV ddsm_mech_extra_load(const ddsm_config *cfg, ddsm_mechallow *out) DDSM_WUR;
 
 #endif

@@ -14,10 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ctx.h"
+#include "ddsm/audit.h"
 #include "ddsm/batch.h"
 #include "ddsm/log.h"
-#include "policy.h"
 
 /* Upper bounds (seconds) of the latency histogram's buckets; +Inf follows. */
 static const double lat_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -36,6 +35,10 @@ struct hist {
 struct ddsm_metrics {
     char *textfile; /* NULL: none */
     unsigned interval_ms;
+    char instance[DDSM_AUDIT_INSTANCE_MAX + 1];
+    bool can_thread;
+    ddsm_metrics_view_fn view;
+    void *view_arg;
     _Atomic uint64_t derived[DDSM_STATE__COUNT];
     _Atomic uint64_t denied[DDSM_DENY__COUNT][N_STATES];
     /* Key-cache hits and misses, counted every C_SignInit: striped over line pairs of their own,
@@ -74,7 +77,8 @@ int64_t ddsm_metrics_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-CK_RV ddsm_metrics_new(const ddsm_config *cfg, ddsm_metrics **out)
+CK_RV ddsm_metrics_new(const ddsm_config *cfg, const char *instance, bool can_thread,
+                       ddsm_metrics_view_fn view, void *view_arg, ddsm_metrics **out)
 {
     ddsm_metrics *m = aligned_alloc(_Alignof(ddsm_metrics), sizeof(*m)); /* the stripes' lines */
     if (m == NULL)
@@ -85,6 +89,10 @@ CK_RV ddsm_metrics_new(const ddsm_config *cfg, ddsm_metrics **out)
         return CKR_HOST_MEMORY;
     }
     m->interval_ms = cfg->metrics.interval_ms ? cfg->metrics.interval_ms : 10000;
+    snprintf(m->instance, sizeof(m->instance), "%s", instance);
+    m->can_thread = can_thread;
+    m->view = view;
+    m->view_arg = view_arg;
     pthread_mutex_init(&m->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -252,17 +260,19 @@ static void hist_out(struct buf *b, const char *name, const char *labels, struct
     put(b, "%s_count{%s} %" PRIu64 "\n", name, labels, cum);
 }
 
-char *ddsm_metrics_render(ddsm_ctx *ctx)
+char *ddsm_metrics_render(ddsm_metrics *m)
 {
-    ddsm_metrics *m = ctx->metrics;
     struct buf b = {malloc(8192), 0, 8192, false};
     char inst[2 * DDSM_AUDIT_INSTANCE_MAX + 2];
     char lab[sizeof(inst) + 64];
     static const char *const phases[DDSM_PHASE__COUNT] = {"store", "hsm", "total"};
+    ddsm_metrics_view view;
 
     if (b.p == NULL)
         return NULL;
-    label_value(inst, sizeof(inst), ctx->instance);
+    memset(&view, 0, sizeof(view));
+    m->view(m->view_arg, &view);
+    label_value(inst, sizeof(inst), m->instance);
 
     family(&b, "ddsm_derivations_total", "counter",
            "Keys derived, each after its DERIVE audit row committed, by the asset's state.");
@@ -292,9 +302,7 @@ char *ddsm_metrics_render(ddsm_ctx *ctx)
         hist_out(&b, "ddsm_derive_duration_seconds", lab, &m->lat[p]);
     }
 
-    ddsm_batch_stats bs;
-    memset(&bs, 0, sizeof(bs));
-    ddsm_batcher_stats(atomic_load(&ctx->batcher), &bs);
+    const ddsm_batch_stats bs = view.batch;
     family(&b, "ddsm_audit_batch_size", "histogram",
            "Derivations and denials written per group-commit statement.");
     uint64_t cum = 0;
@@ -319,22 +327,22 @@ char *ddsm_metrics_render(ddsm_ctx *ctx)
            ddsm_store_reconnects());
     sample(&b, inst, "ddsm_store_listen_up", "gauge",
            "1 while the LISTEN connection that carries rotations and zone changes is up.",
-           atomic_load(&ctx->link_up) ? 1 : 0);
+           view.listen_up ? 1 : 0);
 
     sample(&b, inst, "ddsm_notify_hints_total", "counter",
            "Notifications heard on the lifecycle and zone channels. Any role that can connect may "
            "send one: each is a hint to re-read the asset it names, never believed.",
-           atomic_load(&ctx->hints_heard));
+           view.hints_heard);
     sample(&b, inst, "ddsm_notify_ignored_total", "counter",
            "Notifications naming an asset this process holds nothing of (nothing to re-read).",
-           atomic_load(&ctx->hints_ignored));
+           view.hints_ignored);
     sample(&b, inst, "ddsm_notify_rereads_total", "counter",
            "Assets re-read from the store (registry row and zone) because a notification named "
            "them: at most 64 at once and 64 per second, however many notifications arrive.",
-           atomic_load(&ctx->hints_reread));
+           view.hints_reread);
     sample(&b, inst, "ddsm_notify_deferred_total", "counter",
            "Notifications past that budget: the asset's keys re-validate at their next use instead.",
-           atomic_load(&ctx->hints_deferred));
+           view.hints_deferred);
 
     sample(&b, inst, "ddsm_key_cache_hits_total", "counter",
            "Uses of a derived key served from the module's key cache.",
@@ -343,10 +351,9 @@ char *ddsm_metrics_render(ddsm_ctx *ctx)
            "Uses of a derived key that had to derive it (audited) first.",
            cache_total(m, false));
     sample(&b, inst, "ddsm_key_cache_keys", "gauge", "Derived keys held in locked memory now.",
-           ddsm_vkeys_cached(ctx->vkeys));
+           view.keys_cached);
 
-    ddsm_ratelimit_stats rs;
-    ddsm_ratelimit_stats_get(ddsm_mpolicy_ratelimit(ctx->policy), &rs);
+    const ddsm_ratelimit_stats rs = view.rate;
     sample(&b, inst, "ddsm_rate_leases_total", "counter",
            "Token leases answered by the database for the local rate-limit buckets.", rs.leases);
     sample(&b, inst, "ddsm_rate_lease_failures_total", "counter",
@@ -391,9 +398,8 @@ static bool expand_path(const char *tmpl, char *out, size_t cap)
     return true;
 }
 
-ddsm_err ddsm_metrics_write(ddsm_ctx *ctx)
+ddsm_err ddsm_metrics_write(ddsm_metrics *m)
 {
-    ddsm_metrics *m = ctx->metrics;
     char path[sizeof(m->written) - 8];
     char tmp[sizeof(m->written)];
     ddsm_err err = DDSM_OK;
@@ -408,7 +414,7 @@ ddsm_err ddsm_metrics_write(ddsm_ctx *ctx)
         goto out;
     }
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    text = ddsm_metrics_render(ctx);
+    text = ddsm_metrics_render(m);
     if (text == NULL) {
         err = DDSM_E_NOMEM;
         goto out;
@@ -460,12 +466,11 @@ out:
 
 static void *writer_main(void *arg)
 {
-    ddsm_ctx *ctx = arg;
-    ddsm_metrics *m = ctx->metrics;
+    ddsm_metrics *m = arg;
     pthread_mutex_lock(&m->lock);
     while (!m->stop) {
         pthread_mutex_unlock(&m->lock);
-        (void)ddsm_metrics_write(ctx);
+        (void)ddsm_metrics_write(m);
         pthread_mutex_lock(&m->lock);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -482,18 +487,17 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-void ddsm_metrics_start(ddsm_ctx *ctx)
+void ddsm_metrics_start(ddsm_metrics *m)
 {
-    ddsm_metrics *m = ctx->metrics;
     if (m == NULL || m->textfile == NULL)
         return;
     pthread_mutex_lock(&m->lock);
     if (!m->started && !m->stop) {
-        if (!ctx->can_thread) {
+        if (!m->can_thread) {
             ddsm_log(DDSM_LOG_WARN, "metrics: the application forbids threads: %s is not written",
                      m->textfile);
             m->stop = true;
-        } else if (pthread_create(&m->thread, NULL, writer_main, ctx) == 0) {
+        } else if (pthread_create(&m->thread, NULL, writer_main, m) == 0) {
             m->started = true;
         } else {
             ddsm_log(DDSM_LOG_WARN, "metrics: cannot start the writer thread");

@@ -15,7 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ddsm/batch.h"
 #include "ddsm/config.h"
+#include "ddsm/policy.h"
 #include "ddsm/state.h"
 #include "ddsm/pkcs11-compat.h"
 
@@ -41,15 +43,30 @@ typedef enum ddsm_phase {
 } ddsm_phase;
 
 typedef struct ddsm_metrics ddsm_metrics;
-struct ddsm_ctx;
 
-CK_RV ddsm_metrics_new(const ddsm_config *cfg, ddsm_metrics **out) DDSM_WUR;
+/* What the exposition shows of the rest of the module, read at every render through the function
+ * its owner (the context) hands to ddsm_metrics_new. */
+typedef struct ddsm_metrics_view {
+    ddsm_batch_stats batch;     /* the group-commit batcher's (zero while there is none) */
+    ddsm_ratelimit_stats rate;  /* the policy gate's rate-limit leases */
+    bool listen_up;             /* the LISTEN link */
+    uint64_t hints_heard, hints_ignored, hints_reread, hints_deferred; /* notifications */
+    unsigned keys_cached;       /* derived keys held now */
+} ddsm_metrics_view;
+typedef void (*ddsm_metrics_view_fn)(void *arg, ddsm_metrics_view *out);
+
+/* instance: this module instance's id (copied), a label of every series. can_thread: whether the
+ * application lets the module create threads (the writer is one). view(view_arg, ...) fills what
+ * the metrics read of the rest of the module; it is called from the writer thread too, until
+ * ddsm_metrics_free. */
+CK_RV ddsm_metrics_new(const ddsm_config *cfg, const char *instance, bool can_thread,
+                       ddsm_metrics_view_fn view, void *view_arg, ddsm_metrics **out) DDSM_WUR;
 /* Stops the writer thread and removes the file. NULL accepted. */
 void ddsm_metrics_free(ddsm_metrics *m);
 
 /* Start the writer thread when a textfile is configured and threads are allowed (once; the first
- * file is written at once). */
-void ddsm_metrics_start(struct ddsm_ctx *ctx);
+ * file is written at once). NULL accepted. */
+void ddsm_metrics_start(ddsm_metrics *m);
 
 /* Hot-path observations (lock-free). ns < 0: the phase did not happen. */
 void ddsm_metrics_derived(ddsm_metrics *m, ddsm_state state, int64_t store_ns, int64_t hsm_ns,
@@ -59,9 +76,9 @@ void ddsm_metrics_denied(ddsm_metrics *m, ddsm_deny_reason why, ddsm_state state
 void ddsm_metrics_cache(ddsm_metrics *m, bool hit);
 
 /* The whole exposition (malloc'ed, NUL-terminated; free it). NULL when out of memory. */
-char *ddsm_metrics_render(struct ddsm_ctx *ctx);
+char *ddsm_metrics_render(ddsm_metrics *m);
 /* Write the textfile now (atomically). DDSM_OK, or the error (logged). */
-ddsm_err ddsm_metrics_write(struct ddsm_ctx *ctx);
+ddsm_err ddsm_metrics_write(ddsm_metrics *m);
 
 /* Monotonic nanoseconds, for the observations above. */
 int64_t ddsm_metrics_now_ns(void);

@@ -1,4 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* The policy gate's state (policy.h). It reaches the rest of the module only through what its
+ * owner handed to ddsm_mpolicy_new (the store pool, whether threads are allowed); the answers to
+ * a call, with their refusal, are policy_call.c's. */
 #include "policy.h"
 
 #include <inttypes.h>
@@ -9,13 +12,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "ctx.h"
+#include "clock.h"
 #include "ddsm/log.h"
 #include "ddsm/names.h"
-#include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/utf8.h"
-#include "ladder.h"
-#include "rv.h"
+#include "lock.h"
 
 #define USER_MAX 64
 _Static_assert(DDSM_MPOLICY_APP_CAP == DDSM_REQUESTER_MAX - USER_MAX, "app + user fit");
@@ -59,19 +60,24 @@ struct ddsm_mpolicy {
     struct zentry *zones[ZONE_BUCKETS];
     atomic_uint n_off; /* entries with off set: 0 lets key uses skip the lookup */
 
-    /* the refill thread */
+    /* the refill thread, and the owner's store pool for leases */
+    ddsm_mpolicy_pool pool;
+    bool can_thread;
     pthread_mutex_t thr_lock;
     pthread_cond_t thr_cond;
     bool thr_started, thr_stop;
     pthread_t thr;
 };
 
-CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, ddsm_mpolicy **out)
+CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, const ddsm_mpolicy_pool *pool,
+                       bool can_thread, ddsm_mpolicy **out)
 {
     CK_RV rv = CKR_HOST_MEMORY;
     ddsm_mpolicy *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return rv;
+    p->pool = *pool;
+    p->can_thread = can_thread;
     snprintf(p->app, sizeof(p->app), "%s", app != NULL && app[0] != '\0' ? app : "unknown");
     pthread_mutex_init(&p->thr_lock, NULL);
     pthread_condattr_t ca;
@@ -198,25 +204,7 @@ void ddsm_mpolicy_clear_user(ddsm_mpolicy *p)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Refusals                                                                                    */
-
-static CK_ULONG detail_of(ddsm_deny_reason why)
-{
-    switch (why) {
-    case DDSM_DENY_PATH:
-        return DDSM_DEVERR_POLICY_PATH;
-    case DDSM_DENY_RATE_ASSET:
-        return DDSM_DEVERR_POLICY_RATE_ASSET;
-    case DDSM_DENY_RATE_REQUESTER:
-        return DDSM_DEVERR_POLICY_RATE_REQUESTER;
-    case DDSM_DENY_ZONE:
-        return DDSM_DEVERR_POLICY_ZONE;
-    case DDSM_DENY_MECHANISM:
-        return DDSM_DEVERR_POLICY_MECHANISM;
-    default:
-        return DDSM_DEVERR_NONE;
-    }
-}
+/* The DENY-row bucket                                                                         */
 
 bool ddsm_mpolicy_deny_row(ddsm_mpolicy *p, uint64_t *left_out)
 {
@@ -247,22 +235,6 @@ bool ddsm_mpolicy_deny_row(ddsm_mpolicy *p, uint64_t *left_out)
     return ok;
 }
 
-CK_RV ddsm_mpolicy_refuse(ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
-                          ddsm_deny_reason why, const char *reason)
-{
-    char id[DDSM_UUID_TEXT_LEN + 1];
-    ddsm_uuid_format(asset, id);
-    ddsm_log(DDSM_LOG_INFO, "%s: refused by policy: asset %s path %s: %s", c->fn, id,
-             canon_path != NULL ? canon_path : "-", reason);
-    c->detail = detail_of(why);
-    ddsm_metrics_denied(c->ctx->metrics, why, DDSM_STATE__COUNT);
-    if (why == DDSM_DENY_PATH)
-        ddsm_vkey_record_denial_bounded(c, asset, canon_path, reason);
-    else
-        ddsm_vkey_record_denial(c, asset, canon_path, reason);
-    return CKR_FUNCTION_REJECTED;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Rate limits                                                                                 */
 
@@ -281,30 +253,29 @@ static const char *unit_of(unsigned window_s)
 }
 
 /* One lease through a pooled store connection; the answer (or the failure) goes to the buckets. */
-static ddsm_err lease_now(ddsm_ctx *ctx, const ddsm_rate_lease_req *req)
+static ddsm_err lease_now(ddsm_mpolicy *p, const ddsm_rate_lease_req *req)
 {
     ddsm_store *st = NULL;
     ddsm_rate_lease_ans ans;
-    ddsm_err e = ddsm_ctx_store_acquire(ctx, &st);
+    ddsm_err e = p->pool.acquire(p->pool.owner, &st);
     if (e == DDSM_OK) {
         e = ddsm_rate_lease(st, req, &ans);
         if (e != DDSM_OK)
             ddsm_log(DDSM_LOG_WARN, "rate limit: lease failed: %s", ddsm_store_errmsg(st));
-        ddsm_ctx_store_release(ctx, st);
+        p->pool.release(p->pool.owner, st);
     } else {
         ddsm_log(DDSM_LOG_WARN, "rate limit: no store connection for a lease: %s", ddsm_err_str(e));
     }
     if (e == DDSM_OK)
-        ddsm_ratelimit_apply(ctx->policy->rl, req, &ans, ddsm_now_ms());
+        ddsm_ratelimit_apply(p->rl, req, &ans, ddsm_now_ms());
     else
-        ddsm_ratelimit_apply_failed(ctx->policy->rl, req);
+        ddsm_ratelimit_apply_failed(p->rl, req);
     return e;
 }
 
 static void *refill_main(void *arg)
 {
-    ddsm_ctx *ctx = arg;
-    ddsm_mpolicy *p = ctx->policy;
+    ddsm_mpolicy *p = arg;
     ddsm_rate_lease_req reqs[REFILL_BATCH];
 
     pthread_mutex_lock(&p->thr_lock);
@@ -312,7 +283,7 @@ static void *refill_main(void *arg)
         pthread_mutex_unlock(&p->thr_lock);
         size_t n = ddsm_ratelimit_wanted(p->rl, ddsm_now_ms(), reqs, REFILL_BATCH);
         for (size_t i = 0; i < n; i++)
-            (void)lease_now(ctx, &reqs[i]);
+            (void)lease_now(p, &reqs[i]);
         pthread_mutex_lock(&p->thr_lock);
         if (n == REFILL_BATCH)
             continue; /* more may be waiting */
@@ -330,12 +301,11 @@ static void *refill_main(void *arg)
     return NULL;
 }
 
-static void refill_start(ddsm_ctx *ctx)
+static void refill_start(ddsm_mpolicy *p)
 {
-    ddsm_mpolicy *p = ctx->policy;
     pthread_mutex_lock(&p->thr_lock);
-    if (!p->thr_started && !p->thr_stop && ctx->can_thread) {
-        if (pthread_create(&p->thr, NULL, refill_main, ctx) == 0)
+    if (!p->thr_started && !p->thr_stop && p->can_thread) {
+        if (pthread_create(&p->thr, NULL, refill_main, p) == 0)
             p->thr_started = true;
         else
             ddsm_log(DDSM_LOG_WARN, "rate limit: cannot start the refill thread: every empty "
@@ -345,13 +315,13 @@ static void refill_start(ddsm_ctx *ctx)
     pthread_mutex_unlock(&p->thr_lock);
 }
 
-CK_RV ddsm_mpolicy_rate(ddsm_call *c, const ddsm_uuid *asset, const char *canon_path,
-                        const char *requester)
+ddsm_mpolicy_verdict ddsm_mpolicy_rate_take(ddsm_mpolicy *p, const ddsm_uuid *asset,
+                                            const char *requester, ddsm_deny_reason *why,
+                                            char reason[DDSM_MPOLICY_REASON_MAX], ddsm_err *err)
 {
-    ddsm_mpolicy *p = c->ctx->policy;
     if (!ddsm_ratelimit_active(p->rl))
-        return CKR_OK;
-    refill_start(c->ctx);
+        return DDSM_MPOLICY_PASS;
+    refill_start(p);
     /* At most one lease per scope is needed; one more round covers a window that ended while
      * the first lease was on its way. */
     for (int round = 0; round < 2 * DDSM_RATE__SCOPES + 1; round++) {
@@ -360,38 +330,36 @@ CK_RV ddsm_mpolicy_rate(ddsm_call *c, const ddsm_uuid *asset, const char *canon_
         ddsm_rate_verdict v = ddsm_ratelimit_take(p->rl, requester, asset, ddsm_now_ms(),
                                                   p->lease_wait_ms, &scope, &req);
         if (v == DDSM_RATE_ALLOW)
-            return CKR_OK;
+            return DDSM_MPOLICY_PASS;
         if (v == DDSM_RATE_DENY) {
-            char reason[160];
-            snprintf(reason, sizeof(reason), "rate limit %" PRIu64 "/%s per %s reached",
+            snprintf(reason, DDSM_MPOLICY_REASON_MAX, "rate limit %" PRIu64 "/%s per %s reached",
                      p->rate[scope].limit, unit_of(p->rate[scope].window_s),
                      scope == DDSM_RATE_ASSET ? "requester and asset" : "requester");
-            return ddsm_mpolicy_refuse(
-                c, asset, canon_path,
-                scope == DDSM_RATE_ASSET ? DDSM_DENY_RATE_ASSET : DDSM_DENY_RATE_REQUESTER, reason);
+            *why = scope == DDSM_RATE_ASSET ? DDSM_DENY_RATE_ASSET : DDSM_DENY_RATE_REQUESTER;
+            return DDSM_MPOLICY_REFUSE;
         }
-        ddsm_err e = lease_now(c->ctx, &req);
-        if (e != DDSM_OK)
-            return ddsm_call_err(c, e, DDSM_RVCTX_DERIVE); /* fail closed */
+        ddsm_err e = lease_now(p, &req);
+        if (e != DDSM_OK) {
+            *err = e;
+            return DDSM_MPOLICY_FAIL;
+        }
     }
-    return ddsm_mpolicy_refuse(c, asset, canon_path, DDSM_DENY_RATE_REQUESTER,
-                               "rate limit: no token could be leased");
+    snprintf(reason, DDSM_MPOLICY_REASON_MAX, "rate limit: no token could be leased");
+    *why = DDSM_DENY_RATE_REQUESTER;
+    return DDSM_MPOLICY_REFUSE;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Mechanisms                                                                                  */
 
-CK_RV ddsm_mpolicy_mechanism(ddsm_call *c, const ddsm_hentry *e, CK_MECHANISM_TYPE m)
+bool ddsm_mpolicy_mech_allowed(const ddsm_mpolicy *p, CK_MECHANISM_TYPE m)
 {
-    ddsm_mpolicy *p = c->ctx->policy;
     if (p->n_mechs == 0)
-        return CKR_OK;
+        return true;
     for (size_t i = 0; i < p->n_mechs; i++)
         if (p->mechs[i] == m)
-            return CKR_OK;
-    char reason[128];
-    snprintf(reason, sizeof(reason), "mechanism %s is not allowed by policy", ddsm_mech_name(m));
-    return ddsm_mpolicy_refuse(c, &e->asset, e->path, DDSM_DENY_MECHANISM, reason);
+            return true;
+    return false;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -402,8 +370,8 @@ static unsigned zbucket(const ddsm_uuid *a)
     return ((unsigned)a->b[15] | (unsigned)a->b[14] << 8) % ZONE_BUCKETS;
 }
 
-/* Whether the asset's zone is known to be off; its name into zone. */
-static bool zone_off(ddsm_mpolicy *p, const ddsm_uuid *asset, char zone[DDSM_ZONE_NAME_MAX + 1])
+bool ddsm_mpolicy_zone_off(ddsm_mpolicy *p, const ddsm_uuid *asset,
+                           char zone[DDSM_ZONE_NAME_MAX + 1])
 {
     bool off = false;
     if (atomic_load(&p->n_off) == 0)
@@ -420,9 +388,9 @@ static bool zone_off(ddsm_mpolicy *p, const ddsm_uuid *asset, char zone[DDSM_ZON
     return off;
 }
 
-void ddsm_mpolicy_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled, const char *zone)
+void ddsm_mpolicy_zone_set(ddsm_mpolicy *p, const ddsm_uuid *asset, bool enabled,
+                           const char *zone)
 {
-    ddsm_mpolicy *p = ctx->policy;
     bool was_off = false, known = false;
     ddsm_mutex_lock(p->zone_lock);
     struct zentry **link = &p->zones[zbucket(asset)];
@@ -458,60 +426,4 @@ void ddsm_mpolicy_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled,
     else if (enabled && was_off)
         atomic_fetch_sub(&p->n_off, 1);
     ddsm_mutex_unlock(p->zone_lock);
-
-    if (!enabled) {
-        /* Keys already derived must not be used any more: drop them at once. */
-        ddsm_vkeys_kill_asset(ctx->vkeys, asset);
-    }
-    /* The batcher's expectation may hold the old zone: one more round trip at worst. */
-    ddsm_batcher *b = atomic_load(&ctx->batcher);
-    if (b != NULL)
-        ddsm_batcher_invalidate(b, asset);
-}
-
-CK_RV ddsm_mpolicy_zone_refused(ddsm_call *c, const ddsm_uuid *asset, const char *store_msg)
-{
-    /* "asset <uuid>: refused: zone <name> is disabled" (store.c, ddsm_batch_item_result) */
-    char zone[DDSM_ZONE_NAME_MAX + 1] = "?";
-    const char *z = store_msg != NULL ? strstr(store_msg, "zone ") : NULL;
-    if (z != NULL) {
-        z += 5;
-        size_t n = strcspn(z, " ");
-        if (n > 0 && n <= DDSM_ZONE_NAME_MAX) {
-            memcpy(zone, z, n);
-            zone[n] = '\0';
-        }
-    }
-    if (!ddsm_zone_name_valid(zone))
-        snprintf(zone, sizeof(zone), "?");
-    char id[DDSM_UUID_TEXT_LEN + 1];
-    ddsm_uuid_format(asset, id);
-    ddsm_log(DDSM_LOG_INFO, "%s: refused by policy: asset %s: zone %s is disabled", c->fn, id,
-             zone);
-    ddsm_mpolicy_zone_note(c->ctx, asset, false, zone);
-    ddsm_metrics_denied(c->ctx->metrics, DDSM_DENY_ZONE, DDSM_STATE__COUNT);
-    c->detail = DDSM_DEVERR_POLICY_ZONE;
-    return CKR_FUNCTION_REJECTED;
-}
-
-ddsm_err ddsm_mpolicy_zone_revalidate(ddsm_ctx *ctx, ddsm_store *st, const ddsm_uuid *asset)
-{
-    char zone[DDSM_ZONE_NAME_MAX + 1];
-    bool enabled = true;
-    ddsm_err e = ddsm_zone_of_asset(st, asset, zone, &enabled);
-    if (e == DDSM_OK)
-        ddsm_mpolicy_zone_note(ctx, asset, enabled, zone);
-    return e;
-}
-
-CK_RV ddsm_mpolicy_key_use(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
-{
-    static const char *const uses[] = {"sign", "verify", "encrypt", "decrypt", "object"};
-    char zone[DDSM_ZONE_NAME_MAX + 1];
-    if (use == DDSM_USE_OBJECT || !zone_off(c->ctx->policy, &e->asset, zone))
-        return CKR_OK;
-    char reason[DDSM_ZONE_NAME_MAX + 64];
-    snprintf(reason, sizeof(reason), "zone %s is disabled; %s refused", zone,
-             (unsigned)use < sizeof(uses) / sizeof(uses[0]) ? uses[use] : "use");
-    return ddsm_mpolicy_refuse(c, &e->asset, e->path, DDSM_DENY_ZONE, reason);
 }

@@ -6,7 +6,12 @@
  * Every refusal is CKR_FUNCTION_REJECTED with a DDSM_DEVERR_POLICY_* detail in the session's
  * ulDeviceError, a DENY audit row whose detail gives the reason, one log line, and a count in
  * ddsm_denials_total; it changes nothing else. Refusals for the asset's state (INITIALIZED,
- * RETIRED) keep their own codes (rv.c). */
+ * RETIRED) keep their own codes (rv.c).
+ *
+ * Two files: policy.c keeps the gate's state (the requester, the rate-limit buckets and their
+ * refill thread, the mechanisms, the zones known to be off) and needs nothing of the module but
+ * what its owner hands to ddsm_mpolicy_new; policy_call.c gives a call its answer (the functions
+ * below that take a ddsm_call or the context), at the level of the check ladder. */
 #ifndef DDSM_MODULE_POLICY_H
 #define DDSM_MODULE_POLICY_H
 
@@ -23,9 +28,19 @@ typedef struct ddsm_mpolicy ddsm_mpolicy;
 struct ddsm_ctx;
 struct ddsm_call;
 
-/* app: the application's name ([policy] requester, else the program's). Mechanism names of
+/* Where rate-limit leases get a store connection: the owner's pool (the context's), used by the
+ * calling thread or the refill thread until ddsm_mpolicy_free. */
+typedef struct ddsm_mpolicy_pool {
+    ddsm_err (*acquire)(void *owner, ddsm_store **out);
+    void (*release)(void *owner, ddsm_store *st);
+    void *owner;
+} ddsm_mpolicy_pool;
+
+/* app: the application's name ([policy] requester, else the program's). can_thread: whether the
+ * application lets the module create threads (the refill thread is one). Mechanism names of
  * [policy] mechanism that the module does not know: CKR_FUNCTION_FAILED (logged). */
-CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, ddsm_mpolicy **out) DDSM_WUR;
+CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, const ddsm_mpolicy_pool *pool,
+                       bool can_thread, ddsm_mpolicy **out) DDSM_WUR;
 /* Stops the refill thread. NULL accepted. */
 void ddsm_mpolicy_free(ddsm_mpolicy *p);
 ddsm_ratelimit *ddsm_mpolicy_ratelimit(const ddsm_mpolicy *p); /* NULL when p is */
@@ -71,6 +86,32 @@ CK_RV ddsm_mpolicy_key_use(struct ddsm_call *c, const ddsm_hentry *e, ddsm_use u
 /* At C_*Init with a derived key: the mechanism must be one of [policy] mechanism (when set). */
 CK_RV ddsm_mpolicy_mechanism(struct ddsm_call *c, const ddsm_hentry *e,
                              CK_MECHANISM_TYPE m) DDSM_WUR;
+
+/* ---- the gate's state, for policy_call.c ---- */
+
+/* The rate limits' verdict on one derivation (ddsm_mpolicy_rate_take). */
+typedef enum ddsm_mpolicy_verdict {
+    DDSM_MPOLICY_PASS,   /* allowed */
+    DDSM_MPOLICY_REFUSE, /* refused: why and reason say so */
+    DDSM_MPOLICY_FAIL,   /* no lease could be made (err): fail closed */
+} ddsm_mpolicy_verdict;
+/* Take a token of each configured rate limit for (requester, asset), leasing through the pool
+ * when a bucket is empty (and starting the refill thread at the first use). reason: room for
+ * DDSM_MPOLICY_REASON_MAX bytes. */
+#define DDSM_MPOLICY_REASON_MAX 160
+ddsm_mpolicy_verdict ddsm_mpolicy_rate_take(ddsm_mpolicy *p, const ddsm_uuid *asset,
+                                            const char *requester, ddsm_deny_reason *why,
+                                            char reason[DDSM_MPOLICY_REASON_MAX], ddsm_err *err);
+/* Whether [policy] mechanism allows m (true when it is not set). */
+bool ddsm_mpolicy_mech_allowed(const ddsm_mpolicy *p, CK_MECHANISM_TYPE m);
+/* Whether the asset's zone is known to be off; then its name into zone. Lock-free while no zone
+ * is off. */
+bool ddsm_mpolicy_zone_off(ddsm_mpolicy *p, const ddsm_uuid *asset,
+                           char zone[DDSM_ZONE_NAME_MAX + 1]);
+/* Record what is known of an asset's zone (the table only: ddsm_mpolicy_zone_note also drops the
+ * asset's keys). */
+void ddsm_mpolicy_zone_set(ddsm_mpolicy *p, const ddsm_uuid *asset, bool enabled,
+                           const char *zone);
 
 /* ---- zones ---- */
 

@@ -69,7 +69,7 @@ CK_RV ddsm_C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplica
         goto out;
     }
     *phSession = h;
-    ddsm_metrics_start(c.ctx); /* once: the [metrics] textfile writer */
+    ddsm_metrics_start(c.ctx->metrics); /* once: the [metrics] textfile writer */
 out:
     return ddsm_call_end(&c, rv);
 }

@@ -150,7 +150,7 @@ CK_RV ddsm_C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanis
     /* Only what the module lets through (mechallow.h), then ours. */
     CK_ULONG kept = 0;
     for (CK_ULONG i = 0; i < n; i++)
-        if (ddsm_mech_allowed(c.ctx, list[i]) && list[i] != CKM_DDSM_DERIVE)
+        if (ddsm_mech_allowed(&c.ctx->mechs, list[i]) && list[i] != CKM_DDSM_DERIVE)
             list[kept++] = list[i];
     n = kept;
     list[n++] = CKM_DDSM_DERIVE;
@@ -200,7 +200,7 @@ CK_RV ddsm_C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
         }
         goto out;
     }
-    if (!ddsm_mech_allowed(c.ctx, type)) {
+    if (!ddsm_mech_allowed(&c.ctx->mechs, type)) {
         rv = CKR_MECHANISM_INVALID; /* the module would not pass it on */
         goto out;
     }
