@@ -60,6 +60,7 @@ static const struct key_def keys[] = {
     {"backend", "standby_root_pin_file", K_STRING, F(backend.standby_root_pin_file), 1,
      PATH_MAX_LEN},
     {"backend", "call_timeout_ms", K_UINT, F(backend.call_timeout_ms), 1, 600000},
+    {"backend", "workers", K_UINT, F(backend.workers), 1, 64},
     {"backend", "extra_mechanisms", K_MECHLIST, F(backend.extra_mechanisms), 0, 0},
     {"store", "conninfo", K_SECRET, F(store.conninfo), 1, 8192},
     {"store", "listen_conninfo", K_SECRET, F(store.listen_conninfo), 1, 8192},

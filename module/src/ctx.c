@@ -255,7 +255,7 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         goto out;
     unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
     ctx->store_free = calloc(pool, sizeof(*ctx->store_free));
-    ctx->hs_free = calloc(pool, sizeof(*ctx->hs_free));
+    ctx->hs_free = calloc(ddsm_config_hsm_workers(ctx->cfg), sizeof(*ctx->hs_free));
     if (ctx->store_free == NULL || ctx->hs_free == NULL) {
         rv = CKR_HOST_MEMORY;
         goto out;
@@ -910,7 +910,7 @@ static CK_RV root_acquire_primary(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *d
 
 void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
 {
-    unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    unsigned pool = ddsm_config_hsm_workers(ctx->cfg);
     bool keep = false;
     if (rs->standby) {
         ddsm_standby_release(ctx, rs, broken);
@@ -950,7 +950,7 @@ ddsm_hsmcall *ddsm_ctx_hsmcall(ddsm_ctx *ctx)
     if (p != NULL || !ctx->can_thread)
         return p;
     /* As many workers as derivation sessions: each running call holds one. */
-    unsigned workers = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    unsigned workers = ddsm_config_hsm_workers(ctx->cfg);
     ddsm_hsmcall *made = NULL;
     if (ddsm_hsmcall_new(ctx->be, workers, ctx->cfg->backend.call_timeout_ms, &made) != CKR_OK) {
         ddsm_log(DDSM_LOG_WARN, "cannot set up the HSM call pool: HSM calls are unbounded");

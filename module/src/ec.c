@@ -369,6 +369,12 @@ CK_RV ddsm_ec_template_parse(const CK_ATTRIBUTE *tmpl, CK_ULONG n, const ddsm_uu
     e.asset = *asset;
     snprintf(e.path, sizeof(e.path), "%s", canon_path);
     e.variant = ddsm_ec_variant(curve, pub);
+    /* CKA_TOKEN false asks for a session object, as for secret keys (vkey.h DDSM_VK_SESSION);
+     * the loop below then holds every attribute, CKA_TOKEN included, against that object. */
+    for (CK_ULONG i = 0; i < n; i++)
+        if (tmpl[i].type == CKA_TOKEN && tmpl[i].pValue != NULL &&
+            tmpl[i].ulValueLen == sizeof(CK_BBOOL) && *(const CK_BBOOL *)tmpl[i].pValue == CK_FALSE)
+            e.variant |= DDSM_VK_SESSION;
 
     for (CK_ULONG i = 0; i < n; i++) {
         const CK_ATTRIBUTE *a = &tmpl[i];

@@ -8,7 +8,9 @@
  *    names no asset key (too short, the nil UUID, a malformed path) finds no virtual object and
  *    costs no store round trip;
  *  - else CKA_DDSM_ASSET_ID (+ CKA_DDSM_PATH, default: the asset's default path): likewise;
- *  - else one object per ACTIVE/ROTATING asset at its default path.
+ *  - else one object per ACTIVE/ROTATING asset at its default path;
+ *  - then the session's own session objects (C_DeriveKey with CKA_TOKEN false) that match every
+ *    attribute of the template and whose counter is still usable.
  * An asset of an EC key type (ec.h) has two objects where others have one: its private key and
  * then its public key, with the same label and CKA_ID (an Ed25519 path with a normal index has
  * none). Every other template attribute filters the candidates by value (CKA_CLASS =
@@ -18,7 +20,8 @@
  * asset (by label or CKA_DDSM_ASSET_ID) does not even read the store while the module's record of
  * the asset is as fresh as signing requires: kept current by NOTIFY while the LISTEN link is up,
  * else younger than [cache] staleness_ms (labels and default paths, which no NOTIFY announces,
- * are trusted for staleness_ms only).
+ * are trusted for staleness_ms only). Such a find allocates nothing either: its few candidates
+ * live in the session (DDSM_FIND_INLINE), and only a longer list goes to the heap.
  *
  * When the store is needed for a find and cannot answer, C_FindObjectsInit fails with
  * CKR_DEVICE_ERROR (ulDeviceError DDSM_DEVERR_STORE_DOWN) and leaves no operation active: an
@@ -38,17 +41,36 @@
 #include "ddsm/state.h"
 #include "ec.h"
 #include "entry.h"
+#include "handles.h"
 #include "ladder.h"
 #include "rv.h"
+#include "sesstab.h"
 #include "vattr.h"
 #include "vkey.h"
 
 #define LOOKUP_MAX (DDSM_ASSET_LABEL_MAX + 1 + DDSM_PATH_TEXT_MAX + 64)
 
+/* The candidates: in few while they fit (no allocation for the find of one asset), else on the
+ * heap. */
 typedef struct cand_list {
     CK_OBJECT_HANDLE *h;
     size_t n, cap;
+    CK_OBJECT_HANDLE few[DDSM_FIND_INLINE];
 } cand_list;
+
+static void cand_init(cand_list *l)
+{
+    l->h = l->few;
+    l->n = 0;
+    l->cap = DDSM_FIND_INLINE;
+}
+
+static void cand_free(cand_list *l)
+{
+    if (l->h != l->few)
+        free(l->h);
+    cand_init(l);
+}
 
 typedef struct find_req {
     ddsm_call *c;
@@ -78,10 +100,12 @@ static CK_RV cand_push(cand_list *l, CK_OBJECT_HANDLE h)
         if (l->h[i] == h)
             return CKR_OK;
     if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 8;
-        CK_OBJECT_HANDLE *bigger = realloc(l->h, cap * sizeof(*bigger));
+        size_t cap = 2 * l->cap;
+        CK_OBJECT_HANDLE *bigger = realloc(l->h != l->few ? l->h : NULL, cap * sizeof(*bigger));
         if (bigger == NULL)
             return CKR_HOST_MEMORY;
+        if (l->h == l->few)
+            memcpy(bigger, l->few, l->n * sizeof(*bigger));
         l->h = bigger;
         l->cap = cap;
     }
@@ -191,6 +215,40 @@ static bool hopeless(const CK_ATTRIBUTE *t, CK_ULONG n, bool extractable)
     return true;
 }
 
+/* The session's own session objects (C_DeriveKey with CKA_TOKEN false) that match the template
+ * and are still usable, after the found ones. Every attribute filters here, CKA_LABEL included:
+ * a session object is not looked up by its label, only listed. */
+static CK_RV owned_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n, cand_list *out)
+{
+    CK_OBJECT_HANDLE few[DDSM_FIND_INLINE], *owned = few;
+    size_t count = ddsm_htab_owned(c->ctx->handles, c->sess->h, few, DDSM_FIND_INLINE);
+    CK_RV rv = CKR_OK;
+    if (count > DDSM_FIND_INLINE) {
+        /* Objects may come and go between the two walks: the second one's count is the list. */
+        size_t cap = count + DDSM_FIND_INLINE;
+        owned = malloc(cap * sizeof(*owned));
+        if (owned == NULL)
+            return CKR_HOST_MEMORY;
+        count = ddsm_htab_owned(c->ctx->handles, c->sess->h, owned, cap);
+        if (count > cap)
+            count = cap;
+    }
+    for (size_t i = 0; i < count && rv == CKR_OK; i++) {
+        ddsm_hentry e;
+        if (ddsm_htab_get(c->ctx->handles, owned[i], &e) != CKR_OK)
+            continue; /* destroyed meanwhile */
+        if (!ddsm_vattr_match(&e, t, n, false))
+            continue;
+        CK_RV use = ddsm_vkey_check(c, &e, DDSM_USE_OBJECT);
+        if (use == CKR_OBJECT_HANDLE_INVALID)
+            continue; /* rotated away or retired: no longer an object */
+        rv = use == CKR_OK ? cand_push(out, owned[i]) : use;
+    }
+    if (owned != few)
+        free(owned);
+    return rv;
+}
+
 /* Collect the virtual candidates. Store errors come back as (rv, detail) for C_FindObjects. */
 static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n, cand_list *out,
                                 CK_ULONG *detail)
@@ -290,9 +348,10 @@ out:
 CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
                              CK_ULONG ulCount)
 {
-    cand_list cands = {NULL, 0, 0};
+    cand_list cands;
     CK_ULONG detail = 0;
     bool be_active = false;
+    cand_init(&cands);
     DDSM_CALL(c, "C_FindObjectsInit");
     DDSM_LADDER_SESSION(c, hSession, pTemplate != NULL || ulCount == 0);
 
@@ -313,6 +372,8 @@ CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTempl
         be_active = true;
     }
     rv = virtual_candidates(&c, pTemplate, ulCount, &cands, &detail);
+    if (rv == CKR_OK && ddsm_session_is_user(&c))
+        rv = owned_candidates(&c, pTemplate, ulCount, &cands);
     if (rv != CKR_OK) {
         c.detail = detail;
         goto out; /* the backend's part ends below: nothing is left active */
@@ -326,17 +387,22 @@ CK_RV ddsm_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTempl
         f->active = true;
         f->be_active = be_active;
         f->be_done = !be_active;
-        f->virt = cands.h;
         f->n_virt = cands.n;
         f->pos = 0;
-        cands.h = NULL;
+        if (cands.h == cands.few) {
+            memcpy(f->few, cands.few, cands.n * sizeof(f->few[0]));
+            f->virt = f->few;
+        } else {
+            f->virt = cands.h;
+            cand_init(&cands);
+        }
         be_active = false; /* the session owns it now */
     }
     ddsm_mutex_unlock(c.sess->lock);
 out:
     if (be_active)
         (void)c.ctx->be->C_FindObjectsFinal(hSession);
-    free(cands.h);
+    cand_free(&cands);
     return ddsm_call_end(&c, rv);
 }
 

@@ -409,6 +409,26 @@ void ddsm_htab_release_owner(ddsm_htab *t, CK_SESSION_HANDLE owner)
     ddsm_mutex_unlock(t->lock);
 }
 
+size_t ddsm_htab_owned(ddsm_htab *t, CK_SESSION_HANDLE owner, CK_OBJECT_HANDLE *out, size_t max)
+{
+    size_t n = 0;
+    ddsm_mutex_lock(t->lock);
+    for (uint32_t idx = 0; idx < t->used && t->n_session > 0; idx++) {
+        hslot *s = slot_at(t, idx);
+        ddsm_hentry e;
+        if (s == NULL || !s->session || !atomic_load_explicit(&s->live, memory_order_relaxed))
+            continue;
+        slot_load_entry(s, memory_order_relaxed, &e);
+        if (e.owner != owner)
+            continue;
+        if (n < max)
+            out[n] = make_handle(t, atomic_load_explicit(&s->gen, memory_order_relaxed), idx);
+        n++;
+    }
+    ddsm_mutex_unlock(t->lock);
+    return n;
+}
+
 uint64_t ddsm_htab_evictions(ddsm_htab *t)
 {
     return atomic_load_explicit(&t->evictions, memory_order_relaxed);

@@ -101,6 +101,10 @@ CK_RV ddsm_htab_release(ddsm_htab *t, CK_OBJECT_HANDLE h) __attribute__((warn_un
  * session object; otherwise a walk over the slots in use. */
 void ddsm_htab_release_owner(ddsm_htab *t, CK_SESSION_HANDLE owner);
 
+/* The handles of owner's live session objects, at most max into out; returns how many there are
+ * (more than max when out was too short). Costs nothing while the table holds no session object. */
+size_t ddsm_htab_owned(ddsm_htab *t, CK_SESSION_HANDLE owner, CK_OBJECT_HANDLE *out, size_t max);
+
 /* Copy out the entry of h. CKR_OBJECT_HANDLE_INVALID when h is not a live handle of this table
  * (forged, out of range, or its slot was reused since). */
 CK_RV ddsm_htab_get(ddsm_htab *t, CK_OBJECT_HANDLE h, ddsm_hentry *out)

@@ -35,6 +35,8 @@ typedef struct job {
     CK_RV rv;
     job_state state;
     bool abandoned;
+    struct timespec deadline; /* CLOCK_MONOTONIC: the bound counts from the call's start */
+    int64_t queued_ns, took_ns; /* took_ns: from queued to answered (set by the worker) */
     pthread_cond_t done;
     struct job *next;
 } job;
@@ -65,7 +67,7 @@ struct ddsm_hsmcall {
     unsigned stuck;   /* running an abandoned job */
     bool stopping;
     bool orphaned; /* the owner left: the last worker frees the pool */
-    uint64_t calls, timeouts, fast_fail;
+    uint64_t calls, timeouts, fast_fail, started, discarded;
     unsigned n_slots; /* threads started (workers only leave when the pool stops) */
     worker_slot slots[DDSM_HSMCALL_WORKERS_MAX];
 };
@@ -96,6 +98,13 @@ static CK_RV be_hmac_secret(CK_FUNCTION_LIST_PTR be, CK_SESSION_HANDLE s, CK_OBJ
         rv = CKR_DEVICE_ERROR;
     }
     return rv;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static void pool_destroy(ddsm_hsmcall *p)
@@ -134,6 +143,7 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&p->lock);
         if (!j->abandoned) {
             j->rv = rv;
+            j->took_ns = mono_ns() - j->queued_ns;
             j->state = JOB_DONE;
             pthread_cond_signal(&j->done);
             continue;
@@ -295,28 +305,20 @@ static void unqueue_locked(ddsm_hsmcall *p, job *j)
     p->queued--;
 }
 
-CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s,
-                               CK_OBJECT_HANDLE key, const uint8_t *msg, size_t len,
-                               uint8_t out[32], ddsm_hsmcall_status *status)
+/* A job for (s, key, msg), its bound counting from now; NULL when out of memory. */
+static job *job_new(ddsm_hsmcall *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                    const uint8_t *msg, size_t len)
 {
-    CK_RV rv = CKR_DEVICE_ERROR;
-    job *j = NULL;
-    bool direct = false;
-
-    *status = DDSM_HSMCALL_ANSWERED;
-    if (p == NULL)
-        return ddsm_hsm_hmac_sha256(h, s, key, msg, len, out);
-
-    j = calloc(1, sizeof(*j));
+    job *j = calloc(1, sizeof(*j));
     if (j == NULL)
-        return CKR_HOST_MEMORY;
+        return NULL;
     j->msg = malloc(len > 0 ? len : 1);
     j->out = ddsm_secure_alloc(32);
     if (j->msg == NULL || j->out == NULL) {
         ddsm_secure_free(j->out, 32);
         free(j->msg);
         free(j);
-        return CKR_HOST_MEMORY;
+        return NULL;
     }
     /* The wait is on CLOCK_MONOTONIC: a wall clock step cannot stretch the bound. */
     pthread_condattr_t ca;
@@ -328,7 +330,7 @@ CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s
         ddsm_secure_free(j->out, 32);
         free(j->msg);
         free(j);
-        return CKR_HOST_MEMORY; /* the only way condition variable set-up fails on Linux */
+        return NULL; /* the only way condition variable set-up fails on Linux */
     }
     pthread_condattr_destroy(&ca);
     memcpy(j->msg, msg, len);
@@ -336,17 +338,21 @@ CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s
     j->s = s;
     j->key = key;
     j->state = JOB_QUEUED;
+    j->queued_ns = mono_ns();
+    deadline_after(&j->deadline, p->timeout_ms);
+    return j;
+}
 
-    struct timespec deadline;
-    deadline_after(&deadline, p->timeout_ms);
-    pthread_mutex_lock(&p->lock);
+typedef enum { ENQ_QUEUED, ENQ_SATURATED, ENQ_NO_WORKER } enq_result;
+
+/* Queue j for a worker (counted as a call). Called with the lock held. */
+static enq_result enqueue_locked(ddsm_hsmcall *p, job *j)
+{
     p->calls++;
     if (p->stuck >= p->max_workers) {
         /* Every worker is inside a call that never came back: the HSM is not answering. */
         p->fast_fail++;
-        pthread_mutex_unlock(&p->lock);
-        *status = DDSM_HSMCALL_TIMEOUT;
-        goto out;
+        return ENQ_SATURATED;
     }
     if (p->tail != NULL)
         p->tail->next = j;
@@ -356,22 +362,31 @@ CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s
     p->queued++;
     if (!ensure_worker_locked(p)) {
         unqueue_locked(p, j);
-        direct = true;
-    } else {
-        pthread_cond_signal(&p->work);
-        while (j->state != JOB_DONE) {
-            int e = pthread_cond_timedwait(&j->done, &p->lock, &deadline);
-            if (e == ETIMEDOUT && j->state != JOB_DONE)
-                break;
-        }
+        return ENQ_NO_WORKER;
     }
-    if (direct) {
-        pthread_mutex_unlock(&p->lock);
-    } else if (j->state == JOB_DONE) {
+    pthread_cond_signal(&p->work);
+    return ENQ_QUEUED;
+}
+
+/* Wait for a queued job until its deadline, and collect it (see ddsm_hsmcall_collect). Called
+ * with the lock held; returns with it released. Frees j unless the worker now owns it. */
+static CK_RV wait_unlock(ddsm_hsmcall *p, job *j, uint8_t out[32], ddsm_hsmcall_status *status,
+                         int64_t *took_ns)
+{
+    CK_RV rv = CKR_DEVICE_ERROR;
+    *status = DDSM_HSMCALL_ANSWERED;
+    while (j->state != JOB_DONE) {
+        int e = pthread_cond_timedwait(&j->done, &p->lock, &j->deadline);
+        if (e == ETIMEDOUT && j->state != JOB_DONE)
+            break;
+    }
+    if (j->state == JOB_DONE) {
         pthread_mutex_unlock(&p->lock);
         rv = j->rv;
-        if (rv == CKR_OK)
+        if (rv == CKR_OK && out != NULL)
             memcpy(out, j->out, 32);
+        if (took_ns != NULL)
+            *took_ns = j->took_ns;
     } else if (j->state == JOB_QUEUED) {
         unqueue_locked(p, j);
         p->timeouts++;
@@ -384,17 +399,70 @@ CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s
         pthread_mutex_unlock(&p->lock);
         ddsm_log(DDSM_LOG_WARN, "HSM call exceeded %u ms: session quarantined", p->timeout_ms);
         *status = DDSM_HSMCALL_QUARANTINED;
-        j = NULL; /* the worker's now */
-        rv = CKR_DEVICE_ERROR;
-        goto out;
+        return CKR_DEVICE_ERROR; /* the worker's now */
     }
-    if (direct) {
-        ddsm_log(DDSM_LOG_WARN, "no HSM worker thread: calling the HSM directly (unbounded)");
-        rv = be_hmac_secret(p->be, s, key, msg, len, out);
-    }
-out:
     job_free(j);
     return rv;
+}
+
+CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s,
+                               CK_OBJECT_HANDLE key, const uint8_t *msg, size_t len,
+                               uint8_t out[32], ddsm_hsmcall_status *status)
+{
+    *status = DDSM_HSMCALL_ANSWERED;
+    if (p == NULL)
+        return ddsm_hsm_hmac_sha256(h, s, key, msg, len, out);
+
+    job *j = job_new(p, s, key, msg, len);
+    if (j == NULL)
+        return CKR_HOST_MEMORY;
+    pthread_mutex_lock(&p->lock);
+    enq_result r = enqueue_locked(p, j);
+    if (r == ENQ_QUEUED)
+        return wait_unlock(p, j, out, status, NULL);
+    pthread_mutex_unlock(&p->lock);
+    job_free(j);
+    if (r == ENQ_SATURATED) {
+        *status = DDSM_HSMCALL_TIMEOUT;
+        return CKR_DEVICE_ERROR;
+    }
+    ddsm_log(DDSM_LOG_WARN, "no HSM worker thread: calling the HSM directly (unbounded)");
+    return be_hmac_secret(p->be, s, key, msg, len, out);
+}
+
+ddsm_hsmcall_job *ddsm_hsmcall_start(ddsm_hsmcall *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                                     const uint8_t *msg, size_t len)
+{
+    if (p == NULL)
+        return NULL;
+    job *j = job_new(p, s, key, msg, len);
+    if (j == NULL)
+        return NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->stuck >= p->max_workers) {
+        /* Not counted: the caller's own call will be, and fail at once. */
+        pthread_mutex_unlock(&p->lock);
+        job_free(j);
+        return NULL;
+    }
+    p->started++;
+    enq_result r = enqueue_locked(p, j);
+    pthread_mutex_unlock(&p->lock);
+    if (r != ENQ_QUEUED) {
+        job_free(j);
+        return NULL;
+    }
+    return (ddsm_hsmcall_job *)j;
+}
+
+CK_RV ddsm_hsmcall_collect(ddsm_hsmcall *p, ddsm_hsmcall_job *jp, uint8_t out[32],
+                           ddsm_hsmcall_status *status, int64_t *took_ns)
+{
+    job *j = (job *)jp;
+    pthread_mutex_lock(&p->lock);
+    if (out == NULL)
+        p->discarded++;
+    return wait_unlock(p, j, out, status, took_ns);
 }
 
 void ddsm_hsmcall_stats_get(ddsm_hsmcall *p, ddsm_hsmcall_stats *out)
@@ -408,12 +476,43 @@ void ddsm_hsmcall_stats_get(ddsm_hsmcall *p, ddsm_hsmcall_stats *out)
     out->calls = p->calls;
     out->timeouts = p->timeouts;
     out->fast_fail = p->fast_fail;
+    out->started = p->started;
+    out->discarded = p->discarded;
     pthread_mutex_unlock(&p->lock);
+}
+
+/* The call started ahead, collected by the first HMAC of its derivation: true when its outcome
+ * is this call's (ctx->last_rv, ctx->status, out), false when the HMAC must be made now. */
+static bool collect_ahead(ddsm_hsmcall_prf_ctx *ctx, const uint8_t *msg, size_t len,
+                          uint8_t out[32])
+{
+    ddsm_hsmcall_ahead *a = ctx->ahead;
+    ctx->ahead = NULL;
+    if (a == NULL || a->job == NULL)
+        return false;
+    /* The message names asset, path and counter: only the very key may be handed on. */
+    bool same = len == a->len && memcmp(msg, a->msg, len) == 0;
+    ddsm_hsmcall_status st;
+    int64_t took = 0;
+    CK_RV rv = ddsm_hsmcall_collect(a->pool, a->job, same ? out : NULL, &st, &took);
+    a->job = NULL;
+    if (st == DDSM_HSMCALL_TIMEOUT)
+        return false; /* it never ran (queued past its deadline): the session is untouched */
+    if (st == DDSM_HSMCALL_ANSWERED && !same)
+        return false; /* another counter's key, wiped: the statement's counter decides */
+    ctx->last_rv = rv;
+    ctx->status = st;
+    a->used = same && st == DDSM_HSMCALL_ANSWERED;
+    a->took_ns = took;
+    return true;
 }
 
 static ddsm_err prf_hmac_root(void *arg, const uint8_t *msg, size_t len, uint8_t out[32])
 {
     ddsm_hsmcall_prf_ctx *ctx = arg;
+    if (collect_ahead(ctx, msg, len, out))
+        return ctx->last_rv == CKR_OK && ctx->status == DDSM_HSMCALL_ANSWERED ? DDSM_OK
+                                                                              : DDSM_E_HSM;
     ctx->last_rv = ddsm_hsmcall_hmac_secret(ctx->pool, ctx->hsm, ctx->session, ctx->root, msg, len,
                                             out, &ctx->status);
     return ctx->last_rv == CKR_OK && ctx->status == DDSM_HSMCALL_ANSWERED ? DDSM_OK : DDSM_E_HSM;
@@ -423,6 +522,7 @@ void ddsm_hsmcall_prf_init(ddsm_hsmcall_prf_ctx *ctx, ddsm_hsmcall *pool, ddsm_h
                            CK_SESSION_HANDLE s, CK_OBJECT_HANDLE root, ddsm_prf *out)
 {
     ctx->pool = pool;
+    ctx->ahead = NULL;
     ctx->hsm = h;
     ctx->session = s;
     ctx->root = root;
@@ -457,7 +557,7 @@ static bool root_handle_stale(CK_RV rv)
 
 CK_RV ddsm_hsmcall_derive_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, const ddsm_uuid *asset,
                                  const ddsm_path *path, uint64_t counter, uint8_t key[DDSM_KEY_LEN],
-                                 CK_ULONG *detail, bool *broken)
+                                 CK_ULONG *detail, bool *broken, ddsm_hsmcall_ahead *ahead)
 {
     ddsm_hsmcall_prf_ctx pctx;
     ddsm_prf prf;
@@ -468,6 +568,8 @@ CK_RV ddsm_hsmcall_derive_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, const ddsm_uu
     *detail = DDSM_DEVERR_NONE;
     for (;;) {
         ddsm_rootsess_prf_init(ctx, rs, rs->root, &pctx, &prf);
+        /* The first attempt collects the call started ahead (on this very session). */
+        pctx.ahead = ahead != NULL && ahead->job != NULL ? ahead : NULL;
         e = ddsm_derive_secret(&prf, asset, path, counter, key);
         if (e == DDSM_OK)
             return CKR_OK;
@@ -537,4 +639,32 @@ CK_RV ddsm_hsmcall_derive_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, const ddsm_uu
     if (e == DDSM_E_HSM)
         return ddsm_rv_from_backend(pctx.last_rv, detail);
     return ddsm_rv_from_err(e, DDSM_RVCTX_GENERAL, detail);
+}
+
+void ddsm_hsmcall_derive_ahead(ddsm_ctx *ctx, ddsm_rootsess *rs, const ddsm_uuid *asset,
+                               const ddsm_path *path, uint64_t counter, ddsm_hsmcall_ahead *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->pool = ddsm_rootsess_pool(ctx, rs);
+    if (out->pool == NULL || rs->s == CK_INVALID_HANDLE)
+        return;
+    out->len = ddsm_derive_message(asset, path, counter, out->msg);
+    if (out->len > 0)
+        out->job = ddsm_hsmcall_start(out->pool, rs->s, rs->root, out->msg, out->len);
+}
+
+void ddsm_hsmcall_ahead_drop(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_hsmcall_ahead *ahead,
+                             bool *broken)
+{
+    if (ahead->job == NULL)
+        return;
+    ddsm_hsmcall_status st;
+    CK_RV rv = ddsm_hsmcall_collect(ahead->pool, ahead->job, NULL, &st, NULL);
+    ahead->job = NULL;
+    if (st == DDSM_HSMCALL_QUARANTINED) {
+        ddsm_ctx_root_disown(ctx, rs);
+        *broken = true;
+    } else if (st == DDSM_HSMCALL_ANSWERED && rv != CKR_OK) {
+        *broken = true; /* whatever the failure left in the session, it is not reused */
+    }
 }

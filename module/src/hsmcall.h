@@ -11,6 +11,10 @@
  * the backend stays counted until its call returns; when every worker of the pool is stuck, new
  * calls fail at once instead of queueing behind them.
  *
+ * A call may also be started and collected later (ddsm_hsmcall_start / _collect): a derivation
+ * starts its HMAC before its audit round trip and collects it afterwards, the bound counting from
+ * the start; an answer nobody collects for use is wiped.
+ *
  * Only the module's own sessions go through the pool. Plain pass-through calls on the
  * application's sessions stay direct: the application owns those sessions and their operation
  * state, a late answer cannot be quarantined without breaking that session for its owner, and the
@@ -27,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ddsm/derive.h"
 #include "ddsm/hsm.h"
 
 typedef struct ddsm_hsmcall ddsm_hsmcall;
@@ -62,6 +67,24 @@ CK_RV ddsm_hsmcall_hmac_secret(ddsm_hsmcall *p, ddsm_hsm *h, CK_SESSION_HANDLE s
                                CK_OBJECT_HANDLE key, const uint8_t *msg, size_t len,
                                uint8_t out[32], ddsm_hsmcall_status *status) DDSM_WUR;
 
+/* A call started now and collected later: the HMAC runs on a worker while its caller does
+ * something else (the audit round trip of a derivation, vkey_derive.c). */
+typedef struct ddsm_hsmcall_job ddsm_hsmcall_job;
+
+/* Start HMAC-SHA256 of msg under key through session s on a worker; its bound (the pool's timeout)
+ * counts from now. Until the call is collected, s belongs to it: the caller must not use s, nor
+ * give it back. NULL when no call was started (p NULL, no memory, every worker stuck, no worker
+ * could be started): the caller then calls as usual (ddsm_hsmcall_hmac_secret), which says why. */
+ddsm_hsmcall_job *ddsm_hsmcall_start(ddsm_hsmcall *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                                     const uint8_t *msg, size_t len) DDSM_WUR;
+
+/* Wait for a started call until its deadline and free it, answering as ddsm_hsmcall_hmac_secret
+ * does (DDSM_HSMCALL_TIMEOUT: still queued at its deadline, s never used; QUARANTINED: s is the
+ * pool's). out NULL discards the answer: its bytes are wiped, never copied. took_ns (may be
+ * NULL): when answered, the call's time from its start to its answer. */
+CK_RV ddsm_hsmcall_collect(ddsm_hsmcall *p, ddsm_hsmcall_job *j, uint8_t out[32],
+                           ddsm_hsmcall_status *status, int64_t *took_ns);
+
 /* Whether every worker is stuck in a call that never came back (new calls would fail at once).
  * Lets a caller refuse before it writes anything. NULL: false. */
 bool ddsm_hsmcall_saturated(ddsm_hsmcall *p);
@@ -73,12 +96,27 @@ typedef struct ddsm_hsmcall_stats {
     uint64_t calls;     /* calls submitted */
     uint64_t timeouts;  /* calls whose caller gave up */
     uint64_t fast_fail; /* calls refused at once because every worker was stuck */
+    uint64_t started;   /* of the calls, those started ahead (ddsm_hsmcall_start) */
+    uint64_t discarded; /* started calls collected without their answer (out NULL) */
 } ddsm_hsmcall_stats;
 void ddsm_hsmcall_stats_get(ddsm_hsmcall *p, ddsm_hsmcall_stats *out);
 
 /* A ddsm_prf over the root through one session, each HMAC bounded as above. */
+/* The derivation HMAC of one (asset, path, counter) started ahead of its audit row
+ * (ddsm_hsmcall_derive_ahead). The message is no secret; the answer stays in the pool's secure
+ * memory until collected. */
+typedef struct ddsm_hsmcall_ahead {
+    ddsm_hsmcall *pool;
+    ddsm_hsmcall_job *job; /* NULL once collected */
+    uint8_t msg[DDSM_MSG_MAX];
+    size_t len;
+    bool used;       /* its answer was the derivation's */
+    int64_t took_ns; /* when used: the call's time */
+} ddsm_hsmcall_ahead;
+
 typedef struct ddsm_hsmcall_prf_ctx {
     ddsm_hsmcall *pool;
+    ddsm_hsmcall_ahead *ahead; /* NULL, or a call started ahead: the first HMAC collects it */
     ddsm_hsm *hsm;
     CK_SESSION_HANDLE session;
     CK_OBJECT_HANDLE root;
@@ -101,9 +139,27 @@ struct ddsm_rootsess;
  * DDSM_DEVERR_TIMEOUT or DDSM_DEVERR_HSM_FAILED (or what a fresh session's setup said), and
  * *broken true when rs must not be reused. rs->s may come back CK_INVALID_HANDLE (quarantined, or
  * no fresh session could be had): ddsm_ctx_root_release ignores it. */
+/* ahead: NULL, or the call ddsm_hsmcall_derive_ahead started through rs. Its answer is used
+ * only when it was the HMAC of exactly this (asset, path, counter) and the backend answered it;
+ * otherwise it is wiped and the HMAC made now (a started call that timed out while queued is made
+ * again; one the backend failed or that was quarantined counts as this derivation's call). The
+ * call is collected whatever happens. */
 CK_RV ddsm_hsmcall_derive_secret(struct ddsm_ctx *ctx, struct ddsm_rootsess *rs,
                                  const ddsm_uuid *asset, const ddsm_path *path, uint64_t counter,
-                                 uint8_t key[DDSM_KEY_LEN], CK_ULONG *detail,
-                                 bool *broken) DDSM_WUR;
+                                 uint8_t key[DDSM_KEY_LEN], CK_ULONG *detail, bool *broken,
+                                 ddsm_hsmcall_ahead *ahead) DDSM_WUR;
+
+/* Start the HMAC of (asset, path, counter) through rs on the pool, before the audit row that
+ * decides the counter. out->job stays NULL when none was started (no pool: the module may not
+ * make threads; or see ddsm_hsmcall_start): the derivation then calls in sequence. */
+void ddsm_hsmcall_derive_ahead(struct ddsm_ctx *ctx, struct ddsm_rootsess *rs,
+                               const ddsm_uuid *asset, const ddsm_path *path, uint64_t counter,
+                               ddsm_hsmcall_ahead *out);
+
+/* The derivation will not use a started call (its audit round trip failed): wait for it and wipe
+ * its answer. A quarantined session is disowned (rs->s becomes CK_INVALID_HANDLE) and *broken set,
+ * as is *broken when the backend failed the call. Nothing when ahead->job is NULL. */
+void ddsm_hsmcall_ahead_drop(struct ddsm_ctx *ctx, struct ddsm_rootsess *rs,
+                             ddsm_hsmcall_ahead *ahead, bool *broken);
 
 #endif

@@ -44,7 +44,8 @@ void ddsm_vop_reset(ddsm_vop *op)
 
 void ddsm_find_reset(ddsm_find *f)
 {
-    free(f->virt);
+    if (f->virt != f->few)
+        free(f->virt);
     memset(f, 0, sizeof(*f));
 }
 

@@ -35,12 +35,17 @@ typedef struct ddsm_vop {
     size_t aad_len;
 } ddsm_vop;
 
+/* A find of one asset has one or two virtual objects (two for an EC key type): they fit in the
+ * session itself, so that such a find allocates nothing. */
+#define DDSM_FIND_INLINE 4
+
 typedef struct ddsm_find {
     bool active;
     bool be_active; /* the backend's find runs too */
     bool be_done;
-    CK_OBJECT_HANDLE *virt;
+    CK_OBJECT_HANDLE *virt; /* few, or a heap array for more */
     size_t n_virt, pos;
+    CK_OBJECT_HANDLE few[DDSM_FIND_INLINE];
 } ddsm_find;
 
 typedef struct ddsm_sess {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The standby token (standby.h for the contract, docs/standby.md for operators).
  *
- * The standby keeps a session pool of its own (the same bound as the primary's: [store]
- * pool_size), its own call pool (a stuck standby call never holds a primary worker), its own
+ * The standby keeps a session pool of its own (the same bound as the primary's: [backend]
+ * workers), its own call pool (a stuck standby call never holds a primary worker), its own
  * cached root handle and login latch. Which token derives is one atomic flag; the pairing state
  * (each token's root fingerprint) is under the standby's lock, never held across an HSM call. */
 #include "standby.h"
@@ -69,7 +69,7 @@ CK_RV ddsm_standby_open(ddsm_ctx *ctx, ddsm_root_acquire_fn acquire_primary)
         return CKR_OK;
     const char *lib =
         cfg->backend.standby_module != NULL ? cfg->backend.standby_module : cfg->backend.module;
-    unsigned cap = cfg->store.pool_size ? cfg->store.pool_size : 8;
+    unsigned cap = ddsm_config_hsm_workers(cfg);
     sb = calloc(1, sizeof(*sb));
     if (sb == NULL)
         return CKR_HOST_MEMORY;
@@ -135,7 +135,7 @@ static ddsm_hsmcall *standby_pool(ddsm_ctx *ctx, ddsm_standby *sb)
     ddsm_hsmcall *p = atomic_load(&sb->pool);
     if (p != NULL || !ctx->can_thread)
         return p;
-    unsigned workers = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    unsigned workers = ddsm_config_hsm_workers(ctx->cfg);
     ddsm_hsmcall *made = NULL;
     if (ddsm_hsmcall_new(sb->be, workers, ctx->cfg->backend.call_timeout_ms, &made) != CKR_OK) {
         ddsm_log(DDSM_LOG_WARN, "cannot set up the standby's HSM call pool: its calls are "
@@ -189,7 +189,7 @@ static CK_RV login_secret(ddsm_ctx *ctx, ddsm_standby *sb, CK_SESSION_HANDLE s)
 void ddsm_standby_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
 {
     ddsm_standby *sb = ctx->standby;
-    unsigned cap = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
+    unsigned cap = ddsm_config_hsm_workers(ctx->cfg);
     bool keep = false;
     if (rs->s == CK_INVALID_HANDLE)
         return;

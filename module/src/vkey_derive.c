@@ -6,9 +6,15 @@
  * Invariants:
  *  - Locks: this file takes only a session's own lock, briefly; the handle table, the asset
  *    records (vkey_asset.c) and the cache (vkey_cache.c) lock inside their own functions.
- *  - Order of a derivation: the HSM session and root first, then the store round trip that
- *    commits the counter and the DERIVE row, then the HSM's HMAC; a key is cached only after all
- *    three succeeded, so a failure leaves nothing cached.
+ *  - Order of a derivation: the HSM session and root first; then the HSM's HMAC for the counter
+ *    the asset's record holds is started on the HSM worker pool (a guess: the record may lag a
+ *    rotation) and the store round trip that commits the counter and the DERIVE row runs
+ *    meanwhile; then both are waited for. The statement's counter is the authority: the guessed
+ *    HMAC's answer is used only when it was made for that counter, else it is wiped and the HMAC
+ *    made again for the statement's counter. A key is cached and handed on only after all of it
+ *    succeeded and the row is durable (the batcher's commit returned), so a failure leaves
+ *    nothing cached, and a store failure wipes the guessed answer unused. Without a counter in
+ *    the record (the store never told this process) the HMAC follows the round trip.
  *  - The derived bytes live in secure memory from the HSM's answer on, and are freed (wiped) on
  *    every return unless handed to the cache.
  *  - A store answer that moves an asset's record kills the cached keys it makes unusable before
@@ -185,10 +191,22 @@ CK_RV ddsm_vkey_check(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
     return dead_rv(use);
 }
 
+/* The counter to start the HMAC with ahead of the audit row: the one the asset's record holds,
+ * when the store ever told this process and the asset is derivable. */
+static bool counter_guess(ddsm_ctx *ctx, const ddsm_uuid *asset, uint64_t *out)
+{
+    ddsm_asset_rec *r = ddsm_vkeys_asset_known(ctx->vkeys, asset);
+    if (r == NULL || atomic_load(&r->validated_ms) == 0)
+        return false;
+    ddsm_state st;
+    cs_unpack(atomic_load(&r->cs), out, &st);
+    return st == DDSM_STATE_ACTIVE || st == DDSM_STATE_ROTATING;
+}
+
 /* Derive the key of (asset, path) at the asset's current counter: the store round trip (state
- * check, counter, DERIVE audit row) first, then HMAC-SHA256(root, msg) in the HSM through one of
- * the module's own sessions. The HSM session and root handle are secured before the store is
- * touched, so a broken HSM writes no audit row. Returns the counter and the key, cached.
+ * check, counter, DERIVE audit row) and HMAC-SHA256(root, msg) in the HSM through one of the
+ * module's own sessions, overlapped (see the invariants above). The HSM session and root handle
+ * are secured before the store is touched, so a broken HSM writes no audit row. Returns the counter and the key, cached.
  * For an EC variant (ec.h) the HSM computes the asset seed (depth 0) instead, and the key is the
  * HD key of the path under it. The DERIVE row's detail names the asset's key type when known. */
 static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const ddsm_path *path,
@@ -204,6 +222,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     uint8_t *key = NULL;
     ddsm_kref *k = NULL;
     bool have_rs = false, broken = false;
+    ddsm_hsmcall_ahead ahead = {0};
     char canon[DDSM_PATH_TEXT_MAX];
     char type_detail[48];
     ddsm_curve curve = DDSM_CURVE_SECP256K1;
@@ -258,9 +277,14 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
      * an unknown or underivable asset), committed before anything else happens. */
     ddsm_derive_req req = {*asset, canon, requester, ctx->instance,
                            key_type != NULL ? type_detail : NULL};
+    uint64_t guess;
+    if (counter_guess(ctx, asset, &guess)) /* not started: the HMAC follows the round trip */
+        ddsm_hsmcall_derive_ahead(ctx, &rs, asset, ec ? &seed_path : path, guess, &ahead);
     int64_t ts0 = ddsm_metrics_now_ns();
     ddsm_err err = ddsm_batcher_derive(b, &req, &counter, &state);
     t_store = ddsm_metrics_now_ns() - ts0;
+    if (err != DDSM_OK) /* no row, or a refusal's: the guessed answer is wiped unused */
+        ddsm_hsmcall_ahead_drop(ctx, &rs, &ahead, &broken);
     if (err == DDSM_E_POLICY) {
         /* The statement found the asset's zone disabled and wrote the DENY row. */
         rv = ddsm_mpolicy_zone_refused(c, asset, ddsm_batcher_errmsg());
@@ -298,8 +322,9 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
      * DERIVE row whose key nobody received (docs/audit.md allows it): fail closed. */
     int64_t th0 = ddsm_metrics_now_ns();
     rv = ddsm_hsmcall_derive_secret(ctx, &rs, asset, ec ? &seed_path : path, counter, key, &detail,
-                                    &broken);
-    t_hsm = ddsm_metrics_now_ns() - th0;
+                                    &broken, &ahead);
+    /* Started ahead and used: the call's own time (most of it hidden behind the round trip). */
+    t_hsm = ahead.used ? ahead.took_ns : ddsm_metrics_now_ns() - th0;
     if (rv != CKR_OK) {
         if (detail != DDSM_DEVERR_NONE)
             c->detail = detail;
@@ -329,6 +354,8 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     }
     rv = CKR_OK;
 out:
+    /* A call started ahead holds the session until it is collected. */
+    ddsm_hsmcall_ahead_drop(ctx, &rs, &ahead, &broken);
     if (have_rs)
         ddsm_ctx_root_release(ctx, &rs, broken);
     ddsm_secure_free(key, DDSM_KEY_LEN);

@@ -3,7 +3,7 @@
  * ([cache] handles), more distinct keys than slots all derive and sign; an old handle whose slot
  * was reclaimed is invalid, never another key; C_DestroyObject releases a virtual handle (not the
  * key, not the registry row); a C_DeriveKey with CKA_TOKEN false makes a session object that no
- * reclaim takes and that goes when its session closes. */
+ * reclaim takes, that its own session's finds list, and that goes when its session closes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -178,6 +178,49 @@ static void test_handles_live__a_table_of_session_objects_is_full(void **state)
     assert_rv(CKR_OK, p11->C_Finalize(NULL));
 }
 
+/* Whether a find of template t in session s lists h. */
+static bool lists(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE h)
+{
+    CK_OBJECT_HANDLE found[16];
+    size_t got = p11_find(s, t, n, found, 16);
+    for (size_t i = 0; i < got; i++)
+        if (found[i] == h)
+            return true;
+    return false;
+}
+
+static void test_handles_live__a_find_lists_the_sessions_own_session_objects(void **state)
+{
+    CK_SESSION_HANDLE s1 = start("handles_find");
+    CK_SESSION_HANDLE s2 = p11_open();
+    CK_ATTRIBUTE session_obj[] = {{CKA_TOKEN, &g_no, sizeof(g_no)}};
+    CK_OBJECT_HANDLE hs, ht;
+    char path[32], label[128];
+    path_of(500, path, sizeof(path));
+    snprintf(label, sizeof(label), "%s/%s", VEC_A_ID, path);
+    assert_rv(CKR_OK, p11_derive(s1, VEC_A_ID, path, session_obj, 1, &hs));
+    assert_rv(CKR_OK, p11_derive(s1, VEC_A_ID, path, NULL, 0, &ht));
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE by_token[] = {{CKA_TOKEN, &g_no, sizeof(g_no)}};
+    CK_ATTRIBUTE by_label[] = {{CKA_LABEL, label, strlen(label)}};
+    CK_ATTRIBUTE token_only[] = {{CKA_TOKEN, &yes, sizeof(yes)}, {CKA_LABEL, label, strlen(label)}};
+    /* Its own session lists it, by CKA_TOKEN false and by its label beside the token object. */
+    assert_true(lists(s1, by_token, 1, hs));
+    assert_true(lists(s1, by_label, 1, hs));
+    assert_true(lists(s1, by_label, 1, ht));
+    assert_false(lists(s1, token_only, 2, hs));
+    assert_true(lists(s1, token_only, 2, ht));
+    /* Another session does not. */
+    assert_false(lists(s2, by_token, 1, hs));
+    assert_false(lists(s2, by_label, 1, hs));
+    /* Destroyed: gone from finds too. */
+    assert_rv(CKR_OK, p11->C_DestroyObject(s1, hs));
+    assert_false(lists(s1, by_token, 1, hs));
+    assert_rv(CKR_OK, p11->C_CloseSession(s2));
+    assert_rv(CKR_OK, p11->C_CloseSession(s1));
+    assert_rv(CKR_OK, p11->C_Finalize(NULL));
+}
+
 int main(void)
 {
     p11_load();
@@ -187,6 +230,7 @@ int main(void)
         cmocka_unit_test(test_handles_live__destroy_releases_the_handle_not_the_key),
         cmocka_unit_test(test_handles_live__session_objects_go_with_their_session),
         cmocka_unit_test(test_handles_live__a_table_of_session_objects_is_full),
+        cmocka_unit_test(test_handles_live__a_find_lists_the_sessions_own_session_objects),
     };
     return cmocka_run_group_tests_name("handles_live", tests, NULL, NULL);
 }

@@ -368,6 +368,40 @@ static void test_ec__derive_key_gives_the_private_or_the_public_object(void **st
     assert_int_equal(p11_audit_count(), rows);
 }
 
+static void test_ec__token_false_derives_session_objects_that_go_with_their_session(void **state)
+{
+    char label[256];
+    CK_OBJECT_HANDLE priv, pub, sp = 0, spub = 0;
+    label_of(EC_P2_ID, EC_P2_PATH, label);
+    ec_find_pair(s, label, &priv, &pub);
+    CK_SESSION_HANDLE s2 = p11_open();
+    CK_BBOOL no = CK_FALSE;
+    CK_OBJECT_CLASS pub_cls = CKO_PUBLIC_KEY;
+    CK_ATTRIBUTE session_priv[] = {{CKA_TOKEN, &no, 1}};
+    CK_ATTRIBUTE session_pub[] = {{CKA_CLASS, &pub_cls, sizeof(pub_cls)}, {CKA_TOKEN, &no, 1}};
+    assert_rv(CKR_OK, p11_derive(s2, EC_P2_ID, EC_P2_PATH, session_priv, 1, &sp));
+    assert_rv(CKR_OK, p11_derive(s2, EC_P2_ID, EC_P2_PATH, session_pub, 2, &spub));
+    assert_int_not_equal(sp, priv);
+    assert_int_not_equal(spub, pub);
+    assert_int_equal(attr_bool(sp, CKA_TOKEN), CK_FALSE);
+    assert_int_equal(attr_bool(spub, CKA_TOKEN), CK_FALSE);
+    assert_int_equal(attr_bool(priv, CKA_TOKEN), CK_TRUE);
+    /* The same key as the token object's: the same public point. */
+    uint8_t a[128], b[128];
+    size_t na = attr_bytes(spub, CKA_EC_POINT, a, sizeof(a));
+    size_t nb = attr_bytes(pub, CKA_EC_POINT, b, sizeof(b));
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    static const uint8_t digest[32] = {7, 7, 7};
+    uint8_t sig[64];
+    assert_rv(CKR_OK, ec_sign(s, sp, CKM_ECDSA, digest, 32, sig));
+    /* Their session closes: they go, the token objects stay. */
+    assert_rv(CKR_OK, p11->C_CloseSession(s2));
+    assert_rv(CKR_KEY_HANDLE_INVALID, ec_sign(s, sp, CKM_ECDSA, digest, 32, sig));
+    assert_rv(CKR_OBJECT_HANDLE_INVALID, attr_rv(spub, CKA_EC_POINT));
+    assert_rv(CKR_OK, ec_sign(s, priv, CKM_ECDSA, digest, 32, sig));
+}
+
 /* Sign until the module refuses (it heard of a rotation or retirement); that refusal. */
 static CK_RV sign_until_refused(CK_OBJECT_HANDLE priv)
 {
@@ -577,6 +611,7 @@ int main(void)
         T(test_ec__public_point_matches_the_hd_derivation_and_is_audited_once),
         T(test_ec__ed25519_normal_index_finds_nothing_and_derives_nothing),
         T(test_ec__derive_key_gives_the_private_or_the_public_object),
+        T(test_ec__token_false_derives_session_objects_that_go_with_their_session),
         T(test_ec__rotation_kills_the_handles_and_changes_the_public_key),
         T(test_ec__xpub_lets_a_watch_only_wallet_derive_the_module_public_keys),
         T(test_ec__mechanisms_are_listed_with_their_info),

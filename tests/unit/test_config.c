@@ -340,6 +340,28 @@ static void test_config__rejects_non_numeric_values(void **state)
     }
 }
 
+static void test_config__hsm_workers_default_to_the_store_pool_size(void **state)
+{
+    (void)state;
+    ddsm_config *cfg = load_ok(MINIMAL);
+    assert_int_equal(cfg->backend.workers, 0);
+    assert_int_equal(ddsm_config_hsm_workers(cfg), 8);
+    ddsm_config_free(cfg);
+    cfg = load_ok(MINIMAL "pool_size = 3\n");
+    assert_int_equal(ddsm_config_hsm_workers(cfg), 3);
+    ddsm_config_free(cfg);
+    cfg = load_ok("[backend]\nmodule = m\ntoken_label = t\nworkers = 24\n"
+                  "[store]\nconninfo = dbname=ddsm\npool_size = 3\n");
+    assert_int_equal(ddsm_config_hsm_workers(cfg), 24);
+    ddsm_config_free(cfg);
+    assert_refused("[backend]\nmodule = m\ntoken_label = t\nworkers = 65\n"
+                   "[store]\nconninfo = dbname=ddsm\n",
+                   4, "from 1 to 64, not \"65\"");
+    assert_refused("[backend]\nmodule = m\ntoken_label = t\nworkers = 0\n"
+                   "[store]\nconninfo = dbname=ddsm\n",
+                   4, "from 1 to 64, not \"0\"");
+}
+
 static void test_config__rejects_numbers_out_of_range(void **state)
 {
     (void)state;
@@ -697,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_config__rejects_bad_section_headers),
         cmocka_unit_test(test_config__rejects_non_numeric_values),
         cmocka_unit_test(test_config__rejects_numbers_out_of_range),
+        cmocka_unit_test(test_config__hsm_workers_default_to_the_store_pool_size),
         cmocka_unit_test(test_config__rejects_bad_booleans),
         cmocka_unit_test(test_config__rejects_unknown_log_level),
         cmocka_unit_test(test_config__rejects_path_pattern_that_is_not_a_path_shape),

@@ -31,6 +31,9 @@ typedef struct ddsm_config {
         char *standby_token_label;
         char *standby_root_pin_file;
         unsigned call_timeout_ms; /* default 5000: bound on one HSM call */
+        /* the module's HSM worker threads, and the derivation sessions it keeps open (per
+         * token); 0 (unset): [store] pool_size, see ddsm_config_hsm_workers */
+        unsigned workers;
         /* mechanisms passed to the backend besides the module's allowlist ("CKM_..." or
          * "0x..."), resolved by the module; default none */
         char *extra_mechanisms[DDSM_BACKEND_MAX_EXTRA_MECHANISMS];
@@ -103,5 +106,14 @@ DDSM_WUR ddsm_err ddsm_config_file_trusted(const struct stat *st, char *why, siz
 /* Whether a canonical path matches one of the policy patterns ('*' matches one component's
  * number; a trailing ' in the pattern requires hardening). True when there are no patterns. */
 bool ddsm_config_path_allowed(const ddsm_config *cfg, const char *canonical_path);
+
+/* [backend] workers, or [store] pool_size when it is unset (what the pool was sized by before
+ * the setting existed), or 8. */
+static inline unsigned ddsm_config_hsm_workers(const ddsm_config *cfg)
+{
+    if (cfg->backend.workers != 0)
+        return cfg->backend.workers;
+    return cfg->store.pool_size != 0 ? cfg->store.pool_size : 8;
+}
 
 #endif

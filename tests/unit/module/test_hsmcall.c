@@ -2,7 +2,8 @@
 /* The bounded HSM call pool (module/src/hsmcall.h) against a fake backend whose C_Sign can be
  * made slow or failing: answers in time pass through, a call past the bound is abandoned and its
  * session closed when it returns, a saturated pool fails at once, and a pool freed while a call
- * is stuck leaves itself to the stuck worker. */
+ * is stuck leaves itself to the stuck worker; a call started ahead runs while its caller is away
+ * and is bounded from its start. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -265,6 +266,93 @@ static void test_hsmcall__free_waits_for_a_stuck_call_within_the_grace(void **st
     assert_int_equal(atomic_load(&g_closed_count), 1);
 }
 
+static void test_hsmcall__a_started_call_runs_while_its_caller_is_away(void **state)
+{
+    ddsm_hsmcall *p = NULL;
+    assert_int_equal(ddsm_hsmcall_new(&g_fl, 2, 60000, &p), CKR_OK);
+    atomic_store(&g_hold, 1);
+    const uint8_t msg[] = {0x3c, 9};
+    ddsm_hsmcall_job *j = ddsm_hsmcall_start(p, 12, 77, msg, sizeof(msg));
+    assert_non_null(j);
+    /* Inside the backend before anyone waits for it. */
+    until_at_least(&g_signs, 1);
+    atomic_store(&g_hold, 0);
+    uint8_t out[32];
+    ddsm_hsmcall_status st;
+    int64_t took = -1;
+    assert_int_equal(ddsm_hsmcall_collect(p, j, out, &st, &took), CKR_OK);
+    assert_int_equal(st, DDSM_HSMCALL_ANSWERED);
+    assert_int_equal(out[0], 0x3c);
+    assert_int_equal(out[31], 12);
+    assert_true(took >= 0);
+    ddsm_hsmcall_stats stats;
+    ddsm_hsmcall_stats_get(p, &stats);
+    assert_int_equal(stats.calls, 1);
+    assert_int_equal(stats.started, 1);
+    assert_int_equal(stats.discarded, 0);
+    assert_true(ddsm_hsmcall_free(p, 1000));
+}
+
+static void test_hsmcall__a_discarded_call_hands_out_nothing(void **state)
+{
+    ddsm_hsmcall *p = NULL;
+    assert_int_equal(ddsm_hsmcall_new(&g_fl, 2, 60000, &p), CKR_OK);
+    const uint8_t msg[] = {0x3c, 9};
+    ddsm_hsmcall_job *j = ddsm_hsmcall_start(p, 12, 77, msg, sizeof(msg));
+    assert_non_null(j);
+    ddsm_hsmcall_status st;
+    assert_int_equal(ddsm_hsmcall_collect(p, j, NULL, &st, NULL), CKR_OK);
+    assert_int_equal(st, DDSM_HSMCALL_ANSWERED);
+    assert_int_equal(atomic_load(&g_signs), 1);
+    ddsm_hsmcall_stats stats;
+    ddsm_hsmcall_stats_get(p, &stats);
+    assert_int_equal(stats.discarded, 1);
+    assert_int_equal(atomic_load(&g_closed_count), 0); /* the session stays the caller's */
+    assert_true(ddsm_hsmcall_free(p, 1000));
+}
+
+static void test_hsmcall__a_started_call_is_bounded_from_its_start(void **state)
+{
+    /* Held in the backend: collecting it waits only for what is left of its bound, then
+     * quarantines its session as a direct call would. */
+    ddsm_hsmcall *p = NULL;
+    assert_int_equal(ddsm_hsmcall_new(&g_fl, 2, 50, &p), CKR_OK);
+    atomic_store(&g_hold, 1);
+    const uint8_t msg[] = {1};
+    ddsm_hsmcall_job *j = ddsm_hsmcall_start(p, 33, 77, msg, sizeof(msg));
+    assert_non_null(j);
+    until_at_least(&g_signs, 1);
+    uint8_t out[32];
+    memset(out, 0xee, sizeof(out));
+    ddsm_hsmcall_status st;
+    assert_int_equal(ddsm_hsmcall_collect(p, j, out, &st, NULL), CKR_DEVICE_ERROR);
+    assert_int_equal(st, DDSM_HSMCALL_QUARANTINED);
+    assert_int_equal(out[0], 0xee);
+    atomic_store(&g_hold, 0);
+    until_at_least(&g_closed_count, 1);
+    assert_int_equal(atomic_load(&g_closed_last), 33);
+    assert_true(ddsm_hsmcall_free(p, 1000));
+}
+
+static void test_hsmcall__nothing_starts_when_every_worker_is_stuck(void **state)
+{
+    ddsm_hsmcall *p = NULL;
+    assert_int_equal(ddsm_hsmcall_new(&g_fl, 1, 40, &p), CKR_OK);
+    atomic_store(&g_hold, 1);
+    uint8_t out[32];
+    ddsm_hsmcall_status st;
+    assert_int_equal(call(p, 1, out, &st), CKR_DEVICE_ERROR);
+    assert_int_equal(st, DDSM_HSMCALL_QUARANTINED);
+    const uint8_t msg[] = {1};
+    assert_null(ddsm_hsmcall_start(p, 2, 77, msg, sizeof(msg)));
+    assert_null(ddsm_hsmcall_start(NULL, 2, 77, msg, sizeof(msg)));
+    atomic_store(&g_hold, 0);
+    until_at_least(&g_closed_count, 1);
+    while (ddsm_hsmcall_saturated(p))
+        sleep_ms(1);
+    assert_true(ddsm_hsmcall_free(p, 1000));
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup(f, setup)
@@ -275,6 +363,10 @@ int main(void)
         T(test_hsmcall__a_call_still_queued_at_its_deadline_keeps_its_session),
         T(test_hsmcall__freeing_with_a_stuck_call_leaves_the_pool_to_it),
         T(test_hsmcall__free_waits_for_a_stuck_call_within_the_grace),
+        T(test_hsmcall__a_started_call_runs_while_its_caller_is_away),
+        T(test_hsmcall__a_discarded_call_hands_out_nothing),
+        T(test_hsmcall__a_started_call_is_bounded_from_its_start),
+        T(test_hsmcall__nothing_starts_when_every_worker_is_stuck),
     };
     return cmocka_run_group_tests_name("hsmcall", tests, NULL, NULL);
 }
