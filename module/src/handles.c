@@ -394,16 +394,24 @@ CK_RV ddsm_htab_release(ddsm_htab *t, CK_OBJECT_HANDLE h)
     return rv;
 }
 
+/* Slot idx when it holds a live session object of owner (its entry in *e), else NULL. Called
+ * with the table's lock held. */
+static hslot *owned_locked(ddsm_htab *t, uint32_t idx, CK_SESSION_HANDLE owner, ddsm_hentry *e)
+{
+    hslot *s = slot_at(t, idx);
+    if (s == NULL || !s->session || !atomic_load_explicit(&s->live, memory_order_relaxed))
+        return NULL;
+    slot_load_entry(s, memory_order_relaxed, e);
+    return e->owner == owner ? s : NULL;
+}
+
 void ddsm_htab_release_owner(ddsm_htab *t, CK_SESSION_HANDLE owner)
 {
     ddsm_mutex_lock(t->lock);
     for (uint32_t idx = 0; idx < t->used && t->n_session > 0; idx++) {
-        hslot *s = slot_at(t, idx);
         ddsm_hentry e;
-        if (s == NULL || !s->session || !atomic_load_explicit(&s->live, memory_order_relaxed))
-            continue;
-        slot_load_entry(s, memory_order_relaxed, &e);
-        if (e.owner == owner)
+        hslot *s = owned_locked(t, idx, owner, &e);
+        if (s != NULL)
             drop_locked(t, idx, s, &e);
     }
     ddsm_mutex_unlock(t->lock);
@@ -414,12 +422,9 @@ size_t ddsm_htab_owned(ddsm_htab *t, CK_SESSION_HANDLE owner, CK_OBJECT_HANDLE *
     size_t n = 0;
     ddsm_mutex_lock(t->lock);
     for (uint32_t idx = 0; idx < t->used && t->n_session > 0; idx++) {
-        hslot *s = slot_at(t, idx);
         ddsm_hentry e;
-        if (s == NULL || !s->session || !atomic_load_explicit(&s->live, memory_order_relaxed))
-            continue;
-        slot_load_entry(s, memory_order_relaxed, &e);
-        if (e.owner != owner)
+        hslot *s = owned_locked(t, idx, owner, &e);
+        if (s == NULL)
             continue;
         if (n < max)
             out[n] = make_handle(t, atomic_load_explicit(&s->gen, memory_order_relaxed), idx);
