@@ -7,5 +7,6 @@
 
 int64_t ddsm_now_ms(void); /* monotonic clock */
 int64_t ddsm_now_us(void); /* the same clock in microseconds (grace windows) */
+void ddsm_sleep_us(long us); /* sleeps that long, signals or not */
 
 #endif

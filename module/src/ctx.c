@@ -22,26 +22,13 @@
 #include "ossl_host.h"
 #include "fence.h"
 #include "handles.h"
-#include "hsmcall.h"
 #include "mechallow.h"
 #include "metrics.h"
 #include "peer.h"
-#include "pinfile.h"
 #include "policy.h"
-#include "rootfind.h"
 #include "rv.h"
 #include "sesstab.h"
-#include "standby.h"
 #include "vkey.h"
-
-static CK_RV root_acquire_primary(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail);
-
-static void sleep_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Process-wide state and fork                                                                 */
@@ -83,7 +70,7 @@ static void ctx_abandon(ddsm_ctx *ctx)
      * close the parent's connections). */
     ddsm_audit_key_free(ctx->audit_key);
     ctx->audit_key = NULL;
-    ddsm_standby_abandon(ctx);
+    ddsm_standby_abandon(ctx->roots.standby);
     ddsm_hsm_abandon(ctx->hsm);
     ddsm_log(DDSM_LOG_INFO, "fork child: abandoned the parent's module state");
 }
@@ -119,18 +106,15 @@ static void ctx_free(ddsm_ctx *ctx)
     for (unsigned i = 0; i < ctx->n_store_free; i++)
         ddsm_store_close(ctx->store_free[i]);
     free(ctx->store_free);
-    if (ctx->hsm != NULL && !ddsm_exiting())
-        for (unsigned i = 0; i < ctx->n_hs_free; i++)
-            (void)ctx->be->C_CloseSession(ctx->hs_free[i]);
-    free(ctx->hs_free);
+    ddsm_rootpool_close(ctx->roots.primary);
     ddsm_sesstab_free(ctx->sessions);
     ddsm_vkeys_free(ctx->vkeys);
     ddsm_htab_free(ctx->handles);
-    ddsm_standby_free(ctx); /* before the primary backend: they may share one library */
+    /* before the primary backend: they may share one library */
+    ddsm_standby_free(ctx->roots.standby);
     /* HSM calls stuck past their bound get one more bound to return; if they still do not, the
      * backend stays loaded (never finalised or unmapped under a thread inside it). */
-    if (ddsm_hsmcall_free(atomic_load(&ctx->hsmcall),
-                          ctx->cfg != NULL ? ctx->cfg->backend.call_timeout_ms + 1000 : 0) &&
+    if (ddsm_rootpool_free(ctx->roots.primary) &&
         !ddsm_exiting()) /* exiting.h: the backend may be half destroyed */
         ddsm_hsm_unload(ctx->hsm);
     else
@@ -177,7 +161,8 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
     ctx->fork_gen = atomic_load(&g_fork_gen);
     atomic_init(&ctx->listen_fd, -1);
     atomic_init(&ctx->listen_clear_ns, 0);
-    ctx->can_thread = args == NULL || (args->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) == 0;
+    atomic_init(&ctx->can_thread,
+                args == NULL || (args->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) == 0);
 
     const char *file = ddsm_config_default_path();
     ddsm_err e = ddsm_config_load(file, &ctx->cfg, why, sizeof(why));
@@ -189,6 +174,8 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
     ddsm_log_setup(ctx->cfg->log.level, ctx->cfg->log.syslog, "ddsm-pkcs11");
     /* Before any store is opened (they are opened lazily, at first use). */
     ddsm_store_set_transaction_pooler(ctx->cfg->store.transaction_pooler);
+    if ((rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK)
+        goto out;
 
     rv = ddsm_hsm_load(ctx->cfg->backend.module, &ctx->hsm, why, sizeof(why));
     if (rv != CKR_OK) {
@@ -207,8 +194,6 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         goto out;
     }
     ctx->root_slot = ctx->slot;
-    if ((rv = ddsm_standby_open(ctx, root_acquire_primary)) != CKR_OK)
-        goto out;
     if (ctx->cfg->backend.root_token_label != NULL) {
         ctx->custody = true;
         rv = ddsm_hsm_find_token(ctx->hsm, ctx->cfg->backend.root_token_label, &ctx->root_slot);
@@ -219,6 +204,27 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
             goto out;
         }
     }
+    /* The module's own root sessions: on root_slot, and on the standby token when configured. */
+    ctx->rootfind.label = ctx->cfg->backend.root_key_label;
+    ctx->rootfind.timeout_ms = ctx->cfg->backend.call_timeout_ms;
+    ddsm_ctx_store_pool(ctx, &ctx->rootfind.pins);
+    ctx->roots.cfg = ctx->cfg;
+    ddsm_rootpool_args pa = {.cfg = ctx->cfg,
+                             .hsm = ctx->hsm,
+                             .slot = ctx->root_slot,
+                             .custody = ctx->custody,
+                             .lock = ctx->lock,
+                             .can_thread = &ctx->can_thread,
+                             .find = &ctx->rootfind};
+    if ((rv = ddsm_rootpool_new(&pa, &ctx->roots.primary)) != CKR_OK)
+        goto out;
+    ddsm_standby_args sa = {.cfg = ctx->cfg,
+                            .custody = ctx->custody,
+                            .can_thread = &ctx->can_thread,
+                            .primary = ctx->roots.primary,
+                            .find = &ctx->rootfind};
+    if ((rv = ddsm_standby_open(&sa, &ctx->roots.standby)) != CKR_OK)
+        goto out;
 
     e = ddsm_audit_instance_id(NULL, ctx->instance, sizeof(ctx->instance));
     if (e != DDSM_OK) {
@@ -236,27 +242,25 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
         ddsm_log(DDSM_LOG_INFO, "C_Initialize: behind p11-kit server: requester %s", app);
     }
     snprintf(ctx->requester, sizeof(ctx->requester), "%.*s", (int)sizeof(ctx->requester) - 1, app);
-    ddsm_mpolicy_pool policy_pool;
-    ddsm_ctx_policy_pool(ctx, &policy_pool);
+    ddsm_storepool policy_pool;
+    ddsm_ctx_store_pool(ctx, &policy_pool);
 
     if ((rv = ddsm_mech_extra_load(ctx->cfg, &ctx->mechs)) != CKR_OK ||
-        (rv = ddsm_mutex_new(&ctx->lock)) != CKR_OK ||
         (rv = ddsm_htab_new(ctx->cfg->cache.handles, &ctx->handles)) != CKR_OK ||
         (rv = ddsm_vkeys_new(ctx->cfg, &ctx->vkeys)) != CKR_OK ||
         (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK ||
-        (rv = ddsm_mpolicy_new(ctx->cfg, app, &policy_pool, ctx->can_thread, &ctx->policy)) !=
-            CKR_OK ||
-        (rv = ddsm_metrics_new(ctx->cfg, ctx->instance, ctx->can_thread, ddsm_ctx_metrics_view,
-                               ctx, &ctx->metrics)) != CKR_OK)
+        (rv = ddsm_mpolicy_new(ctx->cfg, app, &policy_pool, atomic_load(&ctx->can_thread),
+                               &ctx->policy)) != CKR_OK ||
+        (rv = ddsm_metrics_new(ctx->cfg, ctx->instance, atomic_load(&ctx->can_thread),
+                               ddsm_ctx_metrics_view, ctx, &ctx->metrics)) != CKR_OK)
         goto out;
     /* The fences run on the LISTEN thread: without threads there is none to run them. */
-    if (ctx->cfg->cache.rotation_fence && ctx->can_thread &&
+    if (ctx->cfg->cache.rotation_fence && atomic_load(&ctx->can_thread) &&
         (rv = ddsm_fence_new(&ctx->fence)) != CKR_OK)
         goto out;
     unsigned pool = ctx->cfg->store.pool_size ? ctx->cfg->store.pool_size : 8;
     ctx->store_free = calloc(pool, sizeof(*ctx->store_free));
-    ctx->hs_free = calloc(ddsm_config_hsm_workers(ctx->cfg), sizeof(*ctx->hs_free));
-    if (ctx->store_free == NULL || ctx->hs_free == NULL) {
+    if (ctx->store_free == NULL) {
         rv = CKR_HOST_MEMORY;
         goto out;
     }
@@ -524,7 +528,7 @@ static void *listener_main(void *arg)
             backoff_ms = backoff_ms == 0 ? 50 : (backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2);
             for (long waited = 0; waited < backoff_ms && !atomic_load(&ctx->listener_stop);
                  waited += 25)
-                sleep_us(25000);
+                ddsm_sleep_us(25000);
         }
         ddsm_vkeys_sweep(ctx->vkeys);
     }
@@ -586,7 +590,7 @@ bool ddsm_ctx_listener_catch_up(ddsm_ctx *ctx)
             deadline = now + CATCH_UP_MAX_MS;
         else if (now > deadline || atomic_load(&ctx->listen_fd) != fd)
             return false;
-        sleep_us(100);
+        ddsm_sleep_us(100);
     }
 }
 
@@ -603,12 +607,12 @@ ddsm_err ddsm_ctx_store_acquire(ddsm_ctx *ctx, ddsm_store **out)
 
     for (;;) {
         ddsm_mutex_lock(ctx->lock);
-        if (!ctx->listener_started && ctx->can_thread) {
+        if (!ctx->listener_started && atomic_load(&ctx->can_thread)) {
             if (pthread_create(&ctx->listener, NULL, listener_main, ctx) == 0)
                 ctx->listener_started = true;
             else
                 ddsm_log(DDSM_LOG_WARN, "cannot start the LISTEN thread: re-validating instead");
-            ctx->can_thread = ctx->listener_started;
+            atomic_store(&ctx->can_thread, ctx->listener_started);
         }
         if (ctx->n_store_free > 0) {
             *out = ctx->store_free[--ctx->n_store_free];
@@ -631,7 +635,7 @@ ddsm_err ddsm_ctx_store_acquire(ddsm_ctx *ctx, ddsm_store **out)
         ddsm_mutex_unlock(ctx->lock);
         if (ddsm_now_ms() > deadline)
             return DDSM_E_TIMEOUT;
-        sleep_us(nap);
+        ddsm_sleep_us(nap);
         nap = nap < 2000 ? nap * 2 : nap;
     }
 }
@@ -648,134 +652,6 @@ void ddsm_ctx_store_release(ddsm_ctx *ctx, ddsm_store *st)
 /* ------------------------------------------------------------------------------------------ */
 /* The module's own backend sessions on the root token                                         */
 
-/* After a refused custody login: the first wait, and its bound as it doubles. */
-#define CUSTODY_BACKOFF_MIN_MS 1000
-#define CUSTODY_BACKOFF_MAX_MS 300000
-
-/* The PIN file's identity: a change (rewritten, replaced, touched) ends the latch's wait early. */
-static void pin_file_id(const char *file, char out[128])
-{
-    struct stat st;
-    if (stat(file, &st) != 0) {
-        snprintf(out, 128, "errno %d", errno);
-        return;
-    }
-    snprintf(out, 128, "%llu:%llu:%lld:%lld.%ld:%lld.%ld", (unsigned long long)st.st_dev,
-             (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-             st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
-}
-
-/* Log in to the custody token with the PIN from root_pin_file (pinfile.h). Touches a secret
- * (through pinfile.c). CKR_DEVICE_ERROR when the file is unusable. */
-static CK_RV custody_login_secret(ddsm_ctx *ctx, CK_SESSION_HANDLE s)
-{
-    size_t len;
-    CK_RV rv = ddsm_pinfile_login_secret(ctx->hsm, s, ctx->cfg->backend.root_pin_file,
-                                         "root_pin_file", &len);
-    if (rv != CKR_OK && len > 0)
-        ddsm_log(DDSM_LOG_DEBUG, "custody token login refused: %s (PIN of %zu bytes)",
-                 ddsm_rv_name(rv), len);
-    return rv;
-}
-
-/* The custody login behind its latch. A refusal (wrong or locked PIN, unusable file) is latched:
- * until the back-off ends (1 s, doubling up to 5 min) every derivation fails with
- * CKR_DEVICE_ERROR and DDSM_DEVERR_CUSTODY_LOGIN without touching the token, so nothing burns its
- * PIN retry counter; a change of the PIN file ends the wait early (at most one attempt a second),
- * so fixing the file recovers without a restart. One attempt at a time: other threads wait for
- * its answer. Logged once per change. */
-static CK_RV custody_login(ddsm_ctx *ctx, CK_SESSION_HANDLE s)
-{
-    const char *file = ctx->cfg->backend.root_pin_file;
-    char id[128];
-    for (;;) {
-        bool latched = false;
-        int64_t now = ddsm_now_ms();
-        ddsm_mutex_lock(ctx->lock);
-        if (!ctx->custody_latch.trying) {
-            latched = ctx->custody_latch.refused != CKR_OK && now < ctx->custody_latch.retry_ms;
-            if (!latched) {
-                ctx->custody_latch.trying = true;
-                ddsm_mutex_unlock(ctx->lock);
-                break;
-            }
-        }
-        ddsm_mutex_unlock(ctx->lock);
-        if (latched) {
-            /* Still refused, unless the file changed since (then, at most once a second). */
-            pin_file_id(file, id);
-            ddsm_mutex_lock(ctx->lock);
-            if (strcmp(id, ctx->custody_latch.file_id) != 0 &&
-                now - ctx->custody_latch.at_ms >= CUSTODY_BACKOFF_MIN_MS &&
-                ctx->custody_latch.retry_ms > now) {
-                ctx->custody_latch.retry_ms = now;
-                ddsm_mutex_unlock(ctx->lock);
-                continue;
-            }
-            ddsm_mutex_unlock(ctx->lock);
-            return CKR_DEVICE_ERROR;
-        }
-        sleep_us(1000); /* another thread's attempt: take its answer */
-    }
-
-    CK_RV rv = custody_login_secret(ctx, s);
-    pin_file_id(file, id);
-    int64_t now = ddsm_now_ms();
-    ddsm_mutex_lock(ctx->lock);
-    CK_RV before = ctx->custody_latch.refused;
-    unsigned refusals = ctx->custody_latch.refusals;
-    int64_t wait_ms = 0;
-    ctx->custody_latch.trying = false;
-    if (rv == CKR_OK || rv == CKR_HOST_MEMORY) {
-        ctx->custody_latch.refused = CKR_OK;
-        ctx->custody_latch.refusals = 0;
-        ctx->custody_latch.backoff_ms = 0;
-    } else {
-        wait_ms = ctx->custody_latch.backoff_ms > 0 ? ctx->custody_latch.backoff_ms
-                                                    : CUSTODY_BACKOFF_MIN_MS;
-        ctx->custody_latch.backoff_ms =
-            wait_ms * 2 > CUSTODY_BACKOFF_MAX_MS ? CUSTODY_BACKOFF_MAX_MS : wait_ms * 2;
-        ctx->custody_latch.refused = rv;
-        ctx->custody_latch.refusals++;
-        ctx->custody_latch.at_ms = now;
-        ctx->custody_latch.retry_ms = now + wait_ms;
-        snprintf(ctx->custody_latch.file_id, sizeof(ctx->custody_latch.file_id), "%s", id);
-    }
-    ddsm_mutex_unlock(ctx->lock);
-
-    if (rv != CKR_OK && rv != CKR_HOST_MEMORY && rv != before)
-        ddsm_log(DDSM_LOG_ERROR, "custody token \"%s\": login with root_pin_file %s refused: %s; "
-                 "derivations fail (CKR_DEVICE_ERROR, DDSM_DEVERR_CUSTODY_LOGIN) and the next "
-                 "attempt waits %lld ms, or for a change of the file",
-                 ctx->cfg->backend.root_token_label, file, ddsm_rv_name(rv), (long long)wait_ms);
-    else if (rv != CKR_OK && rv != CKR_HOST_MEMORY)
-        ddsm_log(DDSM_LOG_DEBUG, "custody token login refused again (%u in a row); next attempt "
-                 "in %lld ms", refusals + 1, (long long)wait_ms);
-    else if (rv == CKR_OK && before != CKR_OK)
-        ddsm_log(DDSM_LOG_WARN, "custody token \"%s\": logged in after %u refused attempt(s)",
-                 ctx->cfg->backend.root_token_label, refusals);
-    return rv;
-}
-
-/* Find the root seed key through rs->s (by label and pinned fingerprint) and cache its handle. */
-static CK_RV root_lookup(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
-{
-    CK_RV rv = ddsm_root_find(ctx, rs, detail);
-    if (rv != CKR_OK)
-        return rv;
-    atomic_store(&ctx->root, rs->root);
-    return CKR_OK;
-}
-
-CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
-{
-    if (rs->standby)
-        return ddsm_standby_root_refresh(ctx, rs, detail);
-    ddsm_ctx_root_forget(ctx, rs->root);
-    *detail = DDSM_DEVERR_NONE;
-    return root_lookup(ctx, rs, detail);
-}
-
 /* This writer's audit key (docs/audit.md "The audit keys"): the reserved derivation of
  * docs/design.md for its instance id, computed by the HSM through the root. */
 static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key **out,
@@ -783,12 +659,12 @@ static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key *
 {
     ddsm_hsmcall_prf_ctx pctx;
     ddsm_prf prf;
-    ddsm_rootsess_prf_init(ctx, rs, rs->root, &pctx, &prf);
+    ddsm_roots_prf_init(&ctx->roots, rs, &pctx, &prf);
     ddsm_err e = ddsm_audit_writer_key_derive(&prf, ctx->instance, out);
     if (e == DDSM_E_HSM && pctx.status == DDSM_HSMCALL_ANSWERED &&
         (pctx.last_rv == CKR_KEY_HANDLE_INVALID || pctx.last_rv == CKR_OBJECT_HANDLE_INVALID) &&
-        ddsm_ctx_root_refresh(ctx, rs, detail) == CKR_OK) {
-        ddsm_rootsess_prf_init(ctx, rs, rs->root, &pctx, &prf);
+        ddsm_roots_refresh(&ctx->roots, rs, detail) == CKR_OK) {
+        ddsm_roots_prf_init(&ctx->roots, rs, &pctx, &prf);
         e = ddsm_audit_writer_key_derive(&prf, ctx->instance, out);
     }
     if (e == DDSM_OK)
@@ -797,7 +673,7 @@ static CK_RV audit_key_secret(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_audit_key *
         ddsm_log(DDSM_LOG_ERROR, "cannot derive the audit key: the HSM did not answer in %u ms",
                  ctx->cfg->backend.call_timeout_ms);
         if (pctx.status == DDSM_HSMCALL_QUARANTINED)
-            ddsm_ctx_root_disown(ctx, rs);
+            ddsm_roots_disown(&ctx->roots, rs);
         *detail = DDSM_DEVERR_TIMEOUT;
         return CKR_DEVICE_ERROR;
     }
@@ -850,153 +726,10 @@ CK_RV ddsm_ctx_batcher(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_batcher **out, CK_
     return CKR_OK;
 }
 
-CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
-{
-    if (ctx->standby != NULL)
-        return ddsm_standby_root_acquire(ctx, out, detail);
-    return root_acquire_primary(ctx, out, detail);
-}
-
-static CK_RV root_acquire_primary(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
-{
-    CK_RV rv = CKR_OK;
-    ddsm_rootsess rs = {0, 0, 0, false};
-    bool fresh = false;
-
-    *detail = DDSM_DEVERR_NONE;
-    ddsm_mutex_lock(ctx->lock);
-    rs.gen = ctx->hs_gen;
-    if (ctx->n_hs_free > 0) {
-        rs.s = ctx->hs_free[--ctx->n_hs_free];
-    } else {
-        ctx->n_hs++;
-        fresh = true;
-    }
-    ddsm_mutex_unlock(ctx->lock);
-
-    if (fresh) {
-        rv = ctx->be->C_OpenSession(ctx->root_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-                                    &rs.s);
-        if (rv != CKR_OK) {
-            ddsm_log(DDSM_LOG_WARN, "cannot open a derivation session: %s", ddsm_rv_name(rv));
-            ddsm_mutex_lock(ctx->lock);
-            ctx->n_hs--;
-            ddsm_mutex_unlock(ctx->lock);
-            rv = ddsm_rv_from_backend(rv, detail);
-            return rv;
-        }
-        if (ctx->custody) {
-            rv = custody_login(ctx, rs.s);
-            if (rv != CKR_OK) {
-                ddsm_ctx_root_release(ctx, &rs, true);
-                *detail = DDSM_DEVERR_CUSTODY_LOGIN;
-                return rv == CKR_HOST_MEMORY ? rv : CKR_DEVICE_ERROR;
-            }
-        }
-    }
-
-    rs.root = atomic_load(&ctx->root);
-    if (rs.root == 0 && (rv = root_lookup(ctx, &rs, detail)) != CKR_OK) {
-        /* A session whose only fault is the token's content (or the store's pin) is kept. */
-        bool kept = *detail == DDSM_DEVERR_ROOT_MISSING || *detail == DDSM_DEVERR_ROOT_AMBIGUOUS ||
-                    *detail == DDSM_DEVERR_ROOT_UNPINNED || *detail == DDSM_DEVERR_ROOT_MISMATCH ||
-                    *detail == DDSM_DEVERR_STORE_DOWN || *detail == DDSM_DEVERR_STORE_FAILED;
-        ddsm_ctx_root_release(ctx, &rs, !kept);
-        return rv;
-    }
-    *out = rs;
-    return CKR_OK;
-}
-
-void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
-{
-    unsigned pool = ddsm_config_hsm_workers(ctx->cfg);
-    bool keep = false;
-    if (rs->standby) {
-        ddsm_standby_release(ctx, rs, broken);
-        return;
-    }
-    if (rs->s == CK_INVALID_HANDLE)
-        return; /* disowned: quarantined by the HSM call pool */
-    ddsm_mutex_lock(ctx->lock);
-    if (!broken && rs->gen == ctx->hs_gen && ctx->n_hs_free < pool) {
-        ctx->hs_free[ctx->n_hs_free++] = rs->s;
-        keep = true;
-    } else {
-        ctx->n_hs--;
-    }
-    ddsm_mutex_unlock(ctx->lock);
-    if (!keep)
-        (void)ctx->be->C_CloseSession(rs->s);
-}
-
-void ddsm_ctx_root_disown(ddsm_ctx *ctx, ddsm_rootsess *rs)
-{
-    if (rs->standby) {
-        ddsm_standby_disown(ctx, rs);
-        return;
-    }
-    if (rs->s == CK_INVALID_HANDLE)
-        return;
-    ddsm_mutex_lock(ctx->lock);
-    ctx->n_hs--;
-    ddsm_mutex_unlock(ctx->lock);
-    rs->s = CK_INVALID_HANDLE;
-}
-
-ddsm_hsmcall *ddsm_ctx_hsmcall(ddsm_ctx *ctx)
-{
-    ddsm_hsmcall *p = atomic_load(&ctx->hsmcall);
-    if (p != NULL || !ctx->can_thread)
-        return p;
-    /* As many workers as derivation sessions: each running call holds one. */
-    unsigned workers = ddsm_config_hsm_workers(ctx->cfg);
-    ddsm_hsmcall *made = NULL;
-    if (ddsm_hsmcall_new(ctx->be, workers, ctx->cfg->backend.call_timeout_ms, &made) != CKR_OK) {
-        ddsm_log(DDSM_LOG_WARN, "cannot set up the HSM call pool: HSM calls are unbounded");
-        return NULL;
-    }
-    ddsm_mutex_lock(ctx->lock);
-    p = atomic_load(&ctx->hsmcall);
-    if (p == NULL) {
-        atomic_store(&ctx->hsmcall, made);
-        p = made;
-        made = NULL;
-    }
-    ddsm_mutex_unlock(ctx->lock);
-    (void)ddsm_hsmcall_free(made, 0); /* lost the race: it never started a thread */
-    return p;
-}
-
-void ddsm_ctx_root_forget(ddsm_ctx *ctx, CK_OBJECT_HANDLE stale)
-{
-    CK_OBJECT_HANDLE expect = stale;
-    atomic_compare_exchange_strong(&ctx->root, &expect, 0);
-}
-
 void ddsm_ctx_drain_sessions(ddsm_ctx *ctx)
 {
     /* A backend may renumber private objects at the next login (SoftHSM does): forget the
      * handles learnt under this one. */
     atomic_store(&ctx->app_root, 0);
-    if (ctx->custody)
-        return;
-    atomic_store(&ctx->root, 0);
-    ddsm_mutex_lock(ctx->lock);
-    ctx->hs_gen++;
-    ddsm_mutex_unlock(ctx->lock);
-    for (;;) {
-        CK_SESSION_HANDLE idle[64];
-        unsigned n = 0;
-        ddsm_mutex_lock(ctx->lock);
-        while (ctx->n_hs_free > 0 && n < 64) {
-            idle[n++] = ctx->hs_free[--ctx->n_hs_free];
-            ctx->n_hs--;
-        }
-        ddsm_mutex_unlock(ctx->lock);
-        if (n == 0)
-            break;
-        for (unsigned i = 0; i < n && !ddsm_exiting(); i++)
-            (void)ctx->be->C_CloseSession(idle[i]);
-    }
+    ddsm_rootpool_drain(ctx->roots.primary);
 }

@@ -22,6 +22,9 @@
 #include "clock.h"
 #include "lock.h"
 #include "mechallow.h"
+#include "rootfind.h"
+#include "roots.h"
+#include "storepool.h"
 
 #define DDSM_SLOT_ID 0UL
 
@@ -37,11 +40,13 @@ typedef struct ddsm_ctx {
     CK_SLOT_ID slot;         /* backend slot of the fronted token: our slot 0 */
     bool custody;            /* the root lives on a separate custody token */
     CK_SLOT_ID root_slot;    /* slot of the token holding the root (== slot unless custody) */
-    bool can_thread;         /* false under CKF_LIBRARY_CANT_CREATE_OS_THREADS */
+    atomic_bool can_thread;  /* false under CKF_LIBRARY_CANT_CREATE_OS_THREADS, or once the
+                              * LISTEN thread could not be created */
     char instance[DDSM_AUDIT_INSTANCE_MAX + 1]; /* this module instance: its audit chains */
     char requester[64];
 
-    ddsm_mutex *lock; /* guards the pools and the listener start below; never held across I/O */
+    ddsm_mutex *lock; /* guards the pools (the root sessions' too: rootpool.h) and the listener
+                       * start below; never held across I/O */
 
     /* Derivations and denials go through the group-commit batcher, whose connections each write
      * one MAC chain keyed with the audit key (derived through the HSM root: made lazily, at the
@@ -55,19 +60,14 @@ typedef struct ddsm_ctx {
     unsigned n_store_free;
     unsigned n_store;
 
-    /* the module's own backend sessions for derivation (on root_slot) */
-    CK_SESSION_HANDLE *hs_free;
-    unsigned n_hs_free;
-    unsigned n_hs;
-    unsigned hs_gen; /* bumped by ddsm_ctx_drain_sessions: older sessions are closed on release */
-    _Atomic CK_OBJECT_HANDLE root; /* cached root seed key handle on root_slot, 0 = unknown */
+    /* The module's own backend sessions for derivation: the pool on root_slot, and the standby
+     * token's when one is configured (roots.h); the root lookups both use (rootfind.h). */
+    ddsm_roots roots;
+    ddsm_rootfind rootfind;
     _Atomic CK_OBJECT_HANDLE
         app_root; /* the root's handle as seen by the application, 0 = unknown */
     /* [backend] extra_mechanisms, resolved (mechallow.h) */
     ddsm_mechallow mechs;
-    /* What root lookups last logged (rootfind.c), plus one; 0 = nothing yet. */
-    _Atomic unsigned root_logged_ignored;
-    _Atomic CK_ULONG root_logged_detail;
 
     /* the LISTEN thread */
     bool listener_started;
@@ -80,9 +80,6 @@ typedef struct ddsm_ctx {
     ddsm_vkeys *vkeys;
     ddsm_sesstab *sessions;
 
-    /* The worker pool that bounds the module's own HSM calls (hsmcall.h): made at the first
-     * derivation, NULL while there is none or when the module may not create threads. */
-    _Atomic(struct ddsm_hsmcall *) hsmcall;
     /* The LISTEN socket while listening (-1 otherwise), and whether the LISTEN thread is busy
      * with what arrived on it: see ddsm_ctx_listener_catch_up. */
     atomic_int listen_fd;
@@ -108,22 +105,6 @@ typedef struct ddsm_ctx {
     struct ddsm_mpolicy *policy;
     struct ddsm_metrics *metrics;
 
-    /* The custody token's login with root_pin_file (ctx.c, "custody login"), under lock: a
-     * refusal latches until retry_ms, so no retry storm burns the token's PIN retry counter. */
-    struct {
-        bool trying;         /* one thread is logging in now: the others wait for its answer */
-        CK_RV refused;       /* the latched refusal; CKR_OK: none */
-        unsigned refusals;   /* in a row */
-        int64_t at_ms;       /* when it was refused */
-        int64_t retry_ms;    /* no attempt before this (unless the PIN file changed) */
-        int64_t backoff_ms;  /* the wait after the next refusal: doubles up to a bound */
-        char file_id[128];   /* the PIN file's identity (inode, size, times) when refused */
-    } custody_latch;
-
-    /* [backend] standby_token_label: the standby token and which token derives (standby.h);
-     * NULL when none is configured. */
-    struct ddsm_standby *standby;
-
     /* The application's login on the fronted token as the module tracks it (login.h); zero is
      * "unknown": ask the backend once. */
     atomic_int login_state;
@@ -143,34 +124,11 @@ CK_RV ddsm_ctx_finalize(void) DDSM_WUR;
 ddsm_err ddsm_ctx_store_acquire(ddsm_ctx *ctx, ddsm_store **out) DDSM_WUR;
 void ddsm_ctx_store_release(ddsm_ctx *ctx, ddsm_store *st);
 
-/* One of the module's own backend sessions on the root token, logged in, and the root seed key's
- * handle there. Never an application session. On failure *detail gets a DDSM_DEVERR_* code. */
-typedef struct ddsm_rootsess {
-    CK_SESSION_HANDLE s;
-    CK_OBJECT_HANDLE root;
-    unsigned gen;
-    bool standby; /* a session on the standby token (standby.h), not on root_slot */
-} ddsm_rootsess;
-CK_RV ddsm_ctx_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail) DDSM_WUR;
-/* broken: the session failed in a way that makes it unfit for reuse. */
-void ddsm_ctx_root_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken);
 /* The batcher, created at the first call (the audit key is derived through rs, a secret kept in
  * secure memory). On failure *detail gets a DDSM_DEVERR_* code. */
 CK_RV ddsm_ctx_batcher(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_batcher **out,
                        CK_ULONG *detail) DDSM_WUR;
 
-/* The pool bounding the module's own HSM calls, made at the first call; NULL when the module may
- * not create threads (calls then go direct, unbounded). */
-struct ddsm_hsmcall *ddsm_ctx_hsmcall(ddsm_ctx *ctx);
-/* A bounded call on rs->s timed out and the pool quarantined the session (it closes it when the
- * stuck call returns): forget it here, without closing it. rs->s becomes CK_INVALID_HANDLE, which
- * ddsm_ctx_root_release then ignores. */
-void ddsm_ctx_root_disown(ddsm_ctx *ctx, ddsm_rootsess *rs);
-
-/* Look the root up again through rs->s (the backend called its cached handle invalid). */
-CK_RV ddsm_ctx_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail) DDSM_WUR;
-/* Forget the cached root handle (after the backend called it invalid). */
-void ddsm_ctx_root_forget(ddsm_ctx *ctx, CK_OBJECT_HANDLE stale);
 /* Close the idle derivation sessions and mark busy ones for closing (the application logged out or
  * closed its last session: ours must not keep its login alive), and forget the object handles
  * learnt under that login. Sessions on a custody token stay. */
@@ -195,10 +153,9 @@ bool ddsm_ctx_rotation_fence(ddsm_ctx *ctx);
 
 /* What the context hands to its parts at C_Initialize instead of itself (ctx_hooks.c), so that
  * none of them includes this header: the metrics' view of the module (ctx is the ddsm_ctx), and
- * the store pool as the policy gate's leases take it. */
+ * the store pool as the policy gate's leases and the root lookups take it. */
 struct ddsm_metrics_view;
-struct ddsm_mpolicy_pool;
 void ddsm_ctx_metrics_view(void *ctx, struct ddsm_metrics_view *out);
-void ddsm_ctx_policy_pool(ddsm_ctx *ctx, struct ddsm_mpolicy_pool *out);
+void ddsm_ctx_store_pool(ddsm_ctx *ctx, ddsm_storepool *out);
 
 #endif

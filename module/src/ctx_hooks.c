@@ -34,7 +34,7 @@ static void pool_release(void *ctx, ddsm_store *st)
     ddsm_ctx_store_release(ctx, st);
 }
 
-void ddsm_ctx_policy_pool(ddsm_ctx *ctx, struct ddsm_mpolicy_pool *out)
+void ddsm_ctx_store_pool(ddsm_ctx *ctx, ddsm_storepool *out)
 {
     out->acquire = pool_acquire;
     out->release = pool_release;

@@ -101,10 +101,9 @@ typedef struct ddsm_hsmcall_stats {
 } ddsm_hsmcall_stats;
 void ddsm_hsmcall_stats_get(ddsm_hsmcall *p, ddsm_hsmcall_stats *out);
 
-/* A ddsm_prf over the root through one session, each HMAC bounded as above. */
 /* The derivation HMAC of one (asset, path, counter) started ahead of its audit row
- * (ddsm_hsmcall_derive_ahead). The message is no secret; the answer stays in the pool's secure
- * memory until collected. */
+ * (ddsm_roots_derive_ahead, roots.h). The message is no secret; the answer stays in the pool's
+ * secure memory until collected. */
 typedef struct ddsm_hsmcall_ahead {
     ddsm_hsmcall *pool;
     ddsm_hsmcall_job *job; /* NULL once collected */
@@ -114,6 +113,7 @@ typedef struct ddsm_hsmcall_ahead {
     int64_t took_ns; /* when used: the call's time */
 } ddsm_hsmcall_ahead;
 
+/* A ddsm_prf over the root through one session, each HMAC bounded as above. */
 typedef struct ddsm_hsmcall_prf_ctx {
     ddsm_hsmcall *pool;
     ddsm_hsmcall_ahead *ahead; /* NULL, or a call started ahead: the first HMAC collects it */
@@ -125,41 +125,5 @@ typedef struct ddsm_hsmcall_prf_ctx {
 } ddsm_hsmcall_prf_ctx;
 void ddsm_hsmcall_prf_init(ddsm_hsmcall_prf_ctx *ctx, ddsm_hsmcall *pool, ddsm_hsm *h,
                            CK_SESSION_HANDLE s, CK_OBJECT_HANDLE root, ddsm_prf *out);
-
-/* ---- derivation through the module's own root sessions (ctx.h) ---- */
-struct ddsm_ctx;
-struct ddsm_rootsess;
-
-/* The key of (asset, path, counter), computed by the HSM through rs, one of the module's own root
- * sessions: the HMAC bounded by the context's pool; the root's handle looked up again once when
- * the backend calls it invalid; a session the backend lost (CKR_SESSION_HANDLE_INVALID,
- * CKR_SESSION_CLOSED) closed and replaced once by a fresh one (the audit row names the key, not
- * the session, so the same row covers the second attempt). key is secret (DDSM_KEY_LEN bytes).
- * On failure: CKR_DEVICE_ERROR (or the backend's resource answer) with *detail
- * DDSM_DEVERR_TIMEOUT or DDSM_DEVERR_HSM_FAILED (or what a fresh session's setup said), and
- * *broken true when rs must not be reused. rs->s may come back CK_INVALID_HANDLE (quarantined, or
- * no fresh session could be had): ddsm_ctx_root_release ignores it. */
-/* ahead: NULL, or the call ddsm_hsmcall_derive_ahead started through rs. Its answer is used
- * only when it was the HMAC of exactly this (asset, path, counter) and the backend answered it;
- * otherwise it is wiped and the HMAC made now (a started call that timed out while queued is made
- * again; one the backend failed or that was quarantined counts as this derivation's call). The
- * call is collected whatever happens. */
-CK_RV ddsm_hsmcall_derive_secret(struct ddsm_ctx *ctx, struct ddsm_rootsess *rs,
-                                 const ddsm_uuid *asset, const ddsm_path *path, uint64_t counter,
-                                 uint8_t key[DDSM_KEY_LEN], CK_ULONG *detail, bool *broken,
-                                 ddsm_hsmcall_ahead *ahead) DDSM_WUR;
-
-/* Start the HMAC of (asset, path, counter) through rs on the pool, before the audit row that
- * decides the counter. out->job stays NULL when none was started (no pool: the module may not
- * make threads; or see ddsm_hsmcall_start): the derivation then calls in sequence. */
-void ddsm_hsmcall_derive_ahead(struct ddsm_ctx *ctx, struct ddsm_rootsess *rs,
-                               const ddsm_uuid *asset, const ddsm_path *path, uint64_t counter,
-                               ddsm_hsmcall_ahead *out);
-
-/* The derivation will not use a started call (its audit round trip failed): wait for it and wipe
- * its answer. A quarantined session is disowned (rs->s becomes CK_INVALID_HANDLE) and *broken set,
- * as is *broken when the backend failed the call. Nothing when ahead->job is NULL. */
-void ddsm_hsmcall_ahead_drop(struct ddsm_ctx *ctx, struct ddsm_rootsess *rs,
-                             ddsm_hsmcall_ahead *ahead, bool *broken);
 
 #endif

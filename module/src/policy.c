@@ -61,7 +61,7 @@ struct ddsm_mpolicy {
     atomic_uint n_off; /* entries with off set: 0 lets key uses skip the lookup */
 
     /* the refill thread, and the owner's store pool for leases */
-    ddsm_mpolicy_pool pool;
+    ddsm_storepool pool;
     bool can_thread;
     pthread_mutex_t thr_lock;
     pthread_cond_t thr_cond;
@@ -69,7 +69,7 @@ struct ddsm_mpolicy {
     pthread_t thr;
 };
 
-CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, const ddsm_mpolicy_pool *pool,
+CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, const ddsm_storepool *pool,
                        bool can_thread, ddsm_mpolicy **out)
 {
     CK_RV rv = CKR_HOST_MEMORY;

@@ -22,24 +22,18 @@
 #include "ddsm/store.h"
 #include "handles.h"
 #include "metrics.h"
+#include "storepool.h"
 #include "vkey.h"
 
 typedef struct ddsm_mpolicy ddsm_mpolicy;
 struct ddsm_ctx;
 struct ddsm_call;
 
-/* Where rate-limit leases get a store connection: the owner's pool (the context's), used by the
- * calling thread or the refill thread until ddsm_mpolicy_free. */
-typedef struct ddsm_mpolicy_pool {
-    ddsm_err (*acquire)(void *owner, ddsm_store **out);
-    void (*release)(void *owner, ddsm_store *st);
-    void *owner;
-} ddsm_mpolicy_pool;
-
 /* app: the application's name ([policy] requester, else the program's). can_thread: whether the
  * application lets the module create threads (the refill thread is one). Mechanism names of
- * [policy] mechanism that the module does not know: CKR_FUNCTION_FAILED (logged). */
-CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, const ddsm_mpolicy_pool *pool,
+ * [policy] mechanism that the module does not know: CKR_FUNCTION_FAILED (logged). pool: where
+ * rate-limit leases get a store connection, on the calling thread or the refill thread. */
+CK_RV ddsm_mpolicy_new(const ddsm_config *cfg, const char *app, const ddsm_storepool *pool,
                        bool can_thread, ddsm_mpolicy **out) DDSM_WUR;
 /* Stops the refill thread. NULL accepted. */
 void ddsm_mpolicy_free(ddsm_mpolicy *p);

@@ -11,7 +11,6 @@
 #include "ddsm/secmem.h"
 #include "hsmcall.h"
 #include "rv.h"
-#include "standby.h"
 
 /* Private objects carrying the root's label that one lookup examines. Only someone holding the
  * token's user PIN can make private objects, so a caller without it cannot push the root past this
@@ -22,14 +21,14 @@
 
 /* A lookup runs at the first derivation and again after a login change or a stale handle, so a
  * failing or crowded token is logged when what the lookup sees changes, not at every call. */
-static bool first_time_ignored(ddsm_ctx *ctx, unsigned n)
+static bool first_time_ignored(ddsm_rootfind *rf, unsigned n)
 {
-    return atomic_exchange(&ctx->root_logged_ignored, n + 1) != n + 1;
+    return atomic_exchange(&rf->logged_ignored, n + 1) != n + 1;
 }
 
-static bool first_time_detail(ddsm_ctx *ctx, CK_ULONG d)
+static bool first_time_detail(ddsm_rootfind *rf, CK_ULONG d)
 {
-    return atomic_exchange(&ctx->root_logged_detail, d + 1) != d + 1;
+    return atomic_exchange(&rf->logged_detail, d + 1) != d + 1;
 }
 
 /* The backend's answers that say "this object cannot HMAC": the object is not the root. Any
@@ -49,15 +48,15 @@ static bool not_this_key(CK_RV rv)
     }
 }
 
-static CK_RV pins_read(ddsm_ctx *ctx, ddsm_root_pins *pins, CK_ULONG *detail)
+static CK_RV pins_read(ddsm_rootfind *rf, ddsm_root_pins *pins, CK_ULONG *detail)
 {
     ddsm_store *st = NULL;
-    ddsm_err e = ddsm_ctx_store_acquire(ctx, &st);
+    ddsm_err e = rf->pins.acquire(rf->pins.owner, &st);
     if (e == DDSM_OK) {
         e = ddsm_store_root_pins(st, pins);
         if (e != DDSM_OK)
             ddsm_log(DDSM_LOG_ERROR, "cannot read the root pin: %s", ddsm_store_errmsg(st));
-        ddsm_ctx_store_release(ctx, st);
+        rf->pins.release(rf->pins.owner, st);
     } else {
         ddsm_log(DDSM_LOG_ERROR, "cannot read the root pin: no store connection: %s",
                  ddsm_err_str(e));
@@ -65,7 +64,7 @@ static CK_RV pins_read(ddsm_ctx *ctx, ddsm_root_pins *pins, CK_ULONG *detail)
     if (e != DDSM_OK)
         return ddsm_rv_from_err(e, DDSM_RVCTX_GENERAL, detail);
     if (!pins->table || pins->count == 0) {
-        if (first_time_detail(ctx, DDSM_DEVERR_ROOT_UNPINNED))
+        if (first_time_detail(rf, DDSM_DEVERR_ROOT_UNPINNED))
             ddsm_log(DDSM_LOG_ERROR,
                      "the store pins no root seed key%s: derivations are refused until an "
                      "administrator runs %s`ddsmctl root pin` (docs/root.md)",
@@ -79,11 +78,10 @@ static CK_RV pins_read(ddsm_ctx *ctx, ddsm_root_pins *pins, CK_ULONG *detail)
 
 /* The secret keys labelled like the root whose CKA_PRIVATE is priv, visible through s (at most
  * CANDIDATES_MAX; *more when there were further ones). out NULL: only count them. */
-static CK_RV labelled(ddsm_ctx *ctx, CK_FUNCTION_LIST_PTR be, CK_SESSION_HANDLE s, CK_BBOOL priv,
-                      CK_OBJECT_HANDLE **out, size_t *n, bool *more)
+static CK_RV labelled(const char *label, CK_FUNCTION_LIST_PTR be, CK_SESSION_HANDLE s,
+                      CK_BBOOL priv, CK_OBJECT_HANDLE **out, size_t *n, bool *more)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    const char *label = ctx->cfg->backend.root_key_label;
     CK_ATTRIBUTE t[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_LABEL, (void *)label, strlen(label)},
@@ -147,7 +145,8 @@ static bool root_shaped(CK_FUNCTION_LIST_PTR be, CK_SESSION_HANDLE s, CK_OBJECT_
            priv == CK_TRUE;
 }
 
-CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
+CK_RV ddsm_root_find(ddsm_rootfind *rf, ddsm_hsm *h, ddsm_hsmcall *calls, CK_SESSION_HANDLE s,
+                     CK_OBJECT_HANDLE *root, bool *quarantined, CK_ULONG *detail)
 {
     ddsm_root_pins pins;
     CK_OBJECT_HANDLE *cand = NULL;
@@ -156,16 +155,17 @@ CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
     CK_OBJECT_HANDLE found = CK_INVALID_HANDLE;
     char found_fp[DDSM_FINGERPRINT_HEX + 1] = "";
     unsigned ignored = 0;
-    CK_RV rv = pins_read(ctx, &pins, detail);
+    *quarantined = false;
+    CK_RV rv = pins_read(rf, &pins, detail);
     if (rv != CKR_OK)
         return rv;
     size_t n_public = 0;
     bool more_public = false;
     /* The primary's root token, or the standby token (standby.h). */
-    CK_FUNCTION_LIST_PTR be = ddsm_rootsess_be(ctx, rs);
-    rv = labelled(ctx, be, rs->s, CK_TRUE, &cand, &n, &more);
+    CK_FUNCTION_LIST_PTR be = ddsm_hsm_functions(h);
+    rv = labelled(rf->label, be, s, CK_TRUE, &cand, &n, &more);
     if (rv == CKR_OK)
-        rv = labelled(ctx, be, rs->s, CK_FALSE, NULL, &n_public, &more_public);
+        rv = labelled(rf->label, be, s, CK_FALSE, NULL, &n_public, &more_public);
     if (rv != CKR_OK) {
         rv = ddsm_rv_from_backend(rv, detail);
         goto out;
@@ -173,19 +173,18 @@ CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
     ignored = (unsigned)n_public;
     for (size_t i = 0; i < n; i++) {
         char fp[DDSM_FINGERPRINT_HEX + 1];
-        if (!root_shaped(be, rs->s, cand[i])) {
+        if (!root_shaped(be, s, cand[i])) {
             ignored++;
             continue;
         }
         ddsm_hsmcall_prf_ctx pctx;
         ddsm_prf prf;
-        ddsm_rootsess_prf_init(ctx, rs, cand[i], &pctx, &prf);
+        ddsm_hsmcall_prf_init(&pctx, calls, h, s, cand[i], &prf);
         ddsm_err e = ddsm_root_fingerprint(&prf, fp);
         if (e != DDSM_OK && pctx.status != DDSM_HSMCALL_ANSWERED) {
             ddsm_log(DDSM_LOG_ERROR, "cannot fingerprint the root: the HSM did not answer in %u ms",
-                     ctx->cfg->backend.call_timeout_ms);
-            if (pctx.status == DDSM_HSMCALL_QUARANTINED)
-                ddsm_ctx_root_disown(ctx, rs);
+                     rf->timeout_ms);
+            *quarantined = pctx.status == DDSM_HSMCALL_QUARANTINED;
             *detail = DDSM_DEVERR_TIMEOUT;
             rv = CKR_DEVICE_ERROR;
             goto out;
@@ -213,38 +212,38 @@ CK_RV ddsm_root_find(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
         } else if (!ddsm_ct_equal(found_fp, fp, DDSM_FINGERPRINT_HEX)) {
             /* Two different roots this store accepts, on one token: an operator's mistake that
              * no one without the store's admin role and the token's PIN can make. */
-            if (first_time_detail(ctx, DDSM_DEVERR_ROOT_AMBIGUOUS))
+            if (first_time_detail(rf, DDSM_DEVERR_ROOT_AMBIGUOUS))
                 ddsm_log(DDSM_LOG_ERROR,
                          "the root token holds two different pinned roots labelled \"%s\" "
                          "(fingerprints %s and %s): refusing to choose",
-                         ctx->cfg->backend.root_key_label, found_fp, fp);
+                         rf->label, found_fp, fp);
             *detail = DDSM_DEVERR_ROOT_AMBIGUOUS;
             rv = CKR_DEVICE_ERROR;
             goto out;
         }
         /* else: the same root twice (a copy): either handle derives the same keys. */
     }
-    if (ignored > 0 && first_time_ignored(ctx, ignored))
+    if (ignored > 0 && first_time_ignored(rf, ignored))
         ddsm_log(DDSM_LOG_WARN,
                  "ignoring %u object%s labelled \"%s\" on the root token whose fingerprint is "
                  "not pinned (an impostor or a stale key: see docs/root.md)%s",
-                 ignored, ignored == 1 ? "" : "s", ctx->cfg->backend.root_key_label,
+                 ignored, ignored == 1 ? "" : "s", rf->label,
                  more || more_public ? "; more were not examined" : "");
     if (found == CK_INVALID_HANDLE) {
         CK_ULONG d = n == 0 && n_public == 0 ? DDSM_DEVERR_ROOT_MISSING : DDSM_DEVERR_ROOT_MISMATCH;
-        if (first_time_detail(ctx, d))
+        if (first_time_detail(rf, d))
             ddsm_log(DDSM_LOG_ERROR,
                      d == DDSM_DEVERR_ROOT_MISSING
                          ? "no secret key labelled \"%s\" on the root token"
                          : "no secret key labelled \"%s\" on the root token has a fingerprint "
                            "the store pins (`ddsmctl root info` shows both)",
-                     ctx->cfg->backend.root_key_label);
+                     rf->label);
         *detail = d;
         rv = CKR_DEVICE_ERROR;
         goto out;
     }
-    atomic_store(&ctx->root_logged_detail, 0);
-    rs->root = found;
+    atomic_store(&rf->logged_detail, 0);
+    *root = found;
     ddsm_log(DDSM_LOG_DEBUG, "root seed key is object 0x%lx (fingerprint %s)", (unsigned long)found,
              found_fp);
     rv = CKR_OK;

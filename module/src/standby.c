@@ -15,12 +15,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ddsm/log.h"
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
 #include "ddsm/names.h"
 #include "pinfile.h"
-#include "rootfind.h"
 #include "rv.h"
 
 /* After a refused standby login, no attempt for this long: the HSM counts failed logins. */
@@ -29,10 +29,14 @@
 enum { PRIMARY = 0, STANDBY = 1 };
 
 struct ddsm_standby {
+    const ddsm_config *cfg;
+    bool custody; /* the primary's root is on the custody token (its name in the log) */
+    const atomic_bool *can_thread;
+    ddsm_rootpool *primary;
+    ddsm_rootfind *find;
     ddsm_hsm *hsm;
     CK_FUNCTION_LIST_PTR be;
     ddsm_mutex *lock;
-    ddsm_root_acquire_fn acquire_primary;
 
     /* under lock */
     bool have_slot;
@@ -51,20 +55,21 @@ struct ddsm_standby {
     atomic_bool checked;   /* the pairing check of the first derivation has ended */
 };
 
-static const char *token_name(ddsm_ctx *ctx, int which)
+static const char *token_name(const ddsm_standby *sb, int which)
 {
     if (which == STANDBY)
-        return ctx->cfg->backend.standby_token_label;
-    return ctx->custody ? ctx->cfg->backend.root_token_label : ctx->cfg->backend.token_label;
+        return sb->cfg->backend.standby_token_label;
+    return sb->custody ? sb->cfg->backend.root_token_label : sb->cfg->backend.token_label;
 }
 
-CK_RV ddsm_standby_open(ddsm_ctx *ctx, ddsm_root_acquire_fn acquire_primary)
+CK_RV ddsm_standby_open(const ddsm_standby_args *args, ddsm_standby **out)
 {
-    const ddsm_config *cfg = ctx->cfg;
+    const ddsm_config *cfg = args->cfg;
     char why[512] = "";
     CK_RV rv;
     ddsm_standby *sb = NULL;
 
+    *out = NULL;
     if (cfg->backend.standby_token_label == NULL)
         return CKR_OK;
     const char *lib =
@@ -87,7 +92,11 @@ CK_RV ddsm_standby_open(ddsm_ctx *ctx, ddsm_root_acquire_fn acquire_primary)
         goto out;
     }
     sb->be = ddsm_hsm_functions(sb->hsm);
-    sb->acquire_primary = acquire_primary;
+    sb->cfg = cfg;
+    sb->custody = args->custody;
+    sb->can_thread = args->can_thread;
+    sb->primary = args->primary;
+    sb->find = args->find;
     if (ddsm_hsm_find_token(sb->hsm, cfg->backend.standby_token_label, &sb->slot) == CKR_OK)
         sb->have_slot = true;
     else
@@ -95,7 +104,7 @@ CK_RV ddsm_standby_open(ddsm_ctx *ctx, ddsm_root_acquire_fn acquire_primary)
                  "standby token \"%s\" not found now: it is looked for again when needed",
                  cfg->backend.standby_token_label);
     ddsm_log(DDSM_LOG_INFO, "standby token \"%s\" (%s)", cfg->backend.standby_token_label, lib);
-    ctx->standby = sb;
+    *out = sb;
     sb = NULL;
     rv = CKR_OK;
 out:
@@ -107,15 +116,13 @@ out:
     return rv;
 }
 
-void ddsm_standby_free(ddsm_ctx *ctx)
+void ddsm_standby_free(ddsm_standby *sb)
 {
-    ddsm_standby *sb = ctx->standby;
     if (sb == NULL)
         return;
-    ctx->standby = NULL;
     for (unsigned i = 0; i < sb->n_free; i++)
         (void)sb->be->C_CloseSession(sb->free[i]);
-    if (ddsm_hsmcall_free(atomic_load(&sb->pool), ctx->cfg->backend.call_timeout_ms + 1000))
+    if (ddsm_hsmcall_free(atomic_load(&sb->pool), sb->cfg->backend.call_timeout_ms + 1000))
         ddsm_hsm_unload(sb->hsm);
     else
         ddsm_hsm_abandon(sb->hsm);
@@ -124,20 +131,25 @@ void ddsm_standby_free(ddsm_ctx *ctx)
     free(sb);
 }
 
-void ddsm_standby_abandon(ddsm_ctx *ctx)
+void ddsm_standby_abandon(ddsm_standby *sb)
 {
-    if (ctx->standby != NULL)
-        ddsm_hsm_abandon(ctx->standby->hsm);
+    if (sb != NULL)
+        ddsm_hsm_abandon(sb->hsm);
 }
 
-static ddsm_hsmcall *standby_pool(ddsm_ctx *ctx, ddsm_standby *sb)
+ddsm_hsm *ddsm_standby_hsm(const ddsm_standby *sb)
+{
+    return sb->hsm;
+}
+
+ddsm_hsmcall *ddsm_standby_calls(ddsm_standby *sb)
 {
     ddsm_hsmcall *p = atomic_load(&sb->pool);
-    if (p != NULL || !ctx->can_thread)
+    if (p != NULL || !atomic_load(sb->can_thread))
         return p;
-    unsigned workers = ddsm_config_hsm_workers(ctx->cfg);
+    unsigned workers = ddsm_config_hsm_workers(sb->cfg);
     ddsm_hsmcall *made = NULL;
-    if (ddsm_hsmcall_new(sb->be, workers, ctx->cfg->backend.call_timeout_ms, &made) != CKR_OK) {
+    if (ddsm_hsmcall_new(sb->be, workers, sb->cfg->backend.call_timeout_ms, &made) != CKR_OK) {
         ddsm_log(DDSM_LOG_WARN, "cannot set up the standby's HSM call pool: its calls are "
                                 "unbounded");
         return NULL;
@@ -150,21 +162,31 @@ static ddsm_hsmcall *standby_pool(ddsm_ctx *ctx, ddsm_standby *sb)
     return made;
 }
 
-CK_FUNCTION_LIST_PTR ddsm_rootsess_be(ddsm_ctx *ctx, const ddsm_rootsess *rs)
+/* Sessions of either token: the standby's own, or the primary's (its pool's). */
+static void sess_prf_init(ddsm_standby *sb, const ddsm_rootsess *rs, ddsm_hsmcall_prf_ctx *pctx,
+                          ddsm_prf *prf)
 {
-    return rs->standby ? ctx->standby->be : ctx->be;
+    if (rs->standby)
+        ddsm_hsmcall_prf_init(pctx, ddsm_standby_calls(sb), sb->hsm, rs->s, rs->root, prf);
+    else
+        ddsm_hsmcall_prf_init(pctx, ddsm_rootpool_calls(sb->primary),
+                              ddsm_rootpool_hsm(sb->primary), rs->s, rs->root, prf);
 }
 
-ddsm_hsmcall *ddsm_rootsess_pool(ddsm_ctx *ctx, const ddsm_rootsess *rs)
+static void sess_release(ddsm_standby *sb, const ddsm_rootsess *rs, bool broken)
 {
-    return rs->standby ? standby_pool(ctx, ctx->standby) : ddsm_ctx_hsmcall(ctx);
+    if (rs->standby)
+        ddsm_standby_release(sb, rs, broken);
+    else
+        ddsm_rootpool_release(sb->primary, rs, broken);
 }
 
-void ddsm_rootsess_prf_init(ddsm_ctx *ctx, const ddsm_rootsess *rs, CK_OBJECT_HANDLE key,
-                            ddsm_hsmcall_prf_ctx *pctx, ddsm_prf *prf)
+static void sess_disown(ddsm_standby *sb, ddsm_rootsess *rs)
 {
-    ddsm_hsm *h = rs->standby ? ctx->standby->hsm : ctx->hsm;
-    ddsm_hsmcall_prf_init(pctx, ddsm_rootsess_pool(ctx, rs), h, rs->s, key, prf);
+    if (rs->standby)
+        ddsm_standby_disown(sb, rs);
+    else
+        ddsm_rootpool_disown(sb->primary, rs);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -172,24 +194,23 @@ void ddsm_rootsess_prf_init(ddsm_ctx *ctx, const ddsm_rootsess *rs, CK_OBJECT_HA
 
 /* Log in with standby_root_pin_file (pinfile.h), as root_pin_file is read. Touches a secret
  * (through pinfile.c). */
-static CK_RV login_secret(ddsm_ctx *ctx, ddsm_standby *sb, CK_SESSION_HANDLE s)
+static CK_RV login_secret(ddsm_standby *sb, CK_SESSION_HANDLE s)
 {
-    const char *file = ctx->cfg->backend.standby_root_pin_file;
+    const char *file = sb->cfg->backend.standby_root_pin_file;
     size_t len;
     CK_RV rv = ddsm_pinfile_login_secret(sb->hsm, s, file, "standby_root_pin_file", &len);
     if (rv != CKR_OK && len > 0)
         ddsm_log(DDSM_LOG_ERROR,
                  "standby token \"%s\": login with standby_root_pin_file %s refused: %s (PIN of "
                  "%zu bytes); no attempt for %d s",
-                 ctx->cfg->backend.standby_token_label, file, ddsm_rv_name(rv), len,
+                 sb->cfg->backend.standby_token_label, file, ddsm_rv_name(rv), len,
                  LOGIN_BACKOFF_MS / 1000);
     return rv;
 }
 
-void ddsm_standby_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
+void ddsm_standby_release(ddsm_standby *sb, const ddsm_rootsess *rs, bool broken)
 {
-    ddsm_standby *sb = ctx->standby;
-    unsigned cap = ddsm_config_hsm_workers(ctx->cfg);
+    unsigned cap = ddsm_config_hsm_workers(sb->cfg);
     bool keep = false;
     if (rs->s == CK_INVALID_HANDLE)
         return;
@@ -205,9 +226,8 @@ void ddsm_standby_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken)
         (void)sb->be->C_CloseSession(rs->s);
 }
 
-void ddsm_standby_disown(ddsm_ctx *ctx, ddsm_rootsess *rs)
+void ddsm_standby_disown(ddsm_standby *sb, ddsm_rootsess *rs)
 {
-    ddsm_standby *sb = ctx->standby;
     if (rs->s == CK_INVALID_HANDLE)
         return;
     ddsm_mutex_lock(sb->lock);
@@ -216,34 +236,43 @@ void ddsm_standby_disown(ddsm_ctx *ctx, ddsm_rootsess *rs)
     rs->s = CK_INVALID_HANDLE;
 }
 
-CK_RV ddsm_standby_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
+/* The root looked up on the standby token through rs->s (rootfind.h). */
+static CK_RV standby_root_find(ddsm_standby *sb, ddsm_rootsess *rs, CK_ULONG *detail)
 {
-    ddsm_standby *sb = ctx->standby;
+    bool quarantined = false;
+    CK_RV rv = ddsm_root_find(sb->find, sb->hsm, ddsm_standby_calls(sb), rs->s, &rs->root,
+                              &quarantined, detail);
+    if (quarantined)
+        ddsm_standby_disown(sb, rs);
+    return rv;
+}
+
+CK_RV ddsm_standby_root_refresh(ddsm_standby *sb, ddsm_rootsess *rs, CK_ULONG *detail)
+{
     CK_OBJECT_HANDLE stale = rs->root;
     atomic_compare_exchange_strong(&sb->root, &stale, 0);
     *detail = DDSM_DEVERR_NONE;
-    CK_RV rv = ddsm_root_find(ctx, rs, detail);
+    CK_RV rv = standby_root_find(sb, rs, detail);
     if (rv == CKR_OK)
         atomic_store(&sb->root, rs->root);
     return rv;
 }
 
-static void log_mismatch_once(ddsm_ctx *ctx, const char *what)
+static void log_mismatch_once(ddsm_standby *sb, const char *what)
 {
-    if (atomic_exchange(&ctx->standby->mismatch, true))
+    if (atomic_exchange(&sb->mismatch, true))
         return;
     ddsm_log(DDSM_LOG_ERROR,
              "the roots of token \"%s\" and standby token \"%s\" are not the same root: %s; "
              "every derivation is refused (CKR_DEVICE_ERROR, DDSM_DEVERR_STANDBY_MISMATCH) until "
              "the module is initialised again (docs/standby.md)",
-             token_name(ctx, PRIMARY), token_name(ctx, STANDBY), what);
+             token_name(sb, PRIMARY), token_name(sb, STANDBY), what);
 }
 
 /* The root of rs's token, fingerprinted inside its HSM once per process, must be the root the
  * other token has (when known). */
-static CK_RV verify(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
+static CK_RV verify(ddsm_standby *sb, ddsm_rootsess *rs, CK_ULONG *detail)
 {
-    ddsm_standby *sb = ctx->standby;
     int me = rs->standby ? STANDBY : PRIMARY;
     char fp[DDSM_FINGERPRINT_HEX + 1];
     char what[160];
@@ -251,12 +280,12 @@ static CK_RV verify(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
         return CKR_OK;
     ddsm_hsmcall_prf_ctx pctx;
     ddsm_prf prf;
-    ddsm_rootsess_prf_init(ctx, rs, rs->root, &pctx, &prf);
+    sess_prf_init(sb, rs, &pctx, &prf);
     ddsm_err e = ddsm_root_fingerprint(&prf, fp);
     if (e != DDSM_OK) {
         if (pctx.status != DDSM_HSMCALL_ANSWERED) {
             if (pctx.status == DDSM_HSMCALL_QUARANTINED)
-                ddsm_ctx_root_disown(ctx, rs);
+                sess_disown(sb, rs);
             *detail = DDSM_DEVERR_TIMEOUT;
             return CKR_DEVICE_ERROR;
         }
@@ -270,12 +299,12 @@ static CK_RV verify(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
     if (sb->fp_known[!me] && memcmp(sb->fp[!me], fp, DDSM_FINGERPRINT_HEX) != 0) {
         differ = true;
         snprintf(what, sizeof(what), "fingerprints %s (\"%s\") and %s (\"%s\")",
-                 sb->fp[PRIMARY], token_name(ctx, PRIMARY), sb->fp[STANDBY],
-                 token_name(ctx, STANDBY));
+                 sb->fp[PRIMARY], token_name(sb, PRIMARY), sb->fp[STANDBY],
+                 token_name(sb, STANDBY));
     }
     ddsm_mutex_unlock(sb->lock);
     if (differ) {
-        log_mismatch_once(ctx, what);
+        log_mismatch_once(sb, what);
         *detail = DDSM_DEVERR_STANDBY_MISMATCH;
         return CKR_DEVICE_ERROR;
     }
@@ -284,9 +313,8 @@ static CK_RV verify(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail)
 }
 
 /* A session on the standby token, logged in, its root found through the pin and verified. */
-static CK_RV standby_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
+static CK_RV standby_acquire(ddsm_standby *sb, ddsm_rootsess *out, CK_ULONG *detail)
 {
-    ddsm_standby *sb = ctx->standby;
     ddsm_rootsess rs = {CK_INVALID_HANDLE, 0, 0, true};
     bool fresh = false, need_slot = false;
     CK_SLOT_ID slot = 0;
@@ -311,10 +339,10 @@ static CK_RV standby_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail
 
     if (fresh) {
         if (need_slot) {
-            rv = ddsm_hsm_find_token(sb->hsm, ctx->cfg->backend.standby_token_label, &slot);
+            rv = ddsm_hsm_find_token(sb->hsm, sb->cfg->backend.standby_token_label, &slot);
             if (rv != CKR_OK) {
                 ddsm_log(DDSM_LOG_WARN, "standby token \"%s\": %s",
-                         ctx->cfg->backend.standby_token_label, ddsm_rv_name(rv));
+                         sb->cfg->backend.standby_token_label, ddsm_rv_name(rv));
                 goto fail_fresh;
             }
             ddsm_mutex_lock(sb->lock);
@@ -328,19 +356,19 @@ static CK_RV standby_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail
                      ddsm_rv_name(rv));
             goto fail_fresh;
         }
-        rv = login_secret(ctx, sb, rs.s);
+        rv = login_secret(sb, rs.s);
         if (rv != CKR_OK) {
             ddsm_mutex_lock(sb->lock);
             sb->login_retry_ms = ddsm_now_ms() + LOGIN_BACKOFF_MS;
             ddsm_mutex_unlock(sb->lock);
-            ddsm_standby_release(ctx, &rs, true);
+            ddsm_standby_release(sb, &rs, true);
             *detail = DDSM_DEVERR_CUSTODY_LOGIN;
             return rv == CKR_HOST_MEMORY ? rv : CKR_DEVICE_ERROR;
         }
     }
     rs.root = atomic_load(&sb->root);
     if (rs.root == 0) {
-        rv = ddsm_root_find(ctx, &rs, detail);
+        rv = standby_root_find(sb, &rs, detail);
         if (rv != CKR_OK) {
             if (*detail == DDSM_DEVERR_ROOT_MISSING || *detail == DDSM_DEVERR_ROOT_MISMATCH ||
                 *detail == DDSM_DEVERR_ROOT_AMBIGUOUS) {
@@ -349,17 +377,17 @@ static CK_RV standby_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail
                          *detail == DDSM_DEVERR_ROOT_MISSING ? "none labelled"
                          : *detail == DDSM_DEVERR_ROOT_MISMATCH ? "none pinned"
                                                                 : "two different");
-                log_mismatch_once(ctx, what);
+                log_mismatch_once(sb, what);
                 *detail = DDSM_DEVERR_STANDBY_MISMATCH;
             }
-            ddsm_standby_release(ctx, &rs, *detail != DDSM_DEVERR_STANDBY_MISMATCH);
+            ddsm_standby_release(sb, &rs, *detail != DDSM_DEVERR_STANDBY_MISMATCH);
             return rv;
         }
         atomic_store(&sb->root, rs.root);
     }
-    rv = verify(ctx, &rs, detail);
+    rv = verify(sb, &rs, detail);
     if (rv != CKR_OK) {
-        ddsm_standby_release(ctx, &rs, *detail != DDSM_DEVERR_STANDBY_MISMATCH);
+        ddsm_standby_release(sb, &rs, *detail != DDSM_DEVERR_STANDBY_MISMATCH);
         return rv;
     }
     *out = rs;
@@ -395,9 +423,9 @@ static bool device_class(CK_RV rv)
     }
 }
 
-bool ddsm_standby_may_fail_over(ddsm_ctx *ctx, bool answered, CK_RV last_rv)
+bool ddsm_standby_may_fail_over(ddsm_standby *sb, bool answered, CK_RV last_rv)
 {
-    if (ctx->standby == NULL || atomic_load(&ctx->standby->mismatch))
+    if (sb == NULL || atomic_load(&sb->mismatch))
         return false;
     /* Anything that says "these inputs, this login" rather than "this device" stays an answer:
      * a login the application lost is never replaced by the module's own standby login. */
@@ -405,27 +433,26 @@ bool ddsm_standby_may_fail_over(ddsm_ctx *ctx, bool answered, CK_RV last_rv)
 }
 
 /* A failure of a session acquisition (rv, detail) that another token may answer instead. */
-static bool acquire_may_fail_over(ddsm_ctx *ctx, CK_RV rv, CK_ULONG detail)
+static bool acquire_may_fail_over(ddsm_standby *sb, CK_RV rv, CK_ULONG detail)
 {
-    if (rv == CKR_HOST_MEMORY || atomic_load(&ctx->standby->mismatch))
+    if (rv == CKR_HOST_MEMORY || atomic_load(&sb->mismatch))
         return false;
     return detail == DDSM_DEVERR_HSM_FAILED || detail == DDSM_DEVERR_TIMEOUT;
 }
 
-static void switch_to(ddsm_ctx *ctx, int to, const char *why)
+static void switch_to(ddsm_standby *sb, int to, const char *why)
 {
     int from = !to;
-    if (atomic_compare_exchange_strong(&ctx->standby->active, &from, to))
+    if (atomic_compare_exchange_strong(&sb->active, &from, to))
         ddsm_log(DDSM_LOG_WARN, "derivations fail over from token \"%s\" to token \"%s\": %s",
-                 token_name(ctx, !to), token_name(ctx, to), why);
+                 token_name(sb, !to), token_name(sb, to), why);
 }
 
 /* The pairing check at the first derivation: the standby is looked at once while the primary
  * answers; a standby that is down then is checked again when a failover needs it. */
-static CK_RV check_pairing(ddsm_ctx *ctx, ddsm_rootsess *primary, CK_ULONG *detail)
+static CK_RV check_pairing(ddsm_standby *sb, ddsm_rootsess *primary, CK_ULONG *detail)
 {
-    ddsm_standby *sb = ctx->standby;
-    CK_RV rv = verify(ctx, primary, detail);
+    CK_RV rv = verify(sb, primary, detail);
     if (rv != CKR_OK)
         return rv;
     if (atomic_load(&sb->checked) || atomic_load(&sb->verified[STANDBY]))
@@ -434,12 +461,12 @@ static CK_RV check_pairing(ddsm_ctx *ctx, ddsm_rootsess *primary, CK_ULONG *deta
      * proceeds on a pairing nobody has checked. */
     ddsm_rootsess rs;
     CK_ULONG d = DDSM_DEVERR_NONE;
-    rv = standby_acquire(ctx, &rs, &d);
+    rv = standby_acquire(sb, &rs, &d);
     atomic_store(&sb->checked, true);
     if (rv == CKR_OK) {
-        ddsm_standby_release(ctx, &rs, false);
+        ddsm_standby_release(sb, &rs, false);
         ddsm_log(DDSM_LOG_INFO, "standby token \"%s\" holds the same root as token \"%s\"",
-                 token_name(ctx, STANDBY), token_name(ctx, PRIMARY));
+                 token_name(sb, STANDBY), token_name(sb, PRIMARY));
         return CKR_OK;
     }
     if (d == DDSM_DEVERR_STANDBY_MISMATCH) {
@@ -449,49 +476,48 @@ static CK_RV check_pairing(ddsm_ctx *ctx, ddsm_rootsess *primary, CK_ULONG *deta
     ddsm_log(DDSM_LOG_WARN,
              "standby token \"%s\" cannot be checked now (%s): deriving on token \"%s\"; the "
              "standby is checked again before a failover uses it",
-             token_name(ctx, STANDBY), ddsm_rv_name(rv), token_name(ctx, PRIMARY));
+             token_name(sb, STANDBY), ddsm_rv_name(rv), token_name(sb, PRIMARY));
     return CKR_OK;
 }
 
-static CK_RV acquire_on(ddsm_ctx *ctx, int which, ddsm_rootsess *out, CK_ULONG *detail)
+static CK_RV acquire_on(ddsm_standby *sb, int which, ddsm_rootsess *out, CK_ULONG *detail)
 {
     if (which == STANDBY)
-        return standby_acquire(ctx, out, detail);
-    if (ddsm_hsmcall_saturated(ddsm_ctx_hsmcall(ctx))) {
+        return standby_acquire(sb, out, detail);
+    if (ddsm_hsmcall_saturated(ddsm_rootpool_calls(sb->primary))) {
         /* Every primary worker is stuck in a call that never came back. */
         *detail = DDSM_DEVERR_TIMEOUT;
         return CKR_DEVICE_ERROR;
     }
     ddsm_rootsess rs;
-    CK_RV rv = ctx->standby->acquire_primary(ctx, &rs, detail);
+    CK_RV rv = ddsm_rootpool_acquire(sb->primary, &rs, detail);
     if (rv != CKR_OK)
         return rv;
     rs.standby = false;
-    rv = check_pairing(ctx, &rs, detail);
+    rv = check_pairing(sb, &rs, detail);
     if (rv != CKR_OK) {
-        ddsm_ctx_root_release(ctx, &rs, *detail != DDSM_DEVERR_STANDBY_MISMATCH);
+        ddsm_rootpool_release(sb->primary, &rs, *detail != DDSM_DEVERR_STANDBY_MISMATCH);
         return rv;
     }
     *out = rs;
     return CKR_OK;
 }
 
-CK_RV ddsm_standby_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail)
+CK_RV ddsm_standby_root_acquire(ddsm_standby *sb, ddsm_rootsess *out, CK_ULONG *detail)
 {
-    ddsm_standby *sb = ctx->standby;
     if (atomic_load(&sb->mismatch)) {
         *detail = DDSM_DEVERR_STANDBY_MISMATCH;
         return CKR_DEVICE_ERROR;
     }
     int which = atomic_load(&sb->active);
-    CK_RV rv = acquire_on(ctx, which, out, detail);
-    if (rv == CKR_OK || !acquire_may_fail_over(ctx, rv, *detail))
+    CK_RV rv = acquire_on(sb, which, out, detail);
+    if (rv == CKR_OK || !acquire_may_fail_over(sb, rv, *detail))
         return rv;
     CK_RV first_rv = rv;
     CK_ULONG first_detail = *detail;
-    rv = acquire_on(ctx, !which, out, detail);
+    rv = acquire_on(sb, !which, out, detail);
     if (rv == CKR_OK) {
-        switch_to(ctx, !which, first_detail == DDSM_DEVERR_TIMEOUT ? "no answer in time"
+        switch_to(sb, !which, first_detail == DDSM_DEVERR_TIMEOUT ? "no answer in time"
                                                                    : "a device error");
         return CKR_OK;
     }
@@ -501,24 +527,21 @@ CK_RV ddsm_standby_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *det
     return first_rv;
 }
 
-CK_RV ddsm_standby_fail_over(ddsm_ctx *ctx, ddsm_rootsess *rs, bool answered, CK_RV last_rv)
+CK_RV ddsm_standby_fail_over(ddsm_standby *sb, ddsm_rootsess *rs, bool answered, CK_RV last_rv)
 {
-    if (!ddsm_standby_may_fail_over(ctx, answered, last_rv))
+    if (!ddsm_standby_may_fail_over(sb, answered, last_rv))
         return CKR_FUNCTION_FAILED;
     int to = rs->standby ? PRIMARY : STANDBY;
     /* Whatever the failure left in that session, it is not reused. */
-    if (rs->standby)
-        ddsm_standby_release(ctx, rs, true);
-    else
-        ddsm_ctx_root_release(ctx, rs, true);
+    sess_release(sb, rs, true);
     rs->s = CK_INVALID_HANDLE;
     ddsm_rootsess other;
     CK_ULONG d = DDSM_DEVERR_NONE;
-    if (acquire_on(ctx, to, &other, &d) != CKR_OK)
+    if (acquire_on(sb, to, &other, &d) != CKR_OK)
         return CKR_FUNCTION_FAILED;
     char why[96];
     snprintf(why, sizeof(why), "%s", answered ? ddsm_rv_name(last_rv) : "no answer in time");
-    switch_to(ctx, to, why);
+    switch_to(sb, to, why);
     *rs = other;
     return CKR_OK;
 }

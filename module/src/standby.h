@@ -22,47 +22,58 @@
 #ifndef DDSM_STANDBY_H
 #define DDSM_STANDBY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
-#include "ctx.h"
+#include "ddsm/config.h"
 #include "hsmcall.h"
+#include "rootfind.h"
+#include "rootpool.h"
 
 typedef struct ddsm_standby ddsm_standby;
 
+/* What the standby is opened with, all owned by the context and outliving it. */
+typedef struct ddsm_standby_args {
+    const ddsm_config *cfg;
+    bool custody;                  /* the primary's root is on the custody token */
+    const atomic_bool *can_thread; /* the context's (rootpool.h) */
+    ddsm_rootpool *primary;        /* the primary token's sessions */
+    ddsm_rootfind *find;
+} ddsm_standby_args;
+
 /* C_Initialize: with a standby configured, load its library (standby_module, default module) and
- * look for its token; ctx->standby stays NULL without one. A library that cannot be loaded fails
+ * look for its token; *out stays NULL without one. A library that cannot be loaded fails
  * (CKR_FUNCTION_FAILED, logged); a token not present now is only logged and looked for again when
  * needed (a standby that is down must not stop the primary from starting). */
-typedef CK_RV (*ddsm_root_acquire_fn)(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail);
-CK_RV ddsm_standby_open(ddsm_ctx *ctx, ddsm_root_acquire_fn acquire_primary) DDSM_WUR;
-/* C_Finalize, before the primary backend goes: close its sessions, stop its call pool, unload. */
-void ddsm_standby_free(ddsm_ctx *ctx);
-/* Fork child: forget it without calling into it. */
-void ddsm_standby_abandon(ddsm_ctx *ctx);
+CK_RV ddsm_standby_open(const ddsm_standby_args *args, ddsm_standby **out) DDSM_WUR;
+/* C_Finalize, before the primary backend goes: close its sessions, stop its call pool, unload.
+ * NULL accepted. */
+void ddsm_standby_free(ddsm_standby *sb);
+/* Fork child: forget it without calling into it. NULL accepted. */
+void ddsm_standby_abandon(ddsm_standby *sb);
 
-/* The backend function list, call pool and ddsm_prf of the token rs belongs to. */
-CK_FUNCTION_LIST_PTR ddsm_rootsess_be(ddsm_ctx *ctx, const ddsm_rootsess *rs);
-struct ddsm_hsmcall *ddsm_rootsess_pool(ddsm_ctx *ctx, const ddsm_rootsess *rs);
-void ddsm_rootsess_prf_init(ddsm_ctx *ctx, const ddsm_rootsess *rs, CK_OBJECT_HANDLE key,
-                            ddsm_hsmcall_prf_ctx *pctx, ddsm_prf *prf);
+/* The standby's backend and the call pool bounding its calls (made at the first call; NULL when
+ * the module may not create threads). */
+ddsm_hsm *ddsm_standby_hsm(const ddsm_standby *sb);
+ddsm_hsmcall *ddsm_standby_calls(ddsm_standby *sb);
 
-/* ddsm_ctx_root_acquire with a standby: a session on the active token (primary sessions from
- * the acquire_primary given to ddsm_standby_open), the pairing check, and a failover when the
- * active token fails. */
-CK_RV ddsm_standby_root_acquire(ddsm_ctx *ctx, ddsm_rootsess *out, CK_ULONG *detail) DDSM_WUR;
-/* ddsm_ctx_root_release / _disown / _refresh for a standby session (rs->standby). */
-void ddsm_standby_release(ddsm_ctx *ctx, const ddsm_rootsess *rs, bool broken);
-void ddsm_standby_disown(ddsm_ctx *ctx, ddsm_rootsess *rs);
-CK_RV ddsm_standby_root_refresh(ddsm_ctx *ctx, ddsm_rootsess *rs, CK_ULONG *detail) DDSM_WUR;
+/* A root session with a standby: a session on the active token (primary sessions from the
+ * primary's pool), the pairing check, and a failover when the active token fails. */
+CK_RV ddsm_standby_root_acquire(ddsm_standby *sb, ddsm_rootsess *out, CK_ULONG *detail) DDSM_WUR;
+/* ddsm_rootpool_release / _disown / _refresh for a standby session (rs->standby). */
+void ddsm_standby_release(ddsm_standby *sb, const ddsm_rootsess *rs, bool broken);
+void ddsm_standby_disown(ddsm_standby *sb, ddsm_rootsess *rs);
+CK_RV ddsm_standby_root_refresh(ddsm_standby *sb, ddsm_rootsess *rs, CK_ULONG *detail) DDSM_WUR;
 
 /* A derivation HMAC through rs failed after its audit row (backend answer last_rv, or no answer
  * in time when answered is false): when the other token may take over, make it the active one,
  * give up rs (released as broken, unless already disowned) and put a session of the other token
  * in its place. CKR_OK: retry the HMAC through rs. Otherwise nothing changed but rs, which is then
- * CK_INVALID_HANDLE (nothing left to release). NULL standby: CKR_FUNCTION_FAILED at once. */
-CK_RV ddsm_standby_fail_over(ddsm_ctx *ctx, ddsm_rootsess *rs, bool answered, CK_RV last_rv)
+ * CK_INVALID_HANDLE (nothing left to release). NULL sb: CKR_FUNCTION_FAILED at once. */
+CK_RV ddsm_standby_fail_over(ddsm_standby *sb, ddsm_rootsess *rs, bool answered, CK_RV last_rv)
     DDSM_WUR;
-/* Whether a failure of rs's token with this backend answer may move derivations to the other. */
-bool ddsm_standby_may_fail_over(ddsm_ctx *ctx, bool answered, CK_RV last_rv);
+/* Whether a failure of rs's token with this backend answer may move derivations to the other.
+ * NULL sb: false. */
+bool ddsm_standby_may_fail_over(ddsm_standby *sb, bool answered, CK_RV last_rv);
 
 #endif

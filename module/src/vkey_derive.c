@@ -39,11 +39,10 @@
 #include "ddsm/secmem.h"
 #include "ec.h"
 #include "flight.h"
-#include "hsmcall.h"
 #include "ladder.h"
 #include "policy.h"
+#include "roots.h"
 #include "rv.h"
-#include "standby.h"
 
 static bool reclaimable(const ddsm_hentry *e, void *arg)
 {
@@ -253,7 +252,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     rv = ddsm_mpolicy_rate(c, asset, canon, requester);
     if (rv != CKR_OK)
         goto out;
-    rv = ddsm_ctx_root_acquire(ctx, &rs, &detail);
+    rv = ddsm_roots_acquire(&ctx->roots, &rs, &detail);
     if (rv != CKR_OK) {
         c->detail = detail;
         goto out;
@@ -266,7 +265,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
         c->detail = detail;
         goto out;
     }
-    if (ddsm_hsmcall_saturated(ddsm_rootsess_pool(ctx, &rs))) {
+    if (ddsm_hsmcall_saturated(ddsm_roots_calls(&ctx->roots, &rs))) {
         /* Every HSM worker is stuck in a call that never came back: refuse before writing a row
          * whose key could not be computed. */
         c->detail = DDSM_DEVERR_TIMEOUT;
@@ -279,12 +278,12 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
                            key_type != NULL ? type_detail : NULL};
     uint64_t guess;
     if (counter_guess(ctx, asset, &guess)) /* not started: the HMAC follows the round trip */
-        ddsm_hsmcall_derive_ahead(ctx, &rs, asset, ec ? &seed_path : path, guess, &ahead);
+        ddsm_roots_derive_ahead(&ctx->roots, &rs, asset, ec ? &seed_path : path, guess, &ahead);
     int64_t ts0 = ddsm_metrics_now_ns();
     ddsm_err err = ddsm_batcher_derive(b, &req, &counter, &state);
     t_store = ddsm_metrics_now_ns() - ts0;
     if (err != DDSM_OK) /* no row, or a refusal's: the guessed answer is wiped unused */
-        ddsm_hsmcall_ahead_drop(ctx, &rs, &ahead, &broken);
+        ddsm_roots_ahead_drop(&ctx->roots, &rs, &ahead, &broken);
     if (err == DDSM_E_POLICY) {
         /* The statement found the asset's zone disabled and wrote the DENY row. */
         rv = ddsm_mpolicy_zone_refused(c, asset, ddsm_batcher_errmsg());
@@ -321,7 +320,7 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     /* The HSM call, bounded by [backend] call_timeout_ms (hsmcall.h). A failure here leaves a
      * DERIVE row whose key nobody received (docs/audit.md allows it): fail closed. */
     int64_t th0 = ddsm_metrics_now_ns();
-    rv = ddsm_hsmcall_derive_secret(ctx, &rs, asset, ec ? &seed_path : path, counter, key, &detail,
+    rv = ddsm_roots_derive_secret(&ctx->roots, &rs, asset, ec ? &seed_path : path, counter, key, &detail,
                                     &broken, &ahead);
     /* Started ahead and used: the call's own time (most of it hidden behind the round trip). */
     t_hsm = ahead.used ? ahead.took_ns : ddsm_metrics_now_ns() - th0;
@@ -355,9 +354,9 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     rv = CKR_OK;
 out:
     /* A call started ahead holds the session until it is collected. */
-    ddsm_hsmcall_ahead_drop(ctx, &rs, &ahead, &broken);
+    ddsm_roots_ahead_drop(&ctx->roots, &rs, &ahead, &broken);
     if (have_rs)
-        ddsm_ctx_root_release(ctx, &rs, broken);
+        ddsm_roots_release(&ctx->roots, &rs, broken);
     ddsm_secure_free(key, DDSM_KEY_LEN);
     return rv;
 }
@@ -371,10 +370,10 @@ void ddsm_vkey_record_denial(ddsm_call *c, const ddsm_uuid *asset, const char *c
     char requester[DDSM_REQUESTER_MAX + 1];
     ddsm_mpolicy_requester(c->ctx->policy, requester);
     ddsm_derive_req req = {*asset, canon_path, requester, c->ctx->instance, NULL};
-    CK_RV rv = ddsm_ctx_root_acquire(c->ctx, &rs, &detail);
+    CK_RV rv = ddsm_roots_acquire(&c->ctx->roots, &rs, &detail);
     if (rv == CKR_OK) {
         rv = ddsm_ctx_batcher(c->ctx, &rs, &b, &detail);
-        ddsm_ctx_root_release(c->ctx, &rs, false);
+        ddsm_roots_release(&c->ctx->roots, &rs, false);
     }
     ddsm_err e = rv == CKR_OK ? ddsm_batcher_deny(b, &req, reason) : DDSM_E_HSM;
     if (e != DDSM_OK)
