@@ -27,24 +27,10 @@
 
 #include "ddsm/mac.h"
 #include "store_audit.h"
-#include "textbuf.h"
+#include "ddsm/textbuf.h"
 
 #define TIME_TEXT_MAX 40
 #define CHECK_TIMEOUT_MS 120000
-
-static void putf(ddsm_textbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(ddsm_textbuf *b, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof line)
-        b->oom = true;
-    else
-        ddsm_textbuf_putn(b, line, (size_t)n);
-}
 
 static void hex(const uint8_t *b, size_t n, char *out)
 {
@@ -115,11 +101,11 @@ ddsm_err ddsm_audit_checkpoint_write(ddsm_store *st, const ddsm_audit_key *ckey,
         goto out;
 
     time_text(ddsm_audit_now_us(), t);
-    putf(&b, "%s\ntaken %s\n", DDSM_CHECKPOINT_MAGIC, t);
+    ddsm_textbuf_printf(&b, "%s\ntaken %s\n", DDSM_CHECKPOINT_MAGIC, t);
     if (has_cutoff)
-        putf(&b, "writer-keys-from-id %" PRId64 "\n", cutoff);
+        ddsm_textbuf_printf(&b, "writer-keys-from-id %" PRId64 "\n", cutoff);
     else
-        putf(&b, "writer-keys-from-id -\n");
+        ddsm_textbuf_printf(&b, "writer-keys-from-id -\n");
     int n = PQntuples(r);
     for (int i = 0; i < n; i++) {
         int64_t seq = 0;
@@ -140,11 +126,12 @@ ddsm_err ddsm_audit_checkpoint_write(ddsm_store *st, const ddsm_audit_key *ckey,
             e = ddsm_pq_fail(pq, DDSM_E_STORE, "checkpoint: a chain head does not parse");
             goto out;
         }
-        putf(&b, "chain %" PRId64 " %s %s ", seq, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
+        ddsm_textbuf_printf(&b, "chain %" PRId64 " %s %s ", seq, PQgetvalue(r, i, 2),
+                            PQgetvalue(r, i, 3));
         ddsm_textbuf_putn(&b, inst, il);
         ddsm_textbuf_putn(&b, "\n", 1);
     }
-    putf(&b, "end %d\n", n);
+    ddsm_textbuf_printf(&b, "end %d\n", n);
     if (b.oom) {
         e = DDSM_E_NOMEM;
         goto out;
@@ -153,7 +140,7 @@ ddsm_err ddsm_audit_checkpoint_write(ddsm_store *st, const ddsm_audit_key *ckey,
     if (e != DDSM_OK)
         goto out;
     hex(mac, sizeof mac, mac_hex);
-    putf(&b, "mac %s\n", mac_hex);
+    ddsm_textbuf_printf(&b, "mac %s\n", mac_hex);
     if (b.oom) {
         e = DDSM_E_NOMEM;
         goto out;

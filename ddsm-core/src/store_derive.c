@@ -27,7 +27,7 @@
 #include "store_audit.h"
 #include "store_int.h"
 #include "store_pq.h"
-#include "textbuf.h"
+#include "ddsm/textbuf.h"
 
 /* The hot path: one statement, one round trip, no lock. It reads the registry row through its
  * primary key and inserts the DERIVE row only when the effective state is derivable, in the same

@@ -29,7 +29,7 @@
 #include "store_audit.h"
 #include "store_int.h"
 #include "store_pq.h"
-#include "textbuf.h"
+#include "ddsm/textbuf.h"
 
 /* A grace window longer than this is a typo, not a policy. */
 #define GRACE_MAX_S (366LL * 24 * 3600)

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "textbuf.h"
+#include "ddsm/textbuf.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-void ddsm_textbuf_putn(ddsm_textbuf *b, const char *s, size_t n)
+/* Room for n more bytes and the NUL; false (oom set) when there is none. */
+static bool reserve(ddsm_textbuf *b, size_t n)
 {
     if (b->oom)
-        return;
+        return false;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap != 0 ? b->cap : 256;
         while (cap < b->len + n + 1)
@@ -17,11 +19,18 @@ void ddsm_textbuf_putn(ddsm_textbuf *b, const char *s, size_t n)
         char *p = realloc(b->p, cap);
         if (p == NULL) {
             b->oom = true;
-            return;
+            return false;
         }
         b->p = p;
         b->cap = cap;
     }
+    return true;
+}
+
+void ddsm_textbuf_putn(ddsm_textbuf *b, const char *s, size_t n)
+{
+    if (!reserve(b, n))
+        return;
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
@@ -30,6 +39,28 @@ void ddsm_textbuf_putn(ddsm_textbuf *b, const char *s, size_t n)
 void ddsm_textbuf_puts(ddsm_textbuf *b, const char *s)
 {
     ddsm_textbuf_putn(b, s, strlen(s));
+}
+
+void ddsm_textbuf_printf(ddsm_textbuf *b, const char *fmt, ...)
+{
+    /* Written in place when it fits; else the room is made and it is written again. */
+    for (int pass = 0; pass < 2 && !b->oom; pass++) {
+        size_t room = b->cap - b->len;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(room > 0 ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        (void)reserve(b, (size_t)n);
+    }
+    b->oom = true; /* no room could be made, or the text changed between the passes */
 }
 
 void ddsm_textbuf_array_elem(ddsm_textbuf *b, size_t i, const char *s)

@@ -1,6 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Global module state: the fork generation, the backend, the lazy store pool with
- * its listener thread, and the pool of the module's own backend sessions used for derivation.
+/* The process context: the fork generation, the backend, the lazy store pool with its LISTEN
+ * thread, the audit batcher, and the parts it owns (the root sessions, the virtual keys, the
+ * handle and session tables, the policy gate, the metrics).
+ *
+ * Invariants:
+ * - C_Initialize makes every part before the context is published (ddsm_ctx_get), under the
+ *   initialisation lock; C_Finalize unpublishes it and frees the parts, those that run threads
+ *   first. A part never sees the context: it gets what it needs of it when it is made (the
+ *   context's lock, its thread permission, a store lease: docs/architecture.md).
+ * - lock guards the store pool, the LISTEN thread's start and the root-session pool's free list
+ *   and custody latch (rootpool.h); it is never held across I/O or a backend call.
+ * - In a fork child the parent's state is never used: ddsm_ctx_get answers NULL until
+ *   C_Initialize, which abandons the old state (its keys wiped, nothing else touched).
  *
  * Slot numbering (documented choice): the module exposes exactly one slot, numbered 0, mapped to
  * the backend slot whose token carries [backend] token_label. Tools that take "the first slot with

@@ -6,7 +6,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 #include "ddsm/audit.h"
 #include "ddsm/batch.h"
 #include "ddsm/log.h"
+#include "ddsm/textbuf.h"
 
 /* Upper bounds (seconds) of the latency histogram's buckets; +Inf follows. */
 static const double lat_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -170,44 +170,9 @@ void ddsm_metrics_cache(ddsm_metrics *m, bool hit)
 /* ------------------------------------------------------------------------------------------ */
 /* Rendering                                                                                   */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct buf *b, const char *fmt, ...)
+static void family(ddsm_textbuf *b, const char *name, const char *type, const char *help)
 {
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)n;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
-static void family(struct buf *b, const char *name, const char *type, const char *help)
-{
-    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    ddsm_textbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static uint64_t cache_total(ddsm_metrics *m, bool hits)
@@ -219,11 +184,11 @@ static uint64_t cache_total(ddsm_metrics *m, bool hits)
 }
 
 /* A family of one sample, this instance's value v. */
-static void sample(struct buf *b, const char *inst, const char *name, const char *type,
+static void sample(ddsm_textbuf *b, const char *inst, const char *name, const char *type,
                    const char *help, uint64_t v)
 {
     family(b, name, type, help);
-    put(b, "%s{ddsm_instance=\"%s\"} %" PRIu64 "\n", name, inst, v);
+    ddsm_textbuf_printf(b, "%s{ddsm_instance=\"%s\"} %" PRIu64 "\n", name, inst, v);
 }
 
 /* A label value: backslash, double quote and newline escaped. */
@@ -244,32 +209,31 @@ static void label_value(char *out, size_t cap, const char *v)
     out[n] = '\0';
 }
 
-static void hist_out(struct buf *b, const char *name, const char *labels, struct hist *h)
+static void hist_out(ddsm_textbuf *b, const char *name, const char *labels, struct hist *h)
 {
     uint64_t cum = 0;
     for (size_t i = 0; i <= N_LAT; i++) {
         cum += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
         if (i < N_LAT)
-            put(b, "%s_bucket{%s,le=\"%g\"} %" PRIu64 "\n", name, labels, lat_bounds[i], cum);
+            ddsm_textbuf_printf(b, "%s_bucket{%s,le=\"%g\"} %" PRIu64 "\n", name, labels,
+                                lat_bounds[i], cum);
         else
-            put(b, "%s_bucket{%s,le=\"+Inf\"} %" PRIu64 "\n", name, labels, cum);
+            ddsm_textbuf_printf(b, "%s_bucket{%s,le=\"+Inf\"} %" PRIu64 "\n", name, labels, cum);
     }
-    put(b, "%s_sum{%s} %.9f\n", name, labels,
-        (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
+    ddsm_textbuf_printf(b, "%s_sum{%s} %.9f\n", name, labels,
+                        (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
     /* The count is the +Inf bucket: read once, the two always agree. */
-    put(b, "%s_count{%s} %" PRIu64 "\n", name, labels, cum);
+    ddsm_textbuf_printf(b, "%s_count{%s} %" PRIu64 "\n", name, labels, cum);
 }
 
 char *ddsm_metrics_render(ddsm_metrics *m)
 {
-    struct buf b = {malloc(8192), 0, 8192, false};
+    ddsm_textbuf b = {NULL, 0, 0, false};
     char inst[2 * DDSM_AUDIT_INSTANCE_MAX + 2];
     char lab[sizeof(inst) + 64];
     static const char *const phases[DDSM_PHASE__COUNT] = {"store", "hsm", "total"};
     ddsm_metrics_view view;
 
-    if (b.p == NULL)
-        return NULL;
     memset(&view, 0, sizeof(view));
     m->view(m->view_arg, &view);
     label_value(inst, sizeof(inst), m->instance);
@@ -277,7 +241,8 @@ char *ddsm_metrics_render(ddsm_metrics *m)
     family(&b, "ddsm_derivations_total", "counter",
            "Keys derived, each after its DERIVE audit row committed, by the asset's state.");
     for (int s = 0; s < DDSM_STATE__COUNT; s++)
-        put(&b, "ddsm_derivations_total{ddsm_instance=\"%s\",state=\"%s\"} %" PRIu64 "\n", inst,
+        ddsm_textbuf_printf(
+            &b, "ddsm_derivations_total{ddsm_instance=\"%s\",state=\"%s\"} %" PRIu64 "\n", inst,
             ddsm_state_name((ddsm_state)s), atomic_load(&m->derived[s]));
 
     family(&b, "ddsm_denials_total", "counter",
@@ -288,7 +253,8 @@ char *ddsm_metrics_render(ddsm_metrics *m)
             uint64_t v = atomic_load(&m->denied[r][s]);
             if (v == 0 && s != N_STATES - 1)
                 continue; /* keep the series few: "unknown" is always there */
-            put(&b,
+            ddsm_textbuf_printf(
+                &b,
                 "ddsm_denials_total{ddsm_instance=\"%s\",reason=\"%s\",state=\"%s\"} %" PRIu64 "\n",
                 inst, ddsm_deny_reason_name((ddsm_deny_reason)r),
                 s < DDSM_STATE__COUNT ? ddsm_state_name((ddsm_state)s) : "unknown", v);
@@ -308,13 +274,17 @@ char *ddsm_metrics_render(ddsm_metrics *m)
     uint64_t cum = 0;
     for (int i = 0; i < DDSM_BATCH_SIZE_BUCKETS; i++) {
         cum += bs.size_buckets[i];
-        put(&b, "ddsm_audit_batch_size_bucket{ddsm_instance=\"%s\",le=\"%u\"} %" PRIu64 "\n", inst,
+        ddsm_textbuf_printf(
+            &b, "ddsm_audit_batch_size_bucket{ddsm_instance=\"%s\",le=\"%u\"} %" PRIu64 "\n", inst,
             1u << i, cum);
     }
-    put(&b, "ddsm_audit_batch_size_bucket{ddsm_instance=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", inst,
+    ddsm_textbuf_printf(
+        &b, "ddsm_audit_batch_size_bucket{ddsm_instance=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", inst,
         cum);
-    put(&b, "ddsm_audit_batch_size_sum{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst, bs.size_sum);
-    put(&b, "ddsm_audit_batch_size_count{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst, cum);
+    ddsm_textbuf_printf(&b, "ddsm_audit_batch_size_sum{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
+                        bs.size_sum);
+    ddsm_textbuf_printf(&b, "ddsm_audit_batch_size_count{ddsm_instance=\"%s\"} %" PRIu64 "\n", inst,
+                        cum);
     sample(&b, inst, "ddsm_audit_round_trips_total", "counter",
            "Group-commit statements sent (a batch whose expectations were stale sends again).",
            bs.round_trips);
