@@ -20,6 +20,7 @@
 #include "ddsm/pkcs11-ddsm.h"
 #include "ddsm/secmem.h"
 #include "ddsm/names.h"
+#include "exiting.h"
 #include "pinfile.h"
 #include "rv.h"
 
@@ -120,9 +121,13 @@ void ddsm_standby_free(ddsm_standby *sb)
 {
     if (sb == NULL)
         return;
-    for (unsigned i = 0; i < sb->n_free; i++)
-        (void)sb->be->C_CloseSession(sb->free[i]);
-    if (ddsm_hsmcall_free(atomic_load(&sb->pool), sb->cfg->backend.call_timeout_ms + 1000))
+    /* As the primary's (ctx.c): no call into a backend whose exit-time destructors may have run
+     * (exiting.h), nor under a worker still inside it. */
+    if (!ddsm_exiting())
+        for (unsigned i = 0; i < sb->n_free; i++)
+            (void)sb->be->C_CloseSession(sb->free[i]);
+    if (ddsm_hsmcall_free(atomic_load(&sb->pool), sb->cfg->backend.call_timeout_ms + 1000) &&
+        !ddsm_exiting())
         ddsm_hsm_unload(sb->hsm);
     else
         ddsm_hsm_abandon(sb->hsm);
