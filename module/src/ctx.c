@@ -244,10 +244,12 @@ CK_RV ddsm_ctx_initialize(const CK_C_INITIALIZE_ARGS *args)
     snprintf(ctx->requester, sizeof(ctx->requester), "%.*s", (int)sizeof(ctx->requester) - 1, app);
     ddsm_storepool policy_pool;
     ddsm_ctx_store_pool(ctx, &policy_pool);
+    ddsm_vkeys_link vkeys_link;
+    ddsm_ctx_vkeys_link(ctx, &vkeys_link);
 
     if ((rv = ddsm_mech_extra_load(ctx->cfg, &ctx->mechs)) != CKR_OK ||
         (rv = ddsm_htab_new(ctx->cfg->cache.handles, &ctx->handles)) != CKR_OK ||
-        (rv = ddsm_vkeys_new(ctx->cfg, &ctx->vkeys)) != CKR_OK ||
+        (rv = ddsm_vkeys_new(ctx->cfg, &vkeys_link, &ctx->vkeys)) != CKR_OK ||
         (rv = ddsm_sesstab_new(&ctx->sessions)) != CKR_OK ||
         (rv = ddsm_mpolicy_new(ctx->cfg, app, &policy_pool, atomic_load(&ctx->can_thread),
                                &ctx->policy)) != CKR_OK ||

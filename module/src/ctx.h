@@ -163,10 +163,14 @@ bool ddsm_ctx_listener_catch_up(ddsm_ctx *ctx);
 bool ddsm_ctx_rotation_fence(ddsm_ctx *ctx);
 
 /* What the context hands to its parts at C_Initialize instead of itself (ctx_hooks.c), so that
- * none of them includes this header: the metrics' view of the module (ctx is the ddsm_ctx), and
- * the store pool as the policy gate's leases and the root lookups take it. */
+ * none of them includes this header: the metrics' view of the module (ctx is the ddsm_ctx), the
+ * store pool as the policy gate's leases and the root lookups take it, and the LISTEN link as the
+ * virtual keys' records take it. */
 struct ddsm_metrics_view;
 void ddsm_ctx_metrics_view(void *ctx, struct ddsm_metrics_view *out);
 void ddsm_ctx_store_pool(ddsm_ctx *ctx, ddsm_storepool *out);
+/* The LISTEN link as the virtual keys' records take it (vkey.h). */
+struct ddsm_vkeys_link;
+void ddsm_ctx_vkeys_link(ddsm_ctx *ctx, struct ddsm_vkeys_link *out);
 
 #endif

@@ -34,6 +34,23 @@ static void pool_release(void *ctx, ddsm_store *st)
     ddsm_ctx_store_release(ctx, st);
 }
 
+static bool link_catch_up(void *ctx)
+{
+    return ddsm_ctx_listener_catch_up(ctx);
+}
+
+static bool link_covers(void *ctx, int64_t validated_ms)
+{
+    return ddsm_ctx_listener_covers(ctx, validated_ms);
+}
+
+void ddsm_ctx_vkeys_link(ddsm_ctx *ctx, ddsm_vkeys_link *out)
+{
+    out->catch_up = link_catch_up;
+    out->covers = link_covers;
+    out->owner = ctx;
+}
+
 void ddsm_ctx_store_pool(ddsm_ctx *ctx, ddsm_storepool *out)
 {
     out->acquire = pool_acquire;

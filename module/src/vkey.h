@@ -64,7 +64,18 @@ typedef struct ddsm_kref ddsm_kref;
 struct ddsm_call;
 
 /* ---- the per-process state ---- */
-CK_RV ddsm_vkeys_new(const ddsm_config *cfg, ddsm_vkeys **out) DDSM_WUR;
+/* The LISTEN link as the records see it, filled by their owner (the context: ctx_hooks.c, as
+ * ddsm_ctx_listener_catch_up and ddsm_ctx_listener_covers answer): catch_up waits briefly until
+ * what the server has already sent on the link has been processed (false: not confirmed); covers
+ * says whether a record validated at validated_ms is covered by the link. */
+typedef struct ddsm_vkeys_link {
+    bool (*catch_up)(void *owner);
+    bool (*covers)(void *owner, int64_t validated_ms);
+    void *owner;
+} ddsm_vkeys_link;
+/* link NULL: there is no link, and ddsm_vkeys_asset_fresh always sends its caller to the store. */
+CK_RV ddsm_vkeys_new(const ddsm_config *cfg, const ddsm_vkeys_link *link,
+                     ddsm_vkeys **out) DDSM_WUR;
 void ddsm_vkeys_free(ddsm_vkeys *v); /* wipes every cached key; NULL accepted */
 /* In a fork child: wipe every cached key without taking a lock (the parent's threads may have held
  * them), leak the rest. */
@@ -100,7 +111,7 @@ void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a
  * need_meta or looked up by label, whose label and default path (which no NOTIFY announces) are
  * younger than cache.staleness_ms. By id, or by id_or_label as ddsm_store_asset_find reads it.
  * false: ask the store. created_us / updated_us are not known (0). */
-bool ddsm_vkeys_asset_fresh(struct ddsm_call *c, const char *id_or_label, const ddsm_uuid *id,
+bool ddsm_vkeys_asset_fresh(ddsm_vkeys *v, const char *id_or_label, const ddsm_uuid *id,
                             bool need_meta, ddsm_asset *out);
 
 /* ---- derived key bytes: reference counted, wiped when the last reference goes ---- */

@@ -20,8 +20,6 @@
 #include <string.h>
 
 #include "clock.h"
-#include "ctx.h"
-#include "ladder.h"
 
 /* The registry's key types (sql/004_key_types.sql). An asset's type never changes, so a record
  * keeps the type it learnt for the life of the module. */
@@ -166,10 +164,9 @@ void ddsm_asset_rec_update(ddsm_vkeys *v, ddsm_asset_rec *r, const ddsm_asset *a
         ddsm_vk_kill_stale(v, &a->id, a->counter, a->state);
 }
 
-bool ddsm_vkeys_asset_fresh(ddsm_call *c, const char *id_or_label, const ddsm_uuid *id,
+bool ddsm_vkeys_asset_fresh(ddsm_vkeys *v, const char *id_or_label, const ddsm_uuid *id,
                             bool need_meta, ddsm_asset *out)
 {
-    ddsm_vkeys *v = c->ctx->vkeys;
     ddsm_uuid u;
     bool by_id = id != NULL;
     if (by_id) {
@@ -214,10 +211,9 @@ bool ddsm_vkeys_asset_fresh(ddsm_call *c, const char *id_or_label, const ddsm_uu
     if (need_meta && (meta_ms == 0 || now - meta_ms > (int64_t)v->staleness_ms))
         return false;
     /* The counter and state: the rule of ddsm_vkey_check. */
-    if (!ddsm_ctx_listener_catch_up(c->ctx))
+    if (v->link.catch_up == NULL || !v->link.catch_up(v->link.owner))
         return false;
-    if (!ddsm_ctx_listener_covers(c->ctx, validated) &&
-        now - validated > (int64_t)v->staleness_ms)
+    if (!v->link.covers(v->link.owner, validated) && now - validated > (int64_t)v->staleness_ms)
         return false;
     a.id = r->id;
     snprintf(a.key_type, sizeof(a.key_type), "%s", type);

@@ -57,7 +57,7 @@ static uint32_t key_hash(const ddsm_uuid *a, const char *path, uint64_t counter)
     return (uint32_t)(h ^ (h >> 32));
 }
 
-CK_RV ddsm_vkeys_new(const ddsm_config *cfg, ddsm_vkeys **out)
+CK_RV ddsm_vkeys_new(const ddsm_config *cfg, const ddsm_vkeys_link *link, ddsm_vkeys **out)
 {
     CK_RV rv = CKR_HOST_MEMORY;
     ddsm_vkeys *v = calloc(1, sizeof(*v));
@@ -67,6 +67,8 @@ CK_RV ddsm_vkeys_new(const ddsm_config *cfg, ddsm_vkeys **out)
     v->ttl_ms = cfg->cache.ttl_ms ? cfg->cache.ttl_ms : 300000;
     v->staleness_ms = cfg->cache.staleness_ms;
     v->extractable = cfg->policy.extractable;
+    if (link != NULL)
+        v->link = *link;
     /* A power of two no larger than the bound, so that the per-shard caps add up to at most it. */
     v->n_shards = 1;
     while (v->n_shards * 2 <= MAX_SHARDS && v->n_shards * 2 <= size)

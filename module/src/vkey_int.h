@@ -90,6 +90,7 @@ struct ddsm_vkeys {
     ddsm_mutex *reg_lock;
     ddsm_kref *reg_head;
     ddsm_flights *flights; /* single flight of materialisations (flight.h) */
+    ddsm_vkeys_link link;  /* the LISTEN link (vkey.h); all NULL when there is none */
 };
 
 static inline uint32_t fnv(uint32_t h, const void *p, size_t n)

@@ -316,7 +316,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* The asset record CKA_DDSM_STATE reads, in the state the input asks for. */
     memset(&cfg, 0, sizeof(cfg));
-    FUZZ_CHECK(ddsm_vkeys_new(&cfg, &v) == CKR_OK, "ddsm_vkeys_new failed");
+    FUZZ_CHECK(ddsm_vkeys_new(&cfg, NULL, &v) == CKR_OK, "ddsm_vkeys_new failed");
     e.aux = ddsm_vkeys_asset(v, &e.asset);
     FUZZ_CHECK(e.aux != NULL, "out of memory");
     ddsm_asset a;
