@@ -162,6 +162,11 @@ bool ddsm_ctx_listener_catch_up(ddsm_ctx *ctx);
  * false when the link is down or the fence failed or took too long: re-validate with the store. */
 bool ddsm_ctx_rotation_fence(ddsm_ctx *ctx);
 
+/* Between ctx.c and ctx_listen.c: the options of every store connection the module opens, and
+ * the LISTEN thread's body (started by the first ddsm_ctx_store_acquire). */
+void ddsm_ctx_store_opts(const ddsm_ctx *ctx, ddsm_store_opts *o);
+void *ddsm_ctx_listener_main(void *arg);
+
 /* What the context hands to its parts at C_Initialize instead of itself (ctx_hooks.c), so that
  * none of them includes this header: the metrics' view of the module (ctx is the ddsm_ctx), the
  * store pool as the policy gate's leases and the root lookups take it, and the LISTEN link as the
