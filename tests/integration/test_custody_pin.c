@@ -26,15 +26,6 @@
 
 static char conf[4096], pin_path[4096], err_path[4096];
 
-static void write_file(const char *path, const char *text, mode_t mode)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    assert_int_equal(chmod(path, mode), 0);
-}
-
 static char *read_all(const char *path)
 {
     static char buf[65536];
@@ -93,7 +84,7 @@ static void assert_derives_vector(CK_SESSION_HANDLE s)
 
 static void test_custody_pin__a_refused_pin_latches_and_does_not_burn_the_retry_counter(void **st)
 {
-    write_file(pin_path, "11112222\n", 0600);
+    p11_write_file(pin_path, "11112222\n");
     assert_rv(CKR_OK, p11->C_Initialize(NULL));
     CK_SESSION_HANDLE s = p11_open_user();
     fs_log_reset();
@@ -118,7 +109,7 @@ static void test_custody_pin__a_refused_pin_latches_and_does_not_burn_the_retry_
 
     /* Fixing the file recovers without a restart (after the back-off, or at once when the file
      * changed since the refusal). */
-    write_file(pin_path, VAULT_PIN "\n", 0600);
+    p11_write_file(pin_path, VAULT_PIN "\n");
     CK_RV rv = CKR_DEVICE_ERROR;
     for (int i = 0; i < 1000 && rv != CKR_OK; i++) {
         CK_OBJECT_HANDLE h = 0;
@@ -141,14 +132,14 @@ static void test_custody_pin__the_first_line_is_the_pin(void **st)
         VAULT_PIN "\r\n11112222\r\n",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        write_file(pin_path, texts[i], 0600);
+        p11_write_file(pin_path, texts[i]);
         assert_rv(CKR_OK, p11->C_Initialize(NULL));
         CK_SESSION_HANDLE s = p11_open_user();
         assert_derives_vector(s);
         assert_rv(CKR_OK, p11->C_Finalize(NULL));
     }
     /* A PIN with trailing garbage on its line is another PIN: refused, latched. */
-    write_file(pin_path, VAULT_PIN " \n", 0600);
+    p11_write_file(pin_path, VAULT_PIN " \n");
     assert_rv(CKR_OK, p11->C_Initialize(NULL));
     CK_SESSION_HANDLE s = p11_open_user();
     CK_OBJECT_HANDLE h = 0;
@@ -160,7 +151,7 @@ static void test_custody_pin__the_first_line_is_the_pin(void **st)
 static void test_custody_pin__untrusted_files_are_refused_with_their_name(void **st)
 {
     char text[8192];
-    write_file(pin_path, VAULT_PIN "\n", 0600);
+    p11_write_file(pin_path, VAULT_PIN "\n");
 
     /* The PIN file: group-writable, then world-writable, then owned by another user. */
     static const mode_t bad_modes[] = {0620, 0602};
@@ -233,13 +224,8 @@ int main(void)
     snprintf(err_path, sizeof(err_path), "%s/stderr.txt", dir);
     p11_load();
 
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd),
-             "softhsm2-util --init-token --free --label vault --pin %s --so-pin 87654321 "
-             ">/dev/null",
-             VAULT_PIN);
-    assert_int_equal(system(cmd), 0);
-    write_file(pin_path, VAULT_PIN "\n", 0600);
+    p11_init_token("vault", VAULT_PIN);
+    p11_write_file(pin_path, VAULT_PIN "\n");
     snprintf(backend_keys, sizeof(backend_keys), "root_token_label = vault\nroot_pin_file = %s\n",
              pin_path);
     snprintf(conf, sizeof(conf), "%s", fs_write_conf("custody-pin", faultp11, NULL, backend_keys,

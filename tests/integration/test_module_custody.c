@@ -20,28 +20,15 @@
 
 static char good_conf[4096], bad_conf[4096];
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, 0600);
-}
-
 static void custody_setup(void)
 {
     const char *dir = getenv("DDSM_TEST_DIR");
-    char cmd[4096], pin_path[4096], bad_pin_path[4096], seed[4096];
-    snprintf(cmd, sizeof(cmd),
-             "softhsm2-util --init-token --free --label vault --pin %s --so-pin 87654321 "
-             ">/dev/null",
-             VAULT_PIN);
-    assert_int_equal(system(cmd), 0);
+    char pin_path[4096], bad_pin_path[4096], seed[4096];
+    p11_init_token("vault", VAULT_PIN);
     snprintf(pin_path, sizeof(pin_path), "%s/vault.pin", dir);
     snprintf(bad_pin_path, sizeof(bad_pin_path), "%s/wrong.pin", dir);
-    write_file(pin_path, VAULT_PIN "\n");
-    write_file(bad_pin_path, "11112222\n");
+    p11_write_file(pin_path, VAULT_PIN "\n");
+    p11_write_file(bad_pin_path, "11112222\n");
     snprintf(good_conf, sizeof(good_conf), "%s/custody.conf", dir);
     snprintf(bad_conf, sizeof(bad_conf), "%s/custody-bad.conf", dir);
     for (int i = 0; i < 2; i++) {

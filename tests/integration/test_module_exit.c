@@ -6,7 +6,12 @@
  * so they go first): a call into it crashes the process. The module answers these calls without
  * the backend once the process is exiting, and still finalises the backend when it is not.
  *
- * Each exiting host is a child process of its own (fork before any module call), whose exit
+ * The same with a standby token ([backend] standby_token_label) holding the same root: the first
+ * derivation's pairing check leaves an idle session of the module's own on the standby, and the
+ * exiting host must not reach the standby's backend either.
+ *
+ * Each exiting host is a child process of its own, forked from this process before it ever calls
+ * the module (so SoftHSM is first loaded in the child, after the child's exit handler), whose exit
  * status the test reads: a signal or a refused call fails it. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,8 +28,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fault_support.h"
 #include "p11_support.h"
 
+#define STANDBY_PIN "24682468"
+
+/* The test token's configuration, and the same with the standby token. */
+static char plain_conf[2048], standby_conf[2048];
 static CK_SESSION_HANDLE g_child_session;
 static const uint8_t msg[] = "sign at exit";
 
@@ -45,16 +55,18 @@ static void close_and_finalize_at_exit(void)
     }
 }
 
-/* In the child: the handler first, then the module, a login and a signature with a virtual key
- * (the module's own derivation session to the backend is open), then exit(). */
-static void child_uses_the_module_then_exits(void)
+/* In the child: the handler first, then the module (configured by conf), a login and a signature
+ * with a virtual key (the module's own derivation session to the backend is open, and with a
+ * standby, one to the standby too), then exit(). */
+static void child_uses_the_module_then_exits(const char *conf)
 {
     uint8_t sig[32];
     /* cmocka's handlers would turn a crash into a failed test that goes on in the child. */
     static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         signal(sigs[i], SIG_DFL);
-    if (atexit(close_and_finalize_at_exit) != 0 || p11->C_Initialize(NULL) != CKR_OK)
+    if (setenv("DDSM_CONF", conf, 1) != 0 || atexit(close_and_finalize_at_exit) != 0 ||
+        p11->C_Initialize(NULL) != CKR_OK)
         _exit(CHILD_SETUP);
     CK_SLOT_ID slot;
     CK_ULONG n = 1;
@@ -79,13 +91,13 @@ static void child_uses_the_module_then_exits(void)
     exit(CHILD_OK);
 }
 
-static void test_exit__finalize_from_an_earlier_exit_handler_succeeds(void **state)
+static void exiting_host(const char *conf)
 {
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        child_uses_the_module_then_exits();
+        child_uses_the_module_then_exits(conf);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     if (WIFSIGNALED(status))
@@ -94,11 +106,28 @@ static void test_exit__finalize_from_an_earlier_exit_handler_succeeds(void **sta
     assert_int_equal(WEXITSTATUS(status), CHILD_OK);
 }
 
+static void test_exit__finalize_from_an_earlier_exit_handler_succeeds(void **state)
+{
+    (void)state;
+    exiting_host(plain_conf);
+}
+
+/* The child's first signature checks the pairing, which opens a standby session and leaves it
+ * idle. Before the fix the child died of SIGSEGV in its exit handler (C_CloseSession into the
+ * standby's SoftHSM). */
+static void test_exit__finalize_from_an_earlier_exit_handler_with_a_standby(void **state)
+{
+    (void)state;
+    exiting_host(standby_conf);
+}
+
 /* Not exiting: C_Finalize still finalises the backend. The test holds the backend library open
  * itself (the same mapping the module uses), so after the module's C_Finalize the backend's own
  * C_Initialize answers CKR_OK, not CKR_CRYPTOKI_ALREADY_INITIALIZED. */
 static void test_exit__finalize_before_exit_finalizes_the_backend(void **state)
 {
+    (void)state;
+    setenv("DDSM_CONF", plain_conf, 1);
     void *dl = dlopen("/usr/lib/softhsm/libsofthsm2.so", RTLD_NOW | RTLD_LOCAL);
     assert_non_null(dl);
     CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)(uintptr_t)dlsym(dl, "C_GetFunctionList");
@@ -115,13 +144,41 @@ static void test_exit__finalize_before_exit_finalizes_the_backend(void **state)
     dlclose(dl);
 }
 
+/* A second token, "standby", with the same seed (ddsmctl as its officer, in a child process:
+ * nothing of SoftHSM is loaded here), and standby_conf naming it. */
+static void setup_standby(void)
+{
+    const char *dir = getenv("DDSM_TEST_DIR");
+    char cmd[8192], conf[2048], pin_file[2048], text[4096];
+    p11_init_token("standby", STANDBY_PIN);
+    snprintf(conf, sizeof(conf), "%s/admin-standby.conf", dir);
+    snprintf(text, sizeof(text),
+             "[backend]\nmodule = /usr/lib/softhsm/libsofthsm2.so\ntoken_label = standby\n"
+             "root_key_label = ddsm-root\n\n[store]\nconninfo = %s\n",
+             getenv("DDSM_TEST_CONNINFO"));
+    p11_write_file(conf, text);
+    snprintf(cmd, sizeof(cmd),
+             "DDSM_CONF='%s' DDSM_PIN=%s '%s' root import --hex-file '%s/seed.hex' >/dev/null",
+             conf, STANDBY_PIN, getenv("DDSM_CTL"), dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(pin_file, sizeof(pin_file), "%s/standby.pin", dir);
+    p11_write_file(pin_file, STANDBY_PIN "\n");
+    snprintf(text, sizeof(text), "standby_token_label = standby\nstandby_root_pin_file = %s\n",
+             pin_file);
+    snprintf(standby_conf, sizeof(standby_conf), "%s",
+             fs_write_conf("exit-standby", NULL, NULL, text, NULL));
+}
+
 int main(void)
 {
     p11_load();
-    p11_setup_store();
+    p11_setup_store(); /* the docs/design.md seed on the test token, pinned */
+    snprintf(plain_conf, sizeof(plain_conf), "%s", getenv("DDSM_CONF"));
+    setup_standby();
     const struct CMUnitTest tests[] = {
-        /* First: the child forks from a process that has started no thread of the module. */
+        /* First: the children fork from a process that has started no thread of the module. */
         cmocka_unit_test(test_exit__finalize_from_an_earlier_exit_handler_succeeds),
+        cmocka_unit_test(test_exit__finalize_from_an_earlier_exit_handler_with_a_standby),
         cmocka_unit_test(test_exit__finalize_before_exit_finalizes_the_backend),
     };
     return cmocka_run_group_tests_name("exit", tests, NULL, NULL);

@@ -33,24 +33,6 @@ static char dir[1024], pin_file[2048], standby_conf_extra[8192];
 static char standby_wrapper[2048];
 #define STANDBY_WRAPPER_NAME "libfaultp11-standby.so"
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, 0600);
-}
-
-static void init_token(const char *label)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd),
-             "softhsm2-util --init-token --free --label %s --pin %s --so-pin 87654321 >/dev/null",
-             label, STANDBY_PIN);
-    assert_int_equal(system(cmd), 0);
-}
-
 /* ddsmctl as the officer of token label (its own configuration, PIN STANDBY_PIN). */
 static int ctl_on(const char *label, const char *args)
 {
@@ -98,7 +80,7 @@ static void write_shares(char paths[2][2048])
         assert_int_equal(share_format_secret(&s, text, sizeof(text), &len), DDSM_OK);
         share_wipe(&s);
         snprintf(paths[j], 2048, "%s/share-%u.txt", dir, (unsigned)nrs[pick[j]]);
-        write_file(paths[j], text);
+        p11_write_file(paths[j], text);
     }
 }
 
@@ -115,21 +97,21 @@ static int group_setup(void **state)
     p11_setup_store(); /* the seed 00..1f imported into the test token, and pinned */
 
     /* The standby: recovered from two of three shares (it adds a RECOVER pin of the same root). */
-    init_token("standby");
+    p11_init_token("standby", STANDBY_PIN);
     write_shares(shares);
     snprintf(args, sizeof(args), "root recover --share '%s' --share '%s' >/dev/null", shares[0],
              shares[1]);
     assert_int_equal(ctl_on("standby", args), 0);
 
     /* Another token with another root, pinned too (a store may pin several roots). */
-    init_token("stranger");
+    p11_init_token("stranger", STANDBY_PIN);
     snprintf(seed, sizeof(seed), "%s/other-seed.hex", dir);
-    write_file(seed, "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1eff\n");
+    p11_write_file(seed, "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1eff\n");
     snprintf(args, sizeof(args), "root import --hex-file '%s' >/dev/null", seed);
     assert_int_equal(ctl_on("stranger", args), 0);
 
     snprintf(pin_file, sizeof(pin_file), "%s/standby.pin", dir);
-    write_file(pin_file, STANDBY_PIN "\n");
+    p11_write_file(pin_file, STANDBY_PIN "\n");
 
     snprintf(standby_wrapper, sizeof(standby_wrapper), "%s/" STANDBY_WRAPPER_NAME, dir);
     snprintf(args, sizeof(args), "cp '%s' '%s'", getenv("DDSM_FAULTP11"), standby_wrapper);

@@ -60,6 +60,27 @@ void *p11_sym(const char *name)
     return dlsym(g_dl, name);
 }
 
+void p11_init_token(const char *label, const char *pin)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "softhsm2-util --init-token --free --label '%s' --pin '%s' --so-pin 87654321 "
+             ">/dev/null",
+             label, pin);
+    if (system(cmd) != 0)
+        fail_msg("softhsm2-util --init-token --label %s failed", label);
+}
+
+void p11_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        fail_msg("cannot write %s", path);
+    fputs(text, f);
+    if (fclose(f) != 0 || chmod(path, 0600) != 0)
+        fail_msg("cannot write %s", path);
+}
+
 const char *p11_write_conf(const char *name, const char *conninfo, const char *extra)
 {
     return fs_write_conf(name, NULL, conninfo, NULL, extra);

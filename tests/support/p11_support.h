@@ -43,6 +43,13 @@ void *p11_sym(const char *name);
  * may be NULL). Points $DDSM_CONF at it and returns its path (static storage). */
 const char *p11_write_conf(const char *name, const char *conninfo, const char *extra);
 
+/* A new SoftHSM token labelled label in a free slot of this test's token directory, user PIN pin
+ * (SO PIN 87654321); fails the test when softhsm2-util does. */
+void p11_init_token(const char *label, const char *pin);
+
+/* Write text to path, mode 0600 (PIN files, configurations); fails the test when it cannot. */
+void p11_write_file(const char *path, const char *text);
+
 /* Run "$DDSM_CTL <args>" through the shell with DDSM_PIN=$DDSM_TEST_PIN; returns its exit status.
  */
 int p11_ctl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
