@@ -361,7 +361,7 @@ void ddsm_ctx_store_release(ddsm_ctx *ctx, ddsm_store *st)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The module's own backend sessions on the root token                                         */
+/* The audit batcher and its key, and the root sessions' drain                                  */
 
 /* This writer's audit key (docs/audit.md "The audit keys"): the reserved derivation of
  * docs/design.md for its instance id, computed by the HSM through the root. */
@@ -443,4 +443,30 @@ void ddsm_ctx_drain_sessions(ddsm_ctx *ctx)
      * handles learnt under this one. */
     atomic_store(&ctx->app_root, 0);
     ddsm_rootpool_drain(ctx->roots.primary);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Zones                                                                                       */
+
+void ddsm_ctx_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled, const char *zone)
+{
+    ddsm_mpolicy_zone_set(ctx->policy, asset, enabled, zone);
+    if (!enabled) {
+        /* Keys already derived must not be used any more: drop them at once. */
+        ddsm_vkeys_kill_asset(ctx->vkeys, asset);
+    }
+    /* The batcher's expectation may hold the old zone: one more round trip at worst. */
+    ddsm_batcher *b = atomic_load(&ctx->batcher);
+    if (b != NULL)
+        ddsm_batcher_invalidate(b, asset);
+}
+
+ddsm_err ddsm_ctx_zone_revalidate(ddsm_ctx *ctx, ddsm_store *st, const ddsm_uuid *asset)
+{
+    char zone[DDSM_ZONE_NAME_MAX + 1];
+    bool enabled = true;
+    ddsm_err e = ddsm_zone_of_asset(st, asset, zone, &enabled);
+    if (e == DDSM_OK)
+        ddsm_ctx_zone_note(ctx, asset, enabled, zone);
+    return e;
 }

@@ -145,6 +145,14 @@ CK_RV ddsm_ctx_batcher(ddsm_ctx *ctx, ddsm_rootsess *rs, ddsm_batcher **out,
  * learnt under that login. Sessions on a custody token stay. */
 void ddsm_ctx_drain_sessions(ddsm_ctx *ctx);
 
+/* What is known of an asset's zone (a NOTIFY, a re-validation, a refusal by the derivation
+ * statement): into the policy gate's table; disabling kills the asset's cached keys; the
+ * batcher's expectation is dropped. */
+void ddsm_ctx_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled, const char *zone);
+/* Ask the store for an asset's zone and note it (re-validation while the LISTEN link does not
+ * cover it, and the LISTEN thread's read after a notification named the asset). */
+ddsm_err ddsm_ctx_zone_revalidate(ddsm_ctx *ctx, ddsm_store *st, const ddsm_uuid *asset) DDSM_WUR;
+
 /* Whether an asset record validated at validated_ms is covered by the LISTEN link (the link is up
  * and was already up then), so that no re-validation is needed whatever its age. */
 bool ddsm_ctx_listener_covers(ddsm_ctx *ctx, int64_t validated_ms);

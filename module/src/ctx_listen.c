@@ -117,7 +117,7 @@ static ddsm_err hint_read(ddsm_ctx *ctx, struct ddsm_hints *h, ddsm_asset_rec *r
     atomic_fetch_add(&ctx->hints_reread, 1);
     err = ddsm_store_asset_get(h->st, id, &a);
     if (err == DDSM_OK)
-        err = ddsm_mpolicy_zone_revalidate(ctx, h->st, id);
+        err = ddsm_ctx_zone_revalidate(ctx, h->st, id);
     if (err == DDSM_OK) {
         ddsm_asset_rec_update(ctx->vkeys, r, &a);
         ddsm_asset_rec_trust_from(r, gen);

@@ -26,7 +26,6 @@
 #include "vkey.h"
 
 typedef struct ddsm_mpolicy ddsm_mpolicy;
-struct ddsm_ctx;
 struct ddsm_call;
 
 /* app: the application's name ([policy] requester, else the program's). can_thread: whether the
@@ -102,25 +101,16 @@ bool ddsm_mpolicy_mech_allowed(const ddsm_mpolicy *p, CK_MECHANISM_TYPE m);
  * is off. */
 bool ddsm_mpolicy_zone_off(ddsm_mpolicy *p, const ddsm_uuid *asset,
                            char zone[DDSM_ZONE_NAME_MAX + 1]);
-/* Record what is known of an asset's zone (the table only: ddsm_mpolicy_zone_note also drops the
+/* Record what is known of an asset's zone (the table only: ddsm_ctx_zone_note also drops the
  * asset's keys). */
 void ddsm_mpolicy_zone_set(ddsm_mpolicy *p, const ddsm_uuid *asset, bool enabled,
                            const char *zone);
 
 /* ---- zones ---- */
 
-/* What is known of an asset's zone (a NOTIFY, a re-validation, a refusal by the derivation
- * statement). Disabling kills the asset's cached keys and the batcher's expectation. */
-void ddsm_mpolicy_zone_note(struct ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled,
-                            const char *zone);
 /* The derivation statement refused because the asset's zone is disabled (the batcher's
  * DDSM_E_POLICY; its DENY row is written): note the zone (named in store_msg), count it, and
  * answer CKR_FUNCTION_REJECTED with DDSM_DEVERR_POLICY_ZONE. */
 CK_RV ddsm_mpolicy_zone_refused(struct ddsm_call *c, const ddsm_uuid *asset,
                                 const char *store_msg) DDSM_WUR;
-/* Ask the store for an asset's zone (re-validation while the LISTEN link does not cover it, and
- * the LISTEN thread's read after a notification named the asset). */
-ddsm_err ddsm_mpolicy_zone_revalidate(struct ddsm_ctx *ctx, ddsm_store *st,
-                                      const ddsm_uuid *asset) DDSM_WUR;
-
 #endif

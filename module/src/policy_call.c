@@ -75,19 +75,6 @@ CK_RV ddsm_mpolicy_mechanism(ddsm_call *c, const ddsm_hentry *e, CK_MECHANISM_TY
     return ddsm_mpolicy_refuse(c, &e->asset, e->path, DDSM_DENY_MECHANISM, reason);
 }
 
-void ddsm_mpolicy_zone_note(ddsm_ctx *ctx, const ddsm_uuid *asset, bool enabled, const char *zone)
-{
-    ddsm_mpolicy_zone_set(ctx->policy, asset, enabled, zone);
-    if (!enabled) {
-        /* Keys already derived must not be used any more: drop them at once. */
-        ddsm_vkeys_kill_asset(ctx->vkeys, asset);
-    }
-    /* The batcher's expectation may hold the old zone: one more round trip at worst. */
-    ddsm_batcher *b = atomic_load(&ctx->batcher);
-    if (b != NULL)
-        ddsm_batcher_invalidate(b, asset);
-}
-
 CK_RV ddsm_mpolicy_zone_refused(ddsm_call *c, const ddsm_uuid *asset, const char *store_msg)
 {
     /* "asset <uuid>: refused: zone <name> is disabled" (ddsm-core store_derive.c, ddsm_batch_item_result) */
@@ -107,20 +94,10 @@ CK_RV ddsm_mpolicy_zone_refused(ddsm_call *c, const ddsm_uuid *asset, const char
     ddsm_uuid_format(asset, id);
     ddsm_log(DDSM_LOG_INFO, "%s: refused by policy: asset %s: zone %s is disabled", c->fn, id,
              zone);
-    ddsm_mpolicy_zone_note(c->ctx, asset, false, zone);
+    ddsm_ctx_zone_note(c->ctx, asset, false, zone);
     ddsm_metrics_denied(c->ctx->metrics, DDSM_DENY_ZONE, DDSM_STATE__COUNT);
     c->detail = DDSM_DEVERR_POLICY_ZONE;
     return CKR_FUNCTION_REJECTED;
-}
-
-ddsm_err ddsm_mpolicy_zone_revalidate(ddsm_ctx *ctx, ddsm_store *st, const ddsm_uuid *asset)
-{
-    char zone[DDSM_ZONE_NAME_MAX + 1];
-    bool enabled = true;
-    ddsm_err e = ddsm_zone_of_asset(st, asset, zone, &enabled);
-    if (e == DDSM_OK)
-        ddsm_mpolicy_zone_note(ctx, asset, enabled, zone);
-    return e;
 }
 
 CK_RV ddsm_mpolicy_key_use(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)

@@ -102,7 +102,7 @@ static CK_RV revalidate(ddsm_call *c, const ddsm_hentry *e, ddsm_use use)
     if (err == DDSM_OK) {
         err = ddsm_store_asset_get(st, &e->asset, &a);
         if (err == DDSM_OK) /* a NOTIFY of the zone may have been missed too */
-            err = ddsm_mpolicy_zone_revalidate(c->ctx, st, &e->asset);
+            err = ddsm_ctx_zone_revalidate(c->ctx, st, &e->asset);
         ddsm_ctx_store_release(c->ctx, st);
     }
     if (err != DDSM_OK) {
