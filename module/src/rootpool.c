@@ -25,11 +25,7 @@ struct ddsm_rootpool {
     const atomic_bool *can_thread;
     ddsm_rootfind *find;
 
-    /* under lock */
-    CK_SESSION_HANDLE *free; /* idle sessions, at most ddsm_config_hsm_workers */
-    unsigned n_free;
-    unsigned n;   /* sessions open: idle or handed out */
-    unsigned gen; /* bumped by a drain: older sessions are closed on release */
+    ddsm_sesslist sessions; /* at most ddsm_config_hsm_workers idle; under lock */
 
     _Atomic CK_OBJECT_HANDLE root; /* cached root seed key handle, 0 = unknown */
     _Atomic(ddsm_hsmcall *) calls;
@@ -51,14 +47,14 @@ CK_RV ddsm_rootpool_new(const ddsm_rootpool_args *args, ddsm_rootpool **out)
     ddsm_rootpool *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return CKR_HOST_MEMORY;
-    p->free = calloc(ddsm_config_hsm_workers(args->cfg), sizeof(*p->free));
-    if (p->free == NULL) {
-        free(p);
-        return CKR_HOST_MEMORY;
-    }
     p->cfg = args->cfg;
     p->hsm = args->hsm;
     p->be = ddsm_hsm_functions(args->hsm);
+    if (ddsm_sesslist_init(&p->sessions, p->be, args->lock, ddsm_config_hsm_workers(args->cfg)) !=
+        CKR_OK) {
+        free(p);
+        return CKR_HOST_MEMORY;
+    }
     p->slot = args->slot;
     p->custody = args->custody;
     p->lock = args->lock;
@@ -70,12 +66,8 @@ CK_RV ddsm_rootpool_new(const ddsm_rootpool_args *args, ddsm_rootpool **out)
 
 void ddsm_rootpool_close(ddsm_rootpool *p)
 {
-    if (p == NULL)
-        return;
-    if (!ddsm_exiting())
-        for (unsigned i = 0; i < p->n_free; i++)
-            (void)p->be->C_CloseSession(p->free[i]);
-    p->n_free = 0;
+    if (p != NULL)
+        ddsm_sesslist_close(&p->sessions);
 }
 
 bool ddsm_rootpool_free(ddsm_rootpool *p)
@@ -84,7 +76,6 @@ bool ddsm_rootpool_free(ddsm_rootpool *p)
         return true;
     /* HSM calls stuck past their bound get one more bound to return. */
     bool gone = ddsm_hsmcall_free(atomic_load(&p->calls), p->cfg->backend.call_timeout_ms + 1000);
-    free(p->free);
     free(p);
     return gone;
 }
@@ -263,12 +254,13 @@ CK_RV ddsm_rootpool_acquire(ddsm_rootpool *p, ddsm_rootsess *out, CK_ULONG *deta
     bool fresh = false;
 
     *detail = DDSM_DEVERR_NONE;
+    ddsm_sesslist *l = &p->sessions;
     ddsm_mutex_lock(p->lock);
-    rs.gen = p->gen;
-    if (p->n_free > 0) {
-        rs.s = p->free[--p->n_free];
+    rs.gen = l->gen;
+    if (l->n_idle > 0) {
+        rs.s = l->idle[--l->n_idle];
     } else {
-        p->n++;
+        l->n_open++;
         fresh = true;
     }
     ddsm_mutex_unlock(p->lock);
@@ -277,9 +269,7 @@ CK_RV ddsm_rootpool_acquire(ddsm_rootpool *p, ddsm_rootsess *out, CK_ULONG *deta
         rv = p->be->C_OpenSession(p->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &rs.s);
         if (rv != CKR_OK) {
             ddsm_log(DDSM_LOG_WARN, "cannot open a derivation session: %s", ddsm_rv_name(rv));
-            ddsm_mutex_lock(p->lock);
-            p->n--;
-            ddsm_mutex_unlock(p->lock);
+            ddsm_sesslist_uncount(l);
             rv = ddsm_rv_from_backend(rv, detail);
             return rv;
         }
@@ -308,30 +298,12 @@ CK_RV ddsm_rootpool_acquire(ddsm_rootpool *p, ddsm_rootsess *out, CK_ULONG *deta
 
 void ddsm_rootpool_release(ddsm_rootpool *p, const ddsm_rootsess *rs, bool broken)
 {
-    unsigned cap = ddsm_config_hsm_workers(p->cfg);
-    bool keep = false;
-    if (rs->s == CK_INVALID_HANDLE)
-        return; /* disowned: quarantined by the HSM call pool */
-    ddsm_mutex_lock(p->lock);
-    if (!broken && rs->gen == p->gen && p->n_free < cap) {
-        p->free[p->n_free++] = rs->s;
-        keep = true;
-    } else {
-        p->n--;
-    }
-    ddsm_mutex_unlock(p->lock);
-    if (!keep)
-        (void)p->be->C_CloseSession(rs->s);
+    ddsm_sesslist_release(&p->sessions, rs, broken);
 }
 
 void ddsm_rootpool_disown(ddsm_rootpool *p, ddsm_rootsess *rs)
 {
-    if (rs->s == CK_INVALID_HANDLE)
-        return;
-    ddsm_mutex_lock(p->lock);
-    p->n--;
-    ddsm_mutex_unlock(p->lock);
-    rs->s = CK_INVALID_HANDLE;
+    ddsm_sesslist_disown(&p->sessions, rs);
 }
 
 void ddsm_rootpool_drain(ddsm_rootpool *p)
@@ -339,21 +311,83 @@ void ddsm_rootpool_drain(ddsm_rootpool *p)
     if (p->custody)
         return;
     atomic_store(&p->root, 0);
-    ddsm_mutex_lock(p->lock);
-    p->gen++;
-    ddsm_mutex_unlock(p->lock);
+    ddsm_sesslist_drain(&p->sessions);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A token's session list (rootpool.h)                                                         */
+
+CK_RV ddsm_sesslist_init(ddsm_sesslist *l, CK_FUNCTION_LIST_PTR be, ddsm_mutex *lock, unsigned cap)
+{
+    memset(l, 0, sizeof(*l));
+    l->idle = calloc(cap, sizeof(*l->idle));
+    if (l->idle == NULL)
+        return CKR_HOST_MEMORY;
+    l->be = be;
+    l->lock = lock;
+    l->cap = cap;
+    return CKR_OK;
+}
+
+void ddsm_sesslist_close(ddsm_sesslist *l)
+{
+    if (!ddsm_exiting())
+        for (unsigned i = 0; i < l->n_idle; i++)
+            (void)l->be->C_CloseSession(l->idle[i]);
+    l->n_idle = 0;
+    free(l->idle);
+    l->idle = NULL;
+}
+
+void ddsm_sesslist_release(ddsm_sesslist *l, const ddsm_rootsess *rs, bool broken)
+{
+    bool keep = false;
+    if (rs->s == CK_INVALID_HANDLE)
+        return; /* disowned: quarantined by the HSM call pool */
+    ddsm_mutex_lock(l->lock);
+    if (!broken && rs->gen == l->gen && l->n_idle < l->cap) {
+        l->idle[l->n_idle++] = rs->s;
+        keep = true;
+    } else {
+        l->n_open--;
+    }
+    ddsm_mutex_unlock(l->lock);
+    if (!keep)
+        (void)l->be->C_CloseSession(rs->s);
+}
+
+void ddsm_sesslist_disown(ddsm_sesslist *l, ddsm_rootsess *rs)
+{
+    if (rs->s == CK_INVALID_HANDLE)
+        return;
+    ddsm_sesslist_uncount(l);
+    rs->s = CK_INVALID_HANDLE;
+}
+
+void ddsm_sesslist_uncount(ddsm_sesslist *l)
+{
+    ddsm_mutex_lock(l->lock);
+    l->n_open--;
+    ddsm_mutex_unlock(l->lock);
+}
+
+void ddsm_sesslist_drain(ddsm_sesslist *l)
+{
+    ddsm_mutex_lock(l->lock);
+    l->gen++;
+    ddsm_mutex_unlock(l->lock);
     for (;;) {
         CK_SESSION_HANDLE idle[64];
         unsigned n = 0;
-        ddsm_mutex_lock(p->lock);
-        while (p->n_free > 0 && n < 64) {
-            idle[n++] = p->free[--p->n_free];
-            p->n--;
+        ddsm_mutex_lock(l->lock);
+        while (l->n_idle > 0 && n < 64) {
+            idle[n++] = l->idle[--l->n_idle];
+            l->n_open--;
         }
-        ddsm_mutex_unlock(p->lock);
+        ddsm_mutex_unlock(l->lock);
         if (n == 0)
             break;
         for (unsigned i = 0; i < n && !ddsm_exiting(); i++)
-            (void)p->be->C_CloseSession(idle[i]);
+            (void)l->be->C_CloseSession(idle[i]);
     }
 }

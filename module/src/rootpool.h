@@ -35,6 +35,34 @@ typedef struct ddsm_rootsess {
     bool standby; /* a session on the standby token (standby.h), not of this pool */
 } ddsm_rootsess;
 
+/* The module's own sessions on one token, as a pool keeps them (the primary's here, the
+ * standby's in standby.c): the idle ones, at most cap, ready for reuse; n_open counts every open
+ * one, idle or handed out. A session taken while gen had another value is closed, not kept, when
+ * it comes back (a drain moves gen). Fields under lock (the owner's), never held across a backend
+ * call. */
+typedef struct ddsm_sesslist {
+    CK_FUNCTION_LIST_PTR be;
+    ddsm_mutex *lock;
+    CK_SESSION_HANDLE *idle;
+    unsigned cap, n_idle, n_open, gen;
+} ddsm_sesslist;
+
+CK_RV ddsm_sesslist_init(ddsm_sesslist *l, CK_FUNCTION_LIST_PTR be, ddsm_mutex *lock,
+                         unsigned cap) DDSM_WUR;
+/* Close the idle sessions (no backend call while the process is exiting: exiting.h) and free the
+ * list. A zeroed list is accepted. */
+void ddsm_sesslist_close(ddsm_sesslist *l);
+/* A session comes back: kept idle unless broken, taken before the last drain, or the list is
+ * full; else closed. Nothing for CK_INVALID_HANDLE (disowned). */
+void ddsm_sesslist_release(ddsm_sesslist *l, const ddsm_rootsess *rs, bool broken);
+/* The call pool quarantined rs->s: no longer counted here, not closed; rs->s becomes
+ * CK_INVALID_HANDLE. */
+void ddsm_sesslist_disown(ddsm_sesslist *l, ddsm_rootsess *rs);
+/* A fresh session counted in n_open could not be opened. */
+void ddsm_sesslist_uncount(ddsm_sesslist *l);
+/* Move gen and close the idle sessions: the busy ones are closed when they come back. */
+void ddsm_sesslist_drain(ddsm_sesslist *l);
+
 typedef struct ddsm_rootpool ddsm_rootpool;
 
 /* What the pool is made with, all owned by the context and outliving the pool. */
@@ -51,7 +79,7 @@ typedef struct ddsm_rootpool_args {
 
 CK_RV ddsm_rootpool_new(const ddsm_rootpool_args *args, ddsm_rootpool **out) DDSM_WUR;
 
-/* Close the idle sessions (unless the process is exiting) and forget the rest. */
+/* Close the idle sessions (unless the process is exiting: ddsm_sesslist_close). */
 void ddsm_rootpool_close(ddsm_rootpool *p);
 /* Stop the worker pool and free p. true when the backend may now be finalised and unloaded: no
  * worker is left inside it (hsmcall.h, ddsm_hsmcall_free). NULL accepted (true). */

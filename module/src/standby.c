@@ -39,11 +39,11 @@ struct ddsm_standby {
     CK_FUNCTION_LIST_PTR be;
     ddsm_mutex *lock;
 
+    ddsm_sesslist sessions; /* as the primary's (rootpool.h); its gen never moves */
+
     /* under lock */
     bool have_slot;
     CK_SLOT_ID slot;
-    CK_SESSION_HANDLE *free;
-    unsigned n_free, n;
     int64_t login_retry_ms; /* no login before this (a refusal is latched) */
     bool fp_known[2];
     char fp[2][DDSM_FINGERPRINT_HEX + 1];
@@ -79,11 +79,6 @@ CK_RV ddsm_standby_open(const ddsm_standby_args *args, ddsm_standby **out)
     sb = calloc(1, sizeof(*sb));
     if (sb == NULL)
         return CKR_HOST_MEMORY;
-    sb->free = calloc(cap, sizeof(*sb->free));
-    if (sb->free == NULL) {
-        rv = CKR_HOST_MEMORY;
-        goto out;
-    }
     if ((rv = ddsm_mutex_new(&sb->lock)) != CKR_OK)
         goto out;
     rv = ddsm_hsm_load(lib, &sb->hsm, why, sizeof(why));
@@ -93,6 +88,8 @@ CK_RV ddsm_standby_open(const ddsm_standby_args *args, ddsm_standby **out)
         goto out;
     }
     sb->be = ddsm_hsm_functions(sb->hsm);
+    if ((rv = ddsm_sesslist_init(&sb->sessions, sb->be, sb->lock, cap)) != CKR_OK)
+        goto out;
     sb->cfg = cfg;
     sb->custody = args->custody;
     sb->can_thread = args->can_thread;
@@ -110,8 +107,9 @@ CK_RV ddsm_standby_open(const ddsm_standby_args *args, ddsm_standby **out)
     rv = CKR_OK;
 out:
     if (sb != NULL) {
+        if (sb->hsm != NULL)
+            ddsm_hsm_unload(sb->hsm);
         ddsm_mutex_free(sb->lock);
-        free(sb->free);
         free(sb);
     }
     return rv;
@@ -121,18 +119,15 @@ void ddsm_standby_free(ddsm_standby *sb)
 {
     if (sb == NULL)
         return;
-    /* As the primary's (ctx.c): no call into a backend whose exit-time destructors may have run
+    /* As the primary's: no call into a backend whose exit-time destructors may have run
      * (exiting.h), nor under a worker still inside it. */
-    if (!ddsm_exiting())
-        for (unsigned i = 0; i < sb->n_free; i++)
-            (void)sb->be->C_CloseSession(sb->free[i]);
+    ddsm_sesslist_close(&sb->sessions);
     if (ddsm_hsmcall_free(atomic_load(&sb->pool), sb->cfg->backend.call_timeout_ms + 1000) &&
         !ddsm_exiting())
         ddsm_hsm_unload(sb->hsm);
     else
         ddsm_hsm_abandon(sb->hsm);
     ddsm_mutex_free(sb->lock);
-    free(sb->free);
     free(sb);
 }
 
@@ -215,30 +210,12 @@ static CK_RV login_secret(ddsm_standby *sb, CK_SESSION_HANDLE s)
 
 void ddsm_standby_release(ddsm_standby *sb, const ddsm_rootsess *rs, bool broken)
 {
-    unsigned cap = ddsm_config_hsm_workers(sb->cfg);
-    bool keep = false;
-    if (rs->s == CK_INVALID_HANDLE)
-        return;
-    ddsm_mutex_lock(sb->lock);
-    if (!broken && sb->n_free < cap) {
-        sb->free[sb->n_free++] = rs->s;
-        keep = true;
-    } else {
-        sb->n--;
-    }
-    ddsm_mutex_unlock(sb->lock);
-    if (!keep)
-        (void)sb->be->C_CloseSession(rs->s);
+    ddsm_sesslist_release(&sb->sessions, rs, broken);
 }
 
 void ddsm_standby_disown(ddsm_standby *sb, ddsm_rootsess *rs)
 {
-    if (rs->s == CK_INVALID_HANDLE)
-        return;
-    ddsm_mutex_lock(sb->lock);
-    sb->n--;
-    ddsm_mutex_unlock(sb->lock);
-    rs->s = CK_INVALID_HANDLE;
+    ddsm_sesslist_disown(&sb->sessions, rs);
 }
 
 /* The root looked up on the standby token through rs->s (rootfind.h). */
@@ -327,15 +304,16 @@ static CK_RV standby_acquire(ddsm_standby *sb, ddsm_rootsess *out, CK_ULONG *det
 
     *detail = DDSM_DEVERR_NONE;
     int64_t now = ddsm_now_ms();
+    ddsm_sesslist *l = &sb->sessions;
     ddsm_mutex_lock(sb->lock);
-    if (sb->n_free > 0) {
-        rs.s = sb->free[--sb->n_free];
+    if (l->n_idle > 0) {
+        rs.s = l->idle[--l->n_idle];
     } else if (now < sb->login_retry_ms) {
         ddsm_mutex_unlock(sb->lock);
         *detail = DDSM_DEVERR_CUSTODY_LOGIN;
         return CKR_DEVICE_ERROR;
     } else {
-        sb->n++;
+        l->n_open++;
         fresh = true;
         need_slot = !sb->have_slot;
         slot = sb->slot;
@@ -399,9 +377,7 @@ static CK_RV standby_acquire(ddsm_standby *sb, ddsm_rootsess *out, CK_ULONG *det
     return CKR_OK;
 
 fail_fresh:
-    ddsm_mutex_lock(sb->lock);
-    sb->n--;
-    ddsm_mutex_unlock(sb->lock);
+    ddsm_sesslist_uncount(l);
     return ddsm_rv_from_backend(rv, detail);
 }
 
