@@ -312,8 +312,8 @@ static CK_RV virtual_candidates(ddsm_call *c, const CK_ATTRIBUTE *t, CK_ULONG n,
         ddsm_uuid id = id_asset;
         if (asset_id != NULL)
             memcpy(id.b, asset_id->pValue, 16);
-        if (ddsm_vkeys_asset_fresh(c->ctx->vkeys, label != NULL ? lookup : NULL, label != NULL ? NULL : &id,
-                                   r.path == NULL, &a))
+        if (ddsm_vkeys_asset_fresh(c->ctx->vkeys, label != NULL ? lookup : NULL,
+                                   label != NULL ? NULL : &id, r.path == NULL, &a))
             return consider(&r, &a, false);
     }
     err = ddsm_ctx_store_acquire(c->ctx, &st);

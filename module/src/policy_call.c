@@ -77,7 +77,8 @@ CK_RV ddsm_mpolicy_mechanism(ddsm_call *c, const ddsm_hentry *e, CK_MECHANISM_TY
 
 CK_RV ddsm_mpolicy_zone_refused(ddsm_call *c, const ddsm_uuid *asset, const char *store_msg)
 {
-    /* "asset <uuid>: refused: zone <name> is disabled" (ddsm-core store_derive.c, ddsm_batch_item_result) */
+    /* "asset <uuid>: refused: zone <name> is disabled" (ddsm-core store_derive.c,
+     * ddsm_batch_item_result) */
     char zone[DDSM_ZONE_NAME_MAX + 1] = "?";
     const char *z = store_msg != NULL ? strstr(store_msg, "zone ") : NULL;
     if (z != NULL) {

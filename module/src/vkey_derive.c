@@ -320,8 +320,8 @@ static CK_RV derive_current_secret(ddsm_call *c, const ddsm_uuid *asset, const d
     /* The HSM call, bounded by [backend] call_timeout_ms (hsmcall.h). A failure here leaves a
      * DERIVE row whose key nobody received (docs/audit.md allows it): fail closed. */
     int64_t th0 = ddsm_metrics_now_ns();
-    rv = ddsm_roots_derive_secret(&ctx->roots, &rs, asset, ec ? &seed_path : path, counter, key, &detail,
-                                    &broken, &ahead);
+    rv = ddsm_roots_derive_secret(&ctx->roots, &rs, asset, ec ? &seed_path : path, counter, key,
+                                  &detail, &broken, &ahead);
     /* Started ahead and used: the call's own time (most of it hidden behind the round trip). */
     t_hsm = ahead.used ? ahead.took_ns : ddsm_metrics_now_ns() - th0;
     if (rv != CKR_OK) {

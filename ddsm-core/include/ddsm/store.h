@@ -207,7 +207,8 @@ DDSM_WUR ddsm_err ddsm_store_attach_audit(ddsm_store *st, const ddsm_audit_key *
 DDSM_WUR ddsm_err ddsm_store_deny(ddsm_store *st, const ddsm_derive_req *req, const char *reason);
 
 /* The text of the chained multi-row derivation statement (group commit; parameters in
- * ddsm-core/src/store_derive.c), for EXPLAIN: it must probe custody_keys' primary key once per row. */
+ * ddsm-core/src/store_derive.c), for EXPLAIN: it must probe custody_keys' primary key once per
+ * row. */
 extern const char ddsm_store_derive_batch_sql[];
 
 /* Plan this connection's prepared statements once (plan_cache_mode = force_generic_plan for the
